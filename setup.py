@@ -1,0 +1,31 @@
+from setuptools import find_packages, setup
+
+STAGES = ("generate", "ingest", "clean", "features", "train", "recommend", "run")
+
+setup(
+    name="sparkpromo",
+    version="0.1.0",
+    description="Personalised promotions from shop behaviour logs with Spark ALS on Delta Lake",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    package_dir={"": "src"},
+    packages=find_packages("src"),
+    python_requires=">=3.11,<3.13",
+    install_requires=[
+        # delta-spark 4.0.1 is built for the Spark 4.0 line (Scala 2.13); keep the pair in step.
+        "pyspark==4.0.1",
+        "delta-spark==4.0.1",
+        "pyyaml>=6.0,<7",
+        "numpy>=1.26",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "chispa==0.12.0", "ruff"],
+    },
+    entry_points={
+        "console_scripts": [
+            "sparkpromo=sparkpromo.cli:main",
+            # One entry point per stage, so a Databricks python_wheel_task can name it directly.
+            *(f"sparkpromo-{s}=sparkpromo.cli:{s}_main" for s in STAGES),
+        ],
+    },
+)

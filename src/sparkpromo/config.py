@@ -1,0 +1,635 @@
+"""YAML configuration: base file + environment overlay (+ optional extra files), validated into frozen dataclasses.
+
+Every error is a :class:`ConfigError` whose message names the file and the dotted key, so the CLI can print one
+line and exit with code 2 before any SparkSession exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from sparkpromo import columns as C
+
+ENVIRONMENTS = ("local", "cluster", "databricks")
+SOURCE_FORMATS = ("csv", "json", "parquet")
+SOURCE_KINDS = ("events", "ratings")
+METRICS = ("ndcg", "precision", "recall", "map")
+SPLITS = ("random", "last_days", "leave_last_k")
+CAMPAIGN_TYPES = ("welcome", "birthday", "cart_threshold", "bundle", "generic")
+RULE_OPERATORS = ("eq", "ne", "lt", "le", "gt", "ge", "in", "not_in", "between", "is_null", "not_null")
+CAMPAIGN_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# Canonical columns a source may map; the value is whether the column is required for that source.
+MAPPABLE_EVENT_COLUMNS = (C.EVENT_ID, C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.EVENT_TS, C.PRICE, C.QUANTITY,
+                          C.RATING, C.SESSION_ID)
+MAPPABLE_USER_COLUMNS = (C.USER_ID, C.SIGNUP_DATE, C.BIRTH_DATE, C.COUNTRY, C.MARKETING_CONSENT)
+MAPPABLE_ITEM_COLUMNS = (C.ITEM_ID, C.CATEGORY, C.BRAND, C.PRICE, C.STOCK)
+# Columns that campaign rules may reference: user-level and item-level feature columns.
+USER_RULE_FIELDS = ("country", "age_band", "marketing_consent", "signup_date", "days_since_signup", "active_days",
+                    "sessions", "purchases", "monetary", "recency_days", "cart_value", "top_category")
+ITEM_RULE_FIELDS = ("category", "brand", "price", "stock", "price_band", "popularity", "conversion_rate")
+
+_ENV_VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(ValueError):
+    """A configuration problem; ``str()`` is a one-line message naming the file and key."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Sections
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SparkSettings:
+    app_name: str = "sparkpromo"
+    # Used only when nothing (spark-submit, Databricks) has supplied a master already.
+    master: str = "local[*]"
+    shuffle_partitions: int = 8
+    driver_memory: str = "2g"
+    checkpoint_dir: str = ""  # "" = <lakehouse>/_checkpoints
+    log_level: str = "WARN"
+    conf: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FileSource:
+    path: str
+    format: str = "csv"
+    options: Mapping[str, str] = field(default_factory=dict)
+    # canonical column -> source column; unmapped canonical columns take their own name if present
+    columns: Mapping[str, str] = field(default_factory=dict)
+    # "" = ISO-8601 (with optional offset), "unix" = epoch seconds, otherwise a Spark datetime pattern
+    timestamp_format: str = ""
+    # source event name (case-insensitive) -> canonical event type
+    event_type_map: Mapping[str, str] = field(default_factory=dict)
+    # every row gets this event type (e.g. a purchase-only transaction log)
+    constant_event_type: str = ""
+
+
+@dataclass(frozen=True)
+class SourcesConfig:
+    events: FileSource
+    kind: str = "events"
+    users: FileSource | None = None
+    items: FileSource | None = None
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    events: int = 20_000
+    users: int = 0  # 0 = derived from events
+    items: int = 0  # 0 = derived from events
+    seed: int = 7
+    days: int = 60
+    dirty: bool = True
+
+
+@dataclass(frozen=True)
+class CleanConfig:
+    bot_max_events_per_day: int = 1000
+    future_tolerance_minutes: int = 60
+    max_string_length: int = 256
+    allow_schema_evolution: bool = False
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    pseudonymise: bool = False
+    key_env: str = "SPARKPROMO_HMAC_KEY"
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    event_weights: Mapping[str, float] = field(
+        default_factory=lambda: {C.VIEW: 1.0, C.FAVORITE: 2.0, C.ADD_TO_CART: 4.0, C.PURCHASE: 8.0})
+    half_life_days: float = 30.0
+    max_count_per_type: int = 10
+    session_gap_minutes: int = 30
+    price_bands: tuple[float, ...] = (10.0, 50.0, 200.0)
+    top_categories: int = 3
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    rank: tuple[int, ...] = (16, 32)
+    reg_param: tuple[float, ...] = (0.05, 0.2)
+    alpha: tuple[float, ...] = (5.0, 20.0)
+    max_iter: tuple[int, ...] = (10,)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    k: int = 10
+    metric: str = "ndcg"
+    folds: int = 3
+    parallelism: int = 1
+    seed: int = 42
+    split: str = "random"
+    test_fraction: float = 0.2
+    test_days: int = 7
+    leave_last_k: int = 1
+    checkpoint_interval: int = 5
+    champion_gate: bool = True
+    grid: GridConfig = field(default_factory=GridConfig)
+
+
+@dataclass(frozen=True)
+class Condition:
+    field: str
+    op: str
+    value: Any = None
+
+
+@dataclass(frozen=True)
+class Rule:
+    all: tuple[Condition, ...] = ()
+    any: tuple[Condition, ...] = ()
+
+
+@dataclass(frozen=True)
+class Offer:
+    discount_pct: float = 0.0
+    coupon_template: str = ""
+
+
+@dataclass(frozen=True)
+class Campaign:
+    id: str
+    type: str
+    valid_from: dt.date
+    valid_to: dt.date
+    name: str = ""
+    priority: int = 0
+    top_k: int = 5
+    budget: int = 0  # max users served; 0 = unlimited
+    control_share: float = 0.1
+    offer: Offer = field(default_factory=Offer)
+    # welcome
+    signup_within_days: int = 30
+    # cart_threshold
+    cart_threshold: float = 0.0
+    cart_slack: float = 0.0
+    lookback_days: int = 14
+    # bundle
+    min_co_occurrence: int = 2
+    # generic
+    audience: Rule | None = None
+    items: Rule | None = None
+
+
+@dataclass(frozen=True)
+class RecommendConfig:
+    candidates: int = 100
+    max_offers_per_user: int = 2
+    max_per_category: int = 0  # 0 = no diversity cap
+    repeatable_categories: tuple[str, ...] = ()
+    segment: str = "country"  # country | age_band
+    reasons: int = 2
+
+
+@dataclass(frozen=True)
+class MlflowConfig:
+    enabled: bool = False
+    experiment: str = "sparkpromo"
+    tracking_uri: str = ""  # "" = MLFLOW_TRACKING_URI or a local file store under the lakehouse
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    sources: SourcesConfig
+    env: str = "local"
+    lakehouse: str = "lakehouse"
+    landing: str = "lakehouse/landing"
+    spark: SparkSettings = field(default_factory=SparkSettings)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    clean: CleanConfig = field(default_factory=CleanConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    recommend: RecommendConfig = field(default_factory=RecommendConfig)
+    campaigns: tuple[Campaign, ...] = ()
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+
+    def table(self, layer: str, name: str) -> str:
+        """URI of a Delta table, e.g. ``table("silver", "events")``."""
+        return join_uri(self.lakehouse, layer, name)
+
+    @property
+    def checkpoint_dir(self) -> str:
+        return self.spark.checkpoint_dir or join_uri(self.lakehouse, "_checkpoints")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Paths
+# ----------------------------------------------------------------------------------------------------------------
+_SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+def has_scheme(path: str) -> bool:
+    return bool(_SCHEME_RE.match(path))
+
+
+def join_uri(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def local_path(uri: str) -> Path | None:
+    """The local filesystem path of a ``file:`` URI or a plain path; None for remote URIs (s3a:, abfss:, dbfs:)."""
+    if uri.startswith("file:"):
+        return Path(re.sub(r"^file:(//)?", "", uri))
+    return None if has_scheme(uri) else Path(uri)
+
+
+def _absolutise(path: str, base_dir: Path) -> str:
+    if not path or has_scheme(path):
+        return path
+    p = Path(path)
+    return str(p if p.is_absolute() else (base_dir / p).resolve())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Loading
+# ----------------------------------------------------------------------------------------------------------------
+def default_conf_dir() -> Path:
+    return Path(os.environ.get("SPARKPROMO_CONF_DIR", "conf"))
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: unreadable config file ({e.__class__.__name__})") from None
+    try:
+        data = yaml.safe_load(text)  # safe_load: no Python object tags, ever
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}:{where}: invalid YAML: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def _merge(base: dict[str, Any], overlay: dict[str, Any], origin: dict[str, str], src: str,
+           prefix: str = "") -> dict[str, Any]:
+    """Deep-merge ``overlay`` into ``base``; record in ``origin`` which file set each dotted key."""
+    out = dict(base)
+    for key, value in overlay.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "columns":
+            out[key] = _merge(out[key], value, origin, src, dotted + ".")
+        else:
+            out[key] = value
+            _record(origin, dotted, value, src)
+    return out
+
+
+def _record(origin: dict[str, str], dotted: str, value: Any, src: str) -> None:
+    origin[dotted] = src
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _record(origin, f"{dotted}.{k}", v, src)
+
+
+def _expand_env(value: Any) -> Any:
+    if isinstance(value, str):
+        def repl(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            raise KeyError(name)
+        return _ENV_VAR_RE.sub(repl, value)
+    if isinstance(value, dict):
+        return {k: _expand_env(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v) for v in value]
+    return value
+
+
+def load_config(env: str = "local", conf_dir: str | Path | None = None, extra: typing.Sequence[str | Path] = (),
+                overrides: Mapping[str, Any] | None = None, check_inputs: bool = False) -> AppConfig:
+    """Load ``base.yaml``, the ``<env>.yaml`` overlay, then any extra files, in that order of precedence."""
+    conf_dir = Path(conf_dir) if conf_dir is not None else default_conf_dir()
+    if env not in ENVIRONMENTS:
+        raise ConfigError(f"--env: unknown environment '{env}' (expected one of {', '.join(ENVIRONMENTS)})")
+    files = [conf_dir / "base.yaml", conf_dir / f"{env}.yaml", *(Path(p) for p in extra)]
+    origin: dict[str, str] = {}
+    merged: dict[str, Any] = {}
+    for f in files:
+        merged = _merge(merged, _read_yaml(f), origin, str(f))
+    if overrides:
+        for dotted, value in overrides.items():
+            merged = _merge(merged, _nest(dotted, value), origin, "--set")
+    merged["env"] = env
+    cfg = build_config(merged, origin, default_file=str(files[-1]))
+    if check_inputs:
+        check_input_paths(cfg)
+    return cfg
+
+
+def _nest(dotted: str, value: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    cur = out
+    parts = dotted.split(".")
+    for p in parts[:-1]:
+        cur = cur.setdefault(p, {})
+    cur[parts[-1]] = value
+    return out
+
+
+def build_config(data: Mapping[str, Any], origin: Mapping[str, str] | None = None,
+                 default_file: str = "<config>", base_dir: Path | None = None) -> AppConfig:
+    """Validate a merged mapping into an :class:`AppConfig`."""
+    origin = origin or {}
+    where = _Where(origin, default_file)
+    try:
+        data = _expand_env(dict(data))
+    except KeyError as e:
+        raise ConfigError(f"{default_file}: environment variable {e.args[0]} is referenced but not set") from None
+    cfg = _convert(AppConfig, data, "", where)
+    base_dir = base_dir or Path.cwd()
+    cfg = dataclasses.replace(
+        cfg,
+        lakehouse=_absolutise(cfg.lakehouse, base_dir),
+        landing=_absolutise(cfg.landing, base_dir),
+        sources=_resolve_sources(cfg.sources, base_dir),
+    )
+    _validate(cfg, where)
+    return cfg
+
+
+def _resolve_sources(s: SourcesConfig, base_dir: Path) -> SourcesConfig:
+    def fix(fs: FileSource | None) -> FileSource | None:
+        return None if fs is None else dataclasses.replace(fs, path=_absolutise(fs.path, base_dir))
+    return dataclasses.replace(s, events=fix(s.events), users=fix(s.users), items=fix(s.items))
+
+
+def check_input_paths(cfg: AppConfig) -> None:
+    """Fail before Spark starts when a local input path does not exist (remote URIs are checked by Spark)."""
+    for name in ("events", "users", "items"):
+        src: FileSource | None = getattr(cfg.sources, name)
+        if src is None:
+            continue
+        p = local_path(src.path)
+        if p is not None and not p.exists() and not any(ch in src.path for ch in "*?["):
+            raise ConfigError(f"sources.{name}.path: input path does not exist: {src.path}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Generic conversion of a mapping into the typed dataclasses
+# ----------------------------------------------------------------------------------------------------------------
+class _Where:
+    def __init__(self, origin: Mapping[str, str], default_file: str) -> None:
+        self.origin = origin
+        self.default_file = default_file
+
+    def file_of(self, key: str) -> str:
+        parts = key.split(".")
+        for i in range(len(parts), 0, -1):
+            f = self.origin.get(".".join(parts[:i]))
+            if f:
+                return f
+        return self.default_file
+
+    def error(self, key: str, msg: str) -> ConfigError:
+        return ConfigError(f"{self.file_of(key)}: {key}: {msg}")
+
+
+def _convert(tp: Any, value: Any, key: str, where: _Where) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(inner[0], value, key, where)
+    if dataclasses.is_dataclass(tp):
+        return _convert_dataclass(tp, value, key, where)
+    if tp is Any:
+        if isinstance(value, (dict, set)):
+            raise where.error(key, "expected a scalar or list")
+        return tuple(value) if isinstance(value, list) else value
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise where.error(key, f"expected a list, got {_tname(value)}")
+        return tuple(_convert(args[0], v, f"{key}[{i}]", where) for i, v in enumerate(value))
+    if origin in (Mapping, dict, typing.Mapping):
+        if not isinstance(value, dict):
+            raise where.error(key, f"expected a mapping, got {_tname(value)}")
+        return types.MappingProxyType(
+            {str(k): _convert(args[1], v, f"{key}.{k}", where) for k, v in value.items()})
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise where.error(key, f"expected true/false, got {_tname(value)} {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise where.error(key, f"expected an integer, got {_tname(value)} {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise where.error(key, f"expected a number, got {_tname(value)} {value!r}")
+        return float(value)
+    if tp is str:
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise where.error(key, f"expected a string, got {_tname(value)}")
+        return str(value)
+    if tp is dt.date:
+        if isinstance(value, dt.datetime):
+            return value.date()
+        if isinstance(value, dt.date):
+            return value
+        if isinstance(value, str):
+            try:
+                return dt.date.fromisoformat(value)
+            except ValueError:
+                pass
+        raise where.error(key, f"expected a date (YYYY-MM-DD), got {value!r}")
+    raise where.error(key, f"unsupported type {tp}")  # pragma: no cover - programming error
+
+
+def _convert_dataclass(tp: Any, value: Any, key: str, where: _Where) -> Any:
+    if not isinstance(value, dict):
+        raise where.error(key or "<root>", f"expected a mapping, got {_tname(value)}")
+    hints = typing.get_type_hints(tp)
+    flds = {f.name: f for f in dataclasses.fields(tp)}
+    for k in value:
+        if k not in flds:
+            full = f"{key}.{k}" if key else str(k)
+            raise where.error(full, f"unknown key (expected one of: {', '.join(sorted(flds))})")
+    kwargs: dict[str, Any] = {}
+    for name, f in flds.items():
+        full = f"{key}.{name}" if key else name
+        if name in value:
+            kwargs[name] = _convert(hints[name], value[name], full, where)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise where.error(full, "missing required key")
+    return tp(**kwargs)
+
+
+def _tname(v: Any) -> str:
+    return {dict: "mapping", list: "list", str: "string", bool: "boolean", int: "integer",
+            float: "number", type(None): "null"}.get(type(v), type(v).__name__)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Semantic validation
+# ----------------------------------------------------------------------------------------------------------------
+def _validate(cfg: AppConfig, where: _Where) -> None:
+    def need(cond: bool, key: str, msg: str) -> None:
+        if not cond:
+            raise where.error(key, msg)
+
+    need(bool(cfg.lakehouse), "lakehouse", "must not be empty")
+    need(cfg.spark.shuffle_partitions > 0, "spark.shuffle_partitions", "must be > 0")
+    need(cfg.generate.events >= 1_000, "generate.events", "must be at least 1000")
+    need(cfg.generate.days >= 1, "generate.days", "must be >= 1")
+    need(cfg.sources.kind in SOURCE_KINDS, "sources.kind", f"must be one of {', '.join(SOURCE_KINDS)}")
+    for name, allowed in (("events", MAPPABLE_EVENT_COLUMNS), ("users", MAPPABLE_USER_COLUMNS),
+                          ("items", MAPPABLE_ITEM_COLUMNS)):
+        src: FileSource | None = getattr(cfg.sources, name)
+        if src is None:
+            continue
+        k = f"sources.{name}"
+        need(bool(src.path), f"{k}.path", "must not be empty")
+        need(src.format in SOURCE_FORMATS, f"{k}.format", f"must be one of {', '.join(SOURCE_FORMATS)}")
+        for canon, col in src.columns.items():
+            need(canon in allowed, f"{k}.columns.{canon}",
+                 f"unknown canonical column (expected one of: {', '.join(allowed)})")
+            need(bool(col), f"{k}.columns.{canon}", "source column name must not be empty")
+        for raw, canon in src.event_type_map.items():
+            need(canon in C.ALL_EVENT_TYPES, f"{k}.event_type_map.{raw}",
+                 f"unknown event type '{canon}' (expected one of: {', '.join(C.ALL_EVENT_TYPES)})")
+        if src.constant_event_type:
+            need(src.constant_event_type in C.ALL_EVENT_TYPES, f"{k}.constant_event_type",
+                 f"unknown event type '{src.constant_event_type}'")
+    if cfg.sources.kind == "ratings":
+        need(C.RATING in cfg.sources.events.columns, "sources.events.columns.rating",
+             "a ratings source must map its rating column")
+    c = cfg.clean
+    need(c.bot_max_events_per_day > 0, "clean.bot_max_events_per_day", "must be > 0")
+    need(c.max_string_length > 0, "clean.max_string_length", "must be > 0")
+    f = cfg.features
+    for et, w in f.event_weights.items():
+        need(et in C.ALL_EVENT_TYPES, f"features.event_weights.{et}", "unknown event type")
+        need(w > 0, f"features.event_weights.{et}", "must be > 0")
+    need(f.half_life_days > 0, "features.half_life_days", "must be > 0")
+    need(f.max_count_per_type > 0, "features.max_count_per_type", "must be > 0")
+    need(list(f.price_bands) == sorted(f.price_bands), "features.price_bands", "must be ascending")
+    t = cfg.train
+    need(t.k > 0, "train.k", "must be > 0")
+    need(t.metric in METRICS, "train.metric", f"must be one of {', '.join(METRICS)}")
+    need(t.folds >= 2, "train.folds", "must be >= 2")
+    need(t.parallelism >= 1, "train.parallelism", "must be >= 1")
+    need(t.split in SPLITS, "train.split", f"must be one of {', '.join(SPLITS)}")
+    need(0 < t.test_fraction < 1, "train.test_fraction", "must be between 0 and 1")
+    need(t.test_days > 0, "train.test_days", "must be > 0")
+    need(t.leave_last_k > 0, "train.leave_last_k", "must be > 0")
+    need(t.checkpoint_interval > 0, "train.checkpoint_interval", "must be > 0")
+    for gk in ("rank", "reg_param", "alpha", "max_iter"):
+        values = getattr(t.grid, gk)
+        need(len(values) > 0, f"train.grid.{gk}", "must list at least one value")
+        need(all(v > 0 if gk != "reg_param" else v >= 0 for v in values), f"train.grid.{gk}",
+             "values must be positive")
+    r = cfg.recommend
+    need(r.candidates > 0, "recommend.candidates", "must be > 0")
+    need(r.max_offers_per_user > 0, "recommend.max_offers_per_user", "must be > 0")
+    need(r.max_per_category >= 0, "recommend.max_per_category", "must be >= 0")
+    need(r.segment in ("country", "age_band"), "recommend.segment", "must be country or age_band")
+    _validate_campaigns(cfg.campaigns, where)
+
+
+def _validate_campaigns(campaigns: tuple[Campaign, ...], where: _Where) -> None:
+    seen: set[str] = set()
+    for i, camp in enumerate(campaigns):
+        key = f"campaigns[{i}]"
+        if not CAMPAIGN_ID_RE.match(camp.id):
+            raise where.error(f"{key}.id", f"invalid campaign id {camp.id!r}: use letters, digits, '-' and '_' only")
+        key = f"campaigns[{camp.id}]"
+        if camp.id in seen:
+            raise where.error(f"{key}.id", "duplicate campaign id")
+        seen.add(camp.id)
+        if camp.type not in CAMPAIGN_TYPES:
+            raise where.error(f"{key}.type", f"unknown campaign type '{camp.type}' "
+                                             f"(expected one of: {', '.join(CAMPAIGN_TYPES)})")
+        if camp.valid_to < camp.valid_from:
+            raise where.error(f"{key}.valid_to", "empty validity window: valid_to is before valid_from")
+        if camp.top_k <= 0:
+            raise where.error(f"{key}.top_k", "must be > 0")
+        if camp.budget < 0:
+            raise where.error(f"{key}.budget", "must be >= 0")
+        if not 0 <= camp.control_share < 1:
+            raise where.error(f"{key}.control_share", "must be in [0, 1)")
+        if not 0 <= camp.offer.discount_pct <= 100:
+            raise where.error(f"{key}.offer.discount_pct", "must be between 0 and 100")
+        if camp.type == "cart_threshold" and camp.cart_threshold <= 0:
+            raise where.error(f"{key}.cart_threshold", "must be > 0 for a cart_threshold campaign")
+        if camp.type == "generic" and camp.audience is None and camp.items is None:
+            raise where.error(f"{key}.audience", "a generic campaign needs an audience or an items rule")
+        for rule_name, fields_ in (("audience", USER_RULE_FIELDS), ("items", ITEM_RULE_FIELDS)):
+            rule: Rule | None = getattr(camp, rule_name)
+            if rule is None:
+                continue
+            if not rule.all and not rule.any:
+                raise where.error(f"{key}.{rule_name}", "a rule needs 'all' or 'any' conditions")
+            for group in ("all", "any"):
+                for j, cond in enumerate(getattr(rule, group)):
+                    ck = f"{key}.{rule_name}.{group}[{j}]"
+                    if cond.field not in fields_:
+                        raise where.error(f"{ck}.field", f"unknown field '{cond.field}' "
+                                                         f"(expected one of: {', '.join(fields_)})")
+                    if cond.op not in RULE_OPERATORS:
+                        raise where.error(f"{ck}.op", f"unknown operator '{cond.op}' "
+                                                      f"(expected one of: {', '.join(RULE_OPERATORS)})")
+                    _check_value(cond, ck, where)
+    # Overlapping windows are only a problem for two campaigns of the same type and audience: the per-user
+    # contact cap decides between different types, but two identical campaigns at once are a config mistake.
+    by_type: dict[tuple[str, Rule | None], list[Campaign]] = {}
+    for camp in campaigns:
+        by_type.setdefault((camp.type, camp.audience), []).append(camp)
+    for group_ in by_type.values():
+        group_.sort(key=lambda x: x.valid_from)
+        for a, b in zip(group_, group_[1:]):
+            if b.valid_from <= a.valid_to:
+                raise where.error(f"campaigns[{b.id}].valid_from",
+                                  f"validity window overlaps campaign '{a.id}' of the same type and audience")
+
+
+def _check_value(cond: Condition, key: str, where: _Where) -> None:
+    v = cond.value
+    if cond.op in ("is_null", "not_null"):
+        if v is not None:
+            raise where.error(f"{key}.value", f"operator '{cond.op}' takes no value")
+        return
+    if cond.op in ("in", "not_in"):
+        if not isinstance(v, tuple) or not v:
+            raise where.error(f"{key}.value", f"operator '{cond.op}' needs a non-empty list")
+        values: tuple[Any, ...] = v
+    elif cond.op == "between":
+        if not isinstance(v, tuple) or len(v) != 2:
+            raise where.error(f"{key}.value", "operator 'between' needs a list of two values")
+        values = v
+    else:
+        if v is None or isinstance(v, tuple):
+            raise where.error(f"{key}.value", f"operator '{cond.op}' needs a single value")
+        values = (v,)
+    for x in values:
+        if not isinstance(x, (str, int, float, bool, dt.date)):
+            raise where.error(f"{key}.value", f"unsupported value {x!r}")

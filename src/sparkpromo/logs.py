@@ -1,0 +1,50 @@
+"""Logging in one consistent format: every line carries the run id; stages log start, end, elapsed and counts."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+log = logging.getLogger("sparkpromo")
+
+_run_id = "-"
+
+
+class _RunIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.run_id = _run_id
+        return True
+
+
+def setup_logging(verbose: bool = False, run_id: str = "-") -> None:
+    global _run_id
+    _run_id = run_id
+    handler = logging.StreamHandler()
+    handler.addFilter(_RunIdFilter())
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s run=%(run_id)s %(name)s: %(message)s",
+                                           "%Y-%m-%dT%H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    # py4j chatters at INFO on every call; keep it quiet unless asked.
+    logging.getLogger("py4j").setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+@contextlib.contextmanager
+def stage(name: str, **fields: Any) -> Iterator[dict[str, Any]]:
+    """Log ``stage=<name> status=start|end|failed elapsed_s=..`` plus whatever counts the body adds to the dict."""
+    counts: dict[str, Any] = dict(fields)
+    t0 = time.perf_counter()
+    log.info("stage=%s status=start", name)
+    try:
+        yield counts
+    except Exception as e:
+        log.error("stage=%s status=failed elapsed_s=%.1f error=%s", name, time.perf_counter() - t0,
+                  str(e).splitlines()[0] if str(e) else type(e).__name__)
+        raise
+    counts["elapsed_s"] = round(time.perf_counter() - t0, 2)
+    extra = " ".join(f"{k}={v}" for k, v in counts.items())
+    log.info("stage=%s status=end %s", name, extra)

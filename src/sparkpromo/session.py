@@ -1,0 +1,105 @@
+"""The one place a SparkSession is built.
+
+* Local mode (a laptop, tests, CI): Delta is enabled through delta-spark's own ``configure_spark_with_delta_pip``,
+  which resolves the Delta jars from Maven (cached in ~/.ivy2 after the first start). A Maven mirror configured in
+  ``~/.m2/settings.xml`` (or ``SPARKPROMO_MAVEN_REPO``) is honoured instead of hard-coding a host.
+* Under spark-submit or Databricks the launcher already supplied the master, the packages and the Delta
+  extensions: we only add what is missing and never override those.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from sparkpromo.config import AppConfig
+
+log = logging.getLogger(__name__)
+
+DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
+DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+# Keys a launcher owns: when spark-submit or Databricks set them, they win.
+LAUNCHER_OWNED = ("spark.master", "spark.jars.packages", "spark.sql.extensions", "spark.sql.catalog.spark_catalog",
+                  "spark.jars.repositories", "spark.driver.memory")
+
+
+def launched_externally() -> bool:
+    """True under spark-submit (the JVM gateway already exists) or on Databricks."""
+    return bool(os.environ.get("PYSPARK_GATEWAY_PORT") or os.environ.get("DATABRICKS_RUNTIME_VERSION")
+                or os.environ.get("SPARK_SUBMIT_MODE"))
+
+
+def maven_mirrors(settings_file: Path | None = None) -> list[str]:
+    """Mirror URLs from Maven's settings.xml (``SPARKPROMO_MAVEN_REPO`` first, if set)."""
+    urls: list[str] = []
+    if os.environ.get("SPARKPROMO_MAVEN_REPO"):
+        urls.append(os.environ["SPARKPROMO_MAVEN_REPO"])
+    path = settings_file or Path(os.environ.get("MAVEN_SETTINGS", Path.home() / ".m2" / "settings.xml"))
+    if path.is_file():
+        try:
+            root = ET.parse(path).getroot()
+        except ET.ParseError:
+            log.warning("ignoring unparsable Maven settings file %s", path)
+            return urls
+        for el in root.iter():
+            if el.tag.rsplit("}", 1)[-1] == "mirror":
+                for child in el:
+                    if child.tag.rsplit("}", 1)[-1] == "url" and child.text:
+                        urls.append(child.text.strip())
+    return urls
+
+
+def local_settings(cfg: AppConfig) -> dict[str, str]:
+    """Laptop-sized defaults for local mode; everything here can be overridden by ``spark.conf`` in YAML."""
+    settings = {
+        "spark.master": cfg.spark.master,
+        "spark.driver.memory": cfg.spark.driver_memory,
+        "spark.sql.extensions": DELTA_EXTENSION,
+        "spark.sql.catalog.spark_catalog": DELTA_CATALOG,
+        "spark.ui.showConsoleProgress": "false",
+        "spark.ui.enabled": "false",
+        # Delta's snapshot reconstruction defaults to 50 partitions: far too many for small local tables.
+        "spark.databricks.delta.snapshotPartitions": "2",
+        "spark.sql.adaptive.enabled": "true",
+        "spark.sql.adaptive.coalescePartitions.enabled": "true",
+        "spark.driver.extraJavaOptions": "-Dlog4j.rootLogger=WARN,console -Xss16m",
+    }
+    mirrors = maven_mirrors()
+    if mirrors:
+        settings["spark.jars.repositories"] = ",".join(mirrors)
+    return settings
+
+
+def session_settings(cfg: AppConfig) -> dict[str, str]:
+    """Settings that are ours in every environment (never the master or Delta wiring)."""
+    return {
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.shuffle.partitions": str(cfg.spark.shuffle_partitions),
+        # Delta's retention check stays on; `forget` overrides it explicitly where it must purge.
+        "spark.databricks.delta.schema.autoMerge.enabled": "false",
+    }
+
+
+def build_session(cfg: AppConfig, app_name: str | None = None) -> SparkSession:
+    """Build (or join) the SparkSession for ``cfg``."""
+    name = app_name or cfg.spark.app_name
+    existing = SparkSession.getActiveSession()
+    if existing is not None or launched_externally():
+        spark = existing or SparkSession.builder.appName(name).getOrCreate()
+        log.info("joining the session supplied by the launcher (master=%s)", spark.sparkContext.master)
+    else:
+        from delta import configure_spark_with_delta_pip
+
+        builder = SparkSession.builder.appName(name)
+        for k, v in {**local_settings(cfg), **session_settings(cfg), **dict(cfg.spark.conf)}.items():
+            builder = builder.config(k, v)
+        spark = configure_spark_with_delta_pip(builder).getOrCreate()
+        spark.sparkContext.setLogLevel(cfg.spark.log_level)
+    for k, v in session_settings(cfg).items():
+        spark.conf.set(k, v)
+    spark.sparkContext.setCheckpointDir(cfg.checkpoint_dir)
+    return spark

@@ -1,0 +1,57 @@
+"""One session-scoped local SparkSession with real Delta, shared by the whole suite."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyspark.sql import SparkSession
+
+from sparkpromo.config import AppConfig, build_config
+from sparkpromo.session import build_session
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def make_config(root: Path | str, **sections: Any) -> AppConfig:
+    """A small AppConfig whose lakehouse lives under ``root``; keyword arguments override top-level sections."""
+    root = Path(root)
+    data: dict[str, Any] = {
+        "lakehouse": str(root / "lakehouse"),
+        "landing": str(root / "landing"),
+        "spark": {"master": "local[2]", "shuffle_partitions": 2, "driver_memory": "2g"},
+        "sources": {
+            "events": {"path": str(root / "landing" / "events"), "format": "csv", "options": {"header": "true"},
+                       "columns": {"item_id": "product_id", "event_ts": "event_time"}},
+            "users": {"path": str(root / "landing" / "users"), "format": "json"},
+            "items": {"path": str(root / "landing" / "items"), "format": "csv", "options": {"header": "true"},
+                      "columns": {"item_id": "product_id"}},
+        },
+        "train": {"folds": 2, "grid": {"rank": [4], "reg_param": [0.1], "alpha": [5.0], "max_iter": [5]}},
+    }
+    data.update(sections)
+    return build_config(data)
+
+
+@pytest.fixture(scope="session")
+def spark_root() -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix="sparkpromo-tests-"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def spark(spark_root: Path) -> Iterator[SparkSession]:
+    cfg = make_config(spark_root)
+    session = build_session(cfg, app_name="sparkpromo-tests")
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def cfg(tmp_path: Path) -> AppConfig:
+    return make_config(tmp_path)
