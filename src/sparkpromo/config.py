@@ -606,7 +606,7 @@ def _validate_campaigns(campaigns: tuple[Campaign, ...], where: _Where) -> None:
         by_type.setdefault((camp.type, camp.audience), []).append(camp)
     for group_ in by_type.values():
         group_.sort(key=lambda x: x.valid_from)
-        for a, b in zip(group_, group_[1:]):
+        for a, b in zip(group_, group_[1:], strict=False):
             if b.valid_from <= a.valid_to:
                 raise where.error(f"campaigns[{b.id}].valid_from",
                                   f"validity window overlaps campaign '{a.id}' of the same type and audience")

@@ -98,16 +98,18 @@ def append(df: DataFrame, uri: str, app_id: str | None = None, txn_version: int 
     fault_point(f"after_write:{name or uri}")
 
 
-def add_constraints(spark: SparkSession, uri: str, checks: Mapping[str, str] = (),  # type: ignore[assignment]
+def add_constraints(spark: SparkSession, uri: str, checks: Mapping[str, str] | None = None,
                     not_null: Sequence[str] = ()) -> None:
-    """Attach Delta CHECK and NOT NULL constraints (idempotent). Expressions are ours, never from config."""
-    table = f"delta.`{uri}`"
-    existing = {k.split(".", 2)[-1] for k in _table_properties(spark, uri) if k.startswith("delta.constraints.")}
-    for name, expr in dict(checks).items():
+    """Attach Delta CHECK constraints, idempotently. Expressions are ours, never from config.
+
+    NOT NULL is expressed as a CHECK too: Delta cannot tighten an existing column's nullability in place.
+    """
+    wanted = dict(checks or {})
+    wanted.update({f"{c}_not_null": f"`{c}` IS NOT NULL" for c in not_null})
+    existing = {k.split(".", 2)[-1].lower() for k in _table_properties(spark, uri) if k.startswith("delta.constraints.")}
+    for name, expr in wanted.items():
         if name.lower() not in existing:
-            spark.sql(f"ALTER TABLE {table} ADD CONSTRAINT {name} CHECK ({expr})")
-    for col in not_null:
-        spark.sql(f"ALTER TABLE {table} ALTER COLUMN `{col}` SET NOT NULL")
+            spark.sql(f"ALTER TABLE delta.`{uri}` ADD CONSTRAINT {name} CHECK ({expr})")
 
 
 def _table_properties(spark: SparkSession, uri: str) -> dict[str, str]:

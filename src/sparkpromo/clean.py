@@ -1,0 +1,431 @@
+"""Clean: bronze → silver (typed, trimmed, UTC, deduplicated, bot-filtered) + quarantine (every rejected row, with
+the rule that rejected it).
+
+Each bronze row ends in exactly one place, which is what the balance test checks::
+
+    bronze rows = silver rows + quarantined rows + dropped duplicates
+
+Rules are applied in a fixed precedence (the first that fails names the row's rule). Duplicates (a later copy of
+an event id, or an older export of a user/item) are dropped and counted, not quarantined.
+
+Clean recomputes silver from the whole bronze snapshot and overwrites it in one Delta commit: a failed run
+leaves the previous silver in place, and a rerun for the same run gives the same rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Mapping, Sequence
+
+from pyspark import StorageLevel
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from sparkpromo import columns as C
+from sparkpromo import io
+from sparkpromo.config import AppConfig, FileSource
+from sparkpromo.frame import Transform
+from sparkpromo.ingest import CORRUPT, METADATA_COLUMNS, mappable
+
+log = logging.getLogger(__name__)
+
+# Rules, in precedence order. The names are stable: they are stored in quarantine and in the DQ metrics.
+MALFORMED_RECORD = "malformed_record"
+MISSING_FIELD = "missing_field"
+OVERSIZED_FIELD = "oversized_field"
+UNKNOWN_EVENT_TYPE = "unknown_event_type"
+MALFORMED_TIMESTAMP = "malformed_timestamp"
+FUTURE_TIMESTAMP = "future_timestamp"
+MALFORMED_NUMBER = "malformed_number"
+NEGATIVE_PRICE = "negative_price"
+INVALID_QUANTITY = "invalid_quantity"
+INVALID_RATING = "invalid_rating"
+INVALID_STOCK = "invalid_stock"
+MALFORMED_DATE = "malformed_date"
+MALFORMED_VALUE = "malformed_value"
+UNKNOWN_USER = "unknown_user"
+UNKNOWN_ITEM = "unknown_item"
+BOT_ACTIVITY = "bot_activity"
+
+DUP = "_dup"
+_TS, _PRICE, _QTY, _RATING, _STOCK, _SIGNUP, _BIRTH = "_ts", "_price", "_qty", "_rating", "_stock", "_signup", "_birth"
+_TRUE_WORDS = ("true", "t", "yes", "y", "1")
+_FALSE_WORDS = ("false", "f", "no", "n", "0")
+
+REQUIRED = {
+    "events": (C.EVENT_ID, C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.EVENT_TS),
+    "users": (C.USER_ID,),
+    "items": (C.ITEM_ID,),
+}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Shared steps
+# --------------------------------------------------------------------------------------------------------------
+def canonicalise(source: str, src: FileSource) -> Transform:
+    """Rename mapped source columns to canonical names (strings, trimmed); keep the raw row as a JSON payload."""
+    def step(df: DataFrame) -> DataFrame:
+        raw_cols = [c for c in df.columns if c not in METADATA_COLUMNS and c != CORRUPT]
+        payload = F.when(F.col(CORRUPT).isNotNull(), F.col(CORRUPT)).otherwise(
+            F.to_json(F.struct(*[F.col(f"`{c}`") for c in raw_cols])))
+        out = []
+        for canon in mappable(source):
+            name = src.columns.get(canon, canon)
+            col = F.trim(F.col(f"`{name}`")) if name in df.columns else F.lit(None).cast("string")
+            # An empty string is a missing value in every export format we accept.
+            out.append(F.when(col == "", None).otherwise(col).alias(canon))
+        meta = [c for c in METADATA_COLUMNS if c in df.columns]
+        return df.select(*out, F.col(CORRUPT), payload.alias(C.Q_PAYLOAD), *meta)
+    return step
+
+
+def first_rule(*checks: tuple[Column, str]) -> Column:
+    """The name of the first failing check, or null when the row passes them all."""
+    expr: Column = F.lit(None).cast("string")
+    for cond, rule in reversed(checks):
+        expr = F.when(F.coalesce(cond, F.lit(False)), F.lit(rule)).otherwise(expr)
+    return expr
+
+
+def missing_any(names: Sequence[str]) -> Column:
+    return F.greatest(*[F.col(n).isNull() for n in names]) if len(names) > 1 else F.col(names[0]).isNull()
+
+
+def oversized_any(names: Sequence[str], max_len: int) -> Column:
+    return F.greatest(*[F.length(F.col(n)) > max_len for n in names])
+
+
+def malformed(raw: str, parsed: str) -> Column:
+    """The source had a value but it did not parse."""
+    return F.col(raw).isNotNull() & F.col(parsed).isNull()
+
+
+def mark_duplicates(key: str, newest_first: bool) -> Transform:
+    """Flag every row but one per ``key`` as a duplicate (``_dup``); the kept row is chosen deterministically.
+
+    Events keep the first copy ingested; users and items keep the newest export (``newest_first``).
+    Rows with a null key are never duplicates (they fail ``missing_field`` instead).
+    """
+    def step(df: DataFrame) -> DataFrame:
+        ts = F.col(C.INGEST_TS).desc() if newest_first else F.col(C.INGEST_TS).asc()
+        w = Window.partitionBy(key).orderBy(ts, F.col(C.SOURCE_FILE), F.col(C.Q_PAYLOAD))
+        return df.withColumn(DUP, F.col(key).isNotNull() & (F.row_number().over(w) > 1))
+    return step
+
+
+def quarantine_rows(source: str, run_id: str) -> Transform:
+    def step(df: DataFrame) -> DataFrame:
+        return df.where(~F.col(DUP) & F.col(C.Q_RULE).isNotNull()).select(
+            F.lit(source).alias(C.Q_SOURCE), F.col(C.Q_RULE), F.col(C.Q_PAYLOAD),
+            F.col(C.SOURCE_FILE), F.lit(run_id).alias(C.RUN_ID))
+    return step
+
+
+def accepted(df: DataFrame) -> DataFrame:
+    return df.where(~F.col(DUP) & F.col(C.Q_RULE).isNull())
+
+
+def parse_timestamp(col: Column, fmt: str) -> Column:
+    """Parse to a UTC timestamp; null when malformed (Spark's ANSI mode would otherwise raise)."""
+    if fmt == "unix":
+        secs = col.try_cast("double")
+        return F.when(secs.isNotNull() & (F.abs(secs) < 1e11), F.timestamp_seconds(secs.cast("long")))
+    if fmt == "unix_ms":
+        return F.timestamp_millis(col.try_cast("long"))
+    if fmt:
+        return F.try_to_timestamp(col, F.lit(fmt))
+    return F.try_to_timestamp(col)
+
+
+def parse_bool(col: Column) -> Column:
+    low = F.lower(col)
+    return F.when(low.isin(*_TRUE_WORDS), True).when(low.isin(*_FALSE_WORDS), False)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Events
+# --------------------------------------------------------------------------------------------------------------
+def normalise_events(src: FileSource, kind: str, derive_id: bool) -> Transform:
+    """Case-normalise and map event types; derive an event id when the source has none (``derive_id``)."""
+    mapping = {k.strip().lower(): v for k, v in src.event_type_map.items()}
+
+    def step(df: DataFrame) -> DataFrame:
+        low = F.lower(F.col(C.EVENT_TYPE))
+        et = low
+        if mapping:
+            m = F.create_map(*[F.lit(x) for kv in mapping.items() for x in kv])
+            et = F.coalesce(F.try_element_at(m, low), low)
+        if src.constant_event_type:
+            et = F.lit(src.constant_event_type)
+        elif kind == "ratings":
+            et = F.coalesce(et, F.lit(C.RATING_EVENT))
+        out = df.withColumn(C.EVENT_TYPE, et)
+        if derive_id:
+            # Without an id, a content hash makes exact re-sends collapse as duplicates.
+            key = F.concat_ws("\u0001", *[F.coalesce(F.col(c), F.lit("")) for c in
+                                          (C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.EVENT_TS, C.PRICE, C.QUANTITY,
+                                           C.RATING)])
+            out = out.withColumn(C.EVENT_ID, F.when(F.col(CORRUPT).isNull(), F.sha2(key, 256)))
+        return out
+    return step
+
+
+def parse_events(src: FileSource) -> Transform:
+    def step(df: DataFrame) -> DataFrame:
+        return (df.withColumn(_TS, parse_timestamp(F.col(C.EVENT_TS), src.timestamp_format))
+                .withColumn(_PRICE, F.col(C.PRICE).try_cast("double"))
+                .withColumn(_QTY, F.col(C.QUANTITY).try_cast("double"))
+                .withColumn(_RATING, F.col(C.RATING).try_cast("double")))
+    return step
+
+
+def classify_events(now: dt.datetime, future_tolerance_minutes: int, max_len: int, kind: str) -> Transform:
+    """Attach the first failing row-level rule (referential and bot checks come later)."""
+    cutoff = now + dt.timedelta(minutes=future_tolerance_minutes)
+    allowed = (C.RATING_EVENT,) if kind == "ratings" else C.EVENT_TYPES
+    ids = [C.EVENT_ID, C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.SESSION_ID]
+
+    def step(df: DataFrame) -> DataFrame:
+        qty_ok = F.col(_QTY).isNull() | ((F.col(_QTY) >= 1) & (F.col(_QTY) == F.floor(F.col(_QTY)))
+                                         & (F.col(_QTY) <= 2_147_483_647))
+        rating_bad = (F.col(_RATING).isNull() | F.isnan(F.col(_RATING))) if kind == "ratings" else F.lit(False)
+        rule = first_rule(
+            (F.col(CORRUPT).isNotNull(), MALFORMED_RECORD),
+            (missing_any(REQUIRED["events"]), MISSING_FIELD),
+            (oversized_any(ids, max_len), OVERSIZED_FIELD),
+            (~F.col(C.EVENT_TYPE).isin(*allowed), UNKNOWN_EVENT_TYPE),
+            (F.col(_TS).isNull(), MALFORMED_TIMESTAMP),
+            (F.col(_TS) > F.lit(cutoff), FUTURE_TIMESTAMP),
+            (malformed(C.PRICE, _PRICE) | malformed(C.QUANTITY, _QTY) | malformed(C.RATING, _RATING),
+             MALFORMED_NUMBER),
+            (F.col(_PRICE) < 0, NEGATIVE_PRICE),
+            (~qty_ok, INVALID_QUANTITY),
+            (rating_bad, INVALID_RATING),
+        )
+        return df.withColumn(C.Q_RULE, rule)
+    return step
+
+
+def check_references(user_ids: DataFrame | None, item_ids: DataFrame | None) -> Transform:
+    """Rows that pass so far but name a user or item missing from silver get ``unknown_user``/``unknown_item``."""
+    def step(df: DataFrame) -> DataFrame:
+        out = df
+        for ids, col, rule in ((user_ids, C.USER_ID, UNKNOWN_USER), (item_ids, C.ITEM_ID, UNKNOWN_ITEM)):
+            if ids is None:
+                continue
+            flag = f"_known_{col}"
+            known = ids.select(F.col(col), F.lit(True).alias(flag)).distinct()
+            out = (out.join(known, col, "left")
+                   .withColumn(C.Q_RULE, F.when(F.col(C.Q_RULE).isNull() & F.col(flag).isNull(), F.lit(rule))
+                               .otherwise(F.col(C.Q_RULE)))
+                   .drop(flag))
+        return out
+    return step
+
+
+def flag_bots(max_events_per_day: int) -> Transform:
+    """All valid events of a user who had more than ``max_events_per_day`` on some day get ``bot_activity``."""
+    def step(df: DataFrame) -> DataFrame:
+        ok = df.where(~F.col(DUP) & F.col(C.Q_RULE).isNull())
+        bots = (ok.groupBy(C.USER_ID, F.to_date(_TS).alias("_d")).count()
+                .where(F.col("count") > max_events_per_day)
+                .select(C.USER_ID).distinct().withColumn("_bot", F.lit(True)))
+        return (df.join(F.broadcast(bots), C.USER_ID, "left")
+                .withColumn(C.Q_RULE, F.when(F.col(C.Q_RULE).isNull() & ~F.col(DUP) & F.col("_bot"),
+                                             F.lit(BOT_ACTIVITY)).otherwise(F.col(C.Q_RULE)))
+                .drop("_bot"))
+    return step
+
+
+def silver_events(df: DataFrame) -> DataFrame:
+    return accepted(df).select(
+        F.col(C.EVENT_ID), F.col(C.USER_ID), F.col(C.ITEM_ID), F.col(C.EVENT_TYPE),
+        F.col(_TS).alias(C.EVENT_TS), F.to_date(_TS).alias(C.EVENT_DATE),
+        F.col(_PRICE).alias(C.PRICE), F.col(_QTY).cast("int").alias(C.QUANTITY),
+        F.col(_RATING).alias(C.RATING), F.col(C.SESSION_ID))
+
+
+def classify_events_frame(bronze: DataFrame, cfg: AppConfig, now: dt.datetime, user_ids: DataFrame | None,
+                          item_ids: DataFrame | None) -> DataFrame:
+    """Bronze events with ``rule`` and ``_dup`` attached: the single frame that silver, quarantine and the DQ
+    counts are all derived from."""
+    src = cfg.sources.events
+    derive_id = C.EVENT_ID not in src.columns and C.EVENT_ID not in bronze.columns
+    return (bronze
+            .transform(canonicalise("events", src))
+            .transform(normalise_events(src, cfg.sources.kind, derive_id))
+            .transform(parse_events(src))
+            .transform(mark_duplicates(C.EVENT_ID, newest_first=False))
+            .transform(classify_events(now, cfg.clean.future_tolerance_minutes, cfg.clean.max_string_length,
+                                       cfg.sources.kind))
+            .transform(check_references(user_ids, item_ids))
+            .transform(flag_bots(cfg.clean.bot_max_events_per_day)))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Users and items
+# --------------------------------------------------------------------------------------------------------------
+def age_band(birth: Column, as_of: dt.date) -> Column:
+    years = F.floor(F.months_between(F.lit(as_of), birth) / 12)
+    return (F.when(birth.isNull() | (years < 0), F.lit("unknown"))
+            .when(years < 18, "<18").when(years < 25, "18-24").when(years < 35, "25-34")
+            .when(years < 45, "35-44").when(years < 55, "45-54").when(years < 65, "55-64").otherwise("65+"))
+
+
+def classify_users(max_len: int) -> Transform:
+    def step(df: DataFrame) -> DataFrame:
+        df = (df.withColumn(_SIGNUP, F.try_to_timestamp(F.col(C.SIGNUP_DATE)).cast("date"))
+              .withColumn(_BIRTH, F.try_to_timestamp(F.col(C.BIRTH_DATE)).cast("date"))
+              .withColumn(C.COUNTRY, F.upper(F.col(C.COUNTRY)))
+              .withColumn("_consent", parse_bool(F.col(C.MARKETING_CONSENT))))
+        rule = first_rule(
+            (F.col(CORRUPT).isNotNull(), MALFORMED_RECORD),
+            (missing_any(REQUIRED["users"]), MISSING_FIELD),
+            (oversized_any([C.USER_ID, C.COUNTRY], max_len), OVERSIZED_FIELD),
+            (malformed(C.SIGNUP_DATE, _SIGNUP) | malformed(C.BIRTH_DATE, _BIRTH), MALFORMED_DATE),
+            (malformed(C.MARKETING_CONSENT, "_consent"), MALFORMED_VALUE),
+        )
+        return df.withColumn(C.Q_RULE, rule)
+    return step
+
+
+def silver_users(as_of: dt.date) -> Transform:
+    """Typed users. The birth date is reduced to month and day (plus a coarse age band) at this boundary, and a
+    missing consent means no consent."""
+    def step(df: DataFrame) -> DataFrame:
+        return accepted(df).select(
+            F.col(C.USER_ID), F.col(_SIGNUP).alias(C.SIGNUP_DATE),
+            F.month(_BIRTH).alias(C.BIRTH_MONTH), F.dayofmonth(_BIRTH).alias(C.BIRTH_DAY),
+            age_band(F.col(_BIRTH), as_of).alias(C.AGE_BAND), F.col(C.COUNTRY),
+            F.coalesce(F.col("_consent"), F.lit(False)).alias(C.MARKETING_CONSENT))
+    return step
+
+
+def classify_items(max_len: int) -> Transform:
+    def step(df: DataFrame) -> DataFrame:
+        df = (df.withColumn(_PRICE, F.col(C.PRICE).try_cast("double"))
+              .withColumn(_STOCK, F.col(C.STOCK).try_cast("double"))
+              .withColumn(C.CATEGORY, F.lower(F.col(C.CATEGORY))))
+        rule = first_rule(
+            (F.col(CORRUPT).isNotNull(), MALFORMED_RECORD),
+            (missing_any(REQUIRED["items"]), MISSING_FIELD),
+            (oversized_any([C.ITEM_ID, C.CATEGORY, C.BRAND], max_len), OVERSIZED_FIELD),
+            (malformed(C.PRICE, _PRICE) | malformed(C.STOCK, _STOCK), MALFORMED_NUMBER),
+            (F.col(_PRICE) < 0, NEGATIVE_PRICE),
+            ((F.col(_STOCK) < 0) | (F.col(_STOCK) > 2_147_483_647) | (F.col(_STOCK) != F.floor(F.col(_STOCK))),
+             INVALID_STOCK),
+        )
+        return df.withColumn(C.Q_RULE, rule)
+    return step
+
+
+def silver_items(df: DataFrame) -> DataFrame:
+    return accepted(df).select(F.col(C.ITEM_ID), F.col(C.CATEGORY), F.col(C.BRAND),
+                               F.col(_PRICE).alias(C.PRICE), F.col(_STOCK).cast("int").alias(C.STOCK))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Counts and the stage
+# --------------------------------------------------------------------------------------------------------------
+def outcome_counts(df: DataFrame) -> DataFrame:
+    """Rows per outcome: ``silver``, ``duplicate`` or ``quarantine:<rule>`` (a handful of rows)."""
+    outcome = (F.when(F.col(DUP), F.lit("duplicate"))
+               .when(F.col(C.Q_RULE).isNull(), F.lit("silver"))
+               .otherwise(F.concat(F.lit("quarantine:"), F.col(C.Q_RULE))))
+    return df.groupBy(outcome.alias("metric")).count()
+
+
+def summarise(source: str, counts: Mapping[str, int]) -> dict[str, int]:
+    total = sum(counts.values())
+    out = {f"{source}.bronze_rows": total, f"{source}.silver_rows": counts.get("silver", 0),
+           f"{source}.duplicates": counts.get("duplicate", 0),
+           f"{source}.quarantined": sum(v for k, v in counts.items() if k.startswith("quarantine:"))}
+    for k, v in sorted(counts.items()):
+        if k.startswith("quarantine:"):
+            out[f"{source}.{k}"] = v
+    return out
+
+
+SILVER_CONSTRAINTS = {
+    "events": ({"valid_event_type": f"event_type IN ({', '.join(repr(t) for t in C.ALL_EVENT_TYPES)})",
+                "non_negative_price": "price IS NULL OR price >= 0",
+                "positive_quantity": "quantity IS NULL OR quantity >= 1"},
+               (C.EVENT_ID, C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.EVENT_TS)),
+    "users": ({}, (C.USER_ID, C.MARKETING_CONSENT)),
+    "items": ({"non_negative_item_price": "price IS NULL OR price >= 0",
+               "non_negative_stock": "stock IS NULL OR stock >= 0"}, (C.ITEM_ID,)),
+}
+
+
+def run_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetime) -> dict[str, int]:
+    """Clean every bronze table into silver and quarantine; store and return the per-rule counts."""
+    from sparkpromo.privacy import pseudonymise_users
+
+    results: dict[str, int] = {}
+    quarantine: list[DataFrame] = []
+    silver: dict[str, DataFrame] = {}
+    persisted: list[DataFrame] = []
+    dq_rows: list[tuple[str, str, str, int]] = []
+
+    def classified_bronze(source: str, classify: Transform, newest_first: bool, key: str) -> DataFrame | None:
+        uri = cfg.table("bronze", source)
+        if getattr(cfg.sources, source) is None or not io.is_delta(spark, uri):
+            return None
+        df = (io.read(spark, uri).transform(canonicalise(source, getattr(cfg.sources, source)))
+              .transform(mark_duplicates(key, newest_first)).transform(classify))
+        return df
+
+    for source, classify, to_silver, key in (
+            ("users", classify_users(cfg.clean.max_string_length), silver_users(now.date()), C.USER_ID),
+            ("items", classify_items(cfg.clean.max_string_length), silver_items, C.ITEM_ID)):
+        df = classified_bronze(source, classify, True, key)
+        if df is None:
+            continue
+        # Persisted because silver, quarantine and the counts all derive from it: one bronze scan, not three.
+        df = df.persist(StorageLevel.MEMORY_AND_DISK)
+        persisted.append(df)
+        silver[source] = df.transform(to_silver)
+        quarantine.append(df.transform(quarantine_rows(source, run_id)))
+        counts = {r["metric"]: int(r["count"]) for r in outcome_counts(df).collect()}
+        results.update(summarise(source, counts))
+        dq_rows += [(run_id, source, k, v) for k, v in counts.items()]
+
+    events_uri = cfg.table("bronze", "events")
+    if not io.is_delta(spark, events_uri):
+        raise FileNotFoundError(f"bronze events table not found at {events_uri}: run `sparkpromo ingest` first")
+    ev = classify_events_frame(io.read(spark, events_uri), cfg, now,
+                               silver["users"].select(C.USER_ID) if "users" in silver else None,
+                               silver["items"].select(C.ITEM_ID) if "items" in silver else None)
+    ev = ev.persist(StorageLevel.MEMORY_AND_DISK)
+    persisted.append(ev)
+    counts = {r["metric"]: int(r["count"]) for r in outcome_counts(ev).collect()}
+    results.update(summarise("events", counts))
+    dq_rows += [(run_id, "events", k, v) for k, v in counts.items()]
+    silver["events"] = silver_events(ev)
+    quarantine.append(ev.transform(quarantine_rows("events", run_id)))
+
+    if cfg.privacy.pseudonymise:
+        silver = pseudonymise_users(silver, cfg.privacy.key_env)
+
+    try:
+        for name in ("users", "items", "events"):
+            if name in silver:
+                uri = cfg.table("silver", name)
+                io.overwrite(silver[name], uri, name=f"silver.{name}")
+                checks, not_null = SILVER_CONSTRAINTS[name]
+                io.add_constraints(spark, uri, checks, not_null)
+        q = quarantine[0]
+        for other in quarantine[1:]:
+            q = q.unionByName(other)
+        io.overwrite(q, cfg.table("quarantine", "rows"), partition_by=(C.Q_SOURCE,), name="quarantine")
+        dq = spark.createDataFrame(dq_rows, "_run_id string, source string, metric string, value long")
+        io.replace_partition(dq, cfg.table("metrics", "data_quality"), {C.RUN_ID: run_id},
+                             name="metrics.data_quality")
+    finally:
+        for df in persisted:
+            df.unpersist()
+    for k, v in results.items():
+        if ".quarantine:" in k:
+            log.info("quarantine %s = %d", k, v)
+    return results

@@ -1,0 +1,232 @@
+"""The ``sparkpromo`` command line. Each ``<stage>_main`` is also a console-script entry point, so spark-submit
+(``jobs/*.py``), the console script and a Databricks ``python_wheel_task`` all run the same code.
+
+Exit codes: 0 success; 1 the stage failed at run time; 2 bad arguments or configuration (reported before any
+SparkSession starts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
+
+from sparkpromo import __version__
+from sparkpromo.config import ENVIRONMENTS, AppConfig, ConfigError, check_input_paths, load_config
+
+log = logging.getLogger("sparkpromo.cli")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+EXAMPLES = {
+    "generate": "sparkpromo generate --events 100000\n  sparkpromo generate --env local --set generate.seed=11",
+    "ingest": "sparkpromo ingest --env local --run-date 2026-11-29",
+    "clean": "sparkpromo clean --run-date 2026-11-29 --json",
+    "features": "sparkpromo features --run-date 2026-11-29",
+    "train": "sparkpromo train --json\n  sparkpromo train --set train.metric=map --set train.folds=3",
+    "recommend": "sparkpromo recommend --run-date 2026-11-29 --json",
+    "run": ("sparkpromo run --sample                       # whole pipeline on generated data\n"
+            "  SPARKPROMO_ML100K=../shared/data/ml-100k sparkpromo run --config conf/examples/movielens.yaml\n"
+            "  sparkpromo run --from-date 2026-11-01 --to-date 2026-11-07   # backfill a date range"),
+}
+
+
+class UsageError(ValueError):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports one line and exits 2 (its default usage dump is noise in scheduler logs)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--env", default=os.environ.get("SPARKPROMO_ENV", "local"), choices=ENVIRONMENTS,
+                   help="configuration overlay (default: $SPARKPROMO_ENV or local)")
+    p.add_argument("--conf-dir", default=None, help="directory with base.yaml and overlays (default: ./conf)")
+    p.add_argument("--config", action="append", default=[], metavar="FILE",
+                   help="extra YAML file merged last (repeatable)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override one config key, e.g. --set train.folds=3 (value parsed as YAML)")
+    p.add_argument("--run-date", type=_date, default=None,
+                   help="logical date of the run, YYYY-MM-DD (default: today, UTC)")
+    p.add_argument("--run-id", default=None, help="run id (default: the run date as YYYYMMDD)")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    p.add_argument("--verbose", action="store_true", help="show Spark's own logs")
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid date '{text}', expected YYYY-MM-DD") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="sparkpromo", description="Personalised promotions from shop logs with Spark on Delta.",
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"sparkpromo {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    helps = {
+        "generate": "write the generated sample shop (CSV / JSON lines) into the landing zone",
+        "ingest": "landing files -> bronze Delta tables (append-only, idempotent)",
+        "clean": "bronze -> silver + quarantine, with per-rule counts",
+        "features": "silver -> gold features, interactions and stable id map",
+        "train": "ALS tuned by CrossValidator, compared with a popularity baseline",
+        "recommend": "per-campaign offers -> the recommendations table",
+        "run": "the whole pipeline (optionally on generated sample data, or a backfill)",
+    }
+    for name, text in helps.items():
+        p = sub.add_parser(name, help=text, description=text, epilog=f"examples:\n  {EXAMPLES[name]}",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        _common(p)
+        if name in ("generate", "run"):
+            p.add_argument("--events", type=int, default=None, help="sample size in events (default: generate.events)")
+        if name == "run":
+            p.add_argument("--sample", action="store_true", help="generate the sample shop first")
+            p.add_argument("--from-date", type=_date, default=None, help="backfill start (inclusive)")
+            p.add_argument("--to-date", type=_date, default=None, help="backfill end (inclusive)")
+            p.add_argument("--stages", default=",".join(("ingest", "clean", "features", "train", "recommend")),
+                           help="comma-separated subset of stages to run, in pipeline order")
+    return parser
+
+
+def _overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--set: expected KEY=VALUE, got '{pair}'")
+        try:
+            out[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise UsageError(f"--set {key}: value is not valid YAML") from None
+    return out
+
+
+def _print_result(result: dict[str, Any], as_json: bool) -> None:
+    width = max((len(k) for k in result), default=0)
+    for k, v in result.items():
+        if not isinstance(v, (dict, list)):
+            print(f"{k:<{width}}  {v}")
+    if as_json:
+        print(json.dumps(result, default=str, sort_keys=True))
+
+
+def _prepare(argv: Sequence[str] | None) -> tuple[argparse.Namespace, AppConfig]:
+    args = build_parser().parse_args(argv)
+    overrides = _overrides(args.overrides)
+    if getattr(args, "events", None) is not None:
+        overrides["generate.events"] = args.events
+    cfg = load_config(args.env, args.conf_dir, args.config, overrides)
+    if args.command == "run" and (args.from_date or args.to_date):
+        if not (args.from_date and args.to_date):
+            raise UsageError("run: --from-date and --to-date go together")
+        if args.to_date < args.from_date:
+            raise UsageError("run: --to-date is before --from-date")
+        if args.run_date or args.run_id:
+            raise UsageError("run: a backfill takes --from-date/--to-date, not --run-date/--run-id")
+    if args.command == "run":
+        stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+        from sparkpromo.pipeline import STAGES
+
+        unknown = [s for s in stages if s not in STAGES]
+        if unknown:
+            raise UsageError(f"run --stages: unknown stage(s) {', '.join(unknown)} (known: {', '.join(STAGES)})")
+        args.stages = [s for s in STAGES if s in stages]
+    needs_inputs = args.command == "ingest" or (args.command == "run" and "ingest" in args.stages
+                                                   and not args.sample)
+    if needs_inputs:
+        check_input_paths(cfg)
+    return args, cfg
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``sparkpromo`` console script."""
+    try:
+        args, cfg = _prepare(argv)
+    except (ConfigError, UsageError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except SystemExit as e:  # --help / --version
+        return int(e.code or 0)
+
+    from sparkpromo.logs import setup_logging
+    from sparkpromo.pipeline import RunContext
+
+    run_date = args.run_date or dt.datetime.now(dt.UTC).date()
+    ctx = RunContext(run_id=args.run_id or RunContext.default_run_id(run_date), run_date=run_date)
+    setup_logging(args.verbose, ctx.run_id)
+    try:
+        result = _dispatch(args, cfg, ctx)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - one line for the scheduler; the traceback goes to the log
+        log.debug("failure", exc_info=True)
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"error: {args.command} failed: {type(e).__name__}: {msg}", file=sys.stderr)
+        return EXIT_FAILED
+    _print_result(result, args.json)
+    return EXIT_OK
+
+
+def _dispatch(args: argparse.Namespace, cfg: AppConfig, ctx: Any) -> dict[str, Any]:
+    from sparkpromo.pipeline import RunContext, generate_sample, run_stage
+
+    if args.command == "generate":
+        return {"run_id": ctx.run_id, **generate_sample(cfg, ctx, args.events)}
+    result: dict[str, Any] = {"run_id": ctx.run_id, "run_date": ctx.run_date.isoformat()}
+    if args.command == "run" and args.sample:
+        result.update(generate_sample(cfg, ctx, args.events))
+        check_input_paths(cfg)
+
+    from sparkpromo.session import build_session
+
+    spark = build_session(cfg)
+    if args.verbose:
+        spark.sparkContext.setLogLevel("INFO")
+    if args.command != "run":
+        result.update(run_stage(args.command, spark, cfg, ctx))
+        return result
+    dates = [ctx.run_date]
+    if args.from_date:
+        n = (args.to_date - args.from_date).days + 1
+        dates = [args.from_date + dt.timedelta(days=i) for i in range(n)]
+    for day in dates:
+        day_ctx = ctx if len(dates) == 1 else RunContext(RunContext.default_run_id(day), day)
+        for name in args.stages:
+            out = run_stage(name, spark, cfg, day_ctx)
+            prefix = "" if len(dates) == 1 else f"{day.isoformat()}."
+            result.update({f"{prefix}{name}.{k}": v for k, v in out.items()})
+    return result
+
+
+def _stage_main(command: str) -> Any:
+    def entry(argv: Sequence[str] | None = None) -> int:
+        return main([command, *(sys.argv[1:] if argv is None else argv)])
+    entry.__name__ = f"{command}_main"
+    entry.__doc__ = f"Entry point of ``sparkpromo {command}`` (console script ``sparkpromo-{command}``)."
+    return entry
+
+
+generate_main = _stage_main("generate")
+ingest_main = _stage_main("ingest")
+clean_main = _stage_main("clean")
+features_main = _stage_main("features")
+train_main = _stage_main("train")
+recommend_main = _stage_main("recommend")
+run_main = _stage_main("run")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,700 @@
+"""Deterministic generator of a realistic online shop's raw landing files: pure Python + numpy, no Spark.
+
+Everything is drawn from one ``numpy.random.default_rng(seed)``, so the same arguments give byte-identical files.
+
+Files under ``out_dir`` (exactly what the ``sources:`` section of ``conf/base.yaml`` reads):
+
+* ``events/part-00000.csv``, ``part-00001.csv``, ... -- CSV with the header
+  ``event_id,user_id,product_id,event_type,event_time,price,quantity,session_id``, at most ``ROWS_PER_PART`` data
+  rows per file. ``event_time`` is ISO-8601 UTC (``2026-10-01T12:34:56Z``); event types are ``view``,
+  ``favorite``, ``add_to_cart``, ``purchase``; ``price`` (2 decimals, the item's catalogue price) and ``quantity``
+  (int >= 1) are set on ``add_to_cart``/``purchase`` rows and blank on ``view``/``favorite`` rows. Rows are in time
+  order with increasing event ids, except the re-sent duplicates (a later exact copy of an earlier row).
+* ``users/users.jsonl`` -- JSON lines with ``user_id`` (``u000123``), ``signup_date`` and ``birth_date``
+  (``YYYY-MM-DD``), ``country`` (ISO-2, skewed over 8 countries), ``marketing_consent`` (JSON bool, ~85% true).
+* ``items/items.csv`` -- CSV with the header ``product_id,category,brand,price,stock`` (``p00042``).
+* ``_generation_report.json`` -- the :class:`GenerationReport` (paths relative to ``out_dir``).
+
+The window: valid events lie in ``[end - days, end)`` (UTC, ``end`` exclusive, default ``DEFAULT_END``), so the last
+event day is ``end - 1``. Behaviour: sessions of a few events minutes apart, Zipf-like item popularity, per-user
+affinity for 1-3 categories, view -> add_to_cart -> purchase funnels (a purchase always follows a cart of the same
+item in the same session, at checkout at the end of the session; a cart follows a view of the item), ~6% of users
+signed up in the last 30 days before ``end`` (a third of them in the last 3 days; a quarter of them have no
+events), birthdays spread over the year, plenty of abandoned carts worth >= 50.
+
+Dirty records (``dirty=True`` only). Each dirty row carries exactly ONE defect, so every kind is countable, and the
+exact count of each kind is in ``GenerationReport.dirt``. Count = ``max(1, round(share * denominator))``:
+
+======================  ======  ============================================================================
+kind                    share   what (share of ``n_events`` unless said otherwise)
+======================  ======  ============================================================================
+missing_required        0.5%    user_id, product_id or event_type is the empty string
+unknown_event_type      0.5%    event_type in ``UNKNOWN_EVENT_TYPES`` (click, hover, scroll, share)
+malformed_timestamp     0.3%    event_time in ``MALFORMED_TIMESTAMPS``
+future_timestamp        0.3%    a valid event_time 1 to 5 years after ``end``
+negative_value          0.3%    an add_to_cart/purchase row with a negative price or negative quantity
+duplicate_event         1.0%    an exact re-sent copy of an earlier clean row (same event_id), a few rows later
+unknown_user            0.5%    user_id not in users.jsonl (looks valid, e.g. ``u012345``)
+unknown_item            0.5%    product_id not in items.csv (looks valid)
+whitespace_case_noise   5.0%    FIXABLE, not to be rejected: event_type upper/title-cased and/or padded with
+                                spaces (`` VIEW ``, ``Add_To_Cart``) or user_id/product_id padded with spaces
+user_duplicate          0.2%    of users: an exact copy of a valid user line
+user_bad_birth_date     0.2%    of users: an extra user (no events) whose birth_date is in ``BAD_BIRTH_DATES``
+user_blank_id           0.1%    of users: an extra user line whose user_id is ``""``
+item_negative_price     0.25%   of items: an extra item (no events) with a negative price
+item_blank_id           0.25%   of items: an extra item row whose product_id is blank
+======================  ======  ============================================================================
+
+Bots (also ``dirty=True`` only): ``min(2 + n_events // 2_000_000, (n_events // 4) // BOT_MAX_VIEWS)`` extra users
+(none below 4,800 events, 1 below 9,600, 2 from there up to 2M, 7 at 10M) that exist in users.jsonl and each
+produce ``BOT_MIN_VIEWS`` to ``BOT_MAX_VIEWS - 1`` views of random items within ONE UTC day (so a filter at 1000
+events/day catches them; organic users stay far below it unless ``n_users`` is set absurdly small). Bot events
+COUNT WITHIN ``n_events``: the event files always hold exactly ``n_events`` data rows (organic + dirty + duplicates +
+bot views). Bot rows are otherwise clean. ``dirt["bot_users"]`` and ``dirt["bot_events"]`` hold their counts.
+
+For a cleaner: valid rows = ``events - duplicate_event - bot_events - sum(REJECTED_EVENT_KINDS)``, reported as
+``GenerationReport.expected_clean_events`` (the whitespace/case-noise rows are among the valid ones). Only
+``part-*.csv`` files are removed from ``out_dir/events`` before writing; temporary files are hidden (``.name.tmp``).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import logging
+import os
+import time
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sparkpromo import columns as C
+
+log = logging.getLogger(__name__)
+
+# --- the raw export's own column names (mapped to canonical names by the `sources:` config) ---
+PRODUCT_ID = "product_id"
+EVENT_TIME = "event_time"
+EVENTS_HEADER: tuple[str, ...] = (C.EVENT_ID, C.USER_ID, PRODUCT_ID, C.EVENT_TYPE, EVENT_TIME, C.PRICE, C.QUANTITY,
+                                  C.SESSION_ID)
+USERS_FIELDS: tuple[str, ...] = (C.USER_ID, C.SIGNUP_DATE, C.BIRTH_DATE, C.COUNTRY, C.MARKETING_CONSENT)
+ITEMS_HEADER: tuple[str, ...] = (PRODUCT_ID, C.CATEGORY, C.BRAND, C.PRICE, C.STOCK)
+
+EVENTS_DIR = "events"
+USERS_PATH = "users/users.jsonl"
+ITEMS_PATH = "items/items.csv"
+REPORT_PATH = "_generation_report.json"
+
+DEFAULT_END = dt.date(2026, 11, 1)  # fixed, never "today": output must not depend on the clock
+MIN_EVENTS = 1_000
+ROWS_PER_PART = 1_000_000
+WRITE_CHUNK = 200_000  # rows formatted at a time: bounds the memory of the string columns
+
+DIRT_SHARES: Mapping[str, float] = types.MappingProxyType({
+    # share of n_events
+    "missing_required": 0.005,
+    "unknown_event_type": 0.005,
+    "malformed_timestamp": 0.003,
+    "future_timestamp": 0.003,
+    "negative_value": 0.003,
+    "duplicate_event": 0.01,
+    "unknown_user": 0.005,
+    "unknown_item": 0.005,
+    "whitespace_case_noise": 0.05,
+    # share of valid users
+    "user_duplicate": 0.002,
+    "user_bad_birth_date": 0.002,
+    "user_blank_id": 0.001,
+    # share of valid items
+    "item_negative_price": 0.0025,
+    "item_blank_id": 0.0025,
+})
+EVENT_DIRT_KINDS: tuple[str, ...] = ("missing_required", "unknown_event_type", "malformed_timestamp",
+                                     "future_timestamp", "negative_value", "duplicate_event", "unknown_user",
+                                     "unknown_item", "whitespace_case_noise")
+USER_DIRT_KINDS: tuple[str, ...] = ("user_duplicate", "user_bad_birth_date", "user_blank_id")
+ITEM_DIRT_KINDS: tuple[str, ...] = ("item_negative_price", "item_blank_id")
+BOT_KINDS: tuple[str, ...] = ("bot_users", "bot_events")
+# Event rows a correct cleaner rejects (besides dropping duplicates and bot users' events).
+REJECTED_EVENT_KINDS: tuple[str, ...] = ("missing_required", "unknown_event_type", "malformed_timestamp",
+                                         "future_timestamp", "negative_value", "unknown_user", "unknown_item")
+
+MALFORMED_TIMESTAMPS: tuple[str, ...] = ("not-a-date", "2026-13-45T99:00:00Z", "yesterday")
+UNKNOWN_EVENT_TYPES: tuple[str, ...] = ("click", "hover", "scroll", "share")
+BAD_BIRTH_DATES: tuple[str, ...] = ("1985-02-30", "31/12/1980", "unknown")
+BOT_MIN_VIEWS = 1_050
+BOT_MAX_VIEWS = 1_200  # exclusive
+
+# category, share of the catalogue (also the global category popularity), median price, price sigma,
+# add_to_cart probability per item visit, brands
+_CATEGORIES: tuple[tuple[str, float, float, float, float, tuple[str, ...]], ...] = (
+    ("electronics", 0.14, 90.0, 0.8, 0.08, ("Voltix", "Sonora", "Pixelon", "Ampere", "Lumen")),
+    ("computers", 0.08, 450.0, 0.6, 0.06, ("Bytewise", "Corelab", "Nimbus", "Quanta")),
+    ("grocery", 0.14, 4.5, 0.6, 0.22, ("FreshFarm", "Daily Pantry", "GreenLeaf", "Mill & Co")),
+    ("books", 0.14, 14.0, 0.4, 0.12, ("Papyrus Press", "Inkwell", "Northwind Books", "Folio")),
+    ("fashion", 0.14, 39.0, 0.6, 0.10, ("Urbana", "Threadline", "Nordic Wear", "Velvet & Oak")),
+    ("home", 0.11, 32.0, 0.7, 0.09, ("Hearth", "Casa Nova", "Linen Lane", "Oakhouse")),
+    ("toys", 0.08, 24.0, 0.6, 0.11, ("Playmaker", "Tiny Giants", "Brickworks")),
+    ("sports", 0.09, 45.0, 0.7, 0.09, ("Stride", "Summit", "ProCourt", "AquaFit")),
+    ("beauty", 0.08, 17.0, 0.5, 0.14, ("Glow", "Petal", "Aurea", "Silk Skin")),
+)
+CATEGORIES: tuple[str, ...] = tuple(c[0] for c in _CATEGORIES)
+_COUNTRIES: tuple[tuple[str, float], ...] = (("DE", 0.28), ("FR", 0.17), ("GB", 0.15), ("NL", 0.10), ("ES", 0.09),
+                                             ("IT", 0.09), ("PL", 0.07), ("SE", 0.05))
+# relative session starts per UTC hour: quiet nights, evening peak
+_HOUR_PROFILE = np.array([1.0, 0.6, 0.4, 0.3, 0.3, 0.4, 0.8, 1.5, 2.0, 2.2, 2.3, 2.5,
+                          2.8, 2.6, 2.4, 2.4, 2.6, 3.0, 3.5, 4.0, 4.2, 3.8, 3.0, 2.0])
+
+_VIEW, _FAV, _CART, _BUY = (C.EVENT_TYPES.index(t) for t in (C.VIEW, C.FAVORITE, C.ADD_TO_CART, C.PURCHASE))
+_DAY = 86_400
+# column positions in EVENTS_HEADER
+_COL_USER, _COL_ITEM, _COL_TYPE, _COL_TIME, _COL_PRICE, _COL_QTY = 1, 2, 3, 4, 5, 6
+
+
+@dataclass(frozen=True)
+class GenerationReport:
+    """What :func:`generate_shop` wrote. ``dirt`` holds the exact number of injected records of each kind."""
+
+    out_dir: Path
+    event_files: tuple[Path, ...]
+    users_file: Path
+    items_file: Path
+    seed: int
+    start: dt.date  # first day of the window (inclusive)
+    end: dt.date  # end of the window (exclusive): the last event day is end - 1
+    dirty: bool
+    events: int  # data rows in the event files, everything included (bots, dirt, duplicates)
+    users: int  # distinct valid user ids in users.jsonl (bots included)
+    items: int  # distinct valid product ids in items.csv
+    user_rows: int  # lines in users.jsonl (valid + dirty)
+    item_rows: int  # data rows in items.csv (valid + dirty)
+    expected_clean_events: int  # events minus duplicates, bot events and REJECTED_EVENT_KINDS rows
+    bot_user_ids: tuple[str, ...] = ()
+    dirt: Mapping[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict with paths relative to ``out_dir`` (so it is identical wherever it was written)."""
+        def rel(p: Path) -> str:
+            return p.relative_to(self.out_dir).as_posix()
+        return {
+            "seed": self.seed, "start": self.start.isoformat(), "end": self.end.isoformat(), "dirty": self.dirty,
+            "events": self.events, "users": self.users, "items": self.items,
+            "user_rows": self.user_rows, "item_rows": self.item_rows,
+            "expected_clean_events": self.expected_clean_events, "bot_user_ids": list(self.bot_user_ids),
+            "dirt": dict(self.dirt), "dirt_shares": dict(DIRT_SHARES),
+            "files": {"events": [rel(p) for p in self.event_files], "users": rel(self.users_file),
+                      "items": rel(self.items_file)},
+        }
+
+
+def default_sizes(n_events: int) -> tuple[int, int]:
+    """(users, items) derived from the number of events: ~40 events per user, ~200 per item, with floors."""
+    return max(50, n_events // 40), max(200, n_events // 200)
+
+
+def bot_count(n_events: int) -> int:
+    """Number of bot users injected when ``dirty``: a few, and never more than a quarter of the events."""
+    return max(0, min(2 + n_events // 2_000_000, (n_events // 4) // BOT_MAX_VIEWS))
+
+
+def dirt_count(kind: str, denominator: int) -> int:
+    """Exact number of records of ``kind`` injected for ``denominator`` events/users/items (dirty runs)."""
+    return max(1, int(DIRT_SHARES[kind] * denominator + 0.5))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Catalogue and users
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class _Items:
+    ids: np.ndarray  # object: product id strings
+    cat: np.ndarray  # int category index
+    brand: list[str]
+    price_str: np.ndarray  # object: "12.99"
+    stock: np.ndarray
+    cum: np.ndarray  # cumulative popularity weights, items in category order
+    order: np.ndarray  # item index of each position of cum
+    cat_base: np.ndarray  # cum value before each category
+    cat_total: np.ndarray  # total weight of each category
+    cat_last: np.ndarray  # last position of each category in cum
+
+
+def _make_items(rng: np.random.Generator, n: int, width: int) -> _Items:
+    k = len(_CATEGORIES)
+    shares = np.array([c[1] for c in _CATEGORIES])
+    shares = shares / shares.sum()
+    cat = np.concatenate([np.arange(k), rng.choice(k, n - k, p=shares)])
+    cat = cat[rng.permutation(n)]  # every category has an item; ids are not grouped by category
+    median = np.array([c[2] for c in _CATEGORIES])[cat]
+    sigma = np.array([c[3] for c in _CATEGORIES])[cat]
+    raw = median * np.exp(sigma * rng.standard_normal(n))
+    price = np.where(raw >= 10, np.floor(raw) + 0.99, np.maximum(0.49, np.round(raw, 2)))
+    brand_pick = rng.random(n)
+    brand = [_CATEGORIES[c][5][int(b * len(_CATEGORIES[c][5]))]
+             for c, b in zip(cat.tolist(), brand_pick.tolist(), strict=True)]
+    stock = np.where(rng.random(n) < 0.07, 0, np.round(rng.lognormal(np.log(40), 1.0, n)).astype(np.int64) + 1)
+    # Zipf-like popularity: a random popularity rank per item, weight 1 / rank
+    weight = 1.0 / (rng.permutation(n) + 1.0)
+    order = np.argsort(cat, kind="stable")
+    cum = np.cumsum(weight[order])
+    sorted_cat = cat[order]
+    first = np.searchsorted(sorted_cat, np.arange(k), side="left")
+    last = np.searchsorted(sorted_cat, np.arange(k), side="right") - 1
+    base = np.where(first > 0, cum[np.maximum(first - 1, 0)], 0.0)
+    fmt = f"p{{:0{width}d}}".format
+    return _Items(ids=np.array([fmt(i) for i in range(n)], dtype=object), cat=cat, brand=brand,
+                  price_str=np.array([f"{p:.2f}" for p in price.tolist()], dtype=object), stock=stock,
+                  cum=cum, order=order, cat_base=base, cat_total=cum[last] - base, cat_last=last)
+
+
+@dataclass
+class _Users:
+    ids: np.ndarray  # object: user id strings, organic users then bots
+    signup: np.ndarray  # day number (days since epoch)
+    birth: np.ndarray  # day number
+    country: np.ndarray  # object
+    consent: np.ndarray  # bool
+    activity: np.ndarray  # relative session rate (0 = never active), organic users only
+    pref: np.ndarray  # (n, 3) preferred categories
+    n_pref: np.ndarray  # 1..3
+
+
+def _make_users(rng: np.random.Generator, n: int, n_bots: int, end_day: int, days: int, width: int) -> _Users:
+    total = n + n_bots
+    offset = rng.integers(31, days + 731, total)  # days before `end` of the signup
+    n_recent = max(2, int(0.06 * n + 0.5))
+    recent = rng.choice(n, n_recent, replace=False)
+    n_very = max(1, n_recent // 3)
+    offset[recent[:n_very]] = rng.integers(1, 4, n_very)
+    offset[recent[n_very:]] = rng.integers(4, 31, n_recent - n_very)
+    offset[n:] = rng.integers(days + 30, days + 731, n_bots)  # bots: old accounts
+    age_days = np.clip(rng.normal(38.0, 13.0, total), 18.0, 85.0) * 365.25
+    countries = [c for c, _ in _COUNTRIES]
+    cw = np.array([w for _, w in _COUNTRIES])
+    activity = rng.lognormal(0.0, 1.0, n)
+    activity[recent] *= 4.0  # new customers explore the shop right after signing up
+    dormant = rng.permutation(recent)[:max(1, n_recent // 4)]  # recent signups with no events at all
+    activity[dormant] = 0.0
+    k = len(_CATEGORIES)
+    shares = np.array([c[1] for c in _CATEGORIES])
+    keys = np.log(shares) + rng.gumbel(size=(n, k))  # weighted sampling without replacement
+    pref = np.argsort(-keys, axis=1)[:, :3]
+    fmt = f"u{{:0{width}d}}".format
+    return _Users(ids=np.array([fmt(i) for i in range(total)], dtype=object), signup=end_day - offset,
+                  birth=end_day - age_days.astype(np.int64), country=np.array(countries, dtype=object)[
+                      rng.choice(len(countries), total, p=cw / cw.sum())],
+                  consent=rng.random(total) < 0.85, activity=activity, pref=pref, n_pref=rng.integers(1, 4, n))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Events
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class _Events:
+    user: np.ndarray
+    item: np.ndarray
+    etype: np.ndarray
+    ts: np.ndarray  # epoch seconds
+    session: np.ndarray  # session number (string "s%08d" when written)
+    qty: np.ndarray  # 0 = blank
+    is_bot: np.ndarray
+
+
+def _organic_events(rng: np.random.Generator, m: int, users: _Users, items: _Items, start_s: int,
+                    end_s: int) -> tuple[_Events, int]:
+    """``m`` organic events in sessions (not yet time-sorted) and the number of sessions."""
+    n = len(users.activity)
+    lo_user = np.maximum(start_s, users.signup[:n] * _DAY)
+    weight = users.activity * (end_s - lo_user) / float(end_s - start_s)
+    p_user = weight / weight.sum()
+    k = len(_CATEGORIES)
+    shares = np.array([c[1] for c in _CATEGORIES])
+    shares = shares / shares.sum()
+    p_cart_cat = np.array([c[4] for c in _CATEGORIES])
+    grocery = CATEGORIES.index("grocery")
+    n_sess = int(m / 3.9 * 1.15) + 16
+    while True:
+        s_user = rng.choice(n, n_sess, p=p_user)
+        n_visits = np.minimum(rng.geometric(0.33, n_sess), 25)
+        s_cat = users.pref[s_user, (rng.random(n_sess) * users.n_pref[s_user]).astype(np.int64)]
+        v_sess = np.repeat(np.arange(n_sess), n_visits)
+        v_user = s_user[v_sess]
+        nv = len(v_sess)
+        r = rng.random(nv)
+        other_pref = users.pref[v_user, (rng.random(nv) * users.n_pref[v_user]).astype(np.int64)]
+        cat = np.where(r < 0.65, s_cat[v_sess], np.where(r < 0.85, other_pref, rng.choice(k, nv, p=shares)))
+        target = items.cat_base[cat] + rng.random(nv) * items.cat_total[cat]
+        pos = np.minimum(np.searchsorted(items.cum, target, side="right"), items.cat_last[cat])
+        v_item = items.order[pos]
+        extra = rng.random(nv) < 0.18
+        fav = rng.random(nv) < 0.05
+        cart = rng.random(nv) < p_cart_cat[items.cat[v_item]]
+        buy = cart & (rng.random(nv) < 0.5)
+        qty = rng.choice(np.array([1, 2, 3, 4]), nv, p=[0.8, 0.13, 0.05, 0.02])
+        qty = np.where(items.cat[v_item] == grocery, 1 + np.minimum(rng.poisson(1.2, nv), 8), qty)
+        if int(nv + extra.sum() + fav.sum() + cart.sum() + buy.sum()) >= m:
+            break
+        n_sess = int(n_sess * 1.5) + 16
+    # browse phase: view, (second view), (favorite), (add_to_cart) per visit; checkout phase: the purchases
+    slots = np.stack([np.ones(nv, dtype=bool), extra, fav, cart], axis=1).ravel()
+    flat = np.flatnonzero(slots)
+    slot_type = np.array([_VIEW, _VIEW, _FAV, _CART], dtype=np.int8)
+    buy_v = np.flatnonzero(buy)
+    ev_visit = np.concatenate([flat // 4, buy_v])
+    ev_type = np.concatenate([slot_type[flat % 4], np.full(len(buy_v), _BUY, dtype=np.int8)])
+    phase = np.concatenate([np.zeros(len(flat), np.int64), np.ones(len(buy_v), np.int64)])
+    order = np.argsort(v_sess[ev_visit] * 2 + phase, kind="stable")[:m]  # checkout last: truncation keeps funnels
+    ev_visit, ev_type = ev_visit[order], ev_type[order]
+    ev_sess = v_sess[ev_visit]
+    # time offsets inside a session: gaps of about a minute, checkout a couple of minutes after browsing
+    first = np.ones(m, dtype=bool)
+    first[1:] = ev_sess[1:] != ev_sess[:-1]
+    is_buy = ev_type == _BUY
+    prev_buy = np.zeros(m, dtype=bool)
+    prev_buy[1:] = is_buy[:-1] & ~first[1:]
+    gap = np.clip(rng.exponential(60.0, m), 2, 1200).astype(np.int64)
+    gap = np.where(is_buy & ~prev_buy, np.clip(rng.exponential(120.0, m), 10, 900).astype(np.int64), gap)
+    gap = np.where(is_buy & prev_buy, rng.integers(1, 5, m), gap)
+    gap[first] = 0
+    cs = np.cumsum(gap)
+    first_idx = np.flatnonzero(first)
+    sess_no = np.cumsum(first) - 1  # sessions are contiguous and numbered 0..n_kept-1 in this order
+    offset = cs - cs[first_idx][sess_no]
+    last_idx = np.r_[first_idx[1:] - 1, m - 1]
+    dur = offset[last_idx]
+    n_kept = len(first_idx)
+    # session start: a day of the user's active span, an hour from the daily profile; must end before `end`
+    su = s_user[:n_kept]
+    lo = lo_user[su]
+    hi = end_s - 1 - dur
+    room = hi - lo
+    day0, day1 = lo // _DAY, np.maximum(hi, lo) // _DAY
+    day = day0 + (rng.random(n_kept) * (day1 - day0 + 1)).astype(np.int64)
+    hour = rng.choice(24, n_kept, p=_HOUR_PROFILE / _HOUR_PROFILE.sum())
+    cand = day * _DAY + hour * 3600 + rng.integers(0, 3600, n_kept)
+    fallback = lo + (rng.random(n_kept) * np.maximum(room, 0)).astype(np.int64)
+    start = np.where((room > 0) & (cand >= lo) & (cand <= hi), cand, np.where(room > 0, fallback, lo))
+    scale = np.where(room > 0, 1.0, (end_s - 1 - lo) / np.maximum(dur, 1))  # squeeze a too-long late session
+    ts = start[sess_no] + np.floor(offset * scale[sess_no]).astype(np.int64)
+    # session numbers in order of session start
+    rank = np.empty(n_kept, dtype=np.int64)
+    rank[np.argsort(start, kind="stable")] = np.arange(n_kept)
+    ev = _Events(user=su[sess_no], item=v_item[ev_visit], etype=ev_type, ts=ts, session=rank[sess_no],
+                 qty=np.where(ev_type >= _CART, qty[ev_visit], 0), is_bot=np.zeros(m, dtype=bool))
+    return ev, n_kept
+
+
+def _bot_events(rng: np.random.Generator, bot_users: np.ndarray, n_items: int, start_s: int, days: int,
+                first_session: int) -> _Events:
+    """Each bot views random items ``BOT_MIN_VIEWS``..``BOT_MAX_VIEWS - 1`` times within one UTC day."""
+    parts: list[_Events] = []
+    session = first_session
+    for u in bot_users.tolist():
+        nv = int(rng.integers(BOT_MIN_VIEWS, BOT_MAX_VIEWS))
+        day_s = start_s + int(rng.integers(0, days)) * _DAY
+        sec = np.sort(rng.integers(0, _DAY, nv))
+        sess = sec // 1800  # a new session every half hour
+        _, sess = np.unique(sess, return_inverse=True)
+        parts.append(_Events(user=np.full(nv, u), item=rng.integers(0, n_items, nv),
+                             etype=np.full(nv, _VIEW, dtype=np.int8), ts=day_s + sec, session=session + sess,
+                             qty=np.zeros(nv, dtype=np.int64), is_bot=np.ones(nv, dtype=bool)))
+        session += int(sess.max()) + 1
+    if not parts:
+        empty = np.zeros(0, dtype=np.int64)
+        return _Events(empty, empty, empty.astype(np.int8), empty, empty, empty, empty.astype(bool))
+    return _Events(*(np.concatenate([getattr(p, f) for p in parts]) for f in _Events.__dataclass_fields__))
+
+
+def _concat_sorted(a: _Events, b: _Events) -> _Events:
+    merged = {f: np.concatenate([getattr(a, f), getattr(b, f)]) for f in _Events.__dataclass_fields__}
+    order = np.argsort(merged["ts"], kind="stable")
+    return _Events(**{f: v[order] for f, v in merged.items()})
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Dirt
+# ----------------------------------------------------------------------------------------------------------------
+class _Overrides:
+    """Per-column replacement strings keyed by event row (rows index the time-sorted events)."""
+
+    def __init__(self) -> None:
+        self._cols: dict[int, tuple[list[int], list[str]]] = {}
+
+    def add(self, col: int, row: int, value: str) -> None:
+        rows, values = self._cols.setdefault(col, ([], []))
+        rows.append(row)
+        values.append(value)
+
+    def frozen(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for col, (rows, values) in self._cols.items():
+            r = np.array(rows, dtype=np.int64)
+            order = np.argsort(r, kind="stable")
+            out[col] = (r[order], np.array(values, dtype=object)[order])
+        return out
+
+
+def _ts_str(seconds: np.ndarray) -> np.ndarray:
+    return np.datetime_as_string(seconds.astype("datetime64[s]"), timezone="UTC")
+
+
+def _inject_event_dirt(rng: np.random.Generator, ev: _Events, counts: Mapping[str, int], users: _Users,
+                       items: _Items, n_user_ids: int, n_item_ids: int,
+                       end_s: int) -> tuple[_Overrides, np.ndarray, int]:
+    """Choose disjoint organic rows for each kind and record their replacement strings.
+
+    Returns the overrides, the (sorted) rows to re-send as duplicates and the number of negative-value rows.
+    """
+    ov = _Overrides()
+    pool = rng.permutation(np.flatnonzero(~ev.is_bot))
+    priced = ev.etype[pool] >= _CART
+    n_neg = min(counts["negative_value"], int(priced.sum()))
+    neg_rows = pool[priced][:n_neg]
+    pool = pool[~np.isin(pool, neg_rows)]
+    for row in neg_rows.tolist():
+        if rng.random() < 0.5:
+            ov.add(_COL_PRICE, row, "-" + items.price_str[ev.item[row]])
+        else:
+            ov.add(_COL_QTY, row, f"-{ev.qty[row]}")
+    taken = 0
+
+    def take(kind: str) -> list[int]:
+        nonlocal taken
+        rows = pool[taken:taken + counts[kind]].tolist()
+        taken += len(rows)
+        return rows
+
+    for row in take("missing_required"):
+        ov.add((_COL_USER, _COL_ITEM, _COL_TYPE)[int(rng.integers(0, 3))], row, "")
+    for row in take("unknown_event_type"):
+        ov.add(_COL_TYPE, row, UNKNOWN_EVENT_TYPES[int(rng.integers(0, len(UNKNOWN_EVENT_TYPES)))])
+    for row in take("malformed_timestamp"):
+        ov.add(_COL_TIME, row, MALFORMED_TIMESTAMPS[int(rng.integers(0, len(MALFORMED_TIMESTAMPS)))])
+    rows = take("future_timestamp")
+    future = end_s + 365 * _DAY + rng.integers(0, 4 * 365 * _DAY, len(rows))
+    for row, value in zip(rows, _ts_str(future).tolist(), strict=True):
+        ov.add(_COL_TIME, row, value)
+    u_width = len(users.ids[0]) - 1
+    for row in take("unknown_user"):
+        ov.add(_COL_USER, row, f"u{n_user_ids + 1000 + int(rng.integers(0, max(1000, n_user_ids))):0{u_width}d}")
+    i_width = len(items.ids[0]) - 1
+    for row in take("unknown_item"):
+        ov.add(_COL_ITEM, row, f"p{n_item_ids + 1000 + int(rng.integers(0, max(1000, n_item_ids))):0{i_width}d}")
+    for row in take("whitespace_case_noise"):
+        which = rng.random()
+        if which < 0.6:
+            t = C.EVENT_TYPES[ev.etype[row]]
+            variants = (t.upper(), t.title(), f" {t} ", f" {t.upper()} ", f"{t.capitalize()}  ")
+            ov.add(_COL_TYPE, row, variants[int(rng.integers(0, len(variants)))])
+        else:
+            col = _COL_USER if which < 0.8 else _COL_ITEM
+            value = users.ids[ev.user[row]] if col == _COL_USER else items.ids[ev.item[row]]
+            pads = (f" {value} ", f"{value} ", f"  {value}", f" {value}  ")
+            ov.add(col, row, pads[int(rng.integers(0, len(pads)))])
+    dup_src = np.sort(np.array(take("duplicate_event"), dtype=np.int64))
+    return ov, dup_src, n_neg
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Writing
+# ----------------------------------------------------------------------------------------------------------------
+def _replace_file(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8", newline="")
+    os.replace(tmp, path)
+
+
+def _clean_events_dir(events_dir: Path) -> None:
+    events_dir.mkdir(parents=True, exist_ok=True)
+    for old in [*events_dir.glob("part-*.csv"), *events_dir.glob(".part-*.csv.tmp")]:
+        old.unlink()
+
+
+def _write_events(events_dir: Path, out_rows: np.ndarray, ev: _Events, users: _Users, items: _Items,
+                  overrides: dict[int, tuple[np.ndarray, np.ndarray]]) -> tuple[Path, ...]:
+    total = len(out_rows)
+    id_fmt = f"e{{:0{max(9, len(str(total)))}d}}".format
+    sess_fmt = f"s{{:0{max(8, len(str(int(ev.session.max(initial=0)))))}d}}".format
+    type_str = np.array(C.EVENT_TYPES, dtype=object)
+    qty_str = np.array([""] + [str(q) for q in range(1, int(ev.qty.max(initial=1)) + 1)], dtype=object)
+    paths: list[Path] = []
+    for part, a in enumerate(range(0, total, ROWS_PER_PART)):
+        b = min(total, a + ROWS_PER_PART)
+        path = events_dir / f"part-{part:05d}.csv"
+        tmp = events_dir / f".{path.name}.tmp"
+        with tmp.open("w", encoding="utf-8", newline="") as fh:
+            writer = csv.writer(fh, lineterminator="\n")
+            writer.writerow(EVENTS_HEADER)
+            for c0 in range(a, b, WRITE_CHUNK):
+                rows = out_rows[c0:min(b, c0 + WRITE_CHUNK)]
+                item = ev.item[rows]
+                cols: list[np.ndarray] = [
+                    np.array(list(map(id_fmt, (rows + 1).tolist())), dtype=object),
+                    users.ids[ev.user[rows]],
+                    items.ids[item],
+                    type_str[ev.etype[rows]],
+                    _ts_str(ev.ts[rows]).astype(object),
+                    np.where(ev.etype[rows] >= _CART, items.price_str[item], ""),
+                    qty_str[ev.qty[rows]],
+                    np.array(list(map(sess_fmt, ev.session[rows].tolist())), dtype=object),
+                ]
+                for col, (ov_rows, ov_vals) in overrides.items():
+                    idx = np.minimum(np.searchsorted(ov_rows, rows), len(ov_rows) - 1)
+                    hit = np.flatnonzero(ov_rows[idx] == rows)
+                    if len(hit):
+                        cols[col] = cols[col].copy()
+                        cols[col][hit] = ov_vals[idx[hit]]
+                writer.writerows(zip(*(c.tolist() for c in cols), strict=True))
+        os.replace(tmp, path)
+        paths.append(path)
+    return tuple(paths)
+
+
+def _user_line(user_id: str, signup: str, birth: str, country: str, consent: bool) -> str:
+    values = (user_id, signup, birth, country, consent)
+    return json.dumps(dict(zip(USERS_FIELDS, values, strict=True)), separators=(",", ":"))
+
+
+def _days_str(days: np.ndarray) -> list[str]:
+    return np.datetime_as_string(days.astype("datetime64[D]")).tolist()
+
+
+def _insert_at_random(rng: np.random.Generator, lines: list[str], extra: list[str]) -> list[str]:
+    """Insert ``extra`` lines at random positions of ``lines`` (deterministic for a given rng state)."""
+    pos = np.sort(rng.integers(0, len(lines) + 1, len(extra)))
+    out: list[str] = []
+    prev = 0
+    for p, line in zip(pos.tolist(), extra, strict=True):
+        out.extend(lines[prev:p])
+        out.append(line)
+        prev = p
+    out.extend(lines[prev:])
+    return out
+
+
+def _users_text(rng: np.random.Generator, users: _Users, counts: Mapping[str, int], end_day: int) -> tuple[str, int]:
+    total = len(users.ids)
+    signup, birth = _days_str(users.signup), _days_str(users.birth)
+    lines = [_user_line(u, s, b, c, bool(k)) for u, s, b, c, k in
+             zip(users.ids.tolist(), signup, birth, users.country.tolist(), users.consent.tolist(), strict=True)]
+    n_organic = len(users.activity)
+    extra: list[str] = []
+    extra += [lines[i] for i in rng.integers(0, n_organic, counts["user_duplicate"]).tolist()]
+    width = len(users.ids[0]) - 1
+    signup_extra = _days_str(end_day - rng.integers(31, 700, counts["user_bad_birth_date"] + counts["user_blank_id"]))
+    for j in range(counts["user_bad_birth_date"]):
+        extra.append(_user_line(f"u{total + j:0{width}d}", signup_extra[j], BAD_BIRTH_DATES[j % len(BAD_BIRTH_DATES)],
+                                "DE", True))
+    for j in range(counts["user_blank_id"]):
+        extra.append(_user_line("", signup_extra[counts["user_bad_birth_date"] + j], "1990-06-15", "FR", True))
+    out = _insert_at_random(rng, lines, extra)
+    return "".join(line + "\n" for line in out), len(out)
+
+
+def _items_text(rng: np.random.Generator, items: _Items, counts: Mapping[str, int]) -> tuple[str, int]:
+    n = len(items.ids)
+    rows = [[pid, CATEGORIES[c], b, p, str(s)] for pid, c, b, p, s in
+            zip(items.ids.tolist(), items.cat.tolist(), items.brand, items.price_str.tolist(), items.stock.tolist(),
+                strict=True)]
+    width = len(items.ids[0]) - 1
+    extra: list[list[str]] = []
+    for j in range(counts["item_negative_price"]):
+        src = rows[int(rng.integers(0, n))]
+        extra.append([f"p{n + j:0{width}d}", src[1], src[2], "-" + src[3], src[4]])
+    for _ in range(counts["item_blank_id"]):
+        src = rows[int(rng.integers(0, n))]
+        extra.append(["", src[1], src[2], src[3], src[4]])
+
+    def line(r: list[str]) -> str:
+        return ",".join(r)
+
+    out = _insert_at_random(rng, [line(r) for r in rows], [line(r) for r in extra])
+    return ",".join(ITEMS_HEADER) + "\n" + "".join(x + "\n" for x in out), len(out)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Entry point
+# ----------------------------------------------------------------------------------------------------------------
+def generate_shop(out_dir: str | Path, n_events: int, seed: int = 7, days: int = 60,
+                  end: dt.date | None = None, n_users: int = 0, n_items: int = 0,
+                  dirty: bool = True) -> GenerationReport:
+    """Write a deterministic sample shop (events, users, items, report) under ``out_dir``; see the module docstring.
+
+    ``end`` is the exclusive end of the event window (default ``DEFAULT_END``; pass the run date in a pipeline).
+    ``n_users``/``n_items`` of 0 are derived from ``n_events`` (:func:`default_sizes`). Existing part files under
+    ``out_dir/events`` are removed first; every file is written to a hidden temporary name and renamed.
+    """
+    if n_events < MIN_EVENTS:
+        raise ValueError(f"n_events must be at least {MIN_EVENTS}, got {n_events}")
+    if days < 1:
+        raise ValueError(f"days must be >= 1, got {days}")
+    if n_users and n_users < 10:
+        raise ValueError(f"n_users must be 0 (derived) or >= 10, got {n_users}")
+    if n_items and n_items < 20:
+        raise ValueError(f"n_items must be 0 (derived) or >= 20, got {n_items}")
+    t0 = time.perf_counter()
+    end = end or DEFAULT_END
+    if isinstance(end, dt.datetime):
+        end = end.date()
+    start = end - dt.timedelta(days=days)
+    end_day = (end - dt.date(1970, 1, 1)).days
+    end_s, start_s = end_day * _DAY, (end_day - days) * _DAY
+    d_users, d_items = default_sizes(n_events)
+    n_users, n_items = n_users or d_users, n_items or d_items
+    rng = np.random.default_rng(seed)
+
+    n_bots = bot_count(n_events) if dirty else 0
+    ev_counts = {k: dirt_count(k, n_events) if dirty else 0 for k in EVENT_DIRT_KINDS}
+    user_counts = {k: dirt_count(k, n_users) if dirty else 0 for k in USER_DIRT_KINDS}
+    item_counts = {k: dirt_count(k, n_items) if dirty else 0 for k in ITEM_DIRT_KINDS}
+    n_user_ids = n_users + n_bots + user_counts["user_bad_birth_date"]
+    n_item_ids = n_items + item_counts["item_negative_price"]
+    items = _make_items(rng, n_items, max(5, len(str(n_item_ids))))
+    users = _make_users(rng, n_users, n_bots, end_day, days, max(6, len(str(n_user_ids))))
+
+    bots = _bot_events(rng, np.arange(n_users, n_users + n_bots), n_items, start_s, days, first_session=0)
+    n_organic = n_events - len(bots.user) - ev_counts["duplicate_event"]
+    organic, n_sessions = _organic_events(rng, n_organic, users, items, start_s, end_s)
+    bots.session += n_sessions
+    ev = _concat_sorted(organic, bots)
+    overrides, dup_src, n_neg = _inject_event_dirt(rng, ev, ev_counts, users, items, n_user_ids, n_item_ids, end_s)
+    ev_counts["negative_value"] = n_neg  # lower than asked only if there are too few cart/purchase rows
+    # re-sent duplicates: an exact copy of the source row, a few rows after it
+    n_rows = len(ev.ts)
+    dup_at = np.minimum(dup_src + rng.integers(1, 2000, len(dup_src)), n_rows - 1)
+    keys = np.concatenate([np.arange(n_rows) * 2, dup_at * 2 + 1])
+    out_rows = np.concatenate([np.arange(n_rows), dup_src])[np.argsort(keys, kind="stable")]
+
+    out = Path(out_dir)
+    events_dir = out / EVENTS_DIR
+    _clean_events_dir(events_dir)
+    event_files = _write_events(events_dir, out_rows, ev, users, items, overrides.frozen())
+    (out / USERS_PATH).parent.mkdir(parents=True, exist_ok=True)
+    (out / ITEMS_PATH).parent.mkdir(parents=True, exist_ok=True)
+    users_text, user_rows = _users_text(rng, users, user_counts, end_day)
+    _replace_file(out / USERS_PATH, users_text)
+    items_text, item_rows = _items_text(rng, items, item_counts)
+    _replace_file(out / ITEMS_PATH, items_text)
+
+    dirt = {**ev_counts, **user_counts, **item_counts, "bot_users": n_bots, "bot_events": len(bots.user)}
+    rejected = sum(ev_counts[k] for k in REJECTED_EVENT_KINDS)
+    report = GenerationReport(
+        out_dir=out, event_files=event_files, users_file=out / USERS_PATH, items_file=out / ITEMS_PATH, seed=seed,
+        start=start, end=end, dirty=dirty, events=len(out_rows), users=n_users + n_bots, items=n_items,
+        user_rows=user_rows, item_rows=item_rows,
+        expected_clean_events=len(out_rows) - ev_counts["duplicate_event"] - len(bots.user) - rejected,
+        bot_user_ids=tuple(users.ids[n_users:].tolist()), dirt=types.MappingProxyType(dirt))
+    _replace_file(out / REPORT_PATH, json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")
+    log.info("generated shop in %s: events=%d parts=%d users=%d items=%d bots=%d dirty=%s elapsed_s=%.1f",
+             out, report.events, len(event_files), report.users, report.items, n_bots, dirty,
+             time.perf_counter() - t0)
+    return report
+
+
+__all__ = ["DEFAULT_END", "DIRT_SHARES", "EVENTS_HEADER", "GenerationReport", "ITEMS_HEADER", "USERS_FIELDS",
+           "generate_shop"]

@@ -1,0 +1,219 @@
+"""Every cleaning rule on a small hand-written bronze frame, plus the balance and typing of silver."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from typing import Any
+
+import pytest
+from chispa import assert_df_equality
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from sparkpromo import clean
+from sparkpromo import columns as C
+from sparkpromo.config import AppConfig
+from sparkpromo.ingest import CORRUPT, FILE_MTIME, FILE_SIZE
+from tests.conftest import make_config
+
+NOW = dt.datetime(2026, 11, 2)
+EVENT_COLS = ["event_id", "user_id", "product_id", "event_type", "event_time", "price", "quantity", "session_id"]
+
+
+def bronze(spark: SparkSession, cols: list[str], rows: list[tuple[Any, ...]], corrupt: list[str | None] | None = None,
+           ingest_ts: list[dt.datetime] | None = None) -> DataFrame:
+    """A bronze-shaped frame: source columns as strings + corrupt record + ingestion metadata."""
+    n = len(rows)
+    corrupt = corrupt or [None] * n
+    ingest_ts = ingest_ts or [dt.datetime(2026, 11, 1)] * n
+    data = [(*r, corrupt[i], "file:/landing/f.csv", 10, dt.datetime(2026, 11, 1), ingest_ts[i], "r0")
+            for i, r in enumerate(rows)]
+    schema = ", ".join(f"`{c}` string" for c in cols) + (
+        f", {CORRUPT} string, {C.SOURCE_FILE} string, {FILE_SIZE} long, {FILE_MTIME} timestamp, "
+        f"{C.INGEST_TS} timestamp, {C.RUN_ID} string")
+    return spark.createDataFrame(data, schema)
+
+
+@pytest.fixture
+def cfg(tmp_path: Any) -> AppConfig:
+    return make_config(tmp_path, clean={"bot_max_events_per_day": 3, "max_string_length": 20},
+                       sources={
+                           "events": {"path": "x", "columns": {"item_id": "product_id", "event_ts": "event_time"},
+                                      "event_type_map": {"cart": "add_to_cart"}},
+                           "users": {"path": "u", "format": "json"},
+                           "items": {"path": "i", "columns": {"item_id": "product_id"}},
+                       })
+
+
+def ev(eid: str | None, user: str | None = "u1", item: str | None = "p1", et: str | None = "view",
+       ts: str | None = "2026-11-01T10:00:00Z", price: str | None = None, qty: str | None = None) -> tuple[Any, ...]:
+    return (eid, user, item, et, ts, price, qty, "s1")
+
+
+def rules_of(spark: SparkSession, cfg: AppConfig, rows: list[tuple[Any, ...]], users: list[str] | None = None,
+             items: list[str] | None = None, corrupt: list[str | None] | None = None) -> dict[str, str | None]:
+    b = bronze(spark, EVENT_COLS, rows, corrupt)
+    uids = spark.createDataFrame([(u,) for u in (users or ["u1", "u2"])], "user_id string")
+    iids = spark.createDataFrame([(i,) for i in (items or ["p1", "p2"])], "item_id string")
+    out = clean.classify_events_frame(b, cfg, NOW, uids, iids)
+    return {r[C.EVENT_ID]: r[C.Q_RULE] for r in out.where(~F.col(clean.DUP)).select(C.EVENT_ID, C.Q_RULE).collect()}
+
+
+EVENT_CASES = [
+    (ev("a"), None),
+    (ev("b", user=None), clean.MISSING_FIELD),
+    (ev("c", item="  "), clean.MISSING_FIELD),
+    (ev("d", user="u" * 30), clean.OVERSIZED_FIELD),
+    (ev("e", et="click"), clean.UNKNOWN_EVENT_TYPE),
+    (ev("f", ts="not-a-date"), clean.MALFORMED_TIMESTAMP),
+    (ev("g", ts="2026-13-45T99:00:00Z"), clean.MALFORMED_TIMESTAMP),
+    (ev("h", ts="2099-01-01T00:00:00Z"), clean.FUTURE_TIMESTAMP),
+    (ev("i", et="purchase", price="abc", qty="1"), clean.MALFORMED_NUMBER),
+    (ev("j", et="purchase", price="-1", qty="1"), clean.NEGATIVE_PRICE),
+    (ev("k", et="purchase", price="1", qty="-2"), clean.INVALID_QUANTITY),
+    (ev("l", et="purchase", price="1", qty="1.5"), clean.INVALID_QUANTITY),
+    (ev("m", et="purchase", price="1", qty="99999999999"), clean.INVALID_QUANTITY),
+    (ev("n", user="u9"), clean.UNKNOWN_USER),
+    (ev("o", item="p9"), clean.UNKNOWN_ITEM),
+    (ev("p", et=" VIEW "), None),
+    (ev("q", et="Cart"), None),
+    (ev("r", user=" u1 "), None),
+]
+
+
+def test_every_event_rule(spark: SparkSession, cfg: AppConfig) -> None:
+    """One frame, one case per rule (batched: a Spark job per case would dominate the suite's time)."""
+    cfg = dataclasses.replace(cfg, clean=dataclasses.replace(cfg.clean, bot_max_events_per_day=100))
+    got = rules_of(spark, cfg, [row for row, _ in EVENT_CASES])
+    assert got == {row[0]: rule for row, rule in EVENT_CASES}
+
+
+def test_malformed_record(spark: SparkSession, cfg: AppConfig) -> None:
+    got = rules_of(spark, cfg, [ev("z")], corrupt=["z,u1,p1,view,ts,,,s1,EXTRA"])
+    assert got == {"z": clean.MALFORMED_RECORD}
+
+
+def test_rule_precedence_first_failure_wins(spark: SparkSession, cfg: AppConfig) -> None:
+    # Unknown type and a malformed timestamp and an unknown user: the earliest rule in precedence names it.
+    assert rules_of(spark, cfg, [ev("x", user="u9", et="click", ts="bad")]) == {"x": clean.UNKNOWN_EVENT_TYPE}
+
+
+def test_bot_filter(spark: SparkSession, cfg: AppConfig) -> None:
+    rows = [ev(f"b{i}", user="u2", ts=f"2026-11-01T10:0{i}:00Z") for i in range(4)] + [ev("h1")]
+    got = rules_of(spark, cfg, rows)
+    assert got == {"b0": clean.BOT_ACTIVITY, "b1": clean.BOT_ACTIVITY, "b2": clean.BOT_ACTIVITY,
+                   "b3": clean.BOT_ACTIVITY, "h1": None}
+
+
+def test_bot_threshold_is_per_day(spark: SparkSession, cfg: AppConfig) -> None:
+    rows = [ev(f"d{i}", user="u2", ts=f"2026-10-{10 + i // 3}T10:0{i % 3}:00Z") for i in range(6)]
+    assert set(rules_of(spark, cfg, rows).values()) == {None}
+
+
+def test_duplicates_keep_first_ingested(spark: SparkSession, cfg: AppConfig) -> None:
+    b = bronze(spark, EVENT_COLS, [ev("a", price=None), ev("a"), ev("b")],
+               ingest_ts=[dt.datetime(2026, 11, 2), dt.datetime(2026, 11, 1), dt.datetime(2026, 11, 1)])
+    out = clean.classify_events_frame(b, cfg, NOW, None, None)
+    dups = out.select(C.EVENT_ID, clean.DUP, C.INGEST_TS).orderBy(C.EVENT_ID, C.INGEST_TS).collect()
+    assert [(r[0], r[1]) for r in dups] == [("a", False), ("a", True), ("b", False)]
+
+
+def test_silver_events_typed_utc(spark: SparkSession, cfg: AppConfig) -> None:
+    b = bronze(spark, EVENT_COLS, [ev("a", et="Cart", ts="2026-11-01T12:00:00+02:00", price="9.5", qty="2")])
+    got = clean.silver_events(clean.classify_events_frame(b, cfg, NOW, None, None))
+    expected = spark.createDataFrame(
+        [("a", "u1", "p1", "add_to_cart", dt.datetime(2026, 11, 1, 10), dt.date(2026, 11, 1), 9.5, 2, None, "s1")],
+        "event_id string, user_id string, item_id string, event_type string, event_ts timestamp, "
+        "event_date date, price double, quantity int, rating double, session_id string")
+    assert_df_equality(got, expected, ignore_nullable=True)
+
+
+def test_balance_bronze_equals_silver_quarantine_duplicates(spark: SparkSession, cfg: AppConfig) -> None:
+    rows = [ev("a"), ev("a"), ev("b", et="click"), ev("c", user=None), ev("d", ts="x"), ev("e")]
+    out = clean.classify_events_frame(bronze(spark, EVENT_COLS, rows), cfg, NOW, None, None)
+    counts = {r["metric"]: r["count"] for r in clean.outcome_counts(out).collect()}
+    silver = clean.silver_events(out).count()
+    quarantined = out.transform(clean.quarantine_rows("events", "r1")).count()
+    assert counts == {"silver": 2, "duplicate": 1, "quarantine:unknown_event_type": 1,
+                      "quarantine:missing_field": 1, "quarantine:malformed_timestamp": 1}
+    assert silver + quarantined + counts["duplicate"] == len(rows)
+
+
+def test_derived_event_id_collapses_exact_resends(spark: SparkSession, tmp_path: Any) -> None:
+    cfg = make_config(tmp_path, sources={"kind": "events", "events": {
+        "path": "x", "columns": {"user_id": "member", "item_id": "item", "event_ts": "day"},
+        "timestamp_format": "dd-MM-yyyy", "constant_event_type": "purchase"}})
+    b = bronze(spark, ["member", "item", "day"], [("1", "milk", "21-07-2015"), ("1", "milk", "21-07-2015"),
+                                                  ("2", "bread", "01-01-2015")])
+    out = clean.classify_events_frame(b, cfg, NOW, None, None)
+    got = clean.silver_events(out).select(C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.EVENT_DATE)
+    expected = spark.createDataFrame([("1", "milk", "purchase", dt.date(2015, 7, 21)),
+                                      ("2", "bread", "purchase", dt.date(2015, 1, 1))],
+                                     "user_id string, item_id string, event_type string, event_date date")
+    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+    assert out.where(F.col(clean.DUP)).count() == 1
+
+
+def test_ratings_unix_timestamps(spark: SparkSession, tmp_path: Any) -> None:
+    cfg = make_config(tmp_path, sources={"kind": "ratings", "events": {
+        "path": "x", "format": "csv", "columns": {"user_id": "_c0", "item_id": "_c1", "rating": "_c2",
+                                                  "event_ts": "_c3"}, "timestamp_format": "unix"}})
+    b = bronze(spark, ["_c0", "_c1", "_c2", "_c3"], [("196", "242", "3", "881250949"), ("1", "2", "x", "1"),
+                                                     ("1", "3", "4", "99999999999999")])
+    out = clean.classify_events_frame(b, cfg, NOW, None, None)
+    got = {(r[C.USER_ID], r[C.ITEM_ID]): r[C.Q_RULE] for r in out.collect()}
+    assert got == {("196", "242"): None, ("1", "2"): clean.MALFORMED_NUMBER, ("1", "3"): clean.MALFORMED_TIMESTAMP}
+    row = clean.silver_events(out).first()
+    assert row[C.EVENT_TYPE] == "rating" and row[C.RATING] == 3.0
+    assert row[C.EVENT_TS] == dt.datetime(1997, 12, 4, 15, 55, 49)
+
+
+USER_COLS = ["user_id", "signup_date", "birth_date", "country", "marketing_consent"]
+
+
+def test_users_rules_and_privacy_reduction(spark: SparkSession, cfg: AppConfig) -> None:
+    rows = [("u1", "2026-01-01", "1990-05-17", " de ", "true"),
+            ("u2", "2026-01-01", "2001-12-01", "FR", "no"),
+            ("u3", "bad", "2001-12-01", "FR", "true"),
+            (None, "2026-01-01", None, "FR", "true"),
+            ("u4", "2026-01-01", None, "FR", "maybe"),
+            ("u5", None, None, None, None)]
+    b = bronze(spark, USER_COLS, rows).transform(clean.canonicalise("users", cfg.sources.users))
+    out = b.transform(clean.mark_duplicates(C.USER_ID, True)).transform(clean.classify_users(20))
+    rules = {r[C.USER_ID]: r[C.Q_RULE] for r in out.collect()}
+    assert rules == {"u1": None, "u2": None, "u3": clean.MALFORMED_DATE, None: clean.MISSING_FIELD,
+                     "u4": clean.MALFORMED_VALUE, "u5": None}
+    got = out.transform(clean.silver_users(dt.date(2026, 11, 2)))
+    expected = spark.createDataFrame(
+        [("u1", dt.date(2026, 1, 1), 5, 17, "35-44", "DE", True),
+         ("u2", dt.date(2026, 1, 1), 12, 1, "18-24", "FR", False),
+         ("u5", None, None, None, "unknown", None, False)],
+        "user_id string, signup_date date, birth_month int, birth_day int, age_band string, country string, "
+        "marketing_consent boolean")
+    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+    assert C.BIRTH_DATE not in got.columns
+
+
+def test_users_newest_export_wins(spark: SparkSession, cfg: AppConfig) -> None:
+    rows = [("u1", "2026-01-01", None, "DE", "true"), ("u1", "2026-01-01", None, "DE", "false")]
+    b = bronze(spark, USER_COLS, rows, ingest_ts=[dt.datetime(2026, 1, 1), dt.datetime(2026, 2, 1)])
+    out = (b.transform(clean.canonicalise("users", cfg.sources.users))
+           .transform(clean.mark_duplicates(C.USER_ID, True)).transform(clean.classify_users(20)))
+    silver = out.transform(clean.silver_users(dt.date(2026, 11, 2))).collect()
+    assert [(r[C.USER_ID], r[C.MARKETING_CONSENT]) for r in silver] == [("u1", False)]
+
+
+def test_items_rules(spark: SparkSession, cfg: AppConfig) -> None:
+    rows = [("p1", " Books ", "acme", "10.5", "3"), ("p2", "toys", "acme", "-1", "1"),
+            ("p3", "toys", "acme", "1", "-1"), ("p4", "toys", "acme", "1", "x"), (None, "toys", "a", "1", "1")]
+    b = bronze(spark, ["product_id", "category", "brand", "price", "stock"], rows)
+    out = (b.transform(clean.canonicalise("items", cfg.sources.items))
+           .transform(clean.mark_duplicates(C.ITEM_ID, True)).transform(clean.classify_items(20)))
+    assert {r[C.ITEM_ID]: r[C.Q_RULE] for r in out.collect()} == {
+        "p1": None, "p2": clean.NEGATIVE_PRICE, "p3": clean.INVALID_STOCK, "p4": clean.MALFORMED_NUMBER,
+        None: clean.MISSING_FIELD}
+    got = clean.silver_items(out)
+    expected = spark.createDataFrame([("p1", "books", "acme", 10.5, 3)],
+                                     "item_id string, category string, brand string, price double, stock int")
+    assert_df_equality(got, expected, ignore_nullable=True)
