@@ -10,8 +10,8 @@ import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from sparkpromo import io
 from sparkpromo import columns as C
+from sparkpromo import io
 from sparkpromo.clean import run_clean
 from sparkpromo.generate import generate_shop
 from sparkpromo.ingest import run_ingest

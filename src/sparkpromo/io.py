@@ -106,7 +106,8 @@ def add_constraints(spark: SparkSession, uri: str, checks: Mapping[str, str] | N
     """
     wanted = dict(checks or {})
     wanted.update({f"{c}_not_null": f"`{c}` IS NOT NULL" for c in not_null})
-    existing = {k.split(".", 2)[-1].lower() for k in _table_properties(spark, uri) if k.startswith("delta.constraints.")}
+    props = _table_properties(spark, uri)
+    existing = {k.split(".", 2)[-1].lower() for k in props if k.startswith("delta.constraints.")}
     for name, expr in wanted.items():
         if name.lower() not in existing:
             spark.sql(f"ALTER TABLE delta.`{uri}` ADD CONSTRAINT {name} CHECK ({expr})")
