@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Submit a sparkpromo job with spark-submit: builds the wheel, ships it with --py-files, gets Delta from its
+# Maven coordinates, and forwards every remaining argument to the job.
+#
+#   ./spark-submit.sh [--master URL] [--deploy-mode client] [--conf k=v]... <job> [job args...]
+#   ./spark-submit.sh run --sample                      # local[*]
+#   SPARK_MASTER=spark://host:7077 ./spark-submit.sh run --env cluster --run-date 2026-11-29
+#
+# <job> is one of: generate ingest clean features train recommend run (jobs/<job>.py).
+# Environment: SPARK_MASTER (default local[*]), SPARK_HOME (default: the spark-submit of the project's venv),
+# PYTHON (default .venv/bin/python), SPARKPROMO_WHEEL (a prebuilt wheel to ship instead of building one).
+set -euo pipefail
+cd "$(dirname "$0")"
+die() { echo "spark-submit.sh: $*" >&2; exit 2; }
+
+PY=${PYTHON:-.venv/bin/python}
+[ -x "$PY" ] || PY=$(command -v python3) || die "no Python found; run scripts/setup.sh first"
+MASTER=${SPARK_MASTER:-local[*]}
+DEPLOY_MODE=client
+EXTRA=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --master) [ $# -ge 2 ] || die "--master needs a value"; MASTER=$2; shift 2 ;;
+    --master=*) MASTER=${1#*=}; shift ;;
+    --deploy-mode) [ $# -ge 2 ] || die "--deploy-mode needs a value"; DEPLOY_MODE=$2; shift 2 ;;
+    --conf) [ $# -ge 2 ] || die "--conf needs a value"; EXTRA+=(--conf "$2"); shift 2 ;;
+    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --) shift; break ;;
+    -*) die "unknown option $1 (options go before the job name)" ;;
+    *) break ;;
+  esac
+done
+[ $# -ge 1 ] || die "missing job name (one of: $(cd jobs && ls *.py | sed 's/\.py$//' | tr '\n' ' '))"
+JOB=$1; shift
+[ -f "jobs/$JOB.py" ] || die "unknown job '$JOB' (no jobs/$JOB.py)"
+
+# Versions: the Delta jar must be the one built for this Spark line.
+read -r SPARK_VERSION DELTA_VERSION < <("$PY" - <<'PY'
+from importlib.metadata import version
+print(version("pyspark"), version("delta-spark"))
+PY
+) || die "pyspark and delta-spark must be installed in $PY (run scripts/setup.sh)"
+export SPARK_HOME=${SPARK_HOME:-$("$PY" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')}
+SUBMIT=$SPARK_HOME/bin/spark-submit
+[ -x "$SUBMIT" ] || die "spark-submit not found at $SUBMIT (set SPARK_HOME)"
+CLUSTER_SPARK=$("$SUBMIT" --version 2>&1 | sed -n 's/.*version \([0-9][0-9.]*\).*/\1/p' | head -1 || true)
+if [ -n "$CLUSTER_SPARK" ] && [ "${CLUSTER_SPARK%.*}" != "${SPARK_VERSION%.*}" ]; then
+  die "Spark $CLUSTER_SPARK at $SUBMIT does not match delta-spark $DELTA_VERSION (built for Spark ${SPARK_VERSION%.*}); use a matching SPARK_HOME or reinstall"
+fi
+
+# A standalone master must answer before we submit (otherwise spark-submit retries for minutes).
+case "$MASTER" in
+  spark://*)
+    hostport=${MASTER#spark://}; hostport=${hostport%%,*}; host=${hostport%:*}; port=${hostport##*:}
+    if ! (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; then
+      die "Spark master $MASTER is not reachable (nothing listening on $host:$port)"
+    fi ;;
+esac
+
+# The code travels as a wheel on --py-files (a wheel is a zip that Python can import from).
+if [ -n "${SPARKPROMO_WHEEL:-}" ]; then
+  WHEEL=$SPARKPROMO_WHEEL
+  [ -f "$WHEEL" ] || die "wheel not found: $WHEEL"
+else
+  rm -rf dist/sparkpromo-*.whl
+  "$PY" -m pip wheel -q --no-deps --no-build-isolation -w dist . >/dev/null 2>&1 \
+    || "$PY" -m pip wheel -q --no-deps -w dist . >/dev/null || die "building the wheel failed"
+  WHEEL=$(ls dist/sparkpromo-*.whl 2>/dev/null | head -1)
+  [ -n "$WHEEL" ] || die "wheel not found in dist/ after building"
+fi
+
+REPOS=$("$PY" -c 'from sparkpromo.session import maven_mirrors; print(",".join(maven_mirrors()))' 2>/dev/null || true)
+ARGS=(--master "$MASTER" --deploy-mode "$DEPLOY_MODE" --name "sparkpromo-$JOB"
+      --packages "io.delta:delta-spark_2.13:$DELTA_VERSION"
+      --conf "spark.log.level=${SPARK_LOG_LEVEL:-WARN}"
+      --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension
+      --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog
+      --conf "spark.pyspark.python=$PY" --conf "spark.pyspark.driver.python=$PY"
+      --py-files "$WHEEL")
+[ -n "$REPOS" ] && ARGS+=(--repositories "$REPOS")
+export PYSPARK_PYTHON=$PY
+exec "$SUBMIT" "${ARGS[@]}" ${EXTRA[@]+"${EXTRA[@]}"} "jobs/$JOB.py" "$@"
