@@ -1,0 +1,90 @@
+"""The command line: bad arguments and bad config exit 2 with one line, before any Spark starts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sparkpromo.cli import build_parser
+from tests.conftest import CONF_DIR
+
+ROOT = CONF_DIR.parent
+
+
+def cli(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "sparkpromo.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=120)
+
+
+def assert_usage_error(res: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    for n in needles:
+        assert n in lines[0]
+    # Nothing from Spark or Ivy: the session never started.
+    assert "Spark" not in res.stderr and "ivy" not in res.stderr.lower()
+
+
+def test_unknown_key_in_config_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  rnak: 3\n")
+    res = cli("train", "--conf-dir", str(CONF_DIR), "--config", str(bad), cwd=tmp_path)
+    assert_usage_error(res, "bad.yaml", "train.rnak", "unknown key")
+    assert not (tmp_path / "lakehouse").exists()
+
+
+def test_wrong_type_via_set(tmp_path: Path) -> None:
+    res = cli("clean", "--conf-dir", str(CONF_DIR), "--set", "train.folds=many", cwd=tmp_path)
+    assert_usage_error(res, "train.folds", "expected an integer")
+
+
+def test_missing_input_path(tmp_path: Path) -> None:
+    res = cli("ingest", "--conf-dir", str(CONF_DIR), "--set", f"sources.events.path={tmp_path}/none", cwd=tmp_path)
+    assert_usage_error(res, "sources.events.path", "does not exist")
+
+
+def test_unreadable_config(tmp_path: Path) -> None:
+    res = cli("run", "--conf-dir", str(tmp_path), cwd=tmp_path)
+    assert_usage_error(res, "base.yaml", "config file not found")
+
+
+def test_unknown_argument_fails_fast(tmp_path: Path) -> None:
+    assert_usage_error(cli("recommend", "--campain", "x", cwd=tmp_path), "unrecognized arguments: --campain")
+
+
+def test_bad_run_date() -> None:
+    assert_usage_error(cli("features", "--run-date", "2026-02-30"), "invalid date")
+
+
+def test_bad_stage_list() -> None:
+    assert_usage_error(cli("run", "--stages", "ingest,deploy"), "unknown stage(s) deploy")
+
+
+def test_backfill_arguments_checked() -> None:
+    assert_usage_error(cli("run", "--from-date", "2026-11-02", "--to-date", "2026-11-01"), "before --from-date")
+
+
+def test_unknown_environment() -> None:
+    assert_usage_error(cli("train", "--env", "prod"), "invalid choice")
+
+
+@pytest.mark.parametrize("command", ["generate", "ingest", "clean", "features", "train", "recommend", "run"])
+def test_help_has_examples(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args([command, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and f"sparkpromo {command}" in out and "--run-date" in out
+
+
+def test_generate_needs_no_spark(tmp_path: Path) -> None:
+    res = cli("generate", "--conf-dir", str(CONF_DIR), "--events", "2000", "--json",
+              env={"SPARKPROMO_LANDING": str(tmp_path / "landing")}, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "landing" / "events" / "part-00000.csv").exists()
+    assert '"generated_events": 2000' in res.stdout.strip().splitlines()[-1]

@@ -1,0 +1,66 @@
+"""The one session factory: Maven mirrors honoured, launcher settings never overridden."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+
+from sparkpromo.session import build_session, launched_externally, local_settings, maven_mirrors
+from tests.conftest import make_config
+
+SETTINGS = """<?xml version="1.0"?>
+<settings xmlns="http://maven.apache.org/SETTINGS/1.0.0">
+  <mirrors>
+    <mirror><id>corp</id><mirrorOf>central</mirrorOf><url>https://maven.corp.example/repo</url></mirror>
+  </mirrors>
+</settings>
+"""
+
+
+def test_maven_mirror_from_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    f = tmp_path / "settings.xml"
+    f.write_text(SETTINGS)
+    monkeypatch.delenv("SPARKPROMO_MAVEN_REPO", raising=False)
+    monkeypatch.setenv("MAVEN_SETTINGS", str(f))
+    assert maven_mirrors() == ["https://maven.corp.example/repo"]
+    cfg = make_config(tmp_path)
+    assert local_settings(cfg)["spark.jars.repositories"] == "https://maven.corp.example/repo"
+
+
+def test_no_mirror_no_repository_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SPARKPROMO_MAVEN_REPO", raising=False)
+    monkeypatch.setenv("MAVEN_SETTINGS", str(tmp_path / "absent.xml"))
+    assert maven_mirrors() == []
+    assert "spark.jars.repositories" not in local_settings(make_config(tmp_path))
+
+
+def test_unparsable_settings_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    f = tmp_path / "settings.xml"
+    f.write_text("<settings><mirrors>")
+    monkeypatch.setenv("MAVEN_SETTINGS", str(f))
+    monkeypatch.setenv("SPARKPROMO_MAVEN_REPO", "https://mirror.example/m2")
+    assert maven_mirrors() == ["https://mirror.example/m2"]
+
+
+@pytest.mark.parametrize("var", ["PYSPARK_GATEWAY_PORT", "DATABRICKS_RUNTIME_VERSION"])
+def test_launcher_detection(monkeypatch: pytest.MonkeyPatch, var: str) -> None:
+    for v in ("PYSPARK_GATEWAY_PORT", "DATABRICKS_RUNTIME_VERSION", "SPARK_SUBMIT_MODE"):
+        monkeypatch.delenv(v, raising=False)
+    assert not launched_externally()
+    monkeypatch.setenv(var, "1")
+    assert launched_externally()
+
+
+def test_existing_session_keeps_its_master_and_delta(spark: SparkSession, tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, spark={"master": "local[1]", "shuffle_partitions": 3, "conf": {
+        "spark.sql.extensions": "com.example.Nope"}})
+    joined = build_session(cfg)
+    assert joined is spark
+    assert joined.sparkContext.master == "local[2]"
+    assert "io.delta.sql.DeltaSparkSessionExtension" in joined.conf.get("spark.sql.extensions")
+    assert joined.conf.get("spark.sql.shuffle.partitions") == "3"
+    assert joined.conf.get("spark.sql.session.timeZone") == "UTC"
+    assert f"{tmp_path}/lakehouse/_checkpoints/" in joined.sparkContext.getCheckpointDir()  # type: ignore[operator]
+    spark.conf.set("spark.sql.shuffle.partitions", "2")
