@@ -1,0 +1,92 @@
+"""Ingest + clean throughput on generated events, side by side with the I/O floor in the same run.
+
+    .venv/bin/python benchmarks/throughput.py --events 1000000 [--master local[2]] [--json]
+
+The floor is a bare Spark copy of the same landing CSV into a Delta table (read, write, nothing else); the ratio
+clean-path / floor says what typing, dedupe, rules and the quarantine cost on top of moving the bytes, and is far
+less machine-dependent than either time alone. Absolute events/s are printed too because the issue sets a target
+(>= 50k events/s through clean on 2 cores), but compare ratios across machines, not seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from sparkpromo.clean import run_clean
+from sparkpromo.config import load_config
+from sparkpromo.generate import generate_shop
+from sparkpromo.ingest import run_ingest
+from sparkpromo.session import build_session
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--master", default="local[2]")
+    ap.add_argument("--shuffle-partitions", type=int, default=8)
+    ap.add_argument("--workdir", default=None, help="scratch directory (default: a temporary one, removed)")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="sparkpromo-bench-"))
+    run_date = dt.date(2026, 11, 1)
+    overrides = {"lakehouse": str(work / "lake"), "landing": str(work / "landing"),
+                 "spark.master": args.master, "spark.shuffle_partitions": args.shuffle_partitions,
+                 "sources.events.path": str(work / "landing" / "events"),
+                 "sources.users.path": str(work / "landing" / "users"),
+                 "sources.items.path": str(work / "landing" / "items")}
+    cfg = load_config("local", ROOT / "conf", overrides=overrides)
+
+    t = time.perf_counter()
+    report = generate_shop(work / "landing", n_events=args.events, seed=7, days=60, end=run_date)
+    gen_s = time.perf_counter() - t
+
+    spark = build_session(cfg, app_name="sparkpromo-bench")
+    spark.range(1).count()  # JVM warm-up outside every measurement
+
+    t = time.perf_counter()
+    (spark.read.option("header", "true").csv(cfg.sources.events.path)
+     .write.format("delta").mode("overwrite").save(str(work / "floor")))
+    floor_s = time.perf_counter() - t
+
+    t = time.perf_counter()
+    run_ingest(spark, cfg, "bench")
+    ingest_s = time.perf_counter() - t
+    t = time.perf_counter()
+    counts = run_clean(spark, cfg, "bench", dt.datetime.combine(run_date, dt.time()))
+    clean_s = time.perf_counter() - t
+
+    n = report.events
+    result = {
+        "events": n, "master": args.master, "python": platform.python_version(), "spark": spark.version,
+        "silver_rows": counts["events.silver_rows"],
+        "generate_s": round(gen_s, 2), "floor_copy_s": round(floor_s, 2), "ingest_s": round(ingest_s, 2),
+        "clean_s": round(clean_s, 2),
+        "ingest_events_per_s": round(n / ingest_s), "clean_events_per_s": round(n / clean_s),
+        "ingest_plus_clean_events_per_s": round(n / (ingest_s + clean_s)),
+        "ratio_ingest_to_floor": round(ingest_s / floor_s, 2),
+        "ratio_clean_to_floor": round(clean_s / floor_s, 2),
+    }
+    spark.stop()
+    if not args.workdir:
+        shutil.rmtree(work, ignore_errors=True)
+    print("| measure | value |\n|---|---|")
+    for k, v in result.items():
+        print(f"| {k} | {v} |")
+    if args.json:
+        print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
