@@ -35,6 +35,7 @@ EXAMPLES = {
     "run": ("sparkpromo run --sample                       # whole pipeline on generated data\n"
             "  SPARKPROMO_ML100K=../shared/data/ml-100k sparkpromo run --config conf/examples/movielens.yaml\n"
             "  sparkpromo run --from-date 2026-11-01 --to-date 2026-11-07   # backfill a date range"),
+    "forget": "sparkpromo forget --user u000123\n  sparkpromo forget --user u000123 --env cluster --json",
 }
 
 
@@ -84,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         "train": "ALS tuned by CrossValidator, compared with a popularity baseline",
         "recommend": "per-campaign offers -> the recommendations table",
         "run": "the whole pipeline (optionally on generated sample data, or a backfill)",
+        "forget": "erase one user from every table and purge the old files (DELETE, REORG PURGE, VACUUM 0h)",
     }
     for name, text in helps.items():
         p = sub.add_parser(name, help=text, description=text, epilog=f"examples:\n  {EXAMPLES[name]}",
@@ -91,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
         _common(p)
         if name in ("generate", "run"):
             p.add_argument("--events", type=int, default=None, help="sample size in events (default: generate.events)")
+        if name == "forget":
+            p.add_argument("--user", required=True, help="the user's original id (as in the source data)")
         if name == "run":
             p.add_argument("--sample", action="store_true", help="generate the sample shop first")
             p.add_argument("--from-date", type=_date, default=None, help="backfill start (inclusive)")
@@ -195,6 +199,15 @@ def _dispatch(args: argparse.Namespace, cfg: AppConfig, ctx: Any) -> dict[str, A
     spark = build_session(cfg)
     if args.verbose:
         spark.sparkContext.setLogLevel("INFO")
+    if args.command == "forget":
+        from sparkpromo.forget import forget_user
+        from sparkpromo.privacy import hmac_key, pseudonym
+
+        stored = pseudonym(args.user, hmac_key(cfg.privacy.key_env)) if cfg.privacy.pseudonymise else args.user
+        deleted = forget_user(spark, cfg, args.user, stored)
+        result.update({f"deleted.{uri.rstrip('/').rsplit('/', 2)[-2]}.{uri.rstrip('/').rsplit('/', 1)[-1]}": n
+                       for uri, n in deleted.items()})
+        return result
     if args.command != "run":
         result.update(run_stage(args.command, spark, cfg, ctx))
         return result

@@ -1,0 +1,86 @@
+"""`forget`: the user is gone from every table, and no Parquet file left on disk still contains the id."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from sparkpromo import columns as C
+from sparkpromo import io
+from sparkpromo.clean import run_clean
+from sparkpromo.forget import forget_user
+from sparkpromo.ingest import run_ingest
+from tests.conftest import make_config
+
+GONE = "u77"  # the user to forget
+KEEP = "u7"   # a prefix of the forgotten id: must survive
+
+
+def landing(root: Path) -> None:
+    (root / "landing" / "events").mkdir(parents=True)
+    (root / "landing" / "users").mkdir(parents=True)
+    (root / "landing" / "items").mkdir(parents=True)
+    (root / "landing" / "events" / "e.csv").write_text(
+        "event_id,user_id,product_id,event_type,event_time,price,quantity,session_id\n"
+        f"e1,{GONE},p1,view,2026-11-01T10:00:00Z,,,s1\n"
+        f"e2, {GONE} ,p1,purchase,2026-11-01T10:01:00Z,5,1,s1\n"
+        f"e3,{GONE},p1,click,2026-11-01T10:02:00Z,,,s1\n"          # quarantined: unknown type
+        f"e4,{GONE},p1,view,oops\n"                                # quarantined: malformed record
+        f"e5,{KEEP},p1,view,2026-11-01T10:00:00Z,,,s2\n")
+    (root / "landing" / "users" / "u.jsonl").write_text(
+        f'{{"user_id": "{GONE}", "signup_date": "2026-01-01", "birth_date": "1990-01-01", "country": "DE", '
+        '"marketing_consent": true}\n'
+        f'{{"user_id": "{KEEP}", "signup_date": "2026-01-01", "birth_date": "1990-01-01", "country": "DE", '
+        '"marketing_consent": true}\n')
+    (root / "landing" / "items" / "i.csv").write_text("product_id,category,brand,price,stock\np1,books,a,5,3\n")
+
+
+def all_strings_in_parquet_files(spark: SparkSession, lakehouse: Path) -> set[str]:
+    """Every string value of every Parquet file on disk, read raw (not through the Delta log)."""
+    values: set[str] = set()
+    for f in lakehouse.rglob("*.parquet"):
+        df = spark.read.parquet(str(f))
+        cols = [c for c, t in df.dtypes if t == "string"]
+        for row in df.select(*cols).collect():
+            values.update(v for v in row if v is not None)
+    return values
+
+
+@pytest.mark.slow
+def test_forget_erases_user_everywhere(spark: SparkSession, tmp_path: Path) -> None:
+    landing(tmp_path)
+    cfg = make_config(tmp_path)
+    run_ingest(spark, cfg, "r1")
+    run_clean(spark, cfg, "r1", dt.datetime(2026, 11, 2))
+    # Gold tables in the shape the later stages write them.
+    id_map = spark.createDataFrame([("user", GONE, 0), ("user", KEEP, 1), ("item", "p1", 0)],
+                                   "kind string, original_id string, idx int")
+    io.overwrite(id_map, cfg.table("gold", "id_map"))
+    io.overwrite(spark.createDataFrame([(0, 0, 3.0, None), (1, 0, 1.0, None)],
+                                       "user_idx int, item_idx int, confidence double, event_ts timestamp"),
+                 cfg.table("gold", "interactions"))
+    recs = spark.createDataFrame([("c1", dt.date(2026, 11, 1), GONE, "p1", 1), ("c1", dt.date(2026, 11, 1), KEEP,
+                                                                                 "p1", 1)],
+                                 "campaign_id string, run_date date, user_id string, item_id string, rank int")
+    io.overwrite(recs, cfg.table("gold", "recommendations"), partition_by=(C.CAMPAIGN_ID, C.RUN_DATE))
+    lake = Path(cfg.lakehouse)
+    before = all_strings_in_parquet_files(spark, lake)
+    assert any(GONE in v for v in before)
+
+    deleted = forget_user(spark, cfg, GONE)
+
+    assert deleted[cfg.table("bronze", "events")] == 4
+    assert deleted[cfg.table("silver", "events")] == 2
+    assert deleted[cfg.table("quarantine", "rows")] == 2
+    assert deleted[cfg.table("gold", "interactions")] == 1
+    after = all_strings_in_parquet_files(spark, lake)
+    leaked = sorted(v for v in after if v == GONE or f'"{GONE}"' in v or f",{GONE}," in v or f" {GONE} " in v)
+    assert leaked == []
+    # The other user (whose id is a prefix of the forgotten one) is untouched.
+    assert io.read(spark, cfg.table("silver", "events")).where(F.col(C.USER_ID) == KEEP).count() == 1
+    assert io.read(spark, cfg.table("gold", "recommendations")).collect()[0][C.USER_ID] == KEEP
+    assert io.read(spark, cfg.table("gold", "interactions")).collect()[0][C.USER_IDX] == 1
