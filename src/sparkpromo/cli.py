@@ -63,6 +63,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-id", default=None, help="run id (default: the run date as YYYYMMDD)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.add_argument("--verbose", action="store_true", help="show Spark's own logs")
+    p.add_argument("--force", action="store_true",
+                   help="rerun a stage even when its tables are unchanged since its last success for this run id")
 
 
 def _date(text: str) -> dt.date:
@@ -209,7 +211,7 @@ def _dispatch(args: argparse.Namespace, cfg: AppConfig, ctx: Any) -> dict[str, A
                        for uri, n in deleted.items()})
         return result
     if args.command != "run":
-        result.update(run_stage(args.command, spark, cfg, ctx))
+        result.update(run_stage(args.command, spark, cfg, ctx, force=args.force))
         return result
     dates = [ctx.run_date]
     if args.from_date:
@@ -218,7 +220,7 @@ def _dispatch(args: argparse.Namespace, cfg: AppConfig, ctx: Any) -> dict[str, A
     for day in dates:
         day_ctx = ctx if len(dates) == 1 else RunContext(RunContext.default_run_id(day), day)
         for name in args.stages:
-            out = run_stage(name, spark, cfg, day_ctx)
+            out = run_stage(name, spark, cfg, day_ctx, force=args.force)
             prefix = "" if len(dates) == 1 else f"{day.isoformat()}."
             result.update({f"{prefix}{name}.{k}": v for k, v in out.items()})
     return result

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
 from sparkpromo import columns as C
 from sparkpromo import io
@@ -22,6 +23,21 @@ from sparkpromo.logs import stage
 log = logging.getLogger(__name__)
 
 STAGES = ("ingest", "clean", "features", "train", "recommend")
+
+# The Delta tables each stage reads and writes, as (layer, name). A stage rerun for the same run id whose inputs
+# and outputs are still at the versions its last successful run recorded is skipped: a retry changes nothing,
+# not even a table version. (Ingest has its own per-file idempotence and no Delta inputs.)
+STAGE_IO: dict[str, tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]] = {
+    "clean": ((("bronze", "events"), ("bronze", "users"), ("bronze", "items")),
+              (("silver", "events"), ("silver", "users"), ("silver", "items"), ("quarantine", "rows"))),
+    "features": ((("silver", "events"), ("silver", "users"), ("silver", "items")),
+                 (("gold", "user_features"), ("gold", "item_features"), ("gold", "interactions"),
+                  ("gold", "id_map"))),
+    "train": ((("gold", "interactions"), ("gold", "id_map")), (("metrics", "model"),)),
+    "recommend": ((("gold", "user_features"), ("gold", "item_features"), ("gold", "interactions"),
+                   ("gold", "id_map"), ("silver", "events"), ("metrics", "model")),
+                  (("gold", "recommendations"),)),
+}
 
 
 @dataclass(frozen=True)
@@ -74,8 +90,33 @@ def generate_sample(cfg: AppConfig, ctx: RunContext, events: int | None = None) 
     return {"generated_events": report.events}
 
 
-def run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext) -> dict[str, Any]:
-    """Run one stage, log it in the common format and record its timing in ``metrics/stages``."""
+def table_versions(spark: SparkSession, cfg: AppConfig, tables: tuple[tuple[str, str], ...]) -> dict[str, int | None]:
+    return {f"{layer}.{name}": io.version(spark, cfg.table(layer, name)) for layer, name in tables}
+
+
+def _last_run(spark: SparkSession, cfg: AppConfig, ctx: RunContext, name: str) -> dict[str, Any] | None:
+    uri = cfg.table("metrics", "stages")
+    if not io.is_delta(spark, uri):
+        return None
+    row = (io.read(spark, uri).where((F.col(C.RUN_ID) == ctx.run_id) & (F.col("stage") == name))
+           .select("io_versions", "result").limit(1).collect())
+    if not row or row[0]["io_versions"] is None:
+        return None
+    return {"io": json.loads(row[0]["io_versions"]), "result": json.loads(row[0]["result"] or "{}")}
+
+
+def run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext, force: bool = False) -> dict[str, Any]:
+    """Run one stage, log it in the common format and record its timing in ``metrics/stages``.
+
+    A rerun of the same run id whose input and output tables have not moved since its last success is skipped.
+    """
+    io_tables = STAGE_IO.get(name)
+    if io_tables and not force:
+        last = _last_run(spark, cfg, ctx, name)
+        current = table_versions(spark, cfg, io_tables[0] + io_tables[1])
+        if last is not None and last["io"] == current:
+            log.info("stage=%s status=skipped reason=inputs_and_outputs_unchanged run_id=%s", name, ctx.run_id)
+            return {**last["result"], "skipped": True}
     t0 = time.perf_counter()
     with stage(name, run_date=ctx.run_date.isoformat()) as counts:
         if name == "ingest":
@@ -91,14 +132,19 @@ def run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext) -
         else:
             raise ValueError(f"unknown stage {name}")
         counts.update({k: v for k, v in result.items() if isinstance(v, (int, float, str))})
-    record_stage_time(spark, cfg, ctx, name, time.perf_counter() - t0)
+    versions = table_versions(spark, cfg, io_tables[0] + io_tables[1]) if io_tables else None
+    record_stage_time(spark, cfg, ctx, name, time.perf_counter() - t0, versions, result)
     return result
 
 
-def record_stage_time(spark: SparkSession, cfg: AppConfig, ctx: RunContext, name: str, seconds: float) -> None:
-    row = [(ctx.run_id, ctx.run_date, name, float(seconds), dt.datetime.now(dt.UTC).replace(tzinfo=None))]
+def record_stage_time(spark: SparkSession, cfg: AppConfig, ctx: RunContext, name: str, seconds: float,
+                      versions: dict[str, int | None] | None = None, result: dict[str, Any] | None = None) -> None:
+    """One row per (run id, stage): timing, the table versions it left, and its (small) result summary."""
+    scalars = {k: v for k, v in (result or {}).items() if isinstance(v, (int, float, str, bool))}
+    row = [(ctx.run_id, ctx.run_date, name, float(seconds), dt.datetime.now(dt.UTC).replace(tzinfo=None),
+            None if versions is None else json.dumps(versions, sort_keys=True), json.dumps(scalars, default=str))]
     df = spark.createDataFrame(row, f"{C.RUN_ID} string, {C.RUN_DATE} date, stage string, elapsed_s double, "
-                                    "finished_at timestamp")
+                                    "finished_at timestamp, io_versions string, result string")
     io.replace_partition(df, cfg.table("metrics", "stages"), {C.RUN_ID: ctx.run_id, "stage": name},
                          name="metrics.stages")
 

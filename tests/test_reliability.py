@@ -1,0 +1,79 @@
+"""Crash and rerun, retry safety: a crashed run rerun gives exactly a clean run's tables; a retry changes nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from chispa import assert_df_equality
+from pyspark.sql import DataFrame, SparkSession
+
+from sparkpromo import io
+from sparkpromo.config import AppConfig
+from sparkpromo.generate import generate_shop
+from sparkpromo.pipeline import RunContext, run_stage
+from tests.conftest import make_config
+
+CTX = RunContext("20261101", dt.date(2026, 11, 1))
+TABLES = (("bronze", "events"), ("silver", "events"), ("silver", "users"), ("silver", "items"), ("quarantine", "rows"))
+META = ("_ingest_ts", "_run_id", "_file_mtime", "_source_file")
+
+pytestmark = pytest.mark.slow
+
+
+def shop(root: Path) -> AppConfig:
+    cfg = make_config(root)
+    generate_shop(Path(cfg.landing), n_events=3000, seed=5, days=20, end=CTX.run_date)
+    return cfg
+
+
+def snapshot(spark: SparkSession, cfg: AppConfig, layer: str, name: str) -> DataFrame:
+    df = io.read(spark, cfg.table(layer, name))
+    return df.drop(*[c for c in META if c in df.columns])
+
+
+def test_crash_after_commit_then_rerun_equals_clean_run(spark: SparkSession, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    clean_cfg = shop(tmp_path / "clean")
+    for s in ("ingest", "clean"):
+        run_stage(s, spark, clean_cfg, CTX)
+
+    crash_cfg = shop(tmp_path / "crash")
+    run_stage("ingest", spark, crash_cfg, CTX)
+    # Crash right after silver.events commits, before quarantine and the run record are written.
+    monkeypatch.setenv(io.FAULT_ENV, "after_write:silver.events")
+    with pytest.raises(io.InjectedFault):
+        run_stage("clean", spark, crash_cfg, CTX)
+    assert not io.is_delta(spark, crash_cfg.table("quarantine", "rows"))
+    monkeypatch.delenv(io.FAULT_ENV)
+    # Crash mid-ingest on a retry: the file list is unchanged, so nothing more may be appended either.
+    monkeypatch.setenv(io.FAULT_ENV, "before_write:bronze.events")
+    run_stage("ingest", spark, crash_cfg, CTX)  # nothing new to ingest: the fault point is never reached
+    monkeypatch.delenv(io.FAULT_ENV)
+
+    result = run_stage("clean", spark, crash_cfg, CTX)
+    assert not result.get("skipped")
+    for layer, name in TABLES:
+        assert_df_equality(snapshot(spark, crash_cfg, layer, name), snapshot(spark, clean_cfg, layer, name),
+                           ignore_row_order=True, ignore_nullable=True)
+
+
+def test_retry_changes_nothing(spark: SparkSession, tmp_path: Path) -> None:
+    cfg = shop(tmp_path)
+    first = {s: run_stage(s, spark, cfg, CTX) for s in ("ingest", "clean")}
+    versions = {t: io.version(spark, cfg.table(*t)) for t in (*TABLES, ("metrics", "stages"))}
+    counts = {t: io.read(spark, cfg.table(*t)).count() for t in TABLES}
+
+    again = {s: run_stage(s, spark, cfg, CTX) for s in ("ingest", "clean")}
+
+    assert again["ingest"]["events_rows"] == 0
+    assert again["clean"]["skipped"] is True
+    assert again["clean"]["events.silver_rows"] == first["clean"]["events.silver_rows"]
+    assert {t: io.version(spark, cfg.table(*t)) for t in versions} == versions
+    assert {t: io.read(spark, cfg.table(*t)).count() for t in TABLES} == counts
+
+    forced = run_stage("clean", spark, cfg, CTX, force=True)
+    assert "skipped" not in forced
+    assert io.version(spark, cfg.table("silver", "events")) == versions[("silver", "events")] + 1
+    assert io.read(spark, cfg.table("silver", "events")).count() == counts[("silver", "events")]
