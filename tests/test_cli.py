@@ -74,13 +74,13 @@ def test_unknown_environment() -> None:
 
 
 @pytest.mark.parametrize("command", ["generate", "ingest", "clean", "features", "train", "recommend", "run",
-                                     "forget"])
+                                     "forget", "doctor"])
 def test_help_has_examples(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         build_parser().parse_args([command, "--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    assert "examples:" in out and f"sparkpromo {command}" in out and "--run-date" in out
+    assert "examples:" in out and f"sparkpromo {command}" in out and "--env" in out
 
 
 def test_generate_needs_no_spark(tmp_path: Path) -> None:

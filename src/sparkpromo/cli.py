@@ -35,6 +35,7 @@ EXAMPLES = {
     "run": ("sparkpromo run --sample                       # whole pipeline on generated data\n"
             "  SPARKPROMO_ML100K=../shared/data/ml-100k sparkpromo run --config conf/examples/movielens.yaml\n"
             "  sparkpromo run --from-date 2026-11-01 --to-date 2026-11-07   # backfill a date range"),
+    "doctor": "sparkpromo doctor\n  sparkpromo doctor --env cluster --offline",
     "forget": "sparkpromo forget --user u000123\n  sparkpromo forget --user u000123 --env cluster --json",
 }
 
@@ -87,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         "train": "ALS tuned by CrossValidator, compared with a popularity baseline",
         "recommend": "per-campaign offers -> the recommendations table",
         "run": "the whole pipeline (optionally on generated sample data, or a backfill)",
+        "doctor": "check Java, the Spark/Delta pair, the Delta jars and the configuration; say what to fix",
         "forget": "erase one user from every table and purge the old files (DELETE, REORG PURGE, VACUUM 0h)",
     }
     for name, text in helps.items():
@@ -95,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
         _common(p)
         if name in ("generate", "run"):
             p.add_argument("--events", type=int, default=None, help="sample size in events (default: generate.events)")
+        if name == "doctor":
+            p.add_argument("--offline", action="store_true", help="skip the Maven reachability check")
         if name == "forget":
             p.add_argument("--user", required=True, help="the user's original id (as in the source data)")
         if name == "run":
@@ -130,6 +134,8 @@ def _print_result(result: dict[str, Any], as_json: bool) -> None:
 
 def _prepare(argv: Sequence[str] | None) -> tuple[argparse.Namespace, AppConfig]:
     args = build_parser().parse_args(argv)
+    if args.command == "doctor":
+        return args, None  # type: ignore[return-value]  # doctor reports config problems itself
     overrides = _overrides(args.overrides)
     if getattr(args, "events", None) is not None:
         overrides["generate.events"] = args.events
@@ -165,6 +171,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except SystemExit as e:  # --help / --version
         return int(e.code or 0)
+
+    if args.command == "doctor":
+        from sparkpromo.doctor import run_doctor
+
+        checks = run_doctor(args.env, args.conf_dir, args.config, network=not args.offline)
+        for c in checks:
+            print(c.line())
+        if args.json:
+            print(json.dumps({c.name: {"ok": c.ok, "detail": c.detail, "fix": c.fix} for c in checks}))
+        return EXIT_OK if all(c.ok for c in checks) else EXIT_FAILED
 
     from sparkpromo.logs import setup_logging
     from sparkpromo.pipeline import RunContext
