@@ -1,6 +1,7 @@
 from setuptools import find_packages, setup
 
-STAGES = ("generate", "ingest", "clean", "features", "train", "recommend", "run")
+STAGES = ("generate", "ingest", "clean", "features", "train", "recommend", "run", "report", "explain", "forget",
+          "doctor")
 
 setup(
     name="sparkpromo",
@@ -19,7 +20,9 @@ setup(
         "numpy>=1.26",
     ],
     extras_require={
-        "test": ["pytest>=8", "chispa==0.12.0", "ruff"],
+        "report": ["matplotlib>=3.8"],
+        "mlflow": ["mlflow-skinny>=2.9"],
+        "test": ["pytest>=8", "chispa==0.12.0", "ruff", "matplotlib>=3.8", "mlflow-skinny>=2.9"],
     },
     entry_points={
         "console_scripts": [

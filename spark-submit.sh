@@ -15,6 +15,8 @@ die() { echo "spark-submit.sh: $*" >&2; exit 2; }
 
 PY=${PYTHON:-.venv/bin/python}
 [ -x "$PY" ] || PY=$(command -v python3) || die "no Python found; run scripts/setup.sh first"
+# Absolute (not symlink-resolved, so a venv stays a venv): executors start it from their own work directory.
+case "$PY" in /*) ;; *) PY=$PWD/$PY ;; esac
 MASTER=${SPARK_MASTER:-local[*]}
 DEPLOY_MODE=client
 EXTRA=()

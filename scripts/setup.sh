@@ -14,6 +14,14 @@ if ! command -v java >/dev/null 2>&1; then
   fi
 fi
 
+# The report test renders pages in Debian's Chromium; install it where we can (root + apt), else that test skips.
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+   && [ "${SPARKPROMO_NO_BROWSER:-}" != 1 ]; then
+  echo "setup: installing chromium (for the report test)" >&2
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+    || echo "setup: could not install chromium; the browser test will skip" >&2
+fi
+
 PY=${PYTHON:-}
 if [ -z "$PY" ]; then
   for c in python3.11 python3.12 python3; do

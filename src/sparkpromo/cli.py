@@ -37,6 +37,8 @@ EXAMPLES = {
             "  sparkpromo run --from-date 2026-11-01 --to-date 2026-11-07   # backfill a date range"),
     "doctor": "sparkpromo doctor\n  sparkpromo doctor --env cluster --offline",
     "forget": "sparkpromo forget --user u000123\n  sparkpromo forget --user u000123 --env cluster --json",
+    "report": "sparkpromo report                      # the newest run\n  sparkpromo report --run-id 20261129",
+    "explain": "sparkpromo explain --user u000123\n  sparkpromo explain --user u000123 --campaign welcome --json",
 }
 
 
@@ -90,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
         "run": "the whole pipeline (optionally on generated sample data, or a backfill)",
         "doctor": "check Java, the Spark/Delta pair, the Delta jars and the configuration; say what to fix",
         "forget": "erase one user from every table and purge the old files (DELETE, REORG PURGE, VACUUM 0h)",
+        "report": "write one run's HTML report (timings, data quality, CV grid, holdout, campaigns); prints its path",
+        "explain": "show one user's current offers and the past items behind each",
     }
     for name, text in helps.items():
         p = sub.add_parser(name, help=text, description=text, epilog=f"examples:\n  {EXAMPLES[name]}",
@@ -101,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--offline", action="store_true", help="skip the Maven reachability check")
         if name == "forget":
             p.add_argument("--user", required=True, help="the user's original id (as in the source data)")
+        if name == "explain":
+            p.add_argument("--user", required=True,
+                           help="the user's original id (looked up by its pseudonym in privacy mode)")
+            p.add_argument("--campaign", default=None, help="only this campaign's offers")
+            p.add_argument("--top", type=int, default=3, help="past items shown per offer (default: 3)")
         if name == "run":
             p.add_argument("--sample", action="store_true", help="generate the sample shop first")
             p.add_argument("--from-date", type=_date, default=None, help="backfill start (inclusive)")
@@ -159,6 +168,13 @@ def _prepare(argv: Sequence[str] | None) -> tuple[argparse.Namespace, AppConfig]
                                                    and not args.sample)
     if needs_inputs:
         check_input_paths(cfg)
+    if args.command in ("train", "run"):
+        from sparkpromo.tracking import TrackingError, check_available
+
+        try:
+            check_available(cfg)  # mlflow.enabled without MLflow installed: exit 2 before Spark starts
+        except TrackingError as e:
+            raise UsageError(str(e)) from None
     return args, cfg
 
 
@@ -198,6 +214,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"error: {args.command} failed: {type(e).__name__}: {msg}", file=sys.stderr)
         return EXIT_FAILED
+    if args.command == "report" and not args.json:
+        print(result["report"])  # the path alone, as the last line, for scripts
+        return EXIT_OK
+    if args.command == "explain":
+        from sparkpromo.explain import format_offers
+
+        for line in format_offers(args.user, result["offers"]):
+            print(line)
+        if args.json:
+            print(json.dumps(result, default=str, sort_keys=True))
+        return EXIT_OK
     _print_result(result, args.json)
     return EXIT_OK
 
@@ -226,6 +253,16 @@ def _dispatch(args: argparse.Namespace, cfg: AppConfig, ctx: Any) -> dict[str, A
         result.update({f"deleted.{uri.rstrip('/').rsplit('/', 2)[-2]}.{uri.rstrip('/').rsplit('/', 1)[-1]}": n
                        for uri, n in deleted.items()})
         return result
+    if args.command == "report":
+        from sparkpromo.report import write_report
+
+        # args.run_id, not ctx.run_id: no --run-id means the newest recorded run, not today's date.
+        path = write_report(spark, cfg, args.run_id)
+        return {"run_id": path.stem, "report": str(path)}
+    if args.command == "explain":
+        from sparkpromo.explain import explain_user
+
+        return {"user": args.user, "offers": explain_user(spark, cfg, args.user, args.campaign, top_n=args.top)}
     if args.command != "run":
         result.update(run_stage(args.command, spark, cfg, ctx, force=args.force))
         return result
@@ -257,6 +294,10 @@ features_main = _stage_main("features")
 train_main = _stage_main("train")
 recommend_main = _stage_main("recommend")
 run_main = _stage_main("run")
+report_main = _stage_main("report")
+explain_main = _stage_main("explain")
+forget_main = _stage_main("forget")
+doctor_main = _stage_main("doctor")
 
 
 if __name__ == "__main__":

@@ -66,3 +66,40 @@ PURCHASE = "purchase"
 RATING_EVENT = "rating"
 EVENT_TYPES: tuple[str, ...] = (VIEW, FAVORITE, ADD_TO_CART, PURCHASE)
 ALL_EVENT_TYPES: tuple[str, ...] = (*EVENT_TYPES, RATING_EVENT)
+
+# --- model stage: features.py, evaluate.py, train.py ---
+# user features (names match config.USER_RULE_FIELDS)
+ACTIVE_DAYS = "active_days"
+SESSIONS = "sessions"
+PURCHASES = "purchases"
+MONETARY = "monetary"
+RECENCY_DAYS = "recency_days"
+AVG_SESSION_SECONDS = "avg_session_seconds"
+CART_VALUE = "cart_value"
+TOP_CATEGORY = "top_category"
+DAYS_SINCE_SIGNUP = "days_since_signup"
+# item features (names match config.ITEM_RULE_FIELDS)
+POPULARITY = "popularity"
+CONVERSION_RATE = "conversion_rate"
+PRICE_BAND = "price_band"
+# evaluation: top-K lists and holdout labels (array<double> for RankingEvaluator)
+RECOMMENDATIONS = "recommendations"
+LABEL = "label"
+FOLD = "_fold"
+# metrics/model Delta table
+METRIC_RUN_ID = "run_id"
+CONTENDER = "contender"
+METRIC = "metric"
+VALUE = "value"
+
+# --- campaigns / recommendations: campaigns.py, recommend.py ---
+MIN_PRICE = "min_price"  # per-user eligible price band of an audience (cart_threshold), null = unbounded
+MAX_PRICE = "max_price"
+LINE_VALUE = "line_value"  # value of one open cart line
+OTHER_ITEM_ID = "other_item_id"  # item-to-item co-occurrence
+CO_COUNT = "co_count"
+SEGMENT = "segment"  # the user's value of recommend.segment (country or age_band)
+LEVEL = "level"  # candidate precedence: 0 primary (als/popularity/bundle), 1 segment, 2 global popularity
+DELIVERED = "delivered"  # false for control-group rows: kept for uplift, never sent
+DISCOUNT_PCT = "discount_pct"
+COUPON_CODE = "coupon_code"

@@ -1,0 +1,333 @@
+"""Campaign audiences and item eligibility, as pure DataFrame transformations.
+
+Every audience function returns a ``Transform`` over ``gold.user_features`` and keeps only users with
+``marketing_consent = true``. Audiences have the same shape for every campaign type::
+
+    user_id, min_price, max_price        (the price band is null except for cart_threshold audiences)
+
+Rules from config (``audience``/``items``) compile to Spark Columns built with ``F.col``/``F.lit`` only: a value is
+always a literal, never SQL text.
+
+Date conventions (``run_date`` is the date the run targets; events after it are ignored everywhere):
+
+* welcome: ``0 <= run_date - signup_date <= signup_within_days`` (from ``signup_date``, not the feature table's
+  ``days_since_signup``, which is relative to the features' own as-of date).
+* birthday: only month and day of birth are kept in silver. The window is the seven days
+  ``[run_date, run_date + 6]`` intersected with the campaign's validity window, so weekly runs tile the calendar
+  without contacting a user twice. It is enumerated as concrete dates, which handles the year wrap
+  (Dec 29 - Jan 4); a 29 February birthday is celebrated on 28 February in non-leap years.
+* cart_threshold: see :func:`open_cart_lines` and :func:`cart_threshold_audience`.
+* bundle: see :func:`co_occurrence` and :func:`bundle_candidates`.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql.types import (
+    BooleanType,
+    DataType,
+    DateType,
+    DoubleType,
+    NumericType,
+    StringType,
+    StructType,
+    TimestampType,
+)
+
+from sparkpromo import columns as C
+from sparkpromo.config import ITEM_RULE_FIELDS, RULE_OPERATORS, USER_RULE_FIELDS, Campaign, Condition, Rule
+
+Transform = Callable[[DataFrame], DataFrame]
+
+BIRTHDAY_HORIZON_DAYS = 7
+BASKET_MAX_ITEMS = 50  # per user, most recent first: bounds the self-join behind co-occurrence
+REASON_BOUGHT_WITH = "bought together with "
+
+
+class RuleError(ValueError):
+    """A rule that cannot be compiled (unknown field or operator, or a value of the wrong type)."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Activity windows
+# ----------------------------------------------------------------------------------------------------------------
+def is_active(campaign: Campaign, run_date: dt.date) -> bool:
+    """A campaign runs on ``run_date`` when its validity window (both ends inclusive) contains it."""
+    return campaign.valid_from <= run_date <= campaign.valid_to
+
+
+def active_campaigns(campaigns: Sequence[Campaign], run_date: dt.date) -> list[Campaign]:
+    return [c for c in campaigns if is_active(c, run_date)]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Rule compiler
+# ----------------------------------------------------------------------------------------------------------------
+def _literal(field: str, dtype: DataType | None, value: Any) -> Any:
+    """Check ``value`` against the column type (when known) and convert ISO date strings for date columns."""
+    if dtype is None:
+        return value
+    ok: bool
+    if isinstance(dtype, BooleanType):
+        ok = isinstance(value, bool)
+    elif isinstance(dtype, NumericType):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif isinstance(dtype, StringType):
+        ok = isinstance(value, str)
+    elif isinstance(dtype, (DateType, TimestampType)):
+        if isinstance(value, str):
+            try:
+                value = dt.date.fromisoformat(value)
+            except ValueError:
+                raise RuleError(f"rule field '{field}': {value!r} is not a date (YYYY-MM-DD)") from None
+        ok = isinstance(value, dt.date)
+    else:
+        ok = True
+    if not ok:
+        raise RuleError(f"rule field '{field}' ({dtype.simpleString()}) cannot be compared with {value!r}")
+    return value
+
+
+def _condition(cond: Condition, allowed_fields: Sequence[str], schema: StructType | None) -> Column:
+    if cond.field not in allowed_fields:
+        raise RuleError(f"unknown rule field '{cond.field}' (expected one of: {', '.join(allowed_fields)})")
+    if cond.op not in RULE_OPERATORS:
+        raise RuleError(f"unknown rule operator '{cond.op}' (expected one of: {', '.join(RULE_OPERATORS)})")
+    dtype: DataType | None = None
+    if schema is not None:
+        if cond.field not in schema.fieldNames():
+            raise RuleError(f"rule field '{cond.field}' is not a column of the input")
+        dtype = schema[cond.field].dataType
+    col = F.col(cond.field)
+    op, v = cond.op, cond.value
+    if op == "is_null":
+        return col.isNull()
+    if op == "not_null":
+        return col.isNotNull()
+    if op in ("in", "not_in", "between"):
+        if not isinstance(v, (tuple, list)) or not v or (op == "between" and len(v) != 2):
+            raise RuleError(f"rule field '{cond.field}': operator '{op}' needs "
+                            f"{'two values' if op == 'between' else 'a non-empty list'}, got {v!r}")
+        values = [F.lit(_literal(cond.field, dtype, x)) for x in v]
+        if op == "between":
+            return col.between(values[0], values[1])
+        return col.isin(*values) if op == "in" else ~col.isin(*values)
+    if v is None or isinstance(v, (tuple, list)):
+        raise RuleError(f"rule field '{cond.field}': operator '{op}' needs a single value, got {v!r}")
+    lit = F.lit(_literal(cond.field, dtype, v))
+    return {"eq": col == lit, "ne": col != lit, "lt": col < lit, "le": col <= lit, "gt": col > lit,
+            "ge": col >= lit}[op]
+
+
+def compile_rule(rule: Rule | None, allowed_fields: Sequence[str], schema: StructType | None = None) -> Column:
+    """``all`` conditions ANDed, ANDed with the OR of the ``any`` conditions; no rule (or an empty one) is true.
+
+    A condition on a null value is false (except ``is_null``). With ``schema``, each field must be a column of it
+    and each value must fit the column's type. Raises :class:`RuleError` (a ValueError) naming what is wrong.
+    """
+    if rule is None:
+        return F.lit(True)
+    out = F.lit(True)
+    for cond in rule.all:
+        out = out & _condition(cond, allowed_fields, schema)
+    if rule.any:
+        any_ = F.lit(False)
+        for cond in rule.any:
+            any_ = any_ | _condition(cond, allowed_fields, schema)
+        out = out & any_
+    return F.coalesce(out, F.lit(False))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Audiences
+# ----------------------------------------------------------------------------------------------------------------
+def _consenting(users: DataFrame) -> DataFrame:
+    return users.where(F.coalesce(F.col(C.MARKETING_CONSENT), F.lit(False)))
+
+
+def _audience(users: DataFrame, min_price: Column | None = None, max_price: Column | None = None) -> DataFrame:
+    none = F.lit(None).cast(DoubleType())
+    return users.select(C.USER_ID, (none if min_price is None else min_price.cast(DoubleType())).alias(C.MIN_PRICE),
+                        (none if max_price is None else max_price.cast(DoubleType())).alias(C.MAX_PRICE))
+
+
+def welcome_audience(run_date: dt.date, signup_within_days: int) -> Transform:
+    """Consenting users who signed up at most ``signup_within_days`` days before ``run_date`` (any activity)."""
+    def apply(users: DataFrame) -> DataFrame:
+        age = F.datediff(F.lit(run_date), F.col(C.SIGNUP_DATE))
+        return _audience(_consenting(users).where(age.between(0, signup_within_days)))
+    return apply
+
+
+def birthday_window(campaign: Campaign, run_date: dt.date,
+                    horizon_days: int = BIRTHDAY_HORIZON_DAYS) -> tuple[dt.date, dt.date] | None:
+    """The birthday dates targeted by this run: ``[run_date, run_date + horizon - 1]`` within validity, or None."""
+    start = max(campaign.valid_from, run_date)
+    end = min(campaign.valid_to, run_date + dt.timedelta(days=horizon_days - 1))
+    return (start, end) if start <= end else None
+
+
+def birthday_keys(start: dt.date, end: dt.date) -> list[int]:
+    """``month * 100 + day`` for every date in ``[start, end]`` (at most a year of dates); 29 February birthdays are
+    celebrated on 28 February in non-leap years."""
+    keys: set[int] = set()
+    d = start
+    while d <= end and len(keys) < 366:
+        keys.add(d.month * 100 + d.day)
+        if d.month == 2 and d.day == 28 and not calendar.isleap(d.year):
+            keys.add(229)
+        d += dt.timedelta(days=1)
+    return sorted(keys)
+
+
+def birthday_audience(start: dt.date, end: dt.date) -> Transform:
+    """Consenting users whose birthday (month and day) falls on a date in ``[start, end]``."""
+    keys = birthday_keys(start, end)
+
+    def apply(users: DataFrame) -> DataFrame:
+        key = F.col(C.BIRTH_MONTH) * 100 + F.col(C.BIRTH_DAY)
+        return _audience(_consenting(users).where(key.isin(*[F.lit(k) for k in keys])))
+    return apply
+
+
+def open_cart_lines(items: DataFrame, run_date: dt.date, lookback_days: int) -> Transform:
+    """Open cart lines ``(user_id, item_id, line_value)`` from silver events.
+
+    A line is open when the item's latest ``add_to_cart`` in ``(run_date - lookback_days, run_date]`` is later than
+    the user's latest purchase of that item (up to ``run_date``). Its value is that cart event's price (else the
+    catalogue price) times its quantity (null = 1); a line with no known price is worth 0.
+    """
+    def apply(events: DataFrame) -> DataFrame:
+        ev = (events.where(F.col(C.EVENT_DATE) <= F.lit(run_date))
+              .join(items.select(C.ITEM_ID, F.col(C.PRICE).alias("_list_price")), C.ITEM_ID, "left"))
+        is_cart = (F.col(C.EVENT_TYPE) == C.ADD_TO_CART) & (
+            F.col(C.EVENT_DATE) > F.date_sub(F.lit(run_date), lookback_days))
+        value = F.coalesce(F.col(C.PRICE), F.col("_list_price"), F.lit(0.0)) * F.coalesce(F.col(C.QUANTITY), F.lit(1))
+        per_item = ev.groupBy(C.USER_ID, C.ITEM_ID).agg(
+            F.max(F.when(is_cart, F.col(C.EVENT_TS))).alias("_cart_ts"),
+            F.max(F.when(F.col(C.EVENT_TYPE) == C.PURCHASE, F.col(C.EVENT_TS))).alias("_buy_ts"),
+            F.max_by(F.when(is_cart, value), F.when(is_cart, F.col(C.EVENT_TS))).alias(C.LINE_VALUE))
+        is_open = F.col("_cart_ts").isNotNull() & (F.col("_buy_ts").isNull() | (F.col("_buy_ts") < F.col("_cart_ts")))
+        return per_item.where(is_open).select(C.USER_ID, C.ITEM_ID, F.col(C.LINE_VALUE).cast(DoubleType()))
+    return apply
+
+
+def with_cart_value(cart_lines: DataFrame) -> Transform:
+    """Add (or replace) ``cart_value``: the sum of the user's open cart lines, 0 when none."""
+    def apply(users: DataFrame) -> DataFrame:
+        totals = cart_lines.groupBy(C.USER_ID).agg(F.sum(C.LINE_VALUE).alias("_cart"))
+        return (users.drop(C.CART_VALUE).join(totals, C.USER_ID, "left")
+                .withColumn(C.CART_VALUE, F.coalesce(F.col("_cart"), F.lit(0.0))).drop("_cart"))
+    return apply
+
+
+def cart_threshold_audience(cart_lines: DataFrame, threshold: float, slack: float) -> Transform:
+    """Consenting users whose open cart is worth at least ``threshold - slack``.
+
+    Recommended items must fit the gap: with ``gap = max(threshold - cart_value, 0)`` an item is eligible when
+    ``gap <= price <= gap + slack`` (a user already over the threshold gets add-ons priced up to ``slack``); with
+    ``slack = 0`` there is no upper bound. Items already in the open cart are excluded by the recommend stage.
+    """
+    def apply(users: DataFrame) -> DataFrame:
+        totals = cart_lines.groupBy(C.USER_ID).agg(F.sum(C.LINE_VALUE).alias(C.CART_VALUE))
+        aud = _consenting(users.drop(C.CART_VALUE)).join(totals, C.USER_ID).where(
+            F.col(C.CART_VALUE) >= F.lit(threshold - slack))
+        gap = F.greatest(F.lit(threshold) - F.col(C.CART_VALUE), F.lit(0.0))
+        upper = gap + F.lit(slack) if slack > 0 else None
+        return _audience(aud, gap, upper)
+    return apply
+
+
+def basket_items(run_date: dt.date, lookback_days: int | None = None,
+                 max_items: int = BASKET_MAX_ITEMS) -> Transform:
+    """``(user_id, item_id)`` the user bought or put in the cart up to ``run_date`` (within ``lookback_days`` when
+    given), at most ``max_items`` per user, most recent first."""
+    def apply(events: DataFrame) -> DataFrame:
+        cond = F.col(C.EVENT_TYPE).isin(C.PURCHASE, C.ADD_TO_CART) & (F.col(C.EVENT_DATE) <= F.lit(run_date))
+        if lookback_days is not None:
+            cond = cond & (F.col(C.EVENT_DATE) > F.date_sub(F.lit(run_date), lookback_days))
+        last = events.where(cond).groupBy(C.USER_ID, C.ITEM_ID).agg(F.max(C.EVENT_TS).alias("_ts"))
+        w = Window.partitionBy(C.USER_ID).orderBy(F.desc("_ts"), F.asc(C.ITEM_ID))
+        return (last.withColumn("_rn", F.row_number().over(w)).where(F.col("_rn") <= max_items)
+                .select(C.USER_ID, C.ITEM_ID))
+    return apply
+
+
+def co_occurrence(min_co_occurrence: int) -> Transform:
+    """Item-to-item co-occurrence over user baskets ``(user_id, item_id)`` (distinct rows).
+
+    Returns both directions ``(item_id, other_item_id, co_count, score)`` for pairs seen together in at least
+    ``min_co_occurrence`` baskets; ``score = co_count / sqrt(n_item * n_other)`` (cosine of the basket vectors).
+    """
+    def apply(baskets: DataFrame) -> DataFrame:
+        b = baskets.select(C.USER_ID, C.ITEM_ID).distinct()
+        pairs = (b.join(b.withColumnRenamed(C.ITEM_ID, C.OTHER_ITEM_ID), C.USER_ID)
+                 .where(F.col(C.ITEM_ID) != F.col(C.OTHER_ITEM_ID))
+                 .groupBy(C.ITEM_ID, C.OTHER_ITEM_ID).agg(F.count("*").alias(C.CO_COUNT))
+                 .where(F.col(C.CO_COUNT) >= min_co_occurrence))
+        n = b.groupBy(C.ITEM_ID).agg(F.count("*").cast(DoubleType()).alias("_n"))
+        return (pairs.join(n, C.ITEM_ID)
+                .join(n.withColumnRenamed(C.ITEM_ID, C.OTHER_ITEM_ID).withColumnRenamed("_n", "_m"), C.OTHER_ITEM_ID)
+                .select(C.ITEM_ID, C.OTHER_ITEM_ID, C.CO_COUNT,
+                        (F.col(C.CO_COUNT) / F.sqrt(F.col("_n") * F.col("_m"))).alias(C.SCORE)))
+    return apply
+
+
+def bundle_candidates(pairs: DataFrame, max_reasons: int) -> Transform:
+    """Bundle candidates for anchors ``(user_id, item_id)`` (recent purchases and cart items).
+
+    A target item's score is the sum of its co-occurrence scores with the user's anchors; targets that are anchors
+    themselves are dropped. ``reason`` names up to ``max_reasons`` anchors that contribute most. Output:
+    ``(user_id, item_id, score, reason)``.
+    """
+    def apply(anchors: DataFrame) -> DataFrame:
+        a = anchors.select(C.USER_ID, C.ITEM_ID).distinct()
+        hits = (a.join(pairs, C.ITEM_ID)
+                .select(C.USER_ID, F.col(C.ITEM_ID).alias("_anchor"), F.col(C.OTHER_ITEM_ID).alias(C.ITEM_ID),
+                        C.SCORE)
+                .join(a, [C.USER_ID, C.ITEM_ID], "left_anti"))
+        agg = hits.groupBy(C.USER_ID, C.ITEM_ID).agg(
+            F.sum(C.SCORE).alias(C.SCORE),
+            F.sort_array(F.collect_list(F.struct((-F.col(C.SCORE)).alias("s"), F.col("_anchor").alias("a"))))
+            .alias("_why"))
+        reason = (F.transform(F.slice(F.col("_why"), 1, max_reasons),
+                              lambda x: F.concat(F.lit(REASON_BOUGHT_WITH), x["a"]))
+                  if max_reasons > 0 else F.array().cast("array<string>"))
+        return agg.select(C.USER_ID, C.ITEM_ID, C.SCORE, reason.alias(C.REASON))
+    return apply
+
+
+def bundle_audience(candidates: DataFrame) -> Transform:
+    """Consenting users who have at least one bundle candidate."""
+    def apply(users: DataFrame) -> DataFrame:
+        return _audience(_consenting(users).join(candidates.select(C.USER_ID).distinct(), C.USER_ID, "left_semi"))
+    return apply
+
+
+def generic_audience(rule: Rule | None) -> Transform:
+    """Consenting users matching the campaign's ``audience`` rule over user features (no rule: all of them)."""
+    def apply(users: DataFrame) -> DataFrame:
+        return _audience(_consenting(users).where(compile_rule(rule, USER_RULE_FIELDS, users.schema)))
+    return apply
+
+
+def rule_fields(rule: Rule | None) -> set[str]:
+    return set() if rule is None else {c.field for c in (*rule.all, *rule.any)}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Items
+# ----------------------------------------------------------------------------------------------------------------
+def eligible_items(rule: Rule | None = None) -> Transform:
+    """Items a campaign may offer: matching its ``items`` rule (if any) and in stock (``stock`` > 0; a null stock
+    means "not tracked" and is allowed). Keeps all item feature columns."""
+    def apply(items: DataFrame) -> DataFrame:
+        in_stock = F.col(C.STOCK).isNull() | (F.col(C.STOCK) > 0)
+        return items.where(in_stock & compile_rule(rule, ITEM_RULE_FIELDS, items.schema))
+    return apply

@@ -1,0 +1,323 @@
+"""Offline evaluation: holdout splits, top-K lists that exclude seen items, ranking metrics, and the pieces that let
+``CrossValidator`` score ALS on top-K lists (:class:`RankingALS` + :class:`TopKEvaluator`).
+
+All frames use the gold interaction columns: ``user_idx``, ``item_idx`` (Int), ``confidence``, ``event_ts``.
+Relevance is binary: every holdout interaction of a user is a relevant item.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from pyspark import StorageLevel
+from pyspark.ml import Estimator, Model
+from pyspark.ml.evaluation import Evaluator, RankingEvaluator
+from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.recommendation import ALS, ALSModel, _ALSParams
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql.types import ArrayType, DoubleType, IntegerType
+
+from sparkpromo import columns as C
+
+log = logging.getLogger(__name__)
+
+Transform = Callable[[DataFrame], DataFrame]
+
+# metric name in config -> RankingEvaluator metricName
+RANKING_METRICS = {"ndcg": "ndcgAtK", "precision": "precisionAtK", "recall": "recallAtK",
+                   "map": "meanAveragePrecisionAtK"}
+# At most this many extra candidates are asked of the model to make room for seen items; a user who has seen more
+# than this may get fewer than k unseen items back.
+MAX_EXTRA_CANDIDATES = 1000
+_BUCKETS = 1_000_000
+
+
+class Split(NamedTuple):
+    train: DataFrame
+    test: DataFrame
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Splits
+# ----------------------------------------------------------------------------------------------------------------
+def _drop_unknown(train: DataFrame, test: DataFrame) -> DataFrame:
+    """Test rows whose user or item never appears in train: a collaborative model cannot score them."""
+    return (test.join(train.select(C.USER_IDX).distinct(), C.USER_IDX, "left_semi")
+            .join(train.select(C.ITEM_IDX).distinct(), C.ITEM_IDX, "left_semi"))
+
+
+def _hash_unit(seed: int) -> Any:
+    """A deterministic pseudo-random number in [0, 1) per (user_idx, item_idx), independent of partitioning."""
+    h = F.xxhash64(F.col(C.USER_IDX), F.col(C.ITEM_IDX), F.lit(seed))
+    return F.pmod(h, F.lit(_BUCKETS)) / F.lit(float(_BUCKETS))
+
+
+def random_split(df: DataFrame, test_fraction: float, seed: int) -> Split:
+    """Per-interaction split: a row goes to test with probability ``test_fraction``, decided by a seeded hash of
+    (user_idx, item_idx), so the split does not depend on partitioning or row order. Test rows whose user or item
+    is not in train are dropped from test."""
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    is_test = _hash_unit(seed) < F.lit(test_fraction)
+    train = df.where(~is_test)
+    return Split(train, _drop_unknown(train, df.where(is_test)))
+
+
+def last_days_split(df: DataFrame, days: int) -> Split:
+    """Temporal split: test = interactions whose latest ``event_ts`` falls in the last ``days`` days before the
+    newest interaction in ``df`` (one global cut-off, so nothing from the future leaks into train; rows without a
+    timestamp stay in train). Test rows whose user or item is not in train are dropped from test."""
+    if days <= 0:
+        raise ValueError(f"days must be > 0, got {days}")
+    cutoff = df.agg((F.max(C.EVENT_TS) - F.make_dt_interval(F.lit(days))).alias("_cutoff"))
+    is_test = F.coalesce(F.col(C.EVENT_TS) > F.col("_cutoff"), F.lit(False))  # no timestamp: train
+    marked = df.crossJoin(F.broadcast(cutoff)).withColumn("_test", is_test)
+    train = marked.where(~F.col("_test")).drop("_test", "_cutoff")
+    test = marked.where(F.col("_test")).drop("_test", "_cutoff")
+    return Split(train, _drop_unknown(train, test))
+
+
+def leave_last_k_split(df: DataFrame, k: int) -> Split:
+    """Per user: the ``k`` most recent interactions (by ``event_ts``, ties by item_idx) go to test. Users with
+    ``k`` or fewer interactions stay wholly in train (they would have nothing to learn from). Test rows whose item
+    is not in train are dropped from test."""
+    if k <= 0:
+        raise ValueError(f"k must be > 0, got {k}")
+    by_user = Window.partitionBy(C.USER_IDX)
+    recent = by_user.orderBy(F.desc_nulls_last(C.EVENT_TS), F.desc(C.ITEM_IDX))
+    marked = (df.withColumn("_rn", F.row_number().over(recent))
+              .withColumn("_n", F.count("*").over(by_user))
+              .withColumn("_test", (F.col("_rn") <= k) & (F.col("_n") > k)))
+    train = marked.where(~F.col("_test")).drop("_rn", "_n", "_test")
+    test = marked.where(F.col("_test")).drop("_rn", "_n", "_test")
+    return Split(train, _drop_unknown(train, test))
+
+
+def assign_folds(num_folds: int, seed: int) -> Transform:
+    """Add ``_fold`` in [0, num_folds): a seeded hash of (user_idx, item_idx), for CrossValidator's ``foldCol``
+    (deterministic, unlike ``rand`` whose values depend on partitioning)."""
+    def apply(df: DataFrame) -> DataFrame:
+        h = F.xxhash64(F.col(C.USER_IDX), F.col(C.ITEM_IDX), F.lit(seed), F.lit("fold"))
+        return df.withColumn(C.FOLD, F.pmod(h, F.lit(num_folds)).cast(IntegerType()))
+    return apply
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Top-K lists
+# ----------------------------------------------------------------------------------------------------------------
+def max_seen(train: DataFrame) -> int:
+    """Largest number of distinct train items of one user (one aggregate row comes back to the driver)."""
+    row = (train.groupBy(C.USER_IDX).agg(F.countDistinct(C.ITEM_IDX).alias("n"))
+           .agg(F.max("n")).first())
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def _rank_unseen(candidates: DataFrame, train: DataFrame, k: int) -> DataFrame:
+    """candidates (user_idx, item_idx, score) -> top ``k`` per user after removing train pairs, with ``rank``."""
+    seen = train.select(C.USER_IDX, C.ITEM_IDX).distinct()
+    w = Window.partitionBy(C.USER_IDX).orderBy(F.desc(C.SCORE), F.asc(C.ITEM_IDX))
+    return (candidates.join(seen, [C.USER_IDX, C.ITEM_IDX], "left_anti")
+            .withColumn(C.RANK, F.row_number().over(w))
+            .where(F.col(C.RANK) <= k)
+            .select(C.USER_IDX, C.ITEM_IDX, F.col(C.SCORE).cast(DoubleType()).alias(C.SCORE), C.RANK))
+
+
+def top_k_excluding_seen(model_or_scores: ALSModel | DataFrame, train: DataFrame, k: int,
+                         users: DataFrame | None = None, seen_max: int | None = None,
+                         max_extra: int = MAX_EXTRA_CANDIDATES) -> DataFrame:
+    """Top ``k`` unseen items per user: (user_idx, item_idx, score, rank), rank 1 = best.
+
+    With an ALS model, asks for ``k + min(seen_max, max_extra)`` candidates per user (``users``, or all users)
+    with ``recommendForUserSubset``/``recommendForAllUsers``, drops items the user has in ``train`` and re-ranks.
+    With a frame of (user_idx, item_idx, score) candidates it only filters and re-ranks. Users unknown to the
+    model get no rows. ``seen_max`` defaults to :func:`max_seen` of ``train`` (an action).
+    """
+    if k <= 0:
+        raise ValueError(f"k must be > 0, got {k}")
+    if isinstance(model_or_scores, DataFrame):
+        candidates = model_or_scores.select(C.USER_IDX, C.ITEM_IDX, C.SCORE)
+    else:
+        extra = min(max_seen(train) if seen_max is None else seen_max, max_extra)
+        n = k + extra
+        model = model_or_scores
+        recs = (model.recommendForUserSubset(users.select(model.getUserCol()).distinct(), n) if users is not None
+                else model.recommendForAllUsers(n))
+        rec = F.explode("recommendations").alias("r")
+        candidates = (recs.select(F.col(model.getUserCol()).alias(C.USER_IDX), rec)
+                      .select(C.USER_IDX, F.col(f"r.{model.getItemCol()}").alias(C.ITEM_IDX),
+                              F.col("r.rating").alias(C.SCORE)))
+    return _rank_unseen(candidates, train, k)
+
+
+def popularity_top_k(train: DataFrame, k: int, users: DataFrame | None = None, seen_max: int | None = None,
+                     max_extra: int = MAX_EXTRA_CANDIDATES) -> DataFrame:
+    """Popularity baseline in the same shape as :func:`top_k_excluding_seen`: each user's ``k`` most popular unseen
+    items, popularity = distinct train users per item (ties: lower item_idx). ``users`` defaults to train users."""
+    if k <= 0:
+        raise ValueError(f"k must be > 0, got {k}")
+    n = k + min(max_seen(train) if seen_max is None else seen_max, max_extra)
+    top = (train.groupBy(C.ITEM_IDX).agg(F.countDistinct(C.USER_IDX).cast(DoubleType()).alias(C.SCORE))
+           .orderBy(F.desc(C.SCORE), F.asc(C.ITEM_IDX)).limit(n))
+    who = (users if users is not None else train).select(C.USER_IDX).distinct()
+    return _rank_unseen(who.crossJoin(F.broadcast(top)), train, k)
+
+
+def as_lists(ranked: DataFrame) -> DataFrame:
+    """(user_idx, item_idx, rank) rows -> (user_idx, recommendations: array<int> in rank order)."""
+    pairs = F.sort_array(F.collect_list(F.struct(F.col(C.RANK), F.col(C.ITEM_IDX))))
+    return ranked.groupBy(C.USER_IDX).agg(F.transform(pairs, lambda s: s[C.ITEM_IDX]).alias(C.RECOMMENDATIONS))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Metrics
+# ----------------------------------------------------------------------------------------------------------------
+def ranking_frame(recs: DataFrame, holdout: DataFrame) -> DataFrame:
+    """One row per holdout user: ``prediction`` (the user's recommendation list, empty when there is none) and
+    ``label`` (the user's holdout items), both array<double> as RankingEvaluator wants them."""
+    labels = holdout.groupBy(C.USER_IDX).agg(
+        F.array_sort(F.collect_set(F.col(C.ITEM_IDX).cast(DoubleType()))).alias(C.LABEL))
+    empty = F.array().cast(ArrayType(DoubleType()))
+    return (labels.join(recs.select(C.USER_IDX, C.RECOMMENDATIONS), C.USER_IDX, "left")
+            .select(C.USER_IDX,
+                    F.coalesce(F.col(C.RECOMMENDATIONS).cast(ArrayType(DoubleType())), empty).alias(C.PREDICTION),
+                    C.LABEL))
+
+
+def _ranking_evaluator(metric: str, k: int) -> RankingEvaluator:
+    if metric not in RANKING_METRICS:
+        raise ValueError(f"unknown ranking metric {metric!r} (expected one of {', '.join(RANKING_METRICS)})")
+    return RankingEvaluator(predictionCol=C.PREDICTION, labelCol=C.LABEL, metricName=RANKING_METRICS[metric], k=k)
+
+
+def _finite(x: float) -> float:
+    return x if math.isfinite(x) else 0.0
+
+
+def ranking_metrics(recs: DataFrame, holdout: DataFrame, k: int) -> dict[str, float]:
+    """NDCG@k, precision@k, recall@k and MAP@k (Spark's RankingEvaluator definitions) of ``recs``
+    (user_idx, recommendations) against ``holdout`` (user_idx, item_idx), averaged over holdout users; a user
+    without recommendations scores 0. An empty holdout gives 0.0 for every metric."""
+    frame = ranking_frame(recs, holdout).persist(StorageLevel.MEMORY_AND_DISK)  # scanned once per metric
+    try:
+        if frame.isEmpty():  # RankingEvaluator fails on an empty frame
+            return dict.fromkeys(RANKING_METRICS, 0.0)
+        return {name: _finite(_ranking_evaluator(name, k).evaluate(frame)) for name in RANKING_METRICS}
+    finally:
+        frame.unpersist()
+
+
+def catalog_coverage(ranked: DataFrame, catalog: DataFrame) -> float:
+    """Distinct recommended items / distinct items in ``catalog`` (any frame with item_idx)."""
+    row = (ranked.agg(F.countDistinct(C.ITEM_IDX).alias("rec"))
+           .crossJoin(catalog.agg(F.countDistinct(C.ITEM_IDX).alias("cat"))).first())
+    return float(row["rec"]) / row["cat"] if row and row["cat"] else 0.0
+
+
+def novelty(ranked: DataFrame, train: DataFrame) -> float:
+    """Mean self-information -log2(share of train users who interacted with the item) over all recommended
+    (user, item) rows; 0.0 when nothing is recommended."""
+    users = train.agg(F.countDistinct(C.USER_IDX).alias("_users"))
+    pop = train.groupBy(C.ITEM_IDX).agg(F.countDistinct(C.USER_IDX).alias("_pop"))
+    row = (ranked.join(pop, C.ITEM_IDX).crossJoin(users)
+           .agg(F.avg(-F.log2(F.col("_pop") / F.col("_users")))).first())
+    return float(row[0]) if row and row[0] is not None else 0.0
+
+
+def evaluate_recommendations(ranked: DataFrame, holdout: DataFrame, train: DataFrame, k: int) -> dict[str, float]:
+    """All holdout metrics of ranked top-K rows: ndcg, precision, recall, map, coverage (of the train catalog),
+    novelty."""
+    ranked = ranked.persist(StorageLevel.MEMORY_AND_DISK)  # three passes; computing top-K lists is the costly part
+    try:
+        out = ranking_metrics(as_lists(ranked), holdout, k)
+        out["coverage"] = catalog_coverage(ranked, train)
+        out["novelty"] = novelty(ranked, train)
+        return out
+    finally:
+        ranked.unpersist()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Cross-validation on top-K lists
+# ----------------------------------------------------------------------------------------------------------------
+class _HasK(Params):
+    k: Param[int] = Param(Params._dummy(), "k", "length of the top-K lists", typeConverter=TypeConverters.toInt)
+
+    def getK(self) -> int:
+        return self.getOrDefault(self.k)
+
+
+class RankingALSModel(Model):
+    """A fitted ALS model plus the data it was fitted on. ``transform(validation)`` returns, per validation user
+    known to the model, ``prediction`` = the top-K items excluding the user's *training-fold* items and ``label`` =
+    the user's validation items (array<double> each), ready for :class:`TopKEvaluator`.
+
+    Validation users or items absent from the training fold are dropped first (as for the holdout), so a user who
+    only appears in the validation fold never yields a NaN or an empty-list penalty.
+    """
+
+    def __init__(self, als_model: ALSModel, train: DataFrame, k: int, seen_max: int) -> None:
+        super().__init__()
+        self.als_model = als_model
+        self.train = train.select(C.USER_IDX, C.ITEM_IDX)
+        self.k = k
+        self.seen_max = seen_max
+
+    def _transform(self, dataset: DataFrame) -> DataFrame:
+        holdout = _drop_unknown(self.train, dataset.select(C.USER_IDX, C.ITEM_IDX))
+        ranked = top_k_excluding_seen(self.als_model, self.train, self.k, users=holdout, seen_max=self.seen_max)
+        return ranking_frame(as_lists(ranked), holdout)
+
+
+class RankingALS(Estimator[RankingALSModel], _ALSParams, _HasK):
+    """ALS for ``CrossValidator`` when the metric is a top-K ranking metric.
+
+    It carries exactly ALS's params (``_ALSParams``, so a ``ParamGridBuilder`` addresses ``rank``, ``regParam``,
+    ``alpha``, ``maxIter`` on this instance) plus ``k``; ``fit`` trains a plain :class:`ALS` with them and returns
+    a :class:`RankingALSModel` that remembers the training fold, so the validation score is computed on top-K lists
+    that exclude that fold's training items. Extra input columns (e.g. ``_fold``) are ignored.
+    """
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__()
+        self._setDefault(k=10, userCol=C.USER_IDX, itemCol=C.ITEM_IDX, ratingCol=C.CONFIDENCE,
+                         coldStartStrategy="drop")
+        self._set(**params)
+
+    def als(self) -> ALS:
+        """A plain :class:`ALS` with this estimator's param values (for refits and persistence)."""
+        als = ALS()
+        for p in self.params:
+            if p.name != "k" and self.isDefined(p) and als.hasParam(p.name):
+                als.set(als.getParam(p.name), self.getOrDefault(p))
+        return als
+
+    def _fit(self, dataset: DataFrame) -> RankingALSModel:
+        train = dataset.select(C.USER_IDX, C.ITEM_IDX, C.CONFIDENCE)
+        return RankingALSModel(self.als().fit(train), train, self.getK(), max_seen(train))
+
+
+class TopKEvaluator(Evaluator, _HasK):
+    """Scores a :class:`RankingALSModel` output (``prediction``/``label`` arrays) with one ranking metric
+    (``ndcg``, ``precision``, ``recall`` or ``map``) at ``k``. Larger is better; an empty fold scores 0, not NaN."""
+
+    metricName: Param[str] = Param(Params._dummy(), "metricName", "ndcg | precision | recall | map",
+                                   typeConverter=TypeConverters.toString)
+
+    def __init__(self, metricName: str = "ndcg", k: int = 10) -> None:  # noqa: N803 - Spark's param name
+        super().__init__()
+        if metricName not in RANKING_METRICS:
+            raise ValueError(f"unknown ranking metric {metricName!r} (expected one of {', '.join(RANKING_METRICS)})")
+        self._set(metricName=metricName, k=k)
+
+    def _evaluate(self, dataset: DataFrame) -> float:
+        if dataset.isEmpty():  # e.g. every validation user was unknown to the training fold
+            return 0.0
+        value = _ranking_evaluator(self.getOrDefault(self.metricName), self.getK()).evaluate(dataset)
+        return _finite(value)
+
+    def isLargerBetter(self) -> bool:
+        return True

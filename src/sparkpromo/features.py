@@ -1,0 +1,447 @@
+"""Gold features from silver: user features, item features, implicit interactions and the stable integer id map.
+
+Every function here except :func:`run_features` is a pure ``DataFrame -> DataFrame`` transformation (or a factory of
+one); ``run_features`` is the only place that reads and writes tables.
+
+Point in time: every feature is computed *as of* a date. Events dated after ``as_of`` are ignored, so rerunning with
+the same ``as_of`` on the same silver snapshot gives the same gold tables.
+
+Missing values (explicit, and tested):
+
+* a purchase with a null ``price`` adds nothing to ``monetary`` / ``cart_value`` (it still counts in ``purchases``);
+  a null ``quantity`` counts as 1 unit (a purchase event is at least one unit);
+* a user with no events (cold start) still gets a row: counts, ``monetary``, ``avg_session_seconds`` and
+  ``cart_value`` are 0; ``recency_days`` and ``top_category`` are null (0 would claim "active today");
+* a user seen in events but absent from silver.users has null attributes and ``marketing_consent = false``
+  (no recorded consent means no consent);
+* an item price comes from silver.items, else the mean event price, else null (then ``price_band`` is null);
+* ``conversion_rate`` is 0 when an item has no viewers, and capped at 1;
+* a rating event with a null rating is ignored; an event type without a weight is a configuration error,
+  raised by :func:`interactions` before any data is read (and again, defensively, by Spark at run time).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql.types import (
+    BooleanType,
+    DateType,
+    DoubleType,
+    IntegerType,
+    StringType,
+    StructField,
+    StructType,
+)
+
+from sparkpromo import columns as C
+from sparkpromo import io, schemas
+from sparkpromo.config import AppConfig
+from sparkpromo.logs import stage
+
+log = logging.getLogger(__name__)
+
+Transform = Callable[[DataFrame], DataFrame]
+
+INT_MAX = 2**31 - 1
+USER_KIND = "user"
+ITEM_KIND = "item"
+ID_MAP_APP_ID = "sparkpromo.features.id_map"
+_SESSION = "_session"
+
+USER_FEATURES = StructType([
+    StructField(C.USER_ID, StringType(), False),
+    StructField(C.COUNTRY, StringType(), True),
+    StructField(C.AGE_BAND, StringType(), True),
+    StructField(C.MARKETING_CONSENT, BooleanType(), False),
+    StructField(C.SIGNUP_DATE, DateType(), True),
+    StructField(C.BIRTH_MONTH, IntegerType(), True),
+    StructField(C.BIRTH_DAY, IntegerType(), True),
+    StructField(C.DAYS_SINCE_SIGNUP, IntegerType(), True),
+    StructField(C.ACTIVE_DAYS, IntegerType(), False),
+    StructField(C.SESSIONS, IntegerType(), False),
+    StructField(C.PURCHASES, IntegerType(), False),
+    StructField(C.MONETARY, DoubleType(), False),
+    StructField(C.RECENCY_DAYS, IntegerType(), True),
+    StructField(C.AVG_SESSION_SECONDS, DoubleType(), False),
+    StructField(C.CART_VALUE, DoubleType(), False),
+    StructField(C.TOP_CATEGORY, StringType(), True),
+])
+
+ITEM_FEATURES = StructType([
+    StructField(C.ITEM_ID, StringType(), False),
+    StructField(C.CATEGORY, StringType(), True),
+    StructField(C.BRAND, StringType(), True),
+    StructField(C.PRICE, DoubleType(), True),
+    StructField(C.STOCK, IntegerType(), True),
+    StructField(C.PRICE_BAND, StringType(), True),
+    StructField(C.POPULARITY, IntegerType(), False),
+    StructField(C.CONVERSION_RATE, DoubleType(), False),
+])
+
+# (user_id, item_id) level interactions, before the id map turns them into schemas.INTERACTIONS.
+RAW_INTERACTIONS = StructType([
+    StructField(C.USER_ID, StringType(), False),
+    StructField(C.ITEM_ID, StringType(), False),
+    StructField(C.CONFIDENCE, DoubleType(), False),
+    StructField(C.EVENT_TS, schemas.INTERACTIONS[C.EVENT_TS].dataType, True),
+])
+
+
+class FeatureError(ValueError):
+    """A features-stage problem (bad weights, id overflow); ``str()`` is one line."""
+
+
+def _conform(df: DataFrame, schema: StructType) -> DataFrame:
+    """Select ``schema``'s columns, in its order, cast to its types."""
+    return df.select(*(F.col(f.name).cast(f.dataType).alias(f.name) for f in schema.fields))
+
+
+def _as_of_filter(as_of: dt.date) -> Column:
+    return F.col(C.EVENT_DATE) <= F.lit(as_of)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# User features
+# ----------------------------------------------------------------------------------------------------------------
+def sessionise(gap_minutes: int) -> Transform:
+    """Add ``_session``: the event's ``session_id`` when present, else a per-user session number that starts a new
+    session whenever the gap to the user's previous session-less event exceeds ``gap_minutes``."""
+    if gap_minutes <= 0:
+        raise FeatureError(f"session_gap_minutes must be > 0, got {gap_minutes}")
+
+    def apply(df: DataFrame) -> DataFrame:
+        no_sid = F.col(C.SESSION_ID).isNull()
+        w = Window.partitionBy(C.USER_ID, no_sid).orderBy(C.EVENT_TS, C.EVENT_ID)
+        prev = F.lag(C.EVENT_TS).over(w)
+        gap_s = F.unix_seconds(F.col(C.EVENT_TS)) - F.unix_seconds(prev)
+        starts = df.withColumn("_new", F.when(prev.isNull() | (gap_s > gap_minutes * 60), 1).otherwise(0))
+        running = F.sum("_new").over(w.rowsBetween(Window.unboundedPreceding, Window.currentRow))
+        return (starts
+                .withColumn(_SESSION, F.when(no_sid, F.concat(F.lit("g:"), running.cast("string")))
+                            .otherwise(F.concat(F.lit("s:"), F.col(C.SESSION_ID))))
+                .drop("_new"))
+    return apply
+
+
+def _user_activity(events: DataFrame) -> DataFrame:
+    is_purchase = F.col(C.EVENT_TYPE) == C.PURCHASE
+    value = F.col(C.PRICE) * F.coalesce(F.col(C.QUANTITY), F.lit(1))
+    return events.groupBy(C.USER_ID).agg(
+        F.countDistinct(C.EVENT_DATE).alias(C.ACTIVE_DAYS),
+        F.count(F.when(is_purchase, 1)).alias(C.PURCHASES),
+        F.sum(F.when(is_purchase, value)).alias(C.MONETARY),  # sum ignores nulls: a null price adds nothing
+        F.max(C.EVENT_DATE).alias("_last_date"),
+    )
+
+
+def _user_sessions(events: DataFrame, gap_minutes: int) -> DataFrame:
+    per_session = (events.transform(sessionise(gap_minutes))
+                   .groupBy(C.USER_ID, _SESSION)
+                   .agg((F.unix_seconds(F.max(C.EVENT_TS)) - F.unix_seconds(F.min(C.EVENT_TS))).alias("_dur")))
+    return per_session.groupBy(C.USER_ID).agg(F.count("*").alias(C.SESSIONS),
+                                             F.avg("_dur").alias(C.AVG_SESSION_SECONDS))
+
+
+def _top_category(events: DataFrame, items: DataFrame) -> DataFrame:
+    """Most frequent category among a user's events; ties go to the alphabetically first category."""
+    counts = (events.join(items.select(C.ITEM_ID, C.CATEGORY).where(F.col(C.CATEGORY).isNotNull()), C.ITEM_ID)
+              .groupBy(C.USER_ID, C.CATEGORY).count())
+    w = Window.partitionBy(C.USER_ID).orderBy(F.desc("count"), F.asc(C.CATEGORY))
+    return (counts.withColumn("_rn", F.row_number().over(w)).where("_rn = 1")
+            .select(C.USER_ID, F.col(C.CATEGORY).alias(C.TOP_CATEGORY)))
+
+
+def _cart_value(events: DataFrame, items: DataFrame | None, as_of: dt.date, lookback_days: int) -> DataFrame:
+    """Value of each user's open cart: items added to the cart in the last ``lookback_days`` days and not bought
+    since; the value is the latest cart event's price (else the catalogue price) times its quantity (null = 1)."""
+    ev = events
+    if items is not None:
+        ev = ev.join(items.select(C.ITEM_ID, F.col(C.PRICE).alias("_list_price")), C.ITEM_ID, "left")
+    else:
+        ev = ev.withColumn("_list_price", F.lit(None).cast(DoubleType()))
+    is_cart = (F.col(C.EVENT_TYPE) == C.ADD_TO_CART) & (
+        F.col(C.EVENT_DATE) > F.date_sub(F.lit(as_of), lookback_days))
+    line_value = F.coalesce(F.col(C.PRICE), F.col("_list_price")) * F.coalesce(F.col(C.QUANTITY), F.lit(1))
+    per_item = ev.groupBy(C.USER_ID, C.ITEM_ID).agg(
+        F.max(F.when(is_cart, F.col(C.EVENT_TS))).alias("_cart_ts"),
+        F.max(F.when(F.col(C.EVENT_TYPE) == C.PURCHASE, F.col(C.EVENT_TS))).alias("_buy_ts"),
+        F.max_by(F.when(is_cart, line_value), F.when(is_cart, F.col(C.EVENT_TS))).alias("_value"),
+    )
+    open_ = F.col("_cart_ts").isNotNull() & (F.col("_buy_ts").isNull() | (F.col("_buy_ts") < F.col("_cart_ts")))
+    return (per_item.where(open_).groupBy(C.USER_ID)
+            .agg(F.sum("_value").alias(C.CART_VALUE)))
+
+
+def user_features(events: DataFrame, users: DataFrame | None, items: DataFrame | None, as_of: dt.date,
+                  session_gap_minutes: int = 30, cart_lookback_days: int = 14) -> DataFrame:
+    """One row per user (silver.users ∪ users with events), conforming to :data:`USER_FEATURES`."""
+    ev = events.where(_as_of_filter(as_of))
+    ids = ev.select(C.USER_ID)
+    if users is not None:
+        ids = ids.unionByName(users.select(C.USER_ID))
+    out = ids.distinct()
+    if users is not None:
+        out = out.join(users.select(C.USER_ID, C.SIGNUP_DATE, C.BIRTH_MONTH, C.BIRTH_DAY, C.AGE_BAND, C.COUNTRY,
+                                    C.MARKETING_CONSENT), C.USER_ID, "left")
+    else:
+        out = out.select(C.USER_ID, *(F.lit(None).cast(f.dataType).alias(f.name) for f in schemas.SILVER_USERS
+                                      if f.name != C.USER_ID))
+    out = (out.join(_user_activity(ev), C.USER_ID, "left")
+           .join(_user_sessions(ev, session_gap_minutes), C.USER_ID, "left")
+           .join(_cart_value(ev, items, as_of, cart_lookback_days), C.USER_ID, "left"))
+    if items is not None:
+        out = out.join(_top_category(ev, items), C.USER_ID, "left")
+    else:
+        out = out.withColumn(C.TOP_CATEGORY, F.lit(None).cast(StringType()))
+    zero = {c: 0 for c in (C.ACTIVE_DAYS, C.SESSIONS, C.PURCHASES)}
+    zero.update({c: 0.0 for c in (C.MONETARY, C.AVG_SESSION_SECONDS, C.CART_VALUE)})
+    out = (out.fillna(zero)
+           .withColumn(C.MARKETING_CONSENT, F.coalesce(F.col(C.MARKETING_CONSENT), F.lit(False)))
+           .withColumn(C.RECENCY_DAYS, F.datediff(F.lit(as_of), F.col("_last_date")))
+           .withColumn(C.DAYS_SINCE_SIGNUP, F.datediff(F.lit(as_of), F.col(C.SIGNUP_DATE))))
+    return _conform(out, USER_FEATURES)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Item features
+# ----------------------------------------------------------------------------------------------------------------
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def price_band_labels(bands: Sequence[float]) -> list[str]:
+    """Labels for ascending thresholds, e.g. (10, 50, 200) -> ["0-10", "10-50", "50-200", "200+"]."""
+    edges = [0.0, *bands]
+    return [f"{_fmt(lo)}-{_fmt(hi)}" for lo, hi in zip(edges, edges[1:], strict=False)] + [f"{_fmt(edges[-1])}+"]
+
+
+def with_price_band(bands: Sequence[float]) -> Transform:
+    """Add ``price_band``: the label of the half-open band [lo, hi) holding ``price``; null when price is null."""
+    if list(bands) != sorted(bands):
+        raise FeatureError(f"price_bands must be ascending, got {list(bands)}")
+    labels = price_band_labels(bands)
+
+    def apply(df: DataFrame) -> DataFrame:
+        price = F.col(C.PRICE)
+        expr = F.when(price.isNull(), F.lit(None).cast(StringType()))
+        for hi, label in zip(bands, labels, strict=False):
+            expr = expr.when(price < F.lit(float(hi)), F.lit(label))
+        return df.withColumn(C.PRICE_BAND, expr.otherwise(F.lit(labels[-1])))
+    return apply
+
+
+def item_features(events: DataFrame, items: DataFrame | None, as_of: dt.date,
+                  price_bands: Sequence[float] = (10.0, 50.0, 200.0)) -> DataFrame:
+    """One row per item (silver.items ∪ items with events), conforming to :data:`ITEM_FEATURES`.
+
+    ``popularity`` is the number of distinct users with any event on the item; ``conversion_rate`` is distinct
+    purchasers / distinct viewers (0 without viewers, capped at 1).
+    """
+    ev = events.where(_as_of_filter(as_of))
+    user_if = lambda t: F.when(F.col(C.EVENT_TYPE) == t, F.col(C.USER_ID))  # noqa: E731
+    stats = ev.groupBy(C.ITEM_ID).agg(
+        F.countDistinct(C.USER_ID).alias(C.POPULARITY),
+        F.countDistinct(user_if(C.VIEW)).alias("_viewers"),
+        F.countDistinct(user_if(C.PURCHASE)).alias("_buyers"),
+        F.avg(C.PRICE).alias("_event_price"),
+    )
+    ids = ev.select(C.ITEM_ID)
+    if items is not None:
+        ids = ids.unionByName(items.select(C.ITEM_ID))
+    out = ids.distinct()
+    if items is not None:
+        out = out.join(items.select(C.ITEM_ID, C.CATEGORY, C.BRAND, C.PRICE, C.STOCK), C.ITEM_ID, "left")
+    else:
+        out = out.select(C.ITEM_ID, *(F.lit(None).cast(f.dataType).alias(f.name) for f in schemas.SILVER_ITEMS
+                                      if f.name != C.ITEM_ID))
+    conversion = F.when(F.col("_viewers") > 0, F.least(F.col("_buyers") / F.col("_viewers"), F.lit(1.0)))
+    out = (out.join(stats, C.ITEM_ID, "left")
+           .withColumn(C.PRICE, F.coalesce(F.col(C.PRICE), F.col("_event_price")))
+           .withColumn(C.POPULARITY, F.coalesce(F.col(C.POPULARITY), F.lit(0)))
+           .withColumn(C.CONVERSION_RATE, F.coalesce(conversion, F.lit(0.0)))
+           .transform(with_price_band(price_bands)))
+    return _conform(out, ITEM_FEATURES)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Interactions
+# ----------------------------------------------------------------------------------------------------------------
+def check_event_weights(event_weights: Mapping[str, float]) -> None:
+    """Raise :class:`FeatureError` unless every canonical event type has a positive weight and no key is unknown."""
+    unknown = sorted(set(event_weights) - set(C.ALL_EVENT_TYPES))
+    if unknown:
+        raise FeatureError(f"event_weights: unknown event type(s) {', '.join(unknown)}")
+    missing = [t for t in C.EVENT_TYPES if t not in event_weights]
+    if missing:
+        raise FeatureError(f"event_weights: no weight for event type(s) {', '.join(missing)}")
+    bad = sorted(t for t, w in event_weights.items() if not (w > 0 and math.isfinite(w)))
+    if bad:
+        raise FeatureError(f"event_weights: weights must be positive and finite ({', '.join(bad)})")
+
+
+def interactions(as_of: dt.date, kind: str = "events", event_weights: Mapping[str, float] | None = None,
+                 half_life_days: float = 30.0, max_count_per_type: int = 10) -> Transform:
+    """Silver events -> one row per (user_id, item_id): ``confidence`` and the latest ``event_ts``.
+
+    ``kind="events"`` (implicit): confidence = Σ_type weight[type] × Σ_{the type's ``max_count_per_type`` most
+    recent events} 2^(-age_days / half_life_days), i.e. weight × min(count, cap) × the mean decay of the events
+    kept; ``age_days`` = whole days from ``event_date`` to ``as_of``. Rating events are weighted like any other
+    type (they need a weight).
+
+    ``kind="ratings"`` (explicit): confidence = the latest non-null rating of the pair (ties: highest event_id).
+    """
+    if kind not in ("events", "ratings"):
+        raise FeatureError(f"kind must be 'events' or 'ratings', got {kind!r}")
+    if kind == "ratings":
+        return _rating_interactions(as_of)
+    weights = dict(event_weights or {})
+    check_event_weights(weights)
+    if half_life_days <= 0:
+        raise FeatureError(f"half_life_days must be > 0, got {half_life_days}")
+    if max_count_per_type <= 0:
+        raise FeatureError(f"max_count_per_type must be > 0, got {max_count_per_type}")
+    weight_map = F.create_map(*(x for t, w in sorted(weights.items()) for x in (F.lit(t), F.lit(float(w)))))
+
+    def apply(events: DataFrame) -> DataFrame:
+        w = weight_map[F.col(C.EVENT_TYPE)]
+        checked = F.when(w.isNull(), F.raise_error(F.concat(F.lit("no event weight for event type "),
+                                                           F.col(C.EVENT_TYPE)))).otherwise(w)
+        recent = Window.partitionBy(C.USER_ID, C.ITEM_ID, C.EVENT_TYPE).orderBy(F.desc(C.EVENT_TS),
+                                                                               F.desc(C.EVENT_ID))
+        age = F.greatest(F.datediff(F.lit(as_of), F.col(C.EVENT_DATE)), F.lit(0))
+        decay = F.pow(F.lit(2.0), -age / F.lit(float(half_life_days)))
+        out = (events.where(_as_of_filter(as_of))
+               .withColumn("_rn", F.row_number().over(recent))
+               .where(F.col("_rn") <= max_count_per_type)
+               .groupBy(C.USER_ID, C.ITEM_ID)
+               .agg(F.sum(checked * decay).alias(C.CONFIDENCE), F.max(C.EVENT_TS).alias(C.EVENT_TS)))
+        return _conform(out, RAW_INTERACTIONS)
+    return apply
+
+
+def _rating_interactions(as_of: dt.date) -> Transform:
+    def apply(events: DataFrame) -> DataFrame:
+        latest = Window.partitionBy(C.USER_ID, C.ITEM_ID).orderBy(F.desc(C.EVENT_TS), F.desc(C.EVENT_ID))
+        out = (events.where(_as_of_filter(as_of) & (F.col(C.EVENT_TYPE) == C.RATING_EVENT)
+                            & F.col(C.RATING).isNotNull())
+               .withColumn("_rn", F.row_number().over(latest))
+               .where("_rn = 1")
+               .select(C.USER_ID, C.ITEM_ID, F.col(C.RATING).alias(C.CONFIDENCE), C.EVENT_TS))
+        return _conform(out, RAW_INTERACTIONS)
+    return apply
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Stable integer ids
+# ----------------------------------------------------------------------------------------------------------------
+def extend_id_map(existing: DataFrame, ids: DataFrame, kind: str) -> DataFrame:
+    """The rows to append to gold.id_map for ``kind``: ids (first column of ``ids``) not yet mapped, numbered
+    after the kind's current max idx in ``original_id`` order. Existing ids are never renumbered; nulls are
+    skipped. Evaluating the result fails if an idx would exceed the Int range (ALS needs Int ids)."""
+    mapped = existing.where(F.col(C.ID_KIND) == kind)
+    base = mapped.agg(F.coalesce(F.max(C.IDX).cast("long"), F.lit(-1).cast("long")).alias("_base"))
+    new = (ids.select(F.col(ids.columns[0]).cast(StringType()).alias(C.ORIGINAL_ID))
+           .where(F.col(C.ORIGINAL_ID).isNotNull()).distinct()
+           .join(mapped.select(C.ORIGINAL_ID), C.ORIGINAL_ID, "left_anti"))
+    # One global ordering is what makes the numbering deterministic; new ids per run are few, so one partition is
+    # acceptable here (Spark logs a warning about the unpartitioned window).
+    idx = F.col("_base") + F.row_number().over(Window.orderBy(C.ORIGINAL_ID))
+    checked = F.when(idx > INT_MAX, F.raise_error(F.concat(
+        F.lit(f"id map overflow: {kind} idx exceeds the Int range (2^31-1) at original_id "),
+        F.col(C.ORIGINAL_ID)))).otherwise(idx)
+    out = new.crossJoin(base).select(F.lit(kind).alias(C.ID_KIND), C.ORIGINAL_ID, checked.alias(C.IDX))
+    return _conform(out, schemas.ID_MAP)
+
+
+def index_interactions(raw: DataFrame, id_map: DataFrame) -> DataFrame:
+    """(user_id, item_id, confidence, event_ts) -> schemas.INTERACTIONS via the id map (inner join: an unmapped
+    id drops its rows, so map every id first with :func:`extend_id_map`)."""
+    def side(kind: str, id_col: str, idx_col: str) -> DataFrame:
+        return id_map.where(F.col(C.ID_KIND) == kind).select(F.col(C.ORIGINAL_ID).alias(id_col),
+                                                             F.col(C.IDX).alias(idx_col))
+    out = (raw.join(side(USER_KIND, C.USER_ID, C.USER_IDX), C.USER_ID)
+           .join(side(ITEM_KIND, C.ITEM_ID, C.ITEM_IDX), C.ITEM_ID))
+    return _conform(out, schemas.INTERACTIONS)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Stage
+# ----------------------------------------------------------------------------------------------------------------
+def _read_optional(spark: SparkSession, uri: str) -> DataFrame | None:
+    return io.read(spark, uri) if io.is_delta(spark, uri) else None
+
+
+def _rows_written(spark: SparkSession, uri: str) -> int:
+    """Rows written by the table's latest commit, from the Delta log (no data scan)."""
+    from delta.tables import DeltaTable
+
+    row = DeltaTable.forPath(spark, uri).history(1).select("operationMetrics").first()
+    metrics = (row[0] or {}) if row else {}
+    return int(metrics.get("numOutputRows", 0))
+
+
+def run_features(spark: SparkSession, cfg: AppConfig, run_id: str, as_of: dt.date | None = None) -> dict[str, Any]:
+    """Read silver, write gold/{user_features,item_features,interactions} (overwrite) and append new ids to
+    gold/id_map. ``as_of`` defaults to the latest silver event date (reproducible reruns). Returns counts."""
+    with stage("features", run_id=run_id) as counts:
+        events_uri = cfg.table("silver", "events")
+        if not io.is_delta(spark, events_uri):
+            raise FeatureError(f"no silver events table at {events_uri} (run clean first)")
+        events = io.read(spark, events_uri)
+        users = _read_optional(spark, cfg.table("silver", "users"))
+        items = _read_optional(spark, cfg.table("silver", "items"))
+        if as_of is None:
+            last = events.agg(F.max(C.EVENT_DATE)).first()
+            as_of = (last[0] if last and last[0] else dt.datetime.now(dt.UTC).date())
+        counts["as_of"] = as_of.isoformat()
+        f = cfg.features
+        raw = events.transform(interactions(as_of, cfg.sources.kind, f.event_weights, f.half_life_days,
+                                            f.max_count_per_type)).persist()  # used for ids and for the index
+
+        # Id map: new rows are computed against one pinned version of the map; the append carries that version
+        # as its txnVersion, so a retried or concurrent run that read the same version cannot append twice, and a
+        # rerun after a crash finds nothing new to append.
+        map_uri = cfg.table("gold", "id_map")
+        map_version = io.version(spark, map_uri)
+        existing = (io.read(spark, map_uri, version=map_version) if map_version is not None
+                    else spark.createDataFrame([], schemas.ID_MAP))
+        user_ids = raw.select(C.USER_ID)
+        if users is not None:
+            user_ids = user_ids.unionByName(users.select(C.USER_ID))
+        new_rows = (extend_id_map(existing, user_ids, USER_KIND)
+                    .unionByName(extend_id_map(existing, raw.select(C.ITEM_ID), ITEM_KIND))).persist()
+        new_counts = {r[0]: int(r[1]) for r in new_rows.groupBy(C.ID_KIND).count().collect()}  # <= 2 rows
+        new_users, new_items = new_counts.get(USER_KIND, 0), new_counts.get(ITEM_KIND, 0)
+        if new_users or new_items:
+            io.append(new_rows, map_uri, app_id=ID_MAP_APP_ID,
+                      txn_version=(map_version if map_version is not None else -1) + 1, name="gold.id_map")
+        new_rows.unpersist()
+        id_map = io.read(spark, map_uri) if io.is_delta(spark, map_uri) else existing
+
+        indexed = index_interactions(raw, id_map)
+        io.overwrite(indexed, cfg.table("gold", "interactions"), name="gold.interactions")
+        raw_count = raw.count()
+        raw.unpersist()
+        n_inter = _rows_written(spark, cfg.table("gold", "interactions"))
+        if n_inter != raw_count:
+            raise FeatureError(f"id map is missing ids: {raw_count - n_inter} interactions unmapped "
+                               "(a concurrent features run?); rerun features")
+        io.overwrite(user_features(events, users, items, as_of, f.session_gap_minutes),
+                     cfg.table("gold", "user_features"), name="gold.user_features")
+        io.overwrite(item_features(events, items, as_of, f.price_bands),
+                     cfg.table("gold", "item_features"), name="gold.item_features")
+        counts.update(
+            interactions=n_inter,
+            users=_rows_written(spark, cfg.table("gold", "user_features")),
+            items=_rows_written(spark, cfg.table("gold", "item_features")),
+            new_user_ids=new_users,
+            new_item_ids=new_items,
+        )
+    return counts

@@ -1,0 +1,730 @@
+"""The recommend stage: per-campaign offers from the champion model, written to ``gold/recommendations``.
+
+Flow of :func:`run_recommend` for one ``run_date``:
+
+1. the campaigns whose validity window contains ``run_date``; each one's audience (:mod:`sparkpromo.campaigns`;
+   consenting users only) and eligible items (in stock, the campaign's ``items`` rule);
+2. candidates per (campaign, user), by precedence ``level``: 0 = the primary source (ALS
+   ``recommendForUserSubset`` for the union of the audiences, or global popularity tagged ``popularity`` when the
+   champion is the popularity baseline or no model is registered; bundle campaigns use co-occurrence, ``bundle``),
+   1 = popularity in the user's segment (``recommend.segment``), 2 = global popularity. Bundle campaigns get no
+   popularity fill: an unrelated popular item is not "bought together";
+3. eligibility filter BEFORE the top-K cut (so lists are not cut short), purchased items dropped (except
+   ``repeatable_categories``), items already in the open cart dropped for cart campaigns, one row per item (the
+   lowest level wins), per-category cap, top ``top_k`` by (level, score desc, item_id);
+4. across campaigns: the contact cap (``max_offers_per_user`` campaigns per user, by priority desc then campaign
+   id), then each campaign's budget (users chosen by best level, best score, then a hash), then a deterministic
+   hash-based control group (``xxhash64(campaign_id, user_id)``) flagged ``is_control``/``delivered = false``.
+   Control users count towards the contact cap and budget, so the control group is a random slice of exactly the
+   population that is treated;
+5. reasons (ALS: the user's past items most cosine-similar in item-factor space; otherwise a plain text), offers;
+6. each active campaign's ``(campaign_id, run_date)`` partition is replaced in its own Delta commit, also when it
+   is empty, so a rerun clears stale rows. Partitions of other campaigns and dates are never touched.
+
+Output: the Delta table ``cfg.table("gold", "recommendations")`` (:data:`RECOMMENDATIONS`), partitioned by
+``campaign_id`` and ``run_date``. ``user_id`` is the id found in the gold tables: the pseudonym when
+``privacy.pseudonymise`` is on (ids are pseudonymised before silver), so coupon codes carry the pseudonym too.
+Only the per-campaign summary rows are collected to the driver.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import re
+from collections.abc import Callable, Mapping, Sequence
+from functools import reduce
+from itertools import chain
+from typing import Any
+
+from pyspark import StorageLevel
+from pyspark.errors import AnalysisException
+from pyspark.ml.recommendation import ALSModel
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql.types import (
+    ArrayType,
+    BooleanType,
+    DateType,
+    DoubleType,
+    IntegerType,
+    StringType,
+    StructField,
+    StructType,
+)
+
+from sparkpromo import campaigns as K
+from sparkpromo import columns as C
+from sparkpromo import io
+from sparkpromo.config import AppConfig, Campaign, RecommendConfig, join_uri
+from sparkpromo.logs import stage
+
+log = logging.getLogger(__name__)
+
+Transform = Callable[[DataFrame], DataFrame]
+
+TABLE_LAYER, TABLE_NAME = "gold", "recommendations"
+PARTITION_COLUMNS = (C.CAMPAIGN_ID, C.RUN_DATE)
+
+ALS, POPULARITY, SEGMENT_POPULARITY, GLOBAL_POPULARITY, BUNDLE = (
+    "als", "popularity", "segment_popularity", "global_popularity", "bundle")
+FALLBACK_SOURCES = (POPULARITY, SEGMENT_POPULARITY, GLOBAL_POPULARITY)
+CHAMPIONS = (ALS, POPULARITY)
+REASON_SIMILAR = "similar to "
+REASON_POPULAR_IN = "popular in "
+REASON_POPULAR = "popular overall"
+HISTORY_ITEMS = 20  # past items per user considered for ALS reasons
+CONTROL_BUCKETS = 1_000_000
+_RUN_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+
+OFFER_TYPE = StructType([
+    StructField(C.DISCOUNT_PCT, DoubleType(), True),
+    StructField(C.COUPON_CODE, StringType(), True),
+])
+
+RECOMMENDATIONS = StructType([
+    StructField(C.CAMPAIGN_ID, StringType(), False),
+    StructField(C.RUN_DATE, DateType(), False),
+    StructField(C.USER_ID, StringType(), False),
+    StructField(C.ITEM_ID, StringType(), False),
+    StructField(C.RANK, IntegerType(), False),
+    StructField(C.SCORE, DoubleType(), True),
+    StructField(C.SOURCE, StringType(), False),
+    StructField(C.IS_CONTROL, BooleanType(), False),
+    StructField(C.DELIVERED, BooleanType(), False),
+    StructField(C.MODEL_RUN_ID, StringType(), True),
+    StructField(C.OFFER, OFFER_TYPE, True),
+    StructField(C.REASON, ArrayType(StringType()), True),
+    StructField(C.RUN_ID, StringType(), True),
+])
+
+# The silver.events columns this stage reads.
+EVENT_COLUMNS = (C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.EVENT_TS, C.EVENT_DATE, C.PRICE, C.QUANTITY)
+
+# Candidate rows flowing through the ranking transforms.
+CANDIDATE_COLUMNS = (C.CAMPAIGN_ID, C.USER_ID, C.ITEM_ID, C.SCORE, C.SOURCE, C.LEVEL, C.REASON, C.MIN_PRICE,
+                     C.MAX_PRICE)
+
+
+class RecommendError(RuntimeError):
+    """A recommend-stage problem (unreadable registry); ``str()`` is one line."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Model registry
+# ----------------------------------------------------------------------------------------------------------------
+def _read_small_text(spark: SparkSession, uri: str) -> str | None:
+    """A small text file through Spark's Hadoop FS (local, s3a, abfss, dbfs); None when it does not exist."""
+    try:
+        row = spark.read.text(uri, wholetext=True).first()
+    except AnalysisException as e:
+        cond = getattr(e, "getCondition", getattr(e, "getErrorClass", lambda: None))()
+        if cond == "PATH_NOT_FOUND" or "PATH_NOT_FOUND" in str(e):
+            return None
+        raise
+    return "" if row is None else str(row[0])
+
+
+def load_champion(spark: SparkSession, cfg: AppConfig) -> tuple[str | None, ALSModel | None, str]:
+    """``(model_run_id, model, champion)`` from ``<lakehouse>/registry/LATEST`` and that run's ``params.json``.
+
+    No ``LATEST`` (nothing trained yet) gives ``(None, None, "popularity")``. The ALS model is loaded only when it is
+    the champion. Files are read through Spark, so any Hadoop URI works.
+    """
+    registry = join_uri(cfg.lakehouse, "registry")
+    latest = _read_small_text(spark, join_uri(registry, "LATEST"))
+    if latest is None or not latest.strip():
+        log.warning("no model registered (%s/LATEST missing or empty): popularity candidates only", registry)
+        return None, None, POPULARITY
+    run = latest.strip()
+    if not _RUN_ID_RE.match(run):
+        raise RecommendError(f"{registry}/LATEST: invalid model run id {run[:80]!r}")
+    params_uri = join_uri(registry, run, "params.json")
+    text = _read_small_text(spark, params_uri)
+    if text is None:
+        raise RecommendError(f"{params_uri}: missing (registry run {run} is incomplete)")
+    try:
+        champion = json.loads(text).get("champion")
+    except (ValueError, AttributeError):
+        raise RecommendError(f"{params_uri}: not a JSON object") from None
+    if champion not in CHAMPIONS:
+        raise RecommendError(f"{params_uri}: champion must be one of {', '.join(CHAMPIONS)}, got {champion!r}")
+    model = ALSModel.load(join_uri(registry, run, "model")) if champion == ALS else None
+    log.info("champion of model run %s: %s", run, champion)
+    return run, model, champion
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Small helpers
+# ----------------------------------------------------------------------------------------------------------------
+def _by_campaign(values: Mapping[str, Any]) -> Column:
+    """Per-campaign literal looked up by ``campaign_id`` (a literal map; values never become SQL text)."""
+    return F.create_map(*chain.from_iterable((F.lit(k), F.lit(v)) for k, v in values.items()))[F.col(C.CAMPAIGN_ID)]
+
+
+def _order() -> list[Column]:
+    """Ranking order inside a list: source precedence, then score, then item id (deterministic)."""
+    return [F.asc(C.LEVEL), F.desc(C.SCORE), F.asc(C.ITEM_ID)]
+
+
+def _empty_reason() -> Column:
+    return F.lit(None).cast(ArrayType(StringType()))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Candidate sources
+# ----------------------------------------------------------------------------------------------------------------
+def als_candidates(model: ALSModel, n: int) -> Transform:
+    """``(user_idx)`` rows -> the model's top ``n`` ``(user_idx, item_idx, score)`` per user."""
+    ucol, icol = model.getUserCol(), model.getItemCol()
+
+    def apply(users: DataFrame) -> DataFrame:
+        subset = users.select(F.col(C.USER_IDX).alias(ucol)).distinct()
+        recs = model.recommendForUserSubset(subset, n)
+        return (recs.select(F.col(ucol).alias(C.USER_IDX), F.explode("recommendations").alias("_r"))
+                .select(C.USER_IDX, F.col("_r")[icol].alias(C.ITEM_IDX),
+                        F.col("_r")["rating"].cast(DoubleType()).alias(C.SCORE)))
+    return apply
+
+
+def _ids(id_map: DataFrame, kind: str, id_col: str, idx_col: str) -> DataFrame:
+    return id_map.where(F.col(C.ID_KIND) == kind).select(F.col(C.ORIGINAL_ID).alias(id_col),
+                                                         F.col(C.IDX).alias(idx_col))
+
+
+def with_user_idx(id_map: DataFrame) -> Transform:
+    """Add ``user_idx``; users unknown to the id map are dropped (they are cold-start users)."""
+    def apply(df: DataFrame) -> DataFrame:
+        return df.join(_ids(id_map, "user", C.USER_ID, C.USER_IDX), C.USER_ID)
+    return apply
+
+
+def to_original_ids(id_map: DataFrame) -> Transform:
+    """Replace ``user_idx``/``item_idx`` by the original ``user_id``/``item_id``."""
+    def apply(df: DataFrame) -> DataFrame:
+        return (df.join(_ids(id_map, "user", C.USER_ID, C.USER_IDX), C.USER_IDX)
+                .join(_ids(id_map, "item", C.ITEM_ID, C.ITEM_IDX), C.ITEM_IDX)
+                .drop(C.USER_IDX, C.ITEM_IDX))
+    return apply
+
+
+def popularity_lists(n: int) -> Transform:
+    """Eligible items ``(campaign_id, item_id, popularity)`` -> each campaign's top ``n`` by popularity."""
+    def apply(eligible: DataFrame) -> DataFrame:
+        w = Window.partitionBy(C.CAMPAIGN_ID).orderBy(F.desc(C.POPULARITY), F.asc(C.ITEM_ID))
+        return (eligible.withColumn("_rn", F.row_number().over(w)).where(F.col("_rn") <= n)
+                .select(C.CAMPAIGN_ID, C.ITEM_ID, F.col(C.POPULARITY).cast(DoubleType()).alias(C.SCORE)))
+    return apply
+
+
+def segment_item_popularity(users: DataFrame, segment: str) -> Transform:
+    """Events -> ``(segment, item_id, popularity)``: distinct users of each segment value who touched the item."""
+    def apply(events: DataFrame) -> DataFrame:
+        seg = users.select(C.USER_ID, F.col(segment).alias(C.SEGMENT)).where(F.col(C.SEGMENT).isNotNull())
+        return (events.select(C.USER_ID, C.ITEM_ID).join(seg, C.USER_ID)
+                .groupBy(C.SEGMENT, C.ITEM_ID).agg(F.countDistinct(C.USER_ID).alias(C.POPULARITY)))
+    return apply
+
+
+def segment_lists(n: int, segment_popularity: DataFrame) -> Transform:
+    """Eligible items ``(campaign_id, item_id)`` -> top ``n`` per (campaign, segment): ``(.., segment, score)``."""
+    def apply(eligible: DataFrame) -> DataFrame:
+        w = Window.partitionBy(C.CAMPAIGN_ID, C.SEGMENT).orderBy(F.desc(C.POPULARITY), F.asc(C.ITEM_ID))
+        return (eligible.select(C.CAMPAIGN_ID, C.ITEM_ID).join(segment_popularity, C.ITEM_ID)
+                .withColumn("_rn", F.row_number().over(w)).where(F.col("_rn") <= n)
+                .select(C.CAMPAIGN_ID, C.SEGMENT, C.ITEM_ID, F.col(C.POPULARITY).cast(DoubleType()).alias(C.SCORE)))
+    return apply
+
+
+def _tag(df: DataFrame, source: str, level: int, reason: Column | None) -> DataFrame:
+    return df.select(C.CAMPAIGN_ID, C.USER_ID, C.ITEM_ID, F.col(C.SCORE).cast(DoubleType()).alias(C.SCORE),
+                     F.lit(source).alias(C.SOURCE), F.lit(level).alias(C.LEVEL),
+                     (reason if reason is not None else _empty_reason()).alias(C.REASON), C.MIN_PRICE, C.MAX_PRICE)
+
+
+def user_candidates(candidates: DataFrame, source: str, level: int = 0) -> Transform:
+    """Audience ``(campaign_id, user_id, ..)`` x per-user candidates ``(user_id, item_id, score[, reason])``."""
+    def apply(audience: DataFrame) -> DataFrame:
+        joined = audience.join(candidates, C.USER_ID)
+        reason = F.col(C.REASON) if C.REASON in candidates.columns else None
+        return _tag(joined, source, level, reason)
+    return apply
+
+
+def list_candidates(lists: DataFrame, source: str, level: int, reason: Column) -> Transform:
+    """Audience x per-campaign (or per campaign and segment) popularity lists, joined on their shared keys."""
+    keys = [k for k in (C.CAMPAIGN_ID, C.SEGMENT) if k in lists.columns]
+
+    def apply(audience: DataFrame) -> DataFrame:
+        return _tag(audience.join(lists, keys), source, level, reason)
+    return apply
+
+
+def fill_candidates(segment_top: DataFrame, global_top: DataFrame) -> Transform:
+    """Cold-start / short-list fill for every audience row: segment popularity (level 1), then global (level 2)."""
+    def apply(audience: DataFrame) -> DataFrame:
+        seg = audience.transform(list_candidates(segment_top, SEGMENT_POPULARITY, 1,
+                                                 F.array(F.concat(F.lit(REASON_POPULAR_IN), F.col(C.SEGMENT)))))
+        glob = audience.transform(list_candidates(global_top, GLOBAL_POPULARITY, 2, F.array(F.lit(REASON_POPULAR))))
+        return seg.unionByName(glob)
+    return apply
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Eligibility and the per-list cut
+# ----------------------------------------------------------------------------------------------------------------
+def keep_eligible(eligible: DataFrame) -> Transform:
+    """Keep candidates of items eligible for their campaign ``(campaign_id, item_id, category, price)``, priced
+    inside the row's ``[min_price, max_price]`` band (null bounds are open). Adds ``category`` and ``price``."""
+    def apply(cands: DataFrame) -> DataFrame:
+        items = eligible.select(C.CAMPAIGN_ID, C.ITEM_ID, C.CATEGORY, C.PRICE)
+        lo = F.col(C.MIN_PRICE).isNull() | (F.col(C.PRICE) >= F.col(C.MIN_PRICE))
+        hi = F.col(C.MAX_PRICE).isNull() | (F.col(C.PRICE) <= F.col(C.MAX_PRICE))
+        return cands.join(items, [C.CAMPAIGN_ID, C.ITEM_ID]).where(F.coalesce(lo & hi, F.lit(False)))
+    return apply
+
+
+def exclude_purchased(purchases: DataFrame, repeatable_categories: Sequence[str]) -> Transform:
+    """Drop items the user already bought ``(user_id, item_id)``, unless their ``category`` is repeatable."""
+    def apply(cands: DataFrame) -> DataFrame:
+        bought = purchases.select(C.USER_ID, C.ITEM_ID).distinct().withColumn("_bought", F.lit(True))
+        repeatable = (F.coalesce(F.col(C.CATEGORY).isin(*repeatable_categories), F.lit(False))
+                      if repeatable_categories else F.lit(False))
+        return (cands.join(bought, [C.USER_ID, C.ITEM_ID], "left")
+                .where(F.col("_bought").isNull() | repeatable).drop("_bought"))
+    return apply
+
+
+def exclude_pairs(pairs: DataFrame) -> Transform:
+    """Drop candidates matching ``(campaign_id, user_id, item_id)`` rows (e.g. items already in the open cart)."""
+    def apply(cands: DataFrame) -> DataFrame:
+        return cands.join(pairs.select(C.CAMPAIGN_ID, C.USER_ID, C.ITEM_ID), [C.CAMPAIGN_ID, C.USER_ID, C.ITEM_ID],
+                          "left_anti")
+    return apply
+
+
+def dedupe_items() -> Transform:
+    """One row per (campaign, user, item): the lowest level (then best score) wins."""
+    def apply(cands: DataFrame) -> DataFrame:
+        w = Window.partitionBy(C.CAMPAIGN_ID, C.USER_ID, C.ITEM_ID).orderBy(F.asc(C.LEVEL), F.desc(C.SCORE))
+        return cands.withColumn("_rn", F.row_number().over(w)).where(F.col("_rn") == 1).drop("_rn")
+    return apply
+
+
+def cap_per_category(max_per_category: int) -> Transform:
+    """At most ``max_per_category`` items of one category per list (0 = no cap); the best ones are kept."""
+    def apply(cands: DataFrame) -> DataFrame:
+        if max_per_category <= 0:
+            return cands
+        w = Window.partitionBy(C.CAMPAIGN_ID, C.USER_ID, C.CATEGORY).orderBy(*_order())
+        return (cands.withColumn("_rn", F.row_number().over(w)).where(F.col("_rn") <= max_per_category)
+                .drop("_rn"))
+    return apply
+
+
+def top_k(k_by_campaign: Mapping[str, int]) -> Transform:
+    """Cut each (campaign, user) list to its campaign's ``top_k``; ``rank`` is 1-based."""
+    def apply(cands: DataFrame) -> DataFrame:
+        w = Window.partitionBy(C.CAMPAIGN_ID, C.USER_ID).orderBy(*_order())
+        return (cands.withColumn(C.RANK, F.row_number().over(w))
+                .where(F.col(C.RANK) <= _by_campaign(k_by_campaign)))
+    return apply
+
+
+def select_items(eligible: DataFrame, purchases: DataFrame, excluded: DataFrame | None,
+                 repeatable_categories: Sequence[str], max_per_category: int,
+                 k_by_campaign: Mapping[str, int]) -> Transform:
+    """The whole per-list step: eligibility and exclusions first, then dedupe, category cap and the top-K cut."""
+    def apply(cands: DataFrame) -> DataFrame:
+        # Every window below (and the contact cap and budget after) partitions by user_id plus other keys: one
+        # shuffle by user serves them all.
+        out = (cands.repartition(C.USER_ID).transform(keep_eligible(eligible))
+               .transform(exclude_purchased(purchases, repeatable_categories)))
+        if excluded is not None:
+            out = out.transform(exclude_pairs(excluded))
+        return (out.transform(dedupe_items()).transform(cap_per_category(max_per_category))
+                .transform(top_k(k_by_campaign)))
+    return apply
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Across campaigns: contact cap, budget, control group, stock
+# ----------------------------------------------------------------------------------------------------------------
+def contact_cap(max_offers_per_user: int, priorities: Mapping[str, int]) -> Transform:
+    """Keep each user's ``max_offers_per_user`` campaigns (with at least one row) of highest priority; ties go to
+    the smaller campaign id. A window, not a self-join, so the plan stays linear."""
+    def apply(recs: DataFrame) -> DataFrame:
+        w = Window.partitionBy(C.USER_ID).orderBy(F.desc(_by_campaign(priorities)), F.asc(C.CAMPAIGN_ID))
+        return (recs.withColumn("_n", F.dense_rank().over(w)).where(F.col("_n") <= max_offers_per_user)
+                .drop("_n"))
+    return apply
+
+
+def apply_budget(budgets: Mapping[str, int]) -> Transform:
+    """Keep at most ``budget`` users per campaign (0 = unlimited), chosen by their list's best level, then the best
+    score at that level, then ``xxhash64("budget", campaign_id, user_id)`` and user id (deterministic)."""
+    def apply(recs: DataFrame) -> DataFrame:
+        lst = Window.partitionBy(C.CAMPAIGN_ID, C.USER_ID)
+        tie = F.xxhash64(F.lit("budget"), F.col(C.CAMPAIGN_ID), F.col(C.USER_ID))
+        w = Window.partitionBy(C.CAMPAIGN_ID).orderBy(F.asc("_lvl"), F.desc("_s"), tie, F.asc(C.USER_ID))
+        budget = _by_campaign(budgets)
+        return (recs.withColumn("_lvl", F.min(C.LEVEL).over(lst))
+                .withColumn("_s", F.max(F.when(F.col(C.LEVEL) == F.col("_lvl"), F.col(C.SCORE))).over(lst))
+                .withColumn("_n", F.dense_rank().over(w))
+                .where((budget <= 0) | (F.col("_n") <= budget))
+                .drop("_lvl", "_s", "_n"))
+    return apply
+
+
+def control_bucket() -> Column:
+    """The user's bucket in [0, 1) for a campaign: ``pmod(xxhash64(campaign_id, user_id), 1e6) / 1e6``."""
+    h = F.xxhash64(F.col(C.CAMPAIGN_ID), F.col(C.USER_ID))
+    return F.pmod(h, F.lit(CONTROL_BUCKETS)).cast(DoubleType()) / F.lit(float(CONTROL_BUCKETS))
+
+
+def flag_control(control_shares: Mapping[str, float]) -> Transform:
+    """``is_control`` when the user's bucket is below the campaign's ``control_share``; ``delivered`` is its
+    negation (control rows stay in the table so uplift can be measured, but are never sent)."""
+    def apply(recs: DataFrame) -> DataFrame:
+        is_control = control_bucket() < _by_campaign({k: float(v) for k, v in control_shares.items()})
+        return recs.withColumn(C.IS_CONTROL, is_control).withColumn(C.DELIVERED, ~F.col(C.IS_CONTROL))
+    return apply
+
+
+def cap_to_stock(items: DataFrame, priorities: Mapping[str, int]) -> Transform:
+    """Offer an item to at most ``stock`` delivered users in this run (null stock = untracked, unlimited).
+
+    Higher-priority campaigns and better ranks claim stock first; control rows use none. Lists are re-ranked.
+    """
+    def apply(recs: DataFrame) -> DataFrame:
+        stock = items.select(C.ITEM_ID, F.col(C.STOCK).alias("_stock"))
+        w = Window.partitionBy(C.ITEM_ID, C.DELIVERED).orderBy(
+            F.desc(_by_campaign(priorities)), F.asc(C.CAMPAIGN_ID), F.asc(C.RANK),
+            F.xxhash64(F.col(C.CAMPAIGN_ID), F.col(C.USER_ID)), F.asc(C.USER_ID))
+        kept = (recs.join(stock, C.ITEM_ID, "left").withColumn("_n", F.row_number().over(w))
+                .where(~F.col(C.DELIVERED) | F.col("_stock").isNull() | (F.col("_n") <= F.col("_stock")))
+                .drop("_n", "_stock"))
+        rerank = Window.partitionBy(C.CAMPAIGN_ID, C.USER_ID).orderBy(F.asc(C.RANK))
+        return kept.withColumn(C.RANK, F.row_number().over(rerank)).select(*recs.columns)
+    return apply
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reasons and offers
+# ----------------------------------------------------------------------------------------------------------------
+def item_vectors(model: ALSModel, id_map: DataFrame) -> DataFrame:
+    """``(item_id, vec)``: the model's item factors, L2-normalised, keyed by original item id."""
+    norm = F.sqrt(F.aggregate(F.col("features"), F.lit(0.0), lambda acc, x: acc + x * x))
+    vec = F.transform(F.col("features"), lambda x: x / F.greatest(norm, F.lit(1e-12)))
+    return (model.itemFactors.select(F.col("id").alias(C.ITEM_IDX), vec.alias("vec"))
+            .join(_ids(id_map, "item", C.ITEM_ID, C.ITEM_IDX), C.ITEM_IDX).select(C.ITEM_ID, "vec"))
+
+
+def user_history(id_map: DataFrame, max_items: int = HISTORY_ITEMS) -> Transform:
+    """Interactions ``(user_idx, item_idx, confidence)`` -> each user's ``max_items`` strongest
+    ``(user_id, item_id, confidence)``."""
+    def apply(interactions: DataFrame) -> DataFrame:
+        w = Window.partitionBy(C.USER_IDX).orderBy(F.desc(C.CONFIDENCE), F.asc(C.ITEM_IDX))
+        top = (interactions.select(C.USER_IDX, C.ITEM_IDX, C.CONFIDENCE)
+               .withColumn("_rn", F.row_number().over(w)).where(F.col("_rn") <= max_items).drop("_rn"))
+        return top.transform(to_original_ids(id_map))
+    return apply
+
+
+def _dot(a: Column, b: Column) -> Column:
+    return F.aggregate(F.zip_with(a, b, lambda x, y: x * y), F.lit(0.0), lambda acc, x: acc + x)
+
+
+def with_als_reasons(vectors: DataFrame, history: DataFrame, n_reasons: int) -> Transform:
+    """For ``source = als`` rows, ``reason`` = up to ``n_reasons`` of the user's past items (other than the one
+    recommended) whose item factors are most cosine-similar to the recommended item's (positive similarity only).
+    Computed with higher-order functions; other rows keep their reason."""
+    def apply(recs: DataFrame) -> DataFrame:
+        if n_reasons <= 0:
+            return recs
+        hist = (history.join(vectors, C.ITEM_ID)
+                .groupBy(C.USER_ID)
+                .agg(F.collect_list(F.struct(F.col(C.ITEM_ID).alias("i"), F.col("vec").alias("v"))).alias("_hist")))
+        target = vectors.withColumnRenamed("vec", "_tv")
+        joined = recs.join(hist, C.USER_ID, "left").join(target, C.ITEM_ID, "left")
+        past = F.filter(F.col("_hist"), lambda h: h["i"] != F.col(C.ITEM_ID))
+        sims = F.transform(past, lambda h: F.struct((-_dot(h["v"], F.col("_tv"))).alias("s"), h["i"].alias("i")))
+        best = F.slice(F.sort_array(F.filter(sims, lambda x: x["s"] < 0)), 1, n_reasons)
+        reason = F.coalesce(F.transform(best, lambda x: F.concat(F.lit(REASON_SIMILAR), x["i"])),
+                            F.array().cast(ArrayType(StringType())))
+        return (joined.withColumn(C.REASON, F.when((F.col(C.SOURCE) == ALS) & F.col("_tv").isNotNull(), reason)
+                                  .otherwise(F.col(C.REASON)))
+                .drop("_hist", "_tv"))
+    return apply
+
+
+def with_offer(discounts: Mapping[str, float], coupon_templates: Mapping[str, str]) -> Transform:
+    """``offer``: the campaign's ``discount_pct`` and its coupon template with ``{user}`` and ``{campaign}``
+    replaced by the row's values (null when the campaign has no template)."""
+    def apply(recs: DataFrame) -> DataFrame:
+        template = _by_campaign(coupon_templates)
+        code = F.replace(F.replace(template, F.lit("{user}"), F.col(C.USER_ID)), F.lit("{campaign}"),
+                         F.col(C.CAMPAIGN_ID))
+        offer = F.struct(_by_campaign({k: float(v) for k, v in discounts.items()}).alias(C.DISCOUNT_PCT),
+                         F.when(template != F.lit(""), code).alias(C.COUPON_CODE))
+        return recs.withColumn(C.OFFER, offer)
+    return apply
+
+
+def conform(run_date: dt.date, model_run_id: str | None, run_id: str) -> Transform:
+    """Select :data:`RECOMMENDATIONS`' columns in order, with the run's constants."""
+    def apply(recs: DataFrame) -> DataFrame:
+        consts = {C.RUN_DATE: F.lit(run_date), C.MODEL_RUN_ID: F.lit(model_run_id), C.RUN_ID: F.lit(run_id)}
+        return recs.select(*((consts.get(f.name, F.col(f.name) if f.name in recs.columns else F.lit(None)))
+                             .cast(f.dataType).alias(f.name) for f in RECOMMENDATIONS.fields))
+    return apply
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Summary metrics
+# ----------------------------------------------------------------------------------------------------------------
+def exposure_gini(catalog_size: int) -> Transform:
+    """Delivered rows -> ``(campaign_id, gini)`` of the per-item exposure counts over the whole catalogue (items
+    never shown count as 0): 0 = every item shown equally, close to 1 = one item shown to everyone."""
+    def apply(recs: DataFrame) -> DataFrame:
+        counts = recs.groupBy(C.CAMPAIGN_ID, C.ITEM_ID).agg(F.count("*").cast(DoubleType()).alias("_x"))
+        w = Window.partitionBy(C.CAMPAIGN_ID).orderBy(F.asc("_x"), F.asc(C.ITEM_ID))
+        ranked = (counts.withColumn("_j", F.row_number().over(w).cast(DoubleType()))
+                  .withColumn("_m", F.count("*").over(Window.partitionBy(C.CAMPAIGN_ID)).cast(DoubleType())))
+        n = F.greatest(F.lit(float(catalog_size)), F.col("_m"))
+        i = n - F.col("_m") + F.col("_j")  # the item's 1-based position among all n items sorted ascending
+        return (ranked.groupBy(C.CAMPAIGN_ID)
+                .agg((F.sum((F.lit(2.0) * i - n - F.lit(1.0)) * F.col("_x")) / (F.max(n) * F.sum("_x")))
+                     .alias("gini")))
+    return apply
+
+
+def campaign_metrics(catalog_size: int) -> Transform:
+    """Recommendations -> one row per campaign: rows, users, served (delivered users), control users, fallback share
+    (delivered rows from popularity sources), catalogue coverage and exposure Gini over delivered rows."""
+    def apply(recs: DataFrame) -> DataFrame:
+        delivered = F.col(C.DELIVERED)
+        stats = recs.groupBy(C.CAMPAIGN_ID).agg(
+            F.count("*").alias("rows"),
+            F.countDistinct(C.USER_ID).alias("users"),
+            F.countDistinct(F.when(delivered, F.col(C.USER_ID))).alias("served"),
+            F.countDistinct(F.when(F.col(C.IS_CONTROL), F.col(C.USER_ID))).alias("control"),
+            F.count(F.when(delivered, 1)).alias("_delivered_rows"),
+            F.count(F.when(delivered & F.col(C.SOURCE).isin(*FALLBACK_SOURCES), 1)).alias("_fallback_rows"),
+            F.countDistinct(F.when(delivered, F.col(C.ITEM_ID))).alias("_items"))
+        safe = F.greatest(F.col("_delivered_rows"), F.lit(1)).cast(DoubleType())
+        gini = recs.where(delivered).transform(exposure_gini(catalog_size))
+        return (stats.join(gini, C.CAMPAIGN_ID, "left")
+                .select(C.CAMPAIGN_ID, "rows", "users", "served", "control",
+                        (F.col("_fallback_rows") / safe).alias("fallback_share"),
+                        (F.col("_items") / F.lit(float(max(catalog_size, 1)))).alias("coverage"),
+                        F.coalesce(F.col("gini"), F.lit(0.0)).alias("gini")))
+    return apply
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Orchestration
+# ----------------------------------------------------------------------------------------------------------------
+def table_uri(cfg: AppConfig) -> str:
+    return cfg.table(TABLE_LAYER, TABLE_NAME)
+
+
+def _with_campaign(df: DataFrame, campaign_id: str) -> DataFrame:
+    return df.select(F.lit(campaign_id).alias(C.CAMPAIGN_ID), *df.columns)
+
+
+def _union(frames: Sequence[DataFrame]) -> DataFrame | None:
+    return reduce(lambda a, b: a.unionByName(b), frames) if frames else None
+
+
+def _campaign_audience(camp: Campaign, run_date: dt.date, users: DataFrame, items: DataFrame, events: DataFrame,
+                       n_reasons: int) -> tuple[DataFrame, DataFrame | None, DataFrame | None]:
+    """``(audience, bundle candidates or None, excluded (user_id, item_id) or None)`` for one campaign."""
+    if camp.type == "welcome":
+        return users.transform(K.welcome_audience(run_date, camp.signup_within_days)), None, None
+    if camp.type == "birthday":
+        window = K.birthday_window(camp, run_date)
+        if window is None:  # not active on run_date
+            return users.limit(0).transform(K.generic_audience(None)), None, None
+        return users.transform(K.birthday_audience(*window)), None, None
+    if camp.type == "cart_threshold":
+        lines = events.transform(K.open_cart_lines(items, run_date, camp.lookback_days))
+        audience = users.transform(K.cart_threshold_audience(lines, camp.cart_threshold, camp.cart_slack))
+        return audience, None, lines.select(C.USER_ID, C.ITEM_ID)
+    if camp.type == "bundle":
+        pairs = events.transform(K.basket_items(run_date)).transform(K.co_occurrence(camp.min_co_occurrence))
+        anchors = events.transform(K.basket_items(run_date, camp.lookback_days))
+        cands = anchors.transform(K.bundle_candidates(pairs, n_reasons))
+        return users.transform(K.bundle_audience(cands)), cands, None
+    # generic
+    if C.CART_VALUE in K.rule_fields(camp.audience) and C.CART_VALUE not in users.columns:
+        users = users.transform(K.with_cart_value(
+            events.transform(K.open_cart_lines(items, run_date, camp.lookback_days))))
+    return users.transform(K.generic_audience(camp.audience)), None, None
+
+
+@dataclasses.dataclass(frozen=True)
+class CampaignFrames:
+    """What the active campaigns select, all keyed by ``campaign_id``."""
+
+    audience: DataFrame  # campaign_id, user_id, min_price, max_price, segment
+    eligible: DataFrame  # campaign_id, item_id, category, price, popularity
+    bundle: DataFrame | None  # campaign_id, user_id, item_id, score, reason
+    excluded: DataFrame | None  # campaign_id, user_id, item_id (open cart lines of cart campaigns)
+
+
+def campaign_frames(active: Sequence[Campaign], run_date: dt.date, users: DataFrame, items: DataFrame,
+                    events: DataFrame, segment: str, n_reasons: int) -> CampaignFrames:
+    """Audiences, eligible items, bundle candidates and exclusions of the ``active`` campaigns (lazy)."""
+    if not active:
+        raise ValueError("campaign_frames needs at least one active campaign")
+    events = events.where(F.col(C.EVENT_DATE) <= F.lit(run_date))
+    audiences, bundles, excluded, eligible = [], [], [], []
+    for camp in active:
+        aud, cands, excl = _campaign_audience(camp, run_date, users, items, events, n_reasons)
+        audiences.append(_with_campaign(aud, camp.id))
+        if cands is not None:
+            bundles.append(_with_campaign(cands, camp.id))
+        if excl is not None:
+            excluded.append(_with_campaign(excl, camp.id))
+        rule = camp.items if camp.type == "generic" else None
+        eligible.append(_with_campaign(items.transform(K.eligible_items(rule))
+                                       .select(C.ITEM_ID, C.CATEGORY, C.PRICE, C.POPULARITY), camp.id))
+    segments = users.select(C.USER_ID, F.col(segment).alias(C.SEGMENT))
+    audience = _union(audiences).join(segments, C.USER_ID, "left")  # type: ignore[union-attr]
+    return CampaignFrames(audience.select(C.CAMPAIGN_ID, C.USER_ID, C.MIN_PRICE, C.MAX_PRICE, C.SEGMENT),
+                          _union(eligible), _union(bundles), _union(excluded))  # type: ignore[arg-type]
+
+
+def recommendations(frames: CampaignFrames, active: Sequence[Campaign], run_date: dt.date, users: DataFrame,
+                    events: DataFrame, id_map: DataFrame, interactions: DataFrame, model: ALSModel | None,
+                    r: RecommendConfig) -> DataFrame:
+    """Ranked, capped, control-flagged recommendations with reasons and offers (lazy).
+
+    The shape is :data:`RECOMMENDATIONS` minus the run constants (see :func:`conform`).
+    """
+    events = events.where(F.col(C.EVENT_DATE) <= F.lit(run_date))
+    bundle_ids = [c.id for c in active if c.type == "bundle"]
+    not_bundle = ~F.col(C.CAMPAIGN_ID).isin(*bundle_ids) if bundle_ids else F.lit(True)
+    fill_eligible = frames.eligible.where(not_bundle)
+    fill_audience = frames.audience.where(not_bundle)
+    n = r.candidates
+
+    global_top = fill_eligible.transform(popularity_lists(n))
+    seg_pop = events.transform(segment_item_popularity(users, r.segment))
+    segment_top = fill_eligible.transform(segment_lists(n, seg_pop))
+    if model is not None:
+        als = (fill_audience.transform(with_user_idx(id_map)).transform(als_candidates(model, n))
+               .transform(to_original_ids(id_map)))
+        primary = fill_audience.transform(user_candidates(als, ALS))
+    else:
+        primary = fill_audience.transform(list_candidates(global_top, POPULARITY, 0, F.array(F.lit(REASON_POPULAR))))
+    parts = [primary, fill_audience.transform(fill_candidates(segment_top, global_top))]
+    if frames.bundle is not None:
+        bundle = frames.bundle.select(C.CAMPAIGN_ID, C.USER_ID, C.ITEM_ID, C.SCORE, C.REASON)
+        parts.append(_tag(frames.audience.join(bundle, [C.CAMPAIGN_ID, C.USER_ID]), BUNDLE, 0, F.col(C.REASON)))
+    candidates = reduce(lambda a, b: a.unionByName(b), parts)
+
+    purchases = events.where(F.col(C.EVENT_TYPE) == C.PURCHASE).select(C.USER_ID, C.ITEM_ID)
+    priorities = {c.id: c.priority for c in active}
+    recs = (candidates
+            .transform(select_items(frames.eligible, purchases, frames.excluded, r.repeatable_categories,
+                                    r.max_per_category, {c.id: c.top_k for c in active}))
+            .transform(contact_cap(r.max_offers_per_user, priorities))
+            .transform(apply_budget({c.id: c.budget for c in active}))
+            .transform(flag_control({c.id: c.control_share for c in active})))
+    if model is not None:
+        recs = recs.transform(with_als_reasons(item_vectors(model, id_map),
+                                               interactions.transform(user_history(id_map)), r.reasons))
+    return recs.transform(with_offer({c.id: c.offer.discount_pct for c in active},
+                                     {c.id: c.offer.coupon_template for c in active}))
+
+
+def run_recommend(spark: SparkSession, cfg: AppConfig, run_id: str, run_date: dt.date,
+                  stock_cap: bool = False) -> dict[str, Any]:
+    """Compute and write the recommendations of every campaign active on ``run_date``; return a summary.
+
+    The summary has the run's scalars (``rows``, ``users_served`` summed over campaigns, ``campaigns_active``,
+    ``champion``, ``model_run_id``, ``table``), ``campaigns_inactive`` and, per active campaign: ``status``
+    (ok / empty_audience / no_recommendations), ``audience`` (consenting users selected by the campaign rule),
+    ``users`` (after caps and budget), ``served`` (delivered users), ``control``, ``rows``, ``fallback_share``
+    (delivered rows from popularity sources), ``coverage`` (distinct delivered items / catalogue size) and ``gini``
+    (exposure of delivered rows over the whole catalogue). ``stock_cap`` additionally limits each item to
+    ``stock`` delivered offers in this run.
+    """
+    uri = table_uri(cfg)
+    active = K.active_campaigns(cfg.campaigns, run_date)
+    inactive = [c.id for c in cfg.campaigns if c not in active]
+    summary: dict[str, Any] = {"run_id": run_id, "run_date": run_date.isoformat(), "table": uri,
+                               "campaigns_active": len(active), "campaigns_inactive": inactive}
+    if not active:
+        log.warning("no campaign is active on %s: nothing to write", run_date)
+        summary.update(rows=0, users_served=0, campaigns={})
+        return summary
+
+    model_run_id, model, champion = load_champion(spark, cfg)
+    summary.update(model_run_id=model_run_id, champion=champion)
+
+    def gold(name: str) -> DataFrame:
+        return io.read(spark, cfg.table("gold", name))
+
+    r = cfg.recommend
+    # Inputs are read by many branches of the plan: cache them once (this also keeps Delta's per-scan planning
+    # out of every branch). Released in the finally block below.
+    cached: list[DataFrame] = []
+
+    def keep(df: DataFrame) -> DataFrame:
+        cached.append(df.persist(StorageLevel.MEMORY_AND_DISK))
+        return cached[-1]
+
+    try:
+        users, items, id_map = keep(gold("user_features")), keep(gold("item_features")), keep(gold("id_map"))
+        events = keep(io.read(spark, cfg.table("silver", "events")).where(F.col(C.EVENT_DATE) <= F.lit(run_date))
+                      .select(*EVENT_COLUMNS))
+        frames = campaign_frames(active, run_date, users, items, events, r.segment, r.reasons)
+        frames = dataclasses.replace(frames, audience=keep(frames.audience),
+                                     bundle=None if frames.bundle is None else keep(frames.bundle),
+                                     excluded=None if frames.excluded is None else keep(frames.excluded))
+        recs = recommendations(frames, active, run_date, users, events, id_map, gold("interactions"), model, r)
+        if stock_cap:
+            recs = recs.transform(cap_to_stock(items, {c.id: c.priority for c in active}))
+        # Materialised once, with a short lineage, for the summary and every per-campaign write. (Local checkpoint
+        # blocks are released when the DataFrame is garbage-collected.)
+        final = recs.transform(conform(run_date, model_run_id, run_id)).localCheckpoint(eager=True)
+        catalog_size = items.count()
+        sizes = frames.audience.groupBy(C.CAMPAIGN_ID).agg(F.count("*").alias("audience"))
+        metrics = {row[C.CAMPAIGN_ID]: {k: v for k, v in row.asDict().items() if v is not None} for row in
+                   sizes.join(final.transform(campaign_metrics(catalog_size)), C.CAMPAIGN_ID, "full").collect()}
+        per_campaign: dict[str, dict[str, Any]] = {}
+        for camp in active:
+            m = metrics.get(camp.id, {})
+            audience_size = int(m.get("audience", 0))
+            status = "ok" if m.get("rows") else ("empty_audience" if audience_size == 0 else "no_recommendations")
+            if status == "empty_audience":
+                log.info("campaign %s: empty audience", camp.id)
+            elif status == "no_recommendations":
+                log.info("campaign %s: %d users in the audience but no eligible items", camp.id, audience_size)
+            per_campaign[camp.id] = {
+                "type": camp.type, "priority": camp.priority, "status": status, "audience": audience_size,
+                "users": int(m.get("users", 0)), "served": int(m.get("served", 0)),
+                "control": int(m.get("control", 0)), "rows": int(m.get("rows", 0)),
+                "fallback_share": round(float(m.get("fallback_share", 0.0)), 4),
+                "coverage": round(float(m.get("coverage", 0.0)), 4), "gini": round(float(m.get("gini", 0.0)), 4)}
+        with stage("recommend.write", campaigns=len(active)) as counts:
+            for camp in active:
+                io.replace_partition(final.where(F.col(C.CAMPAIGN_ID) == F.lit(camp.id)), uri,
+                                     {C.CAMPAIGN_ID: camp.id, C.RUN_DATE: run_date}, partition_by=PARTITION_COLUMNS,
+                                     name=f"gold.recommendations[{camp.id}]")
+            counts["rows"] = sum(v["rows"] for v in per_campaign.values())
+    finally:
+        for df in cached:
+            df.unpersist()
+    for cid, v in per_campaign.items():
+        log.info("campaign %s: audience=%d served=%d control=%d rows=%d fallback_share=%.3f coverage=%.4f gini=%.3f",
+                 cid, v["audience"], v["served"], v["control"], v["rows"], v["fallback_share"], v["coverage"],
+                 v["gini"])
+    summary.update(rows=sum(v["rows"] for v in per_campaign.values()),
+                   users_served=sum(v["served"] for v in per_campaign.values()), campaigns=per_campaign)
+    return summary

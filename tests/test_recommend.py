@@ -1,0 +1,369 @@
+"""The recommend stage: per-list selection, caps, control group, fallbacks, and the Delta output."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from chispa import assert_df_equality
+from conftest import make_config
+from pyspark.ml.recommendation import ALS
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from sparkpromo import columns as C
+from sparkpromo import io, schemas
+from sparkpromo import recommend as R
+from sparkpromo.config import AppConfig
+
+D = dt.date
+RUN = D(2024, 3, 1)
+
+CANDS_DDL = ("campaign_id string, user_id string, item_id string, score double, source string, level int, "
+             "reason array<string>, min_price double, max_price double")
+ELIGIBLE_DDL = "campaign_id string, item_id string, category string, price double, popularity int"
+PAIRS_DDL = "user_id string, item_id string"
+
+
+def cand(uid: str, item: str, score: float, level: int = 0, cid: str = "c1", lo: float | None = None,
+         hi: float | None = None) -> tuple:
+    source = {0: R.ALS, 1: R.SEGMENT_POPULARITY, 2: R.GLOBAL_POPULARITY}[level]
+    return (cid, uid, item, score, source, level, None, lo, hi)
+
+
+def lists(df: DataFrame) -> dict[tuple[str, str], list[str]]:
+    """(campaign, user) -> items in rank order."""
+    out: dict[tuple[str, str], list[str]] = {}
+    for r in df.orderBy(C.CAMPAIGN_ID, C.USER_ID, C.RANK).collect():
+        out.setdefault((r[C.CAMPAIGN_ID], r[C.USER_ID]), []).append(r[C.ITEM_ID])
+    return out
+
+
+def no_purchases(spark: SparkSession) -> DataFrame:
+    return spark.createDataFrame([], PAIRS_DDL)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Per-list selection
+# ----------------------------------------------------------------------------------------------------------------
+def test_eligibility_is_applied_before_top_k(spark: SparkSession) -> None:
+    prices = {"i1": 10.0, "i2": 20.0, "i3": 30.0, "i4": 40.0, "i5": 50.0, "i6": 60.0}
+    scores = {"i1": 6.0, "i2": 5.0, "i3": 4.0, "i4": 3.0, "i5": 2.0, "i6": 1.0}
+    rows = [cand("u1", i, s) for i, s in scores.items()]
+    rows += [cand("u2", i, s, lo=15.0, hi=35.0) for i, s in scores.items()]  # a cart price band
+    eligible = spark.createDataFrame([("c1", i, "x", prices[i], 1) for i in ("i2", "i4", "i5", "i6")], ELIGIBLE_DDL)
+    out = spark.createDataFrame(rows, CANDS_DDL).transform(
+        R.select_items(eligible, no_purchases(spark), None, (), 0, {"c1": 3}))
+    # the best-scored items are not eligible: the list is still 3 long
+    expected = spark.createDataFrame([("u1", "i2", 1), ("u1", "i4", 2), ("u1", "i5", 3), ("u2", "i2", 1)],
+                                     "user_id string, item_id string, rank int")
+    assert_df_equality(out.select(C.USER_ID, C.ITEM_ID, C.RANK), expected, ignore_row_order=True,
+                       ignore_nullable=True)
+
+
+def test_purchased_items_excluded_except_repeatable_categories(spark: SparkSession) -> None:
+    rows = [cand("u1", "tv", 3.0), cand("u1", "milk", 2.0), cand("u1", "radio", 1.0), cand("u2", "tv", 1.0)]
+    eligible = spark.createDataFrame([("c1", "tv", "electronics", 1.0, 1), ("c1", "milk", "grocery", 1.0, 1),
+                                      ("c1", "radio", "electronics", 1.0, 1)], ELIGIBLE_DDL)
+    bought = spark.createDataFrame([("u1", "tv"), ("u1", "milk"), ("u1", "tv")], PAIRS_DDL)
+    cart = spark.createDataFrame([("c1", "u2", "tv")], "campaign_id string, user_id string, item_id string")
+    out = spark.createDataFrame(rows, CANDS_DDL).transform(
+        R.select_items(eligible, bought, cart, ("grocery",), 0, {"c1": 5}))
+    assert lists(out) == {("c1", "u1"): ["milk", "radio"]}  # u2's only item is already in the open cart
+
+
+def test_per_category_cap_and_level_precedence(spark: SparkSession) -> None:
+    rows = [cand("u1", "e1", 0.9), cand("u1", "e2", 0.8), cand("u1", "b1", 0.7), cand("u1", "b2", 0.6),
+            cand("u1", "e1", 50.0, level=2),    # duplicate of an ALS item from the global fill: ALS row wins
+            cand("u1", "g1", 99.0, level=1)]    # a fill item comes after every ALS item, whatever its score
+    cats = {"e1": "electronics", "e2": "electronics", "b1": "books", "b2": "books", "g1": "grocery"}
+    eligible = spark.createDataFrame([("c1", i, c, 1.0, 1) for i, c in cats.items()], ELIGIBLE_DDL)
+    out = spark.createDataFrame(rows, CANDS_DDL).transform(
+        R.select_items(eligible, no_purchases(spark), None, (), 1, {"c1": 5})).cache()
+    assert lists(out) == {("c1", "u1"): ["e1", "b1", "g1"]}
+    assert {r[C.ITEM_ID]: r[C.SOURCE] for r in out.collect()} == {
+        "e1": R.ALS, "b1": R.ALS, "g1": R.SEGMENT_POPULARITY}
+    out.unpersist()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Across campaigns
+# ----------------------------------------------------------------------------------------------------------------
+RECS_DDL = "campaign_id string, user_id string, item_id string, rank int, level int, score double"
+
+
+def test_contact_cap_keeps_highest_priority_then_smallest_id(spark: SparkSession) -> None:
+    recs = spark.createDataFrame([
+        ("low", "u1", "i1", 1, 0, 1.0), ("b", "u1", "i1", 1, 0, 1.0), ("b", "u1", "i2", 2, 0, 0.5),
+        ("a", "u1", "i3", 1, 0, 1.0), ("low", "u2", "i1", 1, 0, 1.0)], RECS_DDL)
+    prio = {"low": 10, "a": 30, "b": 30}
+    two = recs.transform(R.contact_cap(2, prio)).select(C.CAMPAIGN_ID, C.USER_ID).distinct().collect()
+    assert sorted(tuple(r) for r in two) == [("a", "u1"), ("b", "u1"), ("low", "u2")]
+    one = recs.transform(R.contact_cap(1, prio))
+    assert sorted((r[0], r[1], r[2]) for r in one.collect()) == [("a", "u1", "i3"), ("low", "u2", "i1")]
+
+
+def test_budget_is_deterministic_and_prefers_primary_sources(spark: SparkSession) -> None:
+    recs = spark.createDataFrame([
+        ("c1", "u1", "i1", 1, 0, 0.9), ("c1", "u1", "i2", 2, 0, 0.1),
+        ("c1", "u2", "i1", 1, 0, 0.5), ("c1", "u3", "i1", 1, 0, 0.7),
+        ("c1", "u4", "i1", 1, 2, 100.0),       # a popularity fallback: after every ALS user, despite its score
+        ("c1", "u5", "i1", 1, 0, 0.5),         # ties u2: the hash decides
+        ("c2", "u1", "i1", 1, 0, 0.1), ("c2", "u4", "i1", 1, 2, 1.0)], RECS_DDL)
+    budget = {"c1": 3, "c2": 0}
+    first = sorted(tuple(r) for r in recs.transform(R.apply_budget(budget))
+                   .select(C.CAMPAIGN_ID, C.USER_ID).distinct().collect())
+    again = sorted(tuple(r) for r in recs.transform(R.apply_budget(budget))
+                   .select(C.CAMPAIGN_ID, C.USER_ID).distinct().collect())
+    assert first == again
+    c1 = [u for c, u in first if c == "c1"]
+    assert len(c1) == 3 and {"u1", "u3"} <= set(c1) and "u4" not in c1
+    assert [u for c, u in first if c == "c2"] == ["u1", "u4"]  # budget 0 = unlimited
+    assert recs.transform(R.apply_budget(budget)).where(F.col(C.USER_ID) == "u1").count() == 3  # whole lists kept
+
+
+def test_control_group_is_deterministic_with_about_the_configured_share(spark: SparkSession) -> None:
+    users = spark.range(4000).select(F.concat(F.lit("user-"), F.col("id").cast("string")).alias(C.USER_ID))
+    recs = users.crossJoin(spark.createDataFrame([("c1",), ("c2",), ("c3",)], "campaign_id string"))
+    flagged = recs.transform(R.flag_control({"c1": 0.2, "c2": 0.0, "c3": 0.2}))
+    stats = {r[0]: (r[1], r[2], r[3]) for r in flagged.groupBy(C.CAMPAIGN_ID).agg(
+        F.avg(F.col(C.IS_CONTROL).cast("double")),
+        F.count(F.when(F.col(C.IS_CONTROL) == F.col(C.DELIVERED), 1)),
+        F.sum(F.crc32(F.concat_ws("|", C.USER_ID, F.col(C.IS_CONTROL).cast("string"))))).collect()}
+    assert stats["c1"][0] == pytest.approx(0.2, abs=0.03)
+    assert stats["c2"][0] == 0.0
+    assert stats["c1"][1] == 0  # delivered is exactly "not control"
+    # deterministic: recomputing gives the same membership; another campaign gets a different slice
+    again = recs.transform(R.flag_control({"c1": 0.2})).where(F.col(C.CAMPAIGN_ID) == "c1").agg(
+        F.sum(F.crc32(F.concat_ws("|", C.USER_ID, F.col(C.IS_CONTROL).cast("string"))))).first()[0]
+    assert again == stats["c1"][2]
+    both = flagged.groupBy(C.USER_ID).agg(F.sum(F.col(C.IS_CONTROL).cast("int")).alias("n"))
+    overlap = both.where(F.col("n") >= 2).count()
+    assert overlap < 0.1 * 4000  # independent slices overlap ~4%, identical ones would overlap 20%
+
+
+def test_cap_to_stock(spark: SparkSession) -> None:
+    recs = spark.createDataFrame([
+        ("hi", "u1", "i1", 1, True), ("hi", "u1", "i2", 2, True), ("lo", "u2", "i1", 1, True),
+        ("lo", "u2", "i2", 2, True), ("lo", "u3", "i1", 1, False)],
+        "campaign_id string, user_id string, item_id string, rank int, delivered boolean")
+    stock = spark.createDataFrame([("i1", 1), ("i2", None)], "item_id string, stock int")
+    out = recs.transform(R.cap_to_stock(stock, {"hi": 2, "lo": 1}))
+    assert sorted((r[0], r[1], r[2], r[3]) for r in out.collect()) == [
+        ("hi", "u1", "i1", 1), ("hi", "u1", "i2", 2), ("lo", "u2", "i2", 1), ("lo", "u3", "i1", 1)]
+
+
+def test_offer_renders_coupon_codes(spark: SparkSession) -> None:
+    recs = spark.createDataFrame([("welcome", "u'1"), ("plain", "u2")], "campaign_id string, user_id string")
+    out = recs.transform(R.with_offer({"welcome": 15, "plain": 5.5}, {"welcome": "W-{user}-{campaign}",
+                                                                         "plain": ""}))
+    got = {r[C.CAMPAIGN_ID]: tuple(r[C.OFFER]) for r in out.collect()}
+    assert got == {"welcome": (15.0, "W-u'1-welcome"), "plain": (5.5, None)}
+
+
+def test_exposure_gini(spark: SparkSession) -> None:
+    recs = spark.createDataFrame([("even", "a"), ("even", "b"), ("even", "c"), ("even", "d"),
+                                  ("one", "a"), ("one", "a"), ("one", "a"), ("one", "a")],
+                                 "campaign_id string, item_id string")
+    got = {r[0]: r[1] for r in recs.transform(R.exposure_gini(4)).collect()}
+    assert got["even"] == pytest.approx(0.0) and got["one"] == pytest.approx(0.75)
+
+
+def test_load_champion_without_registry(spark: SparkSession, cfg: AppConfig) -> None:
+    assert R.load_champion(spark, cfg) == (None, None, R.POPULARITY)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# End to end on a tiny lakehouse with a tiny ALS model
+# ----------------------------------------------------------------------------------------------------------------
+USER_FEATURES_DDL = ("user_id string, country string, age_band string, marketing_consent boolean, signup_date date, "
+                     "days_since_signup int, birth_month int, birth_day int, active_days int, sessions int, "
+                     "purchases int, monetary double, recency_days int, top_category string")
+ITEM_FEATURES_DDL = ("item_id string, category string, brand string, price double, stock int, price_band string, "
+                     "popularity int, conversion_rate double")
+ITEMS = {  # item -> (category, price, stock)
+    "e1": ("electronics", 20.0, 5), "e2": ("electronics", 40.0, 5), "e3": ("electronics", 60.0, 5),
+    "e4": ("electronics", 80.0, 5), "b1": ("books", 10.0, 5), "b2": ("books", 15.0, 5),
+    "g1": ("grocery", 5.0, 100), "x1": ("electronics", 30.0, 0)}
+# user -> (country, consent, signup days before RUN); u7 and u9 are cold-start users with no events
+USERS = {"u1": ("DE", True, 10), "u2": ("DE", True, 400), "u3": ("FR", True, 400), "u4": ("DE", True, 400),
+         "u5": ("FR", True, 400), "u6": ("DE", True, 400), "u7": ("DE", True, 2), "u8": ("DE", False, 5),
+         "u9": ("IT", True, 5)}
+EVENTS = [  # (user, item, type, days before RUN)
+    ("u1", "e1", "view", 3), ("u1", "e2", "view", 3), ("u1", "g1", "purchase", 5), ("u1", "b2", "view", 2),
+    ("u2", "e3", "add_to_cart", 2), ("u2", "e2", "view", 2), ("u2", "e1", "purchase", 30),
+    ("u3", "e1", "purchase", 20), ("u3", "b1", "purchase", 20), ("u3", "e2", "view", 4),
+    ("u4", "e1", "purchase", 25), ("u4", "b1", "purchase", 25), ("u4", "g1", "view", 1),
+    ("u5", "e1", "purchase", 15), ("u5", "b1", "purchase", 15), ("u5", "e4", "view", 6),
+    ("u6", "e1", "purchase", 3), ("u6", "e2", "view", 3), ("u6", "e4", "favorite", 2),
+    ("u8", "e1", "purchase", 3), ("u8", "e2", "view", 3), ("u3", "b2", "view", 1), ("u4", "e2", "view", 7),
+]
+WEIGHT = {"view": 1.0, "favorite": 2.0, "add_to_cart": 4.0, "purchase": 8.0}
+
+
+def campaigns(welcome_days: int = 30, inactive: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    always = {"valid_from": "2020-01-01", "valid_to": "2099-12-31"}
+    camps = [
+        {"id": "welcome", "type": "welcome", **always, "priority": 50, "top_k": 3, "control_share": 0.0,
+         "signup_within_days": welcome_days, "offer": {"discount_pct": 15, "coupon_template": "W-{user}"}},
+        {"id": "birthday", "type": "birthday", **always, "priority": 40},
+        {"id": "cart-50", "type": "cart_threshold", **always, "priority": 30, "top_k": 3, "control_share": 0.0,
+         "cart_threshold": 50, "cart_slack": 15},
+        {"id": "bundle", "type": "bundle", **always, "priority": 20, "top_k": 2, "control_share": 0.0,
+         "min_co_occurrence": 2},
+        {"id": "fans", "type": "generic", **always, "priority": 10, "top_k": 2, "budget": 2, "control_share": 0.5,
+         "audience": {"all": [{"field": "purchases", "op": "ge", "value": 1}]},
+         "items": {"any": [{"field": "category", "op": "in", "value": ["electronics"]}]}},
+    ]
+    return [{**c, "valid_to": "2024-02-29"} if c["id"] in inactive else c for c in camps]
+
+
+def e2e_config(root: Path, **kw: Any) -> AppConfig:
+    return make_config(root, campaigns=campaigns(**kw), recommend={
+        "candidates": 10, "max_offers_per_user": 10, "repeatable_categories": ["grocery"], "segment": "country",
+        "reasons": 2})
+
+
+def write_inputs(spark: SparkSession, cfg: AppConfig) -> None:
+    ts = {e: dt.datetime.combine(RUN, dt.time(12)) - dt.timedelta(days=e[3]) for e in EVENTS}
+    events = spark.createDataFrame(
+        [(f"ev{n}", e[0], e[1], e[2], ts[e], ts[e].date(), ITEMS[e[1]][1], None, None, None)
+         for n, e in enumerate(EVENTS)], schemas.SILVER_EVENTS)
+    io.overwrite(events, cfg.table("silver", "events"))
+    buyers = {e[0] for e in EVENTS if e[2] == "purchase"}
+    users = spark.createDataFrame(
+        [(u, c, "25-34", ok, RUN - dt.timedelta(days=d), d, 6, 15, 1, 1, int(u in buyers), 0.0, 1, None)
+         for u, (c, ok, d) in USERS.items()], USER_FEATURES_DDL)
+    io.overwrite(users, cfg.table("gold", "user_features"))
+    pop = {i: len({e[0] for e in EVENTS if e[1] == i}) for i in ITEMS}
+    items = spark.createDataFrame([(i, c, "acme", p, s, "x", pop[i], 0.1) for i, (c, p, s) in ITEMS.items()],
+                                  ITEM_FEATURES_DDL)
+    io.overwrite(items, cfg.table("gold", "item_features"))
+    uidx = {u: n for n, u in enumerate(sorted({e[0] for e in EVENTS}))}
+    iidx = {i: n for n, i in enumerate(sorted(ITEMS))}
+    io.overwrite(spark.createDataFrame([("user", u, n) for u, n in uidx.items()] + [("item", i, n) for i, n in
+                                                                                   iidx.items()], schemas.ID_MAP),
+                 cfg.table("gold", "id_map"))
+    conf: dict[tuple[int, int], float] = {}
+    for e in EVENTS:
+        conf[(uidx[e[0]], iidx[e[1]])] = conf.get((uidx[e[0]], iidx[e[1]]), 0.0) + WEIGHT[e[2]]
+    inter = spark.createDataFrame([(u, i, c, None) for (u, i), c in conf.items()], schemas.INTERACTIONS)
+    io.overwrite(inter, cfg.table("gold", "interactions"))
+    model = ALS(rank=3, maxIter=4, implicitPrefs=True, alpha=5.0, regParam=0.05, seed=7, userCol=C.USER_IDX,
+                itemCol=C.ITEM_IDX, ratingCol=C.CONFIDENCE, numUserBlocks=1, numItemBlocks=1).fit(inter)
+    registry = Path(cfg.lakehouse) / "registry"
+    model.save(str(registry / "m1" / "model"))
+    (registry / "m1" / "params.json").write_text(json.dumps({"champion": "als", "run_id": "m1"}))
+    (registry / "LATEST").write_text("m1\n")
+
+
+@dataclasses.dataclass
+class E2E:
+    cfg: AppConfig
+    first: dict[str, Any]
+    rows1: list[dict[str, Any]]
+
+
+def table_rows(spark: SparkSession, cfg: AppConfig) -> list[dict[str, Any]]:
+    rows = io.read(spark, R.table_uri(cfg)).collect()
+    return sorted((r.asDict(recursive=True) for r in rows),
+                  key=lambda d: (d[C.CAMPAIGN_ID], d[C.USER_ID], d[C.RANK]))
+
+
+@pytest.fixture(scope="module")
+def e2e(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
+    root = tmp_path_factory.mktemp("recommend")
+    cfg = e2e_config(root)
+    write_inputs(spark, cfg)
+    first = R.run_recommend(spark, cfg, "r1", RUN)
+    yield E2E(cfg, first, table_rows(spark, cfg))
+
+
+@pytest.mark.slow
+def test_run_recommend_summary_and_partitions(e2e: E2E) -> None:
+    s = e2e.first
+    assert s["champion"] == "als" and s["model_run_id"] == "m1" and s["campaigns_active"] == 5
+    camps = s["campaigns"]
+    assert camps["birthday"]["status"] == "empty_audience" and camps["birthday"]["rows"] == 0
+    assert camps["welcome"]["audience"] == 3 and camps["welcome"]["served"] == 3
+    assert camps["fans"]["users"] == 2  # budget
+    assert s["rows"] == len(e2e.rows1) == sum(c["rows"] for c in camps.values())
+    for c in camps.values():
+        assert 0.0 <= c["fallback_share"] <= 1.0 and 0.0 <= c["coverage"] <= 1.0 and 0.0 <= c["gini"] < 1.0
+    table = Path(R.table_uri(e2e.cfg))
+    for cid in ("welcome", "cart-50", "bundle", "fans"):
+        assert (table / f"campaign_id={cid}" / f"run_date={RUN.isoformat()}").is_dir()
+    assert not (table / "campaign_id=birthday").exists()
+
+
+@pytest.mark.slow
+def test_run_recommend_rows(e2e: E2E) -> None:
+    rows = e2e.rows1
+    bought = {(e[0], e[1]) for e in EVENTS if e[2] == "purchase"}
+    assert all(r[C.USER_ID] != "u8" for r in rows)                   # no consent, no offer
+    assert all(r[C.ITEM_ID] != "x1" for r in rows)                   # out of stock
+    assert all((r[C.USER_ID], r[C.ITEM_ID]) not in bought or ITEMS[r[C.ITEM_ID]][0] == "grocery" for r in rows)
+    assert all(r[C.RUN_DATE] == RUN and r[C.MODEL_RUN_ID] == "m1" and r[C.RUN_ID] == "r1" for r in rows)
+    by = {}
+    for r in rows:
+        by.setdefault((r[C.CAMPAIGN_ID], r[C.USER_ID]), []).append(r)
+    # welcome: warm u1 from ALS with item-similarity reasons; cold u7 (DE) segment first, cold u9 (IT) global only
+    assert {r[C.SOURCE] for r in by[("welcome", "u1")]} == {R.ALS}
+    assert any(r[C.REASON] and r[C.REASON][0].startswith(R.REASON_SIMILAR) for r in by[("welcome", "u1")])
+    u7 = [r[C.SOURCE] for r in by[("welcome", "u7")]]
+    assert u7[0] == R.SEGMENT_POPULARITY and u7 == sorted(u7, key=lambda x: x != R.SEGMENT_POPULARITY)
+    assert by[("welcome", "u7")][0][C.REASON] == ["popular in DE"]
+    assert {r[C.SOURCE] for r in by[("welcome", "u9")]} == {R.GLOBAL_POPULARITY}
+    assert [r[C.RANK] for r in by[("welcome", "u9")]] == [1, 2, 3]
+    assert by[("welcome", "u1")][0][C.OFFER] == {C.DISCOUNT_PCT: 15.0, C.COUPON_CODE: "W-u1"}
+    # cart: u2 has 60 in the cart (e3): add-ons up to the slack (15), never e3 itself
+    assert {u for c, u in by if c == "cart-50"} == {"u2"}
+    assert all(ITEMS[r[C.ITEM_ID]][1] <= 15 and r[C.ITEM_ID] != "e3" for r in by[("cart-50", "u2")])
+    # bundle: u6 bought e1 recently; b1 is bought with e1 by u3, u4 and u5
+    b = by[("bundle", "u6")]
+    assert b[0][C.ITEM_ID] == "b1" and b[0][C.SOURCE] == R.BUNDLE and b[0][C.REASON] == ["bought together with e1"]
+    # generic: electronics only, budget 2 users, control rows kept but not delivered
+    fans = [r for (c, _), rs in by.items() if c == "fans" for r in rs]
+    assert all(ITEMS[r[C.ITEM_ID]][0] == "electronics" for r in fans)
+    assert all(r[C.DELIVERED] == (not r[C.IS_CONTROL]) for r in rows)
+
+
+@pytest.mark.slow
+def test_popularity_champion(spark: SparkSession, e2e: E2E) -> None:
+    cfg = e2e.cfg
+    welcome = [c for c in cfg.campaigns if c.id == "welcome"]
+    users = io.read(spark, cfg.table("gold", "user_features"))
+    items = io.read(spark, cfg.table("gold", "item_features"))
+    events = io.read(spark, cfg.table("silver", "events"))
+    frames = R.campaign_frames(welcome, RUN, users, items, events, "country", 2)
+    recs = R.recommendations(frames, welcome, RUN, users, events, io.read(spark, cfg.table("gold", "id_map")),
+                             io.read(spark, cfg.table("gold", "interactions")), None, cfg.recommend)
+    got = {(r[C.USER_ID], r[C.SOURCE]) for r in recs.select(C.USER_ID, C.SOURCE).distinct().collect()}
+    assert got == {("u1", R.POPULARITY), ("u7", R.POPULARITY), ("u9", R.POPULARITY)}
+
+
+@pytest.mark.slow
+def test_rerun_replaces_only_its_partitions(spark: SparkSession, e2e: E2E) -> None:
+    # the same run date again: the welcome audience is now empty, two campaigns are no longer active
+    cfg2 = dataclasses.replace(e2e.cfg, campaigns=e2e_config(Path(e2e.cfg.lakehouse).parent, welcome_days=0,
+                                                             inactive=("birthday", "fans")).campaigns)
+    second = R.run_recommend(spark, cfg2, "r2", RUN)
+    assert second["campaigns"]["welcome"] == {**second["campaigns"]["welcome"], "status": "empty_audience",
+                                              "rows": 0, "audience": 0}
+    assert second["campaigns_inactive"] == ["birthday", "fans"]
+    rows2 = table_rows(spark, cfg2)
+
+    def part(rows: list[dict[str, Any]], cid: str, strip_run: bool = False) -> list[dict[str, Any]]:
+        return [{k: v for k, v in r.items() if not (strip_run and k == C.RUN_ID)} for r in rows
+                if r[C.CAMPAIGN_ID] == cid]
+
+    assert part(rows2, "welcome") == []                              # stale rows cleared
+    assert part(rows2, "fans") == part(e2e.rows1, "fans")            # untouched (still run r1)
+    for cid in ("cart-50", "bundle"):                                # rerun: identical content
+        assert part(rows2, cid, True) == part(e2e.rows1, cid, True) and part(rows2, cid)[0][C.RUN_ID] == "r2"
+    assert len(rows2) == len(e2e.rows1) - len(part(e2e.rows1, "welcome"))

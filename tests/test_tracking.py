@@ -1,0 +1,107 @@
+"""Optional MLflow tracking of a training run, against local file stores (no Spark needed)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import make_config
+
+from sparkpromo import tracking
+from sparkpromo.config import AppConfig
+
+RESULT: dict[str, Any] = {
+    "run_id": "20261129", "champion": "als",
+    "params": {"alpha": 5.0, "max_iter": 5, "rank": 8, "reg_param": 0.05},
+    "metrics": {"als": {"ndcg": 0.31, "precision": 0.12, "coverage": 0.8},
+                "popularity": {"ndcg": 0.22, "precision": 0.09, "coverage": 0.1}},
+    "cv": [{"params": {"rank": r, "reg_param": 0.05, "alpha": 5.0, "max_iter": 5}, "mean": 0.2 + r / 100,
+            "std": 0.01} for r in (4, 8)],
+    "input_versions": {"gold.interactions": 3, "gold.id_map": 1},
+    "timings": {"cv_s": 12.5, "total_s": 20.0},
+    "counts": {"rows": 1000, "users": 50, "items": 20, "train_rows": 800, "test_rows": 150},
+}
+
+
+def _cfg(root: Path, **mlflow: Any) -> AppConfig:
+    return make_config(root, mlflow={"enabled": True, "experiment": "sparkpromo-test", **mlflow})
+
+
+def _model_dir(root: Path) -> Path:
+    model = root / "registry" / "20261129" / "model"
+    (model / "metadata").mkdir(parents=True)
+    (model / "metadata" / "part-00000").write_text('{"class":"org.apache.spark.ml.recommendation.ALSModel"}')
+    return model
+
+
+def _client(uri: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    from mlflow import MlflowClient
+
+    monkeypatch.setenv(tracking.ALLOW_FILE_STORE, "true")  # MLflow 3 reads file stores only when allowed
+    return MlflowClient(tracking_uri=uri)
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv(tracking.ALLOW_FILE_STORE, raising=False)
+
+
+def test_disabled_does_nothing(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    assert not cfg.mlflow.enabled
+    assert tracking.log_train_run(cfg, RESULT, None) is None
+    assert not (Path(cfg.lakehouse) / "mlruns").exists()
+
+
+def test_logs_params_metrics_cv_and_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("mlflow")
+    cfg = _cfg(tmp_path)
+    model = _model_dir(Path(cfg.lakehouse))
+    run_id = tracking.log_train_run(cfg, RESULT, str(model))
+    assert run_id is not None
+    assert tracking.ALLOW_FILE_STORE not in os.environ  # the opt-in was scoped to our calls
+    uri = (Path(cfg.lakehouse) / "mlruns").resolve().as_uri()
+    assert tracking.tracking_uri(cfg) == uri
+    client = _client(uri, monkeypatch)
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.info.experiment_id == client.get_experiment_by_name("sparkpromo-test").experiment_id
+    p, m, t = run.data.params, run.data.metrics, run.data.tags
+    assert (p["rank"], p["reg_param"], p["train.metric"], p["input_version.gold.interactions"]) == (
+        "8", "0.05", "ndcg", "3")
+    assert m["als.ndcg"] == pytest.approx(0.31) and m["popularity.ndcg"] == pytest.approx(0.22)
+    assert m["data.rows"] == 1000 and m["time.cv_s"] == pytest.approx(12.5)
+    assert t["sparkpromo.run_id"] == "20261129" and t["delta.gold.id_map.version"] == "1"
+    assert t["sparkpromo.model_logged_as"] == "artifacts"
+    steps = client.get_metric_history(run_id, "cv_mean")
+    assert sorted((h.step, round(h.value, 4)) for h in steps) == [(0, 0.24), (1, 0.28)]
+    children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'")
+    assert sorted(c.data.params["rank"] for c in children) == ["4", "8"]
+    assert {a.path for a in client.list_artifacts(run_id)} == {"cv.json", "model"}
+    assert [a.path for a in client.list_artifacts(run_id, "model/metadata")] == ["model/metadata/part-00000"]
+
+
+def test_tracking_uri_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("mlflow")
+    from_env = (tmp_path / "env-store").as_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", from_env)
+    cfg = _cfg(tmp_path / "a")
+    assert tracking.tracking_uri(cfg) == from_env
+    run_id = tracking.log_train_run(cfg, {**RESULT, "cv": []}, None)
+    assert _client(from_env, monkeypatch).get_run(run_id).data.tags["sparkpromo.model_logged_as"] == "none"
+    assert not (Path(cfg.lakehouse) / "mlruns").exists()
+    explicit = (tmp_path / "cfg-store").as_uri()
+    assert tracking.tracking_uri(_cfg(tmp_path / "b", tracking_uri=explicit)) == explicit  # config beats env
+
+
+def test_enabled_without_mlflow_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # import mlflow now raises ImportError
+    cfg = _cfg(tmp_path)
+    with pytest.raises(tracking.TrackingError, match=r"sparkpromo\[mlflow\]"):
+        tracking.check_available(cfg)
+    with pytest.raises(tracking.TrackingError, match="not installed"):
+        tracking.log_train_run(cfg, RESULT, None)
