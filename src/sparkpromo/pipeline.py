@@ -132,6 +132,8 @@ def run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext, f
         else:
             raise ValueError(f"unknown stage {name}")
         counts.update({k: v for k, v in result.items() if isinstance(v, (int, float, str))})
+    if name == "recommend" and isinstance(result.get("campaigns"), dict):
+        record_campaign_metrics(spark, cfg, ctx, result["campaigns"])
     versions = table_versions(spark, cfg, io_tables[0] + io_tables[1]) if io_tables else None
     record_stage_time(spark, cfg, ctx, name, time.perf_counter() - t0, versions, result)
     return result
@@ -147,6 +149,17 @@ def record_stage_time(spark: SparkSession, cfg: AppConfig, ctx: RunContext, name
                                     "finished_at timestamp, io_versions string, result string")
     io.replace_partition(df, cfg.table("metrics", "stages"), {C.RUN_ID: ctx.run_id, "stage": name},
                          name="metrics.stages")
+
+
+def record_campaign_metrics(spark: SparkSession, cfg: AppConfig, ctx: RunContext,
+                            campaigns: dict[str, dict[str, Any]]) -> None:
+    """The per-campaign summary (audience, served, control, fallback share, coverage, Gini...), one row per metric,
+    replaced per run: what the run report and the fairness figures read."""
+    rows = [(ctx.run_id, ctx.run_date, cid, k, float(v)) for cid, m in campaigns.items() for k, v in m.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    df = spark.createDataFrame(rows, f"{C.RUN_ID} string, {C.RUN_DATE} date, {C.CAMPAIGN_ID} string, "
+                                     "metric string, value double")
+    io.replace_partition(df, cfg.table("metrics", "campaigns"), {C.RUN_ID: ctx.run_id}, name="metrics.campaigns")
 
 
 def write_json(path: Path, data: Any) -> None:
