@@ -349,13 +349,13 @@ def test_popularity_champion(spark: SparkSession, e2e: E2E) -> None:
 
 @pytest.mark.slow
 def test_rerun_replaces_only_its_partitions(spark: SparkSession, e2e: E2E) -> None:
-    # the same run date again: the welcome audience is now empty, two campaigns are no longer active
+    # the same run date again: the welcome audience is now empty, three campaigns are no longer active
     cfg2 = dataclasses.replace(e2e.cfg, campaigns=e2e_config(Path(e2e.cfg.lakehouse).parent, welcome_days=0,
-                                                             inactive=("birthday", "fans")).campaigns)
+                                                             inactive=("birthday", "bundle", "fans")).campaigns)
     second = R.run_recommend(spark, cfg2, "r2", RUN)
     assert second["campaigns"]["welcome"] == {**second["campaigns"]["welcome"], "status": "empty_audience",
                                               "rows": 0, "audience": 0}
-    assert second["campaigns_inactive"] == ["birthday", "fans"]
+    assert second["campaigns_inactive"] == ["birthday", "bundle", "fans"]
     rows2 = table_rows(spark, cfg2)
 
     def part(rows: list[dict[str, Any]], cid: str, strip_run: bool = False) -> list[dict[str, Any]]:
@@ -363,7 +363,8 @@ def test_rerun_replaces_only_its_partitions(spark: SparkSession, e2e: E2E) -> No
                 if r[C.CAMPAIGN_ID] == cid]
 
     assert part(rows2, "welcome") == []                              # stale rows cleared
-    assert part(rows2, "fans") == part(e2e.rows1, "fans")            # untouched (still run r1)
-    for cid in ("cart-50", "bundle"):                                # rerun: identical content
-        assert part(rows2, cid, True) == part(e2e.rows1, cid, True) and part(rows2, cid)[0][C.RUN_ID] == "r2"
+    for cid in ("bundle", "fans"):                                   # untouched (still run r1)
+        assert part(rows2, cid) == part(e2e.rows1, cid) and part(rows2, cid)[0][C.RUN_ID] == "r1"
+    cart = part(rows2, "cart-50")                                     # rerun: identical content, new run id
+    assert cart and part(rows2, "cart-50", True) == part(e2e.rows1, "cart-50", True) and cart[0][C.RUN_ID] == "r2"
     assert len(rows2) == len(e2e.rows1) - len(part(e2e.rows1, "welcome"))

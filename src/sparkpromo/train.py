@@ -9,12 +9,12 @@ Flow of :func:`run_train`:
    scored on the holdout (ndcg, precision, recall, map, coverage, novelty; RMSE too for explicit ratings);
 4. champion gate; persist the model, params.json, cv.json, metrics.json under ``<lakehouse>/registry/<run_id>/``
    and the metrics rows in the Delta table ``<lakehouse>/metrics/model`` (the run's rows replaced, so reruns are
-   idempotent); finally write the run id to ``<lakehouse>/registry/LATEST``, which the recommend stage reads.
+   idempotent); log the run to MLflow (when enabled); finally write the run id to ``<lakehouse>/registry/LATEST``,
+   which the recommend stage reads (a crash before that leaves LATEST on the previous complete run).
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import math
@@ -24,7 +24,7 @@ from typing import Any
 from pyspark import StorageLevel
 from pyspark.ml.evaluation import RegressionEvaluator
 from pyspark.ml.param import Param
-from pyspark.ml.tuning import CrossValidator
+from pyspark.ml.tuning import CrossValidator, ParamGridBuilder
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, StringType, StructField, StructType
@@ -85,8 +85,10 @@ def param_grid(als: E.RankingALS, grid: GridConfig, implicit: bool) -> list[dict
             if not ok:
                 raise TrainError(f"train.grid.{key}: invalid value {v!r}")
         values[key] = raw
-    return [{als.getParam(GRID_PARAMS[key]): v for key, v in zip(keys, combo, strict=True)}
-            for combo in itertools.product(*(values[k] for k in keys))]
+    builder = ParamGridBuilder()
+    for key in keys:
+        builder = builder.addGrid(als.getParam(GRID_PARAMS[key]), values[key])
+    return builder.build()
 
 
 def _describe(param_map: dict[Param, Any]) -> dict[str, Any]:
@@ -221,8 +223,6 @@ def run_train(spark: SparkSession, cfg: AppConfig, run_id: str) -> dict[str, Any
         write_text(spark, join_uri(registry, "metrics.json"), json.dumps(metrics, indent=2, sort_keys=True))
         rows = spark.createDataFrame(metrics_rows(run_id, metrics), METRICS_SCHEMA)
         io.replace_partition(rows, cfg.table("metrics", "model"), {C.METRIC_RUN_ID: run_id}, name="metrics.model")
-        # Last: point the registry at this run. A crash before here leaves LATEST on the previous complete run.
-        write_text(spark, join_uri(cfg.lakehouse, "registry", LATEST), f"{run_id}\n")
         timings["persist_s"] = round(time.perf_counter() - t3, 2)
         timings["total_s"] = round(time.perf_counter() - t0, 2)
         counts.update(champion=champion, **{f"{ALS}_{t.metric}": round(metrics[ALS][t.metric], 4),
@@ -234,5 +234,5 @@ def run_train(spark: SparkSession, cfg: AppConfig, run_id: str) -> dict[str, Any
 
     result["mlflow_run_id"] = log_train_run(cfg, result, model_uri, best.als_model)
     # Published last: recommend only ever sees a model whose files and metrics are complete.
-    write_text(spark, join_uri(cfg.lakehouse, "registry", "LATEST"), run_id)
+    write_text(spark, join_uri(cfg.lakehouse, "registry", LATEST), run_id)
     return result
