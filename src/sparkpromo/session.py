@@ -53,6 +53,22 @@ def maven_mirrors(settings_file: Path | None = None) -> list[str]:
     return urls
 
 
+# Runtime-settable defaults worth having in every environment.
+RUNTIME_DEFAULTS = {
+    # Delta's snapshot reconstruction defaults to 50 partitions: far too many for small tables.
+    "spark.databricks.delta.snapshotPartitions": "2",
+}
+
+
+def _set_runtime(spark: SparkSession, key: str, value: str) -> None:
+    """Set a runtime conf unless the launcher already chose a value for it."""
+    try:
+        if spark.conf.get(key, None) is None:
+            spark.conf.set(key, value)
+    except Exception:  # noqa: BLE001 - a static conf can't be changed at run time; the launcher's value stands
+        log.debug("not setting static conf %s at run time", key)
+
+
 def local_settings(cfg: AppConfig) -> dict[str, str]:
     """Laptop-sized defaults for local mode; everything here can be overridden by ``spark.conf`` in YAML."""
     settings = {
@@ -62,8 +78,7 @@ def local_settings(cfg: AppConfig) -> dict[str, str]:
         "spark.sql.catalog.spark_catalog": DELTA_CATALOG,
         "spark.ui.showConsoleProgress": "false",
         "spark.ui.enabled": "false",
-        # Delta's snapshot reconstruction defaults to 50 partitions: far too many for small local tables.
-        "spark.databricks.delta.snapshotPartitions": "2",
+        **RUNTIME_DEFAULTS,
         "spark.sql.adaptive.enabled": "true",
         "spark.sql.adaptive.coalescePartitions.enabled": "true",
         "spark.driver.extraJavaOptions": "-Dlog4j.rootLogger=WARN,console -Xss16m",
@@ -89,8 +104,12 @@ def build_session(cfg: AppConfig, app_name: str | None = None) -> SparkSession:
     name = app_name or cfg.spark.app_name
     existing = SparkSession.getActiveSession()
     if existing is not None or launched_externally():
-        spark = existing or SparkSession.builder.appName(name).getOrCreate()
+        # No appName here either: spark-submit's --name (or the Databricks job name) stays.
+        spark = existing or SparkSession.builder.getOrCreate()
         log.info("joining the session supplied by the launcher (master=%s)", spark.sparkContext.master)
+        for k, v in {**RUNTIME_DEFAULTS, **dict(cfg.spark.conf)}.items():
+            if k not in LAUNCHER_OWNED and not k.startswith(("spark.driver.", "spark.executor.", "spark.jars")):
+                _set_runtime(spark, k, v)
     else:
         from delta import configure_spark_with_delta_pip
 

@@ -161,7 +161,10 @@ def run_train(spark: SparkSession, cfg: AppConfig, run_id: str) -> dict[str, Any
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     with stage("train", run_id=run_id) as counts:
-        estimator = build_als(implicit, t.seed, t.checkpoint_interval, t.k, blocks=cfg.spark.shuffle_partitions)
+        # ALS blocks scale with the cores actually there, not with the shuffle width (64 blocks on 4k rows is all
+        # overhead): one block per core, never more than the shuffle partitions.
+        blocks = max(1, min(cfg.spark.shuffle_partitions, spark.sparkContext.defaultParallelism))
+        estimator = build_als(implicit, t.seed, t.checkpoint_interval, t.k, blocks=blocks)
         grid = param_grid(estimator, t.grid, implicit)  # fail on a bad grid before touching data
         inter_uri, map_uri = cfg.table("gold", "interactions"), cfg.table("gold", "id_map")
         versions = {"gold.interactions": io.version(spark, inter_uri), "gold.id_map": io.version(spark, map_uri)}
