@@ -100,9 +100,11 @@ def _last_run(spark: SparkSession, cfg: AppConfig, ctx: RunContext, name: str) -
         return None
     row = (io.read(spark, uri).where((F.col(C.RUN_ID) == ctx.run_id) & (F.col("stage") == name))
            .select("io_versions", "result").limit(1).collect())
-    if not row or row[0]["io_versions"] is None:
+    if not row:
         return None
-    return {"io": json.loads(row[0]["io_versions"]), "result": json.loads(row[0]["result"] or "{}")}
+    io_versions = row[0]["io_versions"]
+    return {"io": None if io_versions is None else json.loads(io_versions),
+            "result": json.loads(row[0]["result"] or "{}")}
 
 
 def run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext, force: bool = False) -> dict[str, Any]:
@@ -114,7 +116,7 @@ def run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext, f
     if io_tables and not force:
         last = _last_run(spark, cfg, ctx, name)
         current = table_versions(spark, cfg, io_tables[0] + io_tables[1])
-        if last is not None and last["io"] == current:
+        if last is not None and last["io"] is not None and last["io"] == current:
             log.info("stage=%s status=skipped reason=inputs_and_outputs_unchanged run_id=%s", name, ctx.run_id)
             return {**last["result"], "skipped": True}
     t0 = time.perf_counter()
@@ -132,6 +134,9 @@ def run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext, f
         else:
             raise ValueError(f"unknown stage {name}")
         counts.update({k: v for k, v in result.items() if isinstance(v, (int, float, str))})
+    if name == "ingest" and not any(v for k, v in result.items() if k.endswith("_rows")) \
+            and _last_run(spark, cfg, ctx, name) is not None:
+        return result  # a retry that found nothing new leaves every table, the run record too, as it was
     if name == "recommend" and isinstance(result.get("campaigns"), dict):
         record_campaign_metrics(spark, cfg, ctx, result["campaigns"])
     versions = table_versions(spark, cfg, io_tables[0] + io_tables[1]) if io_tables else None
