@@ -89,3 +89,13 @@ def test_generate_needs_no_spark(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "landing" / "events" / "part-00000.csv").exists()
     assert '"generated_events": 2000' in res.stdout.strip().splitlines()[-1]
+
+
+def test_result_prints_compact_table_then_json(capsys: pytest.CaptureFixture[str]) -> None:
+    from sparkpromo.cli import _print_result
+
+    _print_result({"run_id": "r1", "metrics": {"als": {"ndcg": 0.42}, "popularity": {"ndcg": 0.21}}}, True)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split() == ["run_id", "r1"]
+    assert ["als", "0.42"] in [ln.split() for ln in lines] and ["popularity", "0.21"] in [ln.split() for ln in lines]
+    assert lines[-1].startswith("{") and '"ndcg": 0.42' in lines[-1]

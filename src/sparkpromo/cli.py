@@ -137,6 +137,16 @@ def _print_result(result: dict[str, Any], as_json: bool) -> None:
     for k, v in result.items():
         if not isinstance(v, (dict, list)):
             print(f"{k:<{width}}  {v}")
+    for key, table in result.items():
+        # Nested {row: {column: number}} results (train's metrics, recommend's campaigns) print as a table.
+        if isinstance(table, dict) and table and all(isinstance(r, dict) for r in table.values()):
+            cols = sorted({c for r in table.values() for c, x in r.items() if isinstance(x, (int, float))})
+            print(f"\n{key}:")
+            print("  " + f"{'':<20}" + "".join(f"{c:>12}" for c in cols))
+            for name, r in table.items():
+                cells = "".join(f"{r[c]:>12.4g}" if isinstance(r.get(c), (int, float)) else f"{'':>12}"
+                                for c in cols)
+                print(f"  {str(name):<20}{cells}")
     if as_json:
         print(json.dumps(result, default=str, sort_keys=True))
 
