@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from pyspark.sql import Column, DataFrame, Window
@@ -42,8 +42,7 @@ from pyspark.sql.types import (
 
 from sparkpromo import columns as C
 from sparkpromo.config import ITEM_RULE_FIELDS, RULE_OPERATORS, USER_RULE_FIELDS, Campaign, Condition, Rule
-
-Transform = Callable[[DataFrame], DataFrame]
+from sparkpromo.frame import Transform
 
 BIRTHDAY_HORIZON_DAYS = 7
 BASKET_MAX_ITEMS = 50  # per user, most recent first: bounds the self-join behind co-occurrence

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from pyspark import StorageLevel
@@ -22,10 +21,10 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, DoubleType, IntegerType
 
 from sparkpromo import columns as C
+from sparkpromo.frame import Transform
 
 log = logging.getLogger(__name__)
 
-Transform = Callable[[DataFrame], DataFrame]
 
 # metric name in config -> RankingEvaluator metricName
 RANKING_METRICS = {"ndcg": "ndcgAtK", "precision": "precisionAtK", "recall": "recallAtK",

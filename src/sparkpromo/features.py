@@ -25,7 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
@@ -43,11 +43,11 @@ from pyspark.sql.types import (
 from sparkpromo import columns as C
 from sparkpromo import io, schemas
 from sparkpromo.config import AppConfig
+from sparkpromo.frame import Transform
 from sparkpromo.logs import stage
 
 log = logging.getLogger(__name__)
 
-Transform = Callable[[DataFrame], DataFrame]
 
 INT_MAX = 2**31 - 1
 USER_KIND = "user"

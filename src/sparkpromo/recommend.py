@@ -34,7 +34,7 @@ import datetime as dt
 import json
 import logging
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from functools import reduce
 from itertools import chain
 from typing import Any
@@ -59,11 +59,11 @@ from sparkpromo import campaigns as K
 from sparkpromo import columns as C
 from sparkpromo import io
 from sparkpromo.config import AppConfig, Campaign, RecommendConfig, join_uri
+from sparkpromo.frame import Transform
 from sparkpromo.logs import stage
 
 log = logging.getLogger(__name__)
 
-Transform = Callable[[DataFrame], DataFrame]
 
 TABLE_LAYER, TABLE_NAME = "gold", "recommendations"
 PARTITION_COLUMNS = (C.CAMPAIGN_ID, C.RUN_DATE)
