@@ -55,3 +55,23 @@ def spark(spark_root: Path) -> Iterator[SparkSession]:
 @pytest.fixture
 def cfg(tmp_path: Path) -> AppConfig:
     return make_config(tmp_path)
+
+
+# Tiny frames: interpreted execution without adaptive re-planning needs a fraction of the CPU (production keeps
+# Spark's defaults). Modules opt in with ``pytestmark = pytest.mark.usefixtures("small_data_conf")``; the
+# settings are restored when the module ends.
+SMALL_DATA_CONF = {"spark.sql.adaptive.enabled": "false", "spark.sql.codegen.wholeStage": "false",
+                   "spark.sql.codegen.factoryMode": "NO_CODEGEN"}
+
+
+@pytest.fixture(scope="module")
+def small_data_conf(spark: SparkSession) -> Iterator[None]:
+    before = {k: spark.conf.get(k, None) for k in SMALL_DATA_CONF}
+    for k, v in SMALL_DATA_CONF.items():
+        spark.conf.set(k, v)
+    yield
+    for k, v in before.items():
+        if v is None:
+            spark.conf.unset(k)
+        else:
+            spark.conf.set(k, v)

@@ -30,23 +30,7 @@ ELIGIBLE_DDL = "campaign_id string, item_id string, category string, price doubl
 PAIRS_DDL = "user_id string, item_id string"
 
 
-# Tiny frames: interpreted execution without adaptive re-planning needs a fraction of the CPU (production keeps
-# Spark's defaults). Set for this module only and restored afterwards.
-SMALL_DATA_CONF = {"spark.sql.adaptive.enabled": "false", "spark.sql.codegen.wholeStage": "false",
-                   "spark.sql.codegen.factoryMode": "NO_CODEGEN"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _small_data_conf(spark: SparkSession) -> Iterator[None]:
-    before = {k: spark.conf.get(k, None) for k in SMALL_DATA_CONF}
-    for k, v in SMALL_DATA_CONF.items():
-        spark.conf.set(k, v)
-    yield
-    for k, v in before.items():
-        if v is None:
-            spark.conf.unset(k)
-        else:
-            spark.conf.set(k, v)
+pytestmark = pytest.mark.usefixtures("small_data_conf")
 
 
 def cand(uid: str, item: str, score: float, level: int = 0, cid: str = "c1", lo: float | None = None,

@@ -9,7 +9,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from pyspark.sql import SparkSession
@@ -165,8 +164,3 @@ def record_campaign_metrics(spark: SparkSession, cfg: AppConfig, ctx: RunContext
     df = spark.createDataFrame(rows, f"{C.RUN_ID} string, {C.RUN_DATE} date, {C.CAMPAIGN_ID} string, "
                                      "metric string, value double")
     io.replace_partition(df, cfg.table("metrics", "campaigns"), {C.RUN_ID: ctx.run_id}, name="metrics.campaigns")
-
-
-def write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, default=str))
