@@ -18,7 +18,6 @@ import datetime as dt
 import logging
 from collections.abc import Mapping, Sequence
 
-from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
@@ -49,6 +48,9 @@ UNKNOWN_ITEM = "unknown_item"
 BOT_ACTIVITY = "bot_activity"
 
 DUP = "_dup"
+COPIES = "_copies"
+_MULTI = "_multi"
+RAW = "_raw"
 _TS, _PRICE, _QTY, _RATING, _STOCK, _SIGNUP, _BIRTH = "_ts", "_price", "_qty", "_rating", "_stock", "_signup", "_birth"
 _TRUE_WORDS = ("true", "t", "yes", "y", "1")
 _FALSE_WORDS = ("false", "f", "no", "n", "0")
@@ -64,11 +66,10 @@ REQUIRED = {
 # Shared steps
 # --------------------------------------------------------------------------------------------------------------
 def canonicalise(source: str, src: FileSource) -> Transform:
-    """Rename mapped source columns to canonical names (strings, trimmed); keep the raw row as a JSON payload."""
+    """Rename mapped source columns to canonical names (strings, trimmed); keep the raw row as a struct (``_raw``)
+    that only the quarantine turns into its JSON payload (serialising every row would cost more than the rules)."""
     def step(df: DataFrame) -> DataFrame:
         raw_cols = [c for c in df.columns if c not in METADATA_COLUMNS and c != CORRUPT]
-        payload = F.when(F.col(CORRUPT).isNotNull(), F.col(CORRUPT)).otherwise(
-            F.to_json(F.struct(*[F.col(f"`{c}`") for c in raw_cols])))
         out = []
         for canon in mappable(source):
             name = src.columns.get(canon, canon)
@@ -76,7 +77,7 @@ def canonicalise(source: str, src: FileSource) -> Transform:
             # An empty string is a missing value in every export format we accept.
             out.append(F.when(col == "", None).otherwise(col).alias(canon))
         meta = [c for c in METADATA_COLUMNS if c in df.columns]
-        return df.select(*out, F.col(CORRUPT), payload.alias(C.Q_PAYLOAD), *meta)
+        return df.select(*out, F.col(CORRUPT), F.struct(*[F.col(f"`{c}`") for c in raw_cols]).alias(RAW), *meta)
     return step
 
 
@@ -101,23 +102,46 @@ def malformed(raw: str, parsed: str) -> Column:
     return F.col(raw).isNotNull() & F.col(parsed).isNull()
 
 
-def mark_duplicates(key: str, newest_first: bool) -> Transform:
-    """Flag every row but one per ``key`` as a duplicate (``_dup``); the kept row is chosen deterministically.
+def duplicate_keys(key: str) -> Transform:
+    """Keys that occur more than once, with their number of copies (``_copies``).
 
-    Events keep the first copy ingested; users and items keep the newest export (``newest_first``).
-    Rows with a null key are never duplicates (they fail ``missing_field`` instead).
+    Only the key column is shuffled, and the result is small for any sane export (duplicates are the exception),
+    so the caller can cache it and let Spark broadcast it.
     """
     def step(df: DataFrame) -> DataFrame:
-        ts = F.col(C.INGEST_TS).desc() if newest_first else F.col(C.INGEST_TS).asc()
-        w = Window.partitionBy(key).orderBy(ts, F.col(C.SOURCE_FILE), F.col(C.Q_PAYLOAD))
-        return df.withColumn(DUP, F.col(key).isNotNull() & (F.row_number().over(w) > 1))
+        return (df.where(F.col(key).isNotNull()).groupBy(key).agg(F.count(F.lit(1)).alias(COPIES))
+                .where(F.col(COPIES) > 1))
     return step
+
+
+def mark_duplicates(key: str, newest_first: bool, dup_keys: DataFrame | None = None) -> Transform:
+    """Flag every row but one per ``key`` as a duplicate (``_dup``); the kept row is chosen deterministically.
+
+    Events keep the first copy ingested; users and items keep the newest export (``newest_first``). Rows with a
+    null key are never duplicates (they fail ``missing_field`` instead). ``dup_keys`` (from :func:`duplicate_keys`)
+    may be passed precomputed; only rows whose key is in it go through the ordering window, so the bulk of the
+    rows is never shuffled.
+    """
+    def step(df: DataFrame) -> DataFrame:
+        keys = dup_keys if dup_keys is not None else df.transform(duplicate_keys(key))
+        flagged = df.join(keys.select(F.col(key), F.lit(True).alias(_MULTI)), key, "left")
+        ts = F.col(C.INGEST_TS).desc() if newest_first else F.col(C.INGEST_TS).asc()
+        w = Window.partitionBy(key).orderBy(ts, F.col(C.SOURCE_FILE), F.col(RAW), F.col(CORRUPT))
+        single = flagged.where(F.col(_MULTI).isNull()).withColumn(DUP, F.lit(False))
+        multi = flagged.where(F.col(_MULTI)).withColumn(DUP, F.row_number().over(w) > 1)
+        return single.unionByName(multi).drop(_MULTI)
+    return step
+
+
+def payload() -> Column:
+    """The raw bronze row as JSON: the corrupt record's text, or the source columns as they arrived."""
+    return F.coalesce(F.col(CORRUPT), F.to_json(F.col(RAW)))
 
 
 def quarantine_rows(source: str, run_id: str) -> Transform:
     def step(df: DataFrame) -> DataFrame:
         return df.where(~F.col(DUP) & F.col(C.Q_RULE).isNotNull()).select(
-            F.lit(source).alias(C.Q_SOURCE), F.col(C.Q_RULE), F.col(C.Q_PAYLOAD),
+            F.lit(source).alias(C.Q_SOURCE), F.col(C.Q_RULE), payload().alias(C.Q_PAYLOAD),
             F.col(C.SOURCE_FILE), F.lit(run_id).alias(C.RUN_ID))
     return step
 
@@ -208,14 +232,17 @@ def classify_events(now: dt.datetime, future_tolerance_minutes: int, max_len: in
 
 
 def check_references(user_ids: DataFrame | None, item_ids: DataFrame | None) -> Transform:
-    """Rows that pass so far but name a user or item missing from silver get ``unknown_user``/``unknown_item``."""
+    """Rows that pass so far but name a user or item missing from silver get ``unknown_user``/``unknown_item``.
+
+    The id frames must hold distinct ids (silver's are, by construction).
+    """
     def step(df: DataFrame) -> DataFrame:
         out = df
         for ids, col, rule in ((user_ids, C.USER_ID, UNKNOWN_USER), (item_ids, C.ITEM_ID, UNKNOWN_ITEM)):
             if ids is None:
                 continue
             flag = f"_known_{col}"
-            known = ids.select(F.col(col), F.lit(True).alias(flag)).distinct()
+            known = ids.select(F.col(col), F.lit(True).alias(flag))
             out = (out.join(known, col, "left")
                    .withColumn(C.Q_RULE, F.when(F.col(C.Q_RULE).isNull() & F.col(flag).isNull(), F.lit(rule))
                                .otherwise(F.col(C.Q_RULE)))
@@ -224,14 +251,20 @@ def check_references(user_ids: DataFrame | None, item_ids: DataFrame | None) -> 
     return step
 
 
-def flag_bots(max_events_per_day: int) -> Transform:
-    """All valid events of a user who had more than ``max_events_per_day`` on some day get ``bot_activity``."""
+def bot_users(max_events_per_day: int) -> Transform:
+    """Users with more than ``max_events_per_day`` valid, non-duplicate events on some day (a small frame)."""
     def step(df: DataFrame) -> DataFrame:
-        ok = df.where(~F.col(DUP) & F.col(C.Q_RULE).isNull())
-        bots = (ok.groupBy(C.USER_ID, F.to_date(_TS).alias("_d")).count()
+        return (df.where(~F.col(DUP) & F.col(C.Q_RULE).isNull())
+                .groupBy(C.USER_ID, F.to_date(_TS).alias("_d")).count()
                 .where(F.col("count") > max_events_per_day)
-                .select(C.USER_ID).distinct().withColumn("_bot", F.lit(True)))
-        return (df.join(F.broadcast(bots), C.USER_ID, "left")
+                .select(C.USER_ID).distinct())
+    return step
+
+
+def flag_bots(bots: DataFrame) -> Transform:
+    """All valid events of a user in ``bots`` (from :func:`bot_users`) get ``bot_activity``."""
+    def step(df: DataFrame) -> DataFrame:
+        return (df.join(bots.withColumn("_bot", F.lit(True)), C.USER_ID, "left")
                 .withColumn(C.Q_RULE, F.when(F.col(C.Q_RULE).isNull() & ~F.col(DUP) & F.col("_bot"),
                                              F.lit(BOT_ACTIVITY)).otherwise(F.col(C.Q_RULE)))
                 .drop("_bot"))
@@ -246,21 +279,26 @@ def silver_events(df: DataFrame) -> DataFrame:
         F.col(_RATING).alias(C.RATING), F.col(C.SESSION_ID))
 
 
-def classify_events_frame(bronze: DataFrame, cfg: AppConfig, now: dt.datetime, user_ids: DataFrame | None,
-                          item_ids: DataFrame | None) -> DataFrame:
-    """Bronze events with ``rule`` and ``_dup`` attached: the single frame that silver, quarantine and the DQ
-    counts are all derived from."""
+def classify_event_rows(bronze: DataFrame, cfg: AppConfig, now: dt.datetime) -> DataFrame:
+    """Bronze events canonicalised, typed and given their first failing row-level rule (no duplicates yet)."""
     src = cfg.sources.events
     derive_id = C.EVENT_ID not in src.columns and C.EVENT_ID not in bronze.columns
     return (bronze
             .transform(canonicalise("events", src))
             .transform(normalise_events(src, cfg.sources.kind, derive_id))
             .transform(parse_events(src))
-            .transform(mark_duplicates(C.EVENT_ID, newest_first=False))
             .transform(classify_events(now, cfg.clean.future_tolerance_minutes, cfg.clean.max_string_length,
-                                       cfg.sources.kind))
-            .transform(check_references(user_ids, item_ids))
-            .transform(flag_bots(cfg.clean.bot_max_events_per_day)))
+                                       cfg.sources.kind)))
+
+
+def classify_events_frame(bronze: DataFrame, cfg: AppConfig, now: dt.datetime, user_ids: DataFrame | None,
+                          item_ids: DataFrame | None) -> DataFrame:
+    """Bronze events with ``rule`` and ``_dup`` attached: the single frame that silver, quarantine and the DQ
+    counts are all derived from. (``run_clean`` builds the same frame with its small side frames cached.)"""
+    marked = (classify_event_rows(bronze, cfg, now)
+              .transform(mark_duplicates(C.EVENT_ID, newest_first=False))
+              .transform(check_references(user_ids, item_ids)))
+    return marked.transform(flag_bots(marked.transform(bot_users(cfg.clean.bot_max_events_per_day))))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -358,57 +396,77 @@ SILVER_CONSTRAINTS = {
 }
 
 
+class CleanError(RuntimeError):
+    """The clean stage's own invariant failed (a row would have vanished): never expected, always loud."""
+
+
+def _materialised(df: DataFrame) -> DataFrame:
+    """Cache and compute a frame, so that joins against it are planned with its real size: Spark broadcasts it
+    when it is small (the usual case for duplicate keys, bots and id sets) and shuffles it otherwise."""
+    df = df.cache()
+    df.count()
+    return df
+
+
 def run_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetime) -> dict[str, int]:
-    """Clean every bronze table into silver and quarantine; store and return the per-rule counts."""
+    """Clean every bronze table into silver and quarantine; store and return the per-rule counts.
+
+    The bulk of the rows streams from bronze to silver (or quarantine) without a shuffle: only small side frames
+    (duplicate keys, known ids, bot users) are computed first, cached and joined by broadcast. The counts are taken
+    from what was written and checked against bronze, so a row can't vanish unnoticed.
+    """
     from sparkpromo.privacy import pseudonymise_users
 
-    results: dict[str, int] = {}
-    quarantine: list[DataFrame] = []
     silver: dict[str, DataFrame] = {}
-    persisted: list[DataFrame] = []
-    dq_rows: list[tuple[str, str, str, int]] = []
+    quarantine: list[DataFrame] = []
+    dup_keys: dict[str, DataFrame] = {}
+    bronze_at: dict[str, int] = {}
+    cached: list[DataFrame] = []
 
-    def classified_bronze(source: str, classify: Transform, newest_first: bool, key: str) -> DataFrame | None:
+    def small(df: DataFrame) -> DataFrame:
+        cached.append(_materialised(df))
+        return cached[-1]
+
+    def bronze(source: str) -> DataFrame | None:
         uri = cfg.table("bronze", source)
-        if getattr(cfg.sources, source) is None or not io.is_delta(spark, uri):
+        version = io.version(spark, uri)
+        if version is None:
             return None
-        df = (io.read(spark, uri).transform(canonicalise(source, getattr(cfg.sources, source)))
-              .transform(mark_duplicates(key, newest_first)).transform(classify))
-        return df
+        bronze_at[source] = version  # every read of this run sees the same snapshot, whatever ingest does
+        return io.read(spark, uri, version=version)
 
-    for source, classify, to_silver, key in (
-            ("users", classify_users(cfg.clean.max_string_length), silver_users(now.date()), C.USER_ID),
-            ("items", classify_items(cfg.clean.max_string_length), silver_items, C.ITEM_ID)):
-        df = classified_bronze(source, classify, True, key)
-        if df is None:
-            continue
-        # Persisted because silver, quarantine and the counts all derive from it: one bronze scan, not three.
-        df = df.persist(StorageLevel.MEMORY_AND_DISK)
-        persisted.append(df)
-        silver[source] = df.transform(to_silver)
-        quarantine.append(df.transform(quarantine_rows(source, run_id)))
-        counts = {r["metric"]: int(r["count"]) for r in outcome_counts(df).collect()}
-        results.update(summarise(source, counts))
-        dq_rows += [(run_id, source, k, v) for k, v in counts.items()]
-
-    events_uri = cfg.table("bronze", "events")
-    if not io.is_delta(spark, events_uri):
-        raise FileNotFoundError(f"bronze events table not found at {events_uri}: run `sparkpromo ingest` first")
-    ev = classify_events_frame(io.read(spark, events_uri), cfg, now,
-                               silver["users"].select(C.USER_ID) if "users" in silver else None,
-                               silver["items"].select(C.ITEM_ID) if "items" in silver else None)
-    ev = ev.persist(StorageLevel.MEMORY_AND_DISK)
-    persisted.append(ev)
-    counts = {r["metric"]: int(r["count"]) for r in outcome_counts(ev).collect()}
-    results.update(summarise("events", counts))
-    dq_rows += [(run_id, "events", k, v) for k, v in counts.items()]
-    silver["events"] = silver_events(ev)
-    quarantine.append(ev.transform(quarantine_rows("events", run_id)))
-
-    if cfg.privacy.pseudonymise:
-        silver = pseudonymise_users(silver, cfg.privacy.key_env)
+    def deduplicated(df: DataFrame, source: str, key: str, newest_first: bool) -> DataFrame:
+        dup_keys[source] = small(df.transform(duplicate_keys(key)))
+        return df.transform(mark_duplicates(key, newest_first, dup_keys[source]))
 
     try:
+        for source, classify, to_silver, key in (
+                ("users", classify_users(cfg.clean.max_string_length), silver_users(now.date()), C.USER_ID),
+                ("items", classify_items(cfg.clean.max_string_length), silver_items, C.ITEM_ID)):
+            src = getattr(cfg.sources, source)
+            raw = bronze(source) if src is not None else None
+            if raw is None:
+                continue
+            df = deduplicated(raw.transform(canonicalise(source, src)).transform(classify), source, key, True)
+            silver[source] = df.transform(to_silver)
+            quarantine.append(df.transform(quarantine_rows(source, run_id)))
+
+        raw = bronze("events")
+        if raw is None:
+            raise FileNotFoundError(f"bronze events table not found at {cfg.table('bronze', 'events')}: "
+                                    "run `sparkpromo ingest` first")
+        # Known ids before pseudonymisation: bronze events carry the original ids.
+        user_ids = small(silver["users"].select(C.USER_ID)) if "users" in silver else None
+        item_ids = small(silver["items"].select(C.ITEM_ID)) if "items" in silver else None
+        marked = (deduplicated(classify_event_rows(raw, cfg, now), "events", C.EVENT_ID, False)
+                  .transform(check_references(user_ids, item_ids)))
+        ev = marked.transform(flag_bots(small(marked.transform(bot_users(cfg.clean.bot_max_events_per_day)))))
+        silver["events"] = silver_events(ev)
+        quarantine.append(ev.transform(quarantine_rows("events", run_id)))
+
+        if cfg.privacy.pseudonymise:
+            silver = pseudonymise_users(silver, cfg.privacy.key_env)
+
         for name in ("users", "items", "events"):
             if name in silver:
                 uri = cfg.table("silver", name)
@@ -419,13 +477,39 @@ def run_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetime
         for other in quarantine[1:]:
             q = q.unionByName(other)
         io.overwrite(q, cfg.table("quarantine", "rows"), partition_by=(C.Q_SOURCE,), name="quarantine")
+        results, dq_rows = written_counts(spark, cfg, run_id, bronze_at, dup_keys)
         dq = spark.createDataFrame(dq_rows, "_run_id string, source string, metric string, value long")
         io.replace_partition(dq, cfg.table("metrics", "data_quality"), {C.RUN_ID: run_id},
                              name="metrics.data_quality")
     finally:
-        for df in persisted:
+        for df in cached:
             df.unpersist()
     for k, v in results.items():
         if ".quarantine:" in k:
             log.info("quarantine %s = %d", k, v)
     return results
+
+
+def written_counts(spark: SparkSession, cfg: AppConfig, run_id: str, bronze_at: Mapping[str, int],
+                   dup_keys: Mapping[str, DataFrame]) -> tuple[dict[str, int], list[tuple[str, str, str, int]]]:
+    """Per-source outcome counts read back from the tables just written, checked against the bronze snapshot.
+
+    Silver counts come from Delta's file statistics and the quarantine is small, so this costs no pass over the
+    bulk of the data; duplicates are counted from the (small) duplicate-key frames.
+    """
+    per_rule = (io.read(spark, cfg.table("quarantine", "rows")).groupBy(C.Q_SOURCE, C.Q_RULE).count().collect())
+    results: dict[str, int] = {}
+    dq_rows: list[tuple[str, str, str, int]] = []
+    for source, version in bronze_at.items():
+        counts = {f"quarantine:{r[C.Q_RULE]}": int(r["count"]) for r in per_rule if r[C.Q_SOURCE] == source}
+        counts["silver"] = io.read(spark, cfg.table("silver", source)).count()
+        dups = dup_keys[source].agg(F.sum(F.col(COPIES) - 1)).first()[0]
+        counts["duplicate"] = int(dups or 0)
+        bronze_rows = io.read(spark, cfg.table("bronze", source), version=version).count()
+        if sum(counts.values()) != bronze_rows:
+            raise CleanError(f"{source}: bronze has {bronze_rows} rows but silver + quarantine + duplicates = "
+                             f"{sum(counts.values())} ({counts}); the previous silver tables were replaced, "
+                             "rerun clean after fixing the cause")
+        results.update(summarise(source, counts))
+        dq_rows += [(run_id, source, k, v) for k, v in counts.items()]
+    return results, dq_rows
