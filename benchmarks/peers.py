@@ -48,9 +48,15 @@ def movielens_interactions(spark: SparkSession, data_dir: str) -> DataFrame:
 
 
 def limit_blas_threads() -> Any:
-    """Limit BLAS (OpenBLAS/MKL, loaded by numpy/scipy) to one thread for the rest of the process."""
+    """Limit BLAS (OpenBLAS/MKL, loaded by numpy, scipy and implicit) to one thread for the rest of the process.
+    Imports scipy and implicit first: threadpoolctl only reaches the libraries loaded when it is called."""
+    import scipy.sparse  # noqa: F401
     from threadpoolctl import threadpool_limits
 
+    try:
+        import implicit.cpu.als  # noqa: F401
+    except ImportError:
+        pass
     return threadpool_limits(limits=1, user_api="blas")
 
 

@@ -261,7 +261,8 @@ def chart(report: dict[str, Any], path: str) -> None:
     for name, c in report["contenders"].items():
         x = max(c.get("train_s", 0.0), 0.01)
         ax.scatter([x], [c["ndcg"]], s=40, zorder=3)
-        ax.annotate(name, (x, c["ndcg"]), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        label = f"{name} (CV)" if "fit_s" in c else name
+        ax.annotate(label, (x, c["ndcg"]), textcoords="offset points", xytext=(6, 4), fontsize=8)
         if "fit_s" in c:  # the pipeline's CV vs one fit of the chosen params
             ax.scatter([c["fit_s"]], [c["ndcg"]], s=40, facecolors="none", edgecolors="grey", zorder=3)
             ax.annotate(f"{name}: one fit", (c["fit_s"], c["ndcg"]), textcoords="offset points",
@@ -272,7 +273,7 @@ def chart(report: dict[str, Any], path: str) -> None:
     ax.set_ylabel(f"NDCG@{report['k']}")
     ax.set_title(f"{report['dataset']}, {report['split']}: quality vs training time", fontsize=10)
     ax.grid(True, which="both", lw=0.3, alpha=0.6)
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(0, 1.15 * max(c["ndcg"] for c in report["contenders"].values()))
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -300,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         others = peer_contenders(spark, train, test, args.k, params, neighbours=args.neighbours,
                                  threads=args.threads, seed=args.seed, with_implicit=not args.no_implicit)
         pop_train = result["metrics"][POPULARITY]
-        if abs(pop_train["ndcg"] - others[POPULARITY]["ndcg"]) > 1e-6:  # same split, same code: must agree
+        if abs(pop_train["ndcg"] - others[POPULARITY]["ndcg"]) > 1e-4:  # same split and code; others are rounded
             log.warning("popularity NDCG differs between run_train (%.6f) and the harness (%.6f)",
                         pop_train["ndcg"], others[POPULARITY]["ndcg"])
         contenders = {SPARKPROMO: {**{m: round(als[m], 4) for m in METRIC_COLUMNS},
