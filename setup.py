@@ -22,6 +22,8 @@ setup(
     extras_require={
         "report": ["matplotlib>=3.8"],
         "mlflow": ["mlflow-skinny>=2.9"],
+        # benchmarks/quality.py and speed.py: the implicit library's ALS as a single-machine peer
+        "bench": ["implicit>=0.7,<0.8", "threadpoolctl>=3", "scipy>=1.10", "matplotlib>=3.8"],
         "test": ["pytest>=8", "chispa==0.12.0", "ruff", "matplotlib>=3.8", "mlflow-skinny>=2.9"],
     },
     entry_points={
