@@ -30,6 +30,7 @@ from sparkpromo.features import extend_id_map
 from sparkpromo.ingest import run_ingest
 from sparkpromo.schemas import ID_MAP
 from tests.conftest import make_config
+from tests.measure import record
 
 SEED = 20261101
 N_EVENTS = 12_000
@@ -68,6 +69,7 @@ HUGE: dict[str, str] = {"user_id": clean.OVERSIZED_FIELD, "session_id": clean.OV
 class Landing:
     files: dict[str, list[bytes]] = field(default_factory=dict)  # events file name -> data lines (no header)
     expected_rule: dict[str, str] = field(default_factory=dict)  # tag -> rule, for every bad event line
+    kind_of: dict[str, str] = field(default_factory=dict)  # tag -> defect kind injected
     expected_silver: list[tuple[Any, ...]] = field(default_factory=list)
     duplicates: int = 0
     defects: Counter[str] = field(default_factory=Counter)
@@ -188,6 +190,7 @@ def fuzz_landing(seed: int = SEED, n: int = N_EVENTS) -> Landing:
         kind = rng.choice(kinds)
         out.defects[kind] += 1
         out.expected_rule[tag] = EVENT_DEFECTS[kind]
+        out.kind_of[tag] = kind
         line_text = _defect(rng, kind, raw, i)
         if kind == "encoding":
             latin.append(line_text.encode("latin-1"))
@@ -207,6 +210,7 @@ def fuzz_landing(seed: int = SEED, n: int = N_EVENTS) -> Landing:
         raw[col] = (raw[col] if col == "session_id" else "") + "9" * MB
         main.append(_line(raw).encode("utf-8"))
         out.expected_rule[f"ROW{i:06d}"] = HUGE[col]
+        out.kind_of[f"ROW{i:06d}"] = f"huge_{col}"
         out.defects[f"huge_{col}"] += 1
     # A bot: more than BOT_MAX valid events on one day; every one of them is quarantined.
     for j in range(n_bot):
@@ -215,6 +219,7 @@ def fuzz_landing(seed: int = SEED, n: int = N_EVENTS) -> Landing:
         raw, _ = _good_event(rng, i, user=BOT, when=(when.strftime("%Y-%m-%dT%H:%M:%SZ"), when))
         main.append(_line(raw).encode("utf-8"))
         out.expected_rule[raw["session_id"]] = clean.BOT_ACTIVITY
+        out.kind_of[raw["session_id"]] = "bot"
         out.defects["bot"] += 1
     rng.shuffle(main)
     out.files = {"part-0.csv": main[: len(main) // 2], "part-1.csv": main[len(main) // 2:], "latin1.csv": latin,
@@ -321,6 +326,13 @@ def test_every_bad_event_quarantined_with_its_rule(spark: SparkSession,
     cfg, land, _, _ = fuzzed
     got = quarantined(spark, cfg, "events", r"ROW\d{6}")
     assert_rules(got, land.expected_rule)
+    actual = dict((r["tag"], r["rule"]) for r in got.collect())
+    for kind in sorted(set(land.kind_of.values())):
+        tags = [t for t, k in land.kind_of.items() if k == kind]
+        rule = land.expected_rule[tags[0]]
+        n_ok = sum(actual.get(t) == rule for t in tags)
+        record("bad input (events)", kind, len(tags), f"{n_ok} in quarantine as {rule}, 0 in silver",
+               "pass" if n_ok == len(tags) else "FAIL")
     expected = spark.createDataFrame(sorted(land.expected_rule.items()), "tag string, rule string")
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
 
@@ -344,6 +356,8 @@ def test_balance_input_equals_silver_plus_quarantine_plus_duplicates(
     assert (silver, q, c["events.duplicates"]) == (len(land.expected_silver), len(land.expected_rule),
                                                    land.duplicates)
     assert silver + q + c["events.duplicates"] == land.event_lines
+    record("bad input (events)", f"all fuzzed event lines (seed {SEED})", land.event_lines,
+           f"silver {silver} + quarantine {q} + duplicates {c['events.duplicates']}", "balanced")
     rules = Counter(land.expected_rule.values())
     assert {k.split(":", 1)[1]: v for k, v in c.items() if k.startswith("events.quarantine:")} == dict(rules)
 
@@ -357,6 +371,11 @@ def test_users_fuzz(spark: SparkSession, fuzzed: tuple[AppConfig, Landing, dict[
     expected = spark.createDataFrame(land.good_users, "user_id string, country string, marketing_consent boolean")
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
     assert c["users.silver_rows"] + c["users.quarantined"] + c["users.duplicates"] == c["users.bronze_rows"]
+    for rule, n in sorted(Counter(land.bad_users.values()).items()):
+        record("bad input (users, JSON lines)", f"lines that must fail {rule}", n,
+               f"{c.get('users.quarantine:' + rule, 0)} quarantined as {rule}", "pass")
+    record("bad input (users, JSON lines)", "all user lines", c["users.bronze_rows"],
+           f"silver {c['users.silver_rows']} + quarantine {c['users.quarantined']}", "balanced")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -393,3 +412,7 @@ def test_ratings_ids_outside_int_range(spark: SparkSession, tmp_path: Path) -> N
     idx = extend_id_map(spark.createDataFrame([], ID_MAP), got.select(C.USER_ID), "user").collect()
     assert sorted(r[C.IDX] for r in idx) == list(range(len(BIG_IDS)))
     assert {r[C.ORIGINAL_ID] for r in idx} == set(BIG_IDS)
+    record("bad input (ratings)", "ids beyond Int/Long range (e.g. 99999999999, 2^64)", len(good),
+           f"{len(good)} in silver as exact strings, id map idx 0..{len(BIG_IDS) - 1}", "pass")
+    record("bad input (ratings)", "bad rating / timestamp / missing id", len(bad),
+           f"{counts['events.quarantined']} quarantined", "pass")
