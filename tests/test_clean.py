@@ -79,6 +79,10 @@ EVENT_CASES = [
     (ev("p", et=" VIEW "), None),
     (ev("q", et="Cart"), None),
     (ev("r", user=" u1 "), None),
+    (ev("s", et="purchase", price="NaN", qty="1"), clean.MALFORMED_NUMBER),
+    (ev("t", et="purchase", price="1e999", qty="1"), clean.MALFORMED_NUMBER),
+    (ev("u", et="purchase", price="1", qty="Infinity"), clean.MALFORMED_NUMBER),
+    (ev("v", user="u1\ufffd"), clean.MALFORMED_RECORD),  # invalid UTF-8 in the file, decoded as U+FFFD
 ]
 
 

@@ -77,7 +77,14 @@ def canonicalise(source: str, src: FileSource) -> Transform:
             # An empty string is a missing value in every export format we accept.
             out.append(F.when(col == "", None).otherwise(col).alias(canon))
         meta = [c for c in METADATA_COLUMNS if c in df.columns]
-        return df.select(*out, F.col(CORRUPT), F.struct(*[F.col(f"`{c}`") for c in raw_cols]).alias(RAW), *meta)
+        raw = F.struct(*[F.col(f"`{c}`") for c in raw_cols])
+        # Bytes that are not valid UTF-8 reach Spark as U+FFFD: such a row no longer holds what the source sent
+        # (two different ids can decode to the same text), so it is a malformed record, as the JSON reader
+        # already reports it, never a silently altered id.
+        garbled = F.greatest(*[F.col(f"`{c}`").contains("\ufffd") for c in raw_cols]) if len(raw_cols) > 1 \
+            else F.col(f"`{raw_cols[0]}`").contains("\ufffd")
+        corrupt = F.when(F.col(CORRUPT).isNull() & garbled, F.to_json(raw)).otherwise(F.col(CORRUPT))
+        return df.select(*out, corrupt.alias(CORRUPT), raw.alias(RAW), *meta)
     return step
 
 
@@ -162,6 +169,13 @@ def parse_timestamp(col: Column, fmt: str) -> Column:
     return F.try_to_timestamp(col)
 
 
+def parse_double(col: Column) -> Column:
+    """A finite double, or null when malformed. Spark's cast also accepts "NaN", "Infinity" and overflowing
+    literals such as "1e999" (as infinity); none of those is a usable price, quantity or rating."""
+    x = col.try_cast("double")
+    return F.when(~F.isnan(x) & (F.abs(x) < F.lit(float("inf"))), x)
+
+
 def parse_bool(col: Column) -> Column:
     low = F.lower(col)
     return F.when(low.isin(*_TRUE_WORDS), True).when(low.isin(*_FALSE_WORDS), False)
@@ -198,9 +212,9 @@ def normalise_events(src: FileSource, kind: str, derive_id: bool) -> Transform:
 def parse_events(src: FileSource) -> Transform:
     def step(df: DataFrame) -> DataFrame:
         return (df.withColumn(_TS, parse_timestamp(F.col(C.EVENT_TS), src.timestamp_format))
-                .withColumn(_PRICE, F.col(C.PRICE).try_cast("double"))
-                .withColumn(_QTY, F.col(C.QUANTITY).try_cast("double"))
-                .withColumn(_RATING, F.col(C.RATING).try_cast("double")))
+                .withColumn(_PRICE, parse_double(F.col(C.PRICE)))
+                .withColumn(_QTY, parse_double(F.col(C.QUANTITY)))
+                .withColumn(_RATING, parse_double(F.col(C.RATING))))
     return step
 
 
@@ -342,8 +356,8 @@ def silver_users(as_of: dt.date) -> Transform:
 
 def classify_items(max_len: int) -> Transform:
     def step(df: DataFrame) -> DataFrame:
-        df = (df.withColumn(_PRICE, F.col(C.PRICE).try_cast("double"))
-              .withColumn(_STOCK, F.col(C.STOCK).try_cast("double"))
+        df = (df.withColumn(_PRICE, parse_double(F.col(C.PRICE)))
+              .withColumn(_STOCK, parse_double(F.col(C.STOCK)))
               .withColumn(C.CATEGORY, F.lower(F.col(C.CATEGORY))))
         rule = first_rule(
             (F.col(CORRUPT).isNotNull(), MALFORMED_RECORD),

@@ -221,8 +221,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as e:  # noqa: BLE001 - one line for the scheduler; the traceback goes to the log
         log.debug("failure", exc_info=True)
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"error: {args.command} failed: {type(e).__name__}: {msg}", file=sys.stderr)
+        from sparkpromo.logs import error_summary
+
+        print(f"error: {args.command} failed: {error_summary(e)}", file=sys.stderr)
         return EXIT_FAILED
     if args.command == "report" and not args.json:
         print(result["report"])  # the path alone, as the last line, for scripts

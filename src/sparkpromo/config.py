@@ -39,6 +39,7 @@ USER_RULE_FIELDS = ("country", "age_band", "marketing_consent", "signup_date", "
                     "sessions", "purchases", "monetary", "recency_days", "cart_value", "top_category")
 ITEM_RULE_FIELDS = ("category", "brand", "price", "stock", "price_band", "popularity", "conversion_rate")
 
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _ENV_VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -523,6 +524,9 @@ def _validate(cfg: AppConfig, where: _Where) -> None:
     if cfg.sources.kind == "ratings":
         need(C.RATING in cfg.sources.events.columns, "sources.events.columns.rating",
              "a ratings source must map its rating column")
+    # Secrets come from the environment only: the config names the variable, it never holds the key.
+    need(bool(_ENV_NAME_RE.fullmatch(cfg.privacy.key_env)), "privacy.key_env",
+         "must be the name of an environment variable holding the key (letters, digits, _), not the key itself")
     c = cfg.clean
     need(c.bot_max_events_per_day > 0, "clean.bot_max_events_per_day", "must be > 0")
     need(c.max_string_length > 0, "clean.max_string_length", "must be > 0")

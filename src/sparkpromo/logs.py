@@ -33,6 +33,21 @@ def setup_logging(verbose: bool = False, run_id: str = "-") -> None:
     logging.getLogger("py4j").setLevel(logging.INFO if verbose else logging.WARNING)
 
 
+def error_summary(e: BaseException) -> str:
+    """``<ExceptionClass>: <first line of its message>`` for a one-line report. A JVM failure reaches Python as
+    py4j's ``Py4JJavaError`` ("An error occurred while calling o123.save."), which says nothing: name the Java
+    exception and its message instead (e.g. Delta's ``ConcurrentAppendException: ... concurrent update``)."""
+    name, text = type(e).__name__, str(e)
+    java = getattr(e, "java_exception", None)
+    if java is not None:
+        try:
+            name, text = str(java.getClass().getSimpleName()), str(java.getMessage() or "")
+        except Exception:  # noqa: BLE001 - the gateway may be gone; keep py4j's own text
+            pass
+    lines = text.strip().splitlines()
+    return f"{name}: {lines[0]}" if lines else name
+
+
 @contextlib.contextmanager
 def stage(name: str, **fields: Any) -> Iterator[dict[str, Any]]:
     """Log ``stage=<name> status=start|end|failed elapsed_s=..`` plus whatever counts the body adds to the dict."""
@@ -42,8 +57,7 @@ def stage(name: str, **fields: Any) -> Iterator[dict[str, Any]]:
     try:
         yield counts
     except Exception as e:
-        log.error("stage=%s status=failed elapsed_s=%.1f error=%s", name, time.perf_counter() - t0,
-                  str(e).splitlines()[0] if str(e) else type(e).__name__)
+        log.error("stage=%s status=failed elapsed_s=%.1f error=%s", name, time.perf_counter() - t0, error_summary(e))
         raise
     counts["elapsed_s"] = round(time.perf_counter() - t0, 2)
     extra = " ".join(f"{k}={v}" for k, v in counts.items())

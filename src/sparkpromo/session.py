@@ -53,6 +53,8 @@ def maven_mirrors(settings_file: Path | None = None) -> list[str]:
     return urls
 
 
+HMAC_PAD_LITERAL = r"(?:0x|X')[0-9A-Fa-f]{128}"
+
 # Runtime-settable defaults worth having in every environment.
 RUNTIME_DEFAULTS = {
     # Delta's snapshot reconstruction defaults to 50 partitions: far too many for small tables.
@@ -96,6 +98,9 @@ def session_settings(cfg: AppConfig) -> dict[str, str]:
         "spark.sql.shuffle.partitions": str(cfg.spark.shuffle_partitions),
         # Delta's retention check stays on; `forget` overrides it explicitly where it must purge.
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
+        # The HMAC pads of privacy.hmac_sha256 are 64-byte binary literals in query plans, one XOR away from the
+        # key: redact them wherever Spark prints a plan (explain, the SQL UI, event logs).
+        "spark.sql.redaction.string.regex": HMAC_PAD_LITERAL,
     }
 
 

@@ -1,0 +1,68 @@
+"""Secrets come only from the environment and never show up in logs, Spark confs or printed query plans."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from sparkpromo import columns as C
+from sparkpromo import io
+from sparkpromo.clean import run_clean
+from sparkpromo.config import ConfigError
+from sparkpromo.ingest import run_ingest
+from sparkpromo.privacy import hmac_sha256, pseudonym
+from tests.conftest import make_config
+from tests.measure import record
+
+KEY_ENV = "SPARKPROMO_TEST_SECRET_KEY"
+KEY = "k3y-that-must-never-leak-0123456789"
+PADS = [bytes(b ^ x for b in KEY.encode().ljust(64, b"\0")).hex() for x in (0x36, 0x5C)]
+
+
+@pytest.mark.parametrize("value", [KEY, "0123456789abcdef", "my key", "${HOME}x/y"])
+def test_config_takes_a_variable_name_not_a_key(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ConfigError, match=r"privacy\.key_env: must be the name of an environment variable"):
+        make_config(tmp_path, privacy={"pseudonymise": True, "key_env": value})
+    with pytest.raises(ConfigError, match=r"privacy\.key: unknown key"):
+        make_config(tmp_path, privacy={"pseudonymise": True, "key": KEY})
+    assert make_config(tmp_path, privacy={"key_env": KEY_ENV}).privacy.key_env == KEY_ENV
+
+
+def test_spark_redacts_secret_confs_and_hmac_pads(spark: SparkSession, capsys: pytest.CaptureFixture[str]) -> None:
+    # Secret-looking conf keys (e.g. fs.s3a.secret.key, a token or password) are covered by Spark's redaction.
+    regex = spark.sparkContext.getConf().get("spark.redaction.regex", "(?i)secret|password|token|access[.]?key")
+    assert all(w in regex for w in ("secret", "password", "token"))
+    df = spark.createDataFrame([("u1",)], "user_id string").select(hmac_sha256(F.col("user_id"), KEY.encode()))
+    df.explain(extended=True)
+    plan = capsys.readouterr().out
+    assert "Project" in plan and "(redacted)" in plan
+    assert not any(p.lower() in plan.lower() for p in PADS)
+    assert df.first()[0] == pseudonym("u1", KEY.encode())  # redaction is display-only
+
+
+@pytest.mark.slow
+def test_key_never_in_logs_or_spark_conf(spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv(KEY_ENV, KEY)
+    cfg = make_config(tmp_path, privacy={"pseudonymise": True, "key_env": KEY_ENV})
+    for name, text in (("events/e.csv", "event_id,user_id,product_id,event_type,event_time,price,quantity,"
+                        "session_id\ne1,u1,p1,view,2026-11-01T10:00:00Z,,,s1\n"),
+                       ("users/u.jsonl", '{"user_id": "u1"}\n'), ("items/i.csv", "product_id\np1\n")):
+        (tmp_path / "landing" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "landing" / name).write_text(text)
+    with caplog.at_level(logging.DEBUG):
+        run_ingest(spark, cfg, "r1")
+        run_clean(spark, cfg, "r1", dt.datetime(2026, 11, 2))
+    assert io.read(spark, cfg.table("silver", "events")).first()[C.USER_ID] == pseudonym("u1", KEY.encode())
+    logs = caplog.text + "\n".join(str(r.args) for r in caplog.records)
+    confs = [*spark.sparkContext.getConf().getAll(), *spark.conf.getAll.items()]
+    leaked = [s for s in (KEY, *PADS) if s in logs or any(s in f"{k}={v}" for k, v in confs)]
+    assert caplog.records and not leaked
+    record("security", "HMAC key in logs / Spark conf / printed plans (pseudonymised clean run)",
+           len(caplog.records), f"{len(caplog.records)} log records, {len(confs)} Spark confs scanned",
+           "key and pads absent")
