@@ -49,7 +49,6 @@ BOT_ACTIVITY = "bot_activity"
 
 DUP = "_dup"
 COPIES = "_copies"
-_MULTI = "_multi"
 RAW = "_raw"
 _TS, _PRICE, _QTY, _RATING, _STOCK, _SIGNUP, _BIRTH = "_ts", "_price", "_qty", "_rating", "_stock", "_signup", "_birth"
 _TRUE_WORDS = ("true", "t", "yes", "y", "1")
@@ -121,22 +120,36 @@ def duplicate_keys(key: str) -> Transform:
     return step
 
 
-def mark_duplicates(key: str, newest_first: bool, dup_keys: DataFrame | None = None) -> Transform:
-    """Flag every row but one per ``key`` as a duplicate (``_dup``); the kept row is chosen deterministically.
+def ranked_copies(key: str, newest_first: bool, dup_keys: DataFrame) -> Transform:
+    """The rows whose key is in ``dup_keys``, with every copy but the kept one flagged ``_dup``.
 
-    Events keep the first copy ingested; users and items keep the newest export (``newest_first``). Rows with a
-    null key are never duplicates (they fail ``missing_field`` instead). ``dup_keys`` (from :func:`duplicate_keys`)
-    may be passed precomputed; only rows whose key is in it go through the ordering window, so the bulk of the
-    rows is never shuffled.
+    Events keep the first copy ingested; users and items keep the newest export (``newest_first``). Ties are
+    broken by source file and the raw row, so the choice is deterministic; rows equal in all of those are the same
+    record, and which of them is kept makes no difference.
+    """
+    def step(df: DataFrame) -> DataFrame:
+        ts = F.col(C.INGEST_TS).desc() if newest_first else F.col(C.INGEST_TS).asc()
+        w = Window.partitionBy(key).orderBy(ts, F.col(C.SOURCE_FILE), F.col(RAW), F.col(CORRUPT))
+        return df.join(dup_keys.select(key), key, "left_semi").withColumn(DUP, F.row_number().over(w) > 1)
+    return step
+
+
+def single_copies(key: str, dup_keys: DataFrame) -> Transform:
+    """The rows whose key occurs once (or is null: those fail ``missing_field`` instead), none a duplicate."""
+    def step(df: DataFrame) -> DataFrame:
+        return df.join(dup_keys.select(key), key, "left_anti").withColumn(DUP, F.lit(False))
+    return step
+
+
+def mark_duplicates(key: str, newest_first: bool, dup_keys: DataFrame | None = None) -> Transform:
+    """Flag every row but one per ``key`` as a duplicate (``_dup``), see :func:`ranked_copies`.
+
+    Only the rows with a repeated key go through the ordering window, so the bulk of the rows is never shuffled.
     """
     def step(df: DataFrame) -> DataFrame:
         keys = dup_keys if dup_keys is not None else df.transform(duplicate_keys(key))
-        flagged = df.join(keys.select(F.col(key), F.lit(True).alias(_MULTI)), key, "left")
-        ts = F.col(C.INGEST_TS).desc() if newest_first else F.col(C.INGEST_TS).asc()
-        w = Window.partitionBy(key).orderBy(ts, F.col(C.SOURCE_FILE), F.col(RAW), F.col(CORRUPT))
-        single = flagged.where(F.col(_MULTI).isNull()).withColumn(DUP, F.lit(False))
-        multi = flagged.where(F.col(_MULTI)).withColumn(DUP, F.row_number().over(w) > 1)
-        return single.unionByName(multi).drop(_MULTI)
+        return (df.transform(single_copies(key, keys))
+                .unionByName(df.transform(ranked_copies(key, newest_first, keys))))
     return step
 
 
@@ -450,8 +463,10 @@ def run_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetime
         return io.read(spark, uri, version=version)
 
     def deduplicated(df: DataFrame, source: str, key: str, newest_first: bool) -> DataFrame:
-        dup_keys[source] = small(df.transform(duplicate_keys(key)))
-        return df.transform(mark_duplicates(key, newest_first, dup_keys[source]))
+        keys = dup_keys[source] = small(df.transform(duplicate_keys(key)))
+        # The (few) repeated rows are ranked once and cached, so every later pass scans bronze once.
+        return df.transform(single_copies(key, keys)).unionByName(
+            small(df.transform(ranked_copies(key, newest_first, keys))))
 
     try:
         for source, classify, to_silver, key in (
