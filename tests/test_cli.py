@@ -99,3 +99,4 @@ def test_result_prints_compact_table_then_json(capsys: pytest.CaptureFixture[str
     assert lines[0].split() == ["run_id", "r1"]
     assert ["als", "0.42"] in [ln.split() for ln in lines] and ["popularity", "0.21"] in [ln.split() for ln in lines]
     assert lines[-1].startswith("{") and '"ndcg": 0.42' in lines[-1]
+

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import logging
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from sparkpromo import columns as C
 from sparkpromo import io, schemas
 from sparkpromo import train as T
 from sparkpromo.config import GridConfig
+from sparkpromo.logs import spark_progress
 from tests.conftest import make_config
 
 T0 = dt.datetime(2024, 1, 1)
@@ -94,12 +96,26 @@ def test_champion_gate(caplog: pytest.LogCaptureFixture) -> None:
     assert T.choose_champion({"ndcg": 0.4}, pop, "ndcg", gate=True) == "als"
 
 
-def test_run_train_cross_validates_and_persists(spark: SparkSession, tmp_path: Path) -> None:
+def test_run_train_cross_validates_and_persists(spark: SparkSession, tmp_path: Path,
+                                               caplog: pytest.LogCaptureFixture) -> None:
     cfg = make_config(tmp_path, train={"k": 3, "folds": 2, "seed": 3, "test_fraction": 0.25,
                                        "grid": {"rank": [2, 4], "reg_param": [0.05], "alpha": [5.0],
                                                 "max_iter": [5]}})
     io.overwrite(two_tastes(spark), cfg.table("gold", "interactions"))
-    res = T.run_train(spark, cfg, "r1")
+    with caplog.at_level(logging.INFO, logger="sparkpromo"):
+        res = T.run_train(spark, cfg, "r1")
+
+    # Progress: every fold x grid point is fitted and scored, in order, then the best point is refitted.
+    progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("CV fold")]
+    assert [m.split(":")[0] for m in progress if "fitted" in m] == [
+        "CV fold 1/2, grid point 1/2 rank=2 regParam=0.05 alpha=5.0 maxIter=5",
+        "CV fold 1/2, grid point 2/2 rank=4 regParam=0.05 alpha=5.0 maxIter=5",
+        "CV fold 2/2, grid point 1/2 rank=2 regParam=0.05 alpha=5.0 maxIter=5",
+        "CV fold 2/2, grid point 2/2 rank=4 regParam=0.05 alpha=5.0 maxIter=5"]
+    assert [m.split(":")[0] for m in progress if "ndcg@3=" in m] == [
+        "CV fold 1/2, grid point 1/2", "CV fold 1/2, grid point 2/2", "CV fold 2/2, grid point 1/2",
+        "CV fold 2/2, grid point 2/2"]
+    assert any(r.getMessage().startswith("CV refit of the best grid point") for r in caplog.records)
 
     assert res["run_id"] == "r1" and res["champion"] in ("als", "popularity")
     assert [row["params"]["rank"] for row in res["cv"]] == [2, 4]
@@ -139,3 +155,12 @@ def test_run_train_explicit_ratings_reports_rmse(spark: SparkSession, tmp_path: 
     res = T.run_train(spark, cfg, "explicit")
     assert math.isfinite(res["metrics"]["als"]["rmse"])
     assert "alpha" not in res["params"]
+
+
+def test_spark_progress_reports_running_stages(spark: SparkSession, caplog: pytest.LogCaptureFixture) -> None:
+    """A long action logs its elapsed time and the task progress of its stages while it runs."""
+    with caplog.at_level(logging.INFO, logger="sparkpromo"), spark_progress(spark, "slow job", every_s=0.3):
+        spark.range(2).repartition(2).foreach(lambda _: time.sleep(1.5))
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("slow job: running for")]
+    assert lines, "no progress line while the job ran"
+    assert any("tasks" in line and "/2 tasks" in line for line in lines)

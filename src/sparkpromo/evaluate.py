@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
+import time
 from typing import Any, NamedTuple
 
 from pyspark import StorageLevel
@@ -242,6 +244,39 @@ def evaluate_recommendations(ranked: DataFrame, holdout: DataFrame, train: DataF
 # ----------------------------------------------------------------------------------------------------------------
 # Cross-validation on top-K lists
 # ----------------------------------------------------------------------------------------------------------------
+class CVProgress:
+    """Logs a cross-validation's progress: each fit and each (fold, grid point) score, with the elapsed time.
+
+    ``CrossValidator`` (parallelism 1) fits and scores the grid points of one fold in order, then the next fold,
+    then refits the best point on all the data; the counters below follow that order.
+    """
+
+    def __init__(self, folds: int, grid_size: int) -> None:
+        self.folds, self.grid_size = folds, grid_size
+        self.fits = self.scores = 0
+        self.t0 = time.perf_counter()
+        self._lock = threading.Lock()
+
+    def _where(self, n: int) -> str:
+        if n > self.folds * self.grid_size:
+            return "refit of the best grid point on all folds"
+        return f"fold {(n - 1) // self.grid_size + 1}/{self.folds}, grid point {(n - 1) % self.grid_size + 1}/" \
+               f"{self.grid_size}"
+
+    def fitted(self, params: dict[str, Any], seconds: float) -> None:
+        with self._lock:
+            self.fits += 1
+            n = self.fits
+        log.info("CV %s %s: fitted in %.1fs (elapsed %.1fs)", self._where(n),
+                 " ".join(f"{k}={v}" for k, v in params.items()), seconds, time.perf_counter() - self.t0)
+
+    def scored(self, metric: str, k: int, value: float) -> None:
+        with self._lock:
+            self.scores += 1
+            n = self.scores
+        log.info("CV %s: %s@%d=%.4f (elapsed %.1fs)", self._where(n), metric, k, value, time.perf_counter() - self.t0)
+
+
 class _HasK(Params):
     k: Param[int] = Param(Params._dummy(), "k", "length of the top-K lists", typeConverter=TypeConverters.toInt)
 
@@ -294,9 +329,16 @@ class RankingALS(Estimator[RankingALSModel], _ALSParams, _HasK):
                 als.set(als.getParam(p.name), self.getOrDefault(p))
         return als
 
+    progress: CVProgress | None = None  # shared by copies (Params.copy is shallow), see CVProgress
+
     def _fit(self, dataset: DataFrame) -> RankingALSModel:
         train = dataset.select(C.USER_IDX, C.ITEM_IDX, C.CONFIDENCE)
-        return RankingALSModel(self.als().fit(train), train, self.getK(), max_seen(train))
+        t0 = time.perf_counter()
+        model = RankingALSModel(self.als().fit(train), train, self.getK(), max_seen(train))
+        if self.progress is not None:
+            self.progress.fitted({"rank": self.getRank(), "regParam": self.getRegParam(), "alpha": self.getAlpha(),
+                                  "maxIter": self.getMaxIter()}, time.perf_counter() - t0)
+        return model
 
 
 class TopKEvaluator(Evaluator, _HasK):
@@ -312,11 +354,15 @@ class TopKEvaluator(Evaluator, _HasK):
             raise ValueError(f"unknown ranking metric {metricName!r} (expected one of {', '.join(RANKING_METRICS)})")
         self._set(metricName=metricName, k=k)
 
+    progress: CVProgress | None = None
+
     def _evaluate(self, dataset: DataFrame) -> float:
-        if dataset.isEmpty():  # e.g. every validation user was unknown to the training fold
-            return 0.0
-        value = _ranking_evaluator(self.getOrDefault(self.metricName), self.getK()).evaluate(dataset)
-        return _finite(value)
+        metric = self.getOrDefault(self.metricName)
+        # An empty frame: e.g. every validation user was unknown to the training fold.
+        value = 0.0 if dataset.isEmpty() else _finite(_ranking_evaluator(metric, self.getK()).evaluate(dataset))
+        if self.progress is not None:
+            self.progress.scored(metric, self.getK(), value)
+        return value
 
     def isLargerBetter(self) -> bool:
         return True

@@ -72,11 +72,14 @@ def overwrite(df: DataFrame, uri: str, partition_by: Sequence[str] = (), name: s
 
 def replace_partition(df: DataFrame, uri: str, where: Mapping[str, object], partition_by: Sequence[str] = (),
                       name: str = "") -> None:
-    """Replace exactly the rows matching ``where`` (column = value, ANDed), in one commit.
+    """Replace exactly the rows matching ``where`` (column = value, or column IN values for a list or tuple;
+    ANDed), in one commit.
 
     ``df`` must only hold rows inside that predicate: Delta checks it and refuses the write otherwise.
     """
-    predicate = " AND ".join(f"`{c}` = {sql_literal(v)}" for c, v in where.items())
+    predicate = " AND ".join(
+        f"`{c}` IN ({', '.join(sql_literal(x) for x in v)})" if isinstance(v, (list, tuple))
+        else f"`{c}` = {sql_literal(v)}" for c, v in where.items())
     fault_point(f"before_write:{name or uri}")
     writer = df.write.format("delta").mode("overwrite").option("replaceWhere", predicate)
     if partition_by:

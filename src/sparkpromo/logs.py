@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 log = logging.getLogger("sparkpromo")
 
@@ -62,3 +66,26 @@ def stage(name: str, **fields: Any) -> Iterator[dict[str, Any]]:
     counts["elapsed_s"] = round(time.perf_counter() - t0, 2)
     extra = " ".join(f"{k}={v}" for k, v in counts.items())
     log.info("stage=%s status=end %s", name, extra)
+
+
+@contextlib.contextmanager
+def spark_progress(spark: SparkSession, label: str, every_s: float = 30.0) -> Iterator[None]:
+    """While the block runs, log every ``every_s`` seconds how long it has run and the task progress of Spark's
+    active stages (for long actions: cross-validation, scoring every user)."""
+    done = threading.Event()
+    tracker = spark.sparkContext.statusTracker()
+    t0 = time.perf_counter()
+
+    def report() -> None:
+        while not done.wait(every_s):
+            stages = [s for s in (tracker.getStageInfo(i) for i in tracker.getActiveStageIds()) if s is not None]
+            tasks = ", ".join(f"stage {s.stageId}: {s.numCompletedTasks}/{s.numTasks} tasks" for s in stages)
+            log.info("%s: running for %.0fs%s", label, time.perf_counter() - t0, f" ({tasks})" if tasks else "")
+
+    thread = threading.Thread(target=report, name=f"progress-{label}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()

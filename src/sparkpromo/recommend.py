@@ -33,7 +33,9 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import math
 import re
+import time
 from collections.abc import Mapping, Sequence
 from functools import reduce
 from itertools import chain
@@ -60,7 +62,7 @@ from sparkpromo import columns as C
 from sparkpromo import io
 from sparkpromo.config import AppConfig, Campaign, RecommendConfig, join_uri
 from sparkpromo.frame import Transform
-from sparkpromo.logs import stage
+from sparkpromo.logs import spark_progress, stage
 
 log = logging.getLogger(__name__)
 
@@ -501,9 +503,46 @@ def exposure_gini(catalog_size: int) -> Transform:
     return apply
 
 
-def campaign_metrics(catalog_size: int) -> Transform:
+# Exposure of the delivered slots next to the popularity baseline's, per campaign (stored in metrics/campaigns).
+FAIRNESS_METRICS = ("head_share", "baseline_coverage", "baseline_gini", "baseline_head_share")
+
+
+def most_popular(items: DataFrame, catalog_size: int, share: float = 0.1) -> DataFrame:
+    """``item_id`` of the ``share`` most popular items of the catalogue (at least one): the "head" of exposure."""
+    n = max(1, math.ceil(catalog_size * share))
+    return items.orderBy(F.desc(C.POPULARITY), F.asc(C.ITEM_ID)).limit(n).select(C.ITEM_ID)
+
+
+def exposure_metrics(catalog_size: int, head: DataFrame, prefix: str = "") -> Transform:
+    """Delivered rows -> ``(campaign_id, coverage, gini, head_share)``: distinct items / catalogue, exposure Gini
+    and the share of slots that went to the ``head`` items (see :func:`most_popular`); names get ``prefix``."""
+    def apply(rows: DataFrame) -> DataFrame:
+        flagged = rows.join(F.broadcast(head.withColumn("_head", F.lit(1))), C.ITEM_ID, "left")
+        stats = flagged.groupBy(C.CAMPAIGN_ID).agg(
+            (F.countDistinct(C.ITEM_ID) / F.lit(float(max(catalog_size, 1)))).alias(f"{prefix}coverage"),
+            (F.count("_head") / F.count("*")).alias(f"{prefix}head_share"))
+        gini = rows.transform(exposure_gini(catalog_size)).withColumnRenamed("gini", f"{prefix}gini")
+        return stats.join(gini, C.CAMPAIGN_ID, "left")
+    return apply
+
+
+def popularity_baseline(eligible: DataFrame) -> Transform:
+    """Delivered rows -> the same slots filled by the popularity baseline: slot ``rank`` r of every user gets the
+    campaign's r-th most popular eligible item. What a non-personalised campaign would have exposed."""
+    def apply(delivered: DataFrame) -> DataFrame:
+        w = Window.partitionBy(C.CAMPAIGN_ID).orderBy(F.desc(C.POPULARITY), F.asc(C.ITEM_ID))
+        ranked = eligible.select(C.CAMPAIGN_ID, C.ITEM_ID, F.row_number().over(w).alias(C.RANK))
+        return delivered.select(C.CAMPAIGN_ID, C.USER_ID, C.RANK).join(ranked, [C.CAMPAIGN_ID, C.RANK])
+    return apply
+
+
+def campaign_metrics(catalog_size: int, head: DataFrame | None = None, eligible: DataFrame | None = None) -> Transform:
     """Recommendations -> one row per campaign: rows, users, served (delivered users), control users, fallback share
-    (delivered rows from popularity sources), catalogue coverage and exposure Gini over delivered rows."""
+    (delivered rows from popularity sources), catalogue coverage and exposure Gini over delivered rows.
+
+    With the ``head`` items (:func:`most_popular`) it adds ``head_share``, the share of delivered slots going to
+    them, and with the campaigns' ``eligible`` items it adds the same three exposure figures for the popularity
+    baseline (``baseline_coverage``, ``baseline_gini``, ``baseline_head_share``), for the fairness report."""
     def apply(recs: DataFrame) -> DataFrame:
         delivered = F.col(C.DELIVERED)
         stats = recs.groupBy(C.CAMPAIGN_ID).agg(
@@ -521,7 +560,19 @@ def campaign_metrics(catalog_size: int) -> Transform:
                         (F.col("_fallback_rows") / safe).alias("fallback_share"),
                         (F.col("_items") / F.lit(float(max(catalog_size, 1)))).alias("coverage"),
                         F.coalesce(F.col("gini"), F.lit(0.0)).alias("gini")))
-    return apply
+
+    def with_exposure(recs: DataFrame) -> DataFrame:
+        out = apply(recs)
+        delivered = recs.where(F.col(C.DELIVERED))
+        if head is not None:
+            ours = delivered.transform(exposure_metrics(catalog_size, head)).select(C.CAMPAIGN_ID, "head_share")
+            out = out.join(ours, C.CAMPAIGN_ID, "left")
+            if eligible is not None:
+                base = (delivered.transform(popularity_baseline(eligible))
+                        .transform(exposure_metrics(catalog_size, head, prefix="baseline_")))
+                out = out.join(base, C.CAMPAIGN_ID, "left")
+        return out
+    return with_exposure
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -692,11 +743,17 @@ def run_recommend(spark: SparkSession, cfg: AppConfig, run_id: str, run_date: dt
             recs = recs.transform(cap_to_stock(items, {c.id: c.priority for c in active}))
         # Materialised once, with a short lineage, for the summary and every per-campaign write. (Local checkpoint
         # blocks are released when the DataFrame is garbage-collected.)
-        final = recs.transform(conform(run_date, model_run_id, run_id)).localCheckpoint(eager=True)
+        t0 = time.perf_counter()
+        log.info("scoring %d campaign(s) with %s, %d candidates per user", len(active),
+                 "recommendForUserSubset" if model is not None else "popularity", r.candidates)
+        with spark_progress(spark, "scoring"):
+            final = recs.transform(conform(run_date, model_run_id, run_id)).localCheckpoint(eager=True)
+        log.info("scored in %.1fs", time.perf_counter() - t0)
         catalog_size = items.count()
         sizes = frames.audience.groupBy(C.CAMPAIGN_ID).agg(F.count("*").alias("audience"))
         metrics = {row[C.CAMPAIGN_ID]: {k: v for k, v in row.asDict().items() if v is not None} for row in
-                   sizes.join(final.transform(campaign_metrics(catalog_size)), C.CAMPAIGN_ID, "full").collect()}
+                   sizes.join(final.transform(campaign_metrics(catalog_size, most_popular(items, catalog_size),
+                                                    frames.eligible)), C.CAMPAIGN_ID, "full").collect()}
         per_campaign: dict[str, dict[str, Any]] = {}
         for camp in active:
             m = metrics.get(camp.id, {})
@@ -711,12 +768,13 @@ def run_recommend(spark: SparkSession, cfg: AppConfig, run_id: str, run_date: dt
                 "users": int(m.get("users", 0)), "served": int(m.get("served", 0)),
                 "control": int(m.get("control", 0)), "rows": int(m.get("rows", 0)),
                 "fallback_share": round(float(m.get("fallback_share", 0.0)), 4),
-                "coverage": round(float(m.get("coverage", 0.0)), 4), "gini": round(float(m.get("gini", 0.0)), 4)}
+                "coverage": round(float(m.get("coverage", 0.0)), 4), "gini": round(float(m.get("gini", 0.0)), 4),
+                **{k: round(float(m.get(k) or 0.0), 4) for k in FAIRNESS_METRICS}}
         with stage("recommend.write", campaigns=len(active)) as counts:
-            for camp in active:
-                io.replace_partition(final.where(F.col(C.CAMPAIGN_ID) == F.lit(camp.id)), uri,
-                                     {C.CAMPAIGN_ID: camp.id, C.RUN_DATE: run_date}, partition_by=PARTITION_COLUMNS,
-                                     name=f"gold.recommendations[{camp.id}]")
+            # One commit replaces the run date's partition of every active campaign (an empty audience leaves
+            # its partition empty); inactive campaigns and other dates are untouched.
+            io.replace_partition(final, uri, {C.CAMPAIGN_ID: [c.id for c in active], C.RUN_DATE: run_date},
+                                 partition_by=PARTITION_COLUMNS, name="gold.recommendations")
             counts["rows"] = sum(v["rows"] for v in per_campaign.values())
     finally:
         for df in cached:

@@ -33,7 +33,7 @@ from sparkpromo import columns as C
 from sparkpromo import evaluate as E
 from sparkpromo import io
 from sparkpromo.config import AppConfig, GridConfig, TrainConfig, join_uri
-from sparkpromo.logs import stage
+from sparkpromo.logs import spark_progress, stage
 
 log = logging.getLogger(__name__)
 
@@ -188,10 +188,13 @@ def run_train(spark: SparkSession, cfg: AppConfig, run_id: str) -> dict[str, Any
             timings["prepare_s"] = round(time.perf_counter() - t0, 2)
 
             t1 = time.perf_counter()
-            cv = CrossValidator(estimator=estimator, estimatorParamMaps=grid,
-                                evaluator=E.TopKEvaluator(metricName=t.metric, k=t.k), numFolds=t.folds,
-                                foldCol=C.FOLD, parallelism=t.parallelism, seed=t.seed)
-            cv_model = cv.fit(train)  # also refits the best grid point on the whole train part
+            evaluator = E.TopKEvaluator(metricName=t.metric, k=t.k)
+            estimator.progress = evaluator.progress = E.CVProgress(t.folds, len(grid))
+            cv = CrossValidator(estimator=estimator, estimatorParamMaps=grid, evaluator=evaluator,
+                                numFolds=t.folds, foldCol=C.FOLD, parallelism=t.parallelism, seed=t.seed)
+            log.info("CV: %d folds x %d grid points, scored by %s@%d", t.folds, len(grid), t.metric, t.k)
+            with spark_progress(spark, "CV"):
+                cv_model = cv.fit(train)  # also refits the best grid point on the whole train part
             best: E.RankingALSModel = cv_model.bestModel
             timings["cv_s"] = round(time.perf_counter() - t1, 2)
             cv_table = [{"params": _describe(pm), "mean": float(m), "std": float(s)}
