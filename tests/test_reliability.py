@@ -86,3 +86,29 @@ def test_retry_changes_nothing(spark: SparkSession, tmp_path: Path) -> None:
     assert "skipped" not in forced
     assert io.version(spark, cfg.table("silver", "events")) == versions[("silver", "events")] + 1
     assert io.read(spark, cfg.table("silver", "events")).count() == counts[("silver", "events")]
+
+
+def test_crash_in_the_middle_of_a_write_leaves_the_table_as_it_was(spark: SparkSession, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = shop(tmp_path)
+    for s in ("ingest", "clean"):
+        run_stage(s, spark, cfg, CTX)
+    uri = cfg.table("silver", "events")
+    snap = snapshot(spark, cfg, "silver", "events")
+    before_version, before, schema = io.version(spark, uri), snap.collect(), snap.schema
+
+    # Tasks of the silver write fail after it started: files may be written, but nothing is committed.
+    monkeypatch.setenv(io.FAULT_ENV, "during_write:silver.events")
+    with pytest.raises(Exception, match="fault injected at during_write:silver.events"):
+        run_stage("clean", spark, cfg, CTX, force=True)
+    assert io.version(spark, uri) == before_version
+    assert_df_equality(snapshot(spark, cfg, "silver", "events"), spark.createDataFrame(before, schema),
+                       ignore_row_order=True)
+    monkeypatch.delenv(io.FAULT_ENV)
+
+    result = run_stage("clean", spark, cfg, CTX, force=True)
+    assert io.version(spark, uri) == before_version + 1
+    assert result["events.silver_rows"] == len(before)
+    record("fault", "crash during_write:silver.events (tasks fail mid-write), then rerun clean",
+           result["events.bronze_rows"], f"silver {len(before)} before and after the crash, version unchanged",
+           "no partial commit; the rerun commits the same rows")

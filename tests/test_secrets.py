@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from sparkpromo.clean import run_clean
 from sparkpromo.config import ConfigError
 from sparkpromo.ingest import run_ingest
 from sparkpromo.privacy import hmac_sha256, pseudonym
+from sparkpromo.session import HMAC_PAD_LITERAL, add_redaction
 from tests.conftest import make_config
 from tests.measure import record
 
@@ -66,3 +68,17 @@ def test_key_never_in_logs_or_spark_conf(spark: SparkSession, tmp_path: Path, mo
     record("security", "HMAC key in logs / Spark conf / printed plans (pseudonymised clean run)",
            len(caplog.records), f"{len(caplog.records)} log records, {len(confs)} Spark confs scanned",
            "key and pads absent")
+
+
+def test_redaction_keeps_what_the_launcher_set(spark: SparkSession) -> None:
+    key = "spark.sql.redaction.string.regex"
+    before = spark.conf.get(key, None)
+    try:
+        spark.conf.set(key, "launcher-secret-[0-9]+")
+        add_redaction(spark, HMAC_PAD_LITERAL)
+        combined = spark.conf.get(key)
+        assert re.search(combined, "launcher-secret-42") and re.search(combined, "X'" + "ab" * 64 + "'")
+        add_redaction(spark, HMAC_PAD_LITERAL)
+        assert spark.conf.get(key) == combined  # adding it again changes nothing
+    finally:
+        spark.conf.set(key, before or HMAC_PAD_LITERAL)

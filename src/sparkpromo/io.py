@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 log = logging.getLogger(__name__)
 
@@ -19,12 +20,27 @@ class InjectedFault(RuntimeError):
     """Raised by the fault hook (``SPARKPROMO_FAIL_AT``) to simulate a crash at a chosen point."""
 
 
+def _faults() -> set[str]:
+    return {p.strip() for p in os.environ.get(FAULT_ENV, "").split(",") if p.strip()}
+
+
 def fault_point(name: str) -> None:
     """Crash here when ``SPARKPROMO_FAIL_AT`` names this point (comma-separated list allowed)."""
-    wanted = {p.strip() for p in os.environ.get(FAULT_ENV, "").split(",") if p.strip()}
-    if name in wanted:
+    if name in _faults():
         log.error("fault injected at %s", name)
         raise InjectedFault(f"fault injected at {name}")
+
+
+def faulty_write(df: DataFrame, name: str) -> DataFrame:
+    """With ``during_write:<name>`` in ``SPARKPROMO_FAIL_AT``, the write job's tasks fail part-way through: the
+    first task hands one row to the writer before failing, every other task fails at once. Files may be left
+    behind; no commit is made, which is what the fault demonstrates."""
+    point = f"during_write:{name}"
+    if point not in _faults():
+        return df
+    log.error("fault injected at %s", point)
+    boom = (F.spark_partition_id() >= 1) | (F.monotonically_increasing_id() >= 1)
+    return df.where(F.when(boom, F.raise_error(F.lit(f"fault injected at {point}"))).otherwise(F.lit(True)))
 
 
 def is_delta(spark: SparkSession, uri: str) -> bool:
@@ -63,7 +79,7 @@ def sql_literal(value: object) -> str:
 def overwrite(df: DataFrame, uri: str, partition_by: Sequence[str] = (), name: str = "") -> None:
     """Replace the whole table atomically (readers see the old or the new snapshot, never a mix)."""
     fault_point(f"before_write:{name or uri}")
-    writer = df.write.format("delta").mode("overwrite")
+    writer = faulty_write(df, name or uri).write.format("delta").mode("overwrite")
     if partition_by:
         writer = writer.partitionBy(*partition_by)
     writer.save(uri)
@@ -81,7 +97,7 @@ def replace_partition(df: DataFrame, uri: str, where: Mapping[str, object], part
         f"`{c}` IN ({', '.join(sql_literal(x) for x in v)})" if isinstance(v, (list, tuple))
         else f"`{c}` = {sql_literal(v)}" for c, v in where.items())
     fault_point(f"before_write:{name or uri}")
-    writer = df.write.format("delta").mode("overwrite").option("replaceWhere", predicate)
+    writer = faulty_write(df, name or uri).write.format("delta").mode("overwrite").option("replaceWhere", predicate)
     if partition_by:
         writer = writer.partitionBy(*partition_by)
     writer.save(uri)
@@ -92,7 +108,7 @@ def append(df: DataFrame, uri: str, app_id: str | None = None, txn_version: int 
            partition_by: Sequence[str] = (), name: str = "") -> None:
     """Append; with ``app_id``/``txn_version`` Delta skips a commit it has already seen (idempotent retry)."""
     fault_point(f"before_write:{name or uri}")
-    writer = df.write.format("delta").mode("append")
+    writer = faulty_write(df, name or uri).write.format("delta").mode("append")
     if app_id is not None and txn_version is not None:
         writer = writer.option("txnAppId", app_id).option("txnVersion", txn_version)
     if partition_by:

@@ -424,7 +424,8 @@ def holdout_section(spark: SparkSession, cfg: AppConfig, model_run: str | None, 
     return Section("holdout", title, body)
 
 
-CAMPAIGN_COLUMNS = ("audience", "users", "served", "control", "fallback_share", "coverage", "gini")
+CAMPAIGN_COLUMNS = ("audience", "users", "served", "control", "fallback_share", "coverage", "gini", "head_share",
+                    "baseline_coverage", "baseline_gini", "baseline_head_share")
 
 
 def _campaign_rows(spark: SparkSession, cfg: AppConfig, run: RunInfo, stages: Sequence[Row]
@@ -508,10 +509,14 @@ def campaigns_section(spark: SparkSession, cfg: AppConfig, run: RunInfo, stages:
             notes.append("Coverage is blank: gold/item_features is missing, so the catalogue size is unknown.")
     body = (charts.render("campaigns", draw, (8.0, 0.9 + 0.55 * len(names)))
             + _html_table(("campaign", "audience", "users listed", "served", "control", "fallback share",
-                           "coverage", "exposure Gini"), table_rows)
+                           "coverage", "exposure Gini", "top-10% share", "popularity: coverage",
+                           "popularity: Gini", "popularity: top-10% share"), table_rows)
             + "".join(_note(n) for n in notes)
             + _note("Fallback share: delivered rows from popularity sources. Coverage: share of the catalogue "
-                    "offered to someone. Exposure Gini: 0 = every item offered equally often, 1 = one item only."))
+                    "offered to someone. Exposure Gini: 0 = every item offered equally often, 1 = one item only. "
+                    "Top-10% share: delivered slots that went to the 10% most popular items. The popularity "
+                    "columns fill the same delivered slots with each campaign's most popular eligible items: "
+                    "the exposure a non-personalised campaign would have had."))
     return Section("campaigns", title, body)
 
 

@@ -98,10 +98,22 @@ def session_settings(cfg: AppConfig) -> dict[str, str]:
         "spark.sql.shuffle.partitions": str(cfg.spark.shuffle_partitions),
         # Delta's retention check stays on; `forget` overrides it explicitly where it must purge.
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
-        # The HMAC pads of privacy.hmac_sha256 are 64-byte binary literals in query plans, one XOR away from the
-        # key: redact them wherever Spark prints a plan (explain, the SQL UI, event logs).
-        "spark.sql.redaction.string.regex": HMAC_PAD_LITERAL,
     }
+
+
+def add_redaction(spark: SparkSession, pattern: str) -> None:
+    """Add ``pattern`` to the regex that Spark redacts wherever it prints a plan (explain, the SQL UI, event logs),
+    keeping whatever a launcher or the config already redacts.
+
+    Needed for the HMAC pads of :func:`sparkpromo.privacy.hmac_sha256`: 64-byte binary literals in query plans,
+    one XOR away from the key.
+    """
+    key = "spark.sql.redaction.string.regex"
+    current = spark.conf.get(key, None)
+    if not current:
+        spark.conf.set(key, pattern)
+    elif pattern not in current:
+        spark.conf.set(key, f"(?:{current})|{pattern}")
 
 
 def build_session(cfg: AppConfig, app_name: str | None = None) -> SparkSession:
@@ -125,5 +137,6 @@ def build_session(cfg: AppConfig, app_name: str | None = None) -> SparkSession:
         spark.sparkContext.setLogLevel(cfg.spark.log_level)
     for k, v in session_settings(cfg).items():
         spark.conf.set(k, v)
+    add_redaction(spark, HMAC_PAD_LITERAL)
     spark.sparkContext.setCheckpointDir(cfg.checkpoint_dir)
     return spark
