@@ -126,7 +126,10 @@ def main() -> None:
     args = ap.parse_args()
     sizes = [int(x) for x in args.events.split(",") if x.strip()]
     work = Path(args.workdir or tempfile.mkdtemp(prefix="sparkpromo-scale-"))
-    runs = [run_size(n, work, args.master, args.run_date, [*DEFAULT_SETTINGS, *args.set]) for n in sizes]
+    runs = []
+    for n in sizes:
+        runs.append(run_size(n, work, args.master, args.run_date, [*DEFAULT_SETTINGS, *args.set]))
+        print(json.dumps(runs[-1]), flush=True)  # each size as soon as it is done: a long run may be cut short
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
     small, large = runs[0], runs[-1]
