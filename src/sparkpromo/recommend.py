@@ -517,12 +517,19 @@ def exposure_metrics(catalog_size: int, head: DataFrame, prefix: str = "") -> Tr
     """Delivered rows -> ``(campaign_id, coverage, gini, head_share)``: distinct items / catalogue, exposure Gini
     and the share of slots that went to the ``head`` items (see :func:`most_popular`); names get ``prefix``."""
     def apply(rows: DataFrame) -> DataFrame:
-        flagged = rows.join(F.broadcast(head.withColumn("_head", F.lit(1))), C.ITEM_ID, "left")
-        stats = flagged.groupBy(C.CAMPAIGN_ID).agg(
-            (F.countDistinct(C.ITEM_ID) / F.lit(float(max(catalog_size, 1)))).alias(f"{prefix}coverage"),
-            (F.count("_head") / F.count("*")).alias(f"{prefix}head_share"))
+        coverage = rows.groupBy(C.CAMPAIGN_ID).agg(
+            (F.countDistinct(C.ITEM_ID) / F.lit(float(max(catalog_size, 1)))).alias(f"{prefix}coverage"))
         gini = rows.transform(exposure_gini(catalog_size)).withColumnRenamed("gini", f"{prefix}gini")
-        return stats.join(gini, C.CAMPAIGN_ID, "left")
+        return (coverage.join(rows.transform(head_share(head, f"{prefix}head_share")), C.CAMPAIGN_ID)
+                .join(gini, C.CAMPAIGN_ID, "left"))
+    return apply
+
+
+def head_share(head: DataFrame, name: str = "head_share") -> Transform:
+    """Rows -> ``(campaign_id, <name>)``: the share of rows whose item is one of the ``head`` items."""
+    def apply(rows: DataFrame) -> DataFrame:
+        flagged = rows.join(F.broadcast(head.withColumn("_head", F.lit(1))), C.ITEM_ID, "left")
+        return flagged.groupBy(C.CAMPAIGN_ID).agg((F.count("_head") / F.count("*")).alias(name))
     return apply
 
 
@@ -565,8 +572,8 @@ def campaign_metrics(catalog_size: int, head: DataFrame | None = None, eligible:
         out = apply(recs)
         delivered = recs.where(F.col(C.DELIVERED))
         if head is not None:
-            ours = delivered.transform(exposure_metrics(catalog_size, head)).select(C.CAMPAIGN_ID, "head_share")
-            out = out.join(ours, C.CAMPAIGN_ID, "left")
+            # Coverage and Gini of our rows are already in ``out``: only the head share is new.
+            out = out.join(delivered.transform(head_share(head)), C.CAMPAIGN_ID, "left")
             if eligible is not None:
                 base = (delivered.transform(popularity_baseline(eligible))
                         .transform(exposure_metrics(catalog_size, head, prefix="baseline_")))
