@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from chispa import assert_df_equality
+from chispa import assert_approx_df_equality, assert_df_equality
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -209,6 +209,17 @@ def test_co_occurrence_and_bundle_candidates(spark: SparkSession) -> None:
 
     df = users(spark, [u("x"), u("y", consent=False), u("z")])
     assert ids(df.transform(K.bundle_audience(cands))) == ["x"]
+
+    # Each anchor keeps its best partners only: "a" keeps "b" (0.87) and drops "c" (0.71).
+    one_partner = anchors.transform(K.bundle_candidates(pairs, 2, max_partners=1)).collect()
+    assert {(r[C.USER_ID], r[C.ITEM_ID]) for r in one_partner} == {("x", "b"), ("y", "a")}
+    # Each user keeps its best target; reasons name the best anchor first.
+    best = anchors.transform(K.bundle_candidates(pairs, 1, max_candidates=1))
+    ab, ac = 3 / (4 * 3) ** 0.5, 2 / (4 * 2) ** 0.5
+    expected = spark.createDataFrame([("x", "b", ab, ["bought together with a"]),
+                                      ("y", "a", ab + ac, ["bought together with b"])],
+                                     "user_id string, item_id string, score double, reason array<string>")
+    assert_approx_df_equality(best, expected, 1e-9, ignore_row_order=True, ignore_nullable=True)
 
 
 def test_generic_audience(spark: SparkSession) -> None:

@@ -8,6 +8,7 @@ import math
 import pytest
 from chispa import assert_df_equality
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from sparkpromo import columns as C
 from sparkpromo import evaluate as E
@@ -101,6 +102,25 @@ def test_top_k_with_als_excludes_seen(spark: SparkSession) -> None:
     assert not pairs(ranked) & pairs(train)
     per_user = ranked.groupBy(C.USER_IDX).count().collect()
     assert sorted(r[0] for r in per_user) == [0, 1, 2, 3] and all(r[1] == 2 for r in per_user)
+
+
+def test_top_k_with_als_grouped_by_seen_count_matches_full_scores(spark: SparkSession,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # Users have seen 1..6 of 12 items; with group bounds (1, 3) they are scored in three groups asking for k+1,
+    # k+3 and k+6 candidates. The reference ranks the model's full score matrix.
+    train = inter(spark, [(u, (u * 5 + j) % 12, 1.0 + j, 0) for u in range(6) for j in range(u + 1)])
+    model = E.RankingALS(rank=3, maxIter=4, implicitPrefs=True, seed=3, numUserBlocks=1, numItemBlocks=1).als() \
+        .fit(train)
+    full = (model.recommendForAllUsers(12).select(F.col(C.USER_IDX), F.explode("recommendations").alias("r"))
+            .select(C.USER_IDX, F.col(f"r.{C.ITEM_IDX}").alias(C.ITEM_IDX), F.col("r.rating").alias(C.SCORE)))
+    expected = E.top_k_excluding_seen(full, train, k=3)
+    monkeypatch.setattr(E, "SEEN_GROUP_BOUNDS", (1, 3))
+    assert E.seen_groups(6) == [1, 3, 6]
+    got = E.top_k_excluding_seen(model, train, k=3)
+    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+    subset = spark.createDataFrame([(0,), (5,)], f"{C.USER_IDX} int")
+    assert_df_equality(E.top_k_excluding_seen(model, train, k=3, users=subset),
+                       expected.where(F.col(C.USER_IDX).isin(0, 5)), ignore_row_order=True, ignore_nullable=True)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -46,6 +46,9 @@ from sparkpromo.frame import Transform
 
 BIRTHDAY_HORIZON_DAYS = 7
 BASKET_MAX_ITEMS = 50  # per user, most recent first: bounds the self-join behind co-occurrence
+# Per anchor item, its best co-occurring partners (item-to-item neighbours). Without a bound a popular item's
+# partners are most of the catalogue, and anchors x partners explodes (at 10M generated events: billions of rows).
+BUNDLE_MAX_PARTNERS = 50
 REASON_BOUGHT_WITH = "bought together with "
 
 
@@ -278,27 +281,49 @@ def co_occurrence(min_co_occurrence: int) -> Transform:
     return apply
 
 
-def bundle_candidates(pairs: DataFrame, max_reasons: int) -> Transform:
+def top_partners(max_partners: int) -> Transform:
+    """Co-occurrence pairs (see :func:`co_occurrence`) -> each item's ``max_partners`` best partners (by score,
+    then partner id)."""
+    def apply(pairs: DataFrame) -> DataFrame:
+        w = Window.partitionBy(C.ITEM_ID).orderBy(F.desc(C.SCORE), F.asc(C.OTHER_ITEM_ID))
+        return pairs.withColumn("_rn", F.row_number().over(w)).where(F.col("_rn") <= max_partners).drop("_rn")
+    return apply
+
+
+def bundle_candidates(pairs: DataFrame, max_reasons: int, max_partners: int = BUNDLE_MAX_PARTNERS,
+                      max_candidates: int | None = None) -> Transform:
     """Bundle candidates for anchors ``(user_id, item_id)`` (recent purchases and cart items).
 
-    A target item's score is the sum of its co-occurrence scores with the user's anchors; targets that are anchors
-    themselves are dropped. ``reason`` names up to ``max_reasons`` anchors that contribute most. Output:
-    ``(user_id, item_id, score, reason)``.
+    Each anchor contributes its ``max_partners`` best co-occurring items (:func:`top_partners`); a target item's
+    score is the sum of its co-occurrence scores with the user's anchors, and targets that are anchors themselves
+    are dropped. With ``max_candidates``, each user keeps that many best targets (by score, then item id).
+    ``reason`` names up to ``max_reasons`` anchors that contribute most (best first, ties by anchor id), computed
+    for the kept targets only. Output: ``(user_id, item_id, score, reason)``.
     """
     def apply(anchors: DataFrame) -> DataFrame:
         a = anchors.select(C.USER_ID, C.ITEM_ID).distinct()
-        hits = (a.join(pairs, C.ITEM_ID)
+        hits = (a.join(pairs.transform(top_partners(max_partners)), C.ITEM_ID)
                 .select(C.USER_ID, F.col(C.ITEM_ID).alias("_anchor"), F.col(C.OTHER_ITEM_ID).alias(C.ITEM_ID),
                         C.SCORE)
                 .join(a, [C.USER_ID, C.ITEM_ID], "left_anti"))
-        agg = hits.groupBy(C.USER_ID, C.ITEM_ID).agg(
-            F.sum(C.SCORE).alias(C.SCORE),
-            F.sort_array(F.collect_list(F.struct((-F.col(C.SCORE)).alias("s"), F.col("_anchor").alias("a"))))
-            .alias("_why"))
-        reason = (F.transform(F.slice(F.col("_why"), 1, max_reasons),
-                              lambda x: F.concat(F.lit(REASON_BOUGHT_WITH), x["a"]))
-                  if max_reasons > 0 else F.array().cast("array<string>"))
-        return agg.select(C.USER_ID, C.ITEM_ID, C.SCORE, reason.alias(C.REASON))
+        scored = hits.groupBy(C.USER_ID, C.ITEM_ID).agg(F.sum(C.SCORE).alias(C.SCORE))
+        if max_candidates is not None:
+            best = Window.partitionBy(C.USER_ID).orderBy(F.desc(C.SCORE), F.asc(C.ITEM_ID))
+            scored = (scored.withColumn("_rn", F.row_number().over(best)).where(F.col("_rn") <= max_candidates)
+                      .drop("_rn"))
+        empty = F.array().cast("array<string>")
+        if max_reasons <= 0:
+            return scored.select(C.USER_ID, C.ITEM_ID, C.SCORE, empty.alias(C.REASON))
+        # Only the few top anchors of each kept target are collected (an aggregate over every hit would sort them
+        # all by a string key).
+        w = Window.partitionBy(C.USER_ID, C.ITEM_ID).orderBy(F.desc(C.SCORE), F.asc("_anchor"))
+        why = (hits.join(scored.select(C.USER_ID, C.ITEM_ID), [C.USER_ID, C.ITEM_ID], "left_semi")
+               .withColumn("_rn", F.row_number().over(w)).where(F.col("_rn") <= max_reasons)
+               .groupBy(C.USER_ID, C.ITEM_ID)
+               .agg(F.sort_array(F.collect_list(F.struct(F.col("_rn"), F.col("_anchor")))).alias("_why")))
+        reason = F.transform(F.col("_why"), lambda x: F.concat(F.lit(REASON_BOUGHT_WITH), x["_anchor"]))
+        return (scored.join(why, [C.USER_ID, C.ITEM_ID], "left")
+                .select(C.USER_ID, C.ITEM_ID, C.SCORE, F.coalesce(reason, empty).alias(C.REASON)))
     return apply
 
 

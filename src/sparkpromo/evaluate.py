@@ -11,6 +11,7 @@ import logging
 import math
 import threading
 import time
+from functools import reduce
 from typing import Any, NamedTuple
 
 from pyspark import StorageLevel
@@ -34,6 +35,10 @@ RANKING_METRICS = {"ndcg": "ndcgAtK", "precision": "precisionAtK", "recall": "re
 # At most this many extra candidates are asked of the model to make room for seen items; a user who has seen more
 # than this may get fewer than k unseen items back.
 MAX_EXTRA_CANDIDATES = 1000
+# Users are scored in groups by the number of items they have seen, each group asking for k + (its largest count)
+# candidates: one n for everybody (k + the heaviest history) gives every user the list only the heaviest users need
+# (at 10M generated events: ~250M candidate rows for 250k users, most of whom have seen fewer than 64 items).
+SEEN_GROUP_BOUNDS = (16, 64, 256)
 _BUCKETS = 1_000_000
 
 
@@ -127,44 +132,82 @@ def _rank_unseen(candidates: DataFrame, train: DataFrame, k: int) -> DataFrame:
             .select(C.USER_IDX, C.ITEM_IDX, F.col(C.SCORE).cast(DoubleType()).alias(C.SCORE), C.RANK))
 
 
+def seen_groups(extra: int) -> list[int]:
+    """Upper bounds of the seen-item counts scored as one group: :data:`SEEN_GROUP_BOUNDS` below ``extra``, then
+    ``extra`` itself."""
+    return [b for b in SEEN_GROUP_BOUNDS if b < extra] + [max(extra, 0)]
+
+
+def seen_counts(train: DataFrame) -> DataFrame:
+    """(user_idx, _seen): distinct train items per user."""
+    return train.groupBy(C.USER_IDX).agg(F.countDistinct(C.ITEM_IDX).alias("_seen"))
+
+
+def _with_seen(who: DataFrame, train: DataFrame) -> DataFrame:
+    """``who`` (user_idx) plus ``_seen`` (0 for users without train rows)."""
+    return (who.join(seen_counts(train), C.USER_IDX, "left")
+            .select(C.USER_IDX, F.coalesce(F.col("_seen"), F.lit(0)).alias("_seen")))
+
+
+def _explode_recs(recs: DataFrame, model: ALSModel) -> DataFrame:
+    rec = F.explode("recommendations").alias("r")
+    return (recs.select(F.col(model.getUserCol()).alias(C.USER_IDX), rec)
+            .select(C.USER_IDX, F.col(f"r.{model.getItemCol()}").alias(C.ITEM_IDX),
+                    F.col("r.rating").alias(C.SCORE)))
+
+
 def top_k_excluding_seen(model_or_scores: ALSModel | DataFrame, train: DataFrame, k: int,
                          users: DataFrame | None = None, seen_max: int | None = None,
                          max_extra: int = MAX_EXTRA_CANDIDATES) -> DataFrame:
     """Top ``k`` unseen items per user: (user_idx, item_idx, score, rank), rank 1 = best.
 
-    With an ALS model, asks for ``k + min(seen_max, max_extra)`` candidates per user (``users``, or all users)
-    with ``recommendForUserSubset``/``recommendForAllUsers``, drops items the user has in ``train`` and re-ranks.
-    With a frame of (user_idx, item_idx, score) candidates it only filters and re-ranks. Users unknown to the
-    model get no rows. ``seen_max`` defaults to :func:`max_seen` of ``train`` (an action).
+    With an ALS model, asks for at least ``k + min(seen, max_extra)`` candidates per user (``users``, or all
+    users) with ``recommendForUserSubset``/``recommendForAllUsers``, drops items the user has in ``train`` and
+    re-ranks. Users are scored in groups by their seen count (:func:`seen_groups`) so that light users do not get
+    the candidate list of the heaviest one; the result is the same. With a frame of (user_idx, item_idx, score)
+    candidates it only filters and re-ranks. Users unknown to the model get no rows. ``seen_max`` defaults to
+    :func:`max_seen` of ``train`` (an action).
     """
     if k <= 0:
         raise ValueError(f"k must be > 0, got {k}")
     if isinstance(model_or_scores, DataFrame):
-        candidates = model_or_scores.select(C.USER_IDX, C.ITEM_IDX, C.SCORE)
-    else:
-        extra = min(max_seen(train) if seen_max is None else seen_max, max_extra)
-        n = k + extra
-        model = model_or_scores
-        recs = (model.recommendForUserSubset(users.select(model.getUserCol()).distinct(), n) if users is not None
-                else model.recommendForAllUsers(n))
-        rec = F.explode("recommendations").alias("r")
-        candidates = (recs.select(F.col(model.getUserCol()).alias(C.USER_IDX), rec)
-                      .select(C.USER_IDX, F.col(f"r.{model.getItemCol()}").alias(C.ITEM_IDX),
-                              F.col("r.rating").alias(C.SCORE)))
-    return _rank_unseen(candidates, train, k)
+        return _rank_unseen(model_or_scores.select(C.USER_IDX, C.ITEM_IDX, C.SCORE), train, k)
+    model = model_or_scores
+    bounds = seen_groups(min(max_seen(train) if seen_max is None else seen_max, max_extra))
+    if len(bounds) == 1:
+        recs = (model.recommendForUserSubset(users.select(model.getUserCol()).distinct(), k + bounds[0])
+                if users is not None else model.recommendForAllUsers(k + bounds[0]))
+        return _rank_unseen(_explode_recs(recs, model), train, k)
+    who = _with_seen((users if users is not None else train).select(C.USER_IDX).distinct(), train)
+    group = F.lit(len(bounds) - 1)
+    for i in reversed(range(len(bounds) - 1)):
+        group = F.when(F.col("_seen") <= bounds[i], F.lit(i)).otherwise(group)
+    who = who.withColumn("_group", group)
+    parts = [_explode_recs(model.recommendForUserSubset(
+                 who.where(F.col("_group") == i).select(F.col(C.USER_IDX).alias(model.getUserCol())), k + bound),
+                 model)
+             for i, bound in enumerate(bounds)]
+    return _rank_unseen(reduce(DataFrame.unionByName, parts), train, k)
 
 
 def popularity_top_k(train: DataFrame, k: int, users: DataFrame | None = None, seen_max: int | None = None,
                      max_extra: int = MAX_EXTRA_CANDIDATES) -> DataFrame:
     """Popularity baseline in the same shape as :func:`top_k_excluding_seen`: each user's ``k`` most popular unseen
-    items, popularity = distinct train users per item (ties: lower item_idx). ``users`` defaults to train users."""
+    items, popularity = distinct train users per item (ties: lower item_idx). ``users`` defaults to train users.
+    Each user gets only the ``k + min(seen, max_extra)`` most popular items as candidates."""
     if k <= 0:
         raise ValueError(f"k must be > 0, got {k}")
-    n = k + min(max_seen(train) if seen_max is None else seen_max, max_extra)
+    extra = min(max_seen(train) if seen_max is None else seen_max, max_extra)
     top = (train.groupBy(C.ITEM_IDX).agg(F.countDistinct(C.USER_IDX).cast(DoubleType()).alias(C.SCORE))
-           .orderBy(F.desc(C.SCORE), F.asc(C.ITEM_IDX)).limit(n))
-    who = (users if users is not None else train).select(C.USER_IDX).distinct()
-    return _rank_unseen(who.crossJoin(F.broadcast(top)), train, k)
+           .orderBy(F.desc(C.SCORE), F.asc(C.ITEM_IDX)).limit(k + extra))
+    # Positions through one sorted array (a few hundred rows), not a window without partitioning.
+    ordered = F.array_sort(F.collect_list(F.struct((-F.col(C.SCORE)).alias("neg"), F.col(C.ITEM_IDX))))
+    positioned = (top.agg(ordered.alias("_top")).select(F.posexplode("_top").alias("_pos", "_t"))
+                  .select("_pos", F.col(f"_t.{C.ITEM_IDX}").alias(C.ITEM_IDX), (-F.col("_t.neg")).alias(C.SCORE)))
+    who = _with_seen((users if users is not None else train).select(C.USER_IDX).distinct(), train)
+    wanted = F.col("_pos") < F.lit(k) + F.least(F.col("_seen"), F.lit(extra))
+    candidates = who.join(F.broadcast(positioned), wanted).select(C.USER_IDX, C.ITEM_IDX, C.SCORE)
+    return _rank_unseen(candidates, train, k)
 
 
 def as_lists(ranked: DataFrame) -> DataFrame:

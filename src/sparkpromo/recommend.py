@@ -29,6 +29,7 @@ Only the per-campaign summary rows are collected to the driver.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -36,7 +37,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from functools import reduce
 from itertools import chain
 from typing import Any
@@ -598,7 +599,8 @@ def _union(frames: Sequence[DataFrame]) -> DataFrame | None:
 
 
 def _campaign_audience(camp: Campaign, run_date: dt.date, users: DataFrame, items: DataFrame, events: DataFrame,
-                       n_reasons: int) -> tuple[DataFrame, DataFrame | None, DataFrame | None]:
+                       n_reasons: int, n_candidates: int | None = None
+                       ) -> tuple[DataFrame, DataFrame | None, DataFrame | None]:
     """``(audience, bundle candidates or None, excluded (user_id, item_id) or None)`` for one campaign."""
     if camp.type == "welcome":
         return users.transform(K.welcome_audience(run_date, camp.signup_within_days)), None, None
@@ -614,7 +616,7 @@ def _campaign_audience(camp: Campaign, run_date: dt.date, users: DataFrame, item
     if camp.type == "bundle":
         pairs = events.transform(K.basket_items(run_date)).transform(K.co_occurrence(camp.min_co_occurrence))
         anchors = events.transform(K.basket_items(run_date, camp.lookback_days))
-        cands = anchors.transform(K.bundle_candidates(pairs, n_reasons))
+        cands = anchors.transform(K.bundle_candidates(pairs, n_reasons, max_candidates=n_candidates))
         return users.transform(K.bundle_audience(cands)), cands, None
     # generic
     if C.CART_VALUE in K.rule_fields(camp.audience) and C.CART_VALUE not in users.columns:
@@ -634,14 +636,15 @@ class CampaignFrames:
 
 
 def campaign_frames(active: Sequence[Campaign], run_date: dt.date, users: DataFrame, items: DataFrame,
-                    events: DataFrame, segment: str, n_reasons: int) -> CampaignFrames:
-    """Audiences, eligible items, bundle candidates and exclusions of the ``active`` campaigns (lazy)."""
+                    events: DataFrame, segment: str, n_reasons: int, n_candidates: int | None = None) -> CampaignFrames:
+    """Audiences, eligible items, bundle candidates (at most ``n_candidates`` per user) and exclusions of the
+    ``active`` campaigns (lazy)."""
     if not active:
         raise ValueError("campaign_frames needs at least one active campaign")
     events = events.where(F.col(C.EVENT_DATE) <= F.lit(run_date))
     audiences, bundles, excluded, eligible = [], [], [], []
     for camp in active:
-        aud, cands, excl = _campaign_audience(camp, run_date, users, items, events, n_reasons)
+        aud, cands, excl = _campaign_audience(camp, run_date, users, items, events, n_reasons, n_candidates)
         audiences.append(_with_campaign(aud, camp.id))
         if cands is not None:
             bundles.append(_with_campaign(cands, camp.id))
@@ -700,6 +703,50 @@ def recommendations(frames: CampaignFrames, active: Sequence[Campaign], run_date
                                      {c.id: c.offer.coupon_template for c in active}))
 
 
+@dataclasses.dataclass(frozen=True)
+class RecommendationPlan:
+    """The run's recommendations (lazy, :data:`RECOMMENDATIONS`' shape) and the frames the summary needs."""
+
+    recs: DataFrame
+    frames: CampaignFrames
+    items: DataFrame
+
+
+@contextlib.contextmanager
+def recommendation_plan(spark: SparkSession, cfg: AppConfig, active: Sequence[Campaign], run_date: dt.date,
+                        run_id: str, model_run_id: str | None, model: ALSModel | None,
+                        stock_cap: bool = False) -> Iterator[RecommendationPlan]:
+    """Read the gold and silver inputs, cache the ones many branches scan, and yield the lazy plan of
+    :func:`recommendations` for the ``active`` campaigns; the caches are released on exit."""
+    def gold(name: str) -> DataFrame:
+        return io.read(spark, cfg.table("gold", name))
+
+    r = cfg.recommend
+    # Inputs are read by many branches of the plan: cache them once (this also keeps Delta's per-scan planning
+    # out of every branch).
+    cached: list[DataFrame] = []
+
+    def keep(df: DataFrame) -> DataFrame:
+        cached.append(df.persist(StorageLevel.MEMORY_AND_DISK))
+        return cached[-1]
+
+    try:
+        users, items, id_map = keep(gold("user_features")), keep(gold("item_features")), keep(gold("id_map"))
+        events = keep(io.read(spark, cfg.table("silver", "events")).where(F.col(C.EVENT_DATE) <= F.lit(run_date))
+                      .select(*EVENT_COLUMNS))
+        frames = campaign_frames(active, run_date, users, items, events, r.segment, r.reasons, r.candidates)
+        frames = dataclasses.replace(frames, audience=keep(frames.audience),
+                                     bundle=None if frames.bundle is None else keep(frames.bundle),
+                                     excluded=None if frames.excluded is None else keep(frames.excluded))
+        recs = recommendations(frames, active, run_date, users, events, id_map, gold("interactions"), model, r)
+        if stock_cap:
+            recs = recs.transform(cap_to_stock(items, {c.id: c.priority for c in active}))
+        yield RecommendationPlan(recs.transform(conform(run_date, model_run_id, run_id)), frames, items)
+    finally:
+        for df in cached:
+            df.unpersist()
+
+
 def run_recommend(spark: SparkSession, cfg: AppConfig, run_id: str, run_date: dt.date,
                   stock_cap: bool = False) -> dict[str, Any]:
     """Compute and write the recommendations of every campaign active on ``run_date``; return a summary.
@@ -724,37 +771,16 @@ def run_recommend(spark: SparkSession, cfg: AppConfig, run_id: str, run_date: dt
 
     model_run_id, model, champion = load_champion(spark, cfg)
     summary.update(model_run_id=model_run_id, champion=champion)
-
-    def gold(name: str) -> DataFrame:
-        return io.read(spark, cfg.table("gold", name))
-
     r = cfg.recommend
-    # Inputs are read by many branches of the plan: cache them once (this also keeps Delta's per-scan planning
-    # out of every branch). Released in the finally block below.
-    cached: list[DataFrame] = []
-
-    def keep(df: DataFrame) -> DataFrame:
-        cached.append(df.persist(StorageLevel.MEMORY_AND_DISK))
-        return cached[-1]
-
-    try:
-        users, items, id_map = keep(gold("user_features")), keep(gold("item_features")), keep(gold("id_map"))
-        events = keep(io.read(spark, cfg.table("silver", "events")).where(F.col(C.EVENT_DATE) <= F.lit(run_date))
-                      .select(*EVENT_COLUMNS))
-        frames = campaign_frames(active, run_date, users, items, events, r.segment, r.reasons)
-        frames = dataclasses.replace(frames, audience=keep(frames.audience),
-                                     bundle=None if frames.bundle is None else keep(frames.bundle),
-                                     excluded=None if frames.excluded is None else keep(frames.excluded))
-        recs = recommendations(frames, active, run_date, users, events, id_map, gold("interactions"), model, r)
-        if stock_cap:
-            recs = recs.transform(cap_to_stock(items, {c.id: c.priority for c in active}))
-        # Materialised once, with a short lineage, for the summary and every per-campaign write. (Local checkpoint
-        # blocks are released when the DataFrame is garbage-collected.)
+    with recommendation_plan(spark, cfg, active, run_date, run_id, model_run_id, model, stock_cap) as plan:
+        frames, items = plan.frames, plan.items
+        # Materialised once, with a short lineage, for the summary and the write. (Local checkpoint blocks are
+        # released when the DataFrame is garbage-collected.)
         t0 = time.perf_counter()
         log.info("scoring %d campaign(s) with %s, %d candidates per user", len(active),
                  "recommendForUserSubset" if model is not None else "popularity", r.candidates)
         with spark_progress(spark, "scoring"):
-            final = recs.transform(conform(run_date, model_run_id, run_id)).localCheckpoint(eager=True)
+            final = plan.recs.localCheckpoint(eager=True)
         log.info("scored in %.1fs", time.perf_counter() - t0)
         catalog_size = items.count()
         sizes = frames.audience.groupBy(C.CAMPAIGN_ID).agg(F.count("*").alias("audience"))
@@ -765,7 +791,8 @@ def run_recommend(spark: SparkSession, cfg: AppConfig, run_id: str, run_date: dt
         for camp in active:
             m = metrics.get(camp.id, {})
             audience_size = int(m.get("audience", 0))
-            status = "ok" if m.get("rows") else ("empty_audience" if audience_size == 0 else "no_recommendations")
+            status = ("ok" if m.get("rows") else "empty_audience" if audience_size == 0
+                      else "no_recommendations")
             if status == "empty_audience":
                 log.info("campaign %s: empty audience", camp.id)
             elif status == "no_recommendations":
@@ -783,9 +810,6 @@ def run_recommend(spark: SparkSession, cfg: AppConfig, run_id: str, run_date: dt
             io.replace_partition(final, uri, {C.CAMPAIGN_ID: [c.id for c in active], C.RUN_DATE: run_date},
                                  partition_by=PARTITION_COLUMNS, name="gold.recommendations")
             counts["rows"] = sum(v["rows"] for v in per_campaign.values())
-    finally:
-        for df in cached:
-            df.unpersist()
     for cid, v in per_campaign.items():
         log.info("campaign %s: audience=%d served=%d control=%d rows=%d fallback_share=%.3f coverage=%.4f gini=%.3f",
                  cid, v["audience"], v["served"], v["control"], v["rows"], v["fallback_share"], v["coverage"],

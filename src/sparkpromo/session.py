@@ -59,6 +59,10 @@ HMAC_PAD_LITERAL = r"(?:0x|X')[0-9A-Fa-f]{128}"
 RUNTIME_DEFAULTS = {
     # Delta's snapshot reconstruction defaults to 50 partitions: far too many for small tables.
     "spark.databricks.delta.snapshotPartitions": "2",
+    # spark.shuffle_partitions is an upper bound: AQE coalesces each shuffle to the data's size (Spark 3.2+ has it on
+    # by default; a launcher that turned it off keeps its choice).
+    "spark.sql.adaptive.enabled": "true",
+    "spark.sql.adaptive.coalescePartitions.enabled": "true",
 }
 
 
@@ -81,8 +85,6 @@ def local_settings(cfg: AppConfig) -> dict[str, str]:
         "spark.ui.showConsoleProgress": "false",
         "spark.ui.enabled": "false",
         **RUNTIME_DEFAULTS,
-        "spark.sql.adaptive.enabled": "true",
-        "spark.sql.adaptive.coalescePartitions.enabled": "true",
         "spark.driver.extraJavaOptions": "-Dlog4j.rootLogger=WARN,console -Xss16m",
     }
     mirrors = maven_mirrors()
