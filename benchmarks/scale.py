@@ -2,12 +2,13 @@
 
     .venv/bin/python benchmarks/scale.py --events 1000000,10000000 [--master local[2]] [--json]
 
-For each size it runs ``sparkpromo run --sample --events N`` (generate, ingest, clean, features, train, recommend)
-in its own process and lakehouse, and records:
+For each size it runs ``sparkpromo run --sample --events N`` (ingest, clean, features, train, recommend) in its
+own process and lakehouse, and records:
 
 * the wall time of every stage, from the run's own ``stage=<name> status=end ... elapsed_s=<s>`` log lines;
 * the peak resident memory (``VmHWM`` from ``/proc``) of the driver's JVM and of the driver's Python process,
-  read while the run is alive.
+  read while the run is alive. The sample shop is generated beforehand by ``sparkpromo generate`` in a process of
+  its own, so the Python figure is the pipeline's.
 
 The point is the comparison between sizes in one invocation: the time ratio between the largest and the smallest
 size (10x the events should take no more than ~12x the time) and whether driver memory grows with the data.
@@ -72,13 +73,16 @@ def _is_java(pid: int) -> bool:
 def run_size(events: int, workdir: Path, master: str, run_date: str, settings: list[str]) -> dict[str, Any]:
     lake = workdir / f"events-{events}"
     shutil.rmtree(lake, ignore_errors=True)
-    cmd = [str(Path(sys.executable).parent / "sparkpromo"), "run", "--sample", "--events", str(events),
-           "--run-date", run_date, "--run-id", f"scale-{events}",
-           "--set", f"lakehouse={lake / 'lakehouse'}", "--set", f"landing={lake / 'landing'}",
-           "--set", f"spark.master={master}"]
+    common = ["--events", str(events), "--run-date", run_date,
+              "--set", f"lakehouse={lake / 'lakehouse'}", "--set", f"landing={lake / 'landing'}"]
     for s in settings:
-        cmd += ["--set", s]
+        common += ["--set", s]
+    cli = str(Path(sys.executable).parent / "sparkpromo")
     env = {**os.environ, "SPARKPROMO_LANDING": str(lake / "landing")}
+    # The sample is written by its own process first, so the run's Python peak is the pipeline's, not the
+    # generator's (numpy arrays of every event); `run --sample` then finds it and does not regenerate.
+    subprocess.run([cli, "generate", *common], check=True, env=env, cwd=ROOT, capture_output=True, text=True)
+    cmd = [cli, "run", "--sample", *common, "--run-id", f"scale-{events}", "--set", f"spark.master={master}"]
     peaks = {"jvm": 0, "python": 0}
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)

@@ -64,3 +64,13 @@ def test_existing_session_keeps_its_master_and_delta(spark: SparkSession, tmp_pa
     assert joined.conf.get("spark.sql.session.timeZone") == "UTC"
     assert f"{tmp_path}/lakehouse/_checkpoints/" in joined.sparkContext.getCheckpointDir()  # type: ignore[operator]
     spark.conf.set("spark.sql.shuffle.partitions", "2")
+
+
+def test_adaptive_execution_is_a_default_the_launcher_can_override(spark: SparkSession, tmp_path: Path) -> None:
+    # shuffle_partitions is an upper bound that AQE coalesces: on in every session we build ...
+    assert local_settings(make_config(tmp_path))["spark.sql.adaptive.coalescePartitions.enabled"] == "true"
+    assert local_settings(make_config(tmp_path))["spark.sql.adaptive.enabled"] == "true"
+    # ... but a session that already chose (here the test session turns AQE off for tiny frames) keeps its choice.
+    assert spark.conf.get("spark.sql.adaptive.enabled") == "false"
+    assert build_session(make_config(tmp_path)) is spark
+    assert spark.conf.get("spark.sql.adaptive.enabled") == "false"
