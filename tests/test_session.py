@@ -70,7 +70,11 @@ def test_adaptive_execution_is_a_default_the_launcher_can_override(spark: SparkS
     # shuffle_partitions is an upper bound that AQE coalesces: on in every session we build ...
     assert local_settings(make_config(tmp_path))["spark.sql.adaptive.coalescePartitions.enabled"] == "true"
     assert local_settings(make_config(tmp_path))["spark.sql.adaptive.enabled"] == "true"
-    # ... but a session that already chose (here the test session turns AQE off for tiny frames) keeps its choice.
-    assert spark.conf.get("spark.sql.adaptive.enabled") == "false"
-    assert build_session(make_config(tmp_path)) is spark
-    assert spark.conf.get("spark.sql.adaptive.enabled") == "false"
+    # ... but a session whose launcher already chose keeps its choice.
+    before = spark.conf.get("spark.sql.adaptive.enabled")
+    spark.conf.set("spark.sql.adaptive.enabled", "false")
+    try:
+        assert build_session(make_config(tmp_path)) is spark
+        assert spark.conf.get("spark.sql.adaptive.enabled") == "false"
+    finally:
+        spark.conf.set("spark.sql.adaptive.enabled", before)

@@ -204,7 +204,8 @@ def run_train(spark: SparkSession, cfg: AppConfig, run_id: str) -> dict[str, Any
 
             t2 = time.perf_counter()
             users = test.select(C.USER_IDX).distinct()
-            als_ranked = E.top_k_excluding_seen(best.als_model, train, t.k, users=users, seen_max=best.seen_max)
+            als_ranked = E.top_k_excluding_seen(best.als_model, train, t.k, users=users, seen_max=best.seen_max,
+                                                n_users=best.n_users)
             pop_ranked = E.popularity_top_k(train, t.k, users=users, seen_max=best.seen_max)
             metrics = {ALS: E.evaluate_recommendations(als_ranked, test, train, t.k),
                        POPULARITY: E.evaluate_recommendations(pop_ranked, test, train, t.k)}
