@@ -118,10 +118,14 @@ def assign_folds(num_folds: int, seed: int) -> Transform:
 # ----------------------------------------------------------------------------------------------------------------
 # Top-K lists
 # ----------------------------------------------------------------------------------------------------------------
+def seen_counts(train: DataFrame) -> DataFrame:
+    """(user_idx, _seen): distinct train items per user."""
+    return train.groupBy(C.USER_IDX).agg(F.countDistinct(C.ITEM_IDX).alias("_seen"))
+
+
 def seen_summary(train: DataFrame) -> tuple[int, int]:
     """(largest number of distinct train items of one user, number of users): one aggregate row to the driver."""
-    row = (train.groupBy(C.USER_IDX).agg(F.countDistinct(C.ITEM_IDX).alias("n"))
-           .agg(F.max("n"), F.count("*")).first())
+    row = seen_counts(train).agg(F.max("_seen"), F.count("*")).first()
     return (int(row[0] or 0), int(row[1] or 0)) if row else (0, 0)
 
 
@@ -144,11 +148,6 @@ def seen_groups(extra: int) -> list[int]:
     """Upper bounds of the seen-item counts scored as one group: :data:`SEEN_GROUP_BOUNDS` below ``extra``, then
     ``extra`` itself."""
     return [b for b in SEEN_GROUP_BOUNDS if b < extra] + [max(extra, 0)]
-
-
-def seen_counts(train: DataFrame) -> DataFrame:
-    """(user_idx, _seen): distinct train items per user."""
-    return train.groupBy(C.USER_IDX).agg(F.countDistinct(C.ITEM_IDX).alias("_seen"))
 
 
 def _with_seen(who: DataFrame, train: DataFrame) -> DataFrame:
