@@ -7,12 +7,13 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
+from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from sparkpromo import columns as C
 from sparkpromo import io
-from sparkpromo.clean import run_clean
+from sparkpromo.clean import SILVER_CONSTRAINTS, run_clean
 from sparkpromo.generate import generate_shop
 from sparkpromo.ingest import run_ingest
 from tests.conftest import make_config
@@ -106,6 +107,31 @@ def test_rerun_changes_nothing(spark: SparkSession, shop) -> None:  # type: igno
     assert sorted(io.read(spark, cfg.table("silver", "events")).collect()) == sorted(before)
     dq = io.read(spark, cfg.table("metrics", "data_quality"))
     assert dq.where(F.col(C.RUN_ID) == "r1").count() == dq.count()  # replaced, not appended
+
+
+def test_silver_tables_are_created_with_their_constraints(spark: SparkSession, shop) -> None:  # type: ignore[no-untyped-def]
+    """The first clean writes each silver table with its constraints in the same commit: no ALTER TABLE after it."""
+    cfg, _, _, _ = shop
+    for name, (checks, not_null) in SILVER_CONSTRAINTS.items():
+        table = DeltaTable.forPath(spark, cfg.table("silver", name))
+        props = table.detail().select("properties").first()[0]
+        assert {k for k in props if k.startswith("delta.constraints.")} == {
+            f"delta.constraints.{k}" for k in io.constraint_checks(checks, not_null)}
+        operations = [r["operation"] for r in table.history().collect()]
+        assert "ADD CONSTRAINT" not in operations, (name, operations)
+
+
+def test_overwrite_creates_constraints_only_with_a_new_table(spark: SparkSession, tmp_path: Path) -> None:
+    df = spark.createDataFrame([(1, 2.0)], "id int, price double")
+    checks = {"non_negative_price": "price >= 0"}
+    new, old = str(tmp_path / "new"), str(tmp_path / "old")
+    io.overwrite(df, new, constraints=checks)
+    with pytest.raises(Exception, match="(?i)constraint|non_negative_price"):
+        spark.createDataFrame([(2, -1.0)], "id int, price double").write.format("delta").mode("append").save(new)
+    io.overwrite(df, old)
+    io.overwrite(df, old, constraints=checks)   # an existing table: left to add_constraints
+    spark.createDataFrame([(2, -1.0)], "id int, price double").write.format("delta").mode("append").save(old)
+    assert io.read(spark, old).count() == 2
 
 
 def test_silver_constraints_reject_bad_writes(spark: SparkSession, shop) -> None:  # type: ignore[no-untyped-def]

@@ -499,9 +499,10 @@ def run_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetime
         for name in ("users", "items", "events"):
             if name in silver:
                 uri = cfg.table("silver", name)
-                io.overwrite(silver[name], uri, name=f"silver.{name}")
                 checks, not_null = SILVER_CONSTRAINTS[name]
-                io.add_constraints(spark, uri, checks, not_null)
+                io.overwrite(silver[name], uri, name=f"silver.{name}",
+                             constraints=io.constraint_checks(checks, not_null))
+                io.add_constraints(spark, uri, checks, not_null)  # a table from before these constraints
         q = quarantine[0]
         for other in quarantine[1:]:
             q = q.unionByName(other)

@@ -76,10 +76,19 @@ def sql_literal(value: object) -> str:
     return f"'{text}'"
 
 
-def overwrite(df: DataFrame, uri: str, partition_by: Sequence[str] = (), name: str = "") -> None:
-    """Replace the whole table atomically (readers see the old or the new snapshot, never a mix)."""
+def overwrite(df: DataFrame, uri: str, partition_by: Sequence[str] = (), name: str = "",
+              constraints: Mapping[str, str] | None = None) -> None:
+    """Replace the whole table atomically (readers see the old or the new snapshot, never a mix).
+
+    ``constraints`` (name -> CHECK expression, see :func:`constraint_checks`) are created with a new table, in the
+    commit that writes its first rows, so they are checked as those rows are written instead of by a scan and a
+    commit per constraint afterwards. An existing table keeps its own; :func:`add_constraints` adds missing ones.
+    """
     fault_point(f"before_write:{name or uri}")
     writer = faulty_write(df, name or uri).write.format("delta").mode("overwrite")
+    if constraints and not is_delta(df.sparkSession, uri):
+        for key, expr in constraints.items():
+            writer = writer.option(f"delta.constraints.{key}", expr)
     if partition_by:
         writer = writer.partitionBy(*partition_by)
     writer.save(uri)
@@ -117,17 +126,22 @@ def append(df: DataFrame, uri: str, app_id: str | None = None, txn_version: int 
     fault_point(f"after_write:{name or uri}")
 
 
-def add_constraints(spark: SparkSession, uri: str, checks: Mapping[str, str] | None = None,
-                    not_null: Sequence[str] = ()) -> None:
-    """Attach Delta CHECK constraints, idempotently. Expressions are ours, never from config.
+def constraint_checks(checks: Mapping[str, str] | None = None, not_null: Sequence[str] = ()) -> dict[str, str]:
+    """Constraint name -> CHECK expression. Expressions are ours, never from config.
 
     NOT NULL is expressed as a CHECK too: Delta cannot tighten an existing column's nullability in place.
     """
     wanted = dict(checks or {})
     wanted.update({f"{c}_not_null": f"`{c}` IS NOT NULL" for c in not_null})
+    return wanted
+
+
+def add_constraints(spark: SparkSession, uri: str, checks: Mapping[str, str] | None = None,
+                    not_null: Sequence[str] = ()) -> None:
+    """Attach Delta CHECK constraints (see :func:`constraint_checks`) that the table does not have yet."""
     props = _table_properties(spark, uri)
     existing = {k.split(".", 2)[-1].lower() for k in props if k.startswith("delta.constraints.")}
-    for name, expr in wanted.items():
+    for name, expr in constraint_checks(checks, not_null).items():
         if name.lower() not in existing:
             spark.sql(f"ALTER TABLE delta.`{uri}` ADD CONSTRAINT {name} CHECK ({expr})")
 
