@@ -115,6 +115,20 @@ def test_bot_threshold_is_per_day(spark: SparkSession, cfg: AppConfig) -> None:
     assert set(rules_of(spark, cfg, rows).values()) == {None}
 
 
+def test_bot_candidates_cover_every_bot_and_the_exact_count_decides(spark: SparkSession, cfg: AppConfig) -> None:
+    # u1: 4 valid events in a day (a bot at 3/day). u2: 4 rows that day too, but one is a second copy of an event
+    # and one has an unknown type, so only 2 count: a candidate, not a bot.
+    rows = ([ev(f"a{i}", user="u1", ts=f"2026-11-01T10:0{i}:00Z") for i in range(4)]
+            + [ev("b0", user="u2"), ev("b0", user="u2"), ev("b1", user="u2", et="click"), ev("b2", user="u2")])
+    b = bronze(spark, EVENT_COLS, rows)
+    candidates = b.transform(clean.keyed_events(cfg)).transform(clean.bot_candidates(3, cfg.sources.events))
+    bots = (clean.classify_event_rows(b, cfg, NOW).transform(clean.mark_duplicates(C.EVENT_ID, newest_first=False))
+            .transform(clean.bot_users(3)))
+    assert_df_equality(candidates, spark.createDataFrame([("u1",), ("u2",)], "user_id string"),
+                       ignore_row_order=True, ignore_nullable=True)
+    assert_df_equality(bots, spark.createDataFrame([("u1",)], "user_id string"), ignore_nullable=True)
+
+
 def test_duplicates_keep_first_ingested(spark: SparkSession, cfg: AppConfig) -> None:
     b = bronze(spark, EVENT_COLS, [ev("a", price=None), ev("a"), ev("b")],
                ingest_ts=[dt.datetime(2026, 11, 2), dt.datetime(2026, 11, 1), dt.datetime(2026, 11, 1)])

@@ -13,7 +13,7 @@ from pyspark.sql import functions as F
 
 from sparkpromo import columns as C
 from sparkpromo import io
-from sparkpromo.clean import SILVER_CONSTRAINTS, run_clean
+from sparkpromo.clean import SILVER_CONSTRAINTS, SILVER_PROPERTIES, run_clean
 from sparkpromo.generate import generate_shop
 from sparkpromo.ingest import run_ingest
 from tests.conftest import make_config
@@ -119,6 +119,19 @@ def test_silver_tables_are_created_with_their_constraints(spark: SparkSession, s
             f"delta.constraints.{k}" for k in io.constraint_checks(checks, not_null)}
         operations = [r["operation"] for r in table.history().collect()]
         assert "ADD CONSTRAINT" not in operations, (name, operations)
+        wanted = SILVER_PROPERTIES.get(name, {})
+        assert {k: props.get(k) for k in wanted} == wanted
+
+
+def test_overwrite_sets_table_properties_only_with_a_new_table(spark: SparkSession, tmp_path: Path) -> None:
+    df = spark.createDataFrame([(1, 2.0)], "id int, price double")
+    prop = {"delta.dataSkippingStatsColumns": "id"}
+    new, old = str(tmp_path / "new"), str(tmp_path / "old")
+    io.overwrite(df, new, properties=prop)
+    io.overwrite(df, old)
+    io.overwrite(df, old, properties=prop)
+    assert io._table_properties(spark, new).get("delta.dataSkippingStatsColumns") == "id"
+    assert "delta.dataSkippingStatsColumns" not in io._table_properties(spark, old)
 
 
 def test_overwrite_creates_constraints_only_with_a_new_table(spark: SparkSession, tmp_path: Path) -> None:

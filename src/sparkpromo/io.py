@@ -77,18 +77,21 @@ def sql_literal(value: object) -> str:
 
 
 def overwrite(df: DataFrame, uri: str, partition_by: Sequence[str] = (), name: str = "",
-              constraints: Mapping[str, str] | None = None) -> None:
+              constraints: Mapping[str, str] | None = None, properties: Mapping[str, str] | None = None) -> None:
     """Replace the whole table atomically (readers see the old or the new snapshot, never a mix).
 
     ``constraints`` (name -> CHECK expression, see :func:`constraint_checks`) are created with a new table, in the
     commit that writes its first rows, so they are checked as those rows are written instead of by a scan and a
     commit per constraint afterwards. An existing table keeps its own; :func:`add_constraints` adds missing ones.
+    ``properties`` (``delta.*`` table properties) are likewise set only when the table is created.
     """
     fault_point(f"before_write:{name or uri}")
     writer = faulty_write(df, name or uri).write.format("delta").mode("overwrite")
-    if constraints and not is_delta(df.sparkSession, uri):
-        for key, expr in constraints.items():
+    if (constraints or properties) and not is_delta(df.sparkSession, uri):
+        for key, expr in (constraints or {}).items():
             writer = writer.option(f"delta.constraints.{key}", expr)
+        for key, value in (properties or {}).items():
+            writer = writer.option(key, value)
     if partition_by:
         writer = writer.partitionBy(*partition_by)
     writer.save(uri)
@@ -147,5 +150,6 @@ def add_constraints(spark: SparkSession, uri: str, checks: Mapping[str, str] | N
 
 
 def _table_properties(spark: SparkSession, uri: str) -> dict[str, str]:
-    detail = DeltaTable.forPath(spark, uri).detail().select("properties").first()
-    return dict(detail[0]) if detail and detail[0] else {}
+    # SHOW TBLPROPERTIES reads the snapshot's metadata on the driver; DESCRIBE DETAIL would run a job.
+    path = uri.replace("`", "``")
+    return {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES delta.`{path}`").collect()}
