@@ -1,0 +1,113 @@
+"""Clean at one git revision against clean at another, alternated in one JVM on the same bronze.
+
+    .venv/bin/python benchmarks/clean_ab.py --baseline-ref 3d539db --events 1000000 --rounds 3 [--json]
+
+The baseline's ``clean.py`` and ``io.py`` are taken from ``--baseline-ref`` (``git show``) and imported under
+other names; the current working tree is the contender. Both clean the same bronze snapshot (copied into two
+lakehouses), in alternating order, after one untimed run of each (JIT and code-generation warm-up), so machine
+noise hits both alike. Reported: the median time of each and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.util
+import json
+import logging
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import ModuleType
+
+from sparkpromo import clean as current
+from sparkpromo.config import AppConfig, load_config
+from sparkpromo.generate import generate_shop
+from sparkpromo.ingest import run_ingest
+from sparkpromo.session import build_session
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN_DATE = dt.date(2026, 11, 1)
+
+
+def baseline_clean(ref: str, into: Path) -> ModuleType:
+    """``sparkpromo/clean.py`` at ``ref``, importing ``sparkpromo/io.py`` at ``ref`` as its ``io``."""
+    def show(path: str) -> str:
+        return subprocess.run(["git", "show", f"{ref}:{path}"], cwd=ROOT, check=True, capture_output=True,
+                              text=True).stdout
+    (into / "baseline_io.py").write_text(show("src/sparkpromo/io.py"))
+    (into / "baseline_clean.py").write_text(
+        show("src/sparkpromo/clean.py").replace("from sparkpromo import io\n", "import baseline_io as io\n"))
+    sys.path.insert(0, str(into))
+    spec = importlib.util.spec_from_file_location("baseline_clean", into / "baseline_clean.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def config(work: Path, lake: str, master: str) -> AppConfig:
+    landing = work / "landing"
+    return load_config("local", ROOT / "conf", overrides={
+        "lakehouse": str(work / lake), "landing": str(landing), "spark.master": master,
+        "spark.shuffle_partitions": 8, "sources.events.path": str(landing / "events"),
+        "sources.users.path": str(landing / "users"), "sources.items.path": str(landing / "items")})
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--baseline-ref", required=True, help="git revision whose clean is the baseline")
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--master", default="local[2]")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    work = Path(tempfile.mkdtemp(prefix="sparkpromo-ab-"))
+    try:
+        baseline = baseline_clean(args.baseline_ref, work)
+        generate_shop(work / "landing", n_events=args.events, seed=7, days=60, end=RUN_DATE)
+        cfgs = {"baseline": config(work, "lake_a", args.master), "current": config(work, "lake_b", args.master)}
+        spark = build_session(cfgs["baseline"], app_name="sparkpromo-clean-ab")
+        run_ingest(spark, cfgs["baseline"], "ab")
+        shutil.copytree(work / "lake_a" / "bronze", work / "lake_b" / "bronze")
+        runs: dict[str, list[float]] = {"baseline": [], "current": []}
+        rows: dict[str, int] = {}
+        now = dt.datetime.combine(RUN_DATE, dt.time())
+        for i in range(args.rounds + 1):  # round 0 warms both up and is not counted
+            order = ("baseline", "current") if i % 2 == 0 else ("current", "baseline")
+            for name in order:
+                module = baseline if name == "baseline" else current
+                t = time.perf_counter()
+                counts = module.run_clean(spark, cfgs[name], f"ab-{name}-{i}", now)
+                elapsed = time.perf_counter() - t
+                rows[name] = counts["events.silver_rows"]
+                if i > 0:
+                    runs[name].append(elapsed)
+        spark.stop()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if rows["baseline"] != rows["current"]:
+        raise SystemExit(f"silver rows differ: {rows}")
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    result = {"events": args.events, "baseline_ref": args.baseline_ref, "rounds": args.rounds,
+              "silver_rows": rows["current"], "baseline_runs_s": [round(x, 2) for x in runs["baseline"]],
+              "current_runs_s": [round(x, 2) for x in runs["current"]],
+              "baseline_median_s": round(med["baseline"], 2), "current_median_s": round(med["current"], 2),
+              "current_over_baseline": round(med["current"] / med["baseline"], 3),
+              "current_events_per_s": round(args.events / med["current"]),
+              "baseline_events_per_s": round(args.events / med["baseline"])}
+    print("| measure | value |\n|---|---|")
+    for k, v in result.items():
+        print(f"| {k} | {v} |")
+    if args.json:
+        print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
