@@ -7,10 +7,10 @@ job setup, data partitioning, factor initialisation — cancels out).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
+from _table import emit  # benchmarks/ is on sys.path when a script runs
 from pyspark.ml.recommendation import ALS
 from pyspark.sql import functions as F
 
@@ -58,11 +58,7 @@ def main() -> None:
               "fixed_overhead_s": round(lo - per_iter * args.low, 2),
               "iteration_share_at_high": round(per_iter * args.high / hi, 3)}
     spark.stop()
-    print("| measure | value |\n|---|---|")
-    for k, v in result.items():
-        print(f"| {k} | {v} |")
-    if args.json:
-        print(json.dumps(result))
+    emit(result, args.json)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib.util
-import json
 import logging
 import shutil
 import statistics
@@ -23,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 from types import ModuleType
+
+from _table import emit  # benchmarks/ is on sys.path when a script runs
 
 from sparkpromo import clean as current
 from sparkpromo.config import AppConfig, load_config
@@ -102,11 +103,7 @@ def main() -> None:
               "current_over_baseline": round(med["current"] / med["baseline"], 3),
               "current_events_per_s": round(args.events / med["current"]),
               "baseline_events_per_s": round(args.events / med["baseline"])}
-    print("| measure | value |\n|---|---|")
-    for k, v in result.items():
-        print(f"| {k} | {v} |")
-    if args.json:
-        print(json.dumps(result))
+    emit(result, args.json)
 
 
 if __name__ == "__main__":

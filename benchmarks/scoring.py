@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from _table import emit  # benchmarks/ is on sys.path when a script runs
 from pyspark.ml.recommendation import ALS, ALSModel
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -125,11 +125,7 @@ def main() -> None:
         result.update(topk_exclusion_s=round(t_ours, 2), crossjoin_antijoin_s=round(t_cross, 2),
                       ratio_crossjoin_to_ours=round(t_cross / t_ours, 2))
     spark.stop()
-    print("| measure | value |\n|---|---|")
-    for key, v in result.items():
-        print(f"| {key} | {v} |")
-    if args.json:
-        print(json.dumps(result))
+    emit(result, args.json)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import logging
 import platform
 import shutil
@@ -20,6 +19,8 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from _table import emit  # benchmarks/ is on sys.path when a script runs
 
 from sparkpromo.clean import run_clean
 from sparkpromo.config import load_config
@@ -100,11 +101,7 @@ def main() -> None:
     spark.stop()
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
-    print("| measure | value |\n|---|---|")
-    for k, v in result.items():
-        print(f"| {k} | {v} |")
-    if args.json:
-        print(json.dumps(result))
+    emit(result, args.json)
 
 
 if __name__ == "__main__":
