@@ -129,6 +129,21 @@ def test_bot_candidates_cover_every_bot_and_the_exact_count_decides(spark: Spark
     assert_df_equality(bots, spark.createDataFrame([("u1",)], "user_id string"), ignore_nullable=True)
 
 
+def test_keyed_repeats_are_the_keyed_rows_with_a_repeated_id(spark: SparkSession, cfg: AppConfig,
+                                                            tmp_path: Any) -> None:
+    # " a" and "a" are one id once trimmed; "" is a missing id, never a key.
+    b = bronze(spark, EVENT_COLS, [ev(" a"), ev("a", user="u2"), ev("b"), ev(""), ev("")])
+    derived = make_config(tmp_path, sources={"kind": "events", "events": {
+        "path": "x", "columns": {"item_id": "product_id", "event_ts": "event_time"}}})
+    b2 = bronze(spark, EVENT_COLS[1:], [r[1:] for r in (ev("x"), ev("y"), ev("z", user="u2"))])
+    for c, frame in ((cfg, b), (derived, b2)):
+        keyed = frame.transform(clean.keyed_events(c))
+        keys = keyed.transform(clean.duplicate_keys(C.EVENT_ID))
+        assert keys.count() == 1
+        expected = keyed.join(keys.select(C.EVENT_ID), C.EVENT_ID, "left_semi")
+        assert_df_equality(frame.transform(clean.keyed_repeats(c, keys)), expected, ignore_row_order=True)
+
+
 def test_duplicates_keep_first_ingested(spark: SparkSession, cfg: AppConfig) -> None:
     b = bronze(spark, EVENT_COLS, [ev("a", price=None), ev("a"), ev("b")],
                ingest_ts=[dt.datetime(2026, 11, 2), dt.datetime(2026, 11, 1), dt.datetime(2026, 11, 1)])

@@ -69,12 +69,7 @@ def canonicalise(source: str, src: FileSource) -> Transform:
     that only the quarantine turns into its JSON payload (serialising every row would cost more than the rules)."""
     def step(df: DataFrame) -> DataFrame:
         raw_cols = [c for c in df.columns if c not in METADATA_COLUMNS and c != CORRUPT]
-        out = []
-        for canon in mappable(source):
-            name = src.columns.get(canon, canon)
-            col = F.trim(F.col(f"`{name}`")) if name in df.columns else F.lit(None).cast("string")
-            # An empty string is a missing value in every export format we accept.
-            out.append(F.when(col == "", None).otherwise(col).alias(canon))
+        out = [canonical(df, src, canon).alias(canon) for canon in mappable(source)]
         meta = [c for c in METADATA_COLUMNS if c in df.columns]
         raw = F.struct(*[F.col(f"`{c}`") for c in raw_cols])
         # Bytes that are not valid UTF-8 reach Spark as U+FFFD: such a row no longer holds what the source sent
@@ -85,6 +80,14 @@ def canonicalise(source: str, src: FileSource) -> Transform:
         corrupt = F.when(F.col(CORRUPT).isNull() & garbled, F.to_json(raw)).otherwise(F.col(CORRUPT))
         return df.select(*out, corrupt.alias(CORRUPT), raw.alias(RAW), *meta)
     return step
+
+
+def canonical(df: DataFrame, src: FileSource, canon: str) -> Column:
+    """The source column mapped to ``canon``, trimmed, as a string (null when the source has no such column)."""
+    name = src.columns.get(canon, canon)
+    col = F.trim(F.col(f"`{name}`")) if name in df.columns else F.lit(None).cast("string")
+    # An empty string is a missing value in every export format we accept.
+    return F.when(col == "", None).otherwise(col)
 
 
 def first_rule(*checks: tuple[Column, str]) -> Column:
@@ -318,14 +321,31 @@ def silver_events(df: DataFrame) -> DataFrame:
         F.col(_RATING).alias(C.RATING), F.col(C.SESSION_ID))
 
 
+def derives_event_id(src: FileSource, bronze: DataFrame) -> bool:
+    return C.EVENT_ID not in src.columns and C.EVENT_ID not in bronze.columns
+
+
 def keyed_events(cfg: AppConfig) -> Transform:
     """Bronze events canonicalised, with their event types mapped and an event id (the dedupe key) on every row."""
     src = cfg.sources.events
 
     def step(bronze: DataFrame) -> DataFrame:
-        derive_id = C.EVENT_ID not in src.columns and C.EVENT_ID not in bronze.columns
         return (bronze.transform(canonicalise("events", src))
-                .transform(normalise_events(src, cfg.sources.kind, derive_id)))
+                .transform(normalise_events(src, cfg.sources.kind, derives_event_id(src, bronze))))
+    return step
+
+
+def keyed_repeats(cfg: AppConfig, dup_keys: DataFrame) -> Transform:
+    """:func:`keyed_events` for the bronze rows whose event id is in ``dup_keys`` only. With an id in the source,
+    the rows are picked by that one column first, so the other ~98% are never canonicalised."""
+    src = cfg.sources.events
+
+    def step(bronze: DataFrame) -> DataFrame:
+        keys = dup_keys.select(F.col(C.EVENT_ID).alias("_key"))
+        if derives_event_id(src, bronze):  # the id is a hash of the canonical row: key every row first
+            return bronze.transform(keyed_events(cfg)).join(keys, F.col(C.EVENT_ID) == F.col("_key"), "left_semi")
+        return (bronze.join(keys, canonical(bronze, src, C.EVENT_ID) == F.col("_key"), "left_semi")
+                .transform(keyed_events(cfg)))
     return step
 
 
@@ -522,7 +542,8 @@ def run_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetime
         duplicates["events"] = keys.select((F.col(COPIES) - 1).alias("count")).groupBy().sum("count")
         # Only the few rows with a repeated key are ranked (before the row-wise rules) and cached, so every later
         # pass streams bronze once.
-        ranked = small(keyed.transform(ranked_copies(C.EVENT_ID, False, keys)).transform(rules))
+        ranked = small(raw.transform(keyed_repeats(cfg, keys)).transform(ranked_copies(C.EVENT_ID, False, keys))
+                       .transform(rules))
 
         def marked(rows: DataFrame, repeated: DataFrame) -> DataFrame:
             return (rows.transform(single_copies(C.EVENT_ID, keys)).transform(rules).unionByName(repeated)
