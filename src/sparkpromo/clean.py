@@ -539,7 +539,7 @@ def run_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetime
         keyed = raw.transform(keyed_events(cfg))
         rules = event_rules(cfg, now)
         keys = small(keyed.transform(duplicate_keys(C.EVENT_ID)))
-        duplicates["events"] = keys.select((F.col(COPIES) - 1).alias("count")).groupBy().sum("count")
+        duplicates["events"] = keys.agg(F.sum(F.col(COPIES) - 1))
         # Only the few rows with a repeated key are ranked (before the row-wise rules) and cached, so every later
         # pass streams bronze once.
         ranked = small(raw.transform(keyed_repeats(cfg, keys)).transform(ranked_copies(C.EVENT_ID, False, keys))
