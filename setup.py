@@ -3,6 +3,9 @@ from setuptools import find_packages, setup
 STAGES = ("generate", "ingest", "clean", "features", "train", "recommend", "run", "report", "explain", "forget",
           "doctor")
 
+# benchmarks/quality.py and speed.py: the implicit library's ALS as a single-machine peer
+PEER = ["implicit>=0.7,<0.8", "threadpoolctl>=3", "scipy>=1.10"]
+
 setup(
     name="sparkpromo",
     version="0.1.0",
@@ -22,9 +25,9 @@ setup(
     extras_require={
         "report": ["matplotlib>=3.8"],
         "mlflow": ["mlflow-skinny>=2.9"],
-        # benchmarks/quality.py and speed.py: the implicit library's ALS as a single-machine peer
-        "bench": ["implicit>=0.7,<0.8", "threadpoolctl>=3", "scipy>=1.10", "matplotlib>=3.8"],
-        "test": ["pytest>=8", "chispa==0.12.0", "ruff", "matplotlib>=3.8", "mlflow-skinny>=2.9"],
+        "bench": [*PEER, "matplotlib>=3.8"],
+        # The peer harness has a test of its own (tests/test_benchmarks.py), so the suite needs the peer too.
+        "test": ["pytest>=8", "chispa==0.12.0", "ruff", "matplotlib>=3.8", "mlflow-skinny>=2.9", *PEER],
     },
     entry_points={
         "console_scripts": [
