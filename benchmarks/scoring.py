@@ -6,7 +6,8 @@
    exclusions, caps, budget, control, reasons, offers) run to a no-op sink, and
    (b) the whole stage, ``run_recommend``: (a) plus model loading, the summary metrics and the Delta commit.
    The bare call is timed with K = 10 and with K = ``recommend.candidates`` (what the stage asks the model for).
-   ``--no-stage`` skips (b), which at 10M events saves ten minutes.
+   ``--no-stage`` skips (b), which at 10M events saves ten minutes. ``--compare-shortlist`` also times (a) with
+   ``recommend.budget_shortlist = 0``: every user of a budgeted campaign's audience scored, as before the shortlist.
 2. ``--data``: MovieLens 100k. Fits one implicit ALS, then times top-K with seen-item exclusion for all users
    (sparkpromo's ``top_k_excluding_seen``: users grouped by history length, each group asking the model for K + its
    longest history candidates, anti-join, re-rank) against the cross-join-and-anti-join approach of public Spark
@@ -18,6 +19,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import time
 from collections.abc import Callable
@@ -30,7 +32,7 @@ from pyspark.sql import functions as F
 
 from sparkpromo import columns as C
 from sparkpromo.campaigns import active_campaigns
-from sparkpromo.config import load_config
+from sparkpromo.config import AppConfig, load_config
 from sparkpromo.evaluate import top_k_excluding_seen
 from sparkpromo.recommend import load_champion, recommendation_plan, run_recommend
 from sparkpromo.session import build_session
@@ -64,6 +66,8 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--no-stage", action="store_true", help="skip timing the whole stage (saves time at scale)")
+    ap.add_argument("--compare-shortlist", action="store_true",
+                    help="also time the plan with recommend.budget_shortlist = 0 (every budgeted audience scored)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     overrides = {"spark.master": "local[2]", "spark.shuffle_partitions": 8}
@@ -83,13 +87,17 @@ def main() -> None:
         def bare(k: int) -> Callable[[], object]:
             return lambda: model.recommendForAllUsers(k).write.format("noop").mode("overwrite").save()
 
-        def plan() -> None:
-            with recommendation_plan(spark, cfg, active, run_date, "bench", model_run_id, model) as p:
+        def plan(c: AppConfig = cfg) -> None:
+            with recommendation_plan(spark, c, active, run_date, "bench", model_run_id, model) as p:
                 p.recs.write.format("noop").mode("overwrite").save()
+
+        full_audience = dataclasses.replace(cfg, recommend=dataclasses.replace(cfg.recommend, budget_shortlist=0))
 
         times: dict[str, float] = {}
         for _ in range(args.repeats):  # interleaved, best of each: drift on a noisy machine hits all alike
             runs = [("bare_k", bare(args.k)), ("bare_candidates", bare(n)), ("plan", plan)]
+            if args.compare_shortlist:
+                runs.append(("plan_no_shortlist", lambda: plan(full_audience)))
             if not args.no_stage:
                 runs.append(("stage", lambda: run_recommend(spark, cfg, "bench", run_date)))
             for name, fn in runs:
@@ -101,6 +109,12 @@ def main() -> None:
                       ratio_scoring_and_filtering_to_bare_k=round(times["plan"] / times["bare_k"], 2),
                       ratio_scoring_and_filtering_to_bare_candidates=round(times["plan"] / times["bare_candidates"],
                                                                            2))
+        if "plan_no_shortlist" in times:
+            result.update(budget_shortlist=cfg.recommend.budget_shortlist,
+                          scoring_and_filtering_no_shortlist_s=round(times["plan_no_shortlist"], 2),
+                          ratio_no_shortlist_to_bare_candidates=round(times["plan_no_shortlist"]
+                                                                      / times["bare_candidates"], 2),
+                          ratio_shortlist_to_no_shortlist=round(times["plan"] / times["plan_no_shortlist"], 2))
         if "stage" in times:
             result.update(recommend_stage_s=round(times["stage"], 2),
                           ratio_recommend_stage_to_bare_k=round(times["stage"] / times["bare_k"], 2),

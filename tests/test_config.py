@@ -102,6 +102,7 @@ def test_semantic_validation(tmp_path: Path) -> None:
     assert "train.grid.rank: must list at least one value" in error_of(tmp_path, "train:\n  grid:\n    rank: []\n")
     assert "features.event_weights.click: unknown event type" in error_of(
         tmp_path, "features:\n  event_weights: {click: 1.0}\n")
+    assert "recommend.budget_shortlist: must be >= 0" in error_of(tmp_path, "recommend:\n  budget_shortlist: -1\n")
 
 
 def test_unknown_mapped_canonical_column(tmp_path: Path) -> None:

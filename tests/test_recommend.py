@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chispa import assert_df_equality
+from chispa import assert_approx_df_equality, assert_df_equality
 from conftest import make_config
 from pyspark.ml.recommendation import ALS
 from pyspark.sql import DataFrame, SparkSession
@@ -128,6 +128,59 @@ def test_budget_is_deterministic_and_prefers_primary_sources(spark: SparkSession
     assert len(c1) == 3 and {"u1", "u3"} <= set(c1) and "u4" not in c1
     assert [u for c, u in first if c == "c2"] == ["u1", "u4"]  # budget 0 = unlimited
     assert recs.transform(R.apply_budget(budget)).where(F.col(C.USER_ID) == "u1").count() == 3  # whole lists kept
+
+
+AUDIENCE_DDL = "campaign_id string, user_id string, min_price double, max_price double, segment string"
+
+
+def test_budget_shortlist_keeps_the_users_of_highest_affinity(spark: SparkSession) -> None:
+    aud = spark.createDataFrame([(c, f"u{i}", None, None, "DE") for c in ("b", "open") for i in range(1, 7)],
+                                AUDIENCE_DDL)
+    aff = spark.createDataFrame([("b", "u1", 0.1), ("b", "u2", 0.9), ("b", "u3", 0.5), ("b", "u4", 0.7),
+                                 ("b", "u5", None)], "campaign_id string, user_id string, affinity double")
+
+    def by_affinity(df: DataFrame) -> DataFrame:
+        return df.join(aff, [C.CAMPAIGN_ID, C.USER_ID], "left")
+
+    # budget 1 x factor 3: the three best of b; "open" (no budget) keeps everyone
+    got = aud.transform(R.budget_shortlist({"b": 1, "open": 0}, 3, by_affinity))
+    keep = (F.col(C.CAMPAIGN_ID) == "open") | F.col(C.USER_ID).isin("u2", "u4", "u3")
+    assert_df_equality(got, aud.where(keep), ignore_row_order=True)
+    # null affinity (a user the model does not know) comes after every known one
+    four = aud.transform(R.budget_shortlist({"b": 2}, 2, by_affinity)).where(F.col(C.CAMPAIGN_ID) == "b")
+    assert_df_equality(four, aud.where((F.col(C.CAMPAIGN_ID) == "b") & ~F.col(C.USER_ID).isin("u5", "u6")),
+                       ignore_row_order=True)
+    # factor 0 keeps every row
+    assert_df_equality(aud.transform(R.budget_shortlist({"b": 1}, 0, by_affinity)), aud, ignore_row_order=True)
+    # without a model: a deterministic hash order, budget x factor users
+    hashed = aud.transform(R.budget_shortlist({"b": 2}, 2))
+    assert_df_equality(hashed, aud.transform(R.budget_shortlist({"b": 2}, 2)), ignore_row_order=True)
+    assert hashed.where(F.col(C.CAMPAIGN_ID) == "b").count() == 4
+    assert hashed.where(F.col(C.CAMPAIGN_ID) == "open").count() == 6
+
+
+def test_campaign_affinity_is_the_mean_score_over_eligible_items(spark: SparkSession) -> None:
+    inter = spark.createDataFrame([(u, i, float(1 + (u * i) % 3)) for u in range(4) for i in range(5)
+                                   if (u + i) % 2 == 0 or i == 4], "user_idx int, item_idx int, confidence double")
+    model = ALS(rank=2, maxIter=3, implicitPrefs=True, seed=1, userCol=C.USER_IDX, itemCol=C.ITEM_IDX,
+                ratingCol=C.CONFIDENCE, numUserBlocks=1, numItemBlocks=1).fit(inter)
+    id_map = spark.createDataFrame([("user", f"u{u}", u) for u in range(4)] + [("item", f"i{i}", i) for i in range(5)],
+                                   schemas.ID_MAP)
+    eligible = spark.createDataFrame([("c1", "i0"), ("c1", "i2"), ("c1", "i3"), ("c2", "i4"), ("c3", "unknown")],
+                                     "campaign_id string, item_id string")
+    aud = spark.createDataFrame([("c1", "u0"), ("c1", "u3"), ("c2", "u1"), ("c1", "ghost"), ("c3", "u0")],
+                                "campaign_id string, user_id string")
+    users = {r["id"]: r["features"] for r in model.userFactors.collect()}
+    items = {r["id"]: r["features"] for r in model.itemFactors.collect()}
+
+    def mean_score(u: int, its: list[int]) -> float:
+        return sum(sum(a * b for a, b in zip(users[u], items[i], strict=True)) for i in its) / len(its)
+
+    expected = spark.createDataFrame([("c1", "u0", mean_score(0, [0, 2, 3])), ("c1", "u3", mean_score(3, [0, 2, 3])),
+                                      ("c2", "u1", mean_score(1, [4])), ("c1", "ghost", None), ("c3", "u0", None)],
+                                     "campaign_id string, user_id string, affinity double")
+    got = aud.transform(R.campaign_affinity(model, id_map, eligible))
+    assert_approx_df_equality(got, expected, 1e-5, ignore_row_order=True, ignore_nullable=True)
 
 
 def test_control_group_is_deterministic_with_about_the_configured_share(spark: SparkSession) -> None:
@@ -374,6 +427,38 @@ def test_popularity_champion(spark: SparkSession, e2e: E2E) -> None:
                              io.read(spark, cfg.table("gold", "interactions")), None, cfg.recommend)
     got = {(r[C.USER_ID], r[C.SOURCE]) for r in recs.select(C.USER_ID, C.SOURCE).distinct().collect()}
     assert got == {("u1", R.POPULARITY), ("u7", R.POPULARITY), ("u9", R.POPULARITY)}
+
+
+@pytest.mark.slow
+def test_budgeted_campaign_scores_only_its_shortlist(spark: SparkSession, e2e: E2E,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = e2e.cfg
+    fans = [dataclasses.replace(c, budget=1) for c in cfg.campaigns if c.id == "fans"]
+    users = io.read(spark, cfg.table("gold", "user_features"))
+    items = io.read(spark, cfg.table("gold", "item_features"))
+    events = io.read(spark, cfg.table("silver", "events"))
+    id_map = io.read(spark, cfg.table("gold", "id_map"))
+    interactions = io.read(spark, cfg.table("gold", "interactions"))
+    model = R.load_champion(spark, cfg)[1]
+    assert model is not None
+    frames = R.campaign_frames(fans, RUN, users, items, events, "country", 2)
+    affinity = frames.audience.transform(R.campaign_affinity(model, id_map, frames.eligible))
+    ranked = [r[C.USER_ID] for r in affinity.orderBy(F.desc_nulls_last(C.AFFINITY), C.USER_ID).collect()]
+    assert len(ranked) >= 2  # otherwise a shortlist of one would not be a choice
+    idx = {r[C.ORIGINAL_ID]: r[C.IDX] for r in id_map.where(F.col(C.ID_KIND) == "user").collect()}
+    scored: list[set[int]] = []  # the users each call asks the model to score (the real call still runs)
+    subset = model.recommendForUserSubset
+
+    def spy(users_df: DataFrame, n: int) -> DataFrame:
+        scored.append({r[0] for r in users_df.collect()})
+        return subset(users_df, n)
+
+    monkeypatch.setattr(model, "recommendForUserSubset", spy)
+    for factor in (1, 0):
+        recs = R.recommendations(frames, fans, RUN, users, events, id_map, interactions, model,
+                                 dataclasses.replace(cfg.recommend, budget_shortlist=factor))
+        assert recs.select(C.USER_ID).distinct().count() == 1  # the budget
+    assert scored == [{idx[ranked[0]]}, {idx[u] for u in ranked if u in idx}]
 
 
 @pytest.mark.slow

@@ -99,6 +99,7 @@ LINE_VALUE = "line_value"  # value of one open cart line
 OTHER_ITEM_ID = "other_item_id"  # item-to-item co-occurrence
 CO_COUNT = "co_count"
 SEGMENT = "segment"  # the user's value of recommend.segment (country or age_band)
+AFFINITY = "affinity"  # a user's mean ALS score over a campaign's eligible items (budget shortlist)
 LEVEL = "level"  # candidate precedence: 0 primary (als/popularity/bundle), 1 segment, 2 global popularity
 DELIVERED = "delivered"  # false for control-group rows: kept for uplift, never sent
 DISCOUNT_PCT = "discount_pct"

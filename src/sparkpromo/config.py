@@ -196,6 +196,9 @@ class RecommendConfig:
     repeatable_categories: tuple[str, ...] = ()
     segment: str = "country"  # country | age_band
     reasons: int = 2
+    # A campaign with a budget scores only its ``budget * budget_shortlist`` audience users of highest ALS affinity
+    # (0 = score the whole audience).
+    budget_shortlist: int = 4
 
 
 @dataclass(frozen=True)
@@ -556,6 +559,7 @@ def _validate(cfg: AppConfig, where: _Where) -> None:
     need(r.candidates > 0, "recommend.candidates", "must be > 0")
     need(r.max_offers_per_user > 0, "recommend.max_offers_per_user", "must be > 0")
     need(r.max_per_category >= 0, "recommend.max_per_category", "must be >= 0")
+    need(r.budget_shortlist >= 0, "recommend.budget_shortlist", "must be >= 0")
     need(r.segment in ("country", "age_band"), "recommend.segment", "must be country or age_band")
     _validate_campaigns(cfg.campaigns, where)
 

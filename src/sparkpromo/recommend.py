@@ -367,7 +367,8 @@ def contact_cap(max_offers_per_user: int, priorities: Mapping[str, int]) -> Tran
 
 def apply_budget(budgets: Mapping[str, int]) -> Transform:
     """Keep at most ``budget`` users per campaign (0 = unlimited), chosen by their list's best level, then the best
-    score at that level, then ``xxhash64("budget", campaign_id, user_id)`` and user id (deterministic)."""
+    score at that level, then ``xxhash64("budget", campaign_id, user_id)`` and user id (deterministic). The stage
+    scores only a :func:`budget_shortlist` of the audience, so the choice is among the shortlisted users."""
     def apply(recs: DataFrame) -> DataFrame:
         lst = Window.partitionBy(C.CAMPAIGN_ID, C.USER_ID)
         tie = F.xxhash64(F.lit("budget"), F.col(C.CAMPAIGN_ID), F.col(C.USER_ID))
@@ -378,6 +379,49 @@ def apply_budget(budgets: Mapping[str, int]) -> Transform:
                 .withColumn("_n", F.dense_rank().over(w))
                 .where((budget <= 0) | (F.col("_n") <= budget))
                 .drop("_lvl", "_s", "_n"))
+    return apply
+
+
+def campaign_affinity(model: ALSModel, id_map: DataFrame, eligible: DataFrame) -> Transform:
+    """Audience rows ``(campaign_id, user_id, ..)`` -> the same rows plus ``affinity``: the user's mean ALS score
+    over the campaign's eligible items ``(campaign_id, item_id)``, i.e. the user factor dotted with the mean item
+    factor. Null for a user or campaign the model does not know. No top-K: one dot product per row."""
+    def apply(audience: DataFrame) -> DataFrame:
+        factors = model.itemFactors.select(F.col("id").alias(C.ITEM_IDX), F.col("features").alias("_f"))
+        dims = (eligible.select(C.CAMPAIGN_ID, C.ITEM_ID).join(_ids(id_map, "item", C.ITEM_ID, C.ITEM_IDX), C.ITEM_ID)
+                .join(factors, C.ITEM_IDX).select(C.CAMPAIGN_ID, F.posexplode("_f").alias("_d", "_x"))
+                .groupBy(C.CAMPAIGN_ID, "_d").agg(F.avg("_x").alias("_x")))
+        centroid = (dims.groupBy(C.CAMPAIGN_ID).agg(F.sort_array(F.collect_list(F.struct("_d", "_x"))).alias("_c"))
+                    .select(C.CAMPAIGN_ID, F.transform("_c", lambda d: d["_x"]).alias("_centroid")))
+        users = (_ids(id_map, "user", C.USER_ID, C.USER_IDX)
+                 .join(model.userFactors.select(F.col("id").alias(C.USER_IDX), F.col("features").alias("_u")),
+                       C.USER_IDX).drop(C.USER_IDX))
+        return (audience.join(users, C.USER_ID, "left").join(F.broadcast(centroid), C.CAMPAIGN_ID, "left")
+                .withColumn(C.AFFINITY, _dot(F.col("_u"), F.col("_centroid"))).drop("_u", "_centroid"))
+    return apply
+
+
+def budget_shortlist(budgets: Mapping[str, int], factor: int, affinity: Transform | None = None) -> Transform:
+    """Audience rows -> for each campaign with a budget (> 0), only its ``budget * factor`` users of highest
+    ``affinity`` (a :func:`campaign_affinity` transform; nulls last, then ``xxhash64("shortlist", campaign_id,
+    user_id)`` and user id). Other campaigns' rows pass unchanged; ``factor`` 0 keeps every row.
+
+    A budget serves few users, so its campaign need not score its whole audience: :func:`apply_budget` then picks
+    from the shortlist by the users' actual lists.
+    """
+    def apply(audience: DataFrame) -> DataFrame:
+        limits = {k: v * factor for k, v in budgets.items() if v > 0}
+        if factor <= 0 or not limits:
+            return audience
+        budgeted = F.col(C.CAMPAIGN_ID).isin(*limits)
+        rows = audience.where(budgeted)
+        rows = rows.transform(affinity) if affinity is not None else rows.withColumn(C.AFFINITY, F.lit(None))
+        w = Window.partitionBy(C.CAMPAIGN_ID).orderBy(
+            F.desc_nulls_last(C.AFFINITY), F.xxhash64(F.lit("shortlist"), F.col(C.CAMPAIGN_ID), F.col(C.USER_ID)),
+            F.asc(C.USER_ID))
+        kept = (rows.withColumn("_rn", F.row_number().over(w)).where(F.col("_rn") <= _by_campaign(limits))
+                .select(*audience.columns))
+        return audience.where(~budgeted).unionByName(kept)
     return apply
 
 
@@ -669,8 +713,11 @@ def recommendations(frames: CampaignFrames, active: Sequence[Campaign], run_date
     events = events.where(F.col(C.EVENT_DATE) <= F.lit(run_date))
     bundle_ids = [c.id for c in active if c.type == "bundle"]
     not_bundle = ~F.col(C.CAMPAIGN_ID).isin(*bundle_ids) if bundle_ids else F.lit(True)
+    affinity = None if model is None else campaign_affinity(model, id_map, frames.eligible)
+    audience = frames.audience.transform(budget_shortlist({c.id: c.budget for c in active}, r.budget_shortlist,
+                                                          affinity))
     fill_eligible = frames.eligible.where(not_bundle)
-    fill_audience = frames.audience.where(not_bundle)
+    fill_audience = audience.where(not_bundle)
     n = r.candidates
 
     global_top = fill_eligible.transform(popularity_lists(n))
@@ -685,7 +732,7 @@ def recommendations(frames: CampaignFrames, active: Sequence[Campaign], run_date
     parts = [primary, fill_audience.transform(fill_candidates(segment_top, global_top))]
     if frames.bundle is not None:
         bundle = frames.bundle.select(C.CAMPAIGN_ID, C.USER_ID, C.ITEM_ID, C.SCORE, C.REASON)
-        parts.append(_tag(frames.audience.join(bundle, [C.CAMPAIGN_ID, C.USER_ID]), BUNDLE, 0, F.col(C.REASON)))
+        parts.append(_tag(audience.join(bundle, [C.CAMPAIGN_ID, C.USER_ID]), BUNDLE, 0, F.col(C.REASON)))
     candidates = reduce(lambda a, b: a.unionByName(b), parts)
 
     purchases = events.where(F.col(C.EVENT_TYPE) == C.PURCHASE).select(C.USER_ID, C.ITEM_ID)
