@@ -100,3 +100,14 @@ def test_result_prints_compact_table_then_json(capsys: pytest.CaptureFixture[str
     assert ["als", "0.42"] in [ln.split() for ln in lines] and ["popularity", "0.21"] in [ln.split() for ln in lines]
     assert lines[-1].startswith("{") and '"ndcg": 0.42' in lines[-1]
 
+
+def test_result_table_keeps_long_names_apart(capsys: pytest.CaptureFixture[str]) -> None:
+    from sparkpromo.cli import _print_result
+
+    row = {"audience": 24, "baseline_head_share": 1, "fallback_share": 0.3158}
+    _print_result({"campaigns": {"a-campaign-with-a-long-name": row, "b": row}}, False)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[1].split() == ["audience", "baseline_head_share", "fallback_share"]
+    assert lines[2].split() == ["a-campaign-with-a-long-name", "24", "1", "0.3158"]
+    assert lines[3].split() == ["b", "24", "1", "0.3158"]
+

@@ -141,12 +141,15 @@ def _print_result(result: dict[str, Any], as_json: bool) -> None:
         # Nested {row: {column: number}} results (train's metrics, recommend's campaigns) print as a table.
         if isinstance(table, dict) and table and all(isinstance(r, dict) for r in table.values()):
             cols = sorted({c for r in table.values() for c, x in r.items() if isinstance(x, (int, float))})
+            # Each column is as wide as its name plus a gap, so long names never run into each other.
+            widths = {c: max(12, len(c) + 2) for c in cols}
+            label = max(20, max(len(str(name)) for name in table) + 2)
             print(f"\n{key}:")
-            print("  " + f"{'':<20}" + "".join(f"{c:>12}" for c in cols))
+            print("  " + f"{'':<{label}}" + "".join(f"{c:>{widths[c]}}" for c in cols))
             for name, r in table.items():
-                cells = "".join(f"{r[c]:>12.4g}" if isinstance(r.get(c), (int, float)) else f"{'':>12}"
-                                for c in cols)
-                print(f"  {str(name):<20}{cells}")
+                cells = "".join(f"{r[c]:>{widths[c]}.4g}" if isinstance(r.get(c), (int, float))
+                                else f"{'':>{widths[c]}}" for c in cols)
+                print(f"  {str(name):<{label}}{cells}")
     if as_json:
         print(json.dumps(result, default=str, sort_keys=True))
 
