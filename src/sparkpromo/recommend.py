@@ -44,7 +44,9 @@ from typing import Any
 
 from pyspark import StorageLevel
 from pyspark.errors import AnalysisException
+from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.ml.recommendation import ALSModel
+from pyspark.ml.stat import Summarizer
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
@@ -388,11 +390,10 @@ def campaign_affinity(model: ALSModel, id_map: DataFrame, eligible: DataFrame) -
     factor. Null for a user or campaign the model does not know. No top-K: one dot product per row."""
     def apply(audience: DataFrame) -> DataFrame:
         factors = model.itemFactors.select(F.col("id").alias(C.ITEM_IDX), F.col("features").alias("_f"))
-        dims = (eligible.select(C.CAMPAIGN_ID, C.ITEM_ID).join(_ids(id_map, "item", C.ITEM_ID, C.ITEM_IDX), C.ITEM_ID)
-                .join(factors, C.ITEM_IDX).select(C.CAMPAIGN_ID, F.posexplode("_f").alias("_d", "_x"))
-                .groupBy(C.CAMPAIGN_ID, "_d").agg(F.avg("_x").alias("_x")))
-        centroid = (dims.groupBy(C.CAMPAIGN_ID).agg(F.sort_array(F.collect_list(F.struct("_d", "_x"))).alias("_c"))
-                    .select(C.CAMPAIGN_ID, F.transform("_c", lambda d: d["_x"]).alias("_centroid")))
+        centroid = (eligible.select(C.CAMPAIGN_ID, C.ITEM_ID)
+                    .join(_ids(id_map, "item", C.ITEM_ID, C.ITEM_IDX), C.ITEM_ID).join(factors, C.ITEM_IDX)
+                    .groupBy(C.CAMPAIGN_ID).agg(Summarizer.mean(array_to_vector(F.col("_f"))).alias("_c"))
+                    .select(C.CAMPAIGN_ID, vector_to_array(F.col("_c")).alias("_centroid")))
         users = (_ids(id_map, "user", C.USER_ID, C.USER_IDX)
                  .join(model.userFactors.select(F.col("id").alias(C.USER_IDX), F.col("features").alias("_u")),
                        C.USER_IDX).drop(C.USER_IDX))
