@@ -80,5 +80,12 @@ ARGS=(--master "$MASTER" --deploy-mode "$DEPLOY_MODE" --name "sparkpromo-$JOB"
       --conf "spark.pyspark.python=$PY" --conf "spark.pyspark.driver.python=$PY"
       --py-files "$WHEEL")
 [ -n "$REPOS" ] && ARGS+=(--repositories "$REPOS")
+# A local master: the driver is the only JVM, so it gets the settings the session factory gives local mode
+# (a --conf of yours for the same key comes later and wins).
+case "$MASTER" in
+  local|local\[*)
+    while IFS= read -r kv; do if [ -n "$kv" ]; then ARGS+=(--conf "$kv"); fi; done < <("$PY" -c \
+      'from sparkpromo.session import LOCAL_JVM; print("\n".join(f"{k}={v}" for k, v in LOCAL_JVM.items()))' 2>/dev/null || true) ;;
+esac
 export PYSPARK_PYTHON=$PY
 exec "$SUBMIT" "${ARGS[@]}" ${EXTRA[@]+"${EXTRA[@]}"} "jobs/$JOB.py" "$@"

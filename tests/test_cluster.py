@@ -408,3 +408,26 @@ def test_submit_wrong_spark_version(tmp_path: Path) -> None:
 def test_submit_missing_spark_submit(tmp_path: Path) -> None:
     result, calls = submit(tmp_path, "run", SPARK_HOME=str(tmp_path / "no-spark-here"))
     assert_refused(result, calls, "spark-submit not found", "SPARK_HOME")
+
+
+def submitted(calls: Path) -> str:
+    """The one call the fake spark-submit received besides ``--version``."""
+    return next(c for c in calls.read_text().splitlines() if c != "--version")
+
+
+def test_submit_gives_a_local_driver_the_local_jvm_settings(tmp_path: Path) -> None:
+    from sparkpromo.session import LOCAL_JVM
+
+    result, calls = submit(tmp_path, "--master", "local[1]", "--conf", "spark.sql.codegen.cache.maxEntries=50",
+                           "clean", "--run-date", "2026-11-01")
+    assert result.returncode == 99, result.describe()  # the fake's own exit code: the job was submitted
+    line = submitted(calls)
+    ours = [f"--conf {k}={v}" for k, v in LOCAL_JVM.items()]
+    assert all(o in line for o in ours), line
+    # A --conf of the caller's for the same key comes after ours (spark-submit keeps the last one).
+    assert line.index("spark.sql.codegen.cache.maxEntries=50") > line.index(ours[0])
+    assert line.endswith("jobs/clean.py --run-date 2026-11-01")
+
+    result, calls = submit(tmp_path / "yarn", "--master", "yarn", "clean")
+    assert result.returncode == 99, result.describe()
+    assert "UseParallelGC" not in submitted(calls) and "codegen" not in submitted(calls)  # a cluster's own choice

@@ -78,3 +78,11 @@ def test_adaptive_execution_is_a_default_the_launcher_can_override(spark: SparkS
         assert spark.conf.get("spark.sql.adaptive.enabled") == "false"
     finally:
         spark.conf.set("spark.sql.adaptive.enabled", before)
+
+
+def test_local_jvm_runs_the_parallel_collector_and_a_large_codegen_cache(spark: SparkSession) -> None:
+    # The suite's own session was built by build_session in local mode: its JVM must carry the settings.
+    mx = spark._jvm.java.lang.management.ManagementFactory  # type: ignore[union-attr]
+    collectors = {g.getName() for g in mx.getGarbageCollectorMXBeans()}
+    assert collectors == {"PS Scavenge", "PS MarkSweep"}, collectors
+    assert spark.conf.get("spark.sql.codegen.cache.maxEntries") == "1000"

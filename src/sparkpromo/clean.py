@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
+from pyspark.util import inheritable_thread_target
 
 from sparkpromo import columns as C
 from sparkpromo import io
@@ -53,6 +56,9 @@ RAW = "_raw"
 _TS, _PRICE, _QTY, _RATING, _STOCK, _SIGNUP, _BIRTH = "_ts", "_price", "_qty", "_rating", "_stock", "_signup", "_birth"
 _TRUE_WORDS = ("true", "t", "yes", "y", "1")
 _FALSE_WORDS = ("false", "f", "no", "n", "0")
+
+DIMENSION_KEYS = {"users": C.USER_ID, "items": C.ITEM_ID}
+T = TypeVar("T")
 
 REQUIRED = {
     "events": (C.EVENT_ID, C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.EVENT_TS),
@@ -493,6 +499,10 @@ def run_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetime
     The bulk of the rows streams from bronze to silver (or quarantine) without a shuffle: only small side frames
     (duplicate keys, known ids, bot users) are computed first, cached and joined by broadcast. The counts are taken
     from what was written and checked against bronze, so a row can't vanish unnoticed.
+
+    The side frames are independent small jobs, computed concurrently from driver threads so that one's scheduling,
+    Delta log reads and small tasks overlap another's. Nothing is written until every side frame has been
+    computed, so a failure there leaves every table as it was.
     """
     from sparkpromo.privacy import pseudonymise_users
 
@@ -514,43 +524,56 @@ def run_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetime
         bronze_at[source] = version  # every read of this run sees the same snapshot, whatever ingest does
         return io.read(spark, uri, version=version)
 
+    def dimension(source: str) -> tuple[DataFrame, DataFrame] | None:
+        """Users or items (dimension-sized): one cached, fully marked frame feeds silver, quarantine, the known
+        ids and the counts, so their bronze is read once. Returned with the known ids (cached too)."""
+        src = getattr(cfg.sources, source)
+        raw = bronze(source) if src is not None else None
+        if raw is None:
+            return None
+        key = DIMENSION_KEYS[source]
+        classify = (classify_users if source == "users" else classify_items)(cfg.clean.max_string_length)
+        df = small(raw.transform(canonicalise(source, src)).transform(mark_duplicates(key, True)).transform(classify))
+        return df, small(accepted(df).select(key))  # ids before pseudonymisation: bronze events carry raw ids
+
+    raw = bronze("events")
+    if raw is None:
+        raise FileNotFoundError(f"bronze events table not found at {cfg.table('bronze', 'events')}: "
+                                "run `sparkpromo ingest` first")
     try:
+        with ThreadPoolExecutor(max_workers=3, thread_name_prefix="sparkpromo-clean") as pool:
+            def start(fn: Callable[..., T], *args: object) -> Future[T]:
+                # The thread inherits the caller's Spark local properties (job group, scheduler pool).
+                return pool.submit(inheritable_thread_target(spark)(fn), *args)
+
+            dims = {source: start(dimension, source) for source in DIMENSION_KEYS}
+            keyed = raw.transform(keyed_events(cfg))
+            rules = event_rules(cfg, now)
+            suspects_job = start(small, keyed.transform(bot_candidates(cfg.clean.bot_max_events_per_day,
+                                                                       cfg.sources.events)))
+            keys = small(keyed.transform(duplicate_keys(C.EVENT_ID)))
+            # Only the few rows with a repeated key are ranked (before the row-wise rules) and cached, so every
+            # later pass streams bronze once.
+            ranked = small(raw.transform(keyed_repeats(cfg, keys)).transform(ranked_copies(C.EVENT_ID, False, keys))
+                           .transform(rules))
+            marked_dims = {source: job.result() for source, job in dims.items()}
+            suspects = suspects_job.result()
+
+        duplicates["events"] = keys.agg(F.sum(F.col(COPIES) - 1))
         known: dict[str, DataFrame] = {}
-        for source, classify, to_silver, key in (
-                ("users", classify_users(cfg.clean.max_string_length), silver_users(now.date()), C.USER_ID),
-                ("items", classify_items(cfg.clean.max_string_length), silver_items, C.ITEM_ID)):
-            src = getattr(cfg.sources, source)
-            raw = bronze(source) if src is not None else None
-            if raw is None:
+        for source, dim in marked_dims.items():
+            if dim is None:
                 continue
-            # Users and items are dimension-sized: one cached, fully marked frame feeds silver, quarantine, the
-            # known ids and the counts, so their bronze is read once.
-            df = small(raw.transform(canonicalise(source, src)).transform(mark_duplicates(key, True))
-                       .transform(classify))
-            silver[source] = df.transform(to_silver)
+            df, known[DIMENSION_KEYS[source]] = dim
+            silver[source] = df.transform(silver_users(now.date()) if source == "users" else silver_items)
             quarantine.append(df.transform(quarantine_rows(source, run_id)))
             duplicates[source] = df.where(F.col(DUP)).groupBy().count()
-            known[key] = small(accepted(df).select(key))  # before pseudonymisation: bronze events carry raw ids
-
-        raw = bronze("events")
-        if raw is None:
-            raise FileNotFoundError(f"bronze events table not found at {cfg.table('bronze', 'events')}: "
-                                    "run `sparkpromo ingest` first")
-        keyed = raw.transform(keyed_events(cfg))
-        rules = event_rules(cfg, now)
-        keys = small(keyed.transform(duplicate_keys(C.EVENT_ID)))
-        duplicates["events"] = keys.agg(F.sum(F.col(COPIES) - 1))
-        # Only the few rows with a repeated key are ranked (before the row-wise rules) and cached, so every later
-        # pass streams bronze once.
-        ranked = small(raw.transform(keyed_repeats(cfg, keys)).transform(ranked_copies(C.EVENT_ID, False, keys))
-                       .transform(rules))
 
         def marked(rows: DataFrame, repeated: DataFrame) -> DataFrame:
             return (rows.transform(single_copies(C.EVENT_ID, keys)).transform(rules).unionByName(repeated)
                     .transform(check_references(known.get(C.USER_ID), known.get(C.ITEM_ID))))
 
         # Bots are counted exactly, but only over the rows of users with enough rows of any kind to be one.
-        suspects = small(keyed.transform(bot_candidates(cfg.clean.bot_max_events_per_day, cfg.sources.events)))
         bots = small(marked(keyed.join(suspects, C.USER_ID, "left_semi"), ranked.join(suspects, C.USER_ID, "left_semi"))
                      .transform(bot_users(cfg.clean.bot_max_events_per_day)))
         ev = marked(keyed, ranked).transform(flag_bots(bots))
@@ -560,7 +583,9 @@ def run_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetime
         if cfg.privacy.pseudonymise:
             silver = pseudonymise_users(silver, cfg.privacy.key_env)
 
-        for name in ("users", "items", "events"):
+        # One table after another, in a fixed order: two cleans racing on one lakehouse then conflict on the same
+        # table first, and one of them wins every table.
+        for name in (*DIMENSION_KEYS, "events"):
             if name in silver:
                 uri = cfg.table("silver", name)
                 checks, not_null = SILVER_CONSTRAINTS[name]
