@@ -18,9 +18,9 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar
+from typing import TypeVar, cast
 
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, Row, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.util import inheritable_thread_target
 
@@ -508,8 +508,8 @@ def run_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetime
 
     silver: dict[str, DataFrame] = {}
     quarantine: list[DataFrame] = []
-    duplicates: dict[str, DataFrame] = {}
-    bronze_at: dict[str, int] = {}
+    bronze_rows: dict[str, int] = {}  # rows of the bronze snapshot each source was read at
+    duplicates: dict[str, int] = {}
     cached: list[DataFrame] = []
 
     def small(df: DataFrame) -> DataFrame:
@@ -521,7 +521,7 @@ def run_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetime
         version = io.version(spark, uri)
         if version is None:
             return None
-        bronze_at[source] = version  # every read of this run sees the same snapshot, whatever ingest does
+        # Every read of this run sees the same snapshot, whatever ingest does meanwhile.
         return io.read(spark, uri, version=version)
 
     def dimension(source: str) -> tuple[DataFrame, DataFrame] | None:
@@ -533,7 +533,9 @@ def run_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetime
             return None
         key = DIMENSION_KEYS[source]
         classify = (classify_users if source == "users" else classify_items)(cfg.clean.max_string_length)
+        bronze_rows[source] = raw.count()  # Delta answers a bare count from the snapshot's file statistics
         df = small(raw.transform(canonicalise(source, src)).transform(mark_duplicates(key, True)).transform(classify))
+        duplicates[source] = df.where(F.col(DUP)).count()
         return df, small(accepted(df).select(key))  # ids before pseudonymisation: bronze events carry raw ids
 
     raw = bronze("events")
@@ -543,23 +545,24 @@ def run_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetime
     try:
         with ThreadPoolExecutor(max_workers=3, thread_name_prefix="sparkpromo-clean") as pool:
             def start(fn: Callable[..., T], *args: object) -> Future[T]:
-                # The thread inherits the caller's Spark local properties (job group, scheduler pool).
-                return pool.submit(inheritable_thread_target(spark)(fn), *args)
+                return _submit(pool, spark, fn, *args)
 
             dims = {source: start(dimension, source) for source in DIMENSION_KEYS}
+            events_rows = start(raw.count)
             keyed = raw.transform(keyed_events(cfg))
             rules = event_rules(cfg, now)
             suspects_job = start(small, keyed.transform(bot_candidates(cfg.clean.bot_max_events_per_day,
                                                                        cfg.sources.events)))
             keys = small(keyed.transform(duplicate_keys(C.EVENT_ID)))
+            dropped = start(lambda: int(keys.agg(F.sum(F.col(COPIES) - 1)).first()[0] or 0))
             # Only the few rows with a repeated key are ranked (before the row-wise rules) and cached, so every
             # later pass streams bronze once.
             ranked = small(raw.transform(keyed_repeats(cfg, keys)).transform(ranked_copies(C.EVENT_ID, False, keys))
                            .transform(rules))
             marked_dims = {source: job.result() for source, job in dims.items()}
             suspects = suspects_job.result()
+            bronze_rows["events"], duplicates["events"] = events_rows.result(), dropped.result()
 
-        duplicates["events"] = keys.agg(F.sum(F.col(COPIES) - 1))
         known: dict[str, DataFrame] = {}
         for source, dim in marked_dims.items():
             if dim is None:
@@ -567,7 +570,6 @@ def run_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetime
             df, known[DIMENSION_KEYS[source]] = dim
             silver[source] = df.transform(silver_users(now.date()) if source == "users" else silver_items)
             quarantine.append(df.transform(quarantine_rows(source, run_id)))
-            duplicates[source] = df.where(F.col(DUP)).groupBy().count()
 
         def marked(rows: DataFrame, repeated: DataFrame) -> DataFrame:
             return (rows.transform(single_copies(C.EVENT_ID, keys)).transform(rules).unionByName(repeated)
@@ -596,7 +598,7 @@ def run_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetime
         for other in quarantine[1:]:
             q = q.unionByName(other)
         io.overwrite(q, cfg.table("quarantine", "rows"), partition_by=(C.Q_SOURCE,), name="quarantine")
-        results, dq_rows = written_counts(spark, cfg, run_id, bronze_at, duplicates)
+        results, dq_rows = written_counts(spark, cfg, run_id, bronze_rows, duplicates)
         dq = spark.createDataFrame(dq_rows, "_run_id string, source string, metric string, value long")
         io.replace_partition(dq, cfg.table("metrics", "data_quality"), {C.RUN_ID: run_id},
                              name="metrics.data_quality")
@@ -609,25 +611,36 @@ def run_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetime
     return results
 
 
-def written_counts(spark: SparkSession, cfg: AppConfig, run_id: str, bronze_at: Mapping[str, int],
-                   duplicates: Mapping[str, DataFrame]) -> tuple[dict[str, int], list[tuple[str, str, str, int]]]:
+def written_counts(spark: SparkSession, cfg: AppConfig, run_id: str, bronze_rows: Mapping[str, int],
+                   duplicates: Mapping[str, int]) -> tuple[dict[str, int], list[tuple[str, str, str, int]]]:
     """Per-source outcome counts read back from the tables just written, checked against the bronze snapshot.
 
-    ``duplicates`` holds a one-row count per source, from small cached frames. Silver and bronze counts come from
-    Delta's file statistics and the quarantine is small, so this costs no pass over the bulk of the data.
+    ``bronze_rows`` (per source, at the version that was read) and ``duplicates`` were counted with the side frames.
+    Silver counts come from Delta's file statistics and the quarantine is small, so this costs no pass over the
+    bulk of the data; the reads run concurrently.
     """
-    per_rule = (io.read(spark, cfg.table("quarantine", "rows")).groupBy(C.Q_SOURCE, C.Q_RULE).count().collect())
+    q = io.read(spark, cfg.table("quarantine", "rows"))
+    reads: dict[str, Callable[[], object]] = {"quarantine": q.groupBy(C.Q_SOURCE, C.Q_RULE).count().collect}
+    reads.update({source: io.read(spark, cfg.table("silver", source)).count for source in bronze_rows})
+    with ThreadPoolExecutor(max_workers=len(reads), thread_name_prefix="sparkpromo-counts") as pool:
+        jobs = {name: _submit(pool, spark, read) for name, read in reads.items()}
+        got = {name: job.result() for name, job in jobs.items()}
+    per_rule = cast(list[Row], got["quarantine"])
     results: dict[str, int] = {}
     dq_rows: list[tuple[str, str, str, int]] = []
-    for source, version in bronze_at.items():
+    for source, total in bronze_rows.items():
         counts = {f"quarantine:{r[C.Q_RULE]}": int(r["count"]) for r in per_rule if r[C.Q_SOURCE] == source}
-        counts["silver"] = io.read(spark, cfg.table("silver", source)).count()
-        counts["duplicate"] = int(duplicates[source].first()[0] or 0)
-        bronze_rows = io.read(spark, cfg.table("bronze", source), version=version).count()
-        if sum(counts.values()) != bronze_rows:
-            raise CleanError(f"{source}: bronze has {bronze_rows} rows but silver + quarantine + duplicates = "
+        counts["silver"] = cast(int, got[source])
+        counts["duplicate"] = duplicates[source]
+        if sum(counts.values()) != total:
+            raise CleanError(f"{source}: bronze has {total} rows but silver + quarantine + duplicates = "
                              f"{sum(counts.values())} ({counts}); the previous silver tables were replaced, "
                              "rerun clean after fixing the cause")
         results.update(summarise(source, counts))
         dq_rows += [(run_id, source, k, v) for k, v in counts.items()]
     return results, dq_rows
+
+
+def _submit(pool: ThreadPoolExecutor, spark: SparkSession, fn: Callable[..., T], *args: object) -> Future[T]:
+    """Run ``fn`` on ``pool`` with the caller's Spark local properties (job group, scheduler pool, description)."""
+    return pool.submit(inheritable_thread_target(spark)(fn), *args)
