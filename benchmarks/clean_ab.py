@@ -51,11 +51,12 @@ def baseline_clean(ref: str, into: Path) -> ModuleType:
     return module
 
 
-def config(work: Path, lake: str, master: str) -> AppConfig:
+def config(work: Path, lake: str, master: str, conf: dict[str, str] | None = None) -> AppConfig:
+    """The local config on ``work/landing`` with its lakehouse at ``work/lake``; ``conf`` adds to ``spark.conf``."""
     landing = work / "landing"
     return load_config("local", ROOT / "conf", overrides={
         "lakehouse": str(work / lake), "landing": str(landing), "spark.master": master,
-        "spark.shuffle_partitions": 8, "sources.events.path": str(landing / "events"),
+        "spark.shuffle_partitions": 8, "spark.conf": conf or {}, "sources.events.path": str(landing / "events"),
         "sources.users.path": str(landing / "users"), "sources.items.path": str(landing / "items")})
 
 

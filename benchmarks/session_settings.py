@@ -27,11 +27,8 @@ import time
 from pathlib import Path
 
 from _table import emit  # benchmarks/ is on sys.path when a script runs
+from clean_ab import RUN_DATE, config
 
-from sparkpromo.config import AppConfig, load_config
-
-ROOT = Path(__file__).resolve().parents[1]
-RUN_DATE = dt.date(2026, 11, 1)
 JAVA_BASE = "-Dlog4j.rootLogger=WARN,console -Xss16m"
 VARIANTS: dict[str, dict[str, str]] = {
     "previous": {"spark.driver.extraJavaOptions": f"{JAVA_BASE} -XX:+UseG1GC",
@@ -42,14 +39,6 @@ VARIANTS: dict[str, dict[str, str]] = {
                           "spark.sql.codegen.cache.maxEntries": "100"},
     "current": {},  # session.local_settings as it stands
 }
-
-
-def config(work: Path, lake: str, master: str, conf: dict[str, str]) -> AppConfig:
-    landing = work / "landing"
-    return load_config("local", ROOT / "conf", overrides={
-        "lakehouse": str(work / lake), "landing": str(landing), "spark.master": master,
-        "spark.shuffle_partitions": 8, "spark.conf": conf, "sources.events.path": str(landing / "events"),
-        "sources.users.path": str(landing / "users"), "sources.items.path": str(landing / "items")})
 
 
 def child(args: argparse.Namespace) -> None:

@@ -524,19 +524,22 @@ def run_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetime
         # Every read of this run sees the same snapshot, whatever ingest does meanwhile.
         return io.read(spark, uri, version=version)
 
-    def dimension(source: str) -> tuple[DataFrame, DataFrame] | None:
+    def dimension(source: str) -> tuple[DataFrame, DataFrame, DataFrame] | None:
         """Users or items (dimension-sized): one cached, fully marked frame feeds silver, quarantine, the known
-        ids and the counts, so their bronze is read once. Returned with the known ids (cached too)."""
+        ids and the counts, so their bronze is read once. Returns the silver rows, the quarantined rows and the
+        known ids (cached)."""
         src = getattr(cfg.sources, source)
         raw = bronze(source) if src is not None else None
         if raw is None:
             return None
-        key = DIMENSION_KEYS[source]
-        classify = (classify_users if source == "users" else classify_items)(cfg.clean.max_string_length)
+        key, max_len = DIMENSION_KEYS[source], cfg.clean.max_string_length
+        classify, to_silver = ((classify_users(max_len), silver_users(now.date())) if source == "users"
+                               else (classify_items(max_len), silver_items))
         bronze_rows[source] = raw.count()  # Delta answers a bare count from the snapshot's file statistics
         df = small(raw.transform(canonicalise(source, src)).transform(mark_duplicates(key, True)).transform(classify))
         duplicates[source] = df.where(F.col(DUP)).count()
-        return df, small(accepted(df).select(key))  # ids before pseudonymisation: bronze events carry raw ids
+        known_ids = small(accepted(df).select(key))  # before pseudonymisation: bronze events carry raw ids
+        return df.transform(to_silver), df.transform(quarantine_rows(source, run_id)), known_ids
 
     raw = bronze("events")
     if raw is None:
@@ -544,32 +547,27 @@ def run_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetime
                                 "run `sparkpromo ingest` first")
     try:
         with ThreadPoolExecutor(max_workers=3, thread_name_prefix="sparkpromo-clean") as pool:
-            def start(fn: Callable[..., T], *args: object) -> Future[T]:
-                return _submit(pool, spark, fn, *args)
-
-            dims = {source: start(dimension, source) for source in DIMENSION_KEYS}
-            events_rows = start(raw.count)
+            dims = {source: _submit(pool, spark, dimension, source) for source in DIMENSION_KEYS}
+            events_rows = _submit(pool, spark, raw.count)
             keyed = raw.transform(keyed_events(cfg))
             rules = event_rules(cfg, now)
-            suspects_job = start(small, keyed.transform(bot_candidates(cfg.clean.bot_max_events_per_day,
-                                                                       cfg.sources.events)))
+            candidates = keyed.transform(bot_candidates(cfg.clean.bot_max_events_per_day, cfg.sources.events))
+            suspects_job = _submit(pool, spark, small, candidates)
             keys = small(keyed.transform(duplicate_keys(C.EVENT_ID)))
-            dropped = start(lambda: int(keys.agg(F.sum(F.col(COPIES) - 1)).first()[0] or 0))
+            dropped = _submit(pool, spark, lambda: int(keys.agg(F.sum(F.col(COPIES) - 1)).first()[0] or 0))
             # Only the few rows with a repeated key are ranked (before the row-wise rules) and cached, so every
             # later pass streams bronze once.
             ranked = small(raw.transform(keyed_repeats(cfg, keys)).transform(ranked_copies(C.EVENT_ID, False, keys))
                            .transform(rules))
-            marked_dims = {source: job.result() for source, job in dims.items()}
+            dim_frames = {source: job.result() for source, job in dims.items()}
             suspects = suspects_job.result()
             bronze_rows["events"], duplicates["events"] = events_rows.result(), dropped.result()
 
         known: dict[str, DataFrame] = {}
-        for source, dim in marked_dims.items():
-            if dim is None:
-                continue
-            df, known[DIMENSION_KEYS[source]] = dim
-            silver[source] = df.transform(silver_users(now.date()) if source == "users" else silver_items)
-            quarantine.append(df.transform(quarantine_rows(source, run_id)))
+        for source, dim in dim_frames.items():
+            if dim is not None:
+                silver[source], rejected, known[DIMENSION_KEYS[source]] = dim
+                quarantine.append(rejected)
 
         def marked(rows: DataFrame, repeated: DataFrame) -> DataFrame:
             return (rows.transform(single_copies(C.EVENT_ID, keys)).transform(rules).unionByName(repeated)
