@@ -247,6 +247,7 @@ def test_items_rules(spark: SparkSession, cfg: AppConfig) -> None:
         "p1": None, "p2": clean.NEGATIVE_PRICE, "p3": clean.INVALID_STOCK, "p4": clean.MALFORMED_NUMBER,
         None: clean.MISSING_FIELD}
     got = clean.silver_items(out)
-    expected = spark.createDataFrame([("p1", "books", "acme", 10.5, 3)],
-                                     "item_id string, category string, brand string, price double, stock int")
+    expected = spark.createDataFrame([("p1", "books", "acme", 10.5, 3, None)],
+                                     "item_id string, category string, brand string, price double, stock int, "
+                                     "name string")
     assert_df_equality(got, expected, ignore_nullable=True)

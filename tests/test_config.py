@@ -3,11 +3,38 @@
 from __future__ import annotations
 
 import dataclasses
+import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
-from sparkpromo.config import ConfigError, load_config
+from sparkpromo.config import (
+    CAMPAIGN_TYPES,
+    CONSENT_CHOICES,
+    DEDUPE_MODES,
+    ITEM_RULE_FIELDS,
+    METRICS,
+    RULE_OPERATORS,
+    SOURCE_FORMATS,
+    SOURCE_KINDS,
+    SPLITS,
+    USER_RULE_FIELDS,
+    CleanConfig,
+    ConfigError,
+    FeaturesConfig,
+    FileSource,
+    GenerateConfig,
+    GridConfig,
+    MlflowConfig,
+    PrivacyConfig,
+    RecommendConfig,
+    SparkSettings,
+    TrainConfig,
+    load_config,
+)
 from tests.conftest import CONF_DIR
 
 
@@ -152,6 +179,107 @@ def test_example_configs_load() -> None:
     assert ml.sources.events.timestamp_format == "unix"
     gro = load_config("local", CONF_DIR, [CONF_DIR / "examples" / "grocery.yaml"])
     assert gro.sources.events.constant_event_type == "purchase"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# conf/base.yaml states every key of every section, and what it states is what the pipeline uses
+# ----------------------------------------------------------------------------------------------------------------
+# dotted path in base.yaml -> the dataclass that section is read into
+BASE_SECTIONS: dict[str, type] = {
+    "spark": SparkSettings,
+    "generate": GenerateConfig,
+    "clean": CleanConfig,
+    "privacy": PrivacyConfig,
+    "features": FeaturesConfig,
+    "train": TrainConfig,
+    "train.grid": GridConfig,
+    "recommend": RecommendConfig,
+    "mlflow": MlflowConfig,
+    "sources.events": FileSource,
+}
+
+
+def base_yaml() -> dict[str, Any]:
+    return yaml.safe_load((CONF_DIR / "base.yaml").read_text())
+
+
+def yaml_section(data: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        data = data[part]
+    return data
+
+
+def config_section(cfg: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def plain(value: Any) -> Any:
+    """A config value as YAML would state it: dataclasses and mappings as dicts, tuples as lists."""
+    if dataclasses.is_dataclass(value):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [plain(v) for v in value]
+    return value
+
+
+@pytest.mark.parametrize("dotted", sorted(BASE_SECTIONS))
+def test_base_yaml_lists_every_key(dotted: str) -> None:
+    section = yaml_section(base_yaml(), dotted)
+    assert isinstance(section, dict), f"base.yaml: {dotted} must be a mapping"
+    missing = [f.name for f in dataclasses.fields(BASE_SECTIONS[dotted]) if f.name not in section]
+    assert missing == [], f"conf/base.yaml: {dotted} lacks key(s) {missing}: give each its default value"
+
+
+@pytest.mark.parametrize("dotted", sorted(BASE_SECTIONS))
+def test_base_yaml_is_the_effective_default(dotted: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # base.yaml alone: an empty environment overlay, no environment variables, paths relative to tmp_path
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "base.yaml").write_text((CONF_DIR / "base.yaml").read_text())
+    (conf / "local.yaml").write_text("{}\n")
+    for var in ("SPARKPROMO_LAKEHOUSE", "SPARKPROMO_LANDING"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)
+    stated = dict(yaml_section(base_yaml(), dotted))
+    if "path" in stated:  # ${VAR:-default} with VAR unset, then made absolute
+        stated["path"] = str((tmp_path / re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", stated["path"])).resolve())
+    effective = plain(config_section(load_config("local", conf), dotted))
+    differ = {k: (stated.get(k, "<absent>"), v) for k, v in effective.items() if stated.get(k, "<absent>") != v}
+    assert differ == {}, f"base.yaml {dotted}: (stated, effective) differ"
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "SOURCE_KINDS": SOURCE_KINDS,
+    "SOURCE_FORMATS": SOURCE_FORMATS,
+    "METRICS": METRICS,
+    "SPLITS": SPLITS,
+    "DEDUPE_MODES": DEDUPE_MODES,
+    "CONSENT_CHOICES": CONSENT_CHOICES,
+    "CAMPAIGN_TYPES": CAMPAIGN_TYPES,
+    "RULE_OPERATORS": RULE_OPERATORS,
+    "USER_RULE_FIELDS": USER_RULE_FIELDS,
+    "ITEM_RULE_FIELDS": ITEM_RULE_FIELDS,
+}
+
+
+@pytest.mark.parametrize("name", sorted(CHOICES))
+def test_base_yaml_comments_list_every_choice(name: str) -> None:
+    # Only comment text counts (a value set somewhere documents no choice), and every choice of one set must sit
+    # within two consecutive lines, so a stray word elsewhere cannot stand in for a missing choice.
+    comments = [line.split("#", 1)[1] if "#" in line else "" for line in
+                (CONF_DIR / "base.yaml").read_text().splitlines()]
+    windows = [" ".join(comments[i:i + 2]) for i in range(len(comments))]
+
+    def lists(window: str, choice: str) -> bool:
+        return re.search(rf"(?<![\w-]){re.escape(choice)}(?![\w-])", window) is not None
+
+    best = max(windows, key=lambda w: sum(lists(w, c) for c in CHOICES[name]))
+    missing = [c for c in CHOICES[name] if not lists(best, c)]
+    assert missing == [], f"no comment in conf/base.yaml lists every {name} choice; closest lacks {missing}"
 
 
 CAMPAIGN = """

@@ -50,9 +50,9 @@ def shop(spark: SparkSession) -> tuple[DataFrame, DataFrame, DataFrame]:
         ("u3", dt.date(2024, 1, 1), 3, 15, "25-34", "DE", True),  # no events: cold start
     ], schemas.SILVER_USERS)
     items = spark.createDataFrame([
-        ("i1", "books", "A", 5.0, 3),
-        ("i2", "toys", "B", 60.0, None),
-        ("i3", None, None, None, 1),
+        ("i1", "books", "A", 5.0, 3, "Atlas"),
+        ("i2", "toys", "B", 60.0, None, None),
+        ("i3", None, None, None, 1, None),
     ], schemas.SILVER_ITEMS)
     return events, users, items
 
@@ -81,10 +81,10 @@ def test_item_features_hand_computed(spark: SparkSession, shop: tuple[DataFrame,
     events, _, items = shop
     actual = FT.item_features(events, items, AS_OF, price_bands=(10.0, 50.0, 200.0))
     expected = spark.createDataFrame([
-        ("i1", "books", "A", 5.0, 3, "0-10", 2, 0.5),  # viewed by u1, u2; bought by u1
-        ("i2", "toys", "B", 60.0, None, "50-200", 1, 1.0),
-        ("i3", None, None, None, 1, None, 0, 0.0),  # only a post-as_of view: no activity, no price
-        ("i4", None, None, 250.0, None, "200+", 1, 0.0),  # not in the catalogue; no viewers -> 0
+        ("i1", "books", "A", 5.0, 3, "0-10", 2, 0.5, "Atlas"),  # viewed by u1, u2; bought by u1
+        ("i2", "toys", "B", 60.0, None, "50-200", 1, 1.0, None),
+        ("i3", None, None, None, 1, None, 0, 0.0, None),  # only a post-as_of view: no activity, no price
+        ("i4", None, None, 250.0, None, "200+", 1, 0.0, None),  # not in the catalogue; no viewers -> 0
     ], FT.ITEM_FEATURES)
     assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
 

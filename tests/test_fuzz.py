@@ -388,7 +388,7 @@ def test_ratings_ids_outside_int_range(spark: SparkSession, tmp_path: Path) -> N
     cfg = make_config(tmp_path, sources={"kind": "ratings", "events": {
         "path": str(tmp_path / "landing" / "ml"), "format": "csv", "options": {"header": "false", "sep": "\t"},
         "columns": {"user_id": "_c0", "item_id": "_c1", "rating": "_c2", "event_ts": "_c3"},
-        "timestamp_format": "unix"}})
+        "timestamp_format": "unix", "patterns": ["*.data"]}}, privacy={"consent_without_users": "granted"})
     d = tmp_path / "landing" / "ml"
     d.mkdir(parents=True)
     good = [(u, BIG_IDS[(k + 3) % len(BIG_IDS)], str(1 + k % 5), str(881250949 + k)) for k, u in enumerate(BIG_IDS)]

@@ -482,3 +482,23 @@ def test_rerun_replaces_only_its_partitions(spark: SparkSession, e2e: E2E) -> No
     cart = part(rows2, "cart-50")                                     # rerun: identical content, new run id
     assert cart and part(rows2, "cart-50", True) == part(e2e.rows1, "cart-50", True) and cart[0][C.RUN_ID] == "r2"
     assert len(rows2) == len(e2e.rows1) - len(part(e2e.rows1, "welcome"))
+
+
+@pytest.mark.slow
+def test_no_offers_is_a_warning_and_an_error_under_strict(spark: SparkSession, tmp_path: Path) -> None:
+    """Nobody consented: every campaign ends empty. The summary says so with the likely cause; ``--strict`` (the
+    scheduled jobs) turns it into a failure, also when the rerun is skipped."""
+    from sparkpromo.pipeline import RunContext, StrictError, run_stage
+
+    cfg = dataclasses.replace(e2e_config(tmp_path), campaigns=e2e_config(tmp_path, inactive=(
+        "welcome", "birthday", "cart-50", "bundle")).campaigns)
+    write_inputs(spark, cfg)
+    users = io.read(spark, cfg.table("gold", "user_features")).withColumn(C.MARKETING_CONSENT, F.lit(False))
+    io.overwrite(users.localCheckpoint(), cfg.table("gold", "user_features"))
+    ctx = RunContext("r1", RUN)
+    result = run_stage("recommend", spark, cfg, ctx)
+    assert result["rows"] == 0 and result["campaigns"]["fans"]["status"] == "empty_audience"
+    assert result["warning"] == ("no offers served: every active campaign ended empty (fans: empty_audience) (no "
+                                 "user has marketing consent? see privacy.consent_without_users)")
+    with pytest.raises(StrictError, match="^no offers served: .* \\(--strict\\)$"):
+        run_stage("recommend", spark, cfg, ctx, strict=True)

@@ -59,18 +59,25 @@ def test_article_worked_example_explicit_als(spark: SparkSession) -> None:
 
 def test_param_grid_and_grid_errors() -> None:
     als = T.build_als(implicit=True, seed=1)
-    grid = T.param_grid(als, GridConfig(rank=(2, 4), reg_param=(0.1,), alpha=(5.0, 5.0), max_iter=(3,)), True)
+    grid = T.param_grid(als, GridConfig(rank=(2, 4), reg_param=(0.1,), alpha=(5.0, 5.0), max_iter=(3,)))
     assert len(grid) == 2  # duplicate alpha collapsed
-    assert {p.name for p in grid[0]} == {"rank", "regParam", "alpha", "maxIter"}
-    explicit = T.param_grid(als, GridConfig(rank=(2,), reg_param=(0.1,), alpha=(1.0, 5.0), max_iter=(3,)), False)
+    assert {p.name for p in grid[0]} == {"rank", "regParam", "alpha", "maxIter", "implicitPrefs", "nonnegative"}
+    explicit = T.param_grid(als, GridConfig(rank=(2,), reg_param=(0.1,), alpha=(1.0, 5.0), max_iter=(3,),
+                                            implicit_prefs=(False,)))
     assert len(explicit) == 1 and "alpha" not in {p.name for p in explicit[0]}
+    # Both kinds: CV chooses between implicit (each alpha) and explicit (alpha not searched).
+    both = T.param_grid(als, GridConfig(rank=(2,), reg_param=(0.1,), alpha=(1.0, 5.0), max_iter=(3,),
+                                        implicit_prefs=(True, False)))
+    assert sorted((T._describe(pm)["implicit_prefs"], T._describe(pm).get("alpha")) for pm in both) == [
+        (False, None), (True, 1.0), (True, 5.0)]
     for bad, msg in ((GridConfig(rank=()), "train.grid.rank: empty grid"),
                      (GridConfig(rank=(0,)), "train.grid.rank: invalid value 0"),
                      (GridConfig(reg_param=(-0.1,)), "train.grid.reg_param: invalid value"),
                      (GridConfig(max_iter=(2.5,)), "train.grid.max_iter: invalid value"),
-                     (GridConfig(alpha=(math.nan,)), "train.grid.alpha: invalid value")):
+                     (GridConfig(alpha=(math.nan,)), "train.grid.alpha: invalid value"),
+                     (GridConfig(implicit_prefs=()), "train.grid.implicit_prefs: empty grid")):
         with pytest.raises(T.TrainError, match=msg):
-            T.param_grid(als, bad, True)
+            T.param_grid(als, bad)
 
 
 def test_training_data_errors(spark: SparkSession, tmp_path: Path) -> None:
@@ -148,13 +155,33 @@ def test_run_train_explicit_ratings_reports_rmse(spark: SparkSession, tmp_path: 
     cfg = make_config(tmp_path, sources={"kind": "ratings", "events": {"path": base.sources.events.path,
                                                                        "columns": {"rating": "stars"}}},
                       train={"k": 2, "folds": 2, "test_fraction": 0.3,
-                             "grid": {"rank": [3], "reg_param": [0.05], "alpha": [1.0], "max_iter": [4]}})
+                             "grid": {"rank": [3], "reg_param": [0.05], "alpha": [1.0], "max_iter": [4],
+                                      "implicit_prefs": [False]}})
     known = [(u, i, float(r)) for u, row in enumerate(ARTICLE) for i, r in enumerate(row) if r]
     rows = known + [(u + 5, i, r) for u, i, r in known]  # two copies of the matrix' users
     io.overwrite(inter(spark, rows), cfg.table("gold", "interactions"))
     res = T.run_train(spark, cfg, "explicit")
     assert math.isfinite(res["metrics"]["als"]["rmse"])
-    assert "alpha" not in res["params"]
+    assert "alpha" not in res["params"] and res["params"]["implicit_prefs"] is False
+
+
+def test_ratings_cv_chooses_between_implicit_and_explicit(spark: SparkSession, tmp_path: Path) -> None:
+    """With both kinds in the grid, CV scores each by the ranking metric and the best mean wins; the chosen kind
+    is recorded, and RMSE is reported only for an explicit champion."""
+    base = make_config(tmp_path)
+    cfg = make_config(tmp_path, sources={"kind": "ratings", "events": {"path": base.sources.events.path,
+                                                                       "columns": {"rating": "stars"}}},
+                      train={"k": 3, "folds": 2, "seed": 3, "test_fraction": 0.25,
+                             "grid": {"rank": [4], "reg_param": [0.05], "alpha": [1.0], "max_iter": [5],
+                                      "implicit_prefs": [True, False]}})
+    io.overwrite(two_tastes(spark), cfg.table("gold", "interactions"))
+    res = T.run_train(spark, cfg, "both")
+    kinds = {row["params"]["implicit_prefs"]: row["mean"] for row in res["cv"]}
+    assert set(kinds) == {True, False}
+    assert res["params"]["implicit_prefs"] is max(kinds, key=lambda kind: kinds[kind])
+    assert ("rmse" in res["metrics"]["als"]) is (not res["params"]["implicit_prefs"])
+    params = json.loads((Path(res["registry"]) / "params.json").read_text())
+    assert params["implicit_prefs"] is res["params"]["implicit_prefs"]
 
 
 def test_spark_progress_reports_running_stages(spark: SparkSession, caplog: pytest.LogCaptureFixture) -> None:

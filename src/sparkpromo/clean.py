@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar, cast
 
+from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, Row, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.util import inheritable_thread_target
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 # Rules, in precedence order. The names are stable: they are stored in quarantine and in the DQ metrics.
 MALFORMED_RECORD = "malformed_record"
+EXCLUDED = "excluded"  # a value matching the source's configured `exclude` pattern
 MISSING_FIELD = "missing_field"
 OVERSIZED_FIELD = "oversized_field"
 UNKNOWN_EVENT_TYPE = "unknown_event_type"
@@ -58,6 +60,12 @@ _TRUE_WORDS = ("true", "t", "yes", "y", "1")
 _FALSE_WORDS = ("false", "f", "no", "n", "0")
 
 DIMENSION_KEYS = {"users": C.USER_ID, "items": C.ITEM_ID}
+# The canonical column whose value shows why a row failed a rule (other rules show the raw row).
+RULE_COLUMNS = {MALFORMED_TIMESTAMP: C.EVENT_TS, FUTURE_TIMESTAMP: C.EVENT_TS, UNKNOWN_EVENT_TYPE: C.EVENT_TYPE,
+                NEGATIVE_PRICE: C.PRICE, INVALID_QUANTITY: C.QUANTITY, INVALID_RATING: C.RATING,
+                INVALID_STOCK: C.STOCK, UNKNOWN_USER: C.USER_ID, UNKNOWN_ITEM: C.ITEM_ID, BOT_ACTIVITY: C.USER_ID}
+EXAMPLE = "_example"
+EXAMPLE_CHARS = 120
 T = TypeVar("T")
 
 REQUIRED = {
@@ -112,6 +120,14 @@ def oversized_any(names: Sequence[str], max_len: int) -> Column:
     return F.greatest(*[F.length(F.col(n)) > max_len for n in names])
 
 
+def excluded(exclude: Mapping[str, str]) -> Column:
+    """True when a canonical column's value wholly matches the source's ``exclude`` pattern for it."""
+    hits = [F.col(c).rlike(f"^(?:{pattern})$") for c, pattern in sorted(exclude.items())]
+    if not hits:
+        return F.lit(False)
+    return F.greatest(*hits) if len(hits) > 1 else hits[0]
+
+
 def malformed(raw: str, parsed: str) -> Column:
     """The source had a value but it did not parse."""
     return F.col(raw).isNotNull() & F.col(parsed).isNull()
@@ -129,17 +145,34 @@ def duplicate_keys(key: str) -> Transform:
     return step
 
 
-def ranked_copies(key: str, newest_first: bool, dup_keys: DataFrame) -> Transform:
+def ranked_copies(key: str, newest_first: bool, dup_keys: DataFrame, sum_quantity: bool = False) -> Transform:
     """The rows whose key is in ``dup_keys``, with every copy but the kept one flagged ``_dup``.
 
     Events keep the first copy ingested; users and items keep the newest export (``newest_first``). Ties are
     broken by source file and the raw row, so the choice is deterministic; rows equal in all of those are the same
     record, and which of them is kept makes no difference.
+
+    ``sum_quantity`` (events without an id, ``dedupe: sum_quantity``): copies in the kept row's file, from the same
+    ingest, are repeated lines of one order (the same item bought twice), so the kept row's quantity becomes their
+    summed quantity (a missing quantity counts 1); copies from other files are re-sent rows, dropped as before. The
+    merged lines count as duplicates.
     """
     def step(df: DataFrame) -> DataFrame:
         ts = F.col(C.INGEST_TS).desc() if newest_first else F.col(C.INGEST_TS).asc()
         w = Window.partitionBy(key).orderBy(ts, F.col(C.SOURCE_FILE), F.col(RAW), F.col(CORRUPT))
-        return df.join(dup_keys.select(key), key, "left_semi").withColumn(DUP, F.row_number().over(w) > 1)
+        out = df.join(dup_keys.select(key), key, "left_semi").withColumn(DUP, F.row_number().over(w) > 1)
+        if not sum_quantity:
+            return out
+        group = Window.partitionBy(key)
+        first = w.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
+        same_load = ((F.col(C.SOURCE_FILE) == F.first(C.SOURCE_FILE).over(first))
+                     & (F.col(C.INGEST_TS) == F.first(C.INGEST_TS).over(first)))
+        qty = parse_double(F.col(C.QUANTITY))
+        total = F.sum(F.when(same_load, F.coalesce(qty, F.lit(1.0)))).over(group)
+        unparsable = F.max(F.when(same_load, F.col(C.QUANTITY).isNotNull() & qty.isNull())).over(group)
+        summed = F.when(total == F.floor(total), total.cast("long").cast("string")).otherwise(total.cast("string"))
+        return out.withColumn(C.QUANTITY, F.when(~F.col(DUP) & ~F.coalesce(unparsable, F.lit(False)), summed)
+                              .otherwise(F.col(C.QUANTITY)))
     return step
 
 
@@ -150,7 +183,8 @@ def single_copies(key: str, dup_keys: DataFrame) -> Transform:
     return step
 
 
-def mark_duplicates(key: str, newest_first: bool, dup_keys: DataFrame | None = None) -> Transform:
+def mark_duplicates(key: str, newest_first: bool, dup_keys: DataFrame | None = None,
+                    sum_quantity: bool = False) -> Transform:
     """Flag every row but one per ``key`` as a duplicate (``_dup``), see :func:`ranked_copies`.
 
     Only the rows with a repeated key go through the ordering window, so the bulk of the rows is never shuffled.
@@ -158,7 +192,7 @@ def mark_duplicates(key: str, newest_first: bool, dup_keys: DataFrame | None = N
     def step(df: DataFrame) -> DataFrame:
         keys = dup_keys if dup_keys is not None else df.transform(duplicate_keys(key))
         return (df.transform(single_copies(key, keys))
-                .unionByName(df.transform(ranked_copies(key, newest_first, keys))))
+                .unionByName(df.transform(ranked_copies(key, newest_first, keys, sum_quantity))))
     return step
 
 
@@ -168,10 +202,17 @@ def payload() -> Column:
 
 
 def quarantine_rows(source: str, run_id: str) -> Transform:
+    """The rejected rows in the quarantine's shape, plus ``_example``: the value that shows why (the rule's column,
+    else the start of the raw row), for the reject-share error. Writers drop it."""
     def step(df: DataFrame) -> DataFrame:
+        example = payload()
+        for rule, col in RULE_COLUMNS.items():
+            if col in df.columns:
+                quoted = F.regexp_extract(F.to_json(F.array(F.col(col))), r"^\[(.*)\]$", 1)  # "text" or null
+                example = F.when(F.col(C.Q_RULE) == rule, F.concat(F.lit(f"{col}="), quoted)).otherwise(example)
         return df.where(~F.col(DUP) & F.col(C.Q_RULE).isNotNull()).select(
             F.lit(source).alias(C.Q_SOURCE), F.col(C.Q_RULE), payload().alias(C.Q_PAYLOAD),
-            F.col(C.SOURCE_FILE), F.lit(run_id).alias(C.RUN_ID))
+            F.col(C.SOURCE_FILE), F.lit(run_id).alias(C.RUN_ID), example.substr(1, EXAMPLE_CHARS).alias(EXAMPLE))
     return step
 
 
@@ -207,7 +248,9 @@ def parse_bool(col: Column) -> Column:
 # Events
 # --------------------------------------------------------------------------------------------------------------
 def normalise_events(src: FileSource, kind: str, derive_id: bool) -> Transform:
-    """Case-normalise and map event types; derive an event id when the source has none (``derive_id``)."""
+    """Case-normalise and map event types; derive an event id when the source has none (``derive_id``): a hash of
+    the row's content (without the quantity under ``dedupe: sum_quantity``, so repeated lines of one order share
+    it), null when a required field is missing (such a row is quarantined, never a duplicate)."""
     mapping = {k.strip().lower(): v for k, v in src.event_type_map.items()}
 
     def step(df: DataFrame) -> DataFrame:
@@ -222,11 +265,12 @@ def normalise_events(src: FileSource, kind: str, derive_id: bool) -> Transform:
             et = F.coalesce(et, F.lit(C.RATING_EVENT))
         out = df.withColumn(C.EVENT_TYPE, et)
         if derive_id:
-            # Without an id, a content hash makes exact re-sends collapse as duplicates.
-            key = F.concat_ws("\u0001", *[F.coalesce(F.col(c), F.lit("")) for c in
-                                          (C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.EVENT_TS, C.PRICE, C.QUANTITY,
-                                           C.RATING)])
-            out = out.withColumn(C.EVENT_ID, F.when(F.col(CORRUPT).isNull(), F.sha2(key, 256)))
+            content = [C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.EVENT_TS, C.PRICE, C.RATING]
+            if src.dedupe_mode() != "sum_quantity":
+                content.append(C.QUANTITY)
+            key = F.concat_ws("\u0001", *[F.coalesce(F.col(c), F.lit("")) for c in content])
+            complete = F.col(CORRUPT).isNull() & ~missing_any([C.USER_ID, C.ITEM_ID, C.EVENT_TS])
+            out = out.withColumn(C.EVENT_ID, F.when(complete & F.col(C.EVENT_TYPE).isNotNull(), F.sha2(key, 256)))
         return out
     return step
 
@@ -240,7 +284,8 @@ def parse_events(src: FileSource) -> Transform:
     return step
 
 
-def classify_events(now: dt.datetime, future_tolerance_minutes: int, max_len: int, kind: str) -> Transform:
+def classify_events(now: dt.datetime, future_tolerance_minutes: int, max_len: int, kind: str,
+                    exclude: Mapping[str, str] | None = None) -> Transform:
     """Attach the first failing row-level rule (referential and bot checks come later)."""
     cutoff = now + dt.timedelta(minutes=future_tolerance_minutes)
     allowed = (C.RATING_EVENT,) if kind == "ratings" else C.EVENT_TYPES
@@ -252,6 +297,7 @@ def classify_events(now: dt.datetime, future_tolerance_minutes: int, max_len: in
         rating_bad = (F.col(_RATING).isNull() | F.isnan(F.col(_RATING))) if kind == "ratings" else F.lit(False)
         rule = first_rule(
             (F.col(CORRUPT).isNotNull(), MALFORMED_RECORD),
+            (excluded(exclude or {}), EXCLUDED),
             (missing_any(REQUIRED["events"]), MISSING_FIELD),
             (oversized_any(ids, max_len), OVERSIZED_FIELD),
             (~F.col(C.EVENT_TYPE).isin(*allowed), UNKNOWN_EVENT_TYPE),
@@ -362,7 +408,7 @@ def event_rules(cfg: AppConfig, now: dt.datetime) -> Transform:
     def step(df: DataFrame) -> DataFrame:
         return (df.transform(parse_events(src))
                 .transform(classify_events(now, cfg.clean.future_tolerance_minutes, cfg.clean.max_string_length,
-                                           cfg.sources.kind)))
+                                           cfg.sources.kind, src.exclude)))
     return step
 
 
@@ -376,9 +422,26 @@ def classify_events_frame(bronze: DataFrame, cfg: AppConfig, now: dt.datetime, u
     """Bronze events with ``rule`` and ``_dup`` attached: the single frame that silver, quarantine and the DQ
     counts are all derived from. (``run_clean`` builds the same frame with its small side frames cached.)"""
     marked = (classify_event_rows(bronze, cfg, now)
-              .transform(mark_duplicates(C.EVENT_ID, newest_first=False))
+              .transform(mark_duplicates(C.EVENT_ID, newest_first=False, sum_quantity=sums_quantity(cfg, bronze)))
               .transform(check_references(user_ids, item_ids)))
-    return marked.transform(flag_bots(marked.transform(bot_users(cfg.clean.bot_max_events_per_day))))
+    limit = bot_threshold(cfg)
+    return marked.transform(flag_bots(marked.transform(bot_users(limit)))) if limit else marked
+
+
+def bot_threshold(cfg: AppConfig) -> int:
+    """The events source's bot limit (valid events per user and day; 0 = no bot rule): its own
+    ``bot_max_events_per_day``, else ``clean.bot_max_events_per_day`` for event logs and off for ratings (a
+    rating export can hold a user's whole history on one day)."""
+    own = cfg.sources.events.bot_max_events_per_day
+    if own is not None:
+        return own
+    return cfg.clean.bot_max_events_per_day if cfg.sources.kind == "events" else 0
+
+
+def sums_quantity(cfg: AppConfig, bronze: DataFrame) -> bool:
+    """Whether repeated lines of one file add up their quantities (events without an id, ``sum_quantity``)."""
+    src = cfg.sources.events
+    return derives_event_id(src, bronze) and src.dedupe_mode() == "sum_quantity"
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -391,7 +454,7 @@ def age_band(birth: Column, as_of: dt.date) -> Column:
             .when(years < 45, "35-44").when(years < 55, "45-54").when(years < 65, "55-64").otherwise("65+"))
 
 
-def classify_users(max_len: int) -> Transform:
+def classify_users(max_len: int, exclude: Mapping[str, str] | None = None) -> Transform:
     def step(df: DataFrame) -> DataFrame:
         df = (df.withColumn(_SIGNUP, F.try_to_timestamp(F.col(C.SIGNUP_DATE)).cast("date"))
               .withColumn(_BIRTH, F.try_to_timestamp(F.col(C.BIRTH_DATE)).cast("date"))
@@ -399,6 +462,7 @@ def classify_users(max_len: int) -> Transform:
               .withColumn("_consent", parse_bool(F.col(C.MARKETING_CONSENT))))
         rule = first_rule(
             (F.col(CORRUPT).isNotNull(), MALFORMED_RECORD),
+            (excluded(exclude or {}), EXCLUDED),
             (missing_any(REQUIRED["users"]), MISSING_FIELD),
             (oversized_any([C.USER_ID, C.COUNTRY], max_len), OVERSIZED_FIELD),
             (malformed(C.SIGNUP_DATE, _SIGNUP) | malformed(C.BIRTH_DATE, _BIRTH), MALFORMED_DATE),
@@ -408,27 +472,45 @@ def classify_users(max_len: int) -> Transform:
     return step
 
 
-def silver_users(as_of: dt.date) -> Transform:
+def silver_users(as_of: dt.date, consent_without_column: bool | None = None) -> Transform:
     """Typed users. The birth date is reduced to month and day (plus a coarse age band) at this boundary, and a
-    missing consent means no consent."""
+    missing consent means no consent. ``consent_without_column`` (``privacy.consent_without_users``) is every
+    user's consent when the source has no consent column at all."""
+    consent = (F.lit(consent_without_column) if consent_without_column is not None
+               else F.coalesce(F.col("_consent"), F.lit(False)))
+
     def step(df: DataFrame) -> DataFrame:
         return accepted(df).select(
             F.col(C.USER_ID), F.col(_SIGNUP).alias(C.SIGNUP_DATE),
             F.month(_BIRTH).alias(C.BIRTH_MONTH), F.dayofmonth(_BIRTH).alias(C.BIRTH_DAY),
             age_band(F.col(_BIRTH), as_of).alias(C.AGE_BAND), F.col(C.COUNTRY),
-            F.coalesce(F.col("_consent"), F.lit(False)).alias(C.MARKETING_CONSENT))
+            consent.alias(C.MARKETING_CONSENT))
     return step
 
 
-def classify_items(max_len: int) -> Transform:
+def users_consent(cfg: AppConfig, bronze_columns: Sequence[str]) -> bool | None:
+    """The consent every user gets when the users source has no consent column (None: the column is there).
+    Raises :class:`CleanError` when it has none and the configuration does not say."""
+    src = cfg.sources.users
+    if src is None or src.columns.get(C.MARKETING_CONSENT, C.MARKETING_CONSENT) in bronze_columns:
+        return None
+    stated = cfg.privacy.consent_default()
+    if stated is None:
+        raise CleanError(f"sources.users: {src.path} has no {C.MARKETING_CONSENT} column; say whether these users "
+                         "consented to marketing with privacy.consent_without_users: granted or denied")
+    return stated
+
+
+def classify_items(max_len: int, exclude: Mapping[str, str] | None = None) -> Transform:
     def step(df: DataFrame) -> DataFrame:
         df = (df.withColumn(_PRICE, parse_double(F.col(C.PRICE)))
               .withColumn(_STOCK, parse_double(F.col(C.STOCK)))
               .withColumn(C.CATEGORY, F.lower(F.col(C.CATEGORY))))
         rule = first_rule(
             (F.col(CORRUPT).isNotNull(), MALFORMED_RECORD),
+            (excluded(exclude or {}), EXCLUDED),
             (missing_any(REQUIRED["items"]), MISSING_FIELD),
-            (oversized_any([C.ITEM_ID, C.CATEGORY, C.BRAND], max_len), OVERSIZED_FIELD),
+            (oversized_any([C.ITEM_ID, C.CATEGORY, C.BRAND, C.ITEM_NAME], max_len), OVERSIZED_FIELD),
             (malformed(C.PRICE, _PRICE) | malformed(C.STOCK, _STOCK), MALFORMED_NUMBER),
             (F.col(_PRICE) < 0, NEGATIVE_PRICE),
             ((F.col(_STOCK) < 0) | (F.col(_STOCK) > 2_147_483_647) | (F.col(_STOCK) != F.floor(F.col(_STOCK))),
@@ -440,7 +522,8 @@ def classify_items(max_len: int) -> Transform:
 
 def silver_items(df: DataFrame) -> DataFrame:
     return accepted(df).select(F.col(C.ITEM_ID), F.col(C.CATEGORY), F.col(C.BRAND),
-                               F.col(_PRICE).alias(C.PRICE), F.col(_STOCK).cast("int").alias(C.STOCK))
+                               F.col(_PRICE).alias(C.PRICE), F.col(_STOCK).cast("int").alias(C.STOCK),
+                               F.col(C.ITEM_NAME))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -483,6 +566,27 @@ SILVER_PROPERTIES = {"events": {"delta.dataSkippingStatsColumns": f"{C.EVENT_DAT
 
 class CleanError(RuntimeError):
     """The clean stage's own invariant failed (a row would have vanished): never expected, always loud."""
+
+
+class RejectShareError(CleanError):
+    """A source whose rows mostly fail one rule: a wrong format or mapping, not bad rows. Nothing was written."""
+
+
+def check_reject_shares(quarantined: DataFrame, bronze_rows: Mapping[str, int], max_share: float) -> None:
+    """Raise :class:`RejectShareError` (one line: source, rule, share, an example value) when the rows of one source
+    that fail one rule are more than ``max_share`` of its bronze rows. ``quarantined`` is in
+    :func:`quarantine_rows`' shape; one small aggregate reaches the driver."""
+    stats = (quarantined.groupBy(C.Q_SOURCE, C.Q_RULE)
+             .agg(F.count(F.lit(1)).alias("n"), F.min(EXAMPLE).alias(EXAMPLE)).collect())
+    worst = sorted(((r["n"] / bronze_rows[r[C.Q_SOURCE]], r) for r in stats if bronze_rows.get(r[C.Q_SOURCE])),
+                   key=lambda pair: -pair[0])
+    if worst and worst[0][0] > max_share:
+        share, r = worst[0]
+        total = bronze_rows[r[C.Q_SOURCE]]
+        raise RejectShareError(
+            f"sources.{r[C.Q_SOURCE]}: {r['n']} of {total} rows ({share:.1%}) fail rule {r[C.Q_RULE]}, above "
+            f"clean.max_reject_share {max_share:g}; e.g. {r[EXAMPLE]} (check the source's format and column mapping; "
+            "nothing was written)")
 
 
 def _materialised(df: DataFrame) -> DataFrame:
@@ -533,8 +637,9 @@ def run_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetime
         if raw is None:
             return None
         key, max_len = DIMENSION_KEYS[source], cfg.clean.max_string_length
-        classify, to_silver = ((classify_users(max_len), silver_users(now.date())) if source == "users"
-                               else (classify_items(max_len), silver_items))
+        classify, to_silver = ((classify_users(max_len, src.exclude),
+                                silver_users(now.date(), users_consent(cfg, raw.columns)))
+                               if source == "users" else (classify_items(max_len, src.exclude), silver_items))
         bronze_rows[source] = raw.count()  # Delta answers a bare count from the snapshot's file statistics
         df = small(raw.transform(canonicalise(source, src)).transform(mark_duplicates(key, True)).transform(classify))
         duplicates[source] = df.where(F.col(DUP)).count()
@@ -551,16 +656,17 @@ def run_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetime
             events_rows = _submit(pool, spark, raw.count)
             keyed = raw.transform(keyed_events(cfg))
             rules = event_rules(cfg, now)
-            candidates = keyed.transform(bot_candidates(cfg.clean.bot_max_events_per_day, cfg.sources.events))
-            suspects_job = _submit(pool, spark, small, candidates)
+            bot_limit = bot_threshold(cfg)
+            suspects_job = (_submit(pool, spark, small, keyed.transform(bot_candidates(bot_limit, cfg.sources.events)))
+                            if bot_limit else None)
             keys = small(keyed.transform(duplicate_keys(C.EVENT_ID)))
             dropped = _submit(pool, spark, lambda: int(keys.agg(F.sum(F.col(COPIES) - 1)).first()[0] or 0))
             # Only the few rows with a repeated key are ranked (before the row-wise rules) and cached, so every
             # later pass streams bronze once.
-            ranked = small(raw.transform(keyed_repeats(cfg, keys)).transform(ranked_copies(C.EVENT_ID, False, keys))
-                           .transform(rules))
+            ranked = small(raw.transform(keyed_repeats(cfg, keys))
+                           .transform(ranked_copies(C.EVENT_ID, False, keys, sums_quantity(cfg, raw))).transform(rules))
             dim_frames = {source: job.result() for source, job in dims.items()}
-            suspects = suspects_job.result()
+            suspects = suspects_job.result() if suspects_job is not None else None
             bronze_rows["events"], duplicates["events"] = events_rows.result(), dropped.result()
 
         known: dict[str, DataFrame] = {}
@@ -573,12 +679,21 @@ def run_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetime
             return (rows.transform(single_copies(C.EVENT_ID, keys)).transform(rules).unionByName(repeated)
                     .transform(check_references(known.get(C.USER_ID), known.get(C.ITEM_ID))))
 
-        # Bots are counted exactly, but only over the rows of users with enough rows of any kind to be one.
-        bots = small(marked(keyed.join(suspects, C.USER_ID, "left_semi"), ranked.join(suspects, C.USER_ID, "left_semi"))
-                     .transform(bot_users(cfg.clean.bot_max_events_per_day)))
-        ev = marked(keyed, ranked).transform(flag_bots(bots))
+        ev = marked(keyed, ranked)
+        if suspects is not None:
+            # Bots are counted exactly, but only over the rows of users with enough rows of any kind to be one.
+            bots = small(marked(keyed.join(suspects, C.USER_ID, "left_semi"),
+                                ranked.join(suspects, C.USER_ID, "left_semi")).transform(bot_users(bot_limit)))
+            ev = ev.transform(flag_bots(bots))
         silver["events"] = silver_events(ev)
         quarantine.append(ev.transform(quarantine_rows("events", run_id)))
+        q = quarantine[0]
+        for other in quarantine[1:]:
+            q = q.unionByName(other)
+        # Computed once, before any write: the reject-share check reads it, and the quarantine write reuses it.
+        q = q.persist(StorageLevel.MEMORY_AND_DISK)
+        cached.append(q)
+        check_reject_shares(q, bronze_rows, cfg.clean.max_reject_share)
 
         if cfg.privacy.pseudonymise:
             silver = pseudonymise_users(silver, cfg.privacy.key_env)
@@ -592,10 +707,7 @@ def run_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetime
                 io.overwrite(silver[name], uri, name=f"silver.{name}",
                              constraints=io.constraint_checks(checks, not_null), properties=SILVER_PROPERTIES.get(name))
                 io.add_constraints(spark, uri, checks, not_null)  # a table from before these constraints
-        q = quarantine[0]
-        for other in quarantine[1:]:
-            q = q.unionByName(other)
-        io.overwrite(q, cfg.table("quarantine", "rows"), partition_by=(C.Q_SOURCE,), name="quarantine")
+        io.overwrite(q.drop(EXAMPLE), cfg.table("quarantine", "rows"), partition_by=(C.Q_SOURCE,), name="quarantine")
         results, dq_rows = written_counts(spark, cfg, run_id, bronze_rows, duplicates)
         dq = spark.createDataFrame(dq_rows, "_run_id string, source string, metric string, value long")
         io.replace_partition(dq, cfg.table("metrics", "data_quality"), {C.RUN_ID: run_id},

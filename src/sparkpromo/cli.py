@@ -68,6 +68,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verbose", action="store_true", help="show Spark's own logs")
     p.add_argument("--force", action="store_true",
                    help="rerun a stage even when its tables are unchanged since its last success for this run id")
+    p.add_argument("--strict", action="store_true",
+                   help="fail (exit 1) when a stage ends with a warning, e.g. no campaign served any offer "
+                        "(scheduled jobs use it)")
 
 
 def _date(text: str) -> dt.date:
@@ -278,7 +281,7 @@ def _dispatch(args: argparse.Namespace, cfg: AppConfig, ctx: Any) -> dict[str, A
 
         return {"user": args.user, "offers": explain_user(spark, cfg, args.user, args.campaign, top_n=args.top)}
     if args.command != "run":
-        result.update(run_stage(args.command, spark, cfg, ctx, force=args.force))
+        result.update(run_stage(args.command, spark, cfg, ctx, force=args.force, strict=args.strict))
         return result
     dates = [ctx.run_date]
     if args.from_date:
@@ -287,7 +290,7 @@ def _dispatch(args: argparse.Namespace, cfg: AppConfig, ctx: Any) -> dict[str, A
     for day in dates:
         day_ctx = ctx if len(dates) == 1 else RunContext(RunContext.default_run_id(day), day)
         for name in args.stages:
-            out = run_stage(name, spark, cfg, day_ctx, force=args.force)
+            out = run_stage(name, spark, cfg, day_ctx, force=args.force, strict=args.strict)
             prefix = "" if len(dates) == 1 else f"{day.isoformat()}."
             result.update({f"{prefix}{name}.{k}": v for k, v in out.items()})
     return result

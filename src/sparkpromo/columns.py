@@ -27,6 +27,7 @@ MARKETING_CONSENT = "marketing_consent"
 CATEGORY = "category"
 BRAND = "brand"
 STOCK = "stock"
+ITEM_NAME = "name"  # a product's name or description, for people reading offers
 
 # --- ingestion metadata (bronze) ---
 SOURCE_FILE = "_source_file"

@@ -26,6 +26,10 @@ SOURCE_FORMATS = ("csv", "json", "parquet")
 SOURCE_KINDS = ("events", "ratings")
 METRICS = ("ndcg", "precision", "recall", "map")
 SPLITS = ("random", "last_days", "leave_last_k")
+DEDUPE_MODES = ("exact", "sum_quantity")
+CONSENT_CHOICES = ("granted", "denied")
+# File name patterns (globs) read from a landing directory when a source names none: the format's extensions.
+DEFAULT_PATTERNS = {"csv": ("*.csv",), "json": ("*.json", "*.jsonl"), "parquet": ("*.parquet",)}
 CAMPAIGN_TYPES = ("welcome", "birthday", "cart_threshold", "bundle", "generic")
 RULE_OPERATORS = ("eq", "ne", "lt", "le", "gt", "ge", "in", "not_in", "between", "is_null", "not_null")
 CAMPAIGN_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -33,7 +37,7 @@ CAMPAIGN_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAPPABLE_EVENT_COLUMNS = (C.EVENT_ID, C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.EVENT_TS, C.PRICE, C.QUANTITY,
                           C.RATING, C.SESSION_ID)
 MAPPABLE_USER_COLUMNS = (C.USER_ID, C.SIGNUP_DATE, C.BIRTH_DATE, C.COUNTRY, C.MARKETING_CONSENT)
-MAPPABLE_ITEM_COLUMNS = (C.ITEM_ID, C.CATEGORY, C.BRAND, C.PRICE, C.STOCK)
+MAPPABLE_ITEM_COLUMNS = (C.ITEM_ID, C.CATEGORY, C.BRAND, C.PRICE, C.STOCK, C.ITEM_NAME)
 # Columns that campaign rules may reference: user-level and item-level feature columns.
 USER_RULE_FIELDS = ("country", "age_band", "marketing_consent", "signup_date", "days_since_signup", "active_days",
                     "sessions", "purchases", "monetary", "recency_days", "cart_value", "top_category")
@@ -75,6 +79,27 @@ class FileSource:
     event_type_map: Mapping[str, str] = field(default_factory=dict)
     # every row gets this event type (e.g. a purchase-only transaction log)
     constant_event_type: str = ""
+    # file name globs read from a landing directory; () = the format's extensions (DEFAULT_PATTERNS). Other files
+    # are skipped and listed; a path naming one file is always read.
+    patterns: tuple[str, ...] = ()
+    # canonical column -> regular expression: rows whose value matches it wholly are quarantined as `excluded`
+    # (e.g. non-product codes, cancellation invoices)
+    exclude: Mapping[str, str] = field(default_factory=dict)
+    # events without an event id: "exact" drops repeated identical rows as duplicates, "sum_quantity" sums the
+    # quantities of identical rows within one file (a line bought twice); "" = sum_quantity for a purchase log
+    # (constant_event_type: purchase), exact otherwise
+    dedupe: str = ""
+    # events: more valid events than this by one user on one day quarantines that user's events as
+    # bot_activity; None = clean.bot_max_events_per_day for event logs, off for ratings; 0 = off
+    bot_max_events_per_day: int | None = None
+
+    def file_patterns(self) -> tuple[str, ...]:
+        return self.patterns or DEFAULT_PATTERNS[self.format]
+
+    def dedupe_mode(self) -> str:
+        if self.dedupe:
+            return self.dedupe
+        return "sum_quantity" if self.constant_event_type == C.PURCHASE else "exact"
 
 
 @dataclass(frozen=True)
@@ -101,12 +126,21 @@ class CleanConfig:
     future_tolerance_minutes: int = 60
     max_string_length: int = 256
     allow_schema_evolution: bool = False
+    # A source whose rows fail one rule in a larger share than this stops the run before silver is written.
+    max_reject_share: float = 0.5
 
 
 @dataclass(frozen=True)
 class PrivacyConfig:
     pseudonymise: bool = False
     key_env: str = "SPARKPROMO_HMAC_KEY"
+    # Marketing consent of every user when there is no users source, or the users source has no consent column:
+    # granted | denied. No silent default: such a configuration must say which.
+    consent_without_users: str = ""
+
+    def consent_default(self) -> bool | None:
+        """The stated consent for users without a consent column (None: not stated)."""
+        return {"granted": True, "denied": False}.get(self.consent_without_users)
 
 
 @dataclass(frozen=True)
@@ -118,6 +152,8 @@ class FeaturesConfig:
     session_gap_minutes: int = 30
     price_bands: tuple[float, ...] = (10.0, 50.0, 200.0)
     top_categories: int = 3
+    # ratings sources: ratings below this are not interactions (0 = keep every rating)
+    min_rating: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -126,6 +162,11 @@ class GridConfig:
     reg_param: tuple[float, ...] = (0.05, 0.2)
     alpha: tuple[float, ...] = (5.0, 20.0)
     max_iter: tuple[int, ...] = (10,)
+    # true: implicit ALS (confidence 1 + alpha * value); false: explicit ALS fitted to rating values (ratings
+    # sources only). Listing both lets CV choose by the ranking metric.
+    implicit_prefs: tuple[bool, ...] = (True,)
+    # nonnegative factors: slower per iteration and, on the data measured so far, a worse ranking
+    nonnegative: tuple[bool, ...] = (False,)
 
 
 @dataclass(frozen=True)
@@ -524,15 +565,34 @@ def _validate(cfg: AppConfig, where: _Where) -> None:
         if src.constant_event_type:
             need(src.constant_event_type in C.ALL_EVENT_TYPES, f"{k}.constant_event_type",
                  f"unknown event type '{src.constant_event_type}'")
+        need(not src.dedupe or src.dedupe in DEDUPE_MODES, f"{k}.dedupe",
+             f"must be one of {', '.join(DEDUPE_MODES)}")
+        need(src.bot_max_events_per_day is None or src.bot_max_events_per_day >= 0,
+             f"{k}.bot_max_events_per_day", "must be >= 0 (0 = off)")
+        need(all(bool(p) for p in src.patterns), f"{k}.patterns", "patterns must not be empty")
+        for canon, pattern in src.exclude.items():
+            need(canon in allowed, f"{k}.exclude.{canon}",
+                 f"unknown canonical column (expected one of: {', '.join(allowed)})")
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise where.error(f"{k}.exclude.{canon}", f"invalid regular expression ({e})") from None
     if cfg.sources.kind == "ratings":
         need(C.RATING in cfg.sources.events.columns, "sources.events.columns.rating",
              "a ratings source must map its rating column")
     # Secrets come from the environment only: the config names the variable, it never holds the key.
+    need(not cfg.privacy.consent_without_users or cfg.privacy.consent_without_users in CONSENT_CHOICES,
+         "privacy.consent_without_users", f"must be one of {', '.join(CONSENT_CHOICES)}")
+    if cfg.sources.users is None and not cfg.privacy.consent_without_users:
+        # Named after the file that dropped the users source: that is where the statement belongs.
+        raise ConfigError(f"{where.file_of('sources.users')}: privacy.consent_without_users: there is no users "
+                          "source, so say whether these users consented to marketing: granted or denied")
     need(bool(_ENV_NAME_RE.fullmatch(cfg.privacy.key_env)), "privacy.key_env",
          "must be the name of an environment variable holding the key (letters, digits, _), not the key itself")
     c = cfg.clean
     need(c.bot_max_events_per_day > 0, "clean.bot_max_events_per_day", "must be > 0")
     need(c.max_string_length > 0, "clean.max_string_length", "must be > 0")
+    need(0 < c.max_reject_share <= 1, "clean.max_reject_share", "must be in (0, 1]")
     f = cfg.features
     for et, w in f.event_weights.items():
         need(et in C.ALL_EVENT_TYPES, f"features.event_weights.{et}", "unknown event type")
@@ -540,6 +600,7 @@ def _validate(cfg: AppConfig, where: _Where) -> None:
     need(f.half_life_days > 0, "features.half_life_days", "must be > 0")
     need(f.max_count_per_type > 0, "features.max_count_per_type", "must be > 0")
     need(list(f.price_bands) == sorted(f.price_bands), "features.price_bands", "must be ascending")
+    need(f.min_rating >= 0, "features.min_rating", "must be >= 0")
     t = cfg.train
     need(t.k > 0, "train.k", "must be > 0")
     need(t.metric in METRICS, "train.metric", f"must be one of {', '.join(METRICS)}")
@@ -555,6 +616,10 @@ def _validate(cfg: AppConfig, where: _Where) -> None:
         need(len(values) > 0, f"train.grid.{gk}", "must list at least one value")
         need(all(v > 0 if gk != "reg_param" else v >= 0 for v in values), f"train.grid.{gk}",
              "values must be positive")
+    need(len(t.grid.implicit_prefs) > 0, "train.grid.implicit_prefs", "must list at least one value")
+    need(len(t.grid.nonnegative) > 0, "train.grid.nonnegative", "must list at least one value")
+    need(cfg.sources.kind == "ratings" or all(t.grid.implicit_prefs), "train.grid.implicit_prefs",
+         "explicit ALS (false) fits rating values: it needs sources.kind: ratings")
     r = cfg.recommend
     need(r.candidates > 0, "recommend.candidates", "must be > 0")
     need(r.max_offers_per_user > 0, "recommend.max_offers_per_user", "must be > 0")

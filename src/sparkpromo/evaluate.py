@@ -394,8 +394,11 @@ class RankingALS(Estimator[RankingALSModel], _ALSParams, _HasK):
         t0 = time.perf_counter()
         model = RankingALSModel(self.als().fit(train), train, self.getK(), *seen_summary(train))
         if self.progress is not None:
-            self.progress.fitted({"rank": self.getRank(), "regParam": self.getRegParam(), "alpha": self.getAlpha(),
-                                  "maxIter": self.getMaxIter()}, time.perf_counter() - t0)
+            params: dict[str, Any] = {"rank": self.getRank(), "regParam": self.getRegParam(), "alpha": self.getAlpha(),
+                                      "maxIter": self.getMaxIter()}
+            if not self.getImplicitPrefs():  # explicit ALS has no alpha
+                params = {**{k: v for k, v in params.items() if k != "alpha"}, "implicitPrefs": False}
+            self.progress.fitted(params, time.perf_counter() - t0)
         return model
 
 

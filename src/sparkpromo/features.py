@@ -83,6 +83,7 @@ ITEM_FEATURES = StructType([
     StructField(C.PRICE_BAND, StringType(), True),
     StructField(C.POPULARITY, IntegerType(), False),
     StructField(C.CONVERSION_RATE, DoubleType(), False),
+    StructField(C.ITEM_NAME, StringType(), True),
 ])
 
 # (user_id, item_id) level interactions, before the id map turns them into schemas.INTERACTIONS.
@@ -178,8 +179,12 @@ def _cart_value(events: DataFrame, as_of: dt.date, lookback_days: int) -> DataFr
 
 
 def user_features(events: DataFrame, users: DataFrame | None, items: DataFrame | None, as_of: dt.date,
-                  session_gap_minutes: int = 30, cart_lookback_days: int = 14) -> DataFrame:
+                  session_gap_minutes: int = 30, cart_lookback_days: int = 14,
+                  consent_without_users: bool = False) -> DataFrame:
     """One row per user (silver.users ∪ users with events), conforming to :data:`USER_FEATURES`.
+
+    Without a users table every user's ``marketing_consent`` is ``consent_without_users`` (the configuration's
+    stated ``privacy.consent_without_users``); with one, a user missing from it has none.
 
     Events are shuffled once, by user (the sessionising window); every per-user aggregate and the joins between
     them reuse that partitioning. ``cart_value`` is the open cart of the last ``cart_lookback_days`` days.
@@ -200,7 +205,8 @@ def user_features(events: DataFrame, users: DataFrame | None, items: DataFrame |
         out = attrs.join(activity, C.USER_ID, "full")  # users without events, and events without a user row
     else:
         out = activity.select("*", *(F.lit(None).cast(f.dataType).alias(f.name) for f in schemas.SILVER_USERS
-                                     if f.name != C.USER_ID))
+                                     if f.name not in (C.USER_ID, C.MARKETING_CONSENT)),
+                              F.lit(consent_without_users).alias(C.MARKETING_CONSENT))
     zero = {c: 0 for c in (C.ACTIVE_DAYS, C.SESSIONS, C.PURCHASES)}
     zero.update({c: 0.0 for c in (C.MONETARY, C.AVG_SESSION_SECONDS, C.CART_VALUE)})
     out = (out.fillna(zero)
@@ -258,7 +264,7 @@ def item_features(events: DataFrame, items: DataFrame | None, as_of: dt.date,
         ids = ids.unionByName(items.select(C.ITEM_ID))
     out = ids.distinct()
     if items is not None:
-        out = out.join(items.select(C.ITEM_ID, C.CATEGORY, C.BRAND, C.PRICE, C.STOCK), C.ITEM_ID, "left")
+        out = out.join(items.select(C.ITEM_ID, C.CATEGORY, C.BRAND, C.PRICE, C.STOCK, C.ITEM_NAME), C.ITEM_ID, "left")
     else:
         out = out.select(C.ITEM_ID, *(F.lit(None).cast(f.dataType).alias(f.name) for f in schemas.SILVER_ITEMS
                                       if f.name != C.ITEM_ID))
@@ -287,21 +293,36 @@ def check_event_weights(event_weights: Mapping[str, float]) -> None:
         raise FeatureError(f"event_weights: weights must be positive and finite ({', '.join(bad)})")
 
 
+# Decay never goes below this: an event more than 20 half-lives old counts as much as one exactly 20 half-lives old.
+# float32 (what ALS casts confidences to) keeps it, and every weight times it, far above its smallest normal.
+MIN_DECAY = 2.0 ** -20
+
+
+def decay_reference(as_of: dt.date, last_event_date: dt.date | None) -> dt.date:
+    """The date ages are counted from: the earlier of the run's date and the data's last event date, so that a
+    replay of an old log weighs its last days fully instead of decaying everything to nothing."""
+    return as_of if last_event_date is None else min(as_of, last_event_date)
+
+
 def interactions(as_of: dt.date, kind: str = "events", event_weights: Mapping[str, float] | None = None,
-                 half_life_days: float = 30.0, max_count_per_type: int = 10) -> Transform:
+                 half_life_days: float = 30.0, max_count_per_type: int = 10, decay_from: dt.date | None = None,
+                 min_rating: float = 0.0) -> Transform:
     """Silver events -> one row per (user_id, item_id): ``confidence`` and the latest ``event_ts``.
 
     ``kind="events"`` (implicit): confidence = Σ_type weight[type] × Σ_{the type's ``max_count_per_type`` most
-    recent events} 2^(-age_days / half_life_days), i.e. weight × min(count, cap) × the mean decay of the events
-    kept; ``age_days`` = whole days from ``event_date`` to ``as_of``. Rating events are weighted like any other
-    type (they need a weight).
+    recent events} max(2^(-age_days / half_life_days), MIN_DECAY), i.e. weight × min(count, cap) × the mean decay
+    of the events kept; ``age_days`` = whole days from ``event_date`` to ``decay_from`` (default ``as_of``; see
+    :func:`decay_reference`), computed in double. Rating events are weighted like any other type (they need a
+    weight).
 
-    ``kind="ratings"`` (explicit): confidence = the latest non-null rating of the pair (ties: highest event_id).
+    ``kind="ratings"``: confidence = the latest non-null rating of the pair (ties: highest event_id), pairs whose
+    rating is below ``min_rating`` left out. Train fits it as explicit ALS, or as implicit ALS with confidence
+    1 + alpha × rating.
     """
     if kind not in ("events", "ratings"):
         raise FeatureError(f"kind must be 'events' or 'ratings', got {kind!r}")
     if kind == "ratings":
-        return _rating_interactions(as_of)
+        return _rating_interactions(as_of, min_rating)
     weights = dict(event_weights or {})
     check_event_weights(weights)
     if half_life_days <= 0:
@@ -316,8 +337,8 @@ def interactions(as_of: dt.date, kind: str = "events", event_weights: Mapping[st
                                                            F.col(C.EVENT_TYPE)))).otherwise(w)
         recent = Window.partitionBy(C.USER_ID, C.ITEM_ID, C.EVENT_TYPE).orderBy(F.desc(C.EVENT_TS),
                                                                                F.desc(C.EVENT_ID))
-        age = F.greatest(F.datediff(F.lit(as_of), F.col(C.EVENT_DATE)), F.lit(0))
-        decay = F.pow(F.lit(2.0), -age / F.lit(float(half_life_days)))
+        age = F.greatest(F.datediff(F.lit(decay_from or as_of), F.col(C.EVENT_DATE)), F.lit(0)).cast("double")
+        decay = F.greatest(F.pow(F.lit(2.0), -age / F.lit(float(half_life_days))), F.lit(MIN_DECAY))
         out = (events.where(_as_of_filter(as_of))
                .withColumn("_rn", F.row_number().over(recent))
                .where(F.col("_rn") <= max_count_per_type)
@@ -327,13 +348,13 @@ def interactions(as_of: dt.date, kind: str = "events", event_weights: Mapping[st
     return apply
 
 
-def _rating_interactions(as_of: dt.date) -> Transform:
+def _rating_interactions(as_of: dt.date, min_rating: float) -> Transform:
     def apply(events: DataFrame) -> DataFrame:
         latest = Window.partitionBy(C.USER_ID, C.ITEM_ID).orderBy(F.desc(C.EVENT_TS), F.desc(C.EVENT_ID))
         out = (events.where(_as_of_filter(as_of) & (F.col(C.EVENT_TYPE) == C.RATING_EVENT)
                             & F.col(C.RATING).isNotNull())
                .withColumn("_rn", F.row_number().over(latest))
-               .where("_rn = 1")
+               .where((F.col("_rn") == 1) & (F.col(C.RATING) >= F.lit(float(min_rating))))
                .select(C.USER_ID, C.ITEM_ID, F.col(C.RATING).alias(C.CONFIDENCE), C.EVENT_TS))
         return _conform(out, RAW_INTERACTIONS)
     return apply
@@ -398,13 +419,18 @@ def run_features(spark: SparkSession, cfg: AppConfig, run_id: str, as_of: dt.dat
         events = io.read(spark, events_uri)
         users = _read_optional(spark, cfg.table("silver", "users"))
         items = _read_optional(spark, cfg.table("silver", "items"))
+        last = events.agg(F.max(C.EVENT_DATE)).first()
+        last_date: dt.date | None = last[0] if last else None
         if as_of is None:
-            last = events.agg(F.max(C.EVENT_DATE)).first()
-            as_of = (last[0] if last and last[0] else dt.datetime.now(dt.UTC).date())
-        counts["as_of"] = as_of.isoformat()
+            as_of = last_date or dt.datetime.now(dt.UTC).date()
+        decay_from = decay_reference(as_of, last_date)
+        counts.update(as_of=as_of.isoformat(), decay_from=decay_from.isoformat())
+        if decay_from < as_of:
+            log.info("the data ends %d day(s) before the run date: interactions decay from its last event, %s",
+                     (as_of - decay_from).days, decay_from)
         f = cfg.features
         raw = events.transform(interactions(as_of, cfg.sources.kind, f.event_weights, f.half_life_days,
-                                            f.max_count_per_type)).persist()  # used for ids and for the index
+                                            f.max_count_per_type, decay_from, f.min_rating)).persist()
 
         # Id map: new rows are computed against one pinned version of the map; the append carries that version
         # as its txnVersion, so a retried or concurrent run that read the same version cannot append twice, and a
@@ -434,7 +460,8 @@ def run_features(spark: SparkSession, cfg: AppConfig, run_id: str, as_of: dt.dat
         if n_inter != raw_count:
             raise FeatureError(f"id map is missing ids: {raw_count - n_inter} interactions unmapped "
                                "(a concurrent features run?); rerun features")
-        io.overwrite(user_features(events, users, items, as_of, f.session_gap_minutes),
+        io.overwrite(user_features(events, users, items, as_of, f.session_gap_minutes,
+                                   consent_without_users=cfg.privacy.consent_default() is True),
                      cfg.table("gold", "user_features"), name="gold.user_features")
         io.overwrite(item_features(events, items, as_of, f.price_bands),
                      cfg.table("gold", "item_features"), name="gold.item_features")

@@ -106,10 +106,23 @@ def _last_run(spark: SparkSession, cfg: AppConfig, ctx: RunContext, name: str) -
             "result": json.loads(row[0]["result"] or "{}")}
 
 
-def run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext, force: bool = False) -> dict[str, Any]:
+class StrictError(RuntimeError):
+    """Under ``--strict``, a stage finished with a warning that a scheduled run must not pass over."""
+
+
+def _strict(result: dict[str, Any], strict: bool) -> dict[str, Any]:
+    if strict and result.get("warning"):
+        raise StrictError(f"{result['warning']} (--strict)")
+    return result
+
+
+def run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext, force: bool = False,
+              strict: bool = False) -> dict[str, Any]:
     """Run one stage, log it in the common format and record its timing in ``metrics/stages``.
 
     A rerun of the same run id whose input and output tables have not moved since its last success is skipped.
+    A stage result with a ``warning`` (e.g. recommend served no offers) raises :class:`StrictError` under
+    ``strict``, after the stage's tables and record are written.
     """
     io_tables = STAGE_IO.get(name)
     if io_tables and not force:
@@ -117,7 +130,7 @@ def run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext, f
         current = table_versions(spark, cfg, io_tables[0] + io_tables[1])
         if last is not None and last["io"] is not None and last["io"] == current:
             log.info("stage=%s status=skipped reason=inputs_and_outputs_unchanged run_id=%s", name, ctx.run_id)
-            return {**last["result"], "skipped": True}
+            return _strict({**last["result"], "skipped": True}, strict)
     t0 = time.perf_counter()
     with stage(name, run_date=ctx.run_date.isoformat()) as counts:
         if name == "ingest":
@@ -140,7 +153,7 @@ def run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext, f
         record_campaign_metrics(spark, cfg, ctx, result["campaigns"])
     versions = table_versions(spark, cfg, io_tables[0] + io_tables[1]) if io_tables else None
     record_stage_time(spark, cfg, ctx, name, time.perf_counter() - t0, versions, result)
-    return result
+    return _strict(result, strict)
 
 
 def record_stage_time(spark: SparkSession, cfg: AppConfig, ctx: RunContext, name: str, seconds: float,

@@ -64,6 +64,7 @@ from sparkpromo import campaigns as K
 from sparkpromo import columns as C
 from sparkpromo import io
 from sparkpromo.config import AppConfig, Campaign, RecommendConfig, join_uri
+from sparkpromo.features import decay_reference
 from sparkpromo.frame import Transform
 from sparkpromo.logs import spark_progress, stage
 
@@ -644,9 +645,11 @@ def _union(frames: Sequence[DataFrame]) -> DataFrame | None:
 
 
 def _campaign_audience(camp: Campaign, run_date: dt.date, users: DataFrame, items: DataFrame, events: DataFrame,
-                       n_reasons: int, n_candidates: int | None = None
+                       n_reasons: int, n_candidates: int | None = None, activity_date: dt.date | None = None
                        ) -> tuple[DataFrame, DataFrame | None, DataFrame | None]:
-    """``(audience, bundle candidates or None, excluded (user_id, item_id) or None)`` for one campaign."""
+    """``(audience, bundle candidates or None, excluded (user_id, item_id) or None)`` for one campaign. Lookback
+    windows over events (open carts, bundle anchors) end on ``activity_date`` (default ``run_date``)."""
+    recent = activity_date or run_date
     if camp.type == "welcome":
         return users.transform(K.welcome_audience(run_date, camp.signup_within_days)), None, None
     if camp.type == "birthday":
@@ -655,18 +658,18 @@ def _campaign_audience(camp: Campaign, run_date: dt.date, users: DataFrame, item
             return users.limit(0).transform(K.generic_audience(None)), None, None
         return users.transform(K.birthday_audience(*window)), None, None
     if camp.type == "cart_threshold":
-        lines = events.transform(K.open_cart_lines(items, run_date, camp.lookback_days))
+        lines = events.transform(K.open_cart_lines(items, recent, camp.lookback_days))
         audience = users.transform(K.cart_threshold_audience(lines, camp.cart_threshold, camp.cart_slack))
         return audience, None, lines.select(C.USER_ID, C.ITEM_ID)
     if camp.type == "bundle":
         pairs = events.transform(K.basket_items(run_date)).transform(K.co_occurrence(camp.min_co_occurrence))
-        anchors = events.transform(K.basket_items(run_date, camp.lookback_days))
+        anchors = events.transform(K.basket_items(recent, camp.lookback_days))
         cands = anchors.transform(K.bundle_candidates(pairs, n_reasons, max_candidates=n_candidates))
         return users.transform(K.bundle_audience(cands)), cands, None
     # generic
     if C.CART_VALUE in K.rule_fields(camp.audience) and C.CART_VALUE not in users.columns:
         users = users.transform(K.with_cart_value(
-            events.transform(K.open_cart_lines(items, run_date, camp.lookback_days))))
+            events.transform(K.open_cart_lines(items, recent, camp.lookback_days))))
     return users.transform(K.generic_audience(camp.audience)), None, None
 
 
@@ -681,15 +684,18 @@ class CampaignFrames:
 
 
 def campaign_frames(active: Sequence[Campaign], run_date: dt.date, users: DataFrame, items: DataFrame,
-                    events: DataFrame, segment: str, n_reasons: int, n_candidates: int | None = None) -> CampaignFrames:
+                    events: DataFrame, segment: str, n_reasons: int, n_candidates: int | None = None,
+                    activity_date: dt.date | None = None) -> CampaignFrames:
     """Audiences, eligible items, bundle candidates (at most ``n_candidates`` per user) and exclusions of the
-    ``active`` campaigns (lazy)."""
+    ``active`` campaigns (lazy). ``activity_date`` ends the campaigns' lookback windows (see
+    :func:`sparkpromo.features.decay_reference`: a replayed old log looks back from its own last day)."""
     if not active:
         raise ValueError("campaign_frames needs at least one active campaign")
     events = events.where(F.col(C.EVENT_DATE) <= F.lit(run_date))
     audiences, bundles, excluded, eligible = [], [], [], []
     for camp in active:
-        aud, cands, excl = _campaign_audience(camp, run_date, users, items, events, n_reasons, n_candidates)
+        aud, cands, excl = _campaign_audience(camp, run_date, users, items, events, n_reasons, n_candidates,
+                                              activity_date)
         audiences.append(_with_campaign(aud, camp.id))
         if cands is not None:
             bundles.append(_with_campaign(cands, camp.id))
@@ -782,7 +788,10 @@ def recommendation_plan(spark: SparkSession, cfg: AppConfig, active: Sequence[Ca
         users, items, id_map = keep(gold("user_features")), keep(gold("item_features")), keep(gold("id_map"))
         events = keep(io.read(spark, cfg.table("silver", "events")).where(F.col(C.EVENT_DATE) <= F.lit(run_date))
                       .select(*EVENT_COLUMNS))
-        frames = campaign_frames(active, run_date, users, items, events, r.segment, r.reasons, r.candidates)
+        last = events.agg(F.max(C.EVENT_DATE)).first()
+        activity_date = decay_reference(run_date, last[0] if last else None)
+        frames = campaign_frames(active, run_date, users, items, events, r.segment, r.reasons, r.candidates,
+                                 activity_date)
         frames = dataclasses.replace(frames, audience=keep(frames.audience),
                                      bundle=None if frames.bundle is None else keep(frames.bundle),
                                      excluded=None if frames.excluded is None else keep(frames.excluded))
@@ -864,4 +873,15 @@ def run_recommend(spark: SparkSession, cfg: AppConfig, run_id: str, run_date: dt
                  v["gini"])
     summary.update(rows=sum(v["rows"] for v in per_campaign.values()),
                    users_served=sum(v["served"] for v in per_campaign.values()), campaigns=per_campaign)
+    if not summary["rows"]:
+        summary["warning"] = no_offers_warning(per_campaign)
+        log.warning("%s", summary["warning"])
     return summary
+
+
+def no_offers_warning(per_campaign: dict[str, dict[str, Any]]) -> str:
+    """One line for a run whose active campaigns all served nothing, with the likeliest cause."""
+    statuses = ", ".join(f"{cid}: {v['status']}" for cid, v in per_campaign.items())
+    hint = (" (no user has marketing consent? see privacy.consent_without_users)"
+            if all(v["status"] == "empty_audience" for v in per_campaign.values()) else "")
+    return f"no offers served: every active campaign ended empty ({statuses}){hint}"

@@ -45,6 +45,7 @@ SILVER_ITEMS = StructType([
     StructField(C.BRAND, StringType(), True),
     StructField(C.PRICE, DoubleType(), True),
     StructField(C.STOCK, IntegerType(), True),
+    StructField(C.ITEM_NAME, StringType(), True),
 ])
 
 QUARANTINE = StructType([

@@ -170,7 +170,6 @@ def log_train_run(cfg: AppConfig, result: dict[str, Any], model_path: str | None
             params = {**{k: _param(v) for k, v in (result.get("params") or {}).items()},
                       "train.k": str(t.k), "train.metric": t.metric, "train.folds": str(t.folds),
                       "train.split": t.split, "train.seed": str(t.seed), "train.champion_gate": str(t.champion_gate),
-                      "implicit_prefs": str(cfg.sources.kind != "ratings"),
                       **{f"input_version.{name}": str(v) for name, v in versions.items()}}
             now = int(time.time() * 1000)
             metrics = [Metric(f"{contender}.{name}", float(value), now, 0)

@@ -41,7 +41,8 @@ ALS = "als"
 LATEST = "LATEST"  # <lakehouse>/registry/LATEST: the run id of the latest complete training run
 POPULARITY = "popularity"
 # config grid key -> ALS param name
-GRID_PARAMS = {"rank": "rank", "reg_param": "regParam", "alpha": "alpha", "max_iter": "maxIter"}
+GRID_PARAMS = {"rank": "rank", "reg_param": "regParam", "alpha": "alpha", "max_iter": "maxIter",
+               "implicit_prefs": "implicitPrefs", "nonnegative": "nonnegative"}
 
 METRICS_SCHEMA = StructType([
     StructField(C.METRIC_RUN_ID, StringType(), False),
@@ -60,35 +61,43 @@ class TrainError(ValueError):
 # ----------------------------------------------------------------------------------------------------------------
 def build_als(implicit: bool, seed: int, checkpoint_interval: int = 5, k: int = 10, blocks: int = 10,
               **params: Any) -> E.RankingALS:
-    """The estimator cross-validated here: nonnegative ALS on (user_idx, item_idx, confidence),
-    ``coldStartStrategy="drop"``, implicit preferences unless the source is explicit ratings. ``params`` (any ALS
-    param name) override these settings."""
-    settings: dict[str, Any] = dict(implicitPrefs=implicit, nonnegative=True, seed=seed,
+    """The estimator cross-validated here: ALS on (user_idx, item_idx, confidence), ``coldStartStrategy="drop"``,
+    implicit preferences unless ``implicit`` is false. ``params`` (any ALS param name) override these settings."""
+    settings: dict[str, Any] = dict(implicitPrefs=implicit, nonnegative=False, seed=seed,
                                     checkpointInterval=checkpoint_interval, numUserBlocks=blocks,
                                     numItemBlocks=blocks, k=k)
     return E.RankingALS(**{**settings, **params})
 
 
-def param_grid(als: E.RankingALS, grid: GridConfig, implicit: bool) -> list[dict[Param, Any]]:
-    """The cartesian grid of ``grid`` on ``als``'s params (alpha only matters, and is only searched, when implicit).
-    Raises :class:`TrainError` on an empty list or an out-of-range value."""
-    keys = [k for k in GRID_PARAMS if implicit or k != "alpha"]
-    values: dict[str, list[Any]] = {}
-    for key in keys:
-        raw = list(dict.fromkeys(getattr(grid, key)))  # dedupe, keep order
-        if not raw:
-            raise TrainError(f"train.grid.{key}: empty grid (list at least one value)")
-        for v in raw:
+def _grid_values(grid: GridConfig, key: str) -> list[Any]:
+    raw = list(dict.fromkeys(getattr(grid, key)))  # dedupe, keep order
+    if not raw:
+        raise TrainError(f"train.grid.{key}: empty grid (list at least one value)")
+    for v in raw:
+        if key in ("implicit_prefs", "nonnegative"):
+            ok = isinstance(v, bool)
+        else:
             ok = (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
                   and (v >= 0 if key == "reg_param" else v > 0)
                   and (float(v).is_integer() if key in ("rank", "max_iter") else True))
-            if not ok:
-                raise TrainError(f"train.grid.{key}: invalid value {v!r}")
-        values[key] = raw
-    builder = ParamGridBuilder()
-    for key in keys:
-        builder = builder.addGrid(als.getParam(GRID_PARAMS[key]), values[key])
-    return builder.build()
+        if not ok:
+            raise TrainError(f"train.grid.{key}: invalid value {v!r}")
+    return raw
+
+
+def param_grid(als: E.RankingALS, grid: GridConfig) -> list[dict[Param, Any]]:
+    """The grid of ``grid`` on ``als``'s params: the cartesian product for each value of ``implicit_prefs``, alpha
+    searched only for implicit ALS (explicit ALS ignores it). Raises :class:`TrainError` on an empty list or an
+    out-of-range value."""
+    values = {key: _grid_values(grid, key) for key in GRID_PARAMS}
+    maps: list[dict[Param, Any]] = []
+    for implicit in values["implicit_prefs"]:
+        builder = ParamGridBuilder().baseOn({als.getParam("implicitPrefs"): implicit})
+        for key in GRID_PARAMS:
+            if key != "implicit_prefs" and (implicit or key != "alpha"):
+                builder = builder.addGrid(als.getParam(GRID_PARAMS[key]), values[key])
+        maps += builder.build()
+    return maps
 
 
 def _describe(param_map: dict[Param, Any]) -> dict[str, Any]:
@@ -157,15 +166,14 @@ def registry_uri(cfg: AppConfig, run_id: str) -> str:
 def run_train(spark: SparkSession, cfg: AppConfig, run_id: str) -> dict[str, Any]:
     """Cross-validate, evaluate against popularity, persist; returns the result dict the CLI prints."""
     t = cfg.train
-    implicit = cfg.sources.kind != "ratings"
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     with stage("train", run_id=run_id) as counts:
         # ALS blocks scale with the cores actually there, not with the shuffle width (64 blocks on 4k rows is all
         # overhead): one block per core, never more than the shuffle partitions.
         blocks = max(1, min(cfg.spark.shuffle_partitions, spark.sparkContext.defaultParallelism))
-        estimator = build_als(implicit, t.seed, t.checkpoint_interval, t.k, blocks=blocks)
-        grid = param_grid(estimator, t.grid, implicit)  # fail on a bad grid before touching data
+        estimator = build_als(True, t.seed, t.checkpoint_interval, t.k, blocks=blocks)
+        grid = param_grid(estimator, t.grid)  # fail on a bad grid before touching data
         inter_uri, map_uri = cfg.table("gold", "interactions"), cfg.table("gold", "id_map")
         versions = {"gold.interactions": io.version(spark, inter_uri), "gold.id_map": io.version(spark, map_uri)}
         if versions["gold.interactions"] is None:
@@ -201,6 +209,7 @@ def run_train(spark: SparkSession, cfg: AppConfig, run_id: str) -> dict[str, Any
                         for pm, m, s in zip(grid, cv_model.avgMetrics, cv_model.stdMetrics, strict=True)]
             best_index = max(range(len(grid)), key=lambda i: cv_model.avgMetrics[i])
             params = _describe(grid[best_index])
+            implicit = bool(params["implicit_prefs"])
 
             t2 = time.perf_counter()
             users = test.select(C.USER_IDX).distinct()
