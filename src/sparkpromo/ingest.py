@@ -6,8 +6,9 @@ ingest time, run id) and, for CSV/JSON, the raw text of any line the parser coul
 
 Which files (:mod:`sparkpromo.landing`): a path naming one file is read whatever its name; a directory (or glob) is
 listed and only the files whose name matches one of the source's ``patterns`` are read, the others are skipped and
-reported. CSV files with a header are read by header name: files are grouped by identical header, each group is read with its own schema
-and the groups are unioned by name, so a file whose columns come in another order is not read with values swapped.
+reported. CSV files with a header are read by header name: files are grouped by identical header, each group is
+read with its own schema and the groups are unioned by name, so a file whose columns come in another order is not
+read with values swapped.
 
 Every file (CSV with a header) or the whole source (JSON, Parquet, CSV without a header) must hold every mapped and
 every required column; otherwise ingest fails with a one-line :class:`IngestError` before anything is written.
