@@ -44,7 +44,8 @@ def write_events(cfg: AppConfig, name: str, first: int, n: int, event_type: str 
 
 
 def write_users_items(cfg: AppConfig) -> None:
-    for src, text in ((cfg.sources.users, "".join(f'{{"user_id": "u{i}"}}\n' for i in range(7))),
+    users = "".join(f'{{"user_id": "u{i}", "marketing_consent": false}}\n' for i in range(7))
+    for src, text in ((cfg.sources.users, users),
                       (cfg.sources.items, "product_id,category,brand,price,stock\n"
                                           + "".join(f"p{i},c,b,1,1\n" for i in range(5)))):
         Path(src.path).mkdir(parents=True, exist_ok=True)

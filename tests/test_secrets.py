@@ -54,7 +54,8 @@ def test_key_never_in_logs_or_spark_conf(spark: SparkSession, tmp_path: Path, mo
     cfg = make_config(tmp_path, privacy={"pseudonymise": True, "key_env": KEY_ENV})
     for name, text in (("events/e.csv", "event_id,user_id,product_id,event_type,event_time,price,quantity,"
                         "session_id\ne1,u1,p1,view,2026-11-01T10:00:00Z,,,s1\n"),
-                       ("users/u.jsonl", '{"user_id": "u1"}\n'), ("items/i.csv", "product_id\np1\n")):
+                       ("users/u.jsonl", '{"user_id": "u1", "marketing_consent": true}\n'),
+                       ("items/i.csv", "product_id\np1\n")):
         (tmp_path / "landing" / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "landing" / name).write_text(text)
     with caplog.at_level(logging.DEBUG):
