@@ -133,6 +133,19 @@ def _read_small_text(spark: SparkSession, uri: str) -> str | None:
     return "" if row is None else str(row[0])
 
 
+def latest_run_id(spark: SparkSession, cfg: AppConfig) -> str | None:
+    """The run id in ``<lakehouse>/registry/LATEST`` (the model in service); None when nothing is registered.
+    Raises :class:`RecommendError` on a malformed id."""
+    registry = join_uri(cfg.lakehouse, "registry")
+    latest = _read_small_text(spark, join_uri(registry, "LATEST"))
+    if latest is None or not latest.strip():
+        return None
+    run = latest.strip()
+    if not _RUN_ID_RE.match(run):
+        raise RecommendError(f"{registry}/LATEST: invalid model run id {run[:80]!r}")
+    return run
+
+
 def load_champion(spark: SparkSession, cfg: AppConfig) -> tuple[str | None, ALSModel | None, str]:
     """``(model_run_id, model, champion)`` from ``<lakehouse>/registry/LATEST`` and that run's ``params.json``.
 
@@ -140,13 +153,10 @@ def load_champion(spark: SparkSession, cfg: AppConfig) -> tuple[str | None, ALSM
     the champion. Files are read through Spark, so any Hadoop URI works.
     """
     registry = join_uri(cfg.lakehouse, "registry")
-    latest = _read_small_text(spark, join_uri(registry, "LATEST"))
-    if latest is None or not latest.strip():
+    run = latest_run_id(spark, cfg)
+    if run is None:
         log.warning("no model registered (%s/LATEST missing or empty): popularity candidates only", registry)
         return None, None, POPULARITY
-    run = latest.strip()
-    if not _RUN_ID_RE.match(run):
-        raise RecommendError(f"{registry}/LATEST: invalid model run id {run[:80]!r}")
     params_uri = join_uri(registry, run, "params.json")
     text = _read_small_text(spark, params_uri)
     if text is None:
