@@ -30,6 +30,7 @@ def main() -> None:
     args = ap.parse_args()
     scratch = Path("/tmp/sparkpromo-als-iter")
     cfg = build_config({"lakehouse": str(scratch), "sources": {"events": {"path": "unused"}},
+                        "privacy": {"consent_without_users": "granted"},
                         "spark": {"master": args.master, "shuffle_partitions": 2}})
     spark = build_session(cfg, app_name="sparkpromo-als-iter")
     data = (spark.read.option("sep", "\t").csv(str(Path(args.data) / "u.data"))

@@ -133,6 +133,7 @@ def make_config(args: argparse.Namespace, root: Path) -> AppConfig:
         "landing": str(root / "landing"),
         "spark": _spark_section(args),
         "sources": {"kind": "events", "events": {"path": str(Path(args.data) / "u.data")}},
+        "privacy": {"consent_without_users": "granted"},
         "train": _train_section(args),
     })
 

@@ -49,6 +49,7 @@ from sparkpromo.config import build_config
 from sparkpromo.session import build_session
 root = sys.argv[1]
 cfg = build_config({"lakehouse": root, "sources": {"events": {"path": "unused"}},
+                    "privacy": {"consent_without_users": "granted"},
                     "spark": {"master": "local[2]", "shuffle_partitions": 2}})
 t1 = time.perf_counter()
 spark = build_session(cfg, app_name="sparkpromo-startup")
@@ -185,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     if not {"als", "topk"} <= skip:
         scratch = tempfile.mkdtemp(prefix="sparkpromo-speed-")
         cfg = build_config({"lakehouse": scratch, "sources": {"events": {"path": "unused"}},
+                            "privacy": {"consent_without_users": "granted"},
                             "spark": {"master": "local[2]", "shuffle_partitions": 2}})
         spark = build_session(cfg, app_name="sparkpromo-speed")
         data = peers.movielens_interactions(spark, args.data).select(C.USER_IDX, C.ITEM_IDX, C.CONFIDENCE).cache()

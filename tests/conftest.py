@@ -34,6 +34,9 @@ def make_config(root: Path | str, **sections: Any) -> AppConfig:
         "train": {"folds": 2, "grid": {"rank": [4], "reg_param": [0.1], "alpha": [5.0], "max_iter": [5]}},
     }
     data.update(sections)
+    if "users" not in data["sources"] or data["sources"]["users"] is None:
+        # A test source without a users table: its users are taken as consenting unless the test says otherwise.
+        data.setdefault("privacy", {"consent_without_users": "granted"})
     return build_config(data)
 
 

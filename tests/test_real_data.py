@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 from sparkpromo import clean, io
 from sparkpromo import columns as C
 from sparkpromo import features as FT
-from sparkpromo.config import AppConfig, ConfigError
+from sparkpromo.config import AppConfig, ConfigError, build_config
 from sparkpromo.ingest import CORRUPT, FILE_MTIME, FILE_SIZE
 from tests.conftest import make_config
 
@@ -56,7 +56,7 @@ def silver_events(spark: SparkSession, cfg: AppConfig) -> DataFrame:
 # ----------------------------------------------------------------------------------------------------------------
 def test_no_users_source_must_state_consent(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="privacy.consent_without_users: there is no users source"):
-        make_config(tmp_path, sources={"events": PURCHASE_LOG, "users": None, "items": None})
+        build_config({"lakehouse": str(tmp_path), "sources": {"events": PURCHASE_LOG, "users": None}})
     with pytest.raises(ConfigError, match="privacy.consent_without_users: must be one of granted, denied"):
         make_config(tmp_path, sources={"events": PURCHASE_LOG, "users": None, "items": None},
                     privacy={"consent_without_users": "yes"})
