@@ -217,6 +217,29 @@ def test_served_exclusion_keeps_viewed_items_recommendable(spark: SparkSession) 
     assert E.popularity_top_k(train, 1).isEmpty()
 
 
+def test_served_exclusion_is_what_serving_excludes(spark: SparkSession) -> None:
+    """A ratings source: every rated film is consumed, as in serving (recommend leaves out the event types of
+    columns.CONSUMED_EVENT_TYPES), so the served exclusion is every rated train pair and, with nothing repeatable,
+    the served metrics are the offline ones and are skipped."""
+    assert set(C.CONSUMED_EVENT_TYPES) == {C.PURCHASE, C.RATING_EVENT}
+    ts = T0
+    events = spark.createDataFrame(
+        [(f"e{n}", f"u{u}", f"i{i}", C.RATING_EVENT, ts, ts.date(), None, None, 4.0, None)
+         for n, (u, i) in enumerate(((0, 0), (0, 1), (1, 1), (1, 2)))]
+        + [("e9", "u1", "i3", C.VIEW, ts, ts.date(), None, None, None, None)], schemas.SILVER_EVENTS)
+    id_map = spark.createDataFrame([("user", f"u{u}", u) for u in range(2)]
+                                   + [("item", f"i{i}", i) for i in range(4)], schemas.ID_MAP)
+    items = spark.createDataFrame([(f"i{i}", "films") for i in range(4)], f"{C.ITEM_ID} string, {C.CATEGORY} string")
+    purchased = E.purchased_pairs(events, id_map, items, [])
+    rated = pairs(spark, [(0, 0), (0, 1), (1, 1), (1, 2)])
+    assert_df_equality(purchased, rated, ignore_row_order=True, ignore_nullable=True)
+    assert_df_equality(E.served_exclusion(rated, purchased), rated, ignore_row_order=True, ignore_nullable=True)
+    served, note = T.served_metrics(None, rated, rated, purchased, 1, 2, 2)  # type: ignore[arg-type]
+    assert served == {} and note.startswith("same as offline")
+    # a repeatable category keeps its rated films recommendable again
+    assert E.purchased_pairs(events, id_map, items, ["films"]).isEmpty()
+
+
 def test_run_reports_served_metrics(runs: dict[str, Any]) -> None:
     good = runs["good"]
     assert good["served_exclusion"].startswith("computed")

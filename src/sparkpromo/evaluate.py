@@ -256,13 +256,14 @@ def popularity_top_k(train: DataFrame, k: int, users: DataFrame | None = None, s
 
 def purchased_pairs(events: DataFrame, id_map: DataFrame, items: DataFrame,
                     repeatable_categories: Sequence[str]) -> DataFrame:
-    """(user_idx, item_idx) pairs that serving never recommends again: items the user purchased (silver events,
-    ``event_type`` purchase) whose ``category`` (``items``: item_id, category) is not repeatable, the rule of
+    """(user_idx, item_idx) pairs that serving never recommends again: items the user consumed (silver events whose
+    ``event_type`` is in :data:`~sparkpromo.columns.CONSUMED_EVENT_TYPES`: bought or rated, as serving reads them)
+    whose ``category`` (``items``: item_id, category) is not repeatable, the rule of
     :func:`sparkpromo.recommend.exclude_purchased`, mapped to indices through ``id_map``."""
     def side(kind: str, id_col: str, idx_col: str) -> DataFrame:
         return id_map.where(F.col(C.ID_KIND) == kind).select(F.col(C.ORIGINAL_ID).alias(id_col),
                                                              F.col(C.IDX).alias(idx_col))
-    bought = events.where(F.col(C.EVENT_TYPE) == C.PURCHASE).select(C.USER_ID, C.ITEM_ID).distinct()
+    bought = events.where(F.col(C.EVENT_TYPE).isin(*C.CONSUMED_EVENT_TYPES)).select(C.USER_ID, C.ITEM_ID).distinct()
     if repeatable_categories:
         repeatable = items.where(F.col(C.CATEGORY).isin(*repeatable_categories)).select(C.ITEM_ID)
         bought = bought.join(repeatable, C.ITEM_ID, "left_anti")
@@ -273,7 +274,8 @@ def purchased_pairs(events: DataFrame, id_map: DataFrame, items: DataFrame,
 
 def served_exclusion(train: DataFrame, purchased: DataFrame) -> DataFrame:
     """The train pairs serving excludes (:func:`purchased_pairs`): a user's viewed, carted or favourited items, and
-    purchases of repeatable categories, stay recommendable, whereas offline evaluation excludes every train pair."""
+    bought or rated items of repeatable categories, stay recommendable, whereas offline evaluation excludes every
+    train pair."""
     return (train.select(C.USER_IDX, C.ITEM_IDX).distinct()
             .join(purchased.select(C.USER_IDX, C.ITEM_IDX), [C.USER_IDX, C.ITEM_IDX], "left_semi"))
 

@@ -302,10 +302,6 @@ def keep_eligible(eligible: DataFrame) -> Transform:
     return apply
 
 
-# Events after which an item is the user's already: bought, or rated (a film seen). Offers leave these out.
-CONSUMED = (C.PURCHASE, C.RATING_EVENT)
-
-
 def exclude_purchased(purchases: DataFrame, repeatable_categories: Sequence[str]) -> Transform:
     """Drop items the user already bought ``(user_id, item_id)``, unless their ``category`` is repeatable."""
     def apply(cands: DataFrame) -> DataFrame:
@@ -756,7 +752,7 @@ def recommendations(frames: CampaignFrames, active: Sequence[Campaign], run_date
         parts.append(_tag(audience.join(bundle, [C.CAMPAIGN_ID, C.USER_ID]), BUNDLE, 0, F.col(C.REASON)))
     candidates = reduce(lambda a, b: a.unionByName(b), parts)
 
-    purchases = events.where(F.col(C.EVENT_TYPE).isin(*CONSUMED)).select(C.USER_ID, C.ITEM_ID)
+    purchases = events.where(F.col(C.EVENT_TYPE).isin(*C.CONSUMED_EVENT_TYPES)).select(C.USER_ID, C.ITEM_ID)
     priorities = {c.id: c.priority for c in active}
     recs = (candidates
             .transform(select_items(frames.eligible, purchases, frames.excluded, r.repeatable_categories,

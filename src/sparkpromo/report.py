@@ -439,7 +439,8 @@ def _lifecycle_lines(params: dict[str, Any], decision: str | None) -> list[str]:
         lines.append(f"Published model fitted on {params['published_model']}; holdout metrics from the "
                      f"{params.get('holdout_metrics_from', 'train-only fit')}.")
     if params.get("served_exclusion"):
-        lines.append(f"Serving's exclusion (only non-repeatable purchases; *_served): {params['served_exclusion']}.")
+        lines.append("Serving's exclusion (only non-repeatable bought or rated items; *_served): "
+                     f"{params['served_exclusion']}.")
     decision = params.get("decision") or decision
     if decision:
         metric = params.get("metric", "metric")

@@ -11,7 +11,7 @@ Flow of :func:`run_train`:
    (:func:`~sparkpromo.evaluate.temporal_folds`: no fold validates on data older than what it trains on);
 3. the best grid point is refitted on the whole train part; that train-only fit and the popularity baseline are
    scored on the holdout (ndcg, precision, recall, map, coverage, novelty; RMSE too for explicit ratings). With
-   silver events, also with serving's exclusion (only non-repeatable purchases excluded: ``als_served``,
+   silver events, also with serving's exclusion (only non-repeatable bought or rated items excluded: ``als_served``,
    ``popularity_served``) when it differs from excluding every train pair;
 4. champion gate (ALS against popularity), then the incumbent gate: the model in service (``registry/LATEST``) is
    scored on the same holdout the same way (popularity for users it cannot score, as in serving), and the new
@@ -57,7 +57,7 @@ ALS = "als"
 LATEST = "LATEST"  # <lakehouse>/registry/LATEST: the run id of the latest complete training run
 POPULARITY = "popularity"
 INCUMBENT = "incumbent"  # metrics/model contender: the model in service, scored on this run's holdout
-SERVED = "_served"  # suffix of a contender scored with serving's exclusion (non-repeatable purchases only)
+SERVED = "_served"  # suffix of a contender scored with serving's exclusion (non-repeatable bought/rated items only)
 DECISION = "decision"  # metrics/model contender whose metric is the gate's decision (value null)
 PUBLISHED, KEPT_INCUMBENT, FIRST_MODEL = "published", "kept_incumbent", "first_model"
 PUBLISHED_MODEL = "all interactions"  # what registry/<run_id>/model is fitted on
@@ -357,14 +357,14 @@ def served_metrics(als_model: ALSModel, train: DataFrame, test: DataFrame, purch
     try:
         pairs = train.select(C.USER_IDX, C.ITEM_IDX)
         if pairs.join(served, [C.USER_IDX, C.ITEM_IDX], "left_anti").limit(1).isEmpty():
-            return {}, "same as offline: serving excludes every train pair (all are non-repeatable purchases)"
+            return {}, "same as offline: serving excludes every train pair (all are bought or rated, none repeatable)"
         users = test.select(C.USER_IDX).distinct()
         # seen_max/n_users of all train pairs bound the served ones: enough candidates survive the exclusion.
         als = E.top_k_excluding_seen(als_model, served, k, users=users, seen_max=seen_max, n_users=n_users)
         pop = E.popularity_top_k(train, k, users=users, seen_max=seen_max, exclude=served)
         return ({ALS + SERVED: E.evaluate_recommendations(als, test, train, k),
                  POPULARITY + SERVED: E.evaluate_recommendations(pop, test, train, k)},
-                "computed: only non-repeatable purchases excluded, as in serving")
+                "computed: only non-repeatable bought or rated items excluded, as in serving")
     finally:
         served.unpersist()
 
