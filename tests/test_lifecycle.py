@@ -1,9 +1,10 @@
 """Model lifecycle (issue 19): the published model is fitted on every interaction, a new model replaces the one in
-service only when it is not worse on the same holdout, served-exclusion metrics, forward-chaining time folds for
-temporal splits, and random search."""
+service only when it is not worse on the holdout pairs the one in service was not fitted on, served-exclusion
+metrics, forward-chaining time folds for temporal splits, and random search."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -30,10 +31,17 @@ pytestmark = pytest.mark.usefixtures("small_data_conf")
 T0 = dt.datetime(2024, 1, 1)
 # Three tastes: users 0-7 like items 0-5, users 8-13 items 6-11, users 14-17 items 12-17. Each user has five of
 # their taste's items on days 0-8 and the sixth (item u % 6 of the taste) on day 10; user 18 only has day-10
-# interactions. With `last_days` 1, day 10 is the holdout: user 18 is in no train part.
+# interactions. With `last_days` 1, day 10 is the holdout: user 18 is in no train part. The first gold.interactions
+# version lacks the day-10 interactions of even users 0-17 (LATE): they arrive as the next version, before the
+# second run, so that run's holdout holds pairs the first (published) model was never fitted on.
 GROUPS = ((range(0, 8), 0), (range(8, 14), 6), (range(14, 18), 12))
 HOLDOUT_ONLY_USER = 18
 CATEGORIES = {0: "electronics", 6: "books", 12: "grocery"}  # grocery is repeatable below
+
+
+def is_late(row: tuple[int, int, float, dt.datetime]) -> bool:
+    u, _, _, ts = row
+    return u != HOLDOUT_ONLY_USER and u % 2 == 0 and ts >= T0 + dt.timedelta(days=10)
 
 
 def timed_tastes() -> list[tuple[int, int, float, dt.datetime]]:
@@ -49,19 +57,29 @@ def timed_tastes() -> list[tuple[int, int, float, dt.datetime]]:
     return rows
 
 
-def write_lakehouse(spark: SparkSession, cfg: AppConfig) -> None:
-    """gold.interactions, gold.id_map, gold.item_features and silver.events agreeing with each other: every
-    interaction is one event, a purchase when user + item is even, a view otherwise."""
-    rows = timed_tastes()
+def events_of(spark: SparkSession, rows: list[tuple[int, int, float, dt.datetime]]) -> DataFrame:
+    """One silver event per interaction: a purchase when user + item is even, a view otherwise."""
+    return spark.createDataFrame(
+        [(f"e{u}-{i}", f"u{u}", f"i{i}", C.PURCHASE if (u + i) % 2 == 0 else C.VIEW, ts, ts.date(), 10.0, 1, None,
+          None) for u, i, _, ts in rows], schemas.SILVER_EVENTS)
+
+
+def write_lakehouse(spark: SparkSession, cfg: AppConfig, rows: list[tuple[int, int, float, dt.datetime]]) -> None:
+    """gold.interactions (``rows``), gold.id_map, gold.item_features and silver.events agreeing with each other."""
     io.overwrite(spark.createDataFrame(rows, schemas.INTERACTIONS), cfg.table("gold", "interactions"))
     ids = [("user", f"u{n}", n) for n in range(HOLDOUT_ONLY_USER + 1)] + [("item", f"i{n}", n) for n in range(18)]
     io.overwrite(spark.createDataFrame(ids, schemas.ID_MAP), cfg.table("gold", "id_map"))
     items = [(f"i{i}", CATEGORIES[first]) for _, first in GROUPS for i in range(first, first + 6)]
     io.overwrite(spark.createDataFrame(items, f"{C.ITEM_ID} string, {C.CATEGORY} string"),
                  cfg.table("gold", "item_features"))
-    events = [(f"e{n}", f"u{u}", f"i{i}", C.PURCHASE if (u + i) % 2 == 0 else C.VIEW, ts, ts.date(), 10.0, 1, None,
-               None) for n, (u, i, _, ts) in enumerate(rows)]
-    io.overwrite(spark.createDataFrame(events, schemas.SILVER_EVENTS), cfg.table("silver", "events"))
+    io.overwrite(events_of(spark, rows), cfg.table("silver", "events"))
+
+
+def append_interactions(spark: SparkSession, cfg: AppConfig, rows: list[tuple[int, int, float, dt.datetime]]
+                        ) -> None:
+    """Later interactions: a new version of gold.interactions and of silver.events."""
+    io.append(spark.createDataFrame(rows, schemas.INTERACTIONS), cfg.table("gold", "interactions"))
+    io.append(events_of(spark, rows), cfg.table("silver", "events"))
 
 
 def lifecycle_config(root: Path, grid: dict[str, Any]) -> AppConfig:
@@ -76,12 +94,15 @@ WORSE = {"rank": [1], "reg_param": [0.05], "alpha": [10.0], "max_iter": [1]}
 
 @pytest.fixture(scope="module")
 def runs(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """A good first run, then a deliberately worse one (rank 1, one iteration) on the same lakehouse."""
+    """A good first run, then, once the late interactions have arrived (gold.interactions version 1), a
+    deliberately worse one (rank 1, one iteration) on the same lakehouse."""
     root = tmp_path_factory.mktemp("lifecycle")
     cfg = lifecycle_config(root, GOOD)
-    write_lakehouse(spark, cfg)
+    rows = timed_tastes()
+    write_lakehouse(spark, cfg, [r for r in rows if not is_late(r)])
     good = T.run_train(spark, cfg, "good")
     latest_after_good = (Path(cfg.lakehouse) / "registry" / T.LATEST).read_text()
+    append_interactions(spark, cfg, [r for r in rows if is_late(r)])
     worse = T.run_train(spark, lifecycle_config(root, WORSE), "worse")
     return {"cfg": cfg, "good": good, "worse": worse, "latest_after_good": latest_after_good}
 
@@ -124,31 +145,90 @@ def test_published_model_has_seen_every_interaction(runs: dict[str, Any], spark:
 
 def test_worse_model_does_not_replace_the_incumbent(runs: dict[str, Any], spark: SparkSession) -> None:
     good, worse, cfg = runs["good"], runs["worse"], runs["cfg"]
+    assert (good["input_versions"]["gold.interactions"], worse["input_versions"]["gold.interactions"]) == (0, 1)
     assert worse["params"]["rank"] == 1
     assert worse["decision"] == T.KEPT_INCUMBENT
     assert worse["incumbent_run_id"] == "good"
-    new_score = worse["metrics"][worse["champion"]]["ndcg"]
+    # Both are scored on the gate holdout: the late pairs only (even users' day 10), which "good" never saw.
+    late_users = len([u for u in range(HOLDOUT_ONLY_USER) if u % 2 == 0])
+    assert (worse["gate_holdout_rows"], worse["gate_holdout_users"]) == (late_users, late_users)
+    assert worse["counts"]["test_rows"] == HOLDOUT_ONLY_USER  # the full holdout: every train user's day 10
     assert worse["incumbent_ndcg"] == worse["metrics"][T.INCUMBENT]["ndcg"]
-    assert new_score < worse["incumbent_ndcg"] * (1 - cfg.train.incumbent_margin)
+    assert worse["challenger_ndcg"] == worse["metrics"][T.CHALLENGER]["ndcg"]
+    assert worse["challenger_ndcg"] < worse["incumbent_ndcg"] * (1 - cfg.train.incumbent_margin)
     assert (Path(cfg.lakehouse) / "registry" / T.LATEST).read_text() == "good"
-    # The run is still recorded: its registry folder, its metrics, both scores and the decision.
+    # The run is still recorded: its registry folder, its metrics, both scores, the gate holdout and the decision.
     params = json.loads((Path(worse["registry"]) / "params.json").read_text())
     assert (params["decision"], params["incumbent_run_id"]) == ("kept_incumbent", "good")
+    assert params["gate_holdout_rows"] == late_users and "version 0" in params["gate_holdout"]
     assert (Path(worse["registry"]) / "model" / "metadata").is_dir()
     rows = model_rows(spark, cfg, "worse")
     assert (T.DECISION, T.KEPT_INCUMBENT) in rows
     assert rows[(T.INCUMBENT, "ndcg")] == pytest.approx(worse["incumbent_ndcg"])
-    assert rows[("als", "ndcg")] == pytest.approx(worse["metrics"]["als"]["ndcg"])
+    assert rows[(T.CHALLENGER, "ndcg")] == pytest.approx(worse["challenger_ndcg"])
+    assert (rows[(T.GATE, "holdout_rows")], rows[(T.GATE, "holdout_users")]) == (late_users, late_users)
+    assert rows[("als", "ndcg")] == pytest.approx(worse["metrics"]["als"]["ndcg"])  # full holdout, as reported
     assert good["metrics"]["als"]["ndcg"] > worse["metrics"]["als"]["ndcg"]
+
+
+def test_gate_holdout_is_the_pairs_the_incumbent_never_saw(runs: dict[str, Any], spark: SparkSession,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    cfg = runs["cfg"]
+    incumbent, registered = T.load_incumbent(spark, cfg, "next")
+    assert registered and (incumbent.run_id, incumbent.trained_on) == ("good", 0)
+    test = T.holdout_split(io.read(spark, cfg.table("gold", "interactions")), cfg.train).test
+    uri = cfg.table("gold", "interactions")
+    held = T.gate_holdout(spark, uri, incumbent, test)
+    got = {(r[C.USER_IDX], r[C.ITEM_IDX]) for r in held.test.collect()}
+    assert got == {(u, i) for u, i, _, _ in filter(is_late, timed_tastes())}
+    held.test.unpersist()
+    with caplog.at_level(logging.WARNING, logger="sparkpromo.train"):
+        # trained on the latest version: every holdout pair seen; a version that is not there: no evidence
+        seen_all = T.gate_holdout(spark, uri, dataclasses.replace(incumbent, trained_on=1), test)
+        assert (seen_all.test, seen_all.rows) == (None, 0)
+        gone = T.gate_holdout(spark, uri, dataclasses.replace(incumbent, trained_on=99), test)
+        assert (gone.test, gone.rows) == (None, None) and "version 99" in gone.note
+        unknown = T.gate_holdout(spark, uri, dataclasses.replace(incumbent, trained_on=None), test)
+        assert unknown.test is None and "no gold.interactions version" in unknown.note
+    assert sum("no fair gate holdout" in r.getMessage() for r in caplog.records) == 3
+    # a popularity incumbent kept no fitted model: the whole holdout is fair
+    whole = T.gate_holdout(spark, uri, T.Incumbent("p", "popularity", None, 0), test)
+    assert whole.test is test and whole.rows == HOLDOUT_ONLY_USER
+
+
+def test_no_unseen_holdout_pair_publishes_without_comparing(spark: SparkSession, tmp_path: Path) -> None:
+    """A second run on the same gold.interactions version: the model in service was fitted on every holdout pair,
+    so its score proves nothing; even a worse model is published, as published_no_fresh_holdout."""
+    cfg = lifecycle_config(tmp_path, GOOD)
+    write_lakehouse(spark, cfg, timed_tastes())
+    first = T.run_train(spark, cfg, "first")
+    assert (first["decision"], first["champion"]) == (T.FIRST_MODEL, "als")  # an ALS model in service
+    second = T.run_train(spark, lifecycle_config(tmp_path, WORSE), "second")
+    assert second["decision"] == T.PUBLISHED_NO_FRESH_HOLDOUT
+    assert second["incumbent_run_id"] == "first" and second["incumbent_ndcg"] is None
+    assert (second["gate_holdout_rows"], second["gate_holdout_users"]) == (0, 0)
+    assert "every holdout pair is in gold.interactions version 0" in second["gate_holdout"]
+    assert T.INCUMBENT not in second["metrics"] and T.CHALLENGER not in second["metrics"]
+    assert (Path(cfg.lakehouse) / "registry" / T.LATEST).read_text() == "second"
+    rows = model_rows(spark, cfg, "second")
+    assert (T.DECISION, T.PUBLISHED_NO_FRESH_HOLDOUT) in rows and rows[(T.GATE, "holdout_rows")] == 0
+    body = report.holdout_section(spark, cfg, "second", "", report.Charts()).body
+    assert "Gate decision: published_no_fresh_holdout (model in service: run first, not compared; gate holdout: " \
+           "every holdout pair" in body
 
 
 def test_report_shows_the_gate_and_what_was_published(runs: dict[str, Any], spark: SparkSession) -> None:
     body = report.holdout_section(spark, runs["cfg"], "worse", "", report.Charts()).body
     headers = re.findall(r"<th>([^<]*)</th>", body)
-    assert headers[:6] == ["metric", "als", "popularity", "als_served", "popularity_served", "incumbent"]
-    assert "decision" not in headers and "<td>kept_incumbent</td>" not in body
-    score = runs["worse"]["incumbent_ndcg"]
-    assert f"Gate decision: kept_incumbent (model in service: run good, ndcg {score:.4f}, margin 0.02)." in body
+    assert headers[:7] == ["metric", "als", "popularity", "als_served", "popularity_served", "incumbent",
+                           "challenger"]
+    assert "decision" not in headers and "gate" not in headers and "<td>kept_incumbent</td>" not in body
+    assert "holdout_rows" not in body
+    worse = runs["worse"]
+    score, new = worse["incumbent_ndcg"], worse["challenger_ndcg"]
+    assert (f"Gate decision: kept_incumbent (model in service: run good, ndcg {score:.4f}, new champion "
+            f"{new:.4f}, margin 0.02; gate holdout (incumbent and challenger columns): {worse['gate_holdout']})."
+            in body)
     assert "Published model fitted on all interactions; holdout metrics from the train-only fit." in body
 
 

@@ -121,7 +121,7 @@ class RecommendError(RuntimeError):
 # ----------------------------------------------------------------------------------------------------------------
 # Model registry
 # ----------------------------------------------------------------------------------------------------------------
-def _read_small_text(spark: SparkSession, uri: str) -> str | None:
+def read_small_text(spark: SparkSession, uri: str) -> str | None:
     """A small text file through Spark's Hadoop FS (local, s3a, abfss, dbfs); None when it does not exist."""
     try:
         row = spark.read.text(uri, wholetext=True).first()
@@ -137,7 +137,7 @@ def latest_run_id(spark: SparkSession, cfg: AppConfig) -> str | None:
     """The run id in ``<lakehouse>/registry/LATEST`` (the model in service); None when nothing is registered.
     Raises :class:`RecommendError` on a malformed id."""
     registry = join_uri(cfg.lakehouse, "registry")
-    latest = _read_small_text(spark, join_uri(registry, "LATEST"))
+    latest = read_small_text(spark, join_uri(registry, "LATEST"))
     if latest is None or not latest.strip():
         return None
     run = latest.strip()
@@ -158,7 +158,7 @@ def load_champion(spark: SparkSession, cfg: AppConfig) -> tuple[str | None, ALSM
         log.warning("no model registered (%s/LATEST missing or empty): popularity candidates only", registry)
         return None, None, POPULARITY
     params_uri = join_uri(registry, run, "params.json")
-    text = _read_small_text(spark, params_uri)
+    text = read_small_text(spark, params_uri)
     if text is None:
         raise RecommendError(f"{params_uri}: missing (registry run {run} is incomplete)")
     try:

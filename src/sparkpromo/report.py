@@ -49,7 +49,7 @@ STAGE_ORDER = ("generate", "ingest", "clean", "features", "train", "recommend")
 UNIT_METRICS = ("ndcg", "precision", "recall", "map", "coverage")
 GRID_ORDER = ("rank", "reg_param", "alpha", "max_iter")
 # Columns of the holdout table: the run's contenders, their scores with serving's exclusion, the model in service.
-CONTENDER_ORDER = ("als", "popularity", "als_served", "popularity_served", "incumbent")
+CONTENDER_ORDER = ("als", "popularity", "als_served", "popularity_served", "incumbent", "challenger")
 INSTALL_HINT = "pip install 'sparkpromo[report]'"
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -388,7 +388,7 @@ def holdout_section(spark: SparkSession, cfg: AppConfig, model_run: str | None, 
         return Section("holdout", title, (_note(note) if note else "")
                        + _missing(f"No holdout metrics for model run {model_run} in metrics/model."))
     decisions = [r[C.METRIC] for r in rows if r[C.CONTENDER] == "decision"]
-    rows = [r for r in rows if r[C.CONTENDER] != "decision"]
+    rows = [r for r in rows if r[C.CONTENDER] not in ("decision", "gate")]  # gate: the gate holdout's size
     values: dict[str, dict[str, float | None]] = {}
     for r in rows:
         values.setdefault(r[C.METRIC], {})[r[C.CONTENDER]] = None if r[C.VALUE] is None else float(r[C.VALUE])
@@ -445,9 +445,19 @@ def _lifecycle_lines(params: dict[str, Any], decision: str | None) -> list[str]:
     if decision:
         metric = params.get("metric", "metric")
         incumbent, score = params.get("incumbent_run_id"), params.get(f"incumbent_{metric}")
-        against = (f"model in service: run {incumbent}, {metric} {score:.4f}, margin {params.get('incumbent_margin')}"
-                   if incumbent and isinstance(score, (int, float)) else "no model in service to compare with")
-        lines.append(f"Gate decision: {decision} ({against}).")
+        new = params.get(f"challenger_{metric}")
+        if incumbent and isinstance(score, (int, float)):
+            against = (f"model in service: run {incumbent}, {metric} {score:.4f}"
+                       + (f", new champion {new:.4f}" if isinstance(new, (int, float)) else "")
+                       + f", margin {params.get('incumbent_margin')}")
+        elif incumbent:
+            against = f"model in service: run {incumbent}, not compared"
+        else:
+            against = "no model in service to compare with"
+        held = params.get("gate_holdout")
+        columns = " (incumbent and challenger columns)" if isinstance(score, (int, float)) else ""
+        lines.append(f"Gate decision: {decision} ({against}"
+                     + (f"; gate holdout{columns}: {held}" if held else "") + ").")
     return lines
 
 

@@ -13,13 +13,16 @@ Flow of :func:`run_train`:
    scored on the holdout (ndcg, precision, recall, map, coverage, novelty; RMSE too for explicit ratings). With
    silver events, also with serving's exclusion (only non-repeatable bought or rated items excluded: ``als_served``,
    ``popularity_served``) when it differs from excluding every train pair;
-4. champion gate (ALS against popularity), then the incumbent gate: the model in service (``registry/LATEST``) is
-   scored on the same holdout the same way (popularity for users it cannot score, as in serving), and the new
-   champion replaces it only when it scores at least ``incumbent * (1 - train.incumbent_margin)`` on
-   ``train.metric``;
+4. champion gate (ALS against popularity), then the incumbent gate: the model in service (``registry/LATEST``) and
+   the new champion are scored the same way on the gate holdout (:func:`gate_holdout`: the holdout pairs absent
+   from the gold.interactions version the model in service was fitted on, since it was fitted on every
+   interaction; popularity for users it cannot score, as in serving), and the new champion replaces it only when it
+   scores at least ``incumbent * (1 - train.incumbent_margin)`` on ``train.metric``. With no such pair (or that
+   version unreadable) there is no fair evidence: published, ``published_no_fresh_holdout``;
 5. the chosen grid point is refitted on every interaction (train and holdout): that is the model persisted under
    ``<lakehouse>/registry/<run_id>/`` with params.json, cv.json and metrics.json (the holdout metrics stay those of
-   the train-only fit); the metrics rows, the incumbent's and the decision go to the Delta table
+   the train-only fit); the metrics rows (the incumbent and the new champion on the gate holdout as ``incumbent``
+   and ``challenger``, its size as ``gate``) and the decision go to the Delta table
    ``<lakehouse>/metrics/model`` (the run's rows replaced, so reruns are idempotent); log the run to MLflow (when
    enabled); finally, when the decision is to publish, write the run id to ``<lakehouse>/registry/LATEST``, which
    the recommend stage reads (a crash before that leaves LATEST on the previous complete run).
@@ -56,10 +59,13 @@ log = logging.getLogger(__name__)
 ALS = "als"
 LATEST = "LATEST"  # <lakehouse>/registry/LATEST: the run id of the latest complete training run
 POPULARITY = "popularity"
-INCUMBENT = "incumbent"  # metrics/model contender: the model in service, scored on this run's holdout
+INCUMBENT = "incumbent"  # metrics/model contender: the model in service, scored on the gate holdout
+CHALLENGER = "challenger"  # metrics/model contender: the new champion (train-only fit) on the gate holdout
+GATE = "gate"  # metrics/model contender whose metrics are the gate holdout's size (holdout_rows, holdout_users)
 SERVED = "_served"  # suffix of a contender scored with serving's exclusion (non-repeatable bought/rated items only)
 DECISION = "decision"  # metrics/model contender whose metric is the gate's decision (value null)
 PUBLISHED, KEPT_INCUMBENT, FIRST_MODEL = "published", "kept_incumbent", "first_model"
+PUBLISHED_NO_FRESH_HOLDOUT = "published_no_fresh_holdout"  # no holdout pair the model in service never saw
 PUBLISHED_MODEL = "all interactions"  # what registry/<run_id>/model is fitted on
 HOLDOUT_METRICS_FROM = "train-only fit"
 # config grid key -> ALS param name
@@ -265,11 +271,13 @@ def refit_on_all(estimator: E.RankingALS, param_map: dict[Param, Any], data: Dat
 
 @dataclass(frozen=True)
 class Incumbent:
-    """The model in service: its run id, champion and, for an ALS champion, the model."""
+    """The model in service: its run id, champion, for an ALS champion the model, and the gold.interactions
+    version it was fitted on (``input_versions`` of its params.json; None when not recorded)."""
 
     run_id: str
     champion: str
     model: ALSModel | None
+    trained_on: int | None = None
 
 
 def _first_line(e: BaseException) -> str:
@@ -292,14 +300,81 @@ def load_incumbent(spark: SparkSession, cfg: AppConfig, run_id: str) -> tuple[In
         log.warning("the model in service could not be loaded (%s): no incumbent, the new model is gated against "
                     "popularity only", _first_line(e))
         return None, True
-    return (Incumbent(served_run, champion, model), True) if served_run else (None, False)
+    if not served_run:
+        return None, False
+    return Incumbent(served_run, champion, model, _trained_on(spark, cfg, served_run)), True
+
+
+def _trained_on(spark: SparkSession, cfg: AppConfig, run_id: str) -> int | None:
+    """The gold.interactions version in ``run_id``'s params.json (``input_versions``); None when absent."""
+    try:
+        params = json.loads(R.read_small_text(spark, join_uri(registry_uri(cfg, run_id), "params.json")) or "{}")
+        version = params.get("input_versions", {}).get("gold.interactions")
+    except Exception:  # noqa: BLE001 - unknown: the gate then has no fair holdout
+        return None
+    return version if isinstance(version, int) and not isinstance(version, bool) else None
+
+
+@dataclass(frozen=True)
+class GateHoldout:
+    """The holdout the incumbent gate compares on: ``test`` (None: no fair evidence), its size, and a one-line
+    note saying what it is or why there is none."""
+
+    test: DataFrame | None
+    rows: int | None
+    users: int | None
+    note: str
+
+
+def gate_holdout(spark: SparkSession, interactions_uri: str, incumbent: Incumbent, test: DataFrame) -> GateHoldout:
+    """The holdout pairs the model in service was not fitted on. An ALS incumbent was fitted on every interaction
+    of the gold.interactions version its params.json records, this run's holdout pairs included (the split
+    withholds the same pairs each run), which would inflate its score: only the ``test`` pairs absent from that
+    version (anti-join on user_idx, item_idx) are fair evidence. A popularity incumbent is this run's popularity
+    baseline (nothing fitted was kept): the whole holdout. ``test`` is None, with a WARNING, when no pair is left or
+    that version is unknown or unreadable (e.g. vacuumed). A returned frame other than ``test`` is persisted: the
+    caller unpersists it."""
+    def size(df: DataFrame) -> tuple[int, int]:
+        row = df.agg(F.count("*"), F.countDistinct(C.USER_IDX)).first()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
+    if incumbent.model is None:
+        rows, users = size(test)
+        return GateHoldout(test, rows, users, f"the whole holdout, {rows} rows of {users} users (popularity "
+                                              "in service)")
+    version = incumbent.trained_on
+    if version is None:
+        why = f"run {incumbent.run_id}'s params.json records no gold.interactions version"
+        log.warning("no fair gate holdout: %s; publishing without comparing", why)
+        return GateHoldout(None, None, None, why)
+    fresh = None
+    try:
+        seen = io.read(spark, interactions_uri, version=version).select(C.USER_IDX, C.ITEM_IDX).distinct()
+        fresh = test.join(seen, [C.USER_IDX, C.ITEM_IDX], "left_anti").persist(StorageLevel.MEMORY_AND_DISK)
+        rows, users = size(fresh)
+    except Exception as e:  # noqa: BLE001 - e.g. a vacuumed version: no evidence, not a failed run
+        if fresh is not None:
+            fresh.unpersist()
+        why = f"gold.interactions version {version} (run {incumbent.run_id}'s training data) unreadable: " \
+              f"{_first_line(e)}"
+        log.warning("no fair gate holdout: %s; publishing without comparing", why)
+        return GateHoldout(None, None, None, why)
+    if rows == 0:
+        fresh.unpersist()
+        why = (f"every holdout pair is in gold.interactions version {version}, which the model in service (run "
+               f"{incumbent.run_id}) was fitted on")
+        log.warning("no fair gate holdout: %s; publishing without comparing", why)
+        return GateHoldout(None, 0, 0, why)
+    return GateHoldout(fresh, rows, users, f"{rows} rows of {users} users absent from gold.interactions version "
+                                           f"{version}, which the model in service was fitted on")
 
 
 def score_incumbent(incumbent: Incumbent, train: DataFrame, test: DataFrame, k: int,
                     popularity: dict[str, float], seen_max: int, n_users: int) -> dict[str, float] | None:
-    """The incumbent's holdout metrics with this run's code: top-K lists excluding the current train items for
-    the users it can score and popularity for the others; a popularity champion scores ``popularity``. None, with
-    a WARNING, when its model cannot be scored (treated as no incumbent)."""
+    """The incumbent's metrics on ``test`` (the gate holdout) with this run's code: top-K lists excluding the
+    current train items for the users it can score and popularity for the others; a popularity champion scores
+    ``popularity`` (this run's baseline on the same holdout). None, with a WARNING, when its model cannot be scored
+    (treated as no incumbent)."""
     if incumbent.model is None:
         return dict(popularity)
     try:
@@ -312,10 +387,13 @@ def score_incumbent(incumbent: Incumbent, train: DataFrame, test: DataFrame, k: 
         return None
 
 
-def gate_decision(new: float, incumbent: float | None, margin: float, registered: bool, metric: str = "metric"
-                  ) -> str:
-    """published when there is no incumbent score (first_model when nothing was ever registered) or when ``new``
-    >= ``incumbent * (1 - margin)``; otherwise kept_incumbent, with a WARNING."""
+def gate_decision(new: float, incumbent: float | None, margin: float, registered: bool, metric: str = "metric",
+                  fresh_holdout: bool = True) -> str:
+    """published when there is no incumbent score (first_model when nothing was ever registered;
+    published_no_fresh_holdout when there is an incumbent but not ``fresh_holdout``, no pair it was not fitted on to
+    compare on) or when ``new`` >= ``incumbent * (1 - margin)``; otherwise kept_incumbent, with a WARNING."""
+    if not fresh_holdout:
+        return PUBLISHED_NO_FRESH_HOLDOUT
     if incumbent is None:
         return PUBLISHED if registered else FIRST_MODEL
     if new >= incumbent * (1 - margin):
@@ -439,23 +517,41 @@ def run_train(spark: SparkSession, cfg: AppConfig, run_id: str) -> dict[str, Any
                 served, served_note = served_metrics(best.als_model, train, test, purchased, t.k, best.seen_max,
                                                      best.n_users)
                 metrics.update(served)
-            incumbent_metrics = None if incumbent is None else score_incumbent(
-                incumbent, train, test, t.k, metrics[POPULARITY], best.seen_max, best.n_users)
+            held = None if incumbent is None else gate_holdout(spark, inter_uri, incumbent, test)
+            incumbent_metrics = challenger_metrics = None
+            if incumbent is not None and held is not None and held.test is not None:
+                try:
+                    incumbent_metrics = score_incumbent(incumbent, train, held.test, t.k, metrics[POPULARITY],
+                                                        best.seen_max, best.n_users)
+                    if incumbent_metrics is not None:
+                        # The new champion on the same pairs, by the same code (all holdout users are train users).
+                        ranked = als_ranked if champion == ALS else pop_ranked
+                        challenger_metrics = (metrics[champion] if held.test is test else E.evaluate_recommendations(
+                            ranked.join(held.test.select(C.USER_IDX).distinct(), C.USER_IDX, "left_semi"),
+                            held.test, train, t.k))
+                finally:
+                    if held.test is not test:
+                        held.test.unpersist()
             timings["evaluate_s"] = round(time.perf_counter() - t2, 2)
         finally:
             train.unpersist()
             test.unpersist()
 
-        if incumbent_metrics is None:
-            incumbent = None
-        else:
-            metrics[INCUMBENT] = incumbent_metrics
-        new_score = metrics[champion][t.metric]
+        no_fresh_holdout = held is not None and held.test is None
+        if incumbent_metrics is not None and challenger_metrics is not None:
+            metrics[INCUMBENT], metrics[CHALLENGER] = incumbent_metrics, challenger_metrics
+        elif not no_fresh_holdout:
+            incumbent = held = None  # an incumbent that cannot be scored counts as none
+        if held is not None and held.rows is not None:
+            metrics[GATE] = {"holdout_rows": float(held.rows), "holdout_users": float(held.users or 0)}
+        new_score = (challenger_metrics or metrics[champion])[t.metric]
         incumbent_score = None if incumbent_metrics is None else incumbent_metrics[t.metric]
-        decision = gate_decision(new_score, incumbent_score, t.incumbent_margin, registered, t.metric)
+        decision = gate_decision(new_score, incumbent_score, t.incumbent_margin, registered, t.metric,
+                                 fresh_holdout=not no_fresh_holdout)
         incumbent_run = None if incumbent is None else incumbent.run_id
-        log.info("gate on %s: new champion %s %.4f, model in service %s %s: %s", t.metric, champion, new_score,
-                 incumbent_run or "(none)", "-" if incumbent_score is None else f"{incumbent_score:.4f}", decision)
+        log.info("gate on %s (%s): new champion %s %.4f, model in service %s %s: %s", t.metric,
+                 "no gate holdout" if held is None else held.note, champion, new_score, incumbent_run or "(none)",
+                 "-" if incumbent_score is None else f"{incumbent_score:.4f}", decision)
 
         t3 = time.perf_counter()
         published = refit_on_all(estimator, grid[best_index], data)
@@ -468,7 +564,11 @@ def run_train(spark: SparkSession, cfg: AppConfig, run_id: str) -> dict[str, Any
         model_uri = join_uri(registry, "model")
         published.write().overwrite().save(model_uri)
         gate = {"decision": decision, "incumbent_run_id": incumbent_run, f"incumbent_{t.metric}": incumbent_score,
-                "incumbent_margin": t.incumbent_margin}
+                f"challenger_{t.metric}": None if challenger_metrics is None else challenger_metrics[t.metric],
+                "incumbent_margin": t.incumbent_margin,
+                "gate_holdout": None if held is None else held.note,
+                "gate_holdout_rows": None if held is None else held.rows,
+                "gate_holdout_users": None if held is None else held.users}
         lineage = {"published_model": PUBLISHED_MODEL, "holdout_metrics_from": HOLDOUT_METRICS_FROM,
                    "cv_folds": folds_kind, "search": t.search, "served_exclusion": served_note}
         params_doc = {"run_id": run_id, "champion": champion, "params": params, "implicit_prefs": implicit,
