@@ -18,6 +18,7 @@ from sparkpromo.config import (
     ITEM_RULE_FIELDS,
     METRICS,
     RULE_OPERATORS,
+    SEARCHES,
     SOURCE_FORMATS,
     SOURCE_KINDS,
     SPLITS,
@@ -130,6 +131,11 @@ def test_semantic_validation(tmp_path: Path) -> None:
     assert "features.event_weights.click: unknown event type" in error_of(
         tmp_path, "features:\n  event_weights: {click: 1.0}\n")
     assert "recommend.budget_shortlist: must be >= 0" in error_of(tmp_path, "recommend:\n  budget_shortlist: -1\n")
+    assert "train.search: must be one of grid, random" in error_of(tmp_path, "train:\n  search: bayes\n")
+    assert "train.trials: must be >= 1" in error_of(tmp_path, "train:\n  trials: 0\n")
+    assert "train.incumbent_margin: must be between 0 and 1" in error_of(tmp_path, "train:\n  incumbent_margin: -0.1\n")
+    assert "train.grid.reg_param: random search samples it log-uniformly" in error_of(
+        tmp_path, "train:\n  search: random\n  grid:\n    reg_param: [0, 0.1]\n")
 
 
 def test_unknown_mapped_canonical_column(tmp_path: Path) -> None:
@@ -257,6 +263,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "SOURCE_FORMATS": SOURCE_FORMATS,
     "METRICS": METRICS,
     "SPLITS": SPLITS,
+    "SEARCHES": SEARCHES,
     "DEDUPE_MODES": DEDUPE_MODES,
     "CONSENT_CHOICES": CONSENT_CHOICES,
     "CAMPAIGN_TYPES": CAMPAIGN_TYPES,

@@ -67,6 +67,9 @@ PURCHASE = "purchase"
 RATING_EVENT = "rating"
 EVENT_TYPES: tuple[str, ...] = (VIEW, FAVORITE, ADD_TO_CART, PURCHASE)
 ALL_EVENT_TYPES: tuple[str, ...] = (*EVENT_TYPES, RATING_EVENT)
+# Events after which an item is the user's already: bought, or rated (a film seen). Serving leaves these out
+# (unless the category is repeatable), and so does the served evaluation (evaluate.purchased_pairs).
+CONSUMED_EVENT_TYPES: tuple[str, ...] = (PURCHASE, RATING_EVENT)
 
 # --- model stage: features.py, evaluate.py, train.py ---
 # user features (names match config.USER_RULE_FIELDS)

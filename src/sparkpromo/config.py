@@ -26,6 +26,7 @@ SOURCE_FORMATS = ("csv", "json", "parquet")
 SOURCE_KINDS = ("events", "ratings")
 METRICS = ("ndcg", "precision", "recall", "map")
 SPLITS = ("random", "last_days", "leave_last_k")
+SEARCHES = ("grid", "random")
 DEDUPE_MODES = ("exact", "sum_quantity")
 CONSENT_CHOICES = ("granted", "denied")
 # File name patterns (globs) read from a landing directory when a source names none: the format's extensions.
@@ -182,6 +183,12 @@ class TrainConfig:
     leave_last_k: int = 1
     checkpoint_interval: int = 5
     champion_gate: bool = True
+    # The model in service is replaced only when the new champion scores at least incumbent * (1 - margin) on
+    # ``metric`` over this run's holdout (relative; 0 = never worse, 1 = always publish).
+    incumbent_margin: float = 0.02
+    # grid: every point of ``grid``; random: ``trials`` points sampled from the grid's ranges (seeded by ``seed``)
+    search: str = "grid"
+    trials: int = 8
     grid: GridConfig = field(default_factory=GridConfig)
 
 
@@ -611,11 +618,16 @@ def _validate(cfg: AppConfig, where: _Where) -> None:
     need(t.test_days > 0, "train.test_days", "must be > 0")
     need(t.leave_last_k > 0, "train.leave_last_k", "must be > 0")
     need(t.checkpoint_interval > 0, "train.checkpoint_interval", "must be > 0")
+    need(0 <= t.incumbent_margin <= 1, "train.incumbent_margin", "must be between 0 and 1")
+    need(t.search in SEARCHES, "train.search", f"must be one of {', '.join(SEARCHES)}")
+    need(t.trials >= 1, "train.trials", "must be >= 1")
     for gk in ("rank", "reg_param", "alpha", "max_iter"):
         values = getattr(t.grid, gk)
         need(len(values) > 0, f"train.grid.{gk}", "must list at least one value")
         need(all(v > 0 if gk != "reg_param" else v >= 0 for v in values), f"train.grid.{gk}",
              "values must be positive")
+    need(t.search != "random" or len(set(t.grid.reg_param)) == 1 or min(t.grid.reg_param) > 0,
+         "train.grid.reg_param", "random search samples it log-uniformly: values must be > 0")
     need(len(t.grid.implicit_prefs) > 0, "train.grid.implicit_prefs", "must list at least one value")
     need(len(t.grid.nonnegative) > 0, "train.grid.nonnegative", "must list at least one value")
     need(cfg.sources.kind == "ratings" or all(t.grid.implicit_prefs), "train.grid.implicit_prefs",

@@ -1,5 +1,7 @@
-"""Offline evaluation: holdout splits, top-K lists that exclude seen items, ranking metrics, and the pieces that let
-``CrossValidator`` score ALS on top-K lists (:class:`RankingALS` + :class:`TopKEvaluator`).
+"""Offline evaluation: holdout splits, top-K lists that exclude seen items (every train pair, or only what serving
+excludes: :func:`served_exclusion`), ranking metrics, and the pieces that let ``CrossValidator`` (random folds) or
+:func:`cross_validate_folds` (forward-chaining time folds, :func:`temporal_folds`) score ALS on top-K lists
+(:class:`RankingALS` + :class:`TopKEvaluator`).
 
 All frames use the gold interaction columns: ``user_idx``, ``item_idx`` (Int), ``confidence``, ``event_ts``.
 Relevance is binary: every holdout interaction of a user is a relevant item.
@@ -11,7 +13,10 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import reduce
+from statistics import fmean, pstdev
 from typing import Any, NamedTuple
 
 from pyspark import StorageLevel
@@ -22,8 +27,10 @@ from pyspark.ml.recommendation import ALS, ALSModel, _ALSParams
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, DoubleType, IntegerType
+from pyspark.util import inheritable_thread_target
 
 from sparkpromo import columns as C
+from sparkpromo.features import ITEM_KIND, USER_KIND
 from sparkpromo.frame import Transform
 
 log = logging.getLogger(__name__)
@@ -104,6 +111,28 @@ def leave_last_k_split(df: DataFrame, k: int) -> Split:
     train = marked.where(~F.col("_test")).drop("_rn", "_n", "_test")
     test = marked.where(F.col("_test")).drop("_rn", "_n", "_test")
     return Split(train, _drop_unknown(train, test))
+
+
+def temporal_folds(df: DataFrame, num_folds: int) -> list[Split]:
+    """Forward-chaining cross-validation folds: ``event_ts`` cut at its ``i / (num_folds + 1)`` quantiles
+    (i = 1..num_folds); fold i trains on every interaction before cut i and validates on those from cut i up to
+    cut i + 1 (the last fold: to the end). So no fold validates on data older than what it trains on, and each
+    fold trains on more history than the one before. Rows without a timestamp train in every fold and are never
+    validated on. The cuts are computed lazily (one aggregate joined to the rows), nothing is collected."""
+    if num_folds < 1:
+        raise ValueError(f"num_folds must be >= 1, got {num_folds}")
+    micros = F.unix_micros(F.col(C.EVENT_TS))
+    fractions = [i / (num_folds + 1) for i in range(1, num_folds + 1)]
+    cuts = df.agg(F.percentile_approx(micros, fractions).alias("_cuts"))
+    marked = df.crossJoin(F.broadcast(cuts))
+    folds = []
+    for i in range(num_folds):
+        lo = F.col("_cuts")[i]
+        until_next = micros < F.col("_cuts")[i + 1] if i + 1 < num_folds else F.lit(True)
+        train = marked.where(micros.isNull() | (micros < lo)).drop("_cuts")
+        validation = marked.where((micros >= lo) & until_next).drop("_cuts")
+        folds.append(Split(train, validation))
+    return folds
 
 
 def assign_folds(num_folds: int, seed: int) -> Transform:
@@ -204,10 +233,12 @@ def top_k_excluding_seen(model_or_scores: ALSModel | DataFrame, train: DataFrame
 
 
 def popularity_top_k(train: DataFrame, k: int, users: DataFrame | None = None, seen_max: int | None = None,
-                     max_extra: int = MAX_EXTRA_CANDIDATES) -> DataFrame:
+                     max_extra: int = MAX_EXTRA_CANDIDATES, exclude: DataFrame | None = None) -> DataFrame:
     """Popularity baseline in the same shape as :func:`top_k_excluding_seen`: each user's ``k`` most popular unseen
     items, popularity = distinct train users per item (ties: lower item_idx). ``users`` defaults to train users.
-    Each user gets only the ``k + min(seen, max_extra)`` most popular items as candidates."""
+    Each user gets only the ``k + min(seen, max_extra)`` most popular items as candidates. ``exclude`` (user_idx,
+    item_idx pairs, a subset of ``train``'s) replaces ``train`` as the pairs not to recommend, e.g.
+    :func:`served_exclusion`."""
     if k <= 0:
         raise ValueError(f"k must be > 0, got {k}")
     extra = min(max_seen(train) if seen_max is None else seen_max, max_extra)
@@ -220,7 +251,45 @@ def popularity_top_k(train: DataFrame, k: int, users: DataFrame | None = None, s
     who = _with_seen((users if users is not None else train).select(C.USER_IDX).distinct(), train)
     wanted = F.col("_pos") < F.lit(k) + F.least(F.col("_seen"), F.lit(extra))
     candidates = who.join(F.broadcast(positioned), wanted).select(C.USER_IDX, C.ITEM_IDX, C.SCORE)
-    return _rank_unseen(candidates, train, k)
+    return _rank_unseen(candidates, train if exclude is None else exclude, k)
+
+
+def purchased_pairs(events: DataFrame, id_map: DataFrame, items: DataFrame,
+                    repeatable_categories: Sequence[str]) -> DataFrame:
+    """(user_idx, item_idx) pairs that serving never recommends again: items the user consumed (silver events whose
+    ``event_type`` is in :data:`~sparkpromo.columns.CONSUMED_EVENT_TYPES`: bought or rated, as serving reads them)
+    whose ``category`` (``items``: item_id, category) is not repeatable, the rule of
+    :func:`sparkpromo.recommend.exclude_purchased`, mapped to indices through ``id_map``."""
+    def side(kind: str, id_col: str, idx_col: str) -> DataFrame:
+        return id_map.where(F.col(C.ID_KIND) == kind).select(F.col(C.ORIGINAL_ID).alias(id_col),
+                                                             F.col(C.IDX).alias(idx_col))
+    bought = events.where(F.col(C.EVENT_TYPE).isin(*C.CONSUMED_EVENT_TYPES)).select(C.USER_ID, C.ITEM_ID).distinct()
+    if repeatable_categories:
+        repeatable = items.where(F.col(C.CATEGORY).isin(*repeatable_categories)).select(C.ITEM_ID)
+        bought = bought.join(repeatable, C.ITEM_ID, "left_anti")
+    return (bought.join(side(USER_KIND, C.USER_ID, C.USER_IDX), C.USER_ID)
+            .join(side(ITEM_KIND, C.ITEM_ID, C.ITEM_IDX), C.ITEM_ID)
+            .select(C.USER_IDX, C.ITEM_IDX))
+
+
+def served_exclusion(train: DataFrame, purchased: DataFrame) -> DataFrame:
+    """The train pairs serving excludes (:func:`purchased_pairs`): a user's viewed, carted or favourited items, and
+    bought or rated items of repeatable categories, stay recommendable, whereas offline evaluation excludes every
+    train pair."""
+    return (train.select(C.USER_IDX, C.ITEM_IDX).distinct()
+            .join(purchased.select(C.USER_IDX, C.ITEM_IDX), [C.USER_IDX, C.ITEM_IDX], "left_semi"))
+
+
+def model_or_popularity_top_k(model: ALSModel, train: DataFrame, k: int, users: DataFrame,
+                              seen_max: int | None = None, n_users: int | None = None) -> DataFrame:
+    """Top-K lists as serving builds them from a registered model: :func:`top_k_excluding_seen` for the ``users``
+    the model has factors for, :func:`popularity_top_k` of ``train`` for the others (users it never saw)."""
+    known = model.userFactors.select(F.col("id").alias(C.USER_IDX))
+    users = users.select(C.USER_IDX).distinct()
+    scored = top_k_excluding_seen(model, train, k, users=users.join(known, C.USER_IDX, "left_semi"),
+                                  seen_max=seen_max, n_users=n_users)
+    fallback = popularity_top_k(train, k, users=users.join(known, C.USER_IDX, "left_anti"), seen_max=seen_max)
+    return scored.unionByName(fallback)
 
 
 def as_lists(ranked: DataFrame) -> DataFrame:
@@ -427,3 +496,44 @@ class TopKEvaluator(Evaluator, _HasK):
 
     def isLargerBetter(self) -> bool:
         return True
+
+
+class CVResult(NamedTuple):
+    """What a cross-validation leaves, in :class:`~pyspark.ml.tuning.CrossValidatorModel`'s terms: the mean and
+    (population) standard deviation of the fold scores per grid point, and the best point refitted on all of the
+    cross-validated data."""
+
+    avg_metrics: list[float]
+    std_metrics: list[float]
+    best_model: RankingALSModel
+
+
+def cross_validate_folds(estimator: RankingALS, grid: Sequence[dict[Param, Any]], evaluator: TopKEvaluator,
+                         folds: Sequence[Split], data: DataFrame, parallelism: int = 1) -> CVResult:
+    """``CrossValidator`` over given (train, validation) folds, e.g. :func:`temporal_folds`: ``CrossValidator``
+    trains each fold on all the other folds, which lets a time-ordered validation slice precede its training data.
+    Same estimator and evaluator, same order (each grid point of fold 1, then fold 2, ...; grid points of one fold
+    ``parallelism`` at a time), and the best mean is refitted on ``data``."""
+    if not grid or not folds:
+        raise ValueError("cross_validate_folds needs at least one grid point and one fold")
+    scores: list[list[float]] = []
+    for fold in folds:
+        train = fold.train.persist(StorageLevel.MEMORY_AND_DISK)
+        validation = fold.test.persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            def score(param_map: dict[Param, Any], train: DataFrame = train, validation: DataFrame = validation
+                      ) -> float:
+                return evaluator.evaluate(estimator.fit(train, param_map).transform(validation))
+            if parallelism > 1:
+                with ThreadPoolExecutor(max_workers=min(parallelism, len(grid))) as pool:
+                    scores.append(list(pool.map(inheritable_thread_target(score), grid)))
+            else:
+                scores.append([score(pm) for pm in grid])
+        finally:
+            train.unpersist()
+            validation.unpersist()
+    by_point = list(zip(*scores, strict=True))
+    avg = [fmean(s) for s in by_point]
+    std = [pstdev(s) for s in by_point]
+    best = max(range(len(grid)), key=lambda i: avg[i])
+    return CVResult(avg, std, estimator.fit(data, grid[best]))

@@ -121,7 +121,7 @@ class RecommendError(RuntimeError):
 # ----------------------------------------------------------------------------------------------------------------
 # Model registry
 # ----------------------------------------------------------------------------------------------------------------
-def _read_small_text(spark: SparkSession, uri: str) -> str | None:
+def read_small_text(spark: SparkSession, uri: str) -> str | None:
     """A small text file through Spark's Hadoop FS (local, s3a, abfss, dbfs); None when it does not exist."""
     try:
         row = spark.read.text(uri, wholetext=True).first()
@@ -133,6 +133,19 @@ def _read_small_text(spark: SparkSession, uri: str) -> str | None:
     return "" if row is None else str(row[0])
 
 
+def latest_run_id(spark: SparkSession, cfg: AppConfig) -> str | None:
+    """The run id in ``<lakehouse>/registry/LATEST`` (the model in service); None when nothing is registered.
+    Raises :class:`RecommendError` on a malformed id."""
+    registry = join_uri(cfg.lakehouse, "registry")
+    latest = read_small_text(spark, join_uri(registry, "LATEST"))
+    if latest is None or not latest.strip():
+        return None
+    run = latest.strip()
+    if not _RUN_ID_RE.match(run):
+        raise RecommendError(f"{registry}/LATEST: invalid model run id {run[:80]!r}")
+    return run
+
+
 def load_champion(spark: SparkSession, cfg: AppConfig) -> tuple[str | None, ALSModel | None, str]:
     """``(model_run_id, model, champion)`` from ``<lakehouse>/registry/LATEST`` and that run's ``params.json``.
 
@@ -140,15 +153,12 @@ def load_champion(spark: SparkSession, cfg: AppConfig) -> tuple[str | None, ALSM
     the champion. Files are read through Spark, so any Hadoop URI works.
     """
     registry = join_uri(cfg.lakehouse, "registry")
-    latest = _read_small_text(spark, join_uri(registry, "LATEST"))
-    if latest is None or not latest.strip():
+    run = latest_run_id(spark, cfg)
+    if run is None:
         log.warning("no model registered (%s/LATEST missing or empty): popularity candidates only", registry)
         return None, None, POPULARITY
-    run = latest.strip()
-    if not _RUN_ID_RE.match(run):
-        raise RecommendError(f"{registry}/LATEST: invalid model run id {run[:80]!r}")
     params_uri = join_uri(registry, run, "params.json")
-    text = _read_small_text(spark, params_uri)
+    text = read_small_text(spark, params_uri)
     if text is None:
         raise RecommendError(f"{params_uri}: missing (registry run {run} is incomplete)")
     try:
@@ -290,10 +300,6 @@ def keep_eligible(eligible: DataFrame) -> Transform:
         hi = F.col(C.MAX_PRICE).isNull() | (F.col(C.PRICE) <= F.col(C.MAX_PRICE))
         return cands.join(items, [C.CAMPAIGN_ID, C.ITEM_ID]).where(F.coalesce(lo & hi, F.lit(False)))
     return apply
-
-
-# Events after which an item is the user's already: bought, or rated (a film seen). Offers leave these out.
-CONSUMED = (C.PURCHASE, C.RATING_EVENT)
 
 
 def exclude_purchased(purchases: DataFrame, repeatable_categories: Sequence[str]) -> Transform:
@@ -746,7 +752,7 @@ def recommendations(frames: CampaignFrames, active: Sequence[Campaign], run_date
         parts.append(_tag(audience.join(bundle, [C.CAMPAIGN_ID, C.USER_ID]), BUNDLE, 0, F.col(C.REASON)))
     candidates = reduce(lambda a, b: a.unionByName(b), parts)
 
-    purchases = events.where(F.col(C.EVENT_TYPE).isin(*CONSUMED)).select(C.USER_ID, C.ITEM_ID)
+    purchases = events.where(F.col(C.EVENT_TYPE).isin(*C.CONSUMED_EVENT_TYPES)).select(C.USER_ID, C.ITEM_ID)
     priorities = {c.id: c.priority for c in active}
     recs = (candidates
             .transform(select_items(frames.eligible, purchases, frames.excluded, r.repeatable_categories,

@@ -8,7 +8,8 @@ every table and says where the charts would be. Sections, each an ``<section id=
 * ``stages``: elapsed time per stage (``metrics/stages``);
 * ``data-quality``: rows in, silver, duplicates and quarantine by rule per source (``metrics/data_quality``);
 * ``cv-grid``: the cross-validation grid, metric by rank and regParam/alpha (``registry/<run>/cv.json``);
-* ``holdout``: holdout metrics of ALS against the popularity baseline (``metrics/model``);
+* ``holdout``: holdout metrics of ALS against the popularity baseline, with serving's exclusion too, and the model in
+  service with the gate's decision (``metrics/model``, ``registry/<run>/params.json``);
 * ``campaigns``: audience, served, control, fallback share, coverage and exposure Gini per campaign
   (``metrics/campaigns`` when a stage stores it, otherwise computed from this run's ``gold/recommendations``).
 
@@ -47,6 +48,8 @@ STAGE_ORDER = ("generate", "ingest", "clean", "features", "train", "recommend")
 # Holdout metrics on a 0..1 scale, charted together; the others (novelty in bits, rmse) are in the table only.
 UNIT_METRICS = ("ndcg", "precision", "recall", "map", "coverage")
 GRID_ORDER = ("rank", "reg_param", "alpha", "max_iter")
+# Columns of the holdout table: the run's contenders, their scores with serving's exclusion, the model in service.
+CONTENDER_ORDER = ("als", "popularity", "als_served", "popularity_served", "incumbent", "challenger")
 INSTALL_HINT = "pip install 'sparkpromo[report]'"
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -384,10 +387,13 @@ def holdout_section(spark: SparkSession, cfg: AppConfig, model_run: str | None, 
     if not rows:
         return Section("holdout", title, (_note(note) if note else "")
                        + _missing(f"No holdout metrics for model run {model_run} in metrics/model."))
+    decisions = [r[C.METRIC] for r in rows if r[C.CONTENDER] == "decision"]
+    rows = [r for r in rows if r[C.CONTENDER] not in ("decision", "gate")]  # gate: the gate holdout's size
     values: dict[str, dict[str, float | None]] = {}
     for r in rows:
         values.setdefault(r[C.METRIC], {})[r[C.CONTENDER]] = None if r[C.VALUE] is None else float(r[C.VALUE])
-    contenders = sorted({r[C.CONTENDER] for r in rows}, key=lambda c: ({"als": 0, "popularity": 1}.get(c, 2), c))
+    contenders = sorted({r[C.CONTENDER] for r in rows}, key=lambda c: (CONTENDER_ORDER.index(c)
+                                                                       if c in CONTENDER_ORDER else 99, c))
     known = (*UNIT_METRICS, "novelty", "rmse")
     metrics = sorted(values, key=lambda m: (known.index(m) if m in known else len(known), m))
     params = _json(read_text(spark, join_uri(cfg.lakehouse, "registry", model_run, "params.json")), "params.json")
@@ -420,8 +426,39 @@ def holdout_section(spark: SparkSession, cfg: AppConfig, model_run: str | None, 
     body = ((_note(note) if note else "")
             + (charts.render("holdout metrics", draw, (8.0, 3.4)) if charted else "")
             + _html_table(headers, table_rows)
-            + (_note(f"Champion of model run {model_run}: {champion}.") if champion else ""))
+            + (_note(f"Champion of model run {model_run}: {champion}.") if champion else "")
+            + "".join(_note(line) for line in _lifecycle_lines(params if isinstance(params, dict) else {},
+                                                                decisions[0] if decisions else None)))
     return Section("holdout", title, body)
+
+
+def _lifecycle_lines(params: dict[str, Any], decision: str | None) -> list[str]:
+    """What was published and on what evidence, from the run's params.json (older runs have none of it)."""
+    lines = []
+    if params.get("published_model"):
+        lines.append(f"Published model fitted on {params['published_model']}; holdout metrics from the "
+                     f"{params.get('holdout_metrics_from', 'train-only fit')}.")
+    if params.get("served_exclusion"):
+        lines.append("Serving's exclusion (only non-repeatable bought or rated items; *_served): "
+                     f"{params['served_exclusion']}.")
+    decision = params.get("decision") or decision
+    if decision:
+        metric = params.get("metric", "metric")
+        incumbent, score = params.get("incumbent_run_id"), params.get(f"incumbent_{metric}")
+        new = params.get(f"challenger_{metric}")
+        if incumbent and isinstance(score, (int, float)):
+            against = (f"model in service: run {incumbent}, {metric} {score:.4f}"
+                       + (f", new champion {new:.4f}" if isinstance(new, (int, float)) else "")
+                       + f", margin {params.get('incumbent_margin')}")
+        elif incumbent:
+            against = f"model in service: run {incumbent}, not compared"
+        else:
+            against = "no model in service to compare with"
+        held = params.get("gate_holdout")
+        columns = " (incumbent and challenger columns)" if isinstance(score, (int, float)) else ""
+        lines.append(f"Gate decision: {decision} ({against}"
+                     + (f"; gate holdout{columns}: {held}" if held else "") + ").")
+    return lines
 
 
 CAMPAIGN_COLUMNS = ("audience", "users", "served", "control", "fallback_share", "coverage", "gini", "head_share",

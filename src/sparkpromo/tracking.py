@@ -2,10 +2,11 @@
 
 :func:`log_train_run` turns :func:`sparkpromo.train.run_train`'s result into one MLflow run in the experiment
 ``mlflow.experiment``: the chosen hyper-parameters and training settings as params; the input Delta versions as
-params and tags; holdout metrics per contender (``als.ndcg``, ``popularity.ndcg``, ...), data counts and timings as
-metrics; the whole CV table as the artifact ``cv.json``, with one child run per grid point (its params and
-``cv_mean``/``cv_std``, so MLflow's run comparison works) and the parent's ``cv_mean``/``cv_std`` logged with the
-grid point's index as the step; and the model.
+params and tags, the gate's decision and the incumbent's run id as tags; holdout metrics per contender
+(``als.ndcg``, ``popularity.ndcg``, ``incumbent.ndcg``, ...), data counts and timings as metrics; the whole CV table
+as the artifact ``cv.json``, with one child run per grid point (its params and ``cv_mean``/``cv_std``, so MLflow's
+run comparison works) and the parent's ``cv_mean``/``cv_std`` logged with the grid point's index as the step; and
+the model (the published one, fitted on every interaction).
 
 The model is logged with ``mlflow.spark.log_model`` when the full ``mlflow`` package is installed and a fitted
 Spark model is passed. ``mlflow-skinny`` (what the extra installs) has no working ``mlflow.spark``, so the saved
@@ -161,6 +162,8 @@ def log_train_run(cfg: AppConfig, result: dict[str, Any], model_path: str | None
             exp_id = _experiment_id(client, cfg.mlflow.experiment)
             versions = dict(result.get("input_versions") or {})
             tags = {"sparkpromo.run_id": run_id, "sparkpromo.champion": str(result.get("champion", "")),
+                    "sparkpromo.decision": str(result.get("decision", "")),
+                    "sparkpromo.incumbent_run_id": str(result.get("incumbent_run_id") or ""),
                     "sparkpromo.version": __version__, "sparkpromo.lakehouse": cfg.lakehouse,
                     "sparkpromo.model_uri": str(model_path or result.get("model_uri") or ""),
                     **{f"delta.{name}.version": str(v) for name, v in versions.items()}}
@@ -170,6 +173,7 @@ def log_train_run(cfg: AppConfig, result: dict[str, Any], model_path: str | None
             params = {**{k: _param(v) for k, v in (result.get("params") or {}).items()},
                       "train.k": str(t.k), "train.metric": t.metric, "train.folds": str(t.folds),
                       "train.split": t.split, "train.seed": str(t.seed), "train.champion_gate": str(t.champion_gate),
+                      "train.search": t.search, "train.incumbent_margin": str(t.incumbent_margin),
                       **{f"input_version.{name}": str(v) for name, v in versions.items()}}
             now = int(time.time() * 1000)
             metrics = [Metric(f"{contender}.{name}", float(value), now, 0)
