@@ -1,52 +1,55 @@
-"""Offline ranking quality against peers: sparkpromo's cross-validated implicit ALS, popularity, an item-kNN
-baseline in Spark, and the ``implicit`` library's ALS, all on one holdout and scored by one piece of code.
+"""Offline ranking quality against peers, every contender tuned the same honest way: sparkpromo's cross-validated
+ALS (the pipeline's own ``run_train``), popularity, an item-kNN baseline in Spark and the ``implicit`` library's
+ALS. Each tunable contender chooses its parameters by cross-validation on the **training part only**, from a grid
+written down in this file before any holdout was scored; the holdout then scores the chosen setting once. Every
+metric is reported as mean ± sd over several random-split seeds, plus a leave-last-1 split.
 
-    python benchmarks/quality.py --data ../shared/data/ml-100k [--split random|leave_last_k] [--k 10] \
-        [--json] [--chart benchmarks/quality_vs_time.png]
-    python benchmarks/quality.py --generate 20000 ...        # the generated sample shop instead of MovieLens
+    python benchmarks/quality.py --data ../shared/data/ml-100k [--seeds 42,7,11,23,99] [--leave-last 1] \
+        [--k 10] [--folds 2] [--json] [--chart benchmarks/quality_vs_time.png]
 
-Data: ``--data`` is a folder holding MovieLens ``u.data`` (every rating is an implicit interaction of confidence 1);
-``--generate N`` generates the sample shop (N events) and runs ingest, clean and features to build the gold
-interactions (weighted confidences). Either way the interactions become gold/interactions in a scratch lakehouse.
+Data: ``--data`` is a folder holding MovieLens ``u.data``; every rating is an implicit interaction of confidence 1.
+The interactions become gold/interactions in a scratch lakehouse (one per split), and ``run_train`` runs on it
+with the ``train`` section below, as ``sparkpromo train`` would.
 
-Split: ``random`` = seeded 80/20 per interaction (``--test-fraction``, ``--seed``); ``leave_last_k`` = each
-user's ``--leave-last`` most recent interactions. The library's :func:`sparkpromo.train.run_train` splits, runs
-its CV and scores ALS and popularity; the peers get the same split from the same function
-(:func:`sparkpromo.train.holdout_split`, deterministic) and every top-K list (excluding the user's training items)
-is scored by :func:`sparkpromo.evaluate.evaluate_recommendations` (Spark's RankingEvaluator) for the holdout users.
+Splits: ``random`` = seeded 80/20 per interaction (one split per seed); ``leave_last_k`` = each user's
+``--leave-last`` most recent interactions (``--leave-last 0`` leaves it out). Both from
+:func:`sparkpromo.train.holdout_split`, so every contender gets the split ``run_train`` uses. CV folds inside the
+training part: random folds (``sparkpromo.evaluate.assign_folds``) for the random split, forward-chaining time folds
+(``sparkpromo.evaluate.temporal_folds``) for leave-last-k: the same folds for every contender.
 
-Training time per contender: sparkpromo = the whole CV (folds × grid + refit; ``fit_s`` is one fit of the chosen
-params); popularity = counting users per item; item-kNN = materialising the similarity table; implicit = its
-``fit`` (2 threads, BLAS on one thread, see ``peers.py`` for the parameter mapping).
+Scoring: one function for every top-K list on validation folds and holdout
+(:func:`sparkpromo.evaluate.evaluate_recommendations`, Spark's RankingEvaluator; each list excludes the user's
+training items). ``tune_s`` is the whole tuning (all folds × grid points, and the final fit on the training part).
 
-Not part of the test suite (it takes minutes).
+Not part of the test suite (it takes most of an hour on 2 cores).
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import importlib.util
+import itertools
 import json
 import logging
-import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from pyspark import StorageLevel
-from pyspark.ml.recommendation import ALS as SparkALS
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from sparkpromo import columns as C
 from sparkpromo import evaluate as E
 from sparkpromo import io
 from sparkpromo import itemknn as knn
-from sparkpromo.config import AppConfig, build_config, load_config
+from sparkpromo.config import AppConfig, build_config
 from sparkpromo.logs import setup_logging
 from sparkpromo.session import build_session
 from sparkpromo.train import ALS, POPULARITY, holdout_split, run_train
@@ -55,25 +58,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peers  # noqa: E402  (benchmarks/peers.py, next to this script)
 
 log = logging.getLogger("benchmarks.quality")
-ROOT = Path(__file__).resolve().parents[1]
 
-# Grid chosen after exploring single fits on this split (rank 32-64, regParam 0.005-0.2, alpha 0.5-40, maxIter
-# 10-15): on binary MovieLens interactions Spark's implicit ALS does best with a *small* alpha (0.5-2) and
-# regParam 0.1-0.2 (Spark scales regParam by each user's/item's interaction count); alpha >= 10 pushes it towards
-# the long tail and costs NDCG (alpha 40: 0.21). The grid keeps one weak alpha so CV has a real choice to make.
-DEFAULT_RANKS = "32,64"
-DEFAULT_REG = "0.1"
-DEFAULT_ALPHA = "1,10"
-DEFAULT_ITERS = "10"
+# The grids, fixed before any holdout of this benchmark was scored. How they were chosen: 15 single fits of
+# Spark's ALS on an inner 80/20 split of seed 42's *training part* (benchmarks/grid_probe.py; no holdout row
+# involved; BENCHMARKS.md lists them). What they showed: on binary MovieLens a large rank helps only with a strong
+# regParam (rank 64 with regParam 0.1 was the worst point tried, with 0.3 the best), alpha 4 was worse than 2,
+# and 25 iterations gained nothing over 15. Each contender's grid has 4 points.
+SPARKPROMO_GRID: dict[str, list[Any]] = {"rank": [32, 64], "reg_param": [0.15, 0.3], "alpha": [2.0],
+                                         "max_iter": [15]}
+# implicit's own parameters: its confidence is alpha * r (r = 1 here, so alpha 3 is Spark's alpha 2: 1 + 2 * 1)
+# and its regularisation is a constant per row, where Spark multiplies regParam by the row's interaction count
+# (~68 per user in a training part here, so Spark's 0.15-0.3 is ~10-20 in implicit's terms).
+IMPLICIT_GRID: dict[str, list[Any]] = {"factors": [32, 64], "regularization": [10.0, 20.0], "alpha": [3.0],
+                                       "iterations": [15]}
+KNN_GRID: dict[str, list[Any]] = {"neighbours": [25, 50, 100, 200]}
+DEFAULT_SEEDS = "42,7,11,23,99"
 METRIC_COLUMNS = ("ndcg", "precision", "recall", "map", "coverage", "novelty")
 SPARKPROMO = "sparkpromo"
 ITEM_KNN = "item-kNN"
-IMPLICIT_SAME = "implicit ALS (same numbers)"
-IMPLICIT_MAPPED = "implicit ALS (mapped)"
-
-
-def _floats(text: str) -> list[float]:
-    return [float(x) for x in text.split(",") if x.strip()]
+IMPLICIT = "implicit ALS"
 
 
 def _ints(text: str) -> list[int]:
@@ -83,82 +86,62 @@ def _ints(text: str) -> list[int]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="../shared/data/ml-100k", help="folder holding MovieLens u.data")
-    p.add_argument("--generate", type=int, default=0, metavar="EVENTS",
-                   help="use the generated sample shop of EVENTS events instead of --data")
-    p.add_argument("--split", choices=("random", "leave_last_k"), default="random")
+    p.add_argument("--seeds", default=DEFAULT_SEEDS, help="random 80/20 splits, one per seed (comma-separated)")
     p.add_argument("--test-fraction", type=float, default=0.2, help="random split: share of interactions in test")
-    p.add_argument("--leave-last", type=int, default=1, help="leave_last_k split: test items per user")
+    p.add_argument("--leave-last", type=int, default=1, help="leave-last-k split's k (0: no such split)")
     p.add_argument("--k", type=int, default=10)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--folds", type=int, default=2)
-    p.add_argument("--parallelism", type=int, default=1)
-    p.add_argument("--rank", default=DEFAULT_RANKS, help="comma-separated grid values")
-    p.add_argument("--reg-param", default=DEFAULT_REG)
-    p.add_argument("--alpha", default=DEFAULT_ALPHA)
-    p.add_argument("--max-iter", default=DEFAULT_ITERS)
-    p.add_argument("--neighbours", type=int, default=knn.DEFAULT_NEIGHBOURS, help="item-kNN neighbours per item")
+    p.add_argument("--folds", type=int, default=2, help="CV folds inside each training part")
     p.add_argument("--threads", type=int, default=2, help="implicit's num_threads (match the Spark master)")
-    p.add_argument("--no-implicit", action="store_true", help="skip the implicit library's ALS")
+    p.add_argument("--no-implicit", action="store_true", help="leave out the implicit library's ALS")
     p.add_argument("--master", default="local[2]")
     p.add_argument("--shuffle-partitions", type=int, default=4)
     p.add_argument("--driver-memory", default="4g")
-    p.add_argument("--chart", default=None, metavar="PNG", help="write NDCG@K against training time here")
+    p.add_argument("--chart", default=None, metavar="PNG", help="write mean NDCG@K against tuning time here")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     return p.parse_args(argv)
 
 
-def _train_section(args: argparse.Namespace) -> dict[str, Any]:
-    return {"k": args.k, "metric": "ndcg", "folds": args.folds, "parallelism": args.parallelism,
-            "seed": args.seed, "split": args.split, "test_fraction": args.test_fraction,
-            "leave_last_k": args.leave_last, "champion_gate": True,
-            "grid": {"rank": _ints(args.rank), "reg_param": _floats(args.reg_param),
-                     "alpha": _floats(args.alpha), "max_iter": _ints(args.max_iter)}}
+def split_plan(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
+    """(name, train-section overrides) per split: one random split per seed, then leave-last-k."""
+    plan = [(f"random seed {s}", {"split": "random", "seed": s, "test_fraction": args.test_fraction})
+            for s in _ints(args.seeds)]
+    if args.leave_last > 0:
+        plan.append((f"leave last {args.leave_last}", {"split": "leave_last_k", "leave_last_k": args.leave_last,
+                                                       "seed": 42}))
+    return plan
 
 
-def _spark_section(args: argparse.Namespace) -> dict[str, Any]:
-    return {"master": args.master, "shuffle_partitions": args.shuffle_partitions,
-            "driver_memory": args.driver_memory, "app_name": "sparkpromo-quality"}
-
-
-def make_config(args: argparse.Namespace, root: Path) -> AppConfig:
-    if args.generate:  # the shipped configuration (sources of the sample shop), in a scratch lakehouse
-        os.environ["SPARKPROMO_LANDING"] = str(root / "landing")
-        overrides = {"lakehouse": str(root / "lakehouse"), "landing": str(root / "landing"),
-                     "generate.events": args.generate, "mlflow.enabled": False}
-        overrides.update({f"spark.{k}": v for k, v in _spark_section(args).items()})
-        overrides.update({f"train.{k}": v for k, v in _train_section(args).items()})
-        return load_config("local", ROOT / "conf", overrides=overrides)
+def make_config(args: argparse.Namespace, root: Path, split: Mapping[str, Any]) -> AppConfig:
     return build_config({
         "lakehouse": str(root / "lakehouse"),
         "landing": str(root / "landing"),
-        "spark": _spark_section(args),
+        "spark": {"master": args.master, "shuffle_partitions": args.shuffle_partitions,
+                  "driver_memory": args.driver_memory, "app_name": "sparkpromo-quality"},
         "sources": {"kind": "events", "events": {"path": str(Path(args.data) / "u.data")}},
         "privacy": {"consent_without_users": "granted"},
-        "train": _train_section(args),
+        "mlflow": {"enabled": False},
+        "train": {"k": args.k, "metric": "ndcg", "folds": args.folds, "search": "grid", "champion_gate": True,
+                  "grid": SPARKPROMO_GRID, **split},
     })
 
 
-def prepare_interactions(spark: SparkSession, cfg: AppConfig, args: argparse.Namespace) -> str:
-    """Write gold/interactions into the scratch lakehouse; returns the dataset's name."""
-    if args.generate:
-        from sparkpromo.pipeline import RunContext, generate_sample, run_stage
-
-        ctx = RunContext("quality", dt.date(2026, 11, 1))
-        generate_sample(cfg, ctx, args.generate)
-        for name in ("ingest", "clean", "features"):
-            run_stage(name, spark, cfg, ctx)
-        return f"generated shop ({args.generate} events)"
-    io.overwrite(peers.movielens_interactions(spark, args.data), cfg.table("gold", "interactions"))
-    return "ml-100k"
-
-
 # ----------------------------------------------------------------------------------------------------------------
-# Contenders
+# Tuning on the training part
 # ----------------------------------------------------------------------------------------------------------------
-def _timed(fn: Any) -> tuple[Any, float]:
-    t = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t
+def grid_points(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """Every point of ``grid`` (the cartesian product, keys in order)."""
+    keys = list(grid)
+    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def cv_folds(train: DataFrame, split: str, folds: int, seed: int) -> list[E.Split]:
+    """The folds ``run_train`` cross-validates on: forward-chaining time folds for a temporal split, otherwise the
+    seeded hash folds (``assign_folds``; fold f validates on ``_fold == f`` and trains on the rest)."""
+    if split != "random":
+        return E.temporal_folds(train, folds)
+    marked = train.transform(E.assign_folds(folds, seed))
+    return [E.Split(marked.where(F.col(C.FOLD) != f).drop(C.FOLD), marked.where(F.col(C.FOLD) == f).drop(C.FOLD))
+            for f in range(folds)]
 
 
 def score(ranked: DataFrame, test: DataFrame, train: DataFrame, k: int) -> dict[str, float]:
@@ -166,115 +149,237 @@ def score(ranked: DataFrame, test: DataFrame, train: DataFrame, k: int) -> dict[
     return {m: round(v, 4) for m, v in E.evaluate_recommendations(ranked, test, train, k).items()}
 
 
-def implicit_available() -> bool:
-    return importlib.util.find_spec("implicit") is not None
+def validation_ndcg(ranked: DataFrame, validation: DataFrame, k: int) -> float:
+    return E.ranking_metrics(E.as_lists(ranked), validation, k)["ndcg"]
 
 
-def peer_contenders(spark: SparkSession, train: DataFrame, test: DataFrame, k: int, params: dict[str, Any],
-                    neighbours: int = knn.DEFAULT_NEIGHBOURS, threads: int = 2, seed: int = 42,
-                    with_implicit: bool = True) -> dict[str, dict[str, Any]]:
-    """Popularity, item-kNN and (when installed and asked for) implicit's ALS with ``params`` (rank, reg_param,
-    alpha, max_iter) under both parameter mappings, scored on ``test`` users; each entry holds the metrics,
-    ``train_s`` and its settings."""
+@contextmanager
+def persisted(*frames: DataFrame) -> Iterator[tuple[DataFrame, ...]]:
+    cached = tuple(f.persist(StorageLevel.MEMORY_AND_DISK) for f in frames)
+    try:
+        yield cached
+    finally:
+        for f in cached:
+            f.unpersist()
+
+
+FoldRanker = Callable[[DataFrame, DataFrame, Sequence[dict[str, Any]]], Iterator[tuple[int, DataFrame]]]
+
+
+def tune(folds: Sequence[E.Split], points: Sequence[dict[str, Any]], rank_fold: FoldRanker, k: int
+         ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Mean validation NDCG@k of each point over ``folds``; returns the best point and the CV table.
+    ``rank_fold(fold_train, users, points)`` yields (index, top-K frame) per point for that fold, each scored before
+    the next is asked for, so a contender can share work between points (item-kNN computes its similarities once
+    per fold) and release it when the generator ends."""
+    scores: list[list[float]] = [[] for _ in points]
+    for fold in folds:
+        with persisted(fold.train, fold.test) as (fold_train, validation):
+            users = validation.select(C.USER_IDX).distinct()
+            for i, ranked in rank_fold(fold_train, users, points):
+                scores[i].append(validation_ndcg(ranked, validation, k))
+    table = [{"params": p, "mean": statistics.fmean(s), "std": statistics.pstdev(s)}
+             for p, s in zip(points, scores, strict=True)]
+    best = max(range(len(points)), key=lambda i: table[i]["mean"])
+    return points[best], table
+
+
+def knn_ranked_similarity(train: DataFrame, neighbours: int) -> DataFrame:
+    """:func:`sparkpromo.itemknn.item_similarity` with ``neighbours`` plus each neighbour's position (same order),
+    so any smaller neighbour count is a filter."""
+    order = Window.partitionBy(C.ITEM_IDX).orderBy(F.desc(knn.SIMILARITY), F.asc(knn.NEIGHBOUR_IDX))
+    return knn.item_similarity(train, neighbours).withColumn("_pos", F.row_number().over(order))
+
+
+def knn_top_k(train: DataFrame, users: DataFrame, sims: DataFrame, neighbours: int, k: int) -> DataFrame:
+    history = train.join(users, C.USER_IDX, "left_semi")
+    chosen = sims.where(F.col("_pos") <= neighbours).drop("_pos")
+    return E.top_k_excluding_seen(knn.knn_scores(history, chosen), train, k)
+
+
+def knn_fold_ranker(k: int) -> FoldRanker:
+    def rank_fold(train: DataFrame, users: DataFrame, points: Sequence[dict[str, Any]]
+                  ) -> Iterator[tuple[int, DataFrame]]:
+        largest = max(p["neighbours"] for p in points)
+        with persisted(knn_ranked_similarity(train, largest)) as (sims,):
+            for i, p in enumerate(points):
+                yield i, knn_top_k(train, users, sims, p["neighbours"], k)
+    return rank_fold
+
+
+def implicit_model(inter: peers.Interactions, point: Mapping[str, Any], threads: int, seed: int) -> tuple[Any, float]:
+    settings = {**point, "confidence_offset": 0.0}  # implicit's own confidence alpha * r
+    return peers.fit_implicit(inter, settings, threads=threads, seed=seed)
+
+
+def implicit_fold_ranker(spark: SparkSession, k: int, threads: int, seed: int) -> FoldRanker:
+    def rank_fold(train: DataFrame, users: DataFrame, points: Sequence[dict[str, Any]]
+                  ) -> Iterator[tuple[int, DataFrame]]:
+        inter = peers.collect_interactions(train)
+        for i, p in enumerate(points):
+            model, _ = implicit_model(inter, p, threads, seed)
+            yield i, peers.implicit_top_k(spark, model, inter, users, k)
+    return rank_fold
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    t = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t
+
+
+def peer_contenders(spark: SparkSession, train: DataFrame, test: DataFrame, folds: Sequence[E.Split], k: int,
+                    knn_grid: Mapping[str, Sequence[Any]] = KNN_GRID,
+                    implicit_grid: Mapping[str, Sequence[Any]] | None = IMPLICIT_GRID, threads: int = 2,
+                    seed: int = 42) -> dict[str, dict[str, Any]]:
+    """Popularity (nothing to tune), item-kNN and (when ``implicit_grid`` is given and the library installed)
+    implicit's ALS, each tuned by CV on ``folds`` (of ``train``), refitted on ``train`` and scored on ``test``
+    users; each entry holds the metrics, ``tune_s``, the chosen ``params`` and the ``cv`` table."""
     users = test.select(C.USER_IDX).distinct()
-    seen_max = E.max_seen(train)
     out: dict[str, dict[str, Any]] = {}
 
-    _, pop_s = _timed(lambda: train.groupBy(C.ITEM_IDX).agg(F.countDistinct(C.USER_IDX))
-                      .write.format("noop").mode("overwrite").save())
-    pop = E.popularity_top_k(train, k, users=users, seen_max=seen_max)
-    out[POPULARITY] = {**score(pop, test, train, k), "train_s": round(pop_s, 2)}
+    t = time.perf_counter()
+    pop = E.popularity_top_k(train, k, users=users)
+    out[POPULARITY] = {**score(pop, test, train, k), "tune_s": round(time.perf_counter() - t, 2), "params": {}}
 
-    sims = knn.item_similarity(train, neighbours).persist(StorageLevel.MEMORY_AND_DISK)
+    t = time.perf_counter()
+    best, table = tune(folds, grid_points(knn_grid), knn_fold_ranker(k), k)
+    sims = knn_ranked_similarity(train, best["neighbours"]).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        _, knn_s = _timed(sims.count)
-        history = train.join(users, C.USER_IDX, "left_semi")
-        ranked = E.top_k_excluding_seen(knn.knn_scores(history, sims), train, k)
-        out[ITEM_KNN] = {**score(ranked, test, train, k), "train_s": round(knn_s, 2),
-                         "params": {"neighbours": neighbours, "similarity": "cosine (binary co-occurrence)"}}
+        sims.count()
+        tune_s = time.perf_counter() - t
+        ranked = knn_top_k(train, users, sims, best["neighbours"], k)
+        out[ITEM_KNN] = {**score(ranked, test, train, k), "tune_s": round(tune_s, 2), "params": best, "cv": table}
     finally:
         sims.unpersist()
 
-    if with_implicit and implicit_available():
+    if implicit_grid is not None and implicit_available():
         peers.limit_blas_threads()
-        inter, prep_s = _timed(lambda: peers.collect_interactions(train))
-        for name, mapping in ((IMPLICIT_SAME, "same"), (IMPLICIT_MAPPED, "mapped")):
-            settings = peers.implicit_settings(params, inter, mapping)
-            model, fit_s = peers.fit_implicit(inter, settings, threads=threads, seed=seed)
-            ranked = peers.implicit_top_k(spark, model, inter, users, k)
-            out[name] = {**score(ranked, test, train, k), "train_s": round(fit_s, 2),
-                         "collect_s": round(prep_s, 2),
-                         "params": {key: (round(v, 4) if isinstance(v, float) else v) for key, v in settings.items()}}
-    elif with_implicit:
+        t = time.perf_counter()
+        best, table = tune(folds, grid_points(implicit_grid), implicit_fold_ranker(spark, k, threads, seed), k)
+        inter = peers.collect_interactions(train)
+        model, _ = implicit_model(inter, best, threads, seed)
+        tune_s = time.perf_counter() - t
+        ranked = peers.implicit_top_k(spark, model, inter, users, k)
+        out[IMPLICIT] = {**score(ranked, test, train, k), "tune_s": round(tune_s, 2), "params": best, "cv": table}
+    elif implicit_grid is not None:
         log.warning("the implicit library is not installed (pip install -e '.[bench]'); skipping its ALS")
     return out
 
 
-def spark_fit_seconds(train: DataFrame, params: dict[str, Any], seed: int, blocks: int) -> float:
-    """One fit of sparkpromo's ALS settings (nonnegative, implicit preferences) with ``params``."""
-    als = SparkALS(userCol=C.USER_IDX, itemCol=C.ITEM_IDX, ratingCol=C.CONFIDENCE, implicitPrefs=True,
-                   nonnegative=True, seed=seed, numUserBlocks=blocks, numItemBlocks=blocks,
-                   rank=int(params["rank"]), regParam=float(params["reg_param"]), alpha=float(params["alpha"]),
-                   maxIter=int(params["max_iter"]))
-    t = time.perf_counter()
-    als.fit(train).userFactors.write.format("noop").mode("overwrite").save()
-    return time.perf_counter() - t
+def implicit_available() -> bool:
+    return importlib.util.find_spec("implicit") is not None
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Output
+# One split
 # ----------------------------------------------------------------------------------------------------------------
-def ratios(contenders: dict[str, dict[str, Any]], metric: str = "ndcg") -> dict[str, float]:
-    """sparkpromo's ``metric`` over each other contender's (plain numbers; absent when the other is 0)."""
-    ours = contenders[SPARKPROMO][metric]
-    return {f"{SPARKPROMO}/{name}": round(ours / c[metric], 3) for name, c in contenders.items()
-            if name != SPARKPROMO and c[metric] > 0}
+def run_split(spark: SparkSession, args: argparse.Namespace, root: Path, name: str, split: dict[str, Any]
+              ) -> dict[str, Any]:
+    """Every contender on one split: sparkpromo through ``run_train`` (its own CV on the training part), the peers
+    tuned on the same folds; all scored on the same holdout."""
+    cfg = make_config(args, root, split)
+    io.overwrite(peers.movielens_interactions(spark, args.data), cfg.table("gold", "interactions"))
+    result = run_train(spark, cfg, run_id="quality")
+    als = result["metrics"][ALS]
+    contenders: dict[str, dict[str, Any]] = {SPARKPROMO: {
+        **{m: round(als[m], 4) for m in METRIC_COLUMNS}, "tune_s": result["timings"]["cv_s"],
+        "params": {p: result["params"][p] for p in SPARKPROMO_GRID}, "cv": result["cv"]}}
+
+    data = io.read(spark, cfg.table("gold", "interactions"))
+    holdout = holdout_split(data, cfg.train)  # the split run_train used (deterministic)
+    with persisted(holdout.train, holdout.test) as (train, test):
+        folds = cv_folds(train, cfg.train.split, cfg.train.folds, cfg.train.seed)
+        contenders.update(peer_contenders(spark, train, test, folds, args.k,
+                                          implicit_grid=None if args.no_implicit else IMPLICIT_GRID,
+                                          threads=args.threads, seed=cfg.train.seed))
+        pop_train = result["metrics"][POPULARITY]["ndcg"]
+        if abs(pop_train - contenders[POPULARITY]["ndcg"]) > 1e-4:  # same split, same code: must agree
+            log.warning("popularity NDCG differs between run_train (%.6f) and the harness (%.6f)", pop_train,
+                        contenders[POPULARITY]["ndcg"])
+    log.info("%s: %s", name, ", ".join(f"{c} {v['ndcg']:.4f}" for c, v in contenders.items()))
+    return {"split": name, "contenders": contenders, "counts": result["counts"]}
 
 
-def markdown(report: dict[str, Any]) -> str:
-    k = report["k"]
-    head = "| contender | " + " | ".join(f"{m}@{k}" if m in ("ndcg", "precision", "recall", "map") else m
-                                         for m in METRIC_COLUMNS) + " | train_s |"
-    lines = [head, "|" + "---|" * (len(METRIC_COLUMNS) + 2)]
-    for name, c in report["contenders"].items():
-        cells = " | ".join(f"{c[m]:.4f}" for m in METRIC_COLUMNS)
-        label = name
-        if "params" in c and name == SPARKPROMO:
-            label += " (CV chose " + ", ".join(f"{p} {v}" for p, v in c["params"].items()) + ")"
-        train_s = f"{c.get('train_s', 0.0):.1f}"
-        if "fit_s" in c:
-            train_s += f" (one fit {c['fit_s']:.1f})"
-        lines.append(f"| {label} | {cells} | {train_s} |")
-    if report.get("ratios"):
-        lines.append("")
-        lines.append(f"NDCG@{k} ratios: " + ", ".join(f"{n} **{r:.2f}×**" for n, r in report["ratios"].items()))
+# ----------------------------------------------------------------------------------------------------------------
+# Summary and output
+# ----------------------------------------------------------------------------------------------------------------
+def summarise(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per contender and metric: mean and sample sd over ``runs`` (sd 0 for one run), plus mean ``tune_s`` and
+    the parameters chosen in each run."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in runs[0]["contenders"]:
+        per_run = [r["contenders"][name] for r in runs]
+        entry: dict[str, Any] = {}
+        for m in (*METRIC_COLUMNS, "tune_s"):
+            values = [c[m] for c in per_run]
+            entry[m] = {"mean": round(statistics.fmean(values), 4),
+                        "sd": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0}
+        entry["params"] = [c.get("params", {}) for c in per_run]
+        out[name] = entry
+    return out
+
+
+def ratios(summary: Mapping[str, Mapping[str, Any]], metric: str = "ndcg") -> dict[str, float]:
+    """sparkpromo's mean ``metric`` over each other contender's (absent when the other is 0)."""
+    ours = summary[SPARKPROMO][metric]["mean"]
+    return {f"{SPARKPROMO}/{name}": round(ours / c[metric]["mean"], 3) for name, c in summary.items()
+            if name != SPARKPROMO and c[metric]["mean"] > 0}
+
+
+def targets(summary: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Issue 19's acceptance on the random split: mean NDCG@10 >= 0.44, >= 1.9x popularity, and not below the
+    tuned implicit peer by more than the peer's sd."""
+    ours = summary[SPARKPROMO]["ndcg"]["mean"]
+    out: dict[str, Any] = {"ndcg_mean": ours, "ndcg_at_least_0.44": ours >= 0.44,
+                           "over_popularity": round(ours / summary[POPULARITY]["ndcg"]["mean"], 3)}
+    out["over_popularity_at_least_1.9"] = out["over_popularity"] >= 1.9
+    if IMPLICIT in summary:
+        peer = summary[IMPLICIT]["ndcg"]
+        out["implicit_minus_sd"] = round(peer["mean"] - peer["sd"], 4)
+        out["not_below_implicit_by_more_than_its_sd"] = ours >= peer["mean"] - peer["sd"]
+    return out
+
+
+def _params_text(params: Sequence[Mapping[str, Any]]) -> str:
+    if not any(params):
+        return "-"
+    counts: dict[str, int] = {}
+    for p in params:
+        key = ", ".join(f"{k} {v}" for k, v in p.items())
+        counts[key] = counts.get(key, 0) + 1
+    return "; ".join(f"{k} (×{n})" if len(params) > 1 else k for k, n in counts.items())
+
+
+def markdown(summary: Mapping[str, Mapping[str, Any]], k: int, runs: int) -> str:
+    """One row per contender: each metric as mean ± sd over ``runs`` splits, tuning seconds, chosen params."""
+    names = [f"{m}@{k}" if m in ("ndcg", "precision", "recall", "map") else m for m in METRIC_COLUMNS]
+    lines = ["| contender | " + " | ".join(names) + " | tune_s | CV chose |", "|" + "---|" * (len(names) + 3)]
+    for name, c in summary.items():
+        cells = " | ".join(f"{c[m]['mean']:.4f} ± {c[m]['sd']:.4f}" if runs > 1 else f"{c[m]['mean']:.4f}"
+                           for m in METRIC_COLUMNS)
+        lines.append(f"| {name} | {cells} | {c['tune_s']['mean']:.1f} | {_params_text(c['params'])} |")
     return "\n".join(lines)
 
 
-def chart(report: dict[str, Any], path: str) -> None:
-    """NDCG@K against training time (log scale) per contender, matplotlib Agg."""
+def chart(summary: Mapping[str, Mapping[str, Any]], k: int, title: str, path: str) -> None:
+    """Mean NDCG@K (± sd bars) against mean tuning time (log scale) per contender, matplotlib Agg."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
-    for name, c in report["contenders"].items():
-        x = max(c.get("train_s", 0.0), 0.01)
-        ax.scatter([x], [c["ndcg"]], s=40, zorder=3)
-        label = f"{name} (CV)" if "fit_s" in c else name
-        ax.annotate(label, (x, c["ndcg"]), textcoords="offset points", xytext=(6, 4), fontsize=8)
-        if "fit_s" in c:  # the pipeline's CV vs one fit of the chosen params
-            ax.scatter([c["fit_s"]], [c["ndcg"]], s=40, facecolors="none", edgecolors="grey", zorder=3)
-            ax.annotate(f"{name}: one fit", (c["fit_s"], c["ndcg"]), textcoords="offset points",
-                        xytext=(6, -10), fontsize=7, color="grey")
-            ax.plot([c["fit_s"], x], [c["ndcg"], c["ndcg"]], color="grey", lw=0.6, ls=":")
+    for name, c in summary.items():
+        x, y, sd = max(c["tune_s"]["mean"], 0.01), c["ndcg"]["mean"], c["ndcg"]["sd"]
+        ax.errorbar([x], [y], yerr=[sd], fmt="o", capsize=3, zorder=3)
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
     ax.set_xscale("log")
-    ax.set_xlabel("training time, seconds (log scale; 2 threads)")
-    ax.set_ylabel(f"NDCG@{report['k']}")
-    ax.set_title(f"{report['dataset']}, {report['split']}: quality vs training time", fontsize=10)
+    ax.set_xlabel("tuning time (CV on the training part + final fit), seconds, log scale; 2 threads")
+    ax.set_ylabel(f"NDCG@{k} (mean ± sd)")
+    ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", lw=0.3, alpha=0.6)
-    ax.set_ylim(0, 1.15 * max(c["ndcg"] for c in report["contenders"].values()))
+    ax.set_ylim(0, 1.15 * max(c["ndcg"]["mean"] + c["ndcg"]["sd"] for c in summary.values()))
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -285,48 +390,38 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     root = Path(tempfile.mkdtemp(prefix="sparkpromo-quality-"))
     try:
-        cfg = make_config(args, root)
-        spark = build_session(cfg, app_name="sparkpromo-quality")
-        dataset = prepare_interactions(spark, cfg, args)
+        plan = split_plan(args)
+        spark = build_session(make_config(args, root / "session", plan[0][1]), app_name="sparkpromo-quality")
         t0 = time.perf_counter()
-        result = run_train(spark, cfg, run_id="quality")
+        runs = [run_split(spark, args, root / f"split{i}", name, split) for i, (name, split) in enumerate(plan)]
         wall = time.perf_counter() - t0
-        als, params = result["metrics"][ALS], result["params"]
-
-        data = io.read(spark, cfg.table("gold", "interactions"))
-        split = holdout_split(data, cfg.train)  # the split run_train used (deterministic)
-        train = split.train.persist(StorageLevel.MEMORY_AND_DISK)
-        test = split.test.persist(StorageLevel.MEMORY_AND_DISK)
-        blocks = max(1, min(cfg.spark.shuffle_partitions, spark.sparkContext.defaultParallelism))
-        fit_s = spark_fit_seconds(train, params, args.seed, blocks)
-        others = peer_contenders(spark, train, test, args.k, params, neighbours=args.neighbours,
-                                 threads=args.threads, seed=args.seed, with_implicit=not args.no_implicit)
-        pop_train = result["metrics"][POPULARITY]
-        if abs(pop_train["ndcg"] - others[POPULARITY]["ndcg"]) > 1e-4:  # same split and code; others are rounded
-            log.warning("popularity NDCG differs between run_train (%.6f) and the harness (%.6f)",
-                        pop_train["ndcg"], others[POPULARITY]["ndcg"])
-        contenders = {SPARKPROMO: {**{m: round(als[m], 4) for m in METRIC_COLUMNS},
-                                   "train_s": result["timings"]["cv_s"], "fit_s": round(fit_s, 2),
-                                   "params": params}, **others}
-        if args.split == "random":
-            split_text = f"random {1 - args.test_fraction:.0%}/{args.test_fraction:.0%} seed={args.seed}"
-        else:
-            split_text = f"leave last {args.leave_last} per user"
-        report = {"dataset": dataset, "split": split_text, "k": args.k, "contenders": contenders,
-                  "ratios": ratios(contenders), "cv": result["cv"], "champion": result["champion"],
-                  "wall_s": round(wall, 1), "counts": result["counts"]}
-        train.unpersist()
-        test.unpersist()
-        print(markdown(report))
-        print(f"\nCV ({args.folds} folds x {len(result['cv'])} grid points, refit included): "
-              f"{result['timings']['cv_s']:.1f} s; total run_train: {wall:.1f} s; champion: {result['champion']}")
-        for row in result["cv"]:
-            print(f"  {row['params']}: ndcg@{args.k} {row['mean']:.4f} ± {row['std']:.4f}")
-        if args.chart:
-            chart(report, args.chart)
+        random_runs = [r for r in runs if r["split"].startswith("random")]
+        report: dict[str, Any] = {"dataset": "ml-100k (binary)", "k": args.k, "folds": args.folds,
+                                  "grids": {SPARKPROMO: SPARKPROMO_GRID, ITEM_KNN: KNN_GRID, IMPLICIT: IMPLICIT_GRID},
+                                  "runs": runs, "wall_s": round(wall, 1)}
+        sections = []
+        if random_runs:
+            summary = summarise(random_runs)
+            report["random"] = {"seeds": _ints(args.seeds), "summary": summary, "ratios": ratios(summary),
+                                "targets": targets(summary)}
+            sections.append((f"random {1 - args.test_fraction:.0%}/{args.test_fraction:.0%}, "
+                             f"{len(random_runs)} seeds (mean ± sd)", summary, len(random_runs)))
+        for r in runs:
+            if not r["split"].startswith("random"):
+                summary = summarise([r])
+                report[r["split"].replace(" ", "_")] = {"summary": summary, "ratios": ratios(summary)}
+                sections.append((r["split"], summary, 1))
+        for title, summary, n in sections:
+            print(f"\n{title}\n\n{markdown(summary, args.k, n)}\n")
+            print(f"NDCG@{args.k} ratios: " + ", ".join(f"{n_} **{v:.2f}×**" for n_, v in ratios(summary).items()))
+        if "random" in report:
+            print(f"targets (random split): {report['random']['targets']}")
+        print(f"wall: {wall:.1f} s")
+        if args.chart and random_runs:
+            chart(report["random"]["summary"], args.k, f"ML-100k, {sections[0][0]}", args.chart)
             print(f"chart: {args.chart}")
         if args.json:
-            print(json.dumps(report, sort_keys=False))
+            print(json.dumps(report, sort_keys=False, default=str))
         spark.stop()
         return 0
     finally:

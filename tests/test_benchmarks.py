@@ -1,5 +1,6 @@
-"""Smoke tests of the peer benchmark harness (benchmarks/quality.py, peers.py) on a tiny synthetic frame: the
-``contenders`` JSON shape, the parameter mapping, the chart. No MovieLens; implicit only where it is needed."""
+"""Smoke tests of the peer benchmark harness (benchmarks/quality.py, peers.py) on a tiny synthetic frame: tuning
+on training folds only, the mean ± sd summary, the parameter mapping, the chart. No MovieLens; implicit only where
+it is needed."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 import pytest
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from sparkpromo import columns as C
 from sparkpromo import evaluate as E
@@ -40,30 +42,54 @@ def tiny(spark: SparkSession) -> E.Split:
 PARAMS = {"rank": 2, "reg_param": 0.1, "alpha": 1.0, "max_iter": 2}
 
 
-def test_peer_contenders_shape(harness: Any, spark: SparkSession, tiny: E.Split) -> None:
+def test_peer_contenders_are_tuned_on_training_folds(harness: Any, spark: SparkSession, tiny: E.Split) -> None:
     quality, _ = harness
-    got = quality.peer_contenders(spark, tiny.train, tiny.test, 3, PARAMS, neighbours=3, with_implicit=False)
+    folds = quality.cv_folds(tiny.train, "random", 2, seed=3)
+    got = quality.peer_contenders(spark, tiny.train, tiny.test, folds, 3, knn_grid={"neighbours": [1, 3]},
+                                  implicit_grid=None)
     assert list(got) == [quality.POPULARITY, quality.ITEM_KNN]
     for c in got.values():
-        assert set(quality.METRIC_COLUMNS) | {"train_s"} <= set(c)
+        assert set(quality.METRIC_COLUMNS) | {"tune_s", "params"} <= set(c)
         assert all(0.0 <= c[m] <= 1.0 for m in ("ndcg", "precision", "recall", "map", "coverage"))
-    contenders = {quality.SPARKPROMO: {**got[quality.POPULARITY], "fit_s": 0.1, "params": PARAMS}, **got}
-    report = {"dataset": "tiny", "split": "random", "k": 3, "contenders": contenders,
-              "ratios": quality.ratios(contenders)}
-    assert report["ratios"][f"{quality.SPARKPROMO}/{quality.POPULARITY}"] == 1.0
-    json.loads(json.dumps(report))  # plain numbers only
-    table = quality.markdown(report)
-    assert table.startswith("| contender | ndcg@3 |") and table.count("\n| ") == len(contenders)  # one row each
-    assert "CV chose rank 2" in table
+    knn = got[quality.ITEM_KNN]
+    assert [row["params"] for row in knn["cv"]] == [{"neighbours": 1}, {"neighbours": 3}]
+    best = max(knn["cv"], key=lambda row: row["mean"])
+    assert knn["params"] == best["params"]  # the holdout played no part in the choice
+    json.loads(json.dumps(got))  # plain numbers only
 
 
-def test_chart_is_written(harness: Any, tmp_path: Path) -> None:
+def test_cv_folds_stay_inside_the_training_part(harness: Any, spark: SparkSession, tiny: E.Split) -> None:
     quality, _ = harness
-    report = {"dataset": "tiny", "split": "random", "k": 3, "contenders": {
-        quality.SPARKPROMO: {"ndcg": 0.4, "train_s": 30.0, "fit_s": 3.0},
-        quality.POPULARITY: {"ndcg": 0.2, "train_s": 0.5}}}
+    folds = quality.cv_folds(tiny.train, "random", 2, seed=3)
+    pairs = {(r[C.USER_IDX], r[C.ITEM_IDX]) for r in tiny.train.collect()}
+    validations = [{(r[C.USER_IDX], r[C.ITEM_IDX]) for r in f.test.collect()} for f in folds]
+    assert validations[0] | validations[1] == pairs and not validations[0] & validations[1]
+    for fold, validation in zip(folds, validations, strict=True):
+        assert {(r[C.USER_IDX], r[C.ITEM_IDX]) for r in fold.train.collect()} == pairs - validation
+    timed = tiny.train.withColumn(C.EVENT_TS, F.timestamp_seconds(F.col(C.ITEM_IDX) * 86400 + F.col(C.USER_IDX)))
+    for fold in quality.cv_folds(timed, "leave_last_k", 2, seed=3):
+        last_train = fold.train.agg(F.max(C.EVENT_TS)).first()[0]
+        first_validation = fold.test.agg(F.min(C.EVENT_TS)).first()[0]
+        assert last_train < first_validation  # forward-chaining: never validated on older data
+
+
+def test_summary_is_mean_and_sd_over_runs(harness: Any, tmp_path: Path) -> None:
+    quality, _ = harness
+    def run(ours: float, pop: float) -> dict[str, Any]:
+        base = dict.fromkeys(quality.METRIC_COLUMNS, 0.1)
+        return {"contenders": {quality.SPARKPROMO: {**base, "ndcg": ours, "tune_s": 10.0, "params": {"rank": 2}},
+                               quality.POPULARITY: {**base, "ndcg": pop, "tune_s": 1.0, "params": {}}}}
+    summary = quality.summarise([run(0.40, 0.20), run(0.44, 0.20)])
+    assert summary[quality.SPARKPROMO]["ndcg"] == {"mean": 0.42, "sd": round(0.04 / 2 ** 0.5, 4)}
+    assert summary[quality.POPULARITY]["ndcg"] == {"mean": 0.2, "sd": 0.0}
+    assert quality.ratios(summary) == {f"{quality.SPARKPROMO}/{quality.POPULARITY}": 2.1}
+    goals = quality.targets(summary)
+    assert goals["over_popularity_at_least_1.9"] and not goals["ndcg_at_least_0.44"]
+    table = quality.markdown(summary, 10, 2)
+    assert table.startswith("| contender | ndcg@10 |") and table.count("\n| ") == 2
+    assert "0.4200 ± 0.0283" in table and "rank 2 (×2)" in table
     out = tmp_path / "chart.png"
-    quality.chart(report, str(out))
+    quality.chart(summary, 10, "tiny", str(out))
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
