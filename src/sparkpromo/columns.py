@@ -108,3 +108,15 @@ LEVEL = "level"  # candidate precedence: 0 primary (als/popularity/bundle), 1 se
 DELIVERED = "delivered"  # false for control-group rows: kept for uplift, never sent
 DISCOUNT_PCT = "discount_pct"
 COUPON_CODE = "coupon_code"
+
+# --- campaign outcomes and uplift: measure.py (metrics/campaign_outcomes, metrics/uplift) ---
+MEASURED_ON = "measured_on"  # the run date of the measure run that wrote the row
+STATUS = "status"  # ok | small_sample | window_open | no_control | no_treated
+IN_CONFIG = "in_config"  # false: the campaign is no longer configured (its past runs are still measured)
+WINDOW_END = "window_end"  # last day of the attribution window (inclusive)
+DECILE = "decile"  # 1 = the top-scored tenth of a campaign's listed users
+CONVERTED = "converted"  # any purchase in the window
+OFFER_CONVERTED = "offer_converted"  # a purchase of an item on the user's list in the window
+REVENUE = "revenue"  # purchase value in the window (price x quantity)
+OFFER_REVENUE = "offer_revenue"  # purchase value of listed items in the window
+USER_SCORE = "user_score"  # the user's best listed score in the campaign (the ALS score of their first offer)

@@ -250,6 +250,21 @@ class RecommendConfig:
 
 
 @dataclass(frozen=True)
+class MeasureConfig:
+    # Days after a run date in which a served or control user's purchases count for that run (its attribution
+    # window); a (campaign, run date) is measured once its window has closed by the measure run's date.
+    window_days: int = 7
+    # Fewer users than this in either arm (treated or control) marks a result `small_sample`: shown, not trusted.
+    min_users: int = 100
+    # true: pause a campaign whose conversion uplift CI lies wholly below zero in its last `min_runs` measured runs.
+    pause_negative: bool = False
+    min_runs: int = 3
+    # true: re-split the summed budgets of budgeted campaigns in proportion to their measured incremental revenue
+    # per offer (campaigns without a budget keep none).
+    reallocate_budgets: bool = False
+
+
+@dataclass(frozen=True)
 class MlflowConfig:
     enabled: bool = False
     experiment: str = "sparkpromo"
@@ -270,6 +285,7 @@ class AppConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     recommend: RecommendConfig = field(default_factory=RecommendConfig)
     campaigns: tuple[Campaign, ...] = ()
+    measure: MeasureConfig = field(default_factory=MeasureConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
 
     def table(self, layer: str, name: str) -> str:
@@ -638,6 +654,10 @@ def _validate(cfg: AppConfig, where: _Where) -> None:
     need(r.max_per_category >= 0, "recommend.max_per_category", "must be >= 0")
     need(r.budget_shortlist >= 0, "recommend.budget_shortlist", "must be >= 0")
     need(r.segment in ("country", "age_band"), "recommend.segment", "must be country or age_band")
+    m = cfg.measure
+    need(1 <= m.window_days <= 365, "measure.window_days", "must be between 1 and 365")
+    need(m.min_users >= 1, "measure.min_users", "must be >= 1")
+    need(m.min_runs >= 1, "measure.min_runs", "must be >= 1")
     _validate_campaigns(cfg.campaigns, where)
 
 
