@@ -1,0 +1,200 @@
+"""Campaign outcome measurement: the statistics against hand-computed values, the bad cases, the Delta stage."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from pathlib import Path
+
+import pytest
+from chispa import assert_approx_df_equality, assert_df_equality
+from conftest import make_config
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from sparkpromo import columns as C
+from sparkpromo import io
+from sparkpromo import measure as M
+from sparkpromo.recommend import RECOMMENDATIONS
+
+D = dt.date
+RUN = D(2026, 11, 1)
+CLOSED = D(2026, 11, 8)  # RUN + 7: the window (RUN, RUN + 7] has closed
+EVENTS_DDL = "user_id string, item_id string, event_type string, event_date date, price double, quantity int"
+
+pytestmark = pytest.mark.usefixtures("small_data_conf")
+
+
+def rec(cid: str, user: str, item: str, score: float, control: bool, discount: float = 10.0,
+        run: dt.date = RUN) -> tuple:
+    return (cid, run, user, item, 1, score, "als", control, not control, None, (discount, None), None, "r")
+
+
+# Campaign "a": treated t1..t4, control c1, c2. Scores order them t1, c1, t2, c2, t3, t4.
+RECS = [rec("a", "t1", "i1", 0.9, False), rec("a", "c1", "i1", 0.8, True), rec("a", "t2", "i1", 0.7, False),
+        rec("a", "c2", "i1", 0.6, True), rec("a", "t3", "i1", 0.5, False), rec("a", "t4", "i1", 0.4, False)]
+EVENTS = [
+    ("t1", "i1", "purchase", D(2026, 11, 3), 10.0, 1),   # listed item, in the window
+    ("t2", "x", "purchase", D(2026, 11, 5), 30.0, 2),    # another item: revenue 60
+    ("t2", "x", "view", D(2026, 11, 5), None, None),     # not a purchase
+    ("t3", "i1", "purchase", D(2026, 11, 8), 10.0, 1),   # the window's last day
+    ("t4", "i1", "purchase", D(2026, 11, 9), 10.0, 1),   # after the window
+    ("c1", "i1", "purchase", D(2026, 11, 2), 10.0, 1),
+    ("c2", "i1", "purchase", D(2026, 11, 1), 10.0, 1),   # the run date itself: before the offer
+]
+
+
+def frames(spark: SparkSession, recs: list[tuple] = RECS) -> tuple[DataFrame, DataFrame]:
+    return spark.createDataFrame(recs, RECOMMENDATIONS), spark.createDataFrame(EVENTS, EVENTS_DDL)
+
+
+def users_of(spark: SparkSession, recs: list[tuple] = RECS, window_days: int = 7) -> DataFrame:
+    r, events = frames(spark, recs)
+    return r.transform(M.assignments()).transform(
+        M.user_outcomes(events, r.select(C.CAMPAIGN_ID, C.RUN_DATE, C.USER_ID, C.ITEM_ID), window_days))
+
+
+def outcome(spark: SparkSession, recs: list[tuple] = RECS, measured_on: dt.date = CLOSED, min_users: int = 1,
+            types: dict[str, str] | None = None) -> dict:
+    df = users_of(spark, recs).transform(M.campaign_outcomes(measured_on, min_users, types or {"a": "generic"}))
+    return {r[C.CAMPAIGN_ID]: r.asDict() for r in df.collect()}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Statistics against hand-computed values
+# ----------------------------------------------------------------------------------------------------------------
+def test_user_outcomes_count_the_window_only(spark: SparkSession) -> None:
+    got = users_of(spark).select(C.USER_ID, C.IS_CONTROL, C.CONVERTED, C.OFFER_CONVERTED, C.REVENUE,
+                                 C.OFFER_REVENUE, C.WINDOW_END)
+    w = D(2026, 11, 8)
+    expected = spark.createDataFrame([
+        ("c1", True, True, True, 10.0, 10.0, w), ("c2", True, False, False, 0.0, 0.0, w),
+        ("t1", False, True, True, 10.0, 10.0, w), ("t2", False, True, False, 60.0, 0.0, w),
+        ("t3", False, True, True, 10.0, 10.0, w), ("t4", False, False, False, 0.0, 0.0, w)], got.schema)
+    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_two_proportion_ci_and_welch_match_hand_computed_values(spark: SparkSession) -> None:
+    o = outcome(spark)["a"]
+    assert (o[C.STATUS], o[C.IN_CONFIG], o[C.USERS_TREATED], o[C.USERS_CONTROL]) == ("ok", True, 4, 2)
+    # conversion 3/4 vs 1/2: d = 0.25, se = sqrt(.75 * .25 / 4 + .5 * .5 / 2) = sqrt(0.171875)
+    se = math.sqrt(0.171875)
+    assert o[C.UPLIFT] == pytest.approx(0.25)
+    assert o[C.UPLIFT_RELATIVE] == pytest.approx(0.5)
+    assert (o[C.UPLIFT_CI_LOW], o[C.UPLIFT_CI_HIGH]) == pytest.approx((0.25 - 1.959964 * se, 0.25 + 1.959964 * se))
+    # offer conversion 2/4 vs 1/2: no uplift, se = sqrt(.25 / 4 + .25 / 2)
+    se_o = math.sqrt(0.0625 + 0.125)
+    assert (o[C.OFFER_UPLIFT], o[C.OFFER_UPLIFT_CI_LOW]) == pytest.approx((0.0, -1.959964 * se_o))
+    # revenue per user: treated [10, 60, 10, 0] (mean 20, var 2200/3), control [10, 0] (mean 5, var 50);
+    # Welch: se^2 = 2200/12 + 25, df = se^4 / ((2200/12)^2 / 3 + 25^2 / 1) = 3.669, t(0.975, 3.669) = 2.8780
+    assert (o[C.REVENUE_TREATED], o[C.REVENUE_CONTROL], o[C.REVENUE_UPLIFT]) == pytest.approx((20.0, 5.0, 15.0))
+    half = 2.8780 * math.sqrt(2200 / 12 + 25)
+    assert (o[C.REVENUE_UPLIFT_CI_LOW], o[C.REVENUE_UPLIFT_CI_HIGH]) == pytest.approx((15 - half, 15 + half),
+                                                                                      abs=0.05)
+    # incremental: 0.25 x 4 conversions, 15 x 4 revenue; discount 10% of the listed items bought by the treated
+    # (t1 10 + t3 10) = 2; return (60 - 2) / 2
+    assert (o[C.INCREMENTAL_CONVERSIONS], o[C.INCREMENTAL_REVENUE]) == pytest.approx((1.0, 60.0))
+    assert (o[C.DISCOUNT_COST], o[C.INCREMENTAL_ROI]) == pytest.approx((2.0, 29.0))
+
+
+@pytest.mark.parametrize(("df", "t"), [(4, 2.7764), (5, 2.5706), (10, 2.2281), (30, 2.0423), (1000, 1.9623)])
+def test_t_quantile_matches_tables(spark: SparkSession, df: int, t: float) -> None:
+    got = spark.range(1).select(M.t_quantile_975(F.lit(df)).alias("t")).first()[0]
+    assert got == pytest.approx(t, abs=1e-3)
+
+
+def test_qini_on_a_tiny_frame(spark: SparkSession) -> None:
+    # Terciles: {t1, c1}, {t2, c2}, {t3, t4}. Cumulative (N_t, N_c, Y_t, Y_c): (1, 1, 1, 1), (2, 2, 2, 1),
+    # (4, 2, 3, 1); Qini = Y_t - Y_c N_t / N_c: 0, 1, 1; the random line ends at the whole run's Qini (1).
+    got = users_of(spark).transform(M.uplift_by_decile(CLOSED, deciles=3)).drop(C.MEASURED_ON)
+    expected = spark.createDataFrame([
+        ("a", RUN, 1, 1, 1, 1, 1, 0.0, 1 / 3, 0.0, 1 / 3),
+        ("a", RUN, 2, 1, 1, 1, 0, 1.0, 2 / 3, 1.0, 2 / 3),
+        ("a", RUN, 3, 2, 0, 1, 0, None, 1.0, 1.0, 1.0)],
+        "campaign_id string, run_date date, decile int, users_treated long, users_control long, "
+        "conversions_treated long, conversions_control long, uplift double, cum_share double, qini double, "
+        "qini_random double")
+    assert_approx_df_equality(got, expected, 1e-9, ignore_row_order=True, ignore_nullable=True)
+    # AUUC: trapezoids (0 + 0) / 2 / 3 + (0 + 1) / 2 / 3 + (1 + 1) / 2 / 3 = 0.5; random: 1 / 2
+    areas = got.transform(M.qini_areas()).first()
+    assert (areas[C.AUUC], areas[C.AUUC_RANDOM], areas[C.QINI_COEFFICIENT]) == pytest.approx((0.5, 0.5, 0.0))
+
+
+def test_qini_rewards_a_score_that_finds_the_persuadable(spark: SparkSession) -> None:
+    # 100 users: the top-scored half converts when treated (never in control), the bottom half never converts.
+    recs = [rec("a", f"u{i:03d}", "i1", 1.0 - i / 100, control=i % 4 == 0) for i in range(100)]
+    r = spark.createDataFrame(recs, RECOMMENDATIONS)
+    events = spark.createDataFrame([(f"u{i:03d}", "i1", "purchase", D(2026, 11, 2), 5.0, 1)
+                                    for i in range(50) if i % 4], EVENTS_DDL)
+    users = r.transform(M.assignments()).transform(
+        M.user_outcomes(events, r.select(C.CAMPAIGN_ID, C.RUN_DATE, C.USER_ID, C.ITEM_ID), 7))
+    areas = users.transform(M.uplift_by_decile(CLOSED)).transform(M.qini_areas()).first()
+    assert areas[C.QINI_COEFFICIENT] > 0.25 * areas[C.AUUC_RANDOM] > 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Bad cases: clear states, no crash
+# ----------------------------------------------------------------------------------------------------------------
+def test_window_not_closed_gives_counts_only(spark: SparkSession) -> None:
+    o = outcome(spark, measured_on=D(2026, 11, 7))["a"]
+    assert (o[C.STATUS], o[C.USERS_TREATED], o[C.USERS_CONTROL]) == ("window_open", 4, 2)
+    assert o[C.UPLIFT] is None and o[C.CONVERSIONS_TREATED] is None and o[C.DISCOUNT_COST] is None
+    assert users_of(spark).transform(M.uplift_by_decile(D(2026, 11, 7))).count() == 0
+
+
+def test_empty_control_group(spark: SparkSession) -> None:
+    recs = [r for r in RECS if not r[7]] + [rec("b", "c1", "i1", 0.1, True)]
+    got = outcome(spark, recs, types={"a": "generic", "b": "welcome"})
+    assert (got["a"][C.STATUS], got["a"][C.USERS_CONTROL], got["a"][C.UPLIFT]) == ("no_control", 0, None)
+    assert got["a"][C.CONVERSION_TREATED] is None and got["a"][C.CONVERSIONS_TREATED] == 3
+    assert (got["b"][C.STATUS], got["b"][C.USERS_TREATED]) == ("no_treated", 0)
+    users = users_of(spark, recs)
+    areas = users.transform(M.uplift_by_decile(CLOSED)).transform(M.qini_areas())
+    assert {r[C.CAMPAIGN_ID]: r[C.AUUC] for r in areas.collect()}["a"] is None  # no control: no Qini curve
+    rows = (users.transform(M.campaign_outcomes(CLOSED, 1, {"a": "generic", "b": "welcome"}))
+            .transform(M.with_auuc(areas)).collect())
+    assert [(r[C.AUUC], r[C.QINI_COEFFICIENT]) for r in rows] == [(None, None), (None, None)]
+
+
+def test_small_sample_and_removed_campaign(spark: SparkSession) -> None:
+    o = outcome(spark, min_users=3, types={"other": "welcome"})["a"]
+    assert (o[C.STATUS], o[C.IN_CONFIG], o[C.CAMPAIGN_TYPE]) == ("small_sample", False, None)
+    assert o[C.UPLIFT] == pytest.approx(0.25)  # still measured, discount from the stored offer
+    assert o[C.DISCOUNT_COST] == pytest.approx(2.0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The stage on Delta tables
+# ----------------------------------------------------------------------------------------------------------------
+def test_run_measure_writes_both_tables_and_keeps_later_runs(spark: SparkSession, tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, measure={"min_users": 1})
+    later = D(2026, 11, 20)
+    recs, events = frames(spark, RECS + [rec("a", "t1", "i1", 0.9, False, run=later),
+                                         rec("gone", "t1", "i1", 0.9, False), rec("gone", "c2", "i1", 0.1, True)])
+    io.overwrite(recs, cfg.table("gold", "recommendations"), partition_by=(C.CAMPAIGN_ID, C.RUN_DATE))
+    io.overwrite(events, cfg.table("silver", "events"))
+    out = M.run_measure(spark, cfg, "m1", CLOSED)
+    assert out["runs_measured"] == 2 and out["campaigns"]["a"]["status"] == "ok"
+    table = io.read(spark, cfg.table(*M.OUTCOMES_TABLE))
+    assert [(f.name, f.dataType) for f in table.schema] == [(f.name, f.dataType) for f in M.OUTCOMES]
+    rows = {r[C.CAMPAIGN_ID]: r for r in table.collect()}
+    assert set(rows) == {"a", "gone"}  # the later run date is not measured on CLOSED
+    assert (rows["gone"][C.IN_CONFIG], rows["a"][C.IN_CONFIG]) == (False, False)
+    assert rows["a"][C.UPLIFT] == pytest.approx(0.25)
+    uplift = io.read(spark, cfg.table(*M.UPLIFT_TABLE))
+    assert [(f.name, f.dataType) for f in uplift.schema] == [(f.name, f.dataType) for f in M.UPLIFT]
+    assert uplift.where(F.col(C.CAMPAIGN_ID) == "a").count() == 6  # 6 users: 6 non-empty deciles
+    # measured again later: the later run date is added (window open), the earlier rows are replaced, not doubled
+    out2 = M.run_measure(spark, cfg, "m2", D(2026, 11, 21))
+    assert out2["runs_window_open"] == 1
+    again = io.read(spark, cfg.table(*M.OUTCOMES_TABLE))
+    assert again.count() == 3
+    assert again.where(F.col(C.STATUS) == "window_open").select(C.RUN_DATE).first()[0] == later
+    # and a backfill of an earlier date leaves the later run date's row alone
+    M.run_measure(spark, cfg, "m3", CLOSED)
+    assert io.read(spark, cfg.table(*M.OUTCOMES_TABLE)).where(F.col(C.RUN_DATE) == later).count() == 1
+
+
+def test_run_measure_without_recommendations_warns(spark: SparkSession, tmp_path: Path) -> None:
+    out = M.run_measure(spark, make_config(tmp_path), "m1", CLOSED)
+    assert out["runs_measured"] == 0 and "nothing to measure" in out["warning"]
