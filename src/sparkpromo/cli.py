@@ -32,6 +32,8 @@ EXAMPLES = {
     "features": "sparkpromo features --run-date 2026-11-29",
     "train": "sparkpromo train --json\n  sparkpromo train --set train.metric=map --set train.folds=3",
     "recommend": "sparkpromo recommend --run-date 2026-11-29 --json",
+    "measure": ("sparkpromo measure --run-date 2026-12-08       # campaign runs whose window closed by then\n"
+                "  sparkpromo measure --set measure.window_days=14 --json"),
     "run": ("sparkpromo run --sample                       # whole pipeline on generated data\n"
             "  SPARKPROMO_ML100K=../shared/data/ml-100k sparkpromo run --config conf/examples/movielens.yaml\n"
             "  sparkpromo run --from-date 2026-11-01 --to-date 2026-11-07   # backfill a date range"),
@@ -92,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         "features": "silver -> gold features, interactions and stable id map",
         "train": "ALS tuned by CrossValidator, compared with a popularity baseline",
         "recommend": "per-campaign offers -> the recommendations table",
+        "measure": "what each campaign changed: treated vs control uplift with 95% CIs, Qini by score decile",
         "run": "the whole pipeline (optionally on generated sample data, or a backfill)",
         "doctor": "check Java, the Spark/Delta pair, the Delta jars and the configuration; say what to fix",
         "forget": "erase one user from every table and purge the old files (DELETE, REORG PURGE, VACUUM 0h)",
@@ -117,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--sample", action="store_true", help="generate the sample shop first")
             p.add_argument("--from-date", type=_date, default=None, help="backfill start (inclusive)")
             p.add_argument("--to-date", type=_date, default=None, help="backfill end (inclusive)")
-            p.add_argument("--stages", default=",".join(("ingest", "clean", "features", "train", "recommend")),
+            p.add_argument("--stages",
+                           default=",".join(("ingest", "clean", "features", "train", "recommend", "measure")),
                            help="comma-separated subset of stages to run, in pipeline order")
     return parser
 
@@ -310,6 +314,7 @@ clean_main = _stage_main("clean")
 features_main = _stage_main("features")
 train_main = _stage_main("train")
 recommend_main = _stage_main("recommend")
+measure_main = _stage_main("measure")
 run_main = _stage_main("run")
 report_main = _stage_main("report")
 explain_main = _stage_main("explain")

@@ -21,7 +21,7 @@ from sparkpromo.logs import stage
 
 log = logging.getLogger(__name__)
 
-STAGES = ("ingest", "clean", "features", "train", "recommend")
+STAGES = ("ingest", "clean", "features", "train", "recommend", "measure")
 
 # The Delta tables each stage reads and writes, as (layer, name). A stage rerun for the same run id whose inputs
 # and outputs are still at the versions its last successful run recorded is skipped: a retry changes nothing,
@@ -36,6 +36,8 @@ STAGE_IO: dict[str, tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ..
     "recommend": ((("gold", "user_features"), ("gold", "item_features"), ("gold", "interactions"),
                    ("gold", "id_map"), ("silver", "events"), ("metrics", "model")),
                   (("gold", "recommendations"),)),
+    "measure": ((("gold", "recommendations"), ("silver", "events")),
+                (("metrics", "campaign_outcomes"), ("metrics", "uplift"))),
 }
 
 
@@ -143,6 +145,8 @@ def run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext, f
             result = _call("train", "run_train")(spark, cfg, ctx.run_id)
         elif name == "recommend":
             result = _call("recommend", "run_recommend")(spark, cfg, ctx.run_id, ctx.run_date)
+        elif name == "measure":
+            result = _call("measure", "run_measure")(spark, cfg, ctx.run_id, ctx.run_date)
         else:
             raise ValueError(f"unknown stage {name}")
         counts.update({k: v for k, v in result.items() if isinstance(v, (int, float, str))})
