@@ -336,3 +336,7 @@ def test_measure_errors_name_the_key(tmp_path: Path) -> None:
     assert "measure.min_users: must be >= 1" in error_of(tmp_path, "measure:\n  min_users: 0\n")
     assert "measure.pause_negative: expected true/false" in error_of(tmp_path, "measure:\n  pause_negative: 1\n")
     assert "measure.window: unknown key" in error_of(tmp_path, "measure:\n  window: 3\n")
+    assert "generate.response_uplift.raffle: unknown campaign type" in error_of(
+        tmp_path, "generate:\n  response_uplift: {raffle: 0.1}\n")
+    assert "generate.response_base_rate: must be in [0, 1)" in error_of(
+        tmp_path, "generate:\n  response_base_rate: 1.5\n")

@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -26,7 +27,8 @@ log = logging.getLogger("sparkpromo.cli")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 EXAMPLES = {
-    "generate": "sparkpromo generate --events 100000\n  sparkpromo generate --env local --set generate.seed=11",
+    "generate": ("sparkpromo generate --events 100000\n  sparkpromo generate --env local --set generate.seed=11\n"
+                 "  sparkpromo generate --respond-to lakehouse --run-date 2026-12-01   # purchases after the offers"),
     "ingest": "sparkpromo ingest --env local --run-date 2026-11-29",
     "clean": "sparkpromo clean --run-date 2026-11-29 --json",
     "features": "sparkpromo features --run-date 2026-11-29",
@@ -105,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text, description=text, epilog=f"examples:\n  {EXAMPLES[name]}",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         _common(p)
+        if name == "generate":
+            p.add_argument("--respond-to", default=None, metavar="LAKEHOUSE",
+                           help="instead of a new shop: the shop's purchases in the measure window after the offers "
+                                "this lakehouse listed on --run-date (planted uplift per campaign type)")
         if name in ("generate", "run"):
             p.add_argument("--events", type=int, default=None, help="sample size in events (default: generate.events)")
         if name == "doctor":
@@ -253,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace, cfg: AppConfig, ctx: Any) -> dict[str, Any]:
     from sparkpromo.pipeline import RunContext, generate_sample, run_stage
 
-    if args.command == "generate":
+    if args.command == "generate" and not args.respond_to:
         return {"run_id": ctx.run_id, **generate_sample(cfg, ctx, args.events)}
     result: dict[str, Any] = {"run_id": ctx.run_id, "run_date": ctx.run_date.isoformat()}
     if args.command == "run" and args.sample:
@@ -265,6 +271,12 @@ def _dispatch(args: argparse.Namespace, cfg: AppConfig, ctx: Any) -> dict[str, A
     spark = build_session(cfg)
     if args.verbose:
         spark.sparkContext.setLogLevel("INFO")
+    if args.command == "generate":
+        from sparkpromo.config import has_scheme
+        from sparkpromo.pipeline import generate_responses_sample
+
+        lakehouse = args.respond_to if has_scheme(args.respond_to) else str(Path(args.respond_to).resolve())
+        return {"run_id": ctx.run_id, **generate_responses_sample(spark, cfg, ctx, lakehouse)}
     if args.command == "forget":
         from sparkpromo.forget import forget_user
         from sparkpromo.privacy import hmac_key, pseudonym

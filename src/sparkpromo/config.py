@@ -119,6 +119,11 @@ class GenerateConfig:
     seed: int = 7
     days: int = 60
     dirty: bool = True
+    # `generate --respond-to`: each listed user buys in the attribution window with this probability, plus the
+    # campaign type's true uplift for each campaign the user was treated (not control) in.
+    response_base_rate: float = 0.10
+    response_uplift: Mapping[str, float] = field(default_factory=lambda: {
+        "welcome": 0.06, "birthday": 0.03, "cart_threshold": 0.04, "bundle": 0.0, "generic": 0.02})
 
 
 @dataclass(frozen=True)
@@ -569,6 +574,15 @@ def _validate(cfg: AppConfig, where: _Where) -> None:
     need(cfg.spark.shuffle_partitions > 0, "spark.shuffle_partitions", "must be > 0")
     need(cfg.generate.events >= 1_000, "generate.events", "must be at least 1000")
     need(cfg.generate.days >= 1, "generate.days", "must be >= 1")
+    g = cfg.generate
+    need(0 <= g.response_base_rate < 1, "generate.response_base_rate", "must be in [0, 1)")
+    for kind, lift in g.response_uplift.items():
+        need(kind in CAMPAIGN_TYPES, f"generate.response_uplift.{kind}",
+             f"unknown campaign type (expected one of: {', '.join(CAMPAIGN_TYPES)})")
+        need(-g.response_base_rate <= lift <= 1 - g.response_base_rate, f"generate.response_uplift.{kind}",
+             "base rate + uplift must stay within [0, 1]")
+    need(g.response_base_rate + sum(max(0.0, v) for v in g.response_uplift.values()) <= 1,
+         "generate.response_uplift", "base rate + every positive uplift must be at most 1")
     need(cfg.sources.kind in SOURCE_KINDS, "sources.kind", f"must be one of {', '.join(SOURCE_KINDS)}")
     for name, allowed in (("events", MAPPABLE_EVENT_COLUMNS), ("users", MAPPABLE_USER_COLUMNS),
                           ("items", MAPPABLE_ITEM_COLUMNS)):
