@@ -198,3 +198,72 @@ def test_run_measure_writes_both_tables_and_keeps_later_runs(spark: SparkSession
 def test_run_measure_without_recommendations_warns(spark: SparkSession, tmp_path: Path) -> None:
     out = M.run_measure(spark, make_config(tmp_path), "m1", CLOSED)
     assert out["runs_measured"] == 0 and "nothing to measure" in out["warning"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The planted uplift of a shop that responds is found again
+# ----------------------------------------------------------------------------------------------------------------
+PLANTED_CAMPAIGNS = {"w": "welcome", "b": "birthday", "ct": "cart_threshold", "bu": "bundle", "g": "generic"}
+
+
+def responses_as_events(spark: SparkSession, path: Path) -> DataFrame:
+    raw = spark.read.option("header", "true").csv(str(path))
+    return raw.select(C.USER_ID, F.col("product_id").alias(C.ITEM_ID), C.EVENT_TYPE,
+                      F.to_date(F.to_timestamp("event_time")).alias(C.EVENT_DATE),
+                      F.col(C.PRICE).cast("double").alias(C.PRICE), F.col(C.QUANTITY).cast("int").alias(C.QUANTITY))
+
+
+@pytest.mark.slow
+def test_planted_uplift_lies_in_the_measured_ci(spark: SparkSession, tmp_path: Path) -> None:
+    import numpy as np
+
+    from sparkpromo.generate import PLANTED_UPLIFT, Assignment, generate_responses
+
+    # 5 campaigns of 6,000 users each drawn from 18,000 (so many users are in two or three), half held out.
+    rng, scores = np.random.default_rng(20), np.random.default_rng(1)
+    assigned: list[Assignment] = []
+    recs: list[tuple] = []
+    for cid, kind in PLANTED_CAMPAIGNS.items():
+        for u in rng.choice(18_000, 6_000, replace=False).tolist():
+            control = bool(rng.random() < 0.5)
+            item = f"{cid}-i{u % 50}"
+            assigned.append(Assignment(kind, f"u{u:05d}", control, item, 20.0))
+            recs.append(rec(cid, f"u{u:05d}", item, float(scores.random()), control))
+    report = generate_responses(tmp_path, assigned, RUN, 7, seed=5)
+    events = responses_as_events(spark, report.path)
+    r = spark.createDataFrame(recs, RECOMMENDATIONS)
+    users = r.transform(M.assignments()).transform(
+        M.user_outcomes(events, r.select(C.CAMPAIGN_ID, C.RUN_DATE, C.USER_ID, C.ITEM_ID), 7))
+    got = {row[C.CAMPAIGN_ID]: row for row in
+           users.transform(M.campaign_outcomes(CLOSED, 100, PLANTED_CAMPAIGNS)).collect()}
+    for cid, kind in PLANTED_CAMPAIGNS.items():
+        o = got[cid]
+        assert o[C.STATUS] == "ok"
+        treated, t_buy, control, c_buy = report.by_type[kind]  # what the generator drew
+        assert (o[C.USERS_TREATED], o[C.USERS_CONTROL]) == (treated, control)
+        assert (o[C.CONVERSION_TREATED], o[C.CONVERSION_CONTROL]) == pytest.approx((t_buy / treated, c_buy / control))
+        # the base rate, plus what the control users' offers of other campaigns add
+        assert 0.08 < o[C.CONVERSION_CONTROL] < 0.16, cid
+        assert o[C.UPLIFT_CI_LOW] <= PLANTED_UPLIFT[kind] <= o[C.UPLIFT_CI_HIGH], (cid, o[C.UPLIFT])
+    assert got["bu"][C.UPLIFT_CI_LOW] <= 0 <= got["bu"][C.UPLIFT_CI_HIGH]  # bundle: no true effect
+    assert got["w"][C.UPLIFT_CI_LOW] > 0 and got["ct"][C.UPLIFT_CI_LOW] > 0  # large enough to tell from zero
+    # an offer's own item carries its whole effect (base purchases are of any of the user's listed items)
+    assert got["w"][C.OFFER_UPLIFT_CI_LOW] <= PLANTED_UPLIFT["welcome"] <= got["w"][C.OFFER_UPLIFT_CI_HIGH]
+    assert got["w"][C.OFFER_CONVERSION_TREATED] < got["w"][C.CONVERSION_TREATED]
+    assert got["w"][C.DISCOUNT_COST] > 0
+    assert got["w"][C.INCREMENTAL_REVENUE] == pytest.approx(got["w"][C.REVENUE_UPLIFT] * got["w"][C.USERS_TREATED])
+
+
+def test_responses_are_deterministic_and_stay_in_the_window(tmp_path: Path) -> None:
+    from sparkpromo.generate import Assignment, generate_responses
+
+    assigned = [Assignment("welcome", f"u{i}", i % 2 == 0, "p1", 9.5) for i in range(400)]
+    a = generate_responses(tmp_path / "a", assigned, RUN, 3, seed=1)
+    b = generate_responses(tmp_path / "b", assigned, RUN, 3, seed=1)
+    assert a.path.read_text() == b.path.read_text()
+    lines = a.path.read_text().splitlines()
+    assert lines[0].split(",")[:4] == ["event_id", "user_id", "product_id", "event_type"]
+    days = {line.split(",")[4][:10] for line in lines[1:]}
+    assert days and days <= {"2026-11-02", "2026-11-03", "2026-11-04"}
+    treated, t_buy, control, c_buy = a.by_type["welcome"]
+    assert (treated, control) == (200, 200) and a.purchases == t_buy + c_buy == (len(lines) - 1) // 2
