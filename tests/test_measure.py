@@ -267,3 +267,46 @@ def test_responses_are_deterministic_and_stay_in_the_window(tmp_path: Path) -> N
     assert days and days <= {"2026-11-02", "2026-11-03", "2026-11-04"}
     treated, t_buy, control, c_buy = a.by_type["welcome"]
     assert (treated, control) == (200, 200) and a.purchases == t_buy + c_buy == (len(lines) - 1) // 2
+
+
+@pytest.mark.slow
+def test_generated_shop_to_measure_on_delta_tables(spark: SparkSession, tmp_path: Path) -> None:
+    import dataclasses
+
+    from sparkpromo.config import load_config
+    from sparkpromo.generate import PLANTED_UPLIFT, generate_shop
+    from sparkpromo.pipeline import RunContext, generate_responses_sample, run_stage
+    from tests.conftest import CONF_DIR
+
+    base = load_config("local", CONF_DIR)
+    cfg = dataclasses.replace(make_config(tmp_path, measure={"min_users": 20}),
+                              campaigns=tuple(dataclasses.replace(c, control_share=0.5) for c in base.campaigns))
+    generate_shop(Path(cfg.landing), n_events=8_000, seed=4, days=30, end=RUN, n_users=1_200, dirty=False)
+    day0, day7 = RunContext("d0", RUN), RunContext("d7", CLOSED)
+    for name in ("ingest", "clean", "features", "recommend"):
+        run_stage(name, spark, cfg, day0)
+    opened = run_stage("measure", spark, cfg, day0)
+    assert opened["runs_measured"] == 0 and opened["runs_window_open"] >= 3
+    responses = generate_responses_sample(spark, cfg, day0, cfg.lakehouse)
+    assert responses["response_purchases"] > 0
+    run_stage("ingest", spark, cfg, day7)
+    run_stage("clean", spark, cfg, day7)
+    run_stage("measure", spark, cfg, day7)
+    rows = {r[C.CAMPAIGN_ID]: r for r in io.read(spark, cfg.table(*M.OUTCOMES_TABLE)).collect()}
+    by_type = dict(base_row for base_row in ((c.id, c.type) for c in cfg.campaigns))
+    measured = [cid for cid, r in rows.items() if r[C.STATUS] in M.MEASURED]
+    assert len(measured) >= 3, {cid: (r[C.STATUS], r[C.USERS_TREATED], r[C.USERS_CONTROL]) for cid, r in rows.items()}
+    for cid in measured:
+        r = rows[cid]
+        assert r[C.WINDOW_END] == CLOSED and r[C.IN_CONFIG]
+        assert r[C.UPLIFT_CI_LOW] <= PLANTED_UPLIFT[by_type[cid]] <= r[C.UPLIFT_CI_HIGH], (cid, r[C.UPLIFT])
+        assert r[C.CONVERSIONS_TREATED] + r[C.CONVERSIONS_CONTROL] > 0
+    deciles = io.read(spark, cfg.table(*M.UPLIFT_TABLE)).where(F.col(C.CAMPAIGN_ID) == measured[0])
+    assert deciles.count() == 10 and deciles.agg(F.max(C.CUM_SHARE)).first()[0] == pytest.approx(1.0)
+    # a campaign dropped from the config keeps its measured past, flagged
+    gone = measured[0]
+    fewer = dataclasses.replace(cfg, campaigns=tuple(c for c in cfg.campaigns if c.id != gone))
+    M.run_measure(spark, fewer, "d7b", CLOSED)
+    again = {r[C.CAMPAIGN_ID]: r for r in io.read(spark, cfg.table(*M.OUTCOMES_TABLE)).collect()}
+    assert set(again) == set(rows) and again[gone][C.IN_CONFIG] is False
+    assert again[gone][C.UPLIFT] == pytest.approx(rows[gone][C.UPLIFT])
