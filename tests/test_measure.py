@@ -310,3 +310,65 @@ def test_generated_shop_to_measure_on_delta_tables(spark: SparkSession, tmp_path
     again = {r[C.CAMPAIGN_ID]: r for r in io.read(spark, cfg.table(*M.OUTCOMES_TABLE)).collect()}
     assert set(again) == set(rows) and again[gone][C.IN_CONFIG] is False
     assert again[gone][C.UPLIFT] == pytest.approx(rows[gone][C.UPLIFT])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Feedback into the next run (off by default)
+# ----------------------------------------------------------------------------------------------------------------
+def _row(cid: str, day: int, low: float, high: float, inc_rev: float = 0.0, treated: int = 100,
+         status: str = "ok") -> dict:
+    return {C.CAMPAIGN_ID: cid, C.RUN_DATE: D(2026, 11, day), C.STATUS: status, C.UPLIFT_CI_LOW: low,
+            C.UPLIFT_CI_HIGH: high, C.INCREMENTAL_REVENUE: inc_rev, C.USERS_TREATED: treated}
+
+
+def _campaigns(tmp_path: Path) -> tuple:
+    import dataclasses
+
+    from sparkpromo.config import load_config
+    from tests.conftest import CONF_DIR
+
+    cs = load_config("local", CONF_DIR).campaigns
+    # two budgeted campaigns: welcome (budget 100) and the generic one (budget 500 in base.yaml)
+    return tuple(dataclasses.replace(c, budget=100) if c.type == "welcome" else c for c in cs)
+
+
+def test_pause_needs_min_runs_wholly_negative_in_a_row(tmp_path: Path) -> None:
+    camps = _campaigns(tmp_path)
+    history = [_row("birthday", 1, -0.05, -0.01), _row("birthday", 2, -0.06, -0.02), _row("birthday", 3, -0.04, -0.01),
+               _row("bundle", 1, -0.05, -0.01), _row("bundle", 2, -0.03, 0.01), _row("bundle", 3, -0.05, -0.01),
+               _row("cart-50", 4, -0.05, -0.01, status="window_open")]
+    actions = M.decide_actions(history, camps, pause_negative=True, min_runs=2, reallocate=False)
+    assert [(cid, a) for cid, a, _, _ in actions] == [("birthday", "pause")]
+    assert M.decide_actions(history, camps, pause_negative=False, min_runs=2, reallocate=False) == []
+    assert M.decide_actions(history, camps, pause_negative=True, min_runs=4, reallocate=False) == []
+
+
+def test_budgets_follow_incremental_revenue_per_offer(tmp_path: Path) -> None:
+    camps = _campaigns(tmp_path)
+    history = [_row("welcome-new-users", 1, 0.0, 0.1, inc_rev=300.0, treated=100),   # 3.0 per offer
+               _row("electronics-fans", 1, 0.0, 0.1, inc_rev=500.0, treated=500)]    # 1.0 per offer
+    actions = {cid: v for cid, a, v, _ in M.decide_actions(history, camps, False, 3, reallocate=True)}
+    assert actions == {"welcome-new-users": 450.0, "electronics-fans": 150.0}  # 600 offers split 3:1
+    kept, changes = M.apply_actions(camps, {"welcome-new-users": {"budget": 450.0}, "birthday": {"pause": None}})
+    assert "birthday" not in {c.id for c in kept}
+    assert {c.id: c.budget for c in kept}["welcome-new-users"] == 450
+    assert changes == ["campaign welcome-new-users: budget 100 -> 450 by measure.reallocate_budgets",
+                       "campaign birthday: paused by measure.pause_negative"]
+    # one campaign not measured yet: no re-split
+    assert M.decide_actions(history[:1], camps, False, 3, reallocate=True) == []
+
+
+def test_actions_are_written_and_read_by_the_next_run(spark: SparkSession, tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, measure={"min_users": 1, "pause_negative": True, "min_runs": 1},
+                      campaigns=[{"id": "a", "type": "generic", "valid_from": "2026-01-01", "valid_to": "2026-12-31",
+                                  "audience": {"all": [{"field": "purchases", "op": "ge", "value": 0}]}}])
+    # control users all buy, treated users never: the uplift interval lies below zero
+    recs = [rec("a", f"t{i}", "i1", 0.5, False) for i in range(30)] + [rec("a", f"c{i}", "i1", 0.5, True)
+                                                                       for i in range(30)]
+    events = [(f"c{i}", "i1", "purchase", D(2026, 11, 2), 10.0, 1) for i in range(30)]
+    io.overwrite(spark.createDataFrame(recs, RECOMMENDATIONS), cfg.table("gold", "recommendations"))
+    io.overwrite(spark.createDataFrame(events, EVENTS_DDL), cfg.table("silver", "events"))
+    out = M.run_measure(spark, cfg, "m", CLOSED)
+    assert out["actions"] == 1
+    assert M.read_actions(spark, cfg, CLOSED) == {}  # decided on CLOSED: applies from the next run date
+    assert M.read_actions(spark, cfg, CLOSED + dt.timedelta(days=1)) == {"a": {"pause": None}}

@@ -30,6 +30,7 @@ applies. Only per-campaign aggregates reach the driver.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import math
@@ -410,11 +411,12 @@ def decide_actions(history: Sequence[Mapping[str, Any]], campaigns: Sequence[Cam
 
 
 def read_actions(spark: SparkSession, cfg: AppConfig, run_date: dt.date) -> dict[str, dict[str, float | None]]:
-    """The latest automatic decisions made on or before ``run_date``: campaign id -> {action: value}."""
+    """The automatic decisions of the latest measure run before ``run_date`` (a run date's own measure runs after
+    its recommend): campaign id -> {action: value}."""
     uri = cfg.table(*ACTIONS_TABLE)
     if not io.is_delta(spark, uri):
         return {}
-    df = io.read(spark, uri).where(F.col(C.MEASURED_ON) <= F.lit(run_date))
+    df = io.read(spark, uri).where(F.col(C.MEASURED_ON) < F.lit(run_date))
     latest = df.agg(F.max(C.MEASURED_ON)).first()
     if latest is None or latest[0] is None:
         return {}
@@ -428,8 +430,6 @@ def apply_actions(campaigns: Sequence[Campaign], actions: Mapping[str, Mapping[s
                   ) -> tuple[list[Campaign], list[str]]:
     """The campaigns recommend runs after the automatic decisions (paused ones dropped, budgets replaced), and one
     log line per change."""
-    import dataclasses
-
     kept: list[Campaign] = []
     changes: list[str] = []
     for camp in campaigns:

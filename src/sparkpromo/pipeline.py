@@ -34,10 +34,10 @@ STAGE_IO: dict[str, tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ..
                   ("gold", "id_map"))),
     "train": ((("gold", "interactions"), ("gold", "id_map")), (("metrics", "model"),)),
     "recommend": ((("gold", "user_features"), ("gold", "item_features"), ("gold", "interactions"),
-                   ("gold", "id_map"), ("silver", "events"), ("metrics", "model")),
+                   ("gold", "id_map"), ("silver", "events"), ("metrics", "model"), ("metrics", "campaign_actions")),
                   (("gold", "recommendations"),)),
     "measure": ((("gold", "recommendations"), ("silver", "events")),
-                (("metrics", "campaign_outcomes"), ("metrics", "uplift"))),
+                (("metrics", "campaign_outcomes"), ("metrics", "uplift"), ("metrics", "campaign_actions"))),
 }
 
 

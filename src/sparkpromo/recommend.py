@@ -829,8 +829,17 @@ def run_recommend(spark: SparkSession, cfg: AppConfig, run_id: str, run_date: dt
     uri = table_uri(cfg)
     active = K.active_campaigns(cfg.campaigns, run_date)
     inactive = [c.id for c in cfg.campaigns if c not in active]
+    changes: list[str] = []
+    if cfg.measure.pause_negative or cfg.measure.reallocate_budgets:
+        from sparkpromo.measure import apply_actions, read_actions
+
+        active, changes = apply_actions(active, read_actions(spark, cfg, run_date))
+        for line in changes:
+            log.warning("automatic change from measured outcomes: %s", line)
     summary: dict[str, Any] = {"run_id": run_id, "run_date": run_date.isoformat(), "table": uri,
                                "campaigns_active": len(active), "campaigns_inactive": inactive}
+    if changes:
+        summary["automatic_changes"] = "; ".join(changes)
     if not active:
         log.warning("no campaign is active on %s: nothing to write", run_date)
         summary.update(rows=0, users_served=0, campaigns={})
