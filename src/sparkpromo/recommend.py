@@ -106,6 +106,9 @@ RECOMMENDATIONS = StructType([
     StructField(C.RUN_ID, StringType(), True),
 ])
 
+# A control-group row is never a delivered one (see README "Measuring campaigns": why control users get no offer).
+CONTROL_CONSTRAINTS = {"control_never_delivered": f"NOT ({C.IS_CONTROL} AND {C.DELIVERED})"}
+
 # The silver.events columns this stage reads.
 EVENT_COLUMNS = (C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.EVENT_TS, C.EVENT_DATE, C.PRICE, C.QUANTITY)
 
@@ -885,6 +888,8 @@ def run_recommend(spark: SparkSession, cfg: AppConfig, run_id: str, run_date: dt
             # its partition empty); inactive campaigns and other dates are untouched.
             io.replace_partition(final, uri, {C.CAMPAIGN_ID: [c.id for c in active], C.RUN_DATE: run_date},
                                  partition_by=PARTITION_COLUMNS, name="gold.recommendations")
+            # Control rows are kept to measure uplift, never to be sent: the table itself refuses one marked both.
+            io.add_constraints(spark, uri, CONTROL_CONSTRAINTS)
             counts["rows"] = sum(v["rows"] for v in per_campaign.values())
     for cid, v in per_campaign.items():
         log.info("campaign %s: audience=%d served=%d control=%d rows=%d fallback_share=%.3f coverage=%.4f gini=%.3f",
