@@ -438,9 +438,10 @@ def apply_actions(campaigns: Sequence[Campaign], actions: Mapping[str, Mapping[s
             changes.append(f"campaign {camp.id}: paused by measure.pause_negative")
             continue
         budget = act.get(BUDGET)
-        if budget is not None and int(budget) != camp.budget:
-            changes.append(f"campaign {camp.id}: budget {camp.budget} -> {int(budget)} by measure.reallocate_budgets")
-            camp = dataclasses.replace(camp, budget=max(1, int(budget)))
+        new = None if budget is None else max(1, int(budget))  # 0 would mean "no budget": keep at least 1 offer
+        if new is not None and new != camp.budget:
+            changes.append(f"campaign {camp.id}: budget {camp.budget} -> {new} by measure.reallocate_budgets")
+            camp = dataclasses.replace(camp, budget=new)
         kept.append(camp)
     return kept, changes
 
