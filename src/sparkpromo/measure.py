@@ -450,9 +450,10 @@ def apply_actions(campaigns: Sequence[Campaign], actions: Mapping[str, Mapping[s
 # The stage
 # ----------------------------------------------------------------------------------------------------------------
 def _summary_row(row: Mapping[str, Any]) -> dict[str, Any]:
-    keys = (C.USERS_TREATED, C.USERS_CONTROL, C.CONVERSION_TREATED, C.CONVERSION_CONTROL, C.UPLIFT, C.UPLIFT_CI_LOW,
-            C.UPLIFT_CI_HIGH, C.INCREMENTAL_REVENUE, C.DISCOUNT_COST)
+    keys = (C.CONVERSION_TREATED, C.CONVERSION_CONTROL, C.UPLIFT, C.UPLIFT_CI_LOW, C.UPLIFT_CI_HIGH,
+            C.INCREMENTAL_REVENUE, C.DISCOUNT_COST)
     return {"run_date": row[C.RUN_DATE].isoformat(), "status": row[C.STATUS],
+            C.USERS_TREATED: int(row[C.USERS_TREATED]), C.USERS_CONTROL: int(row[C.USERS_CONTROL]),
             **{k: (round(float(row[k]), 6) if row[k] is not None else None) for k in keys}}
 
 
