@@ -647,13 +647,14 @@ def outcomes_section(spark: SparkSession, cfg: AppConfig, run: RunInfo, charts: 
             ax.set_title(f"{cid}: uplift, pp (95% CI)", fontsize=9)
             ax = axes[i][1]
             curve = curves.get(cid, [])
-            if curve:
-                xs = [0.0] + [float(c[C.CUM_SHARE]) for c in curve]
-                ax.plot(xs, [0.0] + [float(c[C.QINI] or 0.0) for c in curve], marker=".", label="by ALS score")
-                ax.plot(xs, [0.0] + [float(c[C.QINI_RANDOM] or 0.0) for c in curve], ls="--", label="random")
+            known = [c for c in curve if c[C.QINI] is not None]  # no Qini before the first control user
+            if known:
+                xs = [0.0] + [float(c[C.CUM_SHARE]) for c in known]
+                ax.plot(xs, [0.0] + [float(c[C.QINI]) for c in known], marker=".", label="by ALS score")
+                ax.plot(xs, [0.0] + [float(c[C.QINI_RANDOM] or 0.0) for c in known], ls="--", label="random")
                 ax.legend(fontsize=7)
                 ax.set_xlabel("share of users targeted", fontsize=8)
-            ax.set_title(f"{cid}: Qini curve (incremental conversions)", fontsize=9)
+            ax.set_title(f"{cid}: Qini (incremental conversions)", fontsize=9)
             ax = axes[i][2]
             if done:
                 days = [str(r[C.RUN_DATE]) for r in done]
@@ -665,7 +666,7 @@ def outcomes_section(spark: SparkSession, cfg: AppConfig, run: RunInfo, charts: 
                 ax.set_xticks(list(xs), days, rotation=30, fontsize=7)
                 ax.axhline(0, color="#999", lw=0.8)
                 ax.legend(fontsize=7)
-            ax.set_title(f"{cid}: incremental revenue vs discount cost", fontsize=9)
+            ax.set_title(f"{cid}: incr. revenue vs discount", fontsize=9)
 
     parts = [charts.render("campaign outcomes", draw, (11.0, 2.8 * len(names)))]
     min_users = cfg.measure.min_users
