@@ -1,6 +1,6 @@
 from setuptools import find_packages, setup
 
-STAGES = ("generate", "ingest", "clean", "features", "train", "recommend", "run", "report", "explain", "forget",
+STAGES = ("generate", "ingest", "clean", "features", "train", "recommend", "measure", "run", "report", "explain", "forget",
           "doctor")
 
 # benchmarks/quality.py and speed.py: the implicit library's ALS as a single-machine peer

@@ -73,7 +73,7 @@ def test_unknown_environment() -> None:
     assert_usage_error(cli("train", "--env", "prod"), "invalid choice")
 
 
-@pytest.mark.parametrize("command", ["generate", "ingest", "clean", "features", "train", "recommend", "run",
+@pytest.mark.parametrize("command", ["generate", "ingest", "clean", "features", "train", "recommend", "measure", "run",
                                      "forget", "doctor"])
 def test_help_has_examples(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:

@@ -29,6 +29,7 @@ from sparkpromo.config import (
     FileSource,
     GenerateConfig,
     GridConfig,
+    MeasureConfig,
     MlflowConfig,
     PrivacyConfig,
     RecommendConfig,
@@ -200,6 +201,7 @@ BASE_SECTIONS: dict[str, type] = {
     "train": TrainConfig,
     "train.grid": GridConfig,
     "recommend": RecommendConfig,
+    "measure": MeasureConfig,
     "mlflow": MlflowConfig,
     "sources.events": FileSource,
 }
@@ -326,3 +328,15 @@ def test_overlapping_windows_rejected(tmp_path: Path) -> None:
     text = CAMPAIGN.format(id="a", type="welcome", valid_to="2026-06-30", top_k=3, extra="") + \
         "  - {id: b, type: welcome, valid_from: 2026-06-01, valid_to: 2026-12-31, top_k: 3}\n"
     assert "campaigns[b].valid_from: validity window overlaps campaign 'a'" in error_of(tmp_path, text)
+
+
+def test_measure_errors_name_the_key(tmp_path: Path) -> None:
+    assert "measure.window_days: must be between 1 and 365" in error_of(tmp_path, "measure:\n  window_days: 0\n")
+    assert "measure.min_runs: must be >= 1" in error_of(tmp_path, "measure:\n  min_runs: 0\n")
+    assert "measure.min_users: must be >= 1" in error_of(tmp_path, "measure:\n  min_users: 0\n")
+    assert "measure.pause_negative: expected true/false" in error_of(tmp_path, "measure:\n  pause_negative: 1\n")
+    assert "measure.window: unknown key" in error_of(tmp_path, "measure:\n  window: 3\n")
+    assert "generate.response_uplift.raffle: unknown campaign type" in error_of(
+        tmp_path, "generate:\n  response_uplift: {raffle: 0.1}\n")
+    assert "generate.response_base_rate: must be in [0, 1)" in error_of(
+        tmp_path, "generate:\n  response_base_rate: 1.5\n")

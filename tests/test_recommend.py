@@ -384,6 +384,16 @@ def test_run_recommend_summary_and_partitions(e2e: E2E) -> None:
 
 
 @pytest.mark.slow
+def test_control_rows_can_never_be_delivered(spark: SparkSession, e2e: E2E) -> None:
+    rows = [r for r in e2e.rows1 if r[C.IS_CONTROL]]
+    assert rows and all(not r[C.DELIVERED] for r in rows)
+    bad = spark.createDataFrame([{**rows[0], C.DELIVERED: True, C.RANK: 99}], R.RECOMMENDATIONS)
+    with pytest.raises(Exception, match="(?i)control_never_delivered"):
+        io.append(bad, R.table_uri(e2e.cfg))
+    assert io.read(spark, R.table_uri(e2e.cfg)).where(F.col(C.DELIVERED) & F.col(C.IS_CONTROL)).count() == 0
+
+
+@pytest.mark.slow
 def test_run_recommend_rows(e2e: E2E) -> None:
     rows = e2e.rows1
     bought = {(e[0], e[1]) for e in EVENTS if e[2] == "purchase"}

@@ -18,6 +18,7 @@ from pyspark.sql import SparkSession
 
 from sparkpromo import columns as C
 from sparkpromo import io, report
+from sparkpromo import measure as M
 from sparkpromo import recommend as R
 from sparkpromo.config import AppConfig
 
@@ -73,6 +74,13 @@ def lakehouse(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> 
                 recs.append((cid, NEW_DATE, u, item, rank, 1.0 / rank, "als" if rank == 1 else "global_popularity",
                              control, not control, NEW, None, None, NEW))
     io.overwrite(spark.createDataFrame(recs, R.RECOMMENDATIONS), R.table_uri(cfg), partition_by=R.PARTITION_COLUMNS)
+    # u1 buys within the welcome run's window, u3 (control) does not: welcome is a small sample, cart has no control
+    events = [("u1", "i0", "purchase", NEW_DATE + dt.timedelta(days=2), 12.0, 1)]
+    io.overwrite(spark.createDataFrame(events, "user_id string, item_id string, event_type string, event_date date, "
+                                               "price double, quantity int"), cfg.table("silver", "events"))
+    M.run_measure(spark, cfg, "m", NEW_DATE + dt.timedelta(days=7))
+    io.overwrite(spark.createDataFrame([(NEW_DATE, "cart", "pause", None, "uplift CI below zero", "m")], M.ACTIONS),
+                 cfg.table(*M.ACTIONS_TABLE))
     return cfg
 
 
@@ -124,7 +132,8 @@ def test_report_renders_in_headless_chromium(spark: SparkSession, lakehouse: App
     assert path == (Path(lakehouse.lakehouse) / "reports" / f"{NEW}.html").resolve()
     text = path.read_text(encoding="utf-8")
     assert "http://" not in text and "https://" not in text  # self-contained: nothing to fetch
-    for expected in ("31", "missing_field", "future_timestamp", "welcome", "cart", "reg_param", "als − popularity"):
+    for expected in ("31", "missing_field", "future_timestamp", "welcome", "cart", "reg_param", "als − popularity",
+                     "Sample too small to say", "no control users", "Automatic changes", "uplift CI below zero"):
         assert expected in text
 
     shot = tmp_path / "shot.png"
@@ -156,7 +165,24 @@ def test_missing_sections_say_so(spark: SparkSession, lakehouse: AppConfig, tmp_
     assert "No data-quality counts for run 20261128" in text
     assert "No model was trained in run 20261128" in text
     assert "No per-campaign figures for run 20261128" in text
-    assert text.count('class="missing"') == 4  # all but the stage timings
+    assert "No campaign run on or before 2026-11-28 is measured yet" in text
+    assert text.count('class="missing"') == 5  # all but the stage timings
+
+
+def test_outcome_words_name_each_state() -> None:
+    row = {C.RUN_DATE: NEW_DATE, C.WINDOW_END: dt.date(2026, 12, 6), C.USERS_TREATED: 900, C.USERS_CONTROL: 100,
+           C.CONVERSION_TREATED: 0.16, C.CONVERSION_CONTROL: 0.10, C.UPLIFT: 0.06, C.UPLIFT_CI_LOW: 0.01,
+           C.UPLIFT_CI_HIGH: 0.11, C.INCREMENTAL_REVENUE: 540.0, C.DISCOUNT_COST: 180.0, C.INCREMENTAL_ROI: 2.0}
+    ok = report.outcome_words({**row, C.STATUS: "ok"}, 100)
+    assert "uplift of +6.0 pp (95% interval +1.0 pp to +11.0 pp)" in ok and "raised purchases" in ok
+    assert "each unit of discount returned 3.00" in ok
+    assert "includes zero" in report.outcome_words({**row, C.STATUS: "ok", C.UPLIFT_CI_LOW: -0.01}, 100)
+    assert "below zero" in report.outcome_words({**row, C.STATUS: "ok", C.UPLIFT_CI_LOW: -0.2,
+                                                           C.UPLIFT_CI_HIGH: -0.01}, 100)
+    assert "Sample too small to say" in report.outcome_words({**row, C.STATUS: "small_sample"}, 1000)
+    assert "still open until 2026-12-06" in report.outcome_words({**row, C.STATUS: "window_open"}, 100)
+    assert "no control users" in report.outcome_words({**row, C.STATUS: "no_control"}, 100)
+    assert "every listed user was in the control group" in report.outcome_words({**row, C.STATUS: "no_treated"}, 1)
 
 
 def test_unknown_run_id_lists_nearest(spark: SparkSession, lakehouse: AppConfig) -> None:

@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -26,12 +27,15 @@ log = logging.getLogger("sparkpromo.cli")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 EXAMPLES = {
-    "generate": "sparkpromo generate --events 100000\n  sparkpromo generate --env local --set generate.seed=11",
+    "generate": ("sparkpromo generate --events 100000\n  sparkpromo generate --env local --set generate.seed=11\n"
+                 "  sparkpromo generate --respond-to lakehouse --run-date 2026-12-01   # purchases after the offers"),
     "ingest": "sparkpromo ingest --env local --run-date 2026-11-29",
     "clean": "sparkpromo clean --run-date 2026-11-29 --json",
     "features": "sparkpromo features --run-date 2026-11-29",
     "train": "sparkpromo train --json\n  sparkpromo train --set train.metric=map --set train.folds=3",
     "recommend": "sparkpromo recommend --run-date 2026-11-29 --json",
+    "measure": ("sparkpromo measure --run-date 2026-12-08       # campaign runs whose window closed by then\n"
+                "  sparkpromo measure --set measure.window_days=14 --json"),
     "run": ("sparkpromo run --sample                       # whole pipeline on generated data\n"
             "  SPARKPROMO_ML100K=../shared/data/ml-100k sparkpromo run --config conf/examples/movielens.yaml\n"
             "  sparkpromo run --from-date 2026-11-01 --to-date 2026-11-07   # backfill a date range"),
@@ -92,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         "features": "silver -> gold features, interactions and stable id map",
         "train": "ALS tuned by CrossValidator, compared with a popularity baseline",
         "recommend": "per-campaign offers -> the recommendations table",
+        "measure": "what each campaign changed: treated vs control uplift with 95% CIs, Qini by score decile",
         "run": "the whole pipeline (optionally on generated sample data, or a backfill)",
         "doctor": "check Java, the Spark/Delta pair, the Delta jars and the configuration; say what to fix",
         "forget": "erase one user from every table and purge the old files (DELETE, REORG PURGE, VACUUM 0h)",
@@ -102,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text, description=text, epilog=f"examples:\n  {EXAMPLES[name]}",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         _common(p)
+        if name == "generate":
+            p.add_argument("--respond-to", default=None, metavar="LAKEHOUSE",
+                           help="instead of a new shop: the shop's purchases in the measure window after the offers "
+                                "this lakehouse listed on --run-date (planted uplift per campaign type)")
         if name in ("generate", "run"):
             p.add_argument("--events", type=int, default=None, help="sample size in events (default: generate.events)")
         if name == "doctor":
@@ -117,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--sample", action="store_true", help="generate the sample shop first")
             p.add_argument("--from-date", type=_date, default=None, help="backfill start (inclusive)")
             p.add_argument("--to-date", type=_date, default=None, help="backfill end (inclusive)")
-            p.add_argument("--stages", default=",".join(("ingest", "clean", "features", "train", "recommend")),
+            p.add_argument("--stages",
+                           default=",".join(("ingest", "clean", "features", "train", "recommend", "measure")),
                            help="comma-separated subset of stages to run, in pipeline order")
     return parser
 
@@ -249,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace, cfg: AppConfig, ctx: Any) -> dict[str, Any]:
     from sparkpromo.pipeline import RunContext, generate_sample, run_stage
 
-    if args.command == "generate":
+    if args.command == "generate" and not args.respond_to:
         return {"run_id": ctx.run_id, **generate_sample(cfg, ctx, args.events)}
     result: dict[str, Any] = {"run_id": ctx.run_id, "run_date": ctx.run_date.isoformat()}
     if args.command == "run" and args.sample:
@@ -261,6 +271,12 @@ def _dispatch(args: argparse.Namespace, cfg: AppConfig, ctx: Any) -> dict[str, A
     spark = build_session(cfg)
     if args.verbose:
         spark.sparkContext.setLogLevel("INFO")
+    if args.command == "generate":
+        from sparkpromo.config import has_scheme
+        from sparkpromo.pipeline import generate_responses_sample
+
+        lakehouse = args.respond_to if has_scheme(args.respond_to) else str(Path(args.respond_to).resolve())
+        return {"run_id": ctx.run_id, **generate_responses_sample(spark, cfg, ctx, lakehouse)}
     if args.command == "forget":
         from sparkpromo.forget import forget_user
         from sparkpromo.privacy import hmac_key, pseudonym
@@ -310,6 +326,7 @@ clean_main = _stage_main("clean")
 features_main = _stage_main("features")
 train_main = _stage_main("train")
 recommend_main = _stage_main("recommend")
+measure_main = _stage_main("measure")
 run_main = _stage_main("run")
 report_main = _stage_main("report")
 explain_main = _stage_main("explain")

@@ -119,6 +119,11 @@ class GenerateConfig:
     seed: int = 7
     days: int = 60
     dirty: bool = True
+    # `generate --respond-to`: each listed user buys in the attribution window with this probability, plus the
+    # campaign type's true uplift for each campaign the user was treated (not control) in.
+    response_base_rate: float = 0.10
+    response_uplift: Mapping[str, float] = field(default_factory=lambda: {
+        "welcome": 0.06, "birthday": 0.03, "cart_threshold": 0.04, "bundle": 0.0, "generic": 0.02})
 
 
 @dataclass(frozen=True)
@@ -250,6 +255,21 @@ class RecommendConfig:
 
 
 @dataclass(frozen=True)
+class MeasureConfig:
+    # Days after a run date in which a served or control user's purchases count for that run (its attribution
+    # window); a (campaign, run date) is measured once its window has closed by the measure run's date.
+    window_days: int = 7
+    # Fewer users than this in either arm (treated or control) marks a result `small_sample`: shown, not trusted.
+    min_users: int = 100
+    # true: pause a campaign whose conversion uplift CI lies wholly below zero in its last `min_runs` measured runs.
+    pause_negative: bool = False
+    min_runs: int = 3
+    # true: re-split the summed budgets of budgeted campaigns in proportion to their measured incremental revenue
+    # per offer (campaigns without a budget keep none).
+    reallocate_budgets: bool = False
+
+
+@dataclass(frozen=True)
 class MlflowConfig:
     enabled: bool = False
     experiment: str = "sparkpromo"
@@ -270,6 +290,7 @@ class AppConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     recommend: RecommendConfig = field(default_factory=RecommendConfig)
     campaigns: tuple[Campaign, ...] = ()
+    measure: MeasureConfig = field(default_factory=MeasureConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
 
     def table(self, layer: str, name: str) -> str:
@@ -553,6 +574,15 @@ def _validate(cfg: AppConfig, where: _Where) -> None:
     need(cfg.spark.shuffle_partitions > 0, "spark.shuffle_partitions", "must be > 0")
     need(cfg.generate.events >= 1_000, "generate.events", "must be at least 1000")
     need(cfg.generate.days >= 1, "generate.days", "must be >= 1")
+    g = cfg.generate
+    need(0 <= g.response_base_rate < 1, "generate.response_base_rate", "must be in [0, 1)")
+    for kind, lift in g.response_uplift.items():
+        need(kind in CAMPAIGN_TYPES, f"generate.response_uplift.{kind}",
+             f"unknown campaign type (expected one of: {', '.join(CAMPAIGN_TYPES)})")
+        need(-g.response_base_rate <= lift <= 1 - g.response_base_rate, f"generate.response_uplift.{kind}",
+             "base rate + uplift must stay within [0, 1]")
+    need(g.response_base_rate + sum(max(0.0, v) for v in g.response_uplift.values()) <= 1,
+         "generate.response_uplift", "base rate + every positive uplift must be at most 1")
     need(cfg.sources.kind in SOURCE_KINDS, "sources.kind", f"must be one of {', '.join(SOURCE_KINDS)}")
     for name, allowed in (("events", MAPPABLE_EVENT_COLUMNS), ("users", MAPPABLE_USER_COLUMNS),
                           ("items", MAPPABLE_ITEM_COLUMNS)):
@@ -638,6 +668,10 @@ def _validate(cfg: AppConfig, where: _Where) -> None:
     need(r.max_per_category >= 0, "recommend.max_per_category", "must be >= 0")
     need(r.budget_shortlist >= 0, "recommend.budget_shortlist", "must be >= 0")
     need(r.segment in ("country", "age_band"), "recommend.segment", "must be country or age_band")
+    m = cfg.measure
+    need(1 <= m.window_days <= 365, "measure.window_days", "must be between 1 and 365")
+    need(m.min_users >= 1, "measure.min_users", "must be >= 1")
+    need(m.min_runs >= 1, "measure.min_runs", "must be >= 1")
     _validate_campaigns(cfg.campaigns, where)
 
 

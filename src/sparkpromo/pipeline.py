@@ -21,7 +21,7 @@ from sparkpromo.logs import stage
 
 log = logging.getLogger(__name__)
 
-STAGES = ("ingest", "clean", "features", "train", "recommend")
+STAGES = ("ingest", "clean", "features", "train", "recommend", "measure")
 
 # The Delta tables each stage reads and writes, as (layer, name). A stage rerun for the same run id whose inputs
 # and outputs are still at the versions its last successful run recorded is skipped: a retry changes nothing,
@@ -34,8 +34,10 @@ STAGE_IO: dict[str, tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ..
                   ("gold", "id_map"))),
     "train": ((("gold", "interactions"), ("gold", "id_map")), (("metrics", "model"),)),
     "recommend": ((("gold", "user_features"), ("gold", "item_features"), ("gold", "interactions"),
-                   ("gold", "id_map"), ("silver", "events"), ("metrics", "model")),
+                   ("gold", "id_map"), ("silver", "events"), ("metrics", "model"), ("metrics", "campaign_actions")),
                   (("gold", "recommendations"),)),
+    "measure": ((("gold", "recommendations"), ("silver", "events")),
+                (("metrics", "campaign_outcomes"), ("metrics", "uplift"), ("metrics", "campaign_actions"))),
 }
 
 
@@ -87,6 +89,33 @@ def generate_sample(cfg: AppConfig, ctx: RunContext, events: int | None = None) 
                            n_items=g.items, dirty=g.dirty)
     marker.write_text(json.dumps(params))
     return {"generated_events": report.events}
+
+
+def generate_responses_sample(spark: SparkSession, cfg: AppConfig, ctx: RunContext, lakehouse: str
+                               ) -> dict[str, Any]:
+    """The sample shop's response to the offers ``lakehouse`` listed on the run date (its
+    ``gold/recommendations``; prices from its ``silver/items``): ``events/response-<date>.csv`` in the landing zone
+    (see :func:`sparkpromo.generate.generate_responses`). Sample data only: the run's listed users are streamed
+    to the driver."""
+    from sparkpromo.config import join_uri
+    from sparkpromo.generate import Assignment, generate_responses
+
+    out = local_path(cfg.landing)
+    if out is None:
+        raise ValueError(f"landing: the sample generator writes local files only, not {cfg.landing}")
+    types = {c.id: c.type for c in cfg.campaigns}
+    recs = (io.read(spark, join_uri(lakehouse, "gold", "recommendations"))
+            .where((F.col(C.RUN_DATE) == F.lit(ctx.run_date)) & (F.col(C.RANK) == 1)))
+    items = io.read(spark, join_uri(lakehouse, "silver", "items")).select(C.ITEM_ID, C.PRICE)
+    rows = (recs.join(items, C.ITEM_ID, "left")
+            .select(C.CAMPAIGN_ID, C.USER_ID, C.IS_CONTROL, C.ITEM_ID, F.coalesce(F.col(C.PRICE), F.lit(10.0)))
+            .toLocalIterator())
+    assigned = [Assignment(types.get(r[0], ""), r[1], bool(r[2]), r[3], float(r[4])) for r in rows]
+    g = cfg.generate
+    report = generate_responses(out, assigned, ctx.run_date, cfg.measure.window_days, seed=g.seed,
+                                base_rate=g.response_base_rate, uplift=g.response_uplift)
+    return {"responses_file": str(report.path), "response_users": report.users,
+            "response_purchases": report.purchases}
 
 
 def table_versions(spark: SparkSession, cfg: AppConfig, tables: tuple[tuple[str, str], ...]) -> dict[str, int | None]:
@@ -143,6 +172,8 @@ def run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext, f
             result = _call("train", "run_train")(spark, cfg, ctx.run_id)
         elif name == "recommend":
             result = _call("recommend", "run_recommend")(spark, cfg, ctx.run_id, ctx.run_date)
+        elif name == "measure":
+            result = _call("measure", "run_measure")(spark, cfg, ctx.run_id, ctx.run_date)
         else:
             raise ValueError(f"unknown stage {name}")
         counts.update({k: v for k, v in result.items() if isinstance(v, (int, float, str))})

@@ -106,6 +106,9 @@ RECOMMENDATIONS = StructType([
     StructField(C.RUN_ID, StringType(), True),
 ])
 
+# A control-group row is never a delivered one (see README "Measuring campaigns": why control users get no offer).
+CONTROL_CONSTRAINTS = {"control_never_delivered": f"NOT ({C.IS_CONTROL} AND {C.DELIVERED})"}
+
 # The silver.events columns this stage reads.
 EVENT_COLUMNS = (C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.EVENT_TS, C.EVENT_DATE, C.PRICE, C.QUANTITY)
 
@@ -829,8 +832,17 @@ def run_recommend(spark: SparkSession, cfg: AppConfig, run_id: str, run_date: dt
     uri = table_uri(cfg)
     active = K.active_campaigns(cfg.campaigns, run_date)
     inactive = [c.id for c in cfg.campaigns if c not in active]
+    changes: list[str] = []
+    if cfg.measure.pause_negative or cfg.measure.reallocate_budgets:
+        from sparkpromo.measure import apply_actions, read_actions
+
+        active, changes = apply_actions(active, read_actions(spark, cfg, run_date))
+        for line in changes:
+            log.warning("automatic change from measured outcomes: %s", line)
     summary: dict[str, Any] = {"run_id": run_id, "run_date": run_date.isoformat(), "table": uri,
                                "campaigns_active": len(active), "campaigns_inactive": inactive}
+    if changes:
+        summary["automatic_changes"] = "; ".join(changes)
     if not active:
         log.warning("no campaign is active on %s: nothing to write", run_date)
         summary.update(rows=0, users_served=0, campaigns={})
@@ -876,6 +888,8 @@ def run_recommend(spark: SparkSession, cfg: AppConfig, run_id: str, run_date: dt
             # its partition empty); inactive campaigns and other dates are untouched.
             io.replace_partition(final, uri, {C.CAMPAIGN_ID: [c.id for c in active], C.RUN_DATE: run_date},
                                  partition_by=PARTITION_COLUMNS, name="gold.recommendations")
+            # Control rows are kept to measure uplift, never to be sent: the table itself refuses one marked both.
+            io.add_constraints(spark, uri, CONTROL_CONSTRAINTS)
             counts["rows"] = sum(v["rows"] for v in per_campaign.values())
     for cid, v in per_campaign.items():
         log.info("campaign %s: audience=%d served=%d control=%d rows=%d fallback_share=%.3f coverage=%.4f gini=%.3f",
