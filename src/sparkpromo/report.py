@@ -243,7 +243,9 @@ def stages_section(run: RunInfo, rows: Sequence[Row], charts: Charts) -> Section
     table_rows = []
     for r in rows:
         result = _json(r["result"], f"metrics/stages result of {r['stage']}") or {}
-        summary = ", ".join(f"{k}={_fmt(v)}" for k, v in list(result.items())[:8] if k not in ("run_id", "run_date"))
+        scalars = [(k, v) for k, v in result.items()
+                   if k not in ("run_id", "run_date", "skipped") and not isinstance(v, (dict, list))]
+        summary = ", ".join(f"{k}={_fmt(v)}" for k, v in scalars[:8])
         finished = r["finished_at"].strftime("%Y-%m-%d %H:%M:%S") if r["finished_at"] else None
         table_rows.append((r["stage"], float(r["elapsed_s"] or 0.0), finished, summary))
     total = sum(secs)
