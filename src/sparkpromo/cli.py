@@ -38,7 +38,8 @@ EXAMPLES = {
     "doctor": "sparkpromo doctor\n  sparkpromo doctor --env cluster --offline",
     "forget": "sparkpromo forget --user u000123\n  sparkpromo forget --user u000123 --env cluster --json",
     "report": "sparkpromo report                      # the newest run\n  sparkpromo report --run-id 20261129",
-    "explain": "sparkpromo explain --user u000123\n  sparkpromo explain --user u000123 --campaign welcome --json",
+    "explain": ("sparkpromo explain --user u000123\n"
+                "  sparkpromo explain --user u000123 --campaign welcome-new-users --json"),
 }
 
 
@@ -180,6 +181,10 @@ def _prepare(argv: Sequence[str] | None) -> tuple[argparse.Namespace, AppConfig]
         if unknown:
             raise UsageError(f"run --stages: unknown stage(s) {', '.join(unknown)} (known: {', '.join(STAGES)})")
         args.stages = [s for s in STAGES if s in stages]
+    if args.command == "explain" and args.campaign is not None \
+            and args.campaign not in {c.id for c in cfg.campaigns}:
+        raise UsageError(f"explain --campaign: no campaign '{args.campaign}' in the configuration "
+                         f"(configured: {', '.join(c.id for c in cfg.campaigns) or 'none'})")
     needs_inputs = args.command == "ingest" or (args.command == "run" and "ingest" in args.stages
                                                    and not args.sample)
     if needs_inputs:
