@@ -412,7 +412,7 @@ def test_run_recommend_summary_and_partitions(e2e: E2E) -> None:
     camps = s["campaigns"]
     assert camps["birthday"]["status"] == "empty_audience" and camps["birthday"]["rows"] == 0
     assert camps["welcome"]["audience"] == 3 and camps["welcome"]["served"] == 3
-    assert camps["fans"]["users"] == 2  # budget
+    assert camps["fans"]["users_listed"] == 2  # budget
     assert s["rows"] == len(e2e.rows1) == sum(c["rows"] for c in camps.values())
     for c in camps.values():
         assert 0.0 <= c["fallback_share"] <= 1.0 and 0.0 <= c["coverage"] <= 1.0 and 0.0 <= c["gini"] < 1.0

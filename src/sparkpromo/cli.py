@@ -136,6 +136,34 @@ def _overrides(pairs: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+CONSOLE_WIDTH = 100
+
+
+def _table_lines(table: dict[str, dict[str, Any]], width: int = CONSOLE_WIDTH) -> list[str]:
+    """A {row: {column: number}} table as lines of at most ``width`` characters: the columns wrap into blocks,
+    each headed by its column names and repeating the row labels."""
+    cols = sorted({c for r in table.values() for c, x in r.items()
+                   if isinstance(x, (int, float)) and not isinstance(x, bool)})
+    # Each column is as wide as its name plus a gap, so long names never run into each other.
+    widths = {c: max(10, len(c) + 2) for c in cols}
+    label = min(max(12, max(len(str(name)) for name in table) + 2), width // 3)
+    blocks: list[list[str]] = [[]]
+    for c in cols:
+        if blocks[-1] and 2 + label + sum(widths[x] for x in blocks[-1]) + widths[c] > width:
+            blocks.append([])
+        blocks[-1].append(c)
+    lines: list[str] = []
+    for i, block in enumerate(blocks):
+        if i:
+            lines.append("")
+        lines.append("  " + " " * label + "".join(f"{c:>{widths[c]}}" for c in block))
+        for name, r in table.items():
+            cells = "".join(f"{r[c]:>{widths[c]}.4g}" if isinstance(r.get(c), (int, float)) else " " * widths[c]
+                            for c in block)
+            lines.append(f"  {str(name)[:label - 1]:<{label}}{cells}")
+    return lines
+
+
 def _print_result(result: dict[str, Any], as_json: bool) -> None:
     width = max((len(k) for k in result), default=0)
     for k, v in result.items():
@@ -144,16 +172,9 @@ def _print_result(result: dict[str, Any], as_json: bool) -> None:
     for key, table in result.items():
         # Nested {row: {column: number}} results (train's metrics, recommend's campaigns) print as a table.
         if isinstance(table, dict) and table and all(isinstance(r, dict) for r in table.values()):
-            cols = sorted({c for r in table.values() for c, x in r.items() if isinstance(x, (int, float))})
-            # Each column is as wide as its name plus a gap, so long names never run into each other.
-            widths = {c: max(12, len(c) + 2) for c in cols}
-            label = max(20, max(len(str(name)) for name in table) + 2)
             print(f"\n{key}:")
-            print("  " + f"{'':<{label}}" + "".join(f"{c:>{widths[c]}}" for c in cols))
-            for name, r in table.items():
-                cells = "".join(f"{r[c]:>{widths[c]}.4g}" if isinstance(r.get(c), (int, float))
-                                else f"{'':>{widths[c]}}" for c in cols)
-                print(f"  {str(name):<{label}}{cells}")
+            for line in _table_lines(table):
+                print(line)
     if as_json:
         print(json.dumps(result, default=str, sort_keys=True))
 

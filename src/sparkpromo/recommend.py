@@ -676,8 +676,8 @@ def popularity_baseline(eligible: DataFrame) -> Transform:
 
 
 def campaign_metrics(catalog_size: int, head: DataFrame | None = None, eligible: DataFrame | None = None) -> Transform:
-    """Recommendations -> one row per campaign: rows, users, served (delivered users), control users, fallback share
-    (delivered rows from popularity sources), catalogue coverage and exposure Gini over delivered rows.
+    """Recommendations -> one row per campaign: rows, users listed, served (delivered users), control users,
+    fallback share (delivered rows from popularity sources), catalogue coverage and exposure Gini over delivered rows.
 
     With the ``head`` items (:func:`most_popular`) it adds ``head_share``, the share of delivered slots going to
     them, and with the campaigns' ``eligible`` items it adds the same three exposure figures for the popularity
@@ -686,7 +686,7 @@ def campaign_metrics(catalog_size: int, head: DataFrame | None = None, eligible:
         delivered = F.col(C.DELIVERED)
         stats = recs.groupBy(C.CAMPAIGN_ID).agg(
             F.count("*").alias("rows"),
-            F.countDistinct(C.USER_ID).alias("users"),
+            F.countDistinct(C.USER_ID).alias("users_listed"),
             F.countDistinct(F.when(delivered, F.col(C.USER_ID))).alias("served"),
             F.countDistinct(F.when(F.col(C.IS_CONTROL), F.col(C.USER_ID))).alias("control"),
             F.count(F.when(delivered, 1)).alias("_delivered_rows"),
@@ -695,7 +695,7 @@ def campaign_metrics(catalog_size: int, head: DataFrame | None = None, eligible:
         safe = F.greatest(F.col("_delivered_rows"), F.lit(1)).cast(DoubleType())
         gini = recs.where(delivered).transform(exposure_gini(catalog_size))
         return (stats.join(gini, C.CAMPAIGN_ID, "left")
-                .select(C.CAMPAIGN_ID, "rows", "users", "served", "control",
+                .select(C.CAMPAIGN_ID, "rows", "users_listed", "served", "control",
                         (F.col("_fallback_rows") / safe).alias("fallback_share"),
                         (F.col("_items") / F.lit(float(max(catalog_size, 1)))).alias("coverage"),
                         F.coalesce(F.col("gini"), F.lit(0.0)).alias("gini")))
@@ -898,7 +898,8 @@ def run_recommend(spark: SparkSession, cfg: AppConfig, run_id: str, run_date: dt
     The summary has the run's scalars (``rows``, ``users_served`` summed over campaigns, ``campaigns_active``,
     ``champion``, ``model_run_id``, ``table``), ``campaigns_inactive`` and, per active campaign: ``status``
     (ok / empty_audience / no_recommendations), ``audience`` (consenting users selected by the campaign rule),
-    ``users`` (after caps and budget), ``served`` (delivered users), ``control``, ``rows``, ``fallback_share``
+    ``users_listed`` (users with at least one row after caps and budget: served + control), ``served``
+    (delivered users), ``control``, ``rows``, ``fallback_share``
     (delivered rows from popularity sources), ``coverage`` (distinct delivered items / catalogue size) and ``gini``
     (exposure of delivered rows over the whole catalogue). ``stock_cap`` additionally limits each item to
     ``stock`` delivered offers in this run.
@@ -943,7 +944,7 @@ def run_recommend(spark: SparkSession, cfg: AppConfig, run_id: str, run_date: dt
                 log.info("campaign %s: %d users in the audience but no eligible items", camp.id, audience_size)
             per_campaign[camp.id] = {
                 "type": camp.type, "priority": camp.priority, "status": status, "audience": audience_size,
-                "users": int(m.get("users", 0)), "served": int(m.get("served", 0)),
+                "users_listed": int(m.get("users_listed", 0)), "served": int(m.get("served", 0)),
                 "control": int(m.get("control", 0)), "rows": int(m.get("rows", 0)),
                 "fallback_share": round(float(m.get("fallback_share", 0.0)), 4),
                 "coverage": round(float(m.get("coverage", 0.0)), 4), "gini": round(float(m.get("gini", 0.0)), 4),

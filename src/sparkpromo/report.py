@@ -463,7 +463,7 @@ def _lifecycle_lines(params: dict[str, Any], decision: str | None) -> list[str]:
     return lines
 
 
-CAMPAIGN_COLUMNS = ("audience", "users", "served", "control", "fallback_share", "coverage", "gini", "head_share",
+CAMPAIGN_COLUMNS = ("audience", "users_listed", "served", "control", "fallback_share", "coverage", "gini", "head_share",
                     "baseline_coverage", "baseline_gini", "baseline_head_share")
 
 
@@ -478,7 +478,9 @@ def _campaign_rows(spark: SparkSession, cfg: AppConfig, run: RunInfo, stages: Se
         if rows:
             out: dict[str, dict[str, Any]] = {}
             for r in rows:
-                out.setdefault(r[C.CAMPAIGN_ID], {})[r[C.METRIC]] = r[C.VALUE]
+                # Runs stored before the metric was renamed call it "users".
+                metric = "users_listed" if r[C.METRIC] == "users" else r[C.METRIC]
+                out.setdefault(r[C.CAMPAIGN_ID], {})[metric] = r[C.VALUE]
             return out, "metrics/campaigns"
     recs = _table(spark, cfg, "gold", "recommendations")
     if recs is None or run.run_date is None:
