@@ -65,3 +65,10 @@ def test_explain_rejects_an_unknown_campaign_before_spark(monkeypatch: pytest.Mo
     monkeypatch.chdir(ROOT)
     with pytest.raises(cli.UsageError, match="no campaign 'welcome'"):
         cli._prepare(["explain", "--user", "u1", "--campaign", "welcome"])
+
+
+def test_run_sample_merges_the_sample_grid(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    _, sample = cli._prepare(["run", "--sample"])
+    _, plain = cli._prepare(["run", "--sample", "--set", "train.grid.rank=[8, 16]"])
+    assert sample.train.grid.rank == (8,) and plain.train.grid.rank == (8, 16)

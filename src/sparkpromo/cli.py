@@ -14,16 +14,25 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from sparkpromo import __version__
-from sparkpromo.config import ENVIRONMENTS, AppConfig, ConfigError, check_input_paths, load_config
+from sparkpromo.config import (
+    ENVIRONMENTS,
+    AppConfig,
+    ConfigError,
+    check_input_paths,
+    default_conf_dir,
+    load_config,
+)
 
 log = logging.getLogger("sparkpromo.cli")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+SAMPLE_CONF = "sample.yaml"  # in the conf dir: what `run --sample` merges before any --config file
 
 EXAMPLES = {
     "generate": "sparkpromo generate --events 100000\n  sparkpromo generate --env local --set generate.seed=11",
@@ -186,7 +195,12 @@ def _prepare(argv: Sequence[str] | None) -> tuple[argparse.Namespace, AppConfig]
     overrides = _overrides(args.overrides)
     if getattr(args, "events", None) is not None:
         overrides["generate.events"] = args.events
-    cfg = load_config(args.env, args.conf_dir, args.config, overrides)
+    extra = list(args.config)
+    if args.command == "run" and args.sample:
+        sample = Path(args.conf_dir or default_conf_dir()) / SAMPLE_CONF
+        if sample.is_file():
+            extra.insert(0, str(sample))
+    cfg = load_config(args.env, args.conf_dir, extra, overrides)
     if args.command == "run" and (args.from_date or args.to_date):
         if not (args.from_date and args.to_date):
             raise UsageError("run: --from-date and --to-date go together")
