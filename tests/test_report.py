@@ -70,8 +70,8 @@ def lakehouse(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> 
         for u in users:
             for rank, item in enumerate(("i0", "i1"), start=1):
                 control = u == "u3"
-                recs.append((cid, NEW_DATE, u, item, rank, 1.0 / rank, "als" if rank == 1 else "global_popularity",
-                             control, not control, NEW, None, None, NEW))
+                recs.append((cid, NEW_DATE, u, item, rank, 1.0 / rank, 2.0 / rank,
+                             "als" if rank == 1 else "global_popularity", control, not control, NEW, None, None, NEW))
     io.overwrite(spark.createDataFrame(recs, R.RECOMMENDATIONS), R.table_uri(cfg), partition_by=R.PARTITION_COLUMNS)
     return cfg
 
