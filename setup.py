@@ -14,6 +14,7 @@ setup(
     long_description_content_type="text/markdown",
     package_dir={"": "src"},
     packages=find_packages("src"),
+    package_data={"sparkpromo": ["log4j2.properties"]},
     python_requires=">=3.11,<3.13",
     install_requires=[
         # delta-spark 4.0.1 is built for the Spark 4.0 line (Scala 2.13); keep the pair in step.

@@ -111,3 +111,18 @@ def test_result_table_keeps_long_names_apart(capsys: pytest.CaptureFixture[str])
     assert lines[2].split() == ["a-campaign-with-a-long-name", "24", "1", "0.3158"]
     assert lines[3].split() == ["b", "24", "1", "0.3158"]
 
+
+
+def test_campaign_summary_fits_100_columns() -> None:
+    from sparkpromo.cli import _table_lines
+    from sparkpromo.recommend import FAIRNESS_METRICS
+
+    keys = ("priority", "audience", "users_listed", "served", "control", "rows", "fallback_share", "coverage",
+            "gini", *FAIRNESS_METRICS)
+    table = {cid: {"type": "generic", "status": "ok", **{k: 1234.5678 for k in keys}}
+             for cid in ("welcome-new-users", "electronics-fans", "cart-50")}
+    lines = _table_lines(table)
+    assert max(len(line) for line in lines) <= 100
+    text = "\n".join(lines)
+    assert all(k in text for k in keys) and "status" not in text
+    assert sum("welcome-new-users" in line for line in lines) >= 2  # wrapped: each block repeats the row labels

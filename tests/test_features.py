@@ -202,3 +202,12 @@ def test_run_features_end_to_end_and_rerun(spark: SparkSession, tmp_path: Path,
     inter = io.read(spark, cfg.table("gold", "interactions"))
     assert inter.schema.simpleString() == schemas.INTERACTIONS.simpleString()
     assert inter.where(F.col(C.USER_IDX) == 3).count() == 1
+
+
+def test_sorted_positions_are_consecutive_across_ranges(spark: SparkSession) -> None:
+    """Positions in key order, numbered across several range partitions with no window over the whole frame."""
+    keys = [f"k{n:04d}" for n in range(0, 300, 7)]
+    df = spark.createDataFrame([(k,) for k in reversed(keys)], "id string").repartition(3)
+    out = df.transform(FT.sorted_positions("id"))
+    expected = spark.createDataFrame(list(zip(keys, range(len(keys)), strict=True)), "id string, _pos long")
+    assert_df_equality(out, expected, ignore_row_order=True, ignore_nullable=True)

@@ -214,12 +214,53 @@ def test_cap_to_stock(spark: SparkSession) -> None:
         ("hi", "u1", "i1", 1), ("hi", "u1", "i2", 2), ("lo", "u2", "i2", 1), ("lo", "u3", "i1", 1)]
 
 
-def test_offer_renders_coupon_codes(spark: SparkSession) -> None:
-    recs = spark.createDataFrame([("welcome", "u'1"), ("plain", "u2")], "campaign_id string, user_id string")
-    out = recs.transform(R.with_offer({"welcome": 15, "plain": 5.5}, {"welcome": "W-{user}-{campaign}",
-                                                                         "plain": ""}))
-    got = {r[C.CAMPAIGN_ID]: tuple(r[C.OFFER]) for r in out.collect()}
-    assert got == {"welcome": (15.0, "W-u'1-welcome"), "plain": (5.5, None)}
+def _campaign(cid: str, ctype: str = "generic", **offer: Any) -> Any:
+    from sparkpromo.config import Campaign, Offer
+    return Campaign(id=cid, type=ctype, valid_from=D(2020, 1, 1), valid_to=D(2099, 1, 1), name=cid.title(),
+                    offer=Offer(**offer))
+
+
+def test_offer_has_campaign_name_text_and_a_derived_coupon(spark: SparkSession) -> None:
+    active = [_campaign("welcome", "welcome", discount_pct=15, coupon_template="W-{code}"),
+              _campaign("plain", discount_pct=0), _campaign("cart", "cart_threshold", discount_pct=10,
+                                                            text="{campaign}: {item_name} {discount}% {coupon}")]
+    recs = spark.createDataFrame([("welcome", "u'1", "i1", True), ("welcome", "u2", "i1", False),
+                                  ("plain", "u2", "i2", True), ("cart", "u2", "i2", True)],
+                                 "campaign_id string, user_id string, item_id string, delivered boolean")
+    names = spark.createDataFrame([("i1", "Red kettle"), ("i2", None)], "item_id string, name string")
+    got = {(r[C.CAMPAIGN_ID], r[C.USER_ID]): r[C.OFFER].asDict()
+           for r in recs.transform(R.with_offer(active, "r1", names)).collect()}
+    code = R.coupon_code("r1")
+    expected_code = spark.createDataFrame([("welcome", "u'1")], "campaign_id string, user_id string") \
+        .select(code).first()[0]
+    welcome = got[("welcome", "u'1")]
+    assert welcome[C.COUPON_CODE] == f"W-{expected_code}" and len(expected_code) == R.COUPON_CODE_LENGTH
+    assert "u'1" not in welcome[C.COUPON_CODE] and welcome[C.CAMPAIGN_NAME] == "Welcome"
+    assert welcome[C.OFFER_TEXT] == f"Welcome! 15% off Red kettle with code W-{expected_code}"
+    # a control row is never sent: no coupon, no text
+    assert got[("welcome", "u2")] == {C.DISCOUNT_PCT: 15.0, C.COUPON_CODE: None, C.CAMPAIGN_NAME: "Welcome",
+                                      C.OFFER_TEXT: None}
+    # no discount: no coupon, the plain text; a nameless item shows its id
+    assert got[("plain", "u2")] == {C.DISCOUNT_PCT: 0.0, C.COUPON_CODE: None, C.CAMPAIGN_NAME: "Plain",
+                                    C.OFFER_TEXT: "Plain: i2"}
+    cart = got[("cart", "u2")]
+    assert cart[C.COUPON_CODE].startswith("CART-") and cart[C.OFFER_TEXT] == f"Cart: i2 10% {cart[C.COUPON_CODE]}"
+
+
+def test_scores_share_one_scale(spark: SparkSession) -> None:
+    """ALS scores (~1) and popularity counts (tens) land on one [0, 1] scale, primary sources above fallbacks."""
+    recs = spark.createDataFrame([
+        ("c1", "u1", "a", 1.2, R.ALS, 0), ("c1", "u1", "b", 0.4, R.ALS, 0), ("c1", "u2", "c", 0.8, R.ALS, 0),
+        ("c1", "u2", "d", 44.0, R.SEGMENT_POPULARITY, 1), ("c1", "u3", "d", 4.0, R.SEGMENT_POPULARITY, 1),
+        ("c1", "u3", "e", 30.0, R.GLOBAL_POPULARITY, 2), ("c2", "u1", "e", 30.0, R.GLOBAL_POPULARITY, 2)],
+        "campaign_id string, user_id string, item_id string, score double, source string, level int")
+    out = recs.transform(R.calibrate_scores()).select(C.CAMPAIGN_ID, C.USER_ID, C.ITEM_ID, C.SCORE, C.RAW_SCORE)
+    expected = spark.createDataFrame([
+        ("c1", "u1", "a", 1.0, 1.2), ("c1", "u1", "b", 2 / 3, 0.4), ("c1", "u2", "c", (2 + 0.5) / 3, 0.8),
+        ("c1", "u2", "d", 2 / 3, 44.0), ("c1", "u3", "d", 1 / 3, 4.0), ("c1", "u3", "e", 1 / 3, 30.0),
+        ("c2", "u1", "e", 1 / 3, 30.0)],
+        "campaign_id string, user_id string, item_id string, score double, raw_score double")
+    assert_approx_df_equality(out, expected, 1e-9, ignore_row_order=True, ignore_nullable=True)
 
 
 def test_exposure_gini(spark: SparkSession) -> None:
@@ -290,7 +331,7 @@ def campaigns(welcome_days: int = 30, inactive: tuple[str, ...] = ()) -> list[di
     always = {"valid_from": "2020-01-01", "valid_to": "2099-12-31"}
     camps = [
         {"id": "welcome", "type": "welcome", **always, "priority": 50, "top_k": 3, "control_share": 0.0,
-         "signup_within_days": welcome_days, "offer": {"discount_pct": 15, "coupon_template": "W-{user}"}},
+         "signup_within_days": welcome_days, "offer": {"discount_pct": 15, "coupon_template": "W-{code}"}},
         {"id": "birthday", "type": "birthday", **always, "priority": 40},
         {"id": "cart-50", "type": "cart_threshold", **always, "priority": 30, "top_k": 3, "control_share": 0.0,
          "cart_threshold": 50, "cart_slack": 15},
@@ -371,7 +412,7 @@ def test_run_recommend_summary_and_partitions(e2e: E2E) -> None:
     camps = s["campaigns"]
     assert camps["birthday"]["status"] == "empty_audience" and camps["birthday"]["rows"] == 0
     assert camps["welcome"]["audience"] == 3 and camps["welcome"]["served"] == 3
-    assert camps["fans"]["users"] == 2  # budget
+    assert camps["fans"]["users_listed"] == 2  # budget
     assert s["rows"] == len(e2e.rows1) == sum(c["rows"] for c in camps.values())
     for c in camps.values():
         assert 0.0 <= c["fallback_share"] <= 1.0 and 0.0 <= c["coverage"] <= 1.0 and 0.0 <= c["gini"] < 1.0
@@ -412,7 +453,15 @@ def test_run_recommend_rows(e2e: E2E) -> None:
     assert by[("welcome", "u7")][0][C.REASON] == ["popular in DE"]
     assert {r[C.SOURCE] for r in by[("welcome", "u9")]} == {R.GLOBAL_POPULARITY}
     assert [r[C.RANK] for r in by[("welcome", "u9")]] == [1, 2, 3]
-    assert by[("welcome", "u1")][0][C.OFFER] == {C.DISCOUNT_PCT: 15.0, C.COUPON_CODE: "W-u1"}
+    offer = by[("welcome", "u1")][0][C.OFFER]
+    assert offer[C.DISCOUNT_PCT] == 15.0 and offer[C.COUPON_CODE].startswith("W-") and "u1" not in offer[C.COUPON_CODE]
+    assert offer[C.CAMPAIGN_NAME] == "welcome" and offer[C.COUPON_CODE] in offer[C.OFFER_TEXT]
+    # one score scale: [0, 1], a list sorted by score is sorted by rank, the source's own score kept apart
+    assert all(0.0 <= r[C.SCORE] <= 1.0 and r[C.RAW_SCORE] is not None for r in rows)
+    for lst in by.values():
+        assert [r[C.SCORE] for r in lst] == sorted((r[C.SCORE] for r in lst), reverse=True)
+    assert all(r[C.SCORE] >= 2 / 3 for r in rows if r[C.SOURCE] in (R.ALS, R.BUNDLE))
+    assert all(r[C.OFFER][C.COUPON_CODE] for r in rows if r[C.DELIVERED] and r[C.OFFER][C.DISCOUNT_PCT] > 0)
     # cart: u2 has 60 in the cart (e3): add-ons up to the slack (15), never e3 itself
     assert {u for c, u in by if c == "cart-50"} == {"u2"}
     assert all(ITEMS[r[C.ITEM_ID]][1] <= 15 and r[C.ITEM_ID] != "e3" for r in by[("cart-50", "u2")])

@@ -71,8 +71,8 @@ def lakehouse(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> 
         for u in users:
             for rank, item in enumerate(("i0", "i1"), start=1):
                 control = u == "u3"
-                recs.append((cid, NEW_DATE, u, item, rank, 1.0 / rank, "als" if rank == 1 else "global_popularity",
-                             control, not control, NEW, None, None, NEW))
+                recs.append((cid, NEW_DATE, u, item, rank, 1.0 / rank, 2.0 / rank,
+                             "als" if rank == 1 else "global_popularity", control, not control, NEW, None, None, NEW))
     io.overwrite(spark.createDataFrame(recs, R.RECOMMENDATIONS), R.table_uri(cfg), partition_by=R.PARTITION_COLUMNS)
     # u1 buys within the welcome run's window, u3 (control) does not: welcome is a small sample, cart has no control
     events = [("u1", "i0", "purchase", NEW_DATE + dt.timedelta(days=2), 12.0, 1)]
@@ -203,3 +203,16 @@ def test_charts_degrade_without_matplotlib(monkeypatch: pytest.MonkeyPatch) -> N
     charts = report.Charts()
     assert not charts.available
     assert "matplotlib is not installed" in charts.render("x", lambda fig: None)
+
+
+def test_stage_result_cells_end_with_an_ellipsis_when_cut() -> None:
+    from pyspark.sql import Row
+
+    result = {f"k{i}": i for i in range(report.RESULT_ITEMS + 3)}
+    rows = [Row(stage="clean", elapsed_s=1.5, finished_at=None, io_versions=None, result=json.dumps(result)),
+            Row(stage="train", elapsed_s=2.0, finished_at=None, io_versions=None,
+                result=json.dumps({"champion": "als", "metrics": {"als": {"ndcg": 0.1}}}))]
+    run = report.RunInfo("r1", dt.date(2026, 11, 29), None)
+    body = report.stages_section(run, rows, report.Charts()).body
+    assert f"k{report.RESULT_ITEMS - 1}=7, …</td>" in body and f"k{report.RESULT_ITEMS}=" not in body
+    assert "champion=als</td>" in body and "metrics" not in body  # nested results stay out of the cell

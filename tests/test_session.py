@@ -86,3 +86,15 @@ def test_local_jvm_runs_the_parallel_collector_and_a_large_codegen_cache(spark: 
     collectors = {g.getName() for g in mx.getGarbageCollectorMXBeans()}
     assert collectors == {"PS Scavenge", "PS MarkSweep"}, collectors
     assert spark.conf.get("spark.sql.codegen.cache.maxEntries") == "1000"
+
+
+def test_progress_line_names_only_started_stages() -> None:
+    from types import SimpleNamespace
+
+    from sparkpromo.logs import progress_summary
+
+    queued = [SimpleNamespace(stageId=i, numTasks=4, numActiveTasks=0, numCompletedTasks=0) for i in range(19)]
+    running = SimpleNamespace(stageId=30, numTasks=8, numActiveTasks=2, numCompletedTasks=3)
+    line = progress_summary([*queued, running])
+    assert line == " (3/84 tasks in 20 active stages; running: stage 30 3/8)"
+    assert progress_summary([]) == ""

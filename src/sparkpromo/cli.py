@@ -20,11 +20,19 @@ from typing import Any
 import yaml
 
 from sparkpromo import __version__
-from sparkpromo.config import ENVIRONMENTS, AppConfig, ConfigError, check_input_paths, load_config
+from sparkpromo.config import (
+    ENVIRONMENTS,
+    AppConfig,
+    ConfigError,
+    check_input_paths,
+    default_conf_dir,
+    load_config,
+)
 
 log = logging.getLogger("sparkpromo.cli")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+SAMPLE_CONF = "sample.yaml"  # in the conf dir: what `run --sample` merges before any --config file
 
 EXAMPLES = {
     "generate": ("sparkpromo generate --events 100000\n  sparkpromo generate --env local --set generate.seed=11\n"
@@ -42,7 +50,8 @@ EXAMPLES = {
     "doctor": "sparkpromo doctor\n  sparkpromo doctor --env cluster --offline",
     "forget": "sparkpromo forget --user u000123\n  sparkpromo forget --user u000123 --env cluster --json",
     "report": "sparkpromo report                      # the newest run\n  sparkpromo report --run-id 20261129",
-    "explain": "sparkpromo explain --user u000123\n  sparkpromo explain --user u000123 --campaign welcome --json",
+    "explain": ("sparkpromo explain --user u000123\n"
+                "  sparkpromo explain --user u000123 --campaign welcome-new-users --json"),
 }
 
 
@@ -145,6 +154,34 @@ def _overrides(pairs: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+CONSOLE_WIDTH = 100
+
+
+def _table_lines(table: dict[str, dict[str, Any]], width: int = CONSOLE_WIDTH) -> list[str]:
+    """A {row: {column: number}} table as lines of at most ``width`` characters: the columns wrap into blocks,
+    each headed by its column names and repeating the row labels."""
+    cols = sorted({c for r in table.values() for c, x in r.items()
+                   if isinstance(x, (int, float)) and not isinstance(x, bool)})
+    # Each column is as wide as its name plus a gap, so long names never run into each other.
+    widths = {c: max(10, len(c) + 2) for c in cols}
+    label = min(max(12, max(len(str(name)) for name in table) + 2), width // 3)
+    blocks: list[list[str]] = [[]]
+    for c in cols:
+        if blocks[-1] and 2 + label + sum(widths[x] for x in blocks[-1]) + widths[c] > width:
+            blocks.append([])
+        blocks[-1].append(c)
+    lines: list[str] = []
+    for i, block in enumerate(blocks):
+        if i:
+            lines.append("")
+        lines.append("  " + " " * label + "".join(f"{c:>{widths[c]}}" for c in block))
+        for name, r in table.items():
+            cells = "".join(f"{r[c]:>{widths[c]}.4g}" if isinstance(r.get(c), (int, float)) else " " * widths[c]
+                            for c in block)
+            lines.append(f"  {str(name)[:label - 1]:<{label}}{cells}")
+    return lines
+
+
 def _print_result(result: dict[str, Any], as_json: bool) -> None:
     width = max((len(k) for k in result), default=0)
     for k, v in result.items():
@@ -153,16 +190,9 @@ def _print_result(result: dict[str, Any], as_json: bool) -> None:
     for key, table in result.items():
         # Nested {row: {column: number}} results (train's metrics, recommend's campaigns) print as a table.
         if isinstance(table, dict) and table and all(isinstance(r, dict) for r in table.values()):
-            cols = sorted({c for r in table.values() for c, x in r.items() if isinstance(x, (int, float))})
-            # Each column is as wide as its name plus a gap, so long names never run into each other.
-            widths = {c: max(12, len(c) + 2) for c in cols}
-            label = max(20, max(len(str(name)) for name in table) + 2)
             print(f"\n{key}:")
-            print("  " + f"{'':<{label}}" + "".join(f"{c:>{widths[c]}}" for c in cols))
-            for name, r in table.items():
-                cells = "".join(f"{r[c]:>{widths[c]}.4g}" if isinstance(r.get(c), (int, float))
-                                else f"{'':>{widths[c]}}" for c in cols)
-                print(f"  {str(name):<{label}}{cells}")
+            for line in _table_lines(table):
+                print(line)
     if as_json:
         print(json.dumps(result, default=str, sort_keys=True))
 
@@ -174,7 +204,12 @@ def _prepare(argv: Sequence[str] | None) -> tuple[argparse.Namespace, AppConfig]
     overrides = _overrides(args.overrides)
     if getattr(args, "events", None) is not None:
         overrides["generate.events"] = args.events
-    cfg = load_config(args.env, args.conf_dir, args.config, overrides)
+    extra = list(args.config)
+    if args.command == "run" and args.sample:
+        sample = Path(args.conf_dir or default_conf_dir()) / SAMPLE_CONF
+        if sample.is_file():
+            extra.insert(0, str(sample))
+    cfg = load_config(args.env, args.conf_dir, extra, overrides)
     if args.command == "run" and (args.from_date or args.to_date):
         if not (args.from_date and args.to_date):
             raise UsageError("run: --from-date and --to-date go together")
@@ -190,6 +225,10 @@ def _prepare(argv: Sequence[str] | None) -> tuple[argparse.Namespace, AppConfig]
         if unknown:
             raise UsageError(f"run --stages: unknown stage(s) {', '.join(unknown)} (known: {', '.join(STAGES)})")
         args.stages = [s for s in STAGES if s in stages]
+    if args.command == "explain" and args.campaign is not None \
+            and args.campaign not in {c.id for c in cfg.campaigns}:
+        raise UsageError(f"explain --campaign: no campaign '{args.campaign}' in the configuration "
+                         f"(configured: {', '.join(c.id for c in cfg.campaigns) or 'none'})")
     needs_inputs = args.command == "ingest" or (args.command == "run" and "ingest" in args.stages
                                                    and not args.sample)
     if needs_inputs:

@@ -48,7 +48,8 @@ ORIGINAL_ID = "original_id"
 IDX = "idx"
 
 # --- model output / recommendations ---
-SCORE = "score"
+SCORE = "score"  # gold.recommendations: calibrated relevance in [0, 1]
+RAW_SCORE = "raw_score"  # the source's own score (ALS rating, popularity count, co-occurrence)
 RANK = "rank"
 PREDICTION = "prediction"
 CAMPAIGN_ID = "campaign_id"
@@ -108,6 +109,8 @@ LEVEL = "level"  # candidate precedence: 0 primary (als/popularity/bundle), 1 se
 DELIVERED = "delivered"  # false for control-group rows: kept for uplift, never sent
 DISCOUNT_PCT = "discount_pct"
 COUPON_CODE = "coupon_code"
+CAMPAIGN_NAME = "campaign_name"
+OFFER_TEXT = "text"
 
 # --- campaign outcomes and uplift: measure.py (metrics/campaign_outcomes, metrics/uplift) ---
 MEASURED_ON = "measured_on"  # the run date of the measure run that wrote the row

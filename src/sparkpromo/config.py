@@ -213,7 +213,12 @@ class Rule:
 @dataclass(frozen=True)
 class Offer:
     discount_pct: float = 0.0
+    # "" = "<CAMPAIGN-ID>-{code}" when the offer has a discount, no coupon otherwise. {code}: 10 characters derived
+    # from campaign, run and (pseudonymous) user, never the user id itself; {campaign}: the campaign id.
     coupon_template: str = ""
+    # "" = the campaign type's default (see recommend.DEFAULT_OFFER_TEXT); placeholders {campaign} (its name),
+    # {discount}, {item_name}, {coupon}
+    text: str = ""
 
 
 @dataclass(frozen=True)
@@ -698,6 +703,9 @@ def _validate_campaigns(campaigns: tuple[Campaign, ...], where: _Where) -> None:
             raise where.error(f"{key}.control_share", "must be in [0, 1)")
         if not 0 <= camp.offer.discount_pct <= 100:
             raise where.error(f"{key}.offer.discount_pct", "must be between 0 and 100")
+        if "{user}" in camp.offer.coupon_template:
+            raise where.error(f"{key}.offer.coupon_template",
+                              "{user} would put the user id into a coupon: use {code} (derived, not reversible)")
         if camp.type == "cart_threshold" and camp.cart_threshold <= 0:
             raise where.error(f"{key}.cart_threshold", "must be > 0 for a cart_threshold campaign")
         if camp.type == "generic" and camp.audience is None and camp.items is None:

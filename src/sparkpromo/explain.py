@@ -30,8 +30,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TOP_N = 3
 MAX_OFFERS = 1000  # safety bound on the rows collected for one user
-SUGGESTIONS = 5
-SAMPLE_IDS = 1000  # candidate ids collected for "did you mean"
+SUGGESTIONS = 5  # campaign ids suggested for an unknown campaign (campaign ids are configuration, not people)
+ITEM_DETAILS = (C.ITEM_NAME, C.CATEGORY, C.PRICE)
 
 
 class ExplainError(ValueError):
@@ -52,37 +52,34 @@ def _read(spark: SparkSession, cfg: AppConfig, layer: str, name: str) -> DataFra
     return io.read(spark, uri) if io.is_delta(spark, uri) else None
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Did you mean ...
-# ----------------------------------------------------------------------------------------------------------------
-def nearest_ids(ids: DataFrame, wanted: str, n: int = SUGGESTIONS, sample: int = SAMPLE_IDS) -> list[str]:
-    """Up to ``n`` ids of the one-column frame ``ids`` closest to ``wanted``.
-
-    A bounded sample comes back to the driver: ids sharing ``wanted``'s first character, ordered by edit distance
-    (``levenshtein`` in Spark), at most ``sample`` of them; ``difflib.get_close_matches`` then picks among them,
-    falling back to the smallest edit distances when nothing is close enough.
-    """
-    col = F.col(ids.columns[0]).cast("string")
-    pool = ids.select(col.alias("_id")).where(F.col("_id").isNotNull())
-    if wanted:
-        pool = pool.where(F.substring("_id", 1, 1) == F.lit(wanted[:1]))
-    rows = (pool.distinct().orderBy(F.levenshtein(F.col("_id"), F.lit(wanted)), F.col("_id"))
-            .limit(sample).collect())
-    candidates = [r[0] for r in rows]
-    return difflib.get_close_matches(wanted, candidates, n=n, cutoff=0.6) or candidates[:n]
+def _unknown_user(cfg: AppConfig, user_id: str) -> ExplainError:
+    # No "did you mean": the nearest ids are other people's ids (or, in privacy mode, their pseudonyms).
+    hint = (f" (privacy mode: check the id, and that {cfg.privacy.key_env} holds the key clean used)"
+            if cfg.privacy.pseudonymise else " (check the id as it appears in the source data)")
+    return ExplainError(f"unknown user {user_id!r}: in neither gold/id_map nor gold/recommendations{hint}")
 
 
-def _unknown_user(cfg: AppConfig, user_id: str, id_map: DataFrame | None, recs: DataFrame) -> ExplainError:
-    if cfg.privacy.pseudonymise:
-        # Near misses of a keyed hash mean nothing, and listing other users' pseudonyms would leak them.
-        return ExplainError(f"unknown user {user_id!r}: its pseudonym is in neither gold/id_map nor "
-                            f"gold/recommendations (privacy mode: check the id, and that {cfg.privacy.key_env} holds "
-                            "the key clean used)")
-    ids = (id_map.where(F.col(C.ID_KIND) == "user").select(C.ORIGINAL_ID) if id_map is not None
-           else recs.select(C.USER_ID))
-    near = nearest_ids(ids, user_id)
-    hint = f"; nearest known user ids: {', '.join(near)}" if near else "; no similar user id is known"
-    return ExplainError(f"unknown user {user_id!r}{hint}")
+def item_details(spark: SparkSession, cfg: AppConfig, item_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """``item_id -> {name, category, price}`` for the offered items, from ``gold/item_features`` (only the columns
+    it has; a filter on the ids, so only the files that can hold them are read)."""
+    items = _read(spark, cfg, "gold", "item_features")
+    if items is None or not item_ids:
+        return {}
+    cols = [c for c in ITEM_DETAILS if c in items.columns]
+    rows = items.where(F.col(C.ITEM_ID).isin(*item_ids)).select(C.ITEM_ID, *cols).limit(MAX_OFFERS).collect()
+    return {r[C.ITEM_ID]: {c: r[c] for c in cols} for r in rows}
+
+
+def bought_before(spark: SparkSession, cfg: AppConfig, stored: str, item_ids: list[str]) -> set[str]:
+    """The offered items the user has already bought (or rated): ``silver/events`` filtered on the user and the
+    items, so Delta's data skipping reads only files whose id ranges can hold them."""
+    events = _read(spark, cfg, "silver", "events")
+    if events is None or not item_ids:
+        return set()
+    rows = (events.where((F.col(C.USER_ID) == F.lit(stored)) & F.col(C.ITEM_ID).isin(*item_ids)
+                         & F.col(C.EVENT_TYPE).isin(*C.CONSUMED_EVENT_TYPES))
+            .select(C.ITEM_ID).distinct().limit(MAX_OFFERS).collect())
+    return {r[0] for r in rows}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -151,12 +148,14 @@ def explain_user(spark: SparkSession, cfg: AppConfig, user_id: str, campaign: st
                  top_n: int = DEFAULT_TOP_N) -> list[dict[str, Any]]:
     """The user's offers on the latest run date of ``gold/recommendations`` (optionally one ``campaign``), by
     campaign then rank. Each dict: ``campaign``, ``run_date``, ``rank``, ``item_id``, ``score``, ``source``,
-    ``offer`` (discount_pct, coupon_code), ``is_control``, ``delivered``, ``reason``, ``model_run_id`` and
+    ``offer`` (discount_pct, coupon_code, campaign_name, text), ``item`` (name, category, price where
+    ``gold/item_features`` has them), ``repeat_purchase`` (the user bought the item before), ``is_control``,
+    ``delivered``, ``reason``, ``model_run_id`` and
     ``contributions``: for ALS offers, up to ``top_n`` of the user's past items ``{item_id, similarity,
     confidence}``, most similar first (empty for popularity, segment and bundle offers).
 
-    A known user without offers on that date gets ``[]``. Raises :class:`ExplainError` for an unknown user (with
-    the nearest known ids, except in privacy mode), an unknown campaign, or a missing recommendations table.
+    A known user without offers on that date gets ``[]``. Raises :class:`ExplainError` for an unknown user (never
+    naming other users), an unknown campaign, or a missing recommendations table.
     """
     recs_all = _read(spark, cfg, R.TABLE_LAYER, R.TABLE_NAME)
     if recs_all is None:
@@ -183,7 +182,7 @@ def explain_user(spark: SparkSession, cfg: AppConfig, user_id: str, campaign: st
         known = (_user_idx(id_map, stored) is not None
                  or bool(recs_all.where(F.col(C.USER_ID) == F.lit(stored)).limit(1).count()))
         if not known:
-            raise _unknown_user(cfg, user_id, id_map, recs_all)
+            raise _unknown_user(cfg, user_id)
         log.info("user %s has no offers on %s%s", user_id, latest, f" in campaign {campaign}" if campaign else "")
         return []
 
@@ -192,6 +191,11 @@ def explain_user(spark: SparkSession, cfg: AppConfig, user_id: str, campaign: st
                "offer": r[C.OFFER].asDict() if r[C.OFFER] is not None else None, "is_control": r[C.IS_CONTROL],
                "delivered": r[C.DELIVERED], "reason": list(r[C.REASON] or []), "model_run_id": r[C.MODEL_RUN_ID],
                "contributions": []} for r in rows]
+    offered = sorted({o["item_id"] for o in offers})
+    details, repeats = item_details(spark, cfg, offered), bought_before(spark, cfg, stored, offered)
+    for o in offers:
+        o["item"] = details.get(o["item_id"], {})
+        o["repeat_purchase"] = o["item_id"] in repeats
     als = [o for o in offers if o["source"] == R.ALS]
     if not als or top_n <= 0:
         return offers
@@ -225,9 +229,17 @@ def format_offers(user_id: str, offers: list[dict[str, Any]]) -> list[str]:
         discount = f" -{offer['discount_pct']:g}%" if offer.get("discount_pct") else ""
         coupon = f" coupon {offer['coupon_code']}" if offer.get("coupon_code") else ""
         control = " [control group: not sent]" if o["is_control"] else ""
-        score = "n/a" if o["score"] is None else f"{o['score']:.4f}"
-        lines.append(f"{o['campaign']} #{o['rank']}: {o['item_id']} (source {o['source']}, score {score})"
-                     f"{discount}{coupon}{control}")
+        score = "n/a" if o["score"] is None else f"{o['score']:.3f}"
+        item = o.get("item") or {}
+        about = ", ".join(str(x) for x in (item.get(C.CATEGORY),
+                                           None if item.get(C.PRICE) is None else f"{item[C.PRICE]:.2f}")
+                          if x is not None)
+        name = f" {item[C.ITEM_NAME]!r}" if item.get(C.ITEM_NAME) else ""
+        repeat = " [bought before]" if o.get("repeat_purchase") else ""
+        lines.append(f"{o['campaign']} #{o['rank']}: {o['item_id']}{name}{f' ({about})' if about else ''}"
+                     f" source {o['source']}, score {score}{discount}{coupon}{repeat}{control}")
+        if offer.get("text"):
+            lines.append(f"    offer: {offer['text']}")
         for c in o["contributions"]:
             lines.append(f"    because of {c['item_id']}: similarity {c['similarity']:.3f}, "
                          f"past weight {c['confidence']:g}")

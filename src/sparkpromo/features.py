@@ -22,6 +22,7 @@ Missing values (explicit, and tested):
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import math
@@ -44,7 +45,6 @@ from sparkpromo import columns as C
 from sparkpromo import io, schemas
 from sparkpromo.config import AppConfig
 from sparkpromo.frame import Transform
-from sparkpromo.logs import stage
 
 log = logging.getLogger(__name__)
 
@@ -372,14 +372,33 @@ def extend_id_map(existing: DataFrame, ids: DataFrame, kind: str) -> DataFrame:
     new = (ids.select(F.col(ids.columns[0]).cast(StringType()).alias(C.ORIGINAL_ID))
            .where(F.col(C.ORIGINAL_ID).isNotNull()).distinct()
            .join(mapped.select(C.ORIGINAL_ID), C.ORIGINAL_ID, "left_anti"))
-    # One global ordering is what makes the numbering deterministic; new ids per run are few, so one partition is
-    # acceptable here (Spark logs a warning about the unpartitioned window).
-    idx = F.col("_base") + F.row_number().over(Window.orderBy(C.ORIGINAL_ID))
+    idx = F.col("_base") + F.col("_pos") + F.lit(1)
     checked = F.when(idx > INT_MAX, F.raise_error(F.concat(
         F.lit(f"id map overflow: {kind} idx exceeds the Int range (2^31-1) at original_id "),
         F.col(C.ORIGINAL_ID)))).otherwise(idx)
-    out = new.crossJoin(base).select(F.lit(kind).alias(C.ID_KIND), C.ORIGINAL_ID, checked.alias(C.IDX))
+    out = (new.transform(sorted_positions(C.ORIGINAL_ID)).crossJoin(base)
+           .select(F.lit(kind).alias(C.ID_KIND), C.ORIGINAL_ID, checked.alias(C.IDX)))
     return _conform(out, schemas.ID_MAP)
+
+
+def sorted_positions(key: str) -> Transform:
+    """Distinct, non-null ``key`` values -> the same rows plus ``_pos``: the 0-based position of each in ``key``
+    order, numbered consecutively.
+
+    Not a window over the whole frame (one partition; a first run maps every id at once): the values are range
+    partitioned, numbered inside each range by a window partitioned by the range, and offset by the sizes of the
+    ranges before it (a frame of one row per range). Both uses of the range exchange are one reused exchange, so
+    they see the same ranges."""
+    def apply(df: DataFrame) -> DataFrame:
+        ranged = df.repartitionByRange(key).withColumn("_part", F.spark_partition_id())
+        numbered = ranged.withColumn("_row", F.row_number().over(Window.partitionBy("_part").orderBy(key)))
+        sizes = numbered.groupBy("_part").agg(F.max("_row").alias("_n"))
+        offsets = (sizes.alias("a").join(sizes.alias("b"), F.col("b._part") < F.col("a._part"), "left")
+                   .groupBy(F.col("a._part").alias("_part"))
+                   .agg(F.coalesce(F.sum("b._n"), F.lit(0)).cast("long").alias("_off")))
+        return (numbered.join(F.broadcast(offsets), "_part")
+                .select(*df.columns, (F.col("_off") + F.col("_row") - F.lit(1)).alias("_pos")))
+    return apply
 
 
 def index_interactions(raw: DataFrame, id_map: DataFrame) -> DataFrame:
@@ -412,7 +431,8 @@ def _rows_written(spark: SparkSession, uri: str) -> int:
 def run_features(spark: SparkSession, cfg: AppConfig, run_id: str, as_of: dt.date | None = None) -> dict[str, Any]:
     """Read silver, write gold/{user_features,item_features,interactions} (overwrite) and append new ids to
     gold/id_map. ``as_of`` defaults to the latest silver event date (reproducible reruns). Returns counts."""
-    with stage("features", run_id=run_id) as counts:
+    # run_stage logs the stage's start and end; a second pair here was noise.
+    with contextlib.nullcontext({"run_id": run_id}) as counts:
         events_uri = cfg.table("silver", "events")
         if not io.is_delta(spark, events_uri):
             raise FeatureError(f"no silver events table at {events_uri} (run clean first)")

@@ -99,9 +99,9 @@ def overwrite(df: DataFrame, uri: str, partition_by: Sequence[str] = (), name: s
 
 
 def replace_partition(df: DataFrame, uri: str, where: Mapping[str, object], partition_by: Sequence[str] = (),
-                      name: str = "") -> None:
+                      name: str = "", merge_schema: bool = False) -> None:
     """Replace exactly the rows matching ``where`` (column = value, or column IN values for a list or tuple;
-    ANDed), in one commit.
+    ANDed), in one commit. ``merge_schema`` lets the write add the columns (and struct fields) the table lacks.
 
     ``df`` must only hold rows inside that predicate: Delta checks it and refuses the write otherwise.
     """
@@ -112,6 +112,8 @@ def replace_partition(df: DataFrame, uri: str, where: Mapping[str, object], part
     writer = faulty_write(df, name or uri).write.format("delta").mode("overwrite").option("replaceWhere", predicate)
     if partition_by:
         writer = writer.partitionBy(*partition_by)
+    if merge_schema:
+        writer = writer.option("mergeSchema", "true")
     writer.save(uri)
     fault_point(f"after_write:{name or uri}")
 

@@ -6,7 +6,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -68,6 +68,22 @@ def stage(name: str, **fields: Any) -> Iterator[dict[str, Any]]:
     log.info("stage=%s status=end %s", name, extra)
 
 
+PROGRESS_STAGES = 3  # stages named in a progress line; the others are summed
+
+
+def progress_summary(stages: Sequence[Any]) -> str:
+    """`` (12/40 tasks in 19 active stages; running: stage 7 3/8, stage 9 1/4)``: the totals, and only the stages
+    that have started (a plan with many branches queues dozens at 0/N, which say nothing)."""
+    if not stages:
+        return ""
+    done, total = sum(s.numCompletedTasks for s in stages), sum(s.numTasks for s in stages)
+    started = [s for s in stages if s.numActiveTasks or s.numCompletedTasks][:PROGRESS_STAGES]
+    running = ", ".join(f"stage {s.stageId} {s.numCompletedTasks}/{s.numTasks}" for s in started)
+    plural = "s" if len(stages) != 1 else ""
+    return f" ({done}/{total} tasks in {len(stages)} active stage{plural}" + (f"; running: {running})" if running
+                                                                                 else ")")
+
+
 @contextlib.contextmanager
 def spark_progress(spark: SparkSession, label: str, every_s: float = 30.0) -> Iterator[None]:
     """While the block runs, log every ``every_s`` seconds how long it has run and the task progress of Spark's
@@ -79,8 +95,7 @@ def spark_progress(spark: SparkSession, label: str, every_s: float = 30.0) -> It
     def report() -> None:
         while not done.wait(every_s):
             stages = [s for s in (tracker.getStageInfo(i) for i in tracker.getActiveStageIds()) if s is not None]
-            tasks = ", ".join(f"stage {s.stageId}: {s.numCompletedTasks}/{s.numTasks} tasks" for s in stages)
-            log.info("%s: running for %.0fs%s", label, time.perf_counter() - t0, f" ({tasks})" if tasks else "")
+            log.info("%s: running for %.0fs%s", label, time.perf_counter() - t0, progress_summary(stages))
 
     thread = threading.Thread(target=report, name=f"progress-{label}", daemon=True)
     thread.start()

@@ -159,6 +159,8 @@ def run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext, f
         current = table_versions(spark, cfg, io_tables[0] + io_tables[1])
         if last is not None and last["io"] is not None and last["io"] == current:
             log.info("stage=%s status=skipped reason=inputs_and_outputs_unchanged run_id=%s", name, ctx.run_id)
+            # The recorded result in full (nested metrics and campaigns too): a skipped stage reports what its
+            # last run reported, in the same shape.
             return _strict({**last["result"], "skipped": True}, strict)
     t0 = time.perf_counter()
     with stage(name, run_date=ctx.run_date.isoformat()) as counts:
@@ -177,6 +179,7 @@ def run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext, f
         else:
             raise ValueError(f"unknown stage {name}")
         counts.update({k: v for k, v in result.items() if isinstance(v, (int, float, str))})
+    result = {**result, "skipped": False}
     if name == "ingest" and not any(v for k, v in result.items() if k.endswith("_rows")) \
             and _last_run(spark, cfg, ctx, name) is not None:
         return result  # a retry that found nothing new leaves every table, the run record too, as it was
@@ -189,8 +192,9 @@ def run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext, f
 
 def record_stage_time(spark: SparkSession, cfg: AppConfig, ctx: RunContext, name: str, seconds: float,
                       versions: dict[str, int | None] | None = None, result: dict[str, Any] | None = None) -> None:
-    """One row per (run id, stage): timing, the table versions it left, and its (small) result summary."""
-    scalars = {k: v for k, v in (result or {}).items() if isinstance(v, (int, float, str, bool))}
+    """One row per (run id, stage): timing, the table versions it left, and its (small) result summary: the whole
+    result (nested metrics and campaigns included, ``skipped`` left out), which a skipped rerun reports again."""
+    scalars = {k: v for k, v in (result or {}).items() if k != "skipped"}
     row = [(ctx.run_id, ctx.run_date, name, float(seconds), dt.datetime.now(dt.UTC).replace(tzinfo=None),
             None if versions is None else json.dumps(versions, sort_keys=True), json.dumps(scalars, default=str))]
     df = spark.createDataFrame(row, f"{C.RUN_ID} string, {C.RUN_DATE} date, stage string, elapsed_s double, "

@@ -88,7 +88,22 @@ _RUN_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 OFFER_TYPE = StructType([
     StructField(C.DISCOUNT_PCT, DoubleType(), True),
     StructField(C.COUPON_CODE, StringType(), True),
+    StructField(C.CAMPAIGN_NAME, StringType(), True),
+    StructField(C.OFFER_TEXT, StringType(), True),
 ])
+
+# An offer's text when its campaign sets none, by campaign type; "plain" for an offer without a coupon.
+DEFAULT_OFFER_TEXT = {
+    "welcome": "Welcome! {discount}% off {item_name} with code {coupon}",
+    "birthday": "Happy birthday! {discount}% off {item_name} with code {coupon}",
+    "cart_threshold": "Add {item_name} to your cart and save {discount}% with code {coupon}",
+    "bundle": "Complete the set with {item_name}: {discount}% off with code {coupon}",
+    "generic": "{campaign}: {discount}% off {item_name} with code {coupon}",
+    "plain": "{campaign}: {item_name}",
+}
+COUPON_CODE_LENGTH = 10
+# score = (MAX_LEVEL - level + p) / (MAX_LEVEL + 1), p the raw score min-max scaled within (campaign, source)
+MAX_LEVEL = 2
 
 RECOMMENDATIONS = StructType([
     StructField(C.CAMPAIGN_ID, StringType(), False),
@@ -97,6 +112,7 @@ RECOMMENDATIONS = StructType([
     StructField(C.ITEM_ID, StringType(), False),
     StructField(C.RANK, IntegerType(), False),
     StructField(C.SCORE, DoubleType(), True),
+    StructField(C.RAW_SCORE, DoubleType(), True),
     StructField(C.SOURCE, StringType(), False),
     StructField(C.IS_CONTROL, BooleanType(), False),
     StructField(C.DELIVERED, BooleanType(), False),
@@ -522,16 +538,75 @@ def with_als_reasons(vectors: DataFrame, history: DataFrame, n_reasons: int) -> 
     return apply
 
 
-def with_offer(discounts: Mapping[str, float], coupon_templates: Mapping[str, str]) -> Transform:
-    """``offer``: the campaign's ``discount_pct`` and its coupon template with ``{user}`` and ``{campaign}``
-    replaced by the row's values (null when the campaign has no template)."""
+def coupon_template(camp: Campaign) -> str:
+    """The campaign's coupon template: its own, else ``<CAMPAIGN-ID>-{code}`` when the offer has a discount, else
+    "" (no coupon)."""
+    if camp.offer.coupon_template:
+        return camp.offer.coupon_template
+    return f"{camp.id.upper()}-{{code}}" if camp.offer.discount_pct > 0 else ""
+
+
+def offer_text_template(camp: Campaign) -> str:
+    """The campaign's offer text template: its own, else its type's default (:data:`DEFAULT_OFFER_TEXT`)."""
+    if camp.offer.text:
+        return camp.offer.text
+    return DEFAULT_OFFER_TEXT[camp.type if coupon_template(camp) else "plain"]
+
+
+def coupon_code(run_id: str) -> Column:
+    """A row's coupon code body: the first 10 hex digits (upper case) of ``sha2(campaign_id | run_id | user_id)``.
+    Deterministic per campaign, run and user, and never the user id (a pseudonym in privacy mode) itself."""
+    digest = F.sha2(F.concat_ws("|", F.col(C.CAMPAIGN_ID), F.lit(run_id), F.col(C.USER_ID)), 256)
+    return F.upper(F.substring(digest, 1, COUPON_CODE_LENGTH))
+
+
+def _render(template: Column, values: Mapping[str, Column]) -> Column:
+    return reduce(lambda acc, kv: F.replace(acc, F.lit("{" + kv[0] + "}"), F.coalesce(kv[1], F.lit(""))),
+                  values.items(), template)
+
+
+def with_offer(active: Sequence[Campaign], run_id: str, item_names: DataFrame | None = None) -> Transform:
+    """``offer``: the campaign's ``discount_pct``, ``campaign_name``, a ``coupon_code`` (see :func:`coupon_code`,
+    rendered into :func:`coupon_template`) and the offer ``text`` rendered from :func:`offer_text_template`
+    (``{campaign}`` the campaign name, ``{discount}``, ``{item_name}`` (the item's ``name``, else its id),
+    ``{coupon}``). Control rows (``delivered`` false) are never sent: no coupon and no text."""
     def apply(recs: DataFrame) -> DataFrame:
-        template = _by_campaign(coupon_templates)
-        code = F.replace(F.replace(template, F.lit("{user}"), F.col(C.USER_ID)), F.lit("{campaign}"),
-                         F.col(C.CAMPAIGN_ID))
-        offer = F.struct(_by_campaign({k: float(v) for k, v in discounts.items()}).alias(C.DISCOUNT_PCT),
-                         F.when(template != F.lit(""), code).alias(C.COUPON_CODE))
-        return recs.withColumn(C.OFFER, offer)
+        df = recs
+        if item_names is not None:
+            df = df.join(item_names.select(C.ITEM_ID, F.col(C.ITEM_NAME).alias("_name")), C.ITEM_ID, "left")
+        name = F.col("_name") if item_names is not None else F.lit(None).cast(StringType())
+        discount = _by_campaign({c.id: float(c.offer.discount_pct) for c in active})
+        campaign_name = _by_campaign({c.id: c.name or c.id for c in active})
+        template = _by_campaign({c.id: coupon_template(c) for c in active})
+        code = _render(template, {"code": coupon_code(run_id), "campaign": F.col(C.CAMPAIGN_ID)})
+        coupon = F.when(F.col(C.DELIVERED) & (template != F.lit("")), code)
+        discount_text = F.regexp_replace(F.format_number(discount, 2), r"\.?0+$", "")
+        text = _render(_by_campaign({c.id: offer_text_template(c) for c in active}),
+                       {"campaign": campaign_name, "discount": discount_text,
+                        "item_name": F.coalesce(name, F.col(C.ITEM_ID)), "coupon": coupon})
+        offer = F.struct(discount.alias(C.DISCOUNT_PCT), coupon.alias(C.COUPON_CODE),
+                         campaign_name.alias(C.CAMPAIGN_NAME), F.when(F.col(C.DELIVERED), text).alias(C.OFFER_TEXT))
+        return df.withColumn(C.OFFER, offer).drop("_name")
+    return apply
+
+
+def calibrate_scores() -> Transform:
+    """``raw_score`` keeps the source's own score; ``score`` becomes a relevance in [0, 1] on one scale for every
+    source: ``(MAX_LEVEL - level + p) / (MAX_LEVEL + 1)`` with ``p`` the raw score min-max scaled within its
+    (campaign, source) in this run (1 when they are all equal, 0 when null). Model and bundle rows (level 0) lie in
+    [2/3, 1], segment popularity in [1/3, 2/3], global popularity in [0, 1/3], so sorting a user's list by
+    ``score`` gives its ``rank`` order and no fallback outranks a primary candidate. A grouped aggregate and a
+    broadcast join, not a window: each (campaign, source) may hold millions of rows."""
+    def apply(recs: DataFrame) -> DataFrame:
+        bounds = recs.groupBy(C.CAMPAIGN_ID, C.SOURCE).agg(F.min(C.SCORE).alias("_lo"), F.max(C.SCORE).alias("_hi"))
+        span = F.col("_hi") - F.col("_lo")
+        p = F.coalesce(F.when(span > 0, (F.col(C.SCORE) - F.col("_lo")) / span)
+                       .when(F.col(C.SCORE).isNotNull(), F.lit(1.0)), F.lit(0.0))
+        level = F.least(F.greatest(F.col(C.LEVEL), F.lit(0)), F.lit(MAX_LEVEL)).cast(DoubleType())
+        score = (F.lit(float(MAX_LEVEL)) - level + p) / F.lit(float(MAX_LEVEL + 1))
+        return (recs.join(F.broadcast(bounds), [C.CAMPAIGN_ID, C.SOURCE], "left")
+                .withColumn(C.RAW_SCORE, F.col(C.SCORE)).withColumn(C.SCORE, score)
+                .drop("_lo", "_hi"))
     return apply
 
 
@@ -604,8 +679,8 @@ def popularity_baseline(eligible: DataFrame) -> Transform:
 
 
 def campaign_metrics(catalog_size: int, head: DataFrame | None = None, eligible: DataFrame | None = None) -> Transform:
-    """Recommendations -> one row per campaign: rows, users, served (delivered users), control users, fallback share
-    (delivered rows from popularity sources), catalogue coverage and exposure Gini over delivered rows.
+    """Recommendations -> one row per campaign: rows, users listed, served (delivered users), control users,
+    fallback share (delivered rows from popularity sources), catalogue coverage and exposure Gini over delivered rows.
 
     With the ``head`` items (:func:`most_popular`) it adds ``head_share``, the share of delivered slots going to
     them, and with the campaigns' ``eligible`` items it adds the same three exposure figures for the popularity
@@ -614,7 +689,7 @@ def campaign_metrics(catalog_size: int, head: DataFrame | None = None, eligible:
         delivered = F.col(C.DELIVERED)
         stats = recs.groupBy(C.CAMPAIGN_ID).agg(
             F.count("*").alias("rows"),
-            F.countDistinct(C.USER_ID).alias("users"),
+            F.countDistinct(C.USER_ID).alias("users_listed"),
             F.countDistinct(F.when(delivered, F.col(C.USER_ID))).alias("served"),
             F.countDistinct(F.when(F.col(C.IS_CONTROL), F.col(C.USER_ID))).alias("control"),
             F.count(F.when(delivered, 1)).alias("_delivered_rows"),
@@ -623,7 +698,7 @@ def campaign_metrics(catalog_size: int, head: DataFrame | None = None, eligible:
         safe = F.greatest(F.col("_delivered_rows"), F.lit(1)).cast(DoubleType())
         gini = recs.where(delivered).transform(exposure_gini(catalog_size))
         return (stats.join(gini, C.CAMPAIGN_ID, "left")
-                .select(C.CAMPAIGN_ID, "rows", "users", "served", "control",
+                .select(C.CAMPAIGN_ID, "rows", "users_listed", "served", "control",
                         (F.col("_fallback_rows") / safe).alias("fallback_share"),
                         (F.col("_items") / F.lit(float(max(catalog_size, 1)))).alias("coverage"),
                         F.coalesce(F.col("gini"), F.lit(0.0)).alias("gini")))
@@ -726,9 +801,8 @@ def campaign_frames(active: Sequence[Campaign], run_date: dt.date, users: DataFr
 def recommendations(frames: CampaignFrames, active: Sequence[Campaign], run_date: dt.date, users: DataFrame,
                     events: DataFrame, id_map: DataFrame, interactions: DataFrame, model: ALSModel | None,
                     r: RecommendConfig) -> DataFrame:
-    """Ranked, capped, control-flagged recommendations with reasons and offers (lazy).
-
-    The shape is :data:`RECOMMENDATIONS` minus the run constants (see :func:`conform`).
+    """Ranked, capped, control-flagged recommendations with reasons (lazy), with the sources' raw ``score`` and
+    ``level``; :func:`recommendation_plan` adds the calibrated score, the offers and the run constants.
     """
     events = events.where(F.col(C.EVENT_DATE) <= F.lit(run_date))
     bundle_ids = [c.id for c in active if c.type == "bundle"]
@@ -766,8 +840,7 @@ def recommendations(frames: CampaignFrames, active: Sequence[Campaign], run_date
     if model is not None:
         recs = recs.transform(with_als_reasons(item_vectors(model, id_map),
                                                interactions.transform(user_history(id_map)), r.reasons))
-    return recs.transform(with_offer({c.id: c.offer.discount_pct for c in active},
-                                     {c.id: c.offer.coupon_template for c in active}))
+    return recs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -811,7 +884,11 @@ def recommendation_plan(spark: SparkSession, cfg: AppConfig, active: Sequence[Ca
         recs = recommendations(frames, active, run_date, users, events, id_map, gold("interactions"), model, r)
         if stock_cap:
             recs = recs.transform(cap_to_stock(items, {c.id: c.priority for c in active}))
-        yield RecommendationPlan(recs.transform(conform(run_date, model_run_id, run_id)), frames, items)
+        recs = (recs.transform(calibrate_scores())
+                .transform(with_offer(active, run_id, items.select(C.ITEM_ID, C.ITEM_NAME)
+                                      if C.ITEM_NAME in items.columns else None))
+                .transform(conform(run_date, model_run_id, run_id)))
+        yield RecommendationPlan(recs, frames, items)
     finally:
         for df in cached:
             df.unpersist()
@@ -824,7 +901,8 @@ def run_recommend(spark: SparkSession, cfg: AppConfig, run_id: str, run_date: dt
     The summary has the run's scalars (``rows``, ``users_served`` summed over campaigns, ``campaigns_active``,
     ``champion``, ``model_run_id``, ``table``), ``campaigns_inactive`` and, per active campaign: ``status``
     (ok / empty_audience / no_recommendations), ``audience`` (consenting users selected by the campaign rule),
-    ``users`` (after caps and budget), ``served`` (delivered users), ``control``, ``rows``, ``fallback_share``
+    ``users_listed`` (users with at least one row after caps and budget: served + control), ``served``
+    (delivered users), ``control``, ``rows``, ``fallback_share``
     (delivered rows from popularity sources), ``coverage`` (distinct delivered items / catalogue size) and ``gini``
     (exposure of delivered rows over the whole catalogue). ``stock_cap`` additionally limits each item to
     ``stock`` delivered offers in this run.
@@ -878,7 +956,7 @@ def run_recommend(spark: SparkSession, cfg: AppConfig, run_id: str, run_date: dt
                 log.info("campaign %s: %d users in the audience but no eligible items", camp.id, audience_size)
             per_campaign[camp.id] = {
                 "type": camp.type, "priority": camp.priority, "status": status, "audience": audience_size,
-                "users": int(m.get("users", 0)), "served": int(m.get("served", 0)),
+                "users_listed": int(m.get("users_listed", 0)), "served": int(m.get("served", 0)),
                 "control": int(m.get("control", 0)), "rows": int(m.get("rows", 0)),
                 "fallback_share": round(float(m.get("fallback_share", 0.0)), 4),
                 "coverage": round(float(m.get("coverage", 0.0)), 4), "gini": round(float(m.get("gini", 0.0)), 4),
@@ -887,7 +965,8 @@ def run_recommend(spark: SparkSession, cfg: AppConfig, run_id: str, run_date: dt
             # One commit replaces the run date's partition of every active campaign (an empty audience leaves
             # its partition empty); inactive campaigns and other dates are untouched.
             io.replace_partition(final, uri, {C.CAMPAIGN_ID: [c.id for c in active], C.RUN_DATE: run_date},
-                                 partition_by=PARTITION_COLUMNS, name="gold.recommendations")
+                                 partition_by=PARTITION_COLUMNS, name="gold.recommendations",
+                                 merge_schema=True)  # a table written before raw_score and the offer text
             # Control rows are kept to measure uplift, never to be sent: the table itself refuses one marked both.
             io.add_constraints(spark, uri, CONTROL_CONSTRAINTS)
             counts["rows"] = sum(v["rows"] for v in per_campaign.values())

@@ -49,12 +49,13 @@ log = logging.getLogger(__name__)
 
 SECTION_IDS = ("stages", "data-quality", "cv-grid", "holdout", "campaigns", "outcomes")
 STAGE_ORDER = ("generate", "ingest", "clean", "features", "train", "recommend")
-# Holdout metrics on a 0..1 scale, charted together; the others (novelty in bits, rmse) are in the table only.
+# Holdout metrics on a 0..1 scale, charted together; novelty (bits) gets a panel of its own, rmse is in the table.
 UNIT_METRICS = ("ndcg", "precision", "recall", "map", "coverage")
 GRID_ORDER = ("rank", "reg_param", "alpha", "max_iter")
 # Columns of the holdout table: the run's contenders, their scores with serving's exclusion, the model in service.
 CONTENDER_ORDER = ("als", "popularity", "als_served", "popularity_served", "incumbent", "challenger")
 INSTALL_HINT = "pip install 'sparkpromo[report]'"
+RESULT_ITEMS = 8  # a stage's result values shown in the timings table; more end with "…"
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
 
 
@@ -247,7 +248,11 @@ def stages_section(run: RunInfo, rows: Sequence[Row], charts: Charts) -> Section
     table_rows = []
     for r in rows:
         result = _json(r["result"], f"metrics/stages result of {r['stage']}") or {}
-        summary = ", ".join(f"{k}={_fmt(v)}" for k, v in list(result.items())[:8] if k not in ("run_id", "run_date"))
+        scalars = [(k, v) for k, v in result.items()
+                   if k not in ("run_id", "run_date", "skipped") and not isinstance(v, (dict, list))]
+        summary = ", ".join(f"{k}={_fmt(v)}" for k, v in scalars[:RESULT_ITEMS])
+        if len(scalars) > RESULT_ITEMS:
+            summary += ", …"
         finished = r["finished_at"].strftime("%Y-%m-%d %H:%M:%S") if r["finished_at"] else None
         table_rows.append((r["stage"], float(r["elapsed_s"] or 0.0), finished, summary))
     total = sum(secs)
@@ -289,12 +294,16 @@ def data_quality_section(spark: SparkSession, cfg: AppConfig, run: RunInfo, char
         left.barh(labels, quar, left=[a + b for a, b in zip(silver, dup, strict=True)], color="#c44e52",
                   label="quarantine")
         left.set_title("rows in, by outcome")
+        # Sources differ by orders of magnitude (events vs users): on a linear axis the small ones vanish.
+        left.set_xscale("log")
+        left.set_xlabel("rows (log scale)")
         left.legend(fontsize=7, loc="lower right")
         if rules:
             names = [f"{s}: {rule}" for s, rule, _ in rules][::-1]
             bars = right.barh(names, [n for *_, n in rules][::-1], color="#c44e52")
             right.bar_label(bars, fontsize=7, padding=2)
             right.set_title("quarantine by rule")
+            right.set_xlabel("rows quarantined")
             right.margins(x=0.15)
             right.tick_params(axis="y", labelsize=7)
         else:
@@ -403,18 +412,28 @@ def holdout_section(spark: SparkSession, cfg: AppConfig, model_run: str | None, 
     params = _json(read_text(spark, join_uri(cfg.lakehouse, "registry", model_run, "params.json")), "params.json")
     champion = params.get("champion") if isinstance(params, dict) else None
     charted = [m for m in metrics if m in UNIT_METRICS]
+    novelty = "novelty" in values and any(v is not None for v in values["novelty"].values())
 
-    def draw(fig: Any) -> None:
-        ax = fig.subplots()
+    def bars(ax: Any, names: Sequence[str], fmt: str) -> None:
         width = 0.8 / len(contenders)
         for j, c in enumerate(contenders):
-            xs = [i + (j - (len(contenders) - 1) / 2) * width for i in range(len(charted))]
-            bars = ax.bar(xs, [values[m].get(c) or 0.0 for m in charted], width=width, label=c)
-            ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=1)
-        ax.set_xticks(range(len(charted)), charted)
+            xs = [i + (j - (len(contenders) - 1) / 2) * width for i in range(len(names))]
+            drawn = ax.bar(xs, [values[m].get(c) or 0.0 for m in names], width=width, label=c)
+            ax.bar_label(drawn, fmt=fmt, fontsize=7, padding=1)
+        ax.set_xticks(range(len(names)), names)
+        ax.margins(y=0.15)
+
+    def draw(fig: Any) -> None:
+        if novelty:
+            ax, nov = fig.subplots(1, 2, width_ratios=(max(len(charted), 1), 1))
+            bars(nov, ["novelty"], "%.2f")
+            nov.set_ylabel("bits (mean self-information)")
+        else:
+            ax = fig.subplots()
+        bars(ax, charted, "%.3f")
+        ax.set_ylabel("0 to 1")
         ax.set_title(f"Holdout metrics, model run {model_run}")
         ax.legend(fontsize=8)
-        ax.margins(y=0.15)
 
     headers = ["metric", *contenders]
     has_pair = "als" in contenders and "popularity" in contenders
@@ -428,7 +447,7 @@ def holdout_section(spark: SparkSession, cfg: AppConfig, model_run: str | None, 
             row.append(None if a is None or p is None else a - p)
         table_rows.append(row)
     body = ((_note(note) if note else "")
-            + (charts.render("holdout metrics", draw, (8.0, 3.4)) if charted else "")
+            + (charts.render("holdout metrics", draw, (8.0, 3.4)) if charted or novelty else "")
             + _html_table(headers, table_rows)
             + (_note(f"Champion of model run {model_run}: {champion}.") if champion else "")
             + "".join(_note(line) for line in _lifecycle_lines(params if isinstance(params, dict) else {},
@@ -465,7 +484,7 @@ def _lifecycle_lines(params: dict[str, Any], decision: str | None) -> list[str]:
     return lines
 
 
-CAMPAIGN_COLUMNS = ("audience", "users", "served", "control", "fallback_share", "coverage", "gini", "head_share",
+CAMPAIGN_COLUMNS = ("audience", "users_listed", "served", "control", "fallback_share", "coverage", "gini", "head_share",
                     "baseline_coverage", "baseline_gini", "baseline_head_share")
 
 
@@ -480,7 +499,9 @@ def _campaign_rows(spark: SparkSession, cfg: AppConfig, run: RunInfo, stages: Se
         if rows:
             out: dict[str, dict[str, Any]] = {}
             for r in rows:
-                out.setdefault(r[C.CAMPAIGN_ID], {})[r[C.METRIC]] = r[C.VALUE]
+                # Runs stored before the metric was renamed call it "users".
+                metric = "users_listed" if r[C.METRIC] == "users" else r[C.METRIC]
+                out.setdefault(r[C.CAMPAIGN_ID], {})[metric] = r[C.VALUE]
             return out, "metrics/campaigns"
     recs = _table(spark, cfg, "gold", "recommendations")
     if recs is None or run.run_date is None:

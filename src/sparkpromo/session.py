@@ -9,11 +9,13 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pyspark
 from pyspark.sql import SparkSession
 
 from sparkpromo.config import AppConfig
@@ -78,6 +80,40 @@ LOCAL_JVM = {
 }
 
 
+LOG4J2_PROPERTIES = Path(__file__).with_name("log4j2.properties")
+
+
+def delta_jars_record() -> Path:
+    """Where the local Delta jars resolved by the first session are remembered, per Spark and Delta version."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sparkpromo"
+    delta = importlib.metadata.version("delta-spark")
+    return cache / f"delta-jars-spark{pyspark.__version__}-delta{delta}.txt"
+
+
+def cached_delta_jars() -> list[str]:
+    """The Delta jars a previous session resolved, when every one of them is still on disk; else []."""
+    record = delta_jars_record()
+    if not record.is_file():
+        return []
+    jars = [j for j in record.read_text().split(",") if j]
+    local = [Path(j.removeprefix("file://")) for j in jars]
+    return jars if jars and all(p.is_file() for p in local) else []
+
+
+def remember_delta_jars(spark: SparkSession) -> None:
+    """Record the jars spark-submit resolved for ``spark.jars.packages``, so later starts skip Ivy (seconds, and
+    ~25 lines of resolution report on every command)."""
+    jars = spark.conf.get("spark.jars", None) or ""
+    if "delta-spark" not in jars:
+        return
+    record = delta_jars_record()
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(jars)
+    except OSError as e:
+        log.debug("could not record the Delta jars in %s: %s", record, e)
+
+
 def _set_runtime(spark: SparkSession, key: str, value: str) -> None:
     """Set a runtime conf unless the launcher already chose a value for it."""
     try:
@@ -98,7 +134,7 @@ def local_settings(cfg: AppConfig) -> dict[str, str]:
         "spark.ui.enabled": "false",
         **RUNTIME_DEFAULTS,
         **LOCAL_JVM,
-        "spark.driver.extraJavaOptions": "-Dlog4j.rootLogger=WARN,console "
+        "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={LOG4J2_PROPERTIES} "
                                          + LOCAL_JVM["spark.driver.extraJavaOptions"],
     }
     mirrors = maven_mirrors()
@@ -147,9 +183,16 @@ def build_session(cfg: AppConfig, app_name: str | None = None) -> SparkSession:
         from delta import configure_spark_with_delta_pip
 
         builder = SparkSession.builder.appName(name)
-        for k, v in {**local_settings(cfg), **session_settings(cfg), **dict(cfg.spark.conf)}.items():
+        settings = {**local_settings(cfg), **session_settings(cfg), **dict(cfg.spark.conf)}
+        for k, v in settings.items():
             builder = builder.config(k, v)
-        spark = configure_spark_with_delta_pip(builder).getOrCreate()
+        jars = [] if any(k.startswith("spark.jars") for k in cfg.spark.conf) else cached_delta_jars()
+        if jars:
+            # The jars Ivy resolved before: no resolution (and no resolution report on the console) at each start.
+            spark = builder.config("spark.jars", ",".join(jars)).getOrCreate()
+        else:
+            spark = configure_spark_with_delta_pip(builder).getOrCreate()
+            remember_delta_jars(spark)
         spark.sparkContext.setLogLevel(cfg.spark.log_level)
     for k, v in session_settings(cfg).items():
         spark.conf.set(k, v)
