@@ -27,7 +27,8 @@ pytestmark = pytest.mark.usefixtures("small_data_conf")
 
 def rec(cid: str, user: str, item: str, score: float, control: bool, discount: float = 10.0,
         run: dt.date = RUN) -> tuple:
-    return (cid, run, user, item, 1, score, "als", control, not control, None, (discount, None), None, "r")
+    return (cid, run, user, item, 1, score, score, "als", control, not control, None, (discount, None, None, None),
+            None, "r")
 
 
 # Campaign "a": treated t1..t4, control c1, c2. Scores order them t1, c1, t2, c2, t3, t4.
@@ -143,7 +144,8 @@ def test_window_not_closed_gives_counts_only(spark: SparkSession) -> None:
 
 
 def test_empty_control_group(spark: SparkSession) -> None:
-    recs = [r for r in RECS if not r[7]] + [rec("b", "c1", "i1", 0.1, True)]
+    is_control = RECOMMENDATIONS.fieldNames().index(C.IS_CONTROL)
+    recs = [r for r in RECS if not r[is_control]] + [rec("b", "c1", "i1", 0.1, True)]
     got = outcome(spark, recs, types={"a": "generic", "b": "welcome"})
     assert (got["a"][C.STATUS], got["a"][C.USERS_CONTROL], got["a"][C.UPLIFT]) == ("no_control", 0, None)
     assert got["a"][C.CONVERSION_TREATED] is None and got["a"][C.CONVERSIONS_TREATED] == 3
