@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pytest
 
 from sparkpromo.cli import build_parser
 from tests.conftest import CONF_DIR
+from tests.measure import record
 
 ROOT = CONF_DIR.parent
 
@@ -111,3 +113,43 @@ def test_result_table_keeps_long_names_apart(capsys: pytest.CaptureFixture[str])
     assert lines[2].split() == ["a-campaign-with-a-long-name", "24", "1", "0.3158"]
     assert lines[3].split() == ["b", "24", "1", "0.3158"]
 
+
+
+BAD_RUN_IDS = ["../x", "..", "a/../../b", "/etc/passwd", "/tmp/x", "a/b", "a\\b", "a\x00b", "a\nb", "r1\n", "",
+               ".hidden", "-rf", "x" * 65, "r..1", "C:\\x"]
+
+
+@pytest.mark.parametrize("run_id", BAD_RUN_IDS)
+def test_run_id_must_be_one_safe_path_component(run_id: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from sparkpromo.cli import main
+
+    # In-process: argv cannot carry a NUL byte to a child process. _prepare rejects it before any Spark starts.
+    code = main(["report", "--conf-dir", str(CONF_DIR), f"--run-id={run_id}"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: --run-id: ") and "not a valid id" in err
+    assert len(err.strip().splitlines()) == 1  # a newline inside the id is printed escaped
+    record("path ids", f"--run-id {run_id!r}", 1, "rejected, exit 2, one line", "pass")
+
+
+def test_run_id_escape_rejected_by_cli_before_spark(tmp_path: Path) -> None:
+    res = cli("train", "--conf-dir", str(CONF_DIR), "--run-id", "../outside", cwd=tmp_path)
+    assert_usage_error(res, "--run-id", "'../outside'", "not a valid id")
+    assert not (tmp_path / "lakehouse").exists() and not (tmp_path / "outside").exists()
+
+
+@pytest.mark.parametrize("run_id", ["20261129", "r1", "nightly-2026-11-29", "a.b_c-d", "x" * 64])
+def test_good_run_ids_pass(run_id: str) -> None:
+    from sparkpromo.config import check_path_id
+    from sparkpromo.pipeline import RunContext
+
+    assert check_path_id(run_id, "--run-id") == run_id
+    assert RunContext(run_id, dt.date(2026, 11, 29)).run_id == run_id
+
+
+def test_run_context_refuses_a_path_id() -> None:
+    from sparkpromo.config import ConfigError
+    from sparkpromo.pipeline import RunContext
+
+    with pytest.raises(ConfigError, match="run id"):
+        RunContext("../../registry", dt.date(2026, 11, 29))

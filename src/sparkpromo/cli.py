@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from sparkpromo import __version__
-from sparkpromo.config import ENVIRONMENTS, AppConfig, ConfigError, check_input_paths, load_config
+from sparkpromo.config import ENVIRONMENTS, AppConfig, ConfigError, check_input_paths, check_path_id, load_config
 
 log = logging.getLogger("sparkpromo.cli")
 
@@ -159,6 +159,8 @@ def _print_result(result: dict[str, Any], as_json: bool) -> None:
 
 def _prepare(argv: Sequence[str] | None) -> tuple[argparse.Namespace, AppConfig]:
     args = build_parser().parse_args(argv)
+    if getattr(args, "run_id", None) is not None:
+        check_path_id(args.run_id, "--run-id")  # it names registry/<run id>/ and reports/<run id>.html
     if args.command == "doctor":
         return args, None  # type: ignore[return-value]  # doctor reports config problems itself
     overrides = _overrides(args.overrides)

@@ -16,7 +16,7 @@ from pyspark.sql import functions as F
 
 from sparkpromo import columns as C
 from sparkpromo import io
-from sparkpromo.config import AppConfig, local_path
+from sparkpromo.config import AppConfig, check_path_id, local_path
 from sparkpromo.logs import stage
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,9 @@ STAGE_IO: dict[str, tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ..
 class RunContext:
     run_id: str
     run_date: dt.date
+
+    def __post_init__(self) -> None:
+        check_path_id(self.run_id, "run id")
 
     @property
     def as_of(self) -> dt.datetime:
