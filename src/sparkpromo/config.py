@@ -54,6 +54,18 @@ class ConfigError(ValueError):
     """A configuration problem; ``str()`` is a one-line message naming the file and key."""
 
 
+_URI_USERINFO_RE = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<info>[^/@\s]+)@")
+_URI_SECRET_PARAM_RE = re.compile(r"(?i)(?P<name>[?&](?:sig|token|access_token|key|password|secret|credential)[^=&]*=)"
+                                  r"[^&#\s]*")
+
+
+def redact_uri(text: str) -> str:
+    """``text`` with the credentials of any URI in it masked: ``https://user:pass@host`` -> ``https://***@host``,
+    and the values of secret-looking query parameters (``sig=``, ``token=``, ``password=``...) -> ``***``."""
+    text = _URI_USERINFO_RE.sub(lambda m: f"{m['scheme']}***@", text)
+    return _URI_SECRET_PARAM_RE.sub(lambda m: f"{m['name']}***", text)
+
+
 def check_path_id(value: str, what: str) -> str:
     """``value`` if it is safe as one path component (:data:`RUN_ID_RE`, no ``..``); else :class:`ConfigError`
     naming ``what`` (the argument or key it came from)."""
