@@ -18,6 +18,7 @@ from tests.conftest import make_config
 
 GONE = "u77"  # the user to forget
 KEEP = "u7"   # a prefix of the forgotten id: must survive
+KEY = "forget-test-key-0123456789"
 
 
 def landing(root: Path) -> None:
@@ -55,7 +56,8 @@ def all_strings_in_parquet_files(spark: SparkSession, lakehouse: Path) -> set[st
 
 
 @pytest.mark.slow
-def test_forget_erases_user_everywhere(spark: SparkSession, tmp_path: Path) -> None:
+def test_forget_erases_user_everywhere(spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPARKPROMO_HMAC_KEY", KEY)
     landing(tmp_path)
     cfg = make_config(tmp_path)
     run_ingest(spark, cfg, "r1")

@@ -36,7 +36,8 @@ EXAMPLES = {
             "  SPARKPROMO_ML100K=../shared/data/ml-100k sparkpromo run --config conf/examples/movielens.yaml\n"
             "  sparkpromo run --from-date 2026-11-01 --to-date 2026-11-07   # backfill a date range"),
     "doctor": "sparkpromo doctor\n  sparkpromo doctor --env cluster --offline",
-    "forget": "sparkpromo forget --user u000123\n  sparkpromo forget --user u000123 --env cluster --json",
+    "forget": ("sparkpromo forget --user u000123\n  sparkpromo forget --user u000123 --env cluster --json\n"
+               "  sparkpromo forget --users-file erasure-requests.txt"),
     "report": "sparkpromo report                      # the newest run\n  sparkpromo report --run-id 20261129",
     "explain": "sparkpromo explain --user u000123\n  sparkpromo explain --user u000123 --campaign welcome --json",
 }
@@ -94,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         "recommend": "per-campaign offers -> the recommendations table",
         "run": "the whole pipeline (optionally on generated sample data, or a backfill)",
         "doctor": "check Java, the Spark/Delta pair, the Delta jars and the configuration; say what to fix",
-        "forget": "erase one user from every table and purge the old files (DELETE, REORG PURGE, VACUUM 0h)",
+        "forget": "erase users from every table, purge the old files and keep them out of later loads",
         "report": "write one run's HTML report (timings, data quality, CV grid, holdout, campaigns); prints its path",
         "explain": "show one user's current offers and the past items behind each",
     }
@@ -107,7 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "doctor":
             p.add_argument("--offline", action="store_true", help="skip the Maven reachability check")
         if name == "forget":
-            p.add_argument("--user", required=True, help="the user's original id (as in the source data)")
+            who = p.add_mutually_exclusive_group(required=True)
+            who.add_argument("--user", help="the user's original id (as in the source data)")
+            who.add_argument("--users-file", metavar="FILE", help="a text file of original ids, one per line")
         if name == "explain":
             p.add_argument("--user", required=True,
                            help="the user's original id (looked up by its pseudonym in privacy mode)")
@@ -186,6 +189,17 @@ def _prepare(argv: Sequence[str] | None) -> tuple[argparse.Namespace, AppConfig]
                                                    and not args.sample)
     if needs_inputs:
         check_input_paths(cfg)
+    if args.command == "forget":
+        from sparkpromo.forget import ForgetError, read_ids_file
+        from sparkpromo.privacy import PrivacyError, hmac_key
+
+        try:
+            args.users = [args.user] if args.user is not None else read_ids_file(args.users_file)
+            hmac_key(cfg.privacy.key_env)  # forgotten ids are recorded as keyed hashes: no key, no forget
+        except (ForgetError, PrivacyError) as e:
+            raise UsageError(str(e)) from None
+        if not any(u.strip() for u in args.users):
+            raise UsageError("--user: empty id")
     if args.command in ("train", "run"):
         from sparkpromo.tracking import TrackingError, check_available
 
@@ -264,11 +278,10 @@ def _dispatch(args: argparse.Namespace, cfg: AppConfig, ctx: Any) -> dict[str, A
     if args.verbose:
         spark.sparkContext.setLogLevel("INFO")
     if args.command == "forget":
-        from sparkpromo.forget import forget_user
-        from sparkpromo.privacy import hmac_key, pseudonym
+        from sparkpromo.forget import forget_users
 
-        stored = pseudonym(args.user, hmac_key(cfg.privacy.key_env)) if cfg.privacy.pseudonymise else args.user
-        deleted = forget_user(spark, cfg, args.user, stored)
+        deleted = forget_users(spark, cfg, args.users)
+        result["forgotten_ids"] = len({u.strip() for u in args.users if u.strip()})
         result.update({f"deleted.{uri.rstrip('/').rsplit('/', 2)[-2]}.{uri.rstrip('/').rsplit('/', 1)[-1]}": n
                        for uri, n in deleted.items()})
         return result

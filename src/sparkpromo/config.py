@@ -161,6 +161,9 @@ class PrivacyConfig:
     # Marketing consent of every user when there is no users source, or the users source has no consent column:
     # granted | denied. No silent default: such a configuration must say which.
     consent_without_users: str = ""
+    # Source columns (canonical or as the source names them) kept out of quarantine payloads: the rejected row is
+    # stored without them, and an unparsable line has their values masked.
+    personal_columns: tuple[str, ...] = ("birth_date", "email", "phone", "name", "address")
 
     def consent_default(self) -> bool | None:
         """The stated consent for users without a consent column (None: not stated)."""

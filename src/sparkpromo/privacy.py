@@ -29,8 +29,8 @@ class PrivacyError(ValueError):
 def hmac_key(key_env: str) -> bytes:
     key = os.environ.get(key_env, "")
     if len(key) < 16:
-        raise PrivacyError(f"privacy.pseudonymise is on but environment variable {key_env} is unset or shorter "
-                           "than 16 characters")
+        raise PrivacyError(f"environment variable {key_env} (privacy.key_env) is unset or shorter than 16 "
+                           "characters; pseudonyms and the hashes of forgotten ids need it")
     return key.encode("utf-8")
 
 
