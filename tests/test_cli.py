@@ -153,3 +153,23 @@ def test_run_context_refuses_a_path_id() -> None:
 
     with pytest.raises(ConfigError, match="run id"):
         RunContext("../../registry", dt.date(2026, 11, 29))
+
+
+def test_forget_needs_the_key_before_spark(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "SPARKPROMO_HMAC_KEY"}
+    res = subprocess.run([sys.executable, "-m", "sparkpromo.cli", "forget", "--conf-dir", str(CONF_DIR), "--user",
+                          "u1"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120)
+    assert_usage_error(res, "SPARKPROMO_HMAC_KEY", "forgotten ids")
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--users-file", "missing.txt"], "--users-file: cannot read missing.txt"),
+    (["--users-file", "empty.txt"], "holds no id"),
+    (["--user", "u1", "--users-file", "empty.txt"], "not allowed with argument"),
+    ([], "one of the arguments --user --users-file is required"),
+])
+def test_forget_arguments_checked(tmp_path: Path, args: list[str], needle: str) -> None:
+    (tmp_path / "empty.txt").write_text("\n  \n")
+    res = cli("forget", "--conf-dir", str(CONF_DIR), *args, cwd=tmp_path,
+              env={"SPARKPROMO_HMAC_KEY": "0123456789abcdef0123"})
+    assert_usage_error(res, needle)

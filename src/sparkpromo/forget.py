@@ -27,8 +27,10 @@ sees the user.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import re
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -195,6 +197,7 @@ def forget_users(spark: SparkSession, cfg: AppConfig, user_ids: Sequence[str]) -
     """Erase ``user_ids`` (raw ids, as in the source data) everywhere; returns rows deleted per table."""
     key = hmac_key(cfg.privacy.key_env)
     wanted = len(set(u.strip() for u in user_ids if u.strip()))
+    t0 = time.perf_counter()
     ids = ids_frame(spark, cfg, user_ids, key).cache()
     try:
         record_forgotten(spark, cfg, ids)
@@ -221,11 +224,27 @@ def forget_users(spark: SparkSession, cfg: AppConfig, user_ids: Sequence[str]) -
                 deleted[uri] = _merge_delete(spark, uri, ids, cond)
                 touched.append(uri)
         purge(spark, touched)
+        record_manifest(spark, cfg, touched, time.perf_counter() - t0, {"forgotten_ids": wanted,
+                                                                        "deleted_rows": sum(deleted.values())})
     finally:
         ids.unpersist()
     log.info("forget: %d id(s) recorded in privacy/forgotten; %d rows deleted from %d tables", wanted,
              sum(deleted.values()), len(deleted))
     return deleted
+
+
+def record_manifest(spark: SparkSession, cfg: AppConfig, uris: Sequence[str], seconds: float,
+                    result: dict[str, int]) -> None:
+    """Record the versions ``forget`` left in the run manifest (``metrics/stages``, stage ``forget``): the
+    versions the stages' last successful runs recorded were purged, so later stages read these instead."""
+    from sparkpromo.pipeline import FORGET, RunContext, record_stage_time
+
+    base = cfg.lakehouse.rstrip("/") + "/"
+    versions = {uri[len(base):].replace("/", "."): io.version(spark, uri) for uri in dict.fromkeys(uris)
+                if uri.startswith(base) and uri[len(base):].count("/") == 1}
+    now = dt.datetime.now(dt.UTC)
+    ctx = RunContext(f"forget-{now:%Y%m%dT%H%M%S%f}", now.date())
+    record_stage_time(spark, cfg, ctx, FORGET, seconds, versions, dict(result))
 
 
 def forget_user(spark: SparkSession, cfg: AppConfig, user_id: str) -> dict[str, int]:

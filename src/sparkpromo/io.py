@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, DataFrameWriter, SparkSession
@@ -92,11 +93,31 @@ def faulty_write(df: DataFrame, name: str) -> DataFrame:
     return df.where(F.when(boom, F.raise_error(F.lit(f"fault injected at {point}"))).otherwise(F.lit(True)))
 
 
+# Table URI -> the version a stage reads it at (set by sparkpromo.pipeline.run_stage from the run manifest).
+_pins: dict[str, int] = {}
+
+
+@contextlib.contextmanager
+def pinned(versions: Mapping[str, int]) -> Iterator[None]:
+    """While the block runs, :func:`read` and :func:`version` see each table in ``versions`` at that version (an
+    explicit ``version`` argument still wins). A plain module dict, not a context variable: a stage's reads run on
+    its own worker threads too."""
+    before = dict(_pins)
+    _pins.update(versions)
+    try:
+        yield
+    finally:
+        _pins.clear()
+        _pins.update(before)
+
+
 def is_delta(spark: SparkSession, uri: str) -> bool:
     return DeltaTable.isDeltaTable(spark, uri)
 
 
 def read(spark: SparkSession, uri: str, version: int | None = None) -> DataFrame:
+    if version is None:
+        version = _pins.get(uri)
     reader = spark.read.format("delta")
     if version is not None:
         reader = reader.option("versionAsOf", version)
@@ -104,7 +125,10 @@ def read(spark: SparkSession, uri: str, version: int | None = None) -> DataFrame
 
 
 def version(spark: SparkSession, uri: str) -> int | None:
-    """Latest committed version of a Delta table, or None when there is no table."""
+    """Latest committed version of a Delta table (the pinned one inside :func:`pinned`), or None when there is no
+    table."""
+    if uri in _pins:
+        return _pins[uri]
     if not is_delta(spark, uri):
         return None
     row = DeltaTable.forPath(spark, uri).history(1).select("version").first()
