@@ -129,7 +129,24 @@ def test_run_id_must_be_one_safe_path_component(run_id: str, capsys: pytest.Capt
     assert code == 2
     assert err.startswith("error: --run-id: ") and "not a valid id" in err
     assert len(err.strip().splitlines()) == 1  # a newline inside the id is printed escaped
-    record("path ids", f"--run-id {run_id!r}", 1, "rejected, exit 2, one line", "pass")
+
+
+def test_every_bad_run_id_is_refused_by_the_library_too() -> None:
+    from sparkpromo.config import ConfigError, check_path_id
+    from sparkpromo.pipeline import RunContext
+
+    refused = 0
+    for run_id in BAD_RUN_IDS:
+        with pytest.raises(ConfigError):
+            check_path_id(run_id, "--run-id")
+        with pytest.raises(ConfigError):
+            RunContext(run_id, dt.date(2026, 11, 29))
+        refused += 1
+    assert refused == len(BAD_RUN_IDS)
+    record("path ids", "--run-id: ../x, .., a/../../b, /etc/passwd, /tmp/x, a/b, a\\b, NUL, newline, trailing "
+           "newline, empty, .hidden, -rf, 65 chars, r..1, C:\\x", len(BAD_RUN_IDS),
+           f"{refused} refused by the CLI (exit 2, one line naming --run-id, before Spark) and by RunContext",
+           "pass")
 
 
 def test_run_id_escape_rejected_by_cli_before_spark(tmp_path: Path) -> None:
