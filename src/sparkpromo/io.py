@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import datetime as dt
 import logging
 import os
@@ -93,22 +94,20 @@ def faulty_write(df: DataFrame, name: str) -> DataFrame:
     return df.where(F.when(boom, F.raise_error(F.lit(f"fault injected at {point}"))).otherwise(F.lit(True)))
 
 
-# Table URI -> the version a stage reads it at (set by sparkpromo.pipeline.run_stage from the run manifest).
-_pins: dict[str, int] = {}
+# Table URI -> the version a stage reads it at (set by sparkpromo.pipeline.run_stage from the run manifest). A
+# context variable: two stages run from two threads (tests, notebooks) each see their own pins.
+_pins: contextvars.ContextVar[Mapping[str, int] | None] = contextvars.ContextVar("sparkpromo_pins", default=None)
 
 
 @contextlib.contextmanager
 def pinned(versions: Mapping[str, int]) -> Iterator[None]:
-    """While the block runs, :func:`read` and :func:`version` see each table in ``versions`` at that version (an
-    explicit ``version`` argument still wins). A plain module dict, not a context variable: a stage's reads run on
-    its own worker threads too."""
-    before = dict(_pins)
-    _pins.update(versions)
+    """While the block runs (in this thread), :func:`read` and :func:`version` see each table in ``versions`` at
+    that version (an explicit ``version`` argument still wins)."""
+    token = _pins.set({**(_pins.get() or {}), **versions})
     try:
         yield
     finally:
-        _pins.clear()
-        _pins.update(before)
+        _pins.reset(token)
 
 
 def is_delta(spark: SparkSession, uri: str) -> bool:
@@ -117,7 +116,7 @@ def is_delta(spark: SparkSession, uri: str) -> bool:
 
 def read(spark: SparkSession, uri: str, version: int | None = None) -> DataFrame:
     if version is None:
-        version = _pins.get(uri)
+        version = (_pins.get() or {}).get(uri)
     reader = spark.read.format("delta")
     if version is not None:
         reader = reader.option("versionAsOf", version)
@@ -127,8 +126,9 @@ def read(spark: SparkSession, uri: str, version: int | None = None) -> DataFrame
 def version(spark: SparkSession, uri: str) -> int | None:
     """Latest committed version of a Delta table (the pinned one inside :func:`pinned`), or None when there is no
     table."""
-    if uri in _pins:
-        return _pins[uri]
+    pins = _pins.get() or {}
+    if uri in pins:
+        return pins[uri]
     if not is_delta(spark, uri):
         return None
     row = DeltaTable.forPath(spark, uri).history(1).select("version").first()
