@@ -12,6 +12,7 @@ from conftest import make_config
 
 from sparkpromo import tracking
 from sparkpromo.config import AppConfig
+from tests.measure import record
 
 RESULT: dict[str, Any] = {
     "run_id": "20261129", "champion": "als",
@@ -131,6 +132,9 @@ def test_tracking_failure_logs_no_credentials(tmp_path: Path, monkeypatch: pytes
         assert tracking.log_train_run(cfg, RESULT, None) is None
     assert "http://***@127.0.0.1:9" in caplog.text
     assert "s3cr3t-pw" not in caplog.text and "alice" not in caplog.text
+    record("security", "MLflow tracking URI with user:password, server unreachable (the failure is logged)",
+           len(caplog.records), f"{len(caplog.records)} log records, URI logged as http://***@127.0.0.1:9, 0 hold "
+           "the user or password", "redacted")
 
 
 def test_log_handler_redacts_uris_from_any_module(capsys: pytest.CaptureFixture[str]) -> None:
