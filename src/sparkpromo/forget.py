@@ -189,8 +189,9 @@ def _other_user_tables(cfg: AppConfig, known: set[str]) -> list[str]:
     root = local_path(cfg.lakehouse)
     if root is None or not root.is_dir():
         return []
-    found = sorted(str(d.parent) for d in root.rglob("_delta_log") if d.is_dir())
-    return [uri for uri in found if uri.rstrip("/") not in {k.rstrip("/") for k in known}]
+    seen = {p.resolve() for p in map(local_path, known) if p is not None}  # "file:" URIs and plain paths alike
+    found = sorted(d.parent for d in root.rglob("_delta_log") if d.is_dir())
+    return [str(d) for d in found if d.resolve() not in seen]
 
 
 def forget_users(spark: SparkSession, cfg: AppConfig, user_ids: Sequence[str]) -> dict[str, int]:
