@@ -227,26 +227,25 @@ def masked_line(line: Column, personal: Sequence[str], dates_and_phones: bool) -
     return out
 
 
-def payload(personal: Sequence[str] = ()) -> Column:
+def payload(personal: Sequence[str] = (), dates_and_phones: bool = False) -> Column:
     """The raw bronze row as JSON without the ``personal`` columns: the corrupt record's text (personal values
     masked, :func:`masked_line`), or the source columns as they arrived."""
     raw = F.col(RAW).dropFields(*personal) if personal else F.col(RAW)  # a name the row lacks is ignored
-    dates = any(c.lower() in (C.BIRTH_DATE, "phone") for c in personal)
-    return F.coalesce(masked_line(F.col(CORRUPT), personal, dates), F.to_json(raw))
+    return F.coalesce(masked_line(F.col(CORRUPT), personal, dates_and_phones), F.to_json(raw))
 
 
 def quarantine_rows(source: str, run_id: str, personal: Sequence[str] = ()) -> Transform:
     """The rejected rows in the quarantine's shape, plus ``_example``: the value that shows why (the rule's column,
     else the start of the raw row), for the reject-share error. Writers drop it. ``personal`` columns are left out
-    of the payload (:func:`payload`)."""
+    of the payload (:func:`payload`; in an unparsable users line, dates and phone-like numbers are masked too)."""
     def step(df: DataFrame) -> DataFrame:
-        example = payload(personal)
+        example = payload(personal, source == "users")
         for rule, col in RULE_COLUMNS.items():
             if col in df.columns:
                 quoted = F.regexp_extract(F.to_json(F.array(F.col(col))), r"^\[(.*)\]$", 1)  # "text" or null
                 example = F.when(F.col(C.Q_RULE) == rule, F.concat(F.lit(f"{col}="), quoted)).otherwise(example)
         return df.where(~F.col(DUP) & F.col(C.Q_RULE).isNotNull()).select(
-            F.lit(source).alias(C.Q_SOURCE), F.col(C.Q_RULE), payload(personal).alias(C.Q_PAYLOAD),
+            F.lit(source).alias(C.Q_SOURCE), F.col(C.Q_RULE), payload(personal, source == "users").alias(C.Q_PAYLOAD),
             F.col(C.SOURCE_FILE), F.lit(run_id).alias(C.RUN_ID), example.substr(1, EXAMPLE_CHARS).alias(EXAMPLE))
     return step
 
