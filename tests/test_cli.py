@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pytest
 
 from sparkpromo.cli import build_parser
 from tests.conftest import CONF_DIR
+from tests.measure import record
 
 ROOT = CONF_DIR.parent
 
@@ -126,3 +128,80 @@ def test_campaign_summary_fits_100_columns() -> None:
     text = "\n".join(lines)
     assert all(k in text for k in keys) and "status" not in text
     assert sum("welcome-new-users" in line for line in lines) >= 2  # wrapped: each block repeats the row labels
+
+
+BAD_RUN_IDS = ["../x", "..", "a/../../b", "/etc/passwd", "/tmp/x", "a/b", "a\\b", "a\x00b", "a\nb", "r1\n", "",
+               ".hidden", "-rf", "x" * 65, "r..1", "C:\\x"]
+
+
+@pytest.mark.parametrize("run_id", BAD_RUN_IDS)
+def test_run_id_must_be_one_safe_path_component(run_id: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from sparkpromo.cli import main
+
+    # In-process: argv cannot carry a NUL byte to a child process. _prepare rejects it before any Spark starts.
+    code = main(["report", "--conf-dir", str(CONF_DIR), f"--run-id={run_id}"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: --run-id: ") and "not a valid id" in err
+    assert len(err.strip().splitlines()) == 1  # a newline inside the id is printed escaped
+
+
+def test_every_bad_run_id_is_refused_by_the_library_too() -> None:
+    from sparkpromo.config import ConfigError, check_path_id
+    from sparkpromo.pipeline import RunContext
+
+    refused = 0
+    for run_id in BAD_RUN_IDS:
+        with pytest.raises(ConfigError):
+            check_path_id(run_id, "--run-id")
+        with pytest.raises(ConfigError):
+            RunContext(run_id, dt.date(2026, 11, 29))
+        refused += 1
+    assert refused == len(BAD_RUN_IDS)
+    record("path ids", "--run-id: ../x, .., a/../../b, /etc/passwd, /tmp/x, a/b, a\\b, NUL, newline, trailing "
+           "newline, empty, .hidden, -rf, 65 chars, r..1, C:\\x", len(BAD_RUN_IDS),
+           f"{refused} refused by the CLI (exit 2, one line naming --run-id, before Spark) and by RunContext",
+           "pass")
+
+
+def test_run_id_escape_rejected_by_cli_before_spark(tmp_path: Path) -> None:
+    res = cli("train", "--conf-dir", str(CONF_DIR), "--run-id", "../outside", cwd=tmp_path)
+    assert_usage_error(res, "--run-id", "'../outside'", "not a valid id")
+    assert not (tmp_path / "lakehouse").exists() and not (tmp_path / "outside").exists()
+
+
+@pytest.mark.parametrize("run_id", ["20261129", "r1", "nightly-2026-11-29", "a.b_c-d", "x" * 64])
+def test_good_run_ids_pass(run_id: str) -> None:
+    from sparkpromo.config import check_path_id
+    from sparkpromo.pipeline import RunContext
+
+    assert check_path_id(run_id, "--run-id") == run_id
+    assert RunContext(run_id, dt.date(2026, 11, 29)).run_id == run_id
+
+
+def test_run_context_refuses_a_path_id() -> None:
+    from sparkpromo.config import ConfigError
+    from sparkpromo.pipeline import RunContext
+
+    with pytest.raises(ConfigError, match="run id"):
+        RunContext("../../registry", dt.date(2026, 11, 29))
+
+
+def test_forget_needs_the_key_before_spark(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "SPARKPROMO_HMAC_KEY"}
+    res = subprocess.run([sys.executable, "-m", "sparkpromo.cli", "forget", "--conf-dir", str(CONF_DIR), "--user",
+                          "u1"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120)
+    assert_usage_error(res, "SPARKPROMO_HMAC_KEY", "forgotten ids")
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--users-file", "missing.txt"], "--users-file: cannot read missing.txt"),
+    (["--users-file", "empty.txt"], "holds no id"),
+    (["--user", "u1", "--users-file", "empty.txt"], "not allowed with argument"),
+    ([], "one of the arguments --user --users-file is required"),
+])
+def test_forget_arguments_checked(tmp_path: Path, args: list[str], needle: str) -> None:
+    (tmp_path / "empty.txt").write_text("\n  \n")
+    res = cli("forget", "--conf-dir", str(CONF_DIR), *args, cwd=tmp_path,
+              env={"SPARKPROMO_HMAC_KEY": "0123456789abcdef0123"})
+    assert_usage_error(res, needle)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 
 import pytest
@@ -12,12 +13,15 @@ from pyspark.sql import functions as F
 from sparkpromo import columns as C
 from sparkpromo import io
 from sparkpromo.clean import run_clean
-from sparkpromo.forget import forget_user
+from sparkpromo.forget import ID_HASH, forget_user, forgotten_uri
 from sparkpromo.ingest import run_ingest
+from sparkpromo.privacy import pseudonym
 from tests.conftest import make_config
+from tests.measure import record
 
 GONE = "u77"  # the user to forget
 KEEP = "u7"   # a prefix of the forgotten id: must survive
+KEY = "forget-test-key-0123456789"
 
 
 def landing(root: Path) -> None:
@@ -55,7 +59,8 @@ def all_strings_in_parquet_files(spark: SparkSession, lakehouse: Path) -> set[st
 
 
 @pytest.mark.slow
-def test_forget_erases_user_everywhere(spark: SparkSession, tmp_path: Path) -> None:
+def test_forget_erases_user_everywhere(spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPARKPROMO_HMAC_KEY", KEY)
     landing(tmp_path)
     cfg = make_config(tmp_path)
     run_ingest(spark, cfg, "r1")
@@ -88,3 +93,50 @@ def test_forget_erases_user_everywhere(spark: SparkSession, tmp_path: Path) -> N
     assert io.read(spark, cfg.table("silver", "events")).where(F.col(C.USER_ID) == KEEP).count() == 1
     assert io.read(spark, cfg.table("gold", "recommendations")).collect()[0][C.USER_ID] == KEEP
     assert io.read(spark, cfg.table("gold", "interactions")).collect()[0][C.USER_IDX] == 1
+    # No commit or checkpoint holds the id: MERGE records no literal, and no table keeps statistics of id columns.
+    logs = [f for f in lake.rglob("*") if f.is_file() and "_delta_log" in f.parts and f.suffix in (".json", ".crc")]
+    assert logs and not [str(f) for f in logs if token(GONE).search(f.read_bytes().decode("latin-1"))]
+    forgotten = io.read(spark, forgotten_uri(cfg)).collect()
+    assert [r[ID_HASH] for r in forgotten] == [pseudonym(GONE, KEY.encode())]
+
+    # The same landing files sent again under new names: ingest drops the forgotten user's rows, clean sees none.
+    for src, dst in (("events/e.csv", "events/e-resent.csv"), ("users/u.jsonl", "users/u-resent.jsonl")):
+        (tmp_path / "landing" / dst).write_text((tmp_path / "landing" / src).read_text())
+    again = run_ingest(spark, cfg, "r2")
+    assert (again["events_forgotten"], again["events_rows"]) == (4, 1)
+    assert (again["users_forgotten"], again["users_rows"]) == (1, 1)
+    run_clean(spark, cfg, "r2", dt.datetime(2026, 11, 2))
+    assert io.read(spark, cfg.table("silver", "users")).where(F.col(C.USER_ID) == GONE).count() == 0
+    assert io.read(spark, cfg.table("silver", "events")).where(F.col(C.USER_ID) == GONE).count() == 0
+    q = io.read(spark, cfg.table("quarantine", "rows")).where(F.col(C.Q_PAYLOAD).rlike(token(GONE).pattern))
+    assert q.count() == 0
+    record("erasure", "forget, then the same landing files re-sent under new names (ingest + clean)", 6,
+           f"ingest dropped {again['events_forgotten']} event + {again['users_forgotten']} user rows of the "
+           f"forgotten id; 0 in bronze, silver, quarantine; 0 of {len(logs)} _delta_log files hold the id", "pass")
+
+
+def token(user_id: str) -> re.Pattern[str]:
+    return re.compile(r"(^|[^A-Za-z0-9_])" + re.escape(user_id) + r"([^A-Za-z0-9_]|$)")
+
+
+def test_quarantine_payload_leaves_personal_columns_out(spark: SparkSession) -> None:
+    from sparkpromo.clean import DUP, RAW, quarantine_rows
+    from sparkpromo.ingest import CORRUPT
+
+    rows = [(False, "missing_field", ("u1", "1990-02-03", "a@b.example", "DE"), None, "f"),
+            (False, "malformed_record", None, '{"user_id": "u2", "birth_date": "1991-04-05", "email": "x@y.example"',
+             "f"),
+            (False, "malformed_record", None, "u3,1992-06-07,+49 170 1234567,z@w.example,DE", "f")]
+    df = spark.createDataFrame(rows, f"{DUP} boolean, {C.Q_RULE} string, {RAW} struct<user_id: string, "
+                                     f"birth_date: string, email: string, country: string>, {CORRUPT} string, "
+                                     f"{C.SOURCE_FILE} string")
+    out = sorted(r[C.Q_PAYLOAD] for r in df.transform(quarantine_rows("users", "r1", ("birth_date", "email",
+                                                                                    "phone"))).collect())
+    assert out == sorted(['{"user_id":"u1","country":"DE"}',
+                          '{"user_id": "u2", "birth_date": "***", "email": "***"',
+                          "u3,***,***,***,DE"])
+    joined = " ".join(out)
+    assert "1990" not in joined and "1991" not in joined and "1992" not in joined and "@" not in joined
+    assert "1234567" not in joined and all(u in joined for u in ("u1", "u2", "u3"))
+    record("privacy", "quarantine payloads of users rows (parsed, JSON and CSV unparsable) with birth date, "
+           "e-mail, phone", len(rows), f"{len(out)} payloads, 0 birth dates / e-mails / phones", "pass")

@@ -4,6 +4,7 @@ rule, the balance holds, and reruns change nothing."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import pytest
@@ -131,7 +132,20 @@ def test_overwrite_sets_table_properties_only_with_a_new_table(spark: SparkSessi
     io.overwrite(df, old)
     io.overwrite(df, old, properties=prop)
     assert io._table_properties(spark, new).get("delta.dataSkippingStatsColumns") == "id"
-    assert "delta.dataSkippingStatsColumns" not in io._table_properties(spark, old)
+    # Without properties a new table gets the default list (its columns less id columns), kept on later writes.
+    assert io._table_properties(spark, old).get("delta.dataSkippingStatsColumns") == "id,price"
+
+
+def test_new_tables_keep_no_statistics_of_id_columns(spark: SparkSession, tmp_path: Path) -> None:
+    df = spark.createDataFrame([("u1", "x", 1, {"a": 1})], "user_id string, payload string, n int, m map<string,int>")
+    io.append(df, str(tmp_path / "t"))
+    io.overwrite(df.select("user_id"), str(tmp_path / "only_ids"))
+    assert io._table_properties(spark, str(tmp_path / "t"))["delta.dataSkippingStatsColumns"] == "n"
+    assert io._table_properties(spark, str(tmp_path / "only_ids"))["delta.dataSkippingNumIndexedCols"] == "0"
+    log = "".join(f.read_text() for f in (tmp_path / "t" / "_delta_log").glob("*.json"))
+    stats = [json.loads(json.loads(line)["add"]["stats"]) for line in log.splitlines() if '"add"' in line]
+    assert stats == [{"numRecords": 1, "minValues": {"n": 1}, "maxValues": {"n": 1}, "nullCount": {"n": 0}}]
+    assert "u1" not in log
 
 
 def test_overwrite_creates_constraints_only_with_a_new_table(spark: SparkSession, tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from sparkpromo import columns as C
-from sparkpromo.privacy import PrivacyError, hmac_key, hmac_sha256, pseudonym, pseudonymise_users
+from sparkpromo.privacy import PrivacyError, hmac_key, keyed_hash, pseudonym, pseudonymise_users
 
 KEY_ENV = "SPARKPROMO_TEST_HMAC_KEY"
 
@@ -18,8 +18,8 @@ KEY_ENV = "SPARKPROMO_TEST_HMAC_KEY"
 @pytest.mark.parametrize("key", [b"0123456789abcdef", b"k" * 64, b"a-very-long-key-" * 8])
 def test_spark_hmac_matches_python(spark: SparkSession, key: bytes) -> None:
     ids = ["u000001", "", "ünïcödé", "x" * 300]
-    got = dict(spark.createDataFrame([(i,) for i in ids], "id string")
-               .select("id", hmac_sha256(F.col("id"), key).alias("h")).collect())
+    got = dict(keyed_hash(spark.createDataFrame([(i,) for i in ids], "id string"), F.col("id"), "h", key)
+               .select("id", "h").collect())
     assert got == {i: hmac.new(key, i.encode(), hashlib.sha256).hexdigest() for i in ids}
 
 

@@ -16,7 +16,7 @@ from sparkpromo import io
 from sparkpromo.clean import run_clean
 from sparkpromo.config import ConfigError
 from sparkpromo.ingest import run_ingest
-from sparkpromo.privacy import hmac_sha256, pseudonym
+from sparkpromo.privacy import keyed_hash, pseudonym, pseudonymise_users
 from sparkpromo.session import HMAC_PAD_LITERAL, add_redaction
 from tests.conftest import make_config
 from tests.measure import record
@@ -39,12 +39,12 @@ def test_spark_redacts_secret_confs_and_hmac_pads(spark: SparkSession, capsys: p
     # Secret-looking conf keys (e.g. fs.s3a.secret.key, a token or password) are covered by Spark's redaction.
     regex = spark.sparkContext.getConf().get("spark.redaction.regex", "(?i)secret|password|token|access[.]?key")
     assert all(w in regex for w in ("secret", "password", "token"))
-    df = spark.createDataFrame([("u1",)], "user_id string").select(hmac_sha256(F.col("user_id"), KEY.encode()))
+    df = keyed_hash(spark.createDataFrame([("u1",)], "user_id string"), F.col("user_id"), "h", KEY.encode())
     df.explain(extended=True)
     plan = capsys.readouterr().out
-    assert "Project" in plan and "(redacted)" in plan
+    assert "Project" in plan and "sha2" in plan
     assert not any(p.lower() in plan.lower() for p in PADS)
-    assert df.first()[0] == pseudonym("u1", KEY.encode())  # redaction is display-only
+    assert df.first()["h"] == pseudonym("u1", KEY.encode())
 
 
 @pytest.mark.slow
@@ -83,3 +83,41 @@ def test_redaction_keeps_what_the_launcher_set(spark: SparkSession) -> None:
         assert spark.conf.get(key) == combined  # adding it again changes nothing
     finally:
         spark.conf.set(key, before or HMAC_PAD_LITERAL)
+
+
+def key_derived_texts(key: bytes) -> list[str]:
+    """The key and its pads as hex (both cases), base64, text and Python's bytes repr: what a plan could print."""
+    import base64
+
+    padded = key.ljust(64, b"\0")
+    blobs = [key, *(bytes(b ^ x for b in padded) for x in (0x36, 0x5C))]
+    out = [key.decode()]
+    for b in blobs:
+        out += [b.hex(), b.hex().upper(), base64.b64encode(b).decode(), repr(b)[2:-1]]
+    return out
+
+
+def test_plan_text_holds_no_key_material_even_without_redaction(
+        spark: SparkSession, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv(KEY_ENV, KEY)
+    key = "spark.sql.redaction.string.regex"
+    before = spark.conf.get(key, None)
+    spark.conf.unset(key)  # what the plan itself holds, not what redaction hides
+    try:
+        users = spark.createDataFrame([("u1", "p1"), ("u2", "p2")], "user_id string, item_id string")
+        out = pseudonymise_users({"events": users}, KEY_ENV)["events"]
+        out.explain(extended=True)
+        out.explain(mode="formatted")
+        plan = capsys.readouterr().out
+    finally:
+        if before is not None:
+            spark.conf.set(key, before)
+    texts = key_derived_texts(KEY.encode())
+    leaked = [t for t in texts if t.lower() in plan.lower()]
+    assert "== Physical Plan ==" in plan and "_hmac_ipad" in plan and "sha2" in plan
+    assert leaked == [] and not re.search(HMAC_PAD_LITERAL, plan)
+    assert dict(out.select(C.ITEM_ID, C.USER_ID).collect()) == {"p1": pseudonym("u1", KEY.encode()),
+                                                                "p2": pseudonym("u2", KEY.encode())}
+    record("security", "key material in explain(extended) + formatted plan text of a pseudonymising query, "
+           "redaction off", len(texts), f"{len(plan)} plan characters, 0 of {len(texts)} key-derived strings",
+           "absent")

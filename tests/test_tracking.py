@@ -12,6 +12,7 @@ from conftest import make_config
 
 from sparkpromo import tracking
 from sparkpromo.config import AppConfig
+from tests.measure import record
 
 RESULT: dict[str, Any] = {
     "run_id": "20261129", "champion": "als",
@@ -105,3 +106,49 @@ def test_enabled_without_mlflow_is_a_clear_error(tmp_path: Path, monkeypatch: py
         tracking.check_available(cfg)
     with pytest.raises(tracking.TrackingError, match="not installed"):
         tracking.log_train_run(cfg, RESULT, None)
+
+
+@pytest.mark.parametrize(("uri", "expected"), [
+    ("https://user:pass@mlflow.example.com/api", "https://***@mlflow.example.com/api"),
+    ("http://tok@10.0.0.1:5000", "http://***@10.0.0.1:5000"),
+    ("databricks://profile", "databricks://profile"),
+    ("https://h/x?sig=abc123&other=1", "https://h/x?sig=***&other=1"),
+    ("file:///tmp/mlruns", "file:///tmp/mlruns"),
+])
+def test_uri_credentials_redacted(uri: str, expected: str) -> None:
+    from sparkpromo.config import redact_uri
+
+    assert redact_uri(uri) == expected
+    assert redact_uri(f"tracking to {uri} failed") == f"tracking to {expected} failed"
+
+
+def test_tracking_failure_logs_no_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    # Nothing listens on port 9: the client fails at once (no retries), and the failure is logged with its URI.
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    cfg = _cfg(tmp_path, tracking_uri="http://alice:s3cr3t-pw@127.0.0.1:9")
+    with caplog.at_level("INFO"):
+        assert tracking.log_train_run(cfg, RESULT, None) is None
+    assert "http://***@127.0.0.1:9" in caplog.text
+    assert "s3cr3t-pw" not in caplog.text and "alice" not in caplog.text
+    record("security", "MLflow tracking URI with user:password, server unreachable (the failure is logged)",
+           len(caplog.records), f"{len(caplog.records)} log records, URI logged as http://***@127.0.0.1:9, 0 hold "
+           "the user or password", "redacted")
+
+
+def test_log_handler_redacts_uris_from_any_module(capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    from sparkpromo.logs import setup_logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        setup_logging(False, "r1")
+        logging.getLogger("some.library").warning("connecting to %s", "https://bob:hunter2@host/x")
+        err = capsys.readouterr().err
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    assert "https://***@host/x" in err and "hunter2" not in err, err

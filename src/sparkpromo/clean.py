@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar, cast
@@ -196,22 +197,55 @@ def mark_duplicates(key: str, newest_first: bool, dup_keys: DataFrame | None = N
     return step
 
 
-def payload() -> Column:
-    """The raw bronze row as JSON: the corrupt record's text, or the source columns as they arrived."""
-    return F.coalesce(F.col(CORRUPT), F.to_json(F.col(RAW)))
+_EMAIL_RE = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"
+_DATE_RE = r"\b(\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4})\b"
+_PHONE_RE = r"\+?\d[\d ()/-]{6,}\d"
+MASK = "***"
 
 
-def quarantine_rows(source: str, run_id: str) -> Transform:
+def personal_columns(cfg: AppConfig, source: str) -> tuple[str, ...]:
+    """The configured personal columns of ``source`` (events, users): canonical names and the source's own names
+    for them. Items hold none."""
+    src = getattr(cfg.sources, source, None)
+    if source == "items" or src is None:
+        return ()
+    names = [*cfg.privacy.personal_columns, *(src.columns.get(c, c) for c in cfg.privacy.personal_columns)]
+    return tuple(dict.fromkeys(names))
+
+
+def masked_line(line: Column, personal: Sequence[str], dates_and_phones: bool) -> Column:
+    """An unparsable line with personal values masked: the values of JSON keys naming a personal column, e-mail
+    addresses and, for a source with dates of birth or phone numbers (``dates_and_phones``; the line's fields can't
+    be told apart), every date and phone-like number."""
+    if not personal:
+        return line
+    keys = "|".join(re.escape(c) for c in personal)
+    out = F.regexp_replace(line, rf'(?i)("(?:{keys})"\s*:\s*)("(?:[^"\\]|\\.)*"|[^,}}\]\s]+)', f'$1"{MASK}"')
+    out = F.regexp_replace(out, _EMAIL_RE, MASK)
+    if dates_and_phones:
+        out = F.regexp_replace(F.regexp_replace(out, _DATE_RE, MASK), _PHONE_RE, MASK)
+    return out
+
+
+def payload(personal: Sequence[str] = (), dates_and_phones: bool = False) -> Column:
+    """The raw bronze row as JSON without the ``personal`` columns: the corrupt record's text (personal values
+    masked, :func:`masked_line`), or the source columns as they arrived."""
+    raw = F.col(RAW).dropFields(*personal) if personal else F.col(RAW)  # a name the row lacks is ignored
+    return F.coalesce(masked_line(F.col(CORRUPT), personal, dates_and_phones), F.to_json(raw))
+
+
+def quarantine_rows(source: str, run_id: str, personal: Sequence[str] = ()) -> Transform:
     """The rejected rows in the quarantine's shape, plus ``_example``: the value that shows why (the rule's column,
-    else the start of the raw row), for the reject-share error. Writers drop it."""
+    else the start of the raw row), for the reject-share error. Writers drop it. ``personal`` columns are left out
+    of the payload (:func:`payload`; in an unparsable users line, dates and phone-like numbers are masked too)."""
     def step(df: DataFrame) -> DataFrame:
-        example = payload()
+        example = payload(personal, source == "users")
         for rule, col in RULE_COLUMNS.items():
             if col in df.columns:
                 quoted = F.regexp_extract(F.to_json(F.array(F.col(col))), r"^\[(.*)\]$", 1)  # "text" or null
                 example = F.when(F.col(C.Q_RULE) == rule, F.concat(F.lit(f"{col}="), quoted)).otherwise(example)
         return df.where(~F.col(DUP) & F.col(C.Q_RULE).isNotNull()).select(
-            F.lit(source).alias(C.Q_SOURCE), F.col(C.Q_RULE), payload().alias(C.Q_PAYLOAD),
+            F.lit(source).alias(C.Q_SOURCE), F.col(C.Q_RULE), payload(personal, source == "users").alias(C.Q_PAYLOAD),
             F.col(C.SOURCE_FILE), F.lit(run_id).alias(C.RUN_ID), example.substr(1, EXAMPLE_CHARS).alias(EXAMPLE))
     return step
 
@@ -608,6 +642,7 @@ def run_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetime
     Delta log reads and small tasks overlap another's. Nothing is written until every side frame has been
     computed, so a failure there leaves every table as it was.
     """
+    from sparkpromo.forget import forgotten_set, without_forgotten
     from sparkpromo.privacy import pseudonymise_users
 
     silver: dict[str, DataFrame] = {}
@@ -620,13 +655,20 @@ def run_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetime
         cached.append(_materialised(df))
         return cached[-1]
 
+    forgotten = forgotten_set(spark, cfg)
+
     def bronze(source: str) -> DataFrame | None:
         uri = cfg.table("bronze", source)
         version = io.version(spark, uri)
         if version is None:
             return None
         # Every read of this run sees the same snapshot, whatever ingest does meanwhile.
-        return io.read(spark, uri, version=version)
+        df = io.read(spark, uri, version=version)
+        src = getattr(cfg.sources, source)
+        if source in ("events", "users") and src is not None:
+            # Rows of forgotten users that reached bronze anyway (an ingest racing `forget`) never reach silver.
+            df = df.transform(without_forgotten(forgotten, src.columns.get(C.USER_ID, C.USER_ID), CORRUPT))
+        return df
 
     def dimension(source: str) -> tuple[DataFrame, DataFrame, DataFrame] | None:
         """Users or items (dimension-sized): one cached, fully marked frame feeds silver, quarantine, the known
@@ -644,7 +686,8 @@ def run_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetime
         df = small(raw.transform(canonicalise(source, src)).transform(mark_duplicates(key, True)).transform(classify))
         duplicates[source] = df.where(F.col(DUP)).count()
         known_ids = small(accepted(df).select(key))  # before pseudonymisation: bronze events carry raw ids
-        return df.transform(to_silver), df.transform(quarantine_rows(source, run_id)), known_ids
+        return (df.transform(to_silver), df.transform(quarantine_rows(source, run_id, personal_columns(cfg, source))),
+                known_ids)
 
     raw = bronze("events")
     if raw is None:
@@ -686,7 +729,7 @@ def run_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetime
                                 ranked.join(suspects, C.USER_ID, "left_semi")).transform(bot_users(bot_limit)))
             ev = ev.transform(flag_bots(bots))
         silver["events"] = silver_events(ev)
-        quarantine.append(ev.transform(quarantine_rows("events", run_id)))
+        quarantine.append(ev.transform(quarantine_rows("events", run_id, personal_columns(cfg, "events"))))
         q = quarantine[0]
         for other in quarantine[1:]:
             q = q.unionByName(other)

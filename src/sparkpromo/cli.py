@@ -25,6 +25,7 @@ from sparkpromo.config import (
     AppConfig,
     ConfigError,
     check_input_paths,
+    check_path_id,
     default_conf_dir,
     load_config,
 )
@@ -48,7 +49,8 @@ EXAMPLES = {
             "  SPARKPROMO_ML100K=../shared/data/ml-100k sparkpromo run --config conf/examples/movielens.yaml\n"
             "  sparkpromo run --from-date 2026-11-01 --to-date 2026-11-07   # backfill a date range"),
     "doctor": "sparkpromo doctor\n  sparkpromo doctor --env cluster --offline",
-    "forget": "sparkpromo forget --user u000123\n  sparkpromo forget --user u000123 --env cluster --json",
+    "forget": ("sparkpromo forget --user u000123\n  sparkpromo forget --user u000123 --env cluster --json\n"
+               "  sparkpromo forget --users-file erasure-requests.txt"),
     "report": "sparkpromo report                      # the newest run\n  sparkpromo report --run-id 20261129",
     "explain": ("sparkpromo explain --user u000123\n"
                 "  sparkpromo explain --user u000123 --campaign welcome-new-users --json"),
@@ -108,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         "measure": "what each campaign changed: treated vs control uplift with 95% CIs, Qini by score decile",
         "run": "the whole pipeline (optionally on generated sample data, or a backfill)",
         "doctor": "check Java, the Spark/Delta pair, the Delta jars and the configuration; say what to fix",
-        "forget": "erase one user from every table and purge the old files (DELETE, REORG PURGE, VACUUM 0h)",
+        "forget": "erase users from every table, purge the old files and keep them out of later loads",
         "report": "write one run's HTML report (timings, data quality, CV grid, holdout, campaigns); prints its path",
         "explain": "show one user's current offers and the past items behind each",
     }
@@ -125,7 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "doctor":
             p.add_argument("--offline", action="store_true", help="skip the Maven reachability check")
         if name == "forget":
-            p.add_argument("--user", required=True, help="the user's original id (as in the source data)")
+            who = p.add_mutually_exclusive_group(required=True)
+            who.add_argument("--user", help="the user's original id (as in the source data)")
+            who.add_argument("--users-file", metavar="FILE", help="a text file of original ids, one per line")
         if name == "explain":
             p.add_argument("--user", required=True,
                            help="the user's original id (looked up by its pseudonym in privacy mode)")
@@ -199,6 +203,8 @@ def _print_result(result: dict[str, Any], as_json: bool) -> None:
 
 def _prepare(argv: Sequence[str] | None) -> tuple[argparse.Namespace, AppConfig]:
     args = build_parser().parse_args(argv)
+    if getattr(args, "run_id", None) is not None:
+        check_path_id(args.run_id, "--run-id")  # it names registry/<run id>/ and reports/<run id>.html
     if args.command == "doctor":
         return args, None  # type: ignore[return-value]  # doctor reports config problems itself
     overrides = _overrides(args.overrides)
@@ -233,6 +239,17 @@ def _prepare(argv: Sequence[str] | None) -> tuple[argparse.Namespace, AppConfig]
                                                    and not args.sample)
     if needs_inputs:
         check_input_paths(cfg)
+    if args.command == "forget":
+        from sparkpromo.forget import ForgetError, read_ids_file
+        from sparkpromo.privacy import PrivacyError, hmac_key
+
+        try:
+            args.users = [args.user] if args.user is not None else read_ids_file(args.users_file)
+            hmac_key(cfg.privacy.key_env)  # forgotten ids are recorded as keyed hashes: no key, no forget
+        except (ForgetError, PrivacyError) as e:
+            raise UsageError(str(e)) from None
+        if not any(u.strip() for u in args.users):
+            raise UsageError("--user: empty id")
     if args.command in ("train", "run"):
         from sparkpromo.tracking import TrackingError, check_available
 
@@ -317,11 +334,10 @@ def _dispatch(args: argparse.Namespace, cfg: AppConfig, ctx: Any) -> dict[str, A
         lakehouse = args.respond_to if has_scheme(args.respond_to) else str(Path(args.respond_to).resolve())
         return {"run_id": ctx.run_id, **generate_responses_sample(spark, cfg, ctx, lakehouse)}
     if args.command == "forget":
-        from sparkpromo.forget import forget_user
-        from sparkpromo.privacy import hmac_key, pseudonym
+        from sparkpromo.forget import forget_users
 
-        stored = pseudonym(args.user, hmac_key(cfg.privacy.key_env)) if cfg.privacy.pseudonymise else args.user
-        deleted = forget_user(spark, cfg, args.user, stored)
+        deleted = forget_users(spark, cfg, args.users)
+        result["forgotten_ids"] = len({u.strip() for u in args.users if u.strip()})
         result.update({f"deleted.{uri.rstrip('/').rsplit('/', 2)[-2]}.{uri.rstrip('/').rsplit('/', 1)[-1]}": n
                        for uri, n in deleted.items()})
         return result

@@ -34,6 +34,8 @@ DEFAULT_PATTERNS = {"csv": ("*.csv",), "json": ("*.json", "*.jsonl"), "parquet":
 CAMPAIGN_TYPES = ("welcome", "birthday", "cart_threshold", "bundle", "generic")
 RULE_OPERATORS = ("eq", "ne", "lt", "le", "gt", "ge", "in", "not_in", "between", "is_null", "not_null")
 CAMPAIGN_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# A run id names a registry folder and a report file: one path component, never `..`, no separator, no NUL.
+RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # Canonical columns a source may map; the value is whether the column is required for that source.
 MAPPABLE_EVENT_COLUMNS = (C.EVENT_ID, C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.EVENT_TS, C.PRICE, C.QUANTITY,
                           C.RATING, C.SESSION_ID)
@@ -50,6 +52,27 @@ _ENV_VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 class ConfigError(ValueError):
     """A configuration problem; ``str()`` is a one-line message naming the file and key."""
+
+
+_URI_USERINFO_RE = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<info>[^/@\s]+)@")
+_URI_SECRET_PARAM_RE = re.compile(r"(?i)(?P<name>[?&](?:sig|token|access_token|key|password|secret|credential)[^=&]*=)"
+                                  r"[^&#\s]*")
+
+
+def redact_uri(text: str) -> str:
+    """``text`` with the credentials of any URI in it masked: ``https://user:pass@host`` -> ``https://***@host``,
+    and the values of secret-looking query parameters (``sig=``, ``token=``, ``password=``...) -> ``***``."""
+    text = _URI_USERINFO_RE.sub(lambda m: f"{m['scheme']}***@", text)
+    return _URI_SECRET_PARAM_RE.sub(lambda m: f"{m['name']}***", text)
+
+
+def check_path_id(value: str, what: str) -> str:
+    """``value`` if it is safe as one path component (:data:`RUN_ID_RE`, no ``..``); else :class:`ConfigError`
+    naming ``what`` (the argument or key it came from)."""
+    if not RUN_ID_RE.fullmatch(value) or ".." in value:  # fullmatch: `$` alone accepts a trailing newline
+        raise ConfigError(f"{what}: {value!r} is not a valid id (1-64 letters, digits, '.', '_' or '-', starting "
+                          "with a letter or digit, no '..')")
+    return value
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -143,6 +166,9 @@ class PrivacyConfig:
     # Marketing consent of every user when there is no users source, or the users source has no consent column:
     # granted | denied. No silent default: such a configuration must say which.
     consent_without_users: str = ""
+    # Source columns (canonical or as the source names them) kept out of quarantine payloads: the rejected row is
+    # stored without them, and an unparsable line has their values masked.
+    personal_columns: tuple[str, ...] = ("birth_date", "email", "phone", "name", "address")
 
     def consent_default(self) -> bool | None:
         """The stated consent for users without a consent column (None: not stated)."""

@@ -1,34 +1,67 @@
-"""Right to erasure: delete one user from every table, then purge the files that still held them.
+"""Right to erasure: delete users from every table, purge the files that still held them, and keep them out.
 
-Delta's DELETE only writes a new table version; the old Parquet files (and, with deletion vectors, the rows
-inside still-referenced files) stay on storage for time travel until they are rewritten and vacuumed. So
-``forget`` runs, per table: DELETE → ``REORG TABLE … APPLY (PURGE)`` (rewrites files that carry deletion vectors)
-→ ``VACUUM … RETAIN 0 HOURS``.
+What holds an id, and how each is reached:
 
-The trade-off: a zero-hour VACUUM removes every file not in the latest version, so time travel to earlier
-versions of these tables is lost, and a concurrent reader of an older snapshot can fail. Run it outside the
-pipeline's schedule. Landing files and trained model files (which hold integer factors, not ids) are outside the
-lakehouse tables and are not touched; the next ``train`` run no longer sees the user.
+- **Rows.** Per table, a MERGE against a frame of the ids (``WHEN MATCHED DELETE``): the ids are the data of the
+  MERGE's source, so the commit records only the join condition, never an id (a DELETE's predicate, literal
+  included, is written into its commit in ``_delta_log`` and outlives every purge).
+- **Old files.** ``REORG TABLE … APPLY (PURGE)`` rewrites files that carry deletion vectors, then
+  ``VACUUM … RETAIN 0 HOURS`` drops every file the latest version no longer references.
+- **Statistics.** Delta keeps per-file min/max of indexed columns in each commit and checkpoint. Every table the
+  pipeline creates lists its statistics columns (``delta.dataSkippingStatsColumns``, :func:`sparkpromo.io.creating`)
+  without the id columns (``user_id``, ``original_id``, the quarantine ``payload``, ``_corrupt_record``; bronze keeps
+  statistics of its ingestion metadata only), so no commit or checkpoint of a table created by this version holds
+  an id. A table created by an earlier version gets the property here; its older commit files keep their statistics
+  until Delta's log cleanup deletes them, which happens at a checkpoint once they are older than
+  ``delta.logRetentionDuration`` (30 days unless set).
+- **Later loads.** Each forgotten id is recorded in ``privacy/forgotten`` as its HMAC-SHA256 under the privacy key
+  (``privacy.key_env``), never as text; ingest and clean drop the rows of those ids (:func:`without_forgotten`), so
+  re-sent or re-ingested landing files bring none back. The key is required by ``forget`` and, once that table
+  exists, by ingest and clean.
+
+The trade-off of the purge: time travel to earlier versions of the touched tables is gone, and a concurrent reader
+of an older snapshot can fail. Run it outside the pipeline's schedule. Landing files and trained model files (which
+hold integer factors, not ids) are outside the lakehouse tables and are not touched; the next ``train`` run no longer
+sees the user.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from delta.tables import DeltaTable
-from pyspark.sql import Column, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from sparkpromo import columns as C
 from sparkpromo import io
-from sparkpromo.config import AppConfig, join_uri
+from sparkpromo.config import AppConfig, join_uri, local_path
+from sparkpromo.frame import Transform
+from sparkpromo.privacy import PAD_IN, PAD_OUT, hmac_key, hmac_sha256, keyed_hash, with_pads
 
 log = logging.getLogger(__name__)
 
 USER_TABLES = (("silver", "users"), ("silver", "events"), ("gold", "user_features"), ("gold", "recommendations"),
                ("recommendations", ""))
+FORGOTTEN = ("privacy", "forgotten")
+ID_HASH = "id_hash"
+FORGOTTEN_AT = "forgotten_at"
+FORGOTTEN_SCHEMA = f"{ID_HASH} string, {FORGOTTEN_AT} timestamp"
+# Merge-source columns: the raw id, the id as silver and later hold it, a regex matching it as a whole field.
+_RAW, _STORED, _TOKEN = "_raw", "_stored", "_token"
+_SET = "_forgotten_set"
+FORGOTTEN_HIT = "_forgotten_hit"
+# What separates fields in an unparsable line (CSV, JSON): its tokens are checked against the forgotten hashes.
+TOKEN_SPLIT = r"[\s,;|\"'{}\[\]:=]+"
+
+
+class ForgetError(ValueError):
+    """Bad ``forget`` input (no ids, an unreadable ids file); ``str()`` is one line."""
 
 
 def _json_field(source_col: str) -> str:
@@ -41,26 +74,105 @@ def _token(user_id: str) -> str:
     return r"(^|[^A-Za-z0-9_])" + re.escape(user_id) + r"([^A-Za-z0-9_]|$)"
 
 
-def targets(cfg: AppConfig, user_id: str, stored_id: str) -> Iterator[tuple[str, str, Column]]:
-    """(table URI, the column it must have, delete condition) for every table that can hold the user.
+def forgotten_uri(cfg: AppConfig) -> str:
+    return cfg.table(*FORGOTTEN)
 
-    ``stored_id`` is what silver and later hold (the pseudonym in privacy mode); bronze and quarantine hold the
-    source's raw id.
-    """
+
+def read_ids_file(path: str) -> list[str]:
+    """One id per line; blank lines and surrounding spaces ignored."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ForgetError(f"--users-file: cannot read {path}: {e.__class__.__name__}") from None
+    ids = [line.strip() for line in text.splitlines() if line.strip()]
+    if not ids:
+        raise ForgetError(f"--users-file: {path} holds no id")
+    return ids
+
+
+def ids_frame(spark: SparkSession, cfg: AppConfig, user_ids: Sequence[str], key: bytes) -> DataFrame:
+    """The ids to forget as data: raw id, keyed hash, stored id (the pseudonym in privacy mode), token regex."""
+    ids = list(dict.fromkeys(u.strip() for u in user_ids if u.strip()))
+    if not ids:
+        raise ForgetError("forget: no user id given")
+    raw = spark.createDataFrame([(u, _token(u)) for u in ids], f"{_RAW} string, {_TOKEN} string")
+    hashed = keyed_hash(raw, F.col(_RAW), ID_HASH, key)
+    return hashed.withColumn(_STORED, F.col(ID_HASH) if cfg.privacy.pseudonymise else F.col(_RAW))
+
+
+def record_forgotten(spark: SparkSession, cfg: AppConfig, ids: DataFrame) -> None:
+    """Add the ids' keyed hashes to ``privacy/forgotten`` (first, so a forget that fails part-way already keeps
+    them out of later loads; rerun it to finish the deletes)."""
+    uri = forgotten_uri(cfg)
+    rows = ids.select(ID_HASH, F.current_timestamp().alias(FORGOTTEN_AT))
+    if not io.is_delta(spark, uri):
+        io.overwrite(rows.limit(0), uri, name="privacy.forgotten")
+    (DeltaTable.forPath(spark, uri).alias("t").merge(rows.alias("s"), F.col(f"t.{ID_HASH}") == F.col(f"s.{ID_HASH}"))
+     .whenNotMatchedInsertAll().execute())
+
+
+def forgotten_set(spark: SparkSession, cfg: AppConfig) -> tuple[DataFrame, bytes] | None:
+    """The forgotten hashes as a one-row frame (one array column) and the key to hash with; None when nothing
+    was ever forgotten (then no key is needed)."""
+    uri = forgotten_uri(cfg)
+    if not io.is_delta(spark, uri):
+        return None
+    key = hmac_key(cfg.privacy.key_env)
+    return io.read(spark, uri).agg(F.collect_set(ID_HASH).alias(_SET)), key
+
+
+def mark_forgotten(forgotten: tuple[DataFrame, bytes] | None, user_col: str | None,
+                   corrupt_col: str | None = None) -> Transform:
+    """Add the boolean ``_forgotten_hit``: the row's (trimmed) ``user_col``, or any field of its unparsable text in
+    ``corrupt_col``, hashes to a forgotten id. Hashes and pads come from broadcast one-row frames, so the plan holds
+    neither a key nor a hash."""
+    def step(df: DataFrame) -> DataFrame:
+        if forgotten is None:
+            return df.withColumn(FORGOTTEN_HIT, F.lit(False))
+        hashes, key = forgotten
+        hit = F.lit(False)
+        if user_col is not None and user_col in df.columns:
+            hit = hit | F.coalesce(F.array_contains(F.col(_SET), hmac_sha256(F.trim(F.col(f"`{user_col}`")))),
+                                   F.lit(False))
+        if corrupt_col is not None and corrupt_col in df.columns:
+            tokens = F.split(F.col(f"`{corrupt_col}`"), TOKEN_SPLIT)
+            hit = hit | F.coalesce(F.exists(tokens, lambda t: F.array_contains(F.col(_SET), hmac_sha256(t))),
+                                   F.lit(False))
+        marked = with_pads(df, key).crossJoin(F.broadcast(hashes)).withColumn(FORGOTTEN_HIT, hit)
+        return marked.drop(PAD_IN, PAD_OUT, _SET)
+    return step
+
+
+def without_forgotten(forgotten: tuple[DataFrame, bytes] | None, user_col: str | None,
+                      corrupt_col: str | None = None) -> Transform:
+    """Drop the rows :func:`mark_forgotten` marks."""
+    def step(df: DataFrame) -> DataFrame:
+        if forgotten is None:
+            return df
+        return (df.transform(mark_forgotten(forgotten, user_col, corrupt_col)).where(~F.col(FORGOTTEN_HIT))
+                .drop(FORGOTTEN_HIT))
+    return step
+
+
+def targets(cfg: AppConfig) -> Iterator[tuple[str, str, Column]]:
+    """(table URI, the column it must have, merge condition between target ``t`` and the ids ``s``) for every
+    table that can hold a user. Silver and later hold ``_stored`` (the pseudonym in privacy mode); bronze and
+    quarantine hold the source's raw id."""
     src = cfg.sources
     for name in ("events", "users"):
         fs = getattr(src, name)
         if fs is not None:
             col = fs.columns.get(C.USER_ID, C.USER_ID)
-            yield cfg.table("bronze", name), col, F.trim(F.col(f"`{col}`")) == F.lit(user_id)
+            yield cfg.table("bronze", name), col, F.trim(F.col(f"t.`{col}`")) == F.col(f"s.{_RAW}")
     conds = []
     for name in ("events", "users"):
         fs = getattr(src, name)
         if fs is not None:
             col = fs.columns.get(C.USER_ID, C.USER_ID)
-            conds.append((F.col(C.Q_SOURCE) == name) & (
-                (F.trim(F.get_json_object(F.col(C.Q_PAYLOAD), _json_field(col))) == F.lit(user_id))
-                | F.col(C.Q_PAYLOAD).rlike(_token(user_id))))
+            payload = F.col(f"t.{C.Q_PAYLOAD}")
+            conds.append((F.col(f"t.{C.Q_SOURCE}") == name) & (
+                (F.trim(F.get_json_object(payload, _json_field(col))) == F.col(f"s.{_RAW}"))
+                | F.regexp(payload, F.col(f"s.{_TOKEN}"))))
     if conds:
         cond = conds[0]
         for c in conds[1:]:
@@ -68,43 +180,98 @@ def targets(cfg: AppConfig, user_id: str, stored_id: str) -> Iterator[tuple[str,
         yield cfg.table("quarantine", "rows"), C.Q_PAYLOAD, cond
     for layer, name in USER_TABLES:
         uri = cfg.table(layer, name) if name else join_uri(cfg.lakehouse, layer)
-        yield uri, C.USER_ID, F.col(C.USER_ID) == F.lit(stored_id)
+        yield uri, C.USER_ID, F.col(f"t.{C.USER_ID}") == F.col(f"s.{_STORED}")
 
 
-def forget_user(spark: SparkSession, cfg: AppConfig, user_id: str, stored_id: str | None = None) -> dict[str, int]:
-    """Erase ``user_id`` everywhere; returns rows deleted per table."""
-    stored_id = stored_id or user_id
-    deleted: dict[str, int] = {}
-    id_map = cfg.table("gold", "id_map")
-    touched: list[str] = []
-    if io.is_delta(spark, id_map):
-        # Interactions are keyed by the integer index: find it before the mapping row goes.
-        idx = (io.read(spark, id_map)
-               .where((F.col(C.ID_KIND) == "user") & (F.col(C.ORIGINAL_ID) == F.lit(stored_id)))
-               .select(C.IDX).limit(1).collect())
-        interactions = cfg.table("gold", "interactions")
-        if idx and io.is_delta(spark, interactions):
-            deleted[interactions] = _delete(spark, interactions, F.col(C.USER_IDX) == F.lit(int(idx[0][0])))
-            touched.append(interactions)
-        deleted[id_map] = _delete(spark, id_map, (F.col(C.ID_KIND) == "user")
-                                  & (F.col(C.ORIGINAL_ID) == F.lit(stored_id)))
-        touched.append(id_map)
-    for uri, column, cond in targets(cfg, user_id, stored_id):
-        if io.is_delta(spark, uri) and column in io.read(spark, uri).columns:
-            deleted[uri] = _delete(spark, uri, cond)
-            touched.append(uri)
-    purge(spark, touched)
+def _other_user_tables(cfg: AppConfig, known: set[str]) -> list[str]:
+    """Any other local Delta table under the lakehouse with a ``user_id`` column is erased too (a table a later
+    version adds is not missed); a remote lakehouse relies on the list above."""
+    root = local_path(cfg.lakehouse)
+    if root is None or not root.is_dir():
+        return []
+    seen = {p.resolve() for p in map(local_path, known) if p is not None}  # "file:" URIs and plain paths alike
+    found = sorted(d.parent for d in root.rglob("_delta_log") if d.is_dir())
+    return [str(d) for d in found if d.resolve() not in seen]
+
+
+def forget_users(spark: SparkSession, cfg: AppConfig, user_ids: Sequence[str]) -> dict[str, int]:
+    """Erase ``user_ids`` (raw ids, as in the source data) everywhere; returns rows deleted per table."""
+    key = hmac_key(cfg.privacy.key_env)
+    wanted = len(set(u.strip() for u in user_ids if u.strip()))
+    t0 = time.perf_counter()
+    ids = ids_frame(spark, cfg, user_ids, key).cache()
+    try:
+        record_forgotten(spark, cfg, ids)
+        deleted: dict[str, int] = {}
+        touched: list[str] = []
+        id_map = cfg.table("gold", "id_map")
+        if io.is_delta(spark, id_map):
+            interactions = cfg.table("gold", "interactions")
+            if io.is_delta(spark, interactions):
+                # Interactions are keyed by the integer index: take it from the id map before its rows go.
+                idx = (io.read(spark, id_map).where(F.col(C.ID_KIND) == "user")
+                       .join(ids, F.col(C.ORIGINAL_ID) == F.col(_STORED), "left_semi").select(F.col(C.IDX)))
+                deleted[interactions] = _merge_delete(spark, interactions, idx,
+                                                      F.col(f"t.{C.USER_IDX}") == F.col(f"s.{C.IDX}"))
+                touched.append(interactions)
+            deleted[id_map] = _merge_delete(spark, id_map, ids, (F.col(f"t.{C.ID_KIND}") == "user")
+                                            & (F.col(f"t.{C.ORIGINAL_ID}") == F.col(f"s.{_STORED}")))
+            touched.append(id_map)
+        listed = list(targets(cfg))
+        extra = [(uri, C.USER_ID, F.col(f"t.{C.USER_ID}") == F.col(f"s.{_STORED}"))
+                 for uri in _other_user_tables(cfg, {u for u, _, _ in listed} | set(touched) | {forgotten_uri(cfg)})]
+        for uri, column, cond in [*listed, *extra]:
+            if io.is_delta(spark, uri) and column in io.read(spark, uri).columns:
+                deleted[uri] = _merge_delete(spark, uri, ids, cond)
+                touched.append(uri)
+        purge(spark, touched)
+        record_manifest(spark, cfg, touched, time.perf_counter() - t0, {"forgotten_ids": wanted,
+                                                                        "deleted_rows": sum(deleted.values())})
+    finally:
+        ids.unpersist()
+    log.info("forget: %d id(s) recorded in privacy/forgotten; %d rows deleted from %d tables", wanted,
+             sum(deleted.values()), len(deleted))
     return deleted
 
 
-def _delete(spark: SparkSession, uri: str, cond: Column) -> int:
+def record_manifest(spark: SparkSession, cfg: AppConfig, uris: Sequence[str], seconds: float,
+                    result: dict[str, int]) -> None:
+    """Record the versions ``forget`` left in the run manifest (``metrics/stages``, stage ``forget``): the
+    versions the stages' last successful runs recorded were purged, so later stages read these instead."""
+    from sparkpromo.pipeline import FORGET, RunContext, record_stage_time
+
+    base = cfg.lakehouse.rstrip("/") + "/"
+    versions = {uri[len(base):].replace("/", "."): io.version(spark, uri) for uri in dict.fromkeys(uris)
+                if uri.startswith(base) and uri[len(base):].count("/") == 1}
+    now = dt.datetime.now(dt.UTC)
+    ctx = RunContext(f"forget-{now:%Y%m%dT%H%M%S%f}", now.date())
+    record_stage_time(spark, cfg, ctx, FORGET, seconds, versions, dict(result))
+
+
+def forget_user(spark: SparkSession, cfg: AppConfig, user_id: str) -> dict[str, int]:
+    """:func:`forget_users` for one id."""
+    return forget_users(spark, cfg, [user_id])
+
+
+def _merge_delete(spark: SparkSession, uri: str, ids: DataFrame, cond: Column) -> int:
     table = DeltaTable.forPath(spark, uri)
     before = io.version(spark, uri)
-    table.delete(cond)
+    table.alias("t").merge(ids.alias("s"), cond).whenMatchedDelete().execute()
     last = table.history(1).select("version", "operationMetrics").first()
     if last is None or last["version"] == before:
         return 0
-    return int((last["operationMetrics"] or {}).get("numDeletedRows", 0))
+    return int((last["operationMetrics"] or {}).get("numTargetRowsDeleted", 0))
+
+
+def _keep_ids_out_of_statistics(spark: SparkSession, uri: str) -> None:
+    """A table created before the statistics columns were set: set them now (new files only; see module doc)."""
+    props = {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES delta.`{uri}`").collect()}
+    if io.STATS_COLUMNS in props or props.get("delta.dataSkippingNumIndexedCols") == "0":
+        return
+    wanted = ({io.STATS_COLUMNS: io.BRONZE_STATS_COLUMNS} if "/bronze/" in uri
+              else io.stats_properties(io.read(spark, uri)))
+    pairs = ", ".join(f"'{k}' = '{v}'" for k, v in wanted.items())
+    spark.sql(f"ALTER TABLE delta.`{uri}` SET TBLPROPERTIES ({pairs})")
 
 
 def purge(spark: SparkSession, uris: list[str]) -> None:
@@ -114,9 +281,16 @@ def purge(spark: SparkSession, uris: list[str]) -> None:
     spark.conf.set(key, "false")
     try:
         for uri in dict.fromkeys(uris):
-            if "`" in uri:
-                raise ValueError(f"table path with a backtick is not supported: {uri}")
+            if "`" in uri or "'" in uri:
+                raise ValueError(f"table path with a backtick or quote is not supported: {uri}")
+            _keep_ids_out_of_statistics(spark, uri)
             spark.sql(f"REORG TABLE delta.`{uri}` APPLY (PURGE)")
             DeltaTable.forPath(spark, uri).vacuum(0)
     finally:
         spark.conf.set(key, previous)
+
+
+def forgotten_count(spark: SparkSession, cfg: AppConfig) -> int:
+    uri = forgotten_uri(cfg)
+    return io.read(spark, uri).count() if io.is_delta(spark, uri) else 0
+

@@ -14,7 +14,9 @@ Every file (CSV with a header) or the whole source (JSON, Parquet, CSV without a
 every required column; otherwise ingest fails with a one-line :class:`IngestError` before anything is written.
 
 Idempotence: a file is identified by (path, size, modification time). Files already in bronze are skipped, so
-ingesting the same files again adds nothing.
+ingesting the same files again adds nothing. Rows of users recorded in ``privacy/forgotten`` (:mod:`sparkpromo.forget`)
+are dropped before the append, so no re-sent or re-ingested file brings a forgotten user back (a file that held only
+such rows is read again by each ingest and loads nothing).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from sparkpromo.config import (
     AppConfig,
     FileSource,
 )
+from sparkpromo.forget import FORGOTTEN_HIT, forgotten_set, mark_forgotten
 from sparkpromo.frame import Transform
 from sparkpromo.landing import (
     SPARK_ONLY_CODECS,
@@ -254,22 +257,31 @@ def ingest_source(spark: SparkSession, cfg: AppConfig, source: str, run_id: str)
     staged = raw.transform(with_ingest_metadata(run_id))
     if bronze is not None:
         check_drift(source, staged.columns, bronze.columns, cfg.clean.allow_schema_evolution)
-    new = staged.transform(new_files_only(bronze))
+    # Rows of forgotten users (privacy/forgotten) are never loaded again, whatever file brings them.
+    user_col = src.columns.get(C.USER_ID, C.USER_ID) if source in ("events", "users") else None
+    forgotten = forgotten_set(spark, cfg) if user_col is not None else None
+    marked = staged.transform(new_files_only(bronze)).transform(mark_forgotten(forgotten, user_col, CORRUPT))
+    kept = ~F.col(FORGOTTEN_HIT)
     # One pass to count new rows and files; the append below re-reads the (small) landing delta.
-    stats = new.agg(F.count(F.lit(1)).alias("rows"), F.countDistinct(C.SOURCE_FILE).alias("files")).first()
+    stats = marked.agg(F.count(F.when(kept, 1)).alias("rows"),
+                       F.countDistinct(F.when(kept, F.col(C.SOURCE_FILE))).alias("files"),
+                       F.count(F.when(~kept, 1)).alias("forgotten")).first()
     rows, files = int(stats["rows"]), int(stats["files"])
+    dropped = {f"{source}_forgotten": int(stats["forgotten"])} if forgotten is not None else {}
+    new = marked.where(kept).drop(FORGOTTEN_HIT)
     if rows == 0:
         log.info("bronze.%s: nothing new to ingest from %s", source, src.path)
-        return {f"{source}_rows": 0, f"{source}_files": 0, **skipped}
+        return {f"{source}_rows": 0, f"{source}_files": 0, **dropped, **skipped}
     writer_opts = {"mergeSchema": "true"} if cfg.clean.allow_schema_evolution else {}
     io.fault_point(f"before_write:bronze.{source}")
     w = new.write.format("delta").mode("append")
     for k, v in writer_opts.items():
         w = w.option(k, v)
+    w = io.creating(w, new, uri, {io.STATS_COLUMNS: io.BRONZE_STATS_COLUMNS})
     w.save(uri)
     io.fault_point(f"after_write:bronze.{source}")
     log.info("bronze.%s: appended %d rows from %d new file(s)", source, rows, files)
-    return {f"{source}_rows": rows, f"{source}_files": files, **skipped}
+    return {f"{source}_rows": rows, f"{source}_files": files, **dropped, **skipped}
 
 
 def run_ingest(spark: SparkSession, cfg: AppConfig, run_id: str) -> dict[str, int]:

@@ -2,16 +2,67 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import datetime as dt
 import logging
 import os
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Iterator, Mapping, Sequence
 
 from delta.tables import DeltaTable
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, DataFrameWriter, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import (
+    ByteType,
+    DateType,
+    DecimalType,
+    DoubleType,
+    FloatType,
+    IntegerType,
+    LongType,
+    ShortType,
+    StringType,
+    TimestampNTZType,
+    TimestampType,
+)
 
 log = logging.getLogger(__name__)
+
+STATS_COLUMNS = "delta.dataSkippingStatsColumns"
+# Columns that hold a person's id (raw, or as the source sent it): Delta must not keep their min/max in the commit
+# log or a checkpoint, where no DELETE, REORG PURGE or VACUUM reaches them (see sparkpromo.forget).
+ID_COLUMNS = frozenset({"user_id", "original_id", "payload", "_corrupt_record"})
+# Bronze keeps statistics of its ingestion metadata only: its source columns hold raw ids and personal data.
+BRONZE_STATS_COLUMNS = "_source_file,_file_size,_file_mtime,_ingest_ts,_run_id"
+# The first columns Delta would index by default; the same cap keeps wide tables' writes as cheap as before.
+_MAX_STATS_COLUMNS = 32
+_STATS_TYPES = (ByteType, ShortType, IntegerType, LongType, FloatType, DoubleType, DecimalType, DateType,
+                TimestampType, TimestampNTZType, StringType)
+
+
+def stats_properties(df: DataFrame, exclude: frozenset[str] = ID_COLUMNS) -> dict[str, str]:
+    """``delta.dataSkippingStatsColumns`` naming ``df``'s top-level columns of types Delta keeps min/max for, less
+    ``exclude`` (by default the id columns). When no column qualifies, no column is indexed at all."""
+    # Only plain names: the property is a comma-separated list, and a column left out merely has no statistics.
+    cols = [f.name for f in df.schema.fields if f.name not in exclude and isinstance(f.dataType, _STATS_TYPES)
+            and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", f.name)][:_MAX_STATS_COLUMNS]
+    return {STATS_COLUMNS: ",".join(cols)} if cols else {"delta.dataSkippingNumIndexedCols": "0"}
+
+
+def creating(writer: DataFrameWriter, df: DataFrame, uri: str, properties: Mapping[str, str] | None = None,
+             partition_by: Sequence[str] = ()) -> DataFrameWriter:
+    """``writer`` with table properties for a table this write creates: ``properties``, plus stats columns without
+    the id columns (:func:`stats_properties`) unless ``properties`` names its own. An existing table keeps its own."""
+    if is_delta(df.sparkSession, uri):
+        return writer
+    if properties and STATS_COLUMNS in properties:
+        wanted = dict(properties)
+    else:  # Delta keeps no statistics of partition columns, and refuses them in the list
+        wanted = {**stats_properties(df, ID_COLUMNS | set(partition_by)), **(properties or {})}
+    for key, value in wanted.items():
+        writer = writer.option(key, value)
+    return writer
 
 FAULT_ENV = "SPARKPROMO_FAIL_AT"
 
@@ -43,11 +94,29 @@ def faulty_write(df: DataFrame, name: str) -> DataFrame:
     return df.where(F.when(boom, F.raise_error(F.lit(f"fault injected at {point}"))).otherwise(F.lit(True)))
 
 
+# Table URI -> the version a stage reads it at (set by sparkpromo.pipeline.run_stage from the run manifest). A
+# context variable: two stages run from two threads (tests, notebooks) each see their own pins.
+_pins: contextvars.ContextVar[Mapping[str, int] | None] = contextvars.ContextVar("sparkpromo_pins", default=None)
+
+
+@contextlib.contextmanager
+def pinned(versions: Mapping[str, int]) -> Iterator[None]:
+    """While the block runs (in this thread), :func:`read` and :func:`version` see each table in ``versions`` at
+    that version (an explicit ``version`` argument still wins)."""
+    token = _pins.set({**(_pins.get() or {}), **versions})
+    try:
+        yield
+    finally:
+        _pins.reset(token)
+
+
 def is_delta(spark: SparkSession, uri: str) -> bool:
     return DeltaTable.isDeltaTable(spark, uri)
 
 
 def read(spark: SparkSession, uri: str, version: int | None = None) -> DataFrame:
+    if version is None:
+        version = (_pins.get() or {}).get(uri)
     reader = spark.read.format("delta")
     if version is not None:
         reader = reader.option("versionAsOf", version)
@@ -55,7 +124,11 @@ def read(spark: SparkSession, uri: str, version: int | None = None) -> DataFrame
 
 
 def version(spark: SparkSession, uri: str) -> int | None:
-    """Latest committed version of a Delta table, or None when there is no table."""
+    """Latest committed version of a Delta table (the pinned one inside :func:`pinned`), or None when there is no
+    table."""
+    pins = _pins.get() or {}
+    if uri in pins:
+        return pins[uri]
     if not is_delta(spark, uri):
         return None
     row = DeltaTable.forPath(spark, uri).history(1).select("version").first()
@@ -83,15 +156,15 @@ def overwrite(df: DataFrame, uri: str, partition_by: Sequence[str] = (), name: s
     ``constraints`` (name -> CHECK expression, see :func:`constraint_checks`) are created with a new table, in the
     commit that writes its first rows, so they are checked as those rows are written instead of by a scan and a
     commit per constraint afterwards. An existing table keeps its own; :func:`add_constraints` adds missing ones.
-    ``properties`` (``delta.*`` table properties) are likewise set only when the table is created.
+    ``properties`` (``delta.*`` table properties) are likewise set only when the table is created; a new table
+    keeps no statistics of its id columns unless ``properties`` says otherwise (:func:`stats_properties`).
     """
     fault_point(f"before_write:{name or uri}")
     writer = faulty_write(df, name or uri).write.format("delta").mode("overwrite")
-    if (constraints or properties) and not is_delta(df.sparkSession, uri):
-        for key, expr in (constraints or {}).items():
+    if constraints and not is_delta(df.sparkSession, uri):
+        for key, expr in constraints.items():
             writer = writer.option(f"delta.constraints.{key}", expr)
-        for key, value in (properties or {}).items():
-            writer = writer.option(key, value)
+    writer = creating(writer, df, uri, properties, partition_by)
     if partition_by:
         writer = writer.partitionBy(*partition_by)
     writer.save(uri)
@@ -110,6 +183,7 @@ def replace_partition(df: DataFrame, uri: str, where: Mapping[str, object], part
         else f"`{c}` = {sql_literal(v)}" for c, v in where.items())
     fault_point(f"before_write:{name or uri}")
     writer = faulty_write(df, name or uri).write.format("delta").mode("overwrite").option("replaceWhere", predicate)
+    writer = creating(writer, df, uri, partition_by=partition_by)
     if partition_by:
         writer = writer.partitionBy(*partition_by)
     if merge_schema:
@@ -122,7 +196,8 @@ def append(df: DataFrame, uri: str, app_id: str | None = None, txn_version: int 
            partition_by: Sequence[str] = (), name: str = "") -> None:
     """Append; with ``app_id``/``txn_version`` Delta skips a commit it has already seen (idempotent retry)."""
     fault_point(f"before_write:{name or uri}")
-    writer = faulty_write(df, name or uri).write.format("delta").mode("append")
+    writer = creating(faulty_write(df, name or uri).write.format("delta").mode("append"), df, uri,
+                      partition_by=partition_by)
     if app_id is not None and txn_version is not None:
         writer = writer.option("txnAppId", app_id).option("txnVersion", txn_version)
     if partition_by:

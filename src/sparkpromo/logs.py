@@ -23,11 +23,26 @@ class _RunIdFilter(logging.Filter):
         return True
 
 
+class RedactUriFilter(logging.Filter):
+    """Masks URI credentials (``https://user:pass@host`` -> ``https://***@host``) in every record it passes, so a
+    URI carrying them can be logged by any module, MLflow's and Spark's included."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from sparkpromo.config import redact_uri
+
+        message = record.getMessage()
+        redacted = redact_uri(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
 def setup_logging(verbose: bool = False, run_id: str = "-") -> None:
     global _run_id
     _run_id = run_id
     handler = logging.StreamHandler()
     handler.addFilter(_RunIdFilter())
+    handler.addFilter(RedactUriFilter())
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s run=%(run_id)s %(name)s: %(message)s",
                                            "%Y-%m-%dT%H:%M:%S"))
     root = logging.getLogger()

@@ -16,12 +16,13 @@ from pyspark.sql import functions as F
 
 from sparkpromo import columns as C
 from sparkpromo import io
-from sparkpromo.config import AppConfig, local_path
+from sparkpromo.config import AppConfig, check_path_id, local_path
 from sparkpromo.logs import stage
 
 log = logging.getLogger(__name__)
 
 STAGES = ("ingest", "clean", "features", "train", "recommend", "measure")
+FORGET = "forget"  # not a stage: its manifest record moves the versions that later stages read
 
 # The Delta tables each stage reads and writes, as (layer, name). A stage rerun for the same run id whose inputs
 # and outputs are still at the versions its last successful run recorded is skipped: a retry changes nothing,
@@ -45,6 +46,9 @@ STAGE_IO: dict[str, tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ..
 class RunContext:
     run_id: str
     run_date: dt.date
+
+    def __post_init__(self) -> None:
+        check_path_id(self.run_id, "run id")
 
     @property
     def as_of(self) -> dt.datetime:
@@ -135,6 +139,32 @@ def _last_run(spark: SparkSession, cfg: AppConfig, ctx: RunContext, name: str) -
             "result": json.loads(row[0]["result"] or "{}")}
 
 
+def manifest_versions(spark: SparkSession, cfg: AppConfig) -> dict[str, int]:
+    """The run manifest: table URI -> the version the last *successful* run of the stage that writes it left (its
+    ``metrics/stages`` row, written last). ``forget`` records the versions it leaves as the stage ``forget``."""
+    uri = cfg.table("metrics", "stages")
+    if not io.is_delta(spark, uri):
+        return {}
+    rows = (io.read(spark, uri).where(F.col("io_versions").isNotNull()).select("stage", "finished_at", "io_versions")
+            .collect())
+    out: dict[str, int] = {}
+    for r in sorted(rows, key=lambda r: r["finished_at"] or dt.datetime.min):
+        versions: dict[str, int | None] = json.loads(r["io_versions"])
+        owned = ({f"{layer}.{name}" for layer, name in STAGE_IO[r["stage"]][1]} if r["stage"] in STAGE_IO
+                 else set(versions) if r["stage"] == FORGET else set())
+        for table, v in versions.items():
+            if table in owned and v is not None:
+                layer, _, name = table.partition(".")
+                out[cfg.table(layer, name)] = int(v)
+    return out
+
+
+def _pins(spark: SparkSession, cfg: AppConfig, name: str) -> dict[str, int]:
+    """What stage ``name`` reads at pinned versions: every table of the manifest but its own outputs."""
+    own = {cfg.table(layer, t) for layer, t in STAGE_IO.get(name, ((), ()))[1]}
+    return {uri: v for uri, v in manifest_versions(spark, cfg).items() if uri not in own}
+
+
 class StrictError(RuntimeError):
     """Under ``--strict``, a stage finished with a warning that a scheduled run must not pass over."""
 
@@ -152,7 +182,18 @@ def run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext, f
     A rerun of the same run id whose input and output tables have not moved since its last success is skipped.
     A stage result with a ``warning`` (e.g. recommend served no offers) raises :class:`StrictError` under
     ``strict``, after the stage's tables and record are written.
+
+    Atomicity across stages: the stage reads every table an upstream stage writes at the version recorded by that
+    stage's last successful run (:func:`manifest_versions`), so what a failed stage wrote before failing is
+    invisible downstream until its rerun succeeds.
     """
+    # A half-finished upstream stage is invisible: its inputs are read as the upstream's last success left them.
+    with io.pinned(_pins(spark, cfg, name)):
+        return _run_stage(name, spark, cfg, ctx, force, strict)
+
+
+def _run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext, force: bool, strict: bool
+               ) -> dict[str, Any]:
     io_tables = STAGE_IO.get(name)
     if io_tables and not force:
         last = _last_run(spark, cfg, ctx, name)

@@ -1,6 +1,7 @@
 """Privacy: keyed pseudonyms (HMAC-SHA256) for user ids, computed with Spark built-ins.
 
-The key comes only from the environment (``privacy.key_env``); it is never written to config, logs or tables.
+The key comes only from the environment (``privacy.key_env``); it is never written to config, logs or tables, and
+it never appears in a query plan: the HMAC pads enter as the data of a broadcast one-row frame, not as literals.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import logging
 import os
 from collections.abc import Mapping
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from sparkpromo import columns as C
@@ -28,23 +29,48 @@ class PrivacyError(ValueError):
 def hmac_key(key_env: str) -> bytes:
     key = os.environ.get(key_env, "")
     if len(key) < 16:
-        raise PrivacyError(f"privacy.pseudonymise is on but environment variable {key_env} is unset or shorter "
-                           "than 16 characters")
+        raise PrivacyError(f"environment variable {key_env} (privacy.key_env) is unset or shorter than 16 "
+                           "characters; pseudonyms and the hashes of forgotten ids need it")
     return key.encode("utf-8")
 
 
-def hmac_sha256(col: Column, key: bytes) -> Column:
-    """HMAC-SHA256 of a string column as lowercase hex, identical to Python's ``hmac`` (RFC 2104).
+PAD_IN, PAD_OUT = "_hmac_ipad", "_hmac_opad"
 
-    Built from ``sha2``/``unhex`` so it runs in the JVM: no Python UDF on this hot path.
-    """
+
+def _pads(key: bytes) -> tuple[bytes, bytes]:
     if len(key) > _BLOCK:
         key = hashlib.sha256(key).digest()
     key = key.ljust(_BLOCK, b"\0")
-    ipad = bytes(b ^ 0x36 for b in key)
-    opad = bytes(b ^ 0x5C for b in key)
-    inner = F.unhex(F.sha2(F.concat(F.lit(ipad), col.cast("binary")), 256))
-    return F.sha2(F.concat(F.lit(opad), inner), 256)
+    return bytes(b ^ 0x36 for b in key), bytes(b ^ 0x5C for b in key)
+
+
+def pads_frame(spark: SparkSession, key: bytes) -> DataFrame:
+    """A one-row frame of the HMAC pads. The key reaches the executors as this frame's data, so query plans show
+    only its column names: as literals, the pads would be printed in every plan (and only redaction hid them)."""
+    ipad, opad = _pads(key)
+    return spark.createDataFrame([(bytearray(ipad), bytearray(opad))], f"{PAD_IN} binary, {PAD_OUT} binary")
+
+
+def hmac_sha256(col: Column, ipad: Column | None = None, opad: Column | None = None) -> Column:
+    """HMAC-SHA256 of a string column as lowercase hex, identical to Python's ``hmac`` (RFC 2104), given the pad
+    columns of :func:`pads_frame` (by default the columns it names, after :func:`with_pads`).
+
+    Built from ``sha2``/``unhex`` so it runs in the JVM: no Python UDF on this hot path.
+    """
+    ipad = F.col(PAD_IN) if ipad is None else ipad
+    opad = F.col(PAD_OUT) if opad is None else opad
+    inner = F.unhex(F.sha2(F.concat(ipad, col.cast("binary")), 256))
+    return F.sha2(F.concat(opad, inner), 256)
+
+
+def with_pads(df: DataFrame, key: bytes) -> DataFrame:
+    """``df`` with the two pad columns, joined from the broadcast one-row :func:`pads_frame`; drop them after use."""
+    return df.crossJoin(F.broadcast(pads_frame(df.sparkSession, key)))
+
+
+def keyed_hash(df: DataFrame, source: Column, out: str, key: bytes) -> DataFrame:
+    """``df`` plus (or with replaced) column ``out``: the HMAC-SHA256 of ``source``, the key never in the plan."""
+    return with_pads(df, key).withColumn(out, hmac_sha256(source)).drop(PAD_IN, PAD_OUT)
 
 
 def pseudonym(user_id: str, key: bytes) -> str:
@@ -55,5 +81,5 @@ def pseudonym(user_id: str, key: bytes) -> str:
 def pseudonymise_users(frames: Mapping[str, DataFrame], key_env: str) -> dict[str, DataFrame]:
     """Replace ``user_id`` by its pseudonym in every frame that has one."""
     key = hmac_key(key_env)
-    return {name: (df.withColumn(C.USER_ID, hmac_sha256(F.col(C.USER_ID), key)) if C.USER_ID in df.columns else df)
+    return {name: (keyed_hash(df, F.col(C.USER_ID), C.USER_ID, key) if C.USER_ID in df.columns else df)
             for name, df in frames.items()}

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from sparkpromo import __version__
-from sparkpromo.config import AppConfig, has_scheme, local_path
+from sparkpromo.config import AppConfig, has_scheme, local_path, redact_uri
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,8 @@ def tracking_uri(cfg: AppConfig) -> str:
         return os.environ["MLFLOW_TRACKING_URI"]
     local = local_path(cfg.lakehouse)
     if local is None:
-        log.warning("lakehouse %s is remote and no MLflow tracking URI is set: tracking to ./mlruns", cfg.lakehouse)
+        log.warning("lakehouse %s is remote and no MLflow tracking URI is set: tracking to ./mlruns",
+                    redact_uri(cfg.lakehouse))
         local = Path(".")
     return (local / "mlruns").resolve().as_uri()
 
@@ -164,7 +165,7 @@ def log_train_run(cfg: AppConfig, result: dict[str, Any], model_path: str | None
             tags = {"sparkpromo.run_id": run_id, "sparkpromo.champion": str(result.get("champion", "")),
                     "sparkpromo.decision": str(result.get("decision", "")),
                     "sparkpromo.incumbent_run_id": str(result.get("incumbent_run_id") or ""),
-                    "sparkpromo.version": __version__, "sparkpromo.lakehouse": cfg.lakehouse,
+                    "sparkpromo.version": __version__, "sparkpromo.lakehouse": redact_uri(cfg.lakehouse),
                     "sparkpromo.model_uri": str(model_path or result.get("model_uri") or ""),
                     **{f"delta.{name}.version": str(v) for name, v in versions.items()}}
             run = client.create_run(exp_id, run_name=f"train-{run_id}", tags=tags)
@@ -201,11 +202,12 @@ def log_train_run(cfg: AppConfig, result: dict[str, Any], model_path: str | None
             client.set_tag(mlflow_run_id, "sparkpromo.model_logged_as", how)
             client.set_terminated(mlflow_run_id, "FINISHED")
         except Exception as e:  # noqa: BLE001 - tracking must not fail a training whose model is persisted
-            log.error("MLflow tracking to %s failed: %s", uri, str(e).splitlines()[0] if str(e) else type(e).__name__)
+            log.error("MLflow tracking to %s failed: %s", redact_uri(uri),
+                      redact_uri(str(e).splitlines()[0]) if str(e) else type(e).__name__)
             if mlflow_run_id is not None:
                 with contextlib.suppress(Exception):
                     client.set_terminated(mlflow_run_id, "FAILED")
             return None
-    log.info("training run %s logged to MLflow run %s (%s, experiment %s)", run_id, mlflow_run_id, uri,
+    log.info("training run %s logged to MLflow run %s (%s, experiment %s)", run_id, mlflow_run_id, redact_uri(uri),
              cfg.mlflow.experiment)
     return mlflow_run_id
