@@ -8,7 +8,7 @@ import shlex
 
 import pytest
 
-from sparkpromo import cli
+from sparkpromo import cli, forget
 from tests.conftest import CONF_DIR
 
 ROOT = CONF_DIR.parent
@@ -55,6 +55,9 @@ def test_example_runs_as_written(command: str, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.chdir(ROOT)
     # The examples name the user's own data: whether it is there is not the example's fault.
     monkeypatch.setattr(cli, "check_input_paths", lambda _cfg: None)
+    monkeypatch.setattr(forget, "read_ids_file", lambda _path: ["u000123"])
+    # forget needs the privacy key (README "Privacy"): the shop's secret, set in its environment, not in the example.
+    monkeypatch.setenv("SPARKPROMO_HMAC_KEY", "0123456789abcdef0123")
     args, cfg = cli._prepare(argv)
     assert args.command in cli.EXAMPLES
     if args.command == "explain" and args.campaign:
