@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 from pathlib import Path
 
@@ -59,7 +60,8 @@ def all_strings_in_parquet_files(spark: SparkSession, lakehouse: Path) -> set[st
 
 
 @pytest.mark.slow
-def test_forget_erases_user_everywhere(spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_forget_erases_user_everywhere(spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setenv("SPARKPROMO_HMAC_KEY", KEY)
     landing(tmp_path)
     cfg = make_config(tmp_path)
@@ -80,7 +82,14 @@ def test_forget_erases_user_everywhere(spark: SparkSession, tmp_path: Path, monk
     before = all_strings_in_parquet_files(spark, lake)
     assert any(GONE in v for v in before)
 
-    deleted = forget_user(spark, cfg, GONE)
+    with caplog.at_level(logging.INFO, logger="sparkpromo.forget"):
+        deleted = forget_user(spark, cfg, GONE)
+
+    # Progress as it goes: one line per table when its rows are deleted, one when it is purged.
+    lines = [r.getMessage() for r in caplog.records if r.name == "sparkpromo.forget"]
+    assert "forget: silver/events: 2 row(s) deleted" in lines
+    assert "forget: gold/interactions: 1 row(s) deleted" in lines
+    assert sum(line.endswith(": purged") for line in lines) == len(deleted)
 
     assert deleted[cfg.table("bronze", "events")] == 4
     assert deleted[cfg.table("silver", "events")] == 2

@@ -31,7 +31,7 @@ import datetime as dt
 import logging
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from delta.tables import DeltaTable
@@ -214,9 +214,11 @@ def forget_users(spark: SparkSession, cfg: AppConfig, user_ids: Sequence[str]) -
                 deleted[interactions] = _merge_delete(spark, interactions, idx,
                                                       F.col(f"t.{C.USER_IDX}") == F.col(f"s.{C.IDX}"))
                 touched.append(interactions)
+                log.info("forget: %s: %d row(s) deleted", _short(cfg, interactions), deleted[interactions])
             deleted[id_map] = _merge_delete(spark, id_map, ids, (F.col(f"t.{C.ID_KIND}") == "user")
                                             & (F.col(f"t.{C.ORIGINAL_ID}") == F.col(f"s.{_STORED}")))
             touched.append(id_map)
+            log.info("forget: %s: %d row(s) deleted", _short(cfg, id_map), deleted[id_map])
         listed = list(targets(cfg))
         extra = [(uri, C.USER_ID, F.col(f"t.{C.USER_ID}") == F.col(f"s.{_STORED}"))
                  for uri in _other_user_tables(cfg, {u for u, _, _ in listed} | set(touched) | {forgotten_uri(cfg)})]
@@ -224,7 +226,8 @@ def forget_users(spark: SparkSession, cfg: AppConfig, user_ids: Sequence[str]) -
             if io.is_delta(spark, uri) and column in io.read(spark, uri).columns:
                 deleted[uri] = _merge_delete(spark, uri, ids, cond)
                 touched.append(uri)
-        purge(spark, touched)
+                log.info("forget: %s: %d row(s) deleted", _short(cfg, uri), deleted[uri])
+        purge(spark, touched, lambda uri: log.info("forget: %s: purged", _short(cfg, uri)))
         record_manifest(spark, cfg, touched, time.perf_counter() - t0, {"forgotten_ids": wanted,
                                                                         "deleted_rows": sum(deleted.values())})
     finally:
@@ -274,8 +277,15 @@ def _keep_ids_out_of_statistics(spark: SparkSession, uri: str) -> None:
     spark.sql(f"ALTER TABLE delta.`{uri}` SET TBLPROPERTIES ({pairs})")
 
 
-def purge(spark: SparkSession, uris: list[str]) -> None:
-    """Rewrite files with deletion vectors, then drop every unreferenced file at once (see module docstring)."""
+def _short(cfg: AppConfig, uri: str) -> str:
+    """``layer/name`` for a lakehouse table, the URI otherwise (progress lines stay short)."""
+    base = cfg.lakehouse.rstrip("/") + "/"
+    return uri[len(base):] if uri.startswith(base) else uri
+
+
+def purge(spark: SparkSession, uris: list[str], done: Callable[[str], None] | None = None) -> None:
+    """Rewrite files with deletion vectors, then drop every unreferenced file at once (see module docstring).
+    ``done`` is called with each table's URI once it is purged (progress for a long erasure)."""
     key = "spark.databricks.delta.retentionDurationCheck.enabled"
     previous = spark.conf.get(key, "true")
     spark.conf.set(key, "false")
@@ -286,6 +296,8 @@ def purge(spark: SparkSession, uris: list[str]) -> None:
             _keep_ids_out_of_statistics(spark, uri)
             spark.sql(f"REORG TABLE delta.`{uri}` APPLY (PURGE)")
             DeltaTable.forPath(spark, uri).vacuum(0)
+            if done is not None:
+                done(uri)
     finally:
         spark.conf.set(key, previous)
 
