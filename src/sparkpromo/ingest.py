@@ -393,6 +393,9 @@ def ingest_source(spark: SparkSession, cfg: AppConfig, source: str, run_id: str)
             if batches.error is not None:
                 raise batches.error from None
             raise _stream_error(source, src, checkpoint, e) from None
+        finally:
+            if query.isActive:  # interrupted while waiting (Ctrl-C): no query may outlive its ingest
+                query.stop()
     discovered = sum(int(p["numInputRows"]) for p in query.recentProgress)
     counts = {f"{source}_rows": 0, f"{source}_files": 0, f"{source}_new_files": discovered,
               f"{source}_skipped_files": 0, **batches.counts}
