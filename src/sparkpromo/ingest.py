@@ -371,9 +371,9 @@ def _checkpoint_lock(checkpoint: str) -> threading.Lock:
 
 def ingest_source(spark: SparkSession, cfg: AppConfig, source: str, run_id: str) -> dict[str, int]:
     """Append the files of one source that no earlier ingest read to ``bronze/<source>``; returns counts: rows
-    appended, files they came from, ``<source>_new_files`` (files Spark's stream found new, as its progress
-    reports them), ``<source>_skipped_files`` (new files matching none of the patterns) and, with a users column,
-    ``<source>_forgotten`` (rows of forgotten users dropped)."""
+    appended, files they came from, ``<source>_new_files`` (non-empty files Spark's stream found new, as its
+    progress reports them), ``<source>_skipped_files`` (new files matching none of the patterns) and, with a
+    users column, ``<source>_forgotten`` (rows of forgotten users dropped)."""
     src: FileSource | None = getattr(cfg.sources, source)
     if src is None:
         return {}
