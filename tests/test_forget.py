@@ -114,6 +114,9 @@ def test_forget_erases_user_everywhere(spark: SparkSession, tmp_path: Path, monk
     again = run_ingest(spark, cfg, "r2")
     assert (again["events_forgotten"], again["events_rows"]) == (4, 1)
     assert (again["users_forgotten"], again["users_rows"]) == (1, 1)
+    # Every file is read once: a later ingest opens none of them again, not even those of the forgotten user.
+    third = run_ingest(spark, cfg, "r3")
+    assert (third["events_new_files"], third["events_forgotten"], third["users_new_files"]) == (0, 0, 0)
     run_clean(spark, cfg, "r2", dt.datetime(2026, 11, 2))
     assert io.read(spark, cfg.table("silver", "users")).where(F.col(C.USER_ID) == GONE).count() == 0
     assert io.read(spark, cfg.table("silver", "events")).where(F.col(C.USER_ID) == GONE).count() == 0

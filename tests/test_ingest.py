@@ -1,11 +1,11 @@
-"""Ingest: landing files → append-only bronze with metadata; idempotent; clear errors; schema drift."""
+"""Ingest: new landing files (Spark's streaming file source, availableNow) → append-only bronze with metadata;
+each file read once; retried batches never doubled; clear errors; schema drift."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
 from pathlib import Path
-from urllib.parse import urlparse
 
 import pytest
 from chispa import assert_df_equality
@@ -18,17 +18,22 @@ from sparkpromo.config import AppConfig, FileSource
 from sparkpromo.ingest import CORRUPT, ingest_source, required_columns
 from sparkpromo.landing import (
     IngestError,
+    batch_listing,
     csv_dialect,
-    list_files,
     local_csv_header,
-    local_listing,
     safe_header,
     spark_csv_header,
-    spark_listing,
 )
 from tests.conftest import make_config
 
 HEADER = "event_id,user_id,product_id,event_type,event_time,price,quantity,session_id\n"
+
+
+def counts(rows: int, files: int, new: int, skipped: int = 0, forgotten: int = 0, source: str = "events"
+           ) -> dict[str, int]:
+    """An ingest result: rows appended, files they came from, files Spark found new, new files skipped."""
+    return {f"{source}_rows": rows, f"{source}_files": files, f"{source}_new_files": new,
+            f"{source}_skipped_files": skipped, f"{source}_forgotten": forgotten}
 
 
 def write_events(cfg: AppConfig, name: str, lines: list[str], header: str = HEADER) -> Path:
@@ -40,7 +45,7 @@ def write_events(cfg: AppConfig, name: str, lines: list[str], header: str = HEAD
 
 def test_csv_to_bronze_with_metadata_and_idempotent(spark: SparkSession, cfg: AppConfig) -> None:
     write_events(cfg, "a.csv", ["e1,u1,p1,view,2026-11-01T10:00:00Z,,,s1", "e2,u1,p1,view,2026-11-01T10:00:00Z,,,s1"])
-    assert ingest_source(spark, cfg, "events", "r1") == {"events_rows": 2, "events_files": 1}
+    assert ingest_source(spark, cfg, "events", "r1") == counts(2, 1, 1)
     uri = cfg.table("bronze", "events")
     v1 = io.version(spark, uri)
     bronze = io.read(spark, uri)
@@ -48,16 +53,19 @@ def test_csv_to_bronze_with_metadata_and_idempotent(spark: SparkSession, cfg: Ap
     assert dict(bronze.dtypes)["price"] == "string"  # bronze keeps raw text; clean does the typing
     row = bronze.where(F.col("event_id") == "e1").first()
     assert row[C.RUN_ID] == "r1" and row[C.SOURCE_FILE].endswith("/a.csv")
+    assert "_file_size" not in bronze.columns  # the stream's checkpoint, not bronze, knows which files were read
+    # The file stream's checkpoint lives under the lakehouse, not in the working directory.
+    assert (Path(cfg.lakehouse) / "_checkpoints" / "ingest" / "events" / "commits" / "0").is_file()
 
     # The same files again: nothing added, no new commit.
-    assert ingest_source(spark, cfg, "events", "r2") == {"events_rows": 0, "events_files": 0}
+    assert ingest_source(spark, cfg, "events", "r2") == counts(0, 0, 0)
     assert io.version(spark, uri) == v1 and io.read(spark, uri).count() == 2
 
     # A new file: only its rows are appended.
     write_events(cfg, "b.csv", ["e3,u2,p1,view,2026-11-01T11:00:00Z,,,s2"])
-    assert ingest_source(spark, cfg, "events", "r3") == {"events_rows": 1, "events_files": 1}
-    counts = {r[0]: r[1] for r in io.read(spark, uri).groupBy(C.RUN_ID).count().collect()}
-    assert counts == {"r1": 2, "r3": 1}
+    assert ingest_source(spark, cfg, "events", "r3") == counts(1, 1, 1)
+    per_run = {r[0]: r[1] for r in io.read(spark, uri).groupBy(C.RUN_ID).count().collect()}
+    assert per_run == {"r1": 2, "r3": 1}
 
 
 def test_malformed_csv_line_is_kept_raw(spark: SparkSession, cfg: AppConfig) -> None:
@@ -109,21 +117,29 @@ def test_schema_drift_extra_column_is_an_error_unless_opted_in(spark: SparkSessi
     with pytest.raises(IngestError, match=r"schema drift: new column\(s\) channel"):
         ingest_source(spark, cfg, "events", "r2")
     assert io.version(spark, uri) == v
+    # The failed batch was not committed: opted in, the next run reads b.csv (and only b.csv) again.
     evolving = dataclasses.replace(cfg, clean=dataclasses.replace(cfg.clean, allow_schema_evolution=True))
-    # CSV files with different headers can't be read as one source; evolution applies to the union schema.
-    (Path(cfg.sources.events.path) / "a.csv").unlink()
-    assert ingest_source(spark, evolving, "events", "r2")["events_rows"] == 1
-    assert "channel" in io.read(spark, uri).columns
+    assert ingest_source(spark, evolving, "events", "r2") == counts(1, 1, 1)
+    got = io.read(spark, uri).select("event_id", "channel")
+    expected = spark.createDataFrame([("e1", None), ("e2", "web")], "event_id string, channel string")
+    assert_df_equality(got, expected, ignore_row_order=True)
+    # Later files without the new column are still read (it is null for them).
+    write_events(cfg, "c.csv", ["e3,u1,p1,view,2026-11-02T10:00:00Z,,,s1,"], header=HEADER.strip() + ",channel\n")
+    assert ingest_source(spark, evolving, "events", "r3")["events_rows"] == 1
 
 
 def test_schema_drift_missing_column_is_always_an_error(spark: SparkSession, cfg: AppConfig) -> None:
     write_events(cfg, "a.csv", ["e1,u1,p1,view,2026-11-01T10:00:00Z,,,s1"])
     ingest_source(spark, cfg, "events", "r1")
-    (Path(cfg.sources.events.path) / "a.csv").unlink()
+    uri = cfg.table("bronze", "events")
+    v = io.version(spark, uri)
     write_events(cfg, "b.csv", ["e2,u1,p1,view,2026-11-01T10:00:00Z,,"],
                  header="event_id,user_id,product_id,event_type,event_time,price,quantity\n")
-    with pytest.raises(IngestError, match=r"column\(s\) session_id missing"):
-        ingest_source(spark, cfg, "events", "r2")
+    evolving = dataclasses.replace(cfg, clean=dataclasses.replace(cfg.clean, allow_schema_evolution=True))
+    for c in (cfg, evolving):
+        with pytest.raises(IngestError, match=r"column\(s\) session_id missing"):
+            ingest_source(spark, c, "events", "r2")
+    assert io.version(spark, uri) == v
 
 
 def test_failed_write_leaves_table_untouched(spark: SparkSession, cfg: AppConfig,
@@ -150,7 +166,7 @@ def test_csv_files_with_columns_in_another_order_are_read_by_name(spark: SparkSe
     write_events(cfg, "a.csv", ["e1,u1,p1,purchase,2026-11-01T10:00:00Z,9.99,1,s1"])
     write_events(cfg, "b.csv", ["2,19.50,e2,u2,p2,purchase,2026-11-01T11:00:00Z"],
                  header="quantity,price,event_id,user_id,product_id,event_type,event_time\n")
-    assert ingest_source(spark, cfg, "events", "r1") == {"events_rows": 2, "events_files": 2}
+    assert ingest_source(spark, cfg, "events", "r1") == counts(2, 2, 2)
     bronze = io.read(spark, cfg.table("bronze", "events"))
     expected = spark.createDataFrame(
         [("e1", "u1", "p1", "9.99", "1", "s1"), ("e2", "u2", "p2", "19.50", "2", None)],
@@ -171,6 +187,10 @@ def test_file_missing_a_mapped_column_fails_before_writing(spark: SparkSession, 
                           "(mapped from item_id; found: event_id, user_id, sku, event_type, event_time)")
     uri = cfg.table("bronze", "events")
     assert not io.is_delta(spark, uri) and not Path(uri).exists()
+    # The failed batch stays unread: with the bad file taken away, the next run reads a.csv alone.
+    (Path(cfg.sources.events.path) / "b.csv").unlink()
+    assert ingest_source(spark, cfg, "events", "r2") == counts(1, 1, 1)  # b.csv, gone, is not counted
+    assert [r[0] for r in io.read(spark, uri).select("event_id").collect()] == ["e1"]
 
 
 def test_missing_file_fails_even_when_bronze_exists_and_commits_nothing(spark: SparkSession, cfg: AppConfig) -> None:
@@ -229,62 +249,123 @@ def test_stray_files_are_skipped_counted_and_logged(spark: SparkSession, cfg: Ap
     (d / "_SUCCESS").write_text("")
     (d / ".a.csv.crc").write_bytes(b"\x00\x01")
     (d / "empty.csv").write_text("")  # an export of an hour without events: nothing to read, not an error
-    with caplog.at_level(logging.WARNING, logger="sparkpromo.ingest"):
-        counts = ingest_source(spark, cfg, "events", "r1")
-    assert counts == {"events_rows": 1, "events_files": 1, "events_skipped_files": 2}
+    (d / "old").mkdir()
+    (d / "old" / "b.csv").write_text(HEADER + "e9,u9,p9,view,2026-11-01T10:00:00Z,,,s9\n")  # not a partition dir
+    with open(d / "dump.bin", "wb") as f:
+        # Sparse, 2.2 GB: binaryFile fails on any file over 2 GB whose content it reads, so skipping it without
+        # an error shows the discovery stream reads no file's bytes.
+        f.truncate(2_200_000_000)
+    with caplog.at_level(logging.WARNING, logger="sparkpromo.landing"):
+        result = ingest_source(spark, cfg, "events", "r1")
+    assert result == counts(1, 1, 4, skipped=3)  # a.csv and the three strays (Spark's scan passes no empty file)
     warning = next(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
-    assert "skipped 2 file(s)" in warning and "meta.json, notes.png" in warning and "_SUCCESS" not in warning
+    assert "skipped 3 new file(s)" in warning and "dump.bin, meta.json, notes.png" in warning
+    assert "_SUCCESS" not in warning
     files = {r[0].rsplit("/", 1)[-1] for r in io.read(spark, cfg.table("bronze", "events"))
              .select(C.SOURCE_FILE).distinct().collect()}
     assert files == {"a.csv"}
+    # Skipped files are reported by the run that first finds them, not by every later one.
+    assert ingest_source(spark, cfg, "events", "r2") == counts(0, 0, 0)
 
 
-def test_listing_patterns_globs_and_single_files(spark: SparkSession, tmp_path: Path) -> None:
+def test_batch_listing_patterns_single_files_and_empty_files(tmp_path: Path) -> None:
     d = tmp_path / "landing"
-    (d / "old").mkdir(parents=True)
-    for name in ("a.csv", "b.txt", "c.CSV", "e.json", "_SUCCESS", ".a.csv.crc", "old/d.csv"):
-        (d / name).write_text("x\n")
+    found = [(f"file:{d}/{name}", 3) for name in ("b.txt", "a.csv", "c.CSV", "e.json")] + [(f"file:{d}/z.csv", 0)]
     src = FileSource(path=str(d))
-    listing = list_files(spark, "events", src)
-    assert [Path(f).name for f in listing.files] == ["a.csv"] and listing.local and listing.base_path == str(d)
-    assert [Path(f).name for f in listing.skipped] == ["b.txt", "c.CSV", "e.json"]
+    listing = batch_listing("events", src, found)
+    assert listing.files == (str(d / "a.csv"),) and listing.local and listing.base_path == str(d)
+    assert [Path(f).name for f in listing.skipped] == ["b.txt", "c.CSV", "e.json"]  # z.csv is empty: neither
 
-    custom = list_files(spark, "events", dataclasses.replace(src, patterns=("*.txt", "*.CSV")))
+    custom = batch_listing("events", dataclasses.replace(src, patterns=("*.txt", "*.CSV")), found)
     assert [Path(f).name for f in custom.files] == ["b.txt", "c.CSV"] and len(custom.skipped) == 2
 
-    globbed = list_files(spark, "events", dataclasses.replace(src, path=f"file://{d}/[ab].*"))
-    assert [Path(f).name for f in globbed.files] == ["a.csv"] and [Path(f).name for f in globbed.skipped] == ["b.txt"]
+    globbed = batch_listing("events", dataclasses.replace(src, path=f"file://{d}/[ab].*"), found[:2])
+    assert [Path(f).name for f in globbed.files] == ["a.csv"] and globbed.base_path is None
 
-    single = list_files(spark, "events", dataclasses.replace(src, path=str(d / "b.txt")))
-    assert single.files == (str(d / "b.txt"),) and single.skipped == ()
+    remote = batch_listing("events", dataclasses.replace(src, path="s3a://bucket/events"),
+                           [("s3a://bucket/events/a.csv", 3)])
+    assert remote.files == ("s3a://bucket/events/a.csv",) and not remote.local
 
-    with pytest.raises(IngestError, match=r"^sources\.items: no file under \S+ matches \*\.parquet \(4 other file"):
-        list_files(spark, "items", dataclasses.replace(src, format="parquet"))
+    d.mkdir()
+    (d / "b.txt").write_text("x\n")
+    single = batch_listing("events", dataclasses.replace(src, path=str(d / "b.txt")), found[:1])
+    assert single.files == (str(d / "b.txt"),) and single.skipped == () and single.base_path is None
 
 
-def test_spark_listing_agrees_with_local_listing(spark: SparkSession, tmp_path: Path) -> None:
-    # Remote URIs (s3a:, abfss:) are listed by Spark; on a local directory both listings must name the same files.
-    flat, parts = tmp_path / "flat", tmp_path / "parts"
-    for d, names in ((flat, ("a.csv", "b [1].csv", "notes.png", "_SUCCESS", ".a.csv.crc", "old/c.csv")),
-                     (parts, ("day=1/a.csv", "day=2/b.csv", "day=2/_SUCCESS"))):
-        for name in names:
-            (d / name).parent.mkdir(parents=True, exist_ok=True)
-            (d / name).write_text("x\n")
-        local = local_listing(d)
-        remote = spark_listing(spark, "events", f"file://{d}")
-        assert local is not None and local[1] is False and remote[1] is False
-        assert [urlparse(p).path for p in remote[0]] == local[0] and len(local[0]) in (2, 3)
-    one = spark_listing(spark, "events", f"file://{flat}/notes.png")
-    assert one[1] is True and len(one[0]) == 1
-    with pytest.raises(IngestError, match="path does not exist"):
-        spark_listing(spark, "events", f"file://{flat}/missing")
+def test_only_strays_on_a_first_ingest_is_an_error_until_patterns_match(spark: SparkSession, cfg: AppConfig
+                                                                        ) -> None:
+    d = Path(cfg.sources.items.path)
+    d.mkdir(parents=True)
+    (d / "items.txt").write_text("product_id,category\np1,c1\n")
+    with pytest.raises(IngestError, match=r"^sources\.items: no file under \S+ matches \*\.csv \(1 other file"):
+        ingest_source(spark, cfg, "items", "r1")
+    # The batch was not committed: with the right pattern the same file is read.
+    fixed = dataclasses.replace(cfg, sources=dataclasses.replace(cfg.sources, items=dataclasses.replace(
+        cfg.sources.items, patterns=("*.txt",))))
+    result = ingest_source(spark, fixed, "items", "r1")
+    assert (result["items_rows"], result["items_files"], result["items_new_files"]) == (1, 1, 1)
+
+
+def test_glob_source_and_missing_path(spark: SparkSession, cfg: AppConfig) -> None:
+    for name in ("a.csv", "b.csv", "c.csv"):
+        write_events(cfg, name, [f"e-{name},u1,p1,view,2026-11-01T10:00:00Z,,,s1"])
+    globbed = with_events(cfg, path=f"file://{cfg.sources.events.path}/[ab].csv")
+    assert ingest_source(spark, globbed, "events", "r1") == counts(2, 2, 2)
+    missing = with_events(cfg, path=str(Path(cfg.sources.events.path) / "nowhere"))
+    with pytest.raises(IngestError, match=r"^sources\.events: path does not exist: \S+/nowhere$"):
+        ingest_source(spark, missing, "events", "r2")
+
+
+def test_next_day_reads_only_the_next_days_files(spark: SparkSession, cfg: AppConfig) -> None:
+    day1 = [write_events(cfg, "2026-11-01-a.csv", ["e1,u1,p1,view,2026-11-01T10:00:00Z,,,s1",
+                                                   "e2,u2,p1,view,2026-11-01T11:00:00Z,,,s1"]),
+            write_events(cfg, "2026-11-01-b.csv", ["e3,u3,p1,view,2026-11-01T12:00:00Z,,,s1"])]
+    assert ingest_source(spark, cfg, "events", "d1") == counts(3, 2, 2)
+    # Day 1's files turn unreadable (a header without the mapped columns): a day-2 ingest that opened them again
+    # would fail, as the old (path, size, mtime) anti-join did for any file it re-read.
+    for p in day1:
+        p.write_text("garbage\n1\n")
+    write_events(cfg, "2026-11-02-a.csv", ["e4,u1,p2,view,2026-11-02T10:00:00Z,,,s2"])
+    # new_files is Spark's count (the stream's progress: input rows = files); rows are what the batch read.
+    assert ingest_source(spark, cfg, "events", "d2") == counts(1, 1, 1)
+    bronze = io.read(spark, cfg.table("bronze", "events"))
+    got = bronze.where(F.col(C.RUN_ID) == "d2").select("event_id",
+                                                        F.regexp_extract(C.SOURCE_FILE, r"[^/]+$", 0).alias("file"))
+    expected = spark.createDataFrame([("e4", "2026-11-02-a.csv")], "event_id string, file string")
+    assert_df_equality(got, expected, ignore_nullable=True)
+    assert bronze.count() == 4
+
+
+def test_retried_batch_is_not_appended_twice(spark: SparkSession, cfg: AppConfig,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    write_events(cfg, "a.csv", ["e1,u1,p1,view,2026-11-01T10:00:00Z,,,s1"])
+    ingest_source(spark, cfg, "events", "r1")
+    uri = cfg.table("bronze", "events")
+    write_events(cfg, "b.csv", ["e2,u1,p1,view,2026-11-01T11:00:00Z,,,s1", "e3,u1,p1,view,2026-11-01T12:00:00Z,,,s1"])
+    # A crash after bronze's commit, before the checkpoint records the batch.
+    monkeypatch.setenv(io.FAULT_ENV, "after_write:bronze.events")
+    with pytest.raises(io.InjectedFault):
+        ingest_source(spark, cfg, "events", "r2")
+    monkeypatch.delenv(io.FAULT_ENV)
+    checkpoint = Path(cfg.lakehouse) / "_checkpoints" / "ingest" / "events"
+    assert (checkpoint / "offsets" / "1").is_file() and not (checkpoint / "commits" / "1").exists()
+    v = io.version(spark, uri)
+    assert io.read(spark, uri).count() == 3
+
+    # The retry replays batch 1 (same files, same txnVersion): Delta skips the append it already holds.
+    assert ingest_source(spark, cfg, "events", "r3") == counts(2, 1, 1)
+    assert (checkpoint / "commits" / "1").is_file()
+    assert io.version(spark, uri) == v
+    got = io.read(spark, uri).groupBy("event_id").count()
+    assert_df_equality(got, spark.createDataFrame([("e1", 1), ("e2", 1), ("e3", 1)], "event_id string, count long"),
+                       ignore_row_order=True, ignore_nullable=True)
 
 
 def test_partition_directories_keep_their_columns(spark: SparkSession, cfg: AppConfig) -> None:
     write_events(cfg, "day=1/a.csv", ["e1,u1,p1,view,2026-11-01T10:00:00Z,,,s1"])
     write_events(cfg, "day=2/b.csv", ["u2,e2,p1,view,2026-11-02T10:00:00Z,,,s1"],
                  header="user_id,event_id,product_id,event_type,event_time,price,quantity,session_id\n")
-    assert ingest_source(spark, cfg, "events", "r1") == {"events_rows": 2, "events_files": 2}
+    assert ingest_source(spark, cfg, "events", "r1") == counts(2, 2, 2)
     got = io.read(spark, cfg.table("bronze", "events")).select("event_id", "user_id", F.col("day").cast("int"))
     expected = spark.createDataFrame([("e1", "u1", 1), ("e2", "u2", 2)], "event_id string, user_id string, day int")
     assert_df_equality(got, expected, ignore_row_order=True)
@@ -294,7 +375,7 @@ def test_single_file_path_with_another_extension_is_read(spark: SparkSession, cf
     p = write_events(cfg, "export.dat", ["e1,u1,p1,view,2026-11-01T10:00:00Z,,,s1"])
     (p.parent / "notes.png").write_bytes(b"\x89PNG")
     one = with_events(cfg, path=str(p))
-    assert ingest_source(spark, one, "events", "r1") == {"events_rows": 1, "events_files": 1}
+    assert ingest_source(spark, one, "events", "r1") == counts(1, 1, 1)
     assert io.read(spark, cfg.table("bronze", "events")).first()[C.SOURCE_FILE].endswith("/export.dat")
 
 

@@ -332,6 +332,13 @@ class AppConfig:
     def checkpoint_dir(self) -> str:
         return self.spark.checkpoint_dir or join_uri(self.lakehouse, "_checkpoints")
 
+    def stream_checkpoint(self, *parts: str) -> str:
+        """URI of a streaming query's checkpoint, e.g. ``stream_checkpoint("ingest", "events")``.
+
+        Always under the lakehouse, never under ``spark.checkpoint_dir``: it records which landing files the bronze
+        tables already hold, so it must live and be deleted together with them, not in a scratch directory."""
+        return join_uri(self.lakehouse, "_checkpoints", *parts)
+
 
 # ----------------------------------------------------------------------------------------------------------------
 # Paths

@@ -1,31 +1,68 @@
-"""Ingest: landing files (CSV, JSON lines, Parquet) → append-only bronze Delta tables.
+"""Ingest: new landing files (CSV, JSON lines, Parquet) → append-only bronze Delta tables.
 
 Bronze keeps every source column as a string under its source name, plus ingestion metadata (source file,
 ingest time, run id) and, for CSV/JSON, the raw text of any line the parser could not split
 (``_corrupt_record``). Typing, mapping and validation happen in ``clean``, so nothing is lost here.
 
-Which files (:mod:`sparkpromo.landing`): a path naming one file is read whatever its name; a directory (or glob) is
-listed and only the files whose name matches one of the source's ``patterns`` are read, the others are skipped and
-reported. CSV files with a header are read by header name: files are grouped by identical header, each group is
-read with its own schema and the groups are unioned by name, so a file whose columns come in another order is not
-read with values swapped.
+**New files only, found by Spark.** Each source is a Structured Streaming query run with
+``trigger(availableNow=True)`` (the open-source code path under Databricks' Auto Loader), checkpointed at
+``<lakehouse>/_checkpoints/ingest/<source>`` (:meth:`AppConfig.stream_checkpoint`). Its source is Spark's
+``binaryFile`` file stream selecting only ``path``, ``modificationTime`` and ``length``: without the ``content``
+column that source reads no byte of a file (``tests/test_ingest.py`` streams a 2.2 GB sparse file), so the stream
+only *discovers* files; its checkpoint remembers every file it has handed out, and each run gets the files no
+earlier run got. A ``foreachBatch`` function then reads exactly those files with the header-aware reader below and
+appends them to bronze. Why not a CSV/JSON stream directly: a streaming CSV source applies one schema by
+position to every file, so files with the same columns in another order would be read with values swapped, and a
+missing column could not be reported per file before anything is written; the discovery stream keeps all of
+that (header names, per-file column checks, patterns, skipped and empty files, JSON/Parquet, codecs) unchanged.
 
-Every file (CSV with a header) or the whole source (JSON, Parquet, CSV without a header) must hold every mapped and
-every required column; otherwise ingest fails with a one-line :class:`IngestError` before anything is written.
+Which files (:mod:`sparkpromo.landing`): a path naming one local file is read whatever its name (streamed as its
+directory filtered to that name); for a directory (or glob) Spark's listing applies (hidden names such as
+``_SUCCESS`` or ``.x.crc`` and non-partition subdirectories are not files of the source), then only new files
+whose name matches one of the source's ``patterns`` are read; the others are skipped, logged and counted
+(``<source>_skipped_files``) in the run that first finds them, and remembered like every other file, so a file
+skipped once is not read after ``patterns`` changes unless it is sent again under a new name. A remote URI must
+name a directory or a glob. CSV files with a header are read by header name: files are grouped by identical
+header, each group is read with its own schema and the groups are unioned by name.
 
-Idempotence: a file is identified by (path, size, modification time). Files already in bronze are skipped, so
-ingesting the same files again adds nothing. Rows of users recorded in ``privacy/forgotten`` (:mod:`sparkpromo.forget`)
-are dropped before the append, so no re-sent or re-ingested file brings a forgotten user back (a file that held only
-such rows is read again by each ingest and loads nothing).
+Every file (CSV with a header) or the batch as a whole (JSON, Parquet, CSV without a header) must hold every
+mapped and every required column, and the batch's columns must match bronze's (new columns only with
+``clean.allow_schema_evolution``); otherwise ingest fails with a one-line :class:`IngestError` before anything is
+written. A failed batch is not committed to the checkpoint: the next run retries the same files (read again, so
+a corrected file sent under the same name is read in its corrected form, and a file deleted meanwhile is left out).
+
+**Idempotence.** Each batch is appended with Delta's ``txnAppId`` (the source and the streaming query's id, which
+a new checkpoint changes) and ``txnVersion`` (the batch id): a batch retried after its append committed but
+before the checkpoint recorded it (a crash in between) is skipped by Delta, so no row is appended twice. A file
+is identified by its path alone, as by Spark's file source: a file re-sent under a name already ingested, even
+with new content or a new modification time, is not read again (Auto Loader's ``cloudFiles.allowOverwrites`` has
+no counterpart in Spark's own source); send corrections under a new name. Two ingests of one source in one
+driver take turns; in two processes the checkpoint's atomic batch log lets only one plan a batch.
+
+**Cost per run.** No data file is read again and no bronze row is scanned (only bronze's schema, for the drift
+check), so the data read grows with the new files only. What still grows with the landing directory is Spark's
+listing of file names (each run lists the source path, as the batch reader did) and the restore of the
+checkpoint's compacted list of files seen. ``maxFileAge`` is set to ten years: Spark ignores a file older than the
+newest one seen by more than that, and the default (7 days) would silently skip a late file that kept an old
+modification time (a copied backfill); it bounds the memory of the seen-file map, not the listing.
+``latestFirst`` is off (files are read oldest first). To bound the listing, move ingested files out of the
+landing directory or land each day under its own directory and point the source at a glob.
+
+**Privacy.** Rows of users recorded in ``privacy/forgotten`` (:mod:`sparkpromo.forget`) are dropped before the
+append, so no re-sent file brings a forgotten user back. Because the checkpoint remembers files, a file whose rows
+all belonged to forgotten users is read once and not again by each later ingest (it used to be).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial, reduce
 from pathlib import Path
 
+from pyspark.errors import StreamingQueryException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
@@ -45,12 +82,13 @@ from sparkpromo.landing import (
     SPARK_ONLY_CODECS,
     IngestError,
     Listing,
+    batch_listing,
     csv_dialect,
-    list_files,
     local_csv_header,
     reader_flag,
     reader_option,
     safe_header,
+    single_file,
     spark_csv_header,
     spark_path,
     without_options,
@@ -59,13 +97,20 @@ from sparkpromo.landing import (
 log = logging.getLogger(__name__)
 
 CORRUPT = "_corrupt_record"
+# File size and modification time: written by versions that identified files by them (before the streaming
+# ingest); a bronze table created then still has the columns, which are metadata, never source columns.
 FILE_SIZE = "_file_size"
 FILE_MTIME = "_file_mtime"
 METADATA_COLUMNS = (C.SOURCE_FILE, FILE_SIZE, FILE_MTIME, C.INGEST_TS, C.RUN_ID)
-FILE_METADATA_COLUMNS = (C.SOURCE_FILE, FILE_SIZE, FILE_MTIME)
 SOURCES = ("events", "users", "items")
 # How many found columns an error lists before a count.
 SHOWN_COLUMNS = 30
+# binaryFile's fixed schema; the stream selects all but ``content``, so no file is read.
+FILE_STREAM_SCHEMA = "path string, modificationTime timestamp, length long, content binary"
+# Spark ignores a new file older than the newest file seen by more than this (default 7d); see the docstring.
+MAX_FILE_AGE = "3650d"
+# How long a batch waits for the query id its txnAppId is made of (set as soon as start() returns).
+QUERY_ID_WAIT_S = 120
 
 
 def mappable(source: str) -> Sequence[str]:
@@ -107,16 +152,14 @@ def check_columns(source: str, src: FileSource, kind: str, where: str, columns: 
 # ----------------------------------------------------------------------------------------------------------------
 # Reading
 # ----------------------------------------------------------------------------------------------------------------
-def read_source(spark: SparkSession, source: str, src: FileSource, kind: str = "events",
-                listing: Listing | None = None) -> DataFrame:
-    """Read a landing source with every column as a string; unparsable lines are kept in ``_corrupt_record``.
+def read_source(spark: SparkSession, source: str, src: FileSource, kind: str, listing: Listing) -> DataFrame | None:
+    """Read the files of ``listing`` with every column as a string; unparsable lines are kept in
+    ``_corrupt_record``, each row's file in ``_source_file``. None when no file holds a CSV header (only empty
+    files).
 
-    The frame also holds each row's file path, size and modification time (``FILE_METADATA_COLUMNS``). Every CSV
-    file with a header, or else the source as a whole, is checked for the required columns
+    Every CSV file with a header, or else the files as a whole, is checked for the required columns
     (:func:`check_columns`) before any row is read.
     """
-    if listing is None:
-        listing = list_files(spark, source, src)
     check = partial(check_columns, source, src, kind)
     options = _read_options(src, listing)
     files = [spark_path(f) for f in listing.files]
@@ -134,11 +177,11 @@ def read_source(spark: SparkSession, source: str, src: FileSource, kind: str = "
         if CORRUPT not in df.columns:
             df = df.withColumn(CORRUPT, F.lit(None).cast(StringType()))
         # JSON nests objects; bronze wants flat strings, so nested values are kept as their JSON text.
-        return df.select(*[_as_string(df, c) for c in df.columns], *_file_metadata())
+        return df.select(*[_as_string(df, c) for c in df.columns], _file_metadata())
     df = spark.read.options(**options).parquet(*files)
     check(src.path, df.columns)
     return df.select(*[F.col(f"`{c}`").cast(StringType()).alias(c) for c in df.columns],
-                     F.lit(None).cast(StringType()).alias(CORRUPT), *_file_metadata())
+                     F.lit(None).cast(StringType()).alias(CORRUPT), _file_metadata())
 
 
 def _read_csv(spark: SparkSession, options: Mapping[str, str], names: Sequence[str], files: Sequence[str]
@@ -148,7 +191,7 @@ def _read_csv(spark: SparkSession, options: Mapping[str, str], names: Sequence[s
     schema = StructType([StructField(c, StringType()) for c in names] + [StructField(CORRUPT, StringType())])
     df = (spark.read.options(**options).option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", CORRUPT)
           .schema(schema).csv(list(files)))
-    return df.select("*", *_file_metadata())
+    return df.select("*", _file_metadata())
 
 
 def _read_options(src: FileSource, listing: Listing) -> dict[str, str]:
@@ -161,7 +204,7 @@ def _read_options(src: FileSource, listing: Listing) -> dict[str, str]:
 
 
 def _read_csv_by_header(spark: SparkSession, source: str, src: FileSource, listing: Listing,
-                        check: Callable[[str, Sequence[str]], None]) -> DataFrame:
+                        check: Callable[[str, Sequence[str]], None]) -> DataFrame | None:
     options = _read_options(src, listing)
     case_sensitive = str(spark.conf.get("spark.sql.caseSensitive", "false")).lower() == "true"
     dialect = csv_dialect(options)
@@ -180,19 +223,18 @@ def _read_csv_by_header(spark: SparkSession, source: str, src: FileSource, listi
         check(f, names)
         groups.setdefault(tuple(names), []).append(spark_path(f))
     if not groups:
-        raise IngestError(f"sources.{source}: no file under {src.path} has a header line")
+        return None
     frames = [_read_csv(spark, options, names, files) for names, files in groups.items()]
     df = reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames)
     if len(frames) > 1:
         log.info("sources.%s: %d distinct CSV headers under %s, read by column name", source, len(frames), src.path)
-    tail = (CORRUPT, *FILE_METADATA_COLUMNS)
+    tail = (CORRUPT, C.SOURCE_FILE)
     return df.select(*[F.col(f"`{c}`") for c in df.columns if c not in tail], *[F.col(c) for c in tail])
 
 
-def _file_metadata() -> list[Column]:
+def _file_metadata() -> Column:
     # Taken per file scan: ``_metadata`` does not survive a union.
-    return [F.col("_metadata.file_path").alias(C.SOURCE_FILE), F.col("_metadata.file_size").alias(FILE_SIZE),
-            F.col("_metadata.file_modification_time").alias(FILE_MTIME)]
+    return F.col("_metadata.file_path").alias(C.SOURCE_FILE)
 
 
 def _as_string(df: DataFrame, name: str) -> Column:
@@ -205,9 +247,9 @@ def _as_string(df: DataFrame, name: str) -> Column:
 # Bronze
 # ----------------------------------------------------------------------------------------------------------------
 def with_ingest_metadata(run_id: str, ingest_ts: Column | None = None) -> Transform:
-    """Add source file, file size/mtime (unless the frame holds them already), ingest time and run id."""
+    """Add the source file (unless the frame holds it already), ingest time and run id."""
     def add(df: DataFrame) -> DataFrame:
-        files = [] if C.SOURCE_FILE in df.columns else _file_metadata()
+        files = [] if C.SOURCE_FILE in df.columns else [_file_metadata()]
         return df.select(
             "*",
             *files,
@@ -215,16 +257,6 @@ def with_ingest_metadata(run_id: str, ingest_ts: Column | None = None) -> Transf
             F.lit(run_id).alias(C.RUN_ID),
         )
     return add
-
-
-def new_files_only(already: DataFrame | None) -> Transform:
-    """Drop rows from files that bronze already holds (same path, size and modification time)."""
-    def keep_new(df: DataFrame) -> DataFrame:
-        if already is None:
-            return df
-        seen = already.select(C.SOURCE_FILE, FILE_SIZE, FILE_MTIME).distinct()
-        return df.join(F.broadcast(seen), [C.SOURCE_FILE, FILE_SIZE, FILE_MTIME], "left_anti")
-    return keep_new
 
 
 def check_drift(source: str, incoming: Sequence[str], existing: Sequence[str], allow_evolution: bool) -> None:
@@ -242,46 +274,164 @@ def check_drift(source: str, incoming: Sequence[str], existing: Sequence[str], a
                           "clean.allow_schema_evolution: true to add them to bronze")
 
 
-def ingest_source(spark: SparkSession, cfg: AppConfig, source: str, run_id: str) -> dict[str, int]:
-    """Append the not-yet-ingested files of one source to ``bronze/<source>``; returns counts (rows, files, and
-    ``<source>_skipped_files`` when files not matching the source's patterns were left out)."""
-    src: FileSource | None = getattr(cfg.sources, source)
-    if src is None:
-        return {}
+def new_files(spark: SparkSession, src: FileSource) -> DataFrame:
+    """A streaming frame of the files of ``src`` (``path``, ``modificationTime``, ``length``): each file once, in
+    the first micro-batch after it appears. No file's content is read."""
+    reader = (spark.readStream.format("binaryFile").schema(FILE_STREAM_SCHEMA).option("maxFileAge", MAX_FILE_AGE)
+              # A file deleted between the batch's planning and its (re)reading is left out, not an error.
+              .option("ignoreMissingFiles", "true"))
+    one = single_file(src)
+    if one is not None:
+        # Spark's file stream needs a directory: stream the file's directory, filtered to the file's name.
+        reader = reader.option("pathGlobFilter", spark_path(one.name))
+    return reader.load(str(one.parent) if one is not None else src.path).select("path", "modificationTime",
+                                                                                "length")
+
+
+def append_files(spark: SparkSession, cfg: AppConfig, source: str, run_id: str, found: Sequence[tuple[str, int]],
+                 txn: tuple[str, int]) -> dict[str, int]:
+    """Read the files ``found`` (URI, length) of one micro-batch and append their rows to ``bronze/<source>``,
+    once per ``txn`` (Delta's txnAppId, txnVersion); returns the batch's counts."""
+    src: FileSource = getattr(cfg.sources, source)
     uri = cfg.table("bronze", source)
-    listing = list_files(spark, source, src)
-    skipped = {f"{source}_skipped_files": len(listing.skipped)} if listing.skipped else {}
-    raw = read_source(spark, source, src, cfg.sources.kind, listing)
+    listing = batch_listing(source, src, found)
+    skipped = {f"{source}_skipped_files": len(listing.skipped)}
     exists = io.is_delta(spark, uri)
-    bronze = io.read(spark, uri) if exists else None
+    if not listing.files and listing.skipped and not exists:
+        # Nothing matches and nothing ever did: the patterns (or the format) are wrong. Failing leaves the batch
+        # uncommitted, so the files are read once the patterns are fixed.
+        raise IngestError(f"sources.{source}: no file under {src.path} matches {', '.join(src.file_patterns())} "
+                          f"({len(listing.skipped)} other file(s); set sources.{source}.patterns to read them)")
+    raw = read_source(spark, source, src, cfg.sources.kind, listing) if listing.files else None
+    if raw is None:
+        return {f"{source}_rows": 0, f"{source}_files": 0, **skipped}
     staged = raw.transform(with_ingest_metadata(run_id))
-    if bronze is not None:
-        check_drift(source, staged.columns, bronze.columns, cfg.clean.allow_schema_evolution)
+    if exists:
+        check_drift(source, staged.columns, io.read(spark, uri).columns, cfg.clean.allow_schema_evolution)
     # Rows of forgotten users (privacy/forgotten) are never loaded again, whatever file brings them.
-    user_col = src.columns.get(C.USER_ID, C.USER_ID) if source in ("events", "users") else None
+    user_col = user_col_of(source, src)
     forgotten = forgotten_set(spark, cfg) if user_col is not None else None
-    marked = staged.transform(new_files_only(bronze)).transform(mark_forgotten(forgotten, user_col, CORRUPT))
+    marked = staged.transform(mark_forgotten(forgotten, user_col, CORRUPT))
     kept = ~F.col(FORGOTTEN_HIT)
-    # One pass to count new rows and files; the append below re-reads the (small) landing delta.
+    # One pass to count new rows and files; the append below reads the (new) files again.
     stats = marked.agg(F.count(F.when(kept, 1)).alias("rows"),
                        F.countDistinct(F.when(kept, F.col(C.SOURCE_FILE))).alias("files"),
                        F.count(F.when(~kept, 1)).alias("forgotten")).first()
     rows, files = int(stats["rows"]), int(stats["files"])
     dropped = {f"{source}_forgotten": int(stats["forgotten"])} if forgotten is not None else {}
-    new = marked.where(kept).drop(FORGOTTEN_HIT)
     if rows == 0:
-        log.info("bronze.%s: nothing new to ingest from %s", source, src.path)
+        log.info("bronze.%s: no row to append from %d new file(s)", source, len(listing.files))
         return {f"{source}_rows": 0, f"{source}_files": 0, **dropped, **skipped}
-    writer_opts = {"mergeSchema": "true"} if cfg.clean.allow_schema_evolution else {}
+    new = marked.where(kept).drop(FORGOTTEN_HIT)
     io.fault_point(f"before_write:bronze.{source}")
-    w = new.write.format("delta").mode("append")
-    for k, v in writer_opts.items():
-        w = w.option(k, v)
+    w = new.write.format("delta").mode("append").option("txnAppId", txn[0]).option("txnVersion", txn[1])
+    if cfg.clean.allow_schema_evolution:
+        w = w.option("mergeSchema", "true")
     w = io.creating(w, new, uri, {io.STATS_COLUMNS: io.BRONZE_STATS_COLUMNS})
     w.save(uri)
     io.fault_point(f"after_write:bronze.{source}")
-    log.info("bronze.%s: appended %d rows from %d new file(s)", source, rows, files)
+    log.info("bronze.%s: appended %d rows from %d new file(s) (batch %d)", source, rows, files, txn[1])
     return {f"{source}_rows": rows, f"{source}_files": files, **dropped, **skipped}
+
+
+class _Batches:
+    """The ``foreachBatch`` function of one ingest query: appends each micro-batch's files, sums the counts, and
+    keeps the exception that failed a batch (Spark reports it wrapped in a StreamingQueryException)."""
+
+    def __init__(self, spark: SparkSession, cfg: AppConfig, source: str, run_id: str) -> None:
+        self.spark, self.cfg, self.source, self.run_id = spark, cfg, source, run_id
+        self.counts: Counter[str] = Counter()
+        self.error: BaseException | None = None
+        self.query_id: str | None = None
+        self.started = threading.Event()
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        try:
+            if not self.started.wait(QUERY_ID_WAIT_S) or self.query_id is None:
+                raise RuntimeError(f"bronze.{self.source}: the ingest query did not start")
+            # One row per new file: bounded by what arrived, not by what was ingested before.
+            found = [(str(r["path"]), int(r["length"])) for r in batch.select("path", "length").collect()]
+            app_id = f"sparkpromo.ingest.{self.source}.{self.query_id}"
+            self.counts.update(append_files(self.spark, self.cfg, self.source, self.run_id, found,
+                                            (app_id, batch_id)))
+        except BaseException as e:
+            self.error = e
+            raise
+
+
+# One ingest per checkpoint at a time in this driver (another process is kept out by the checkpoint's own log).
+_running: dict[str, threading.Lock] = {}
+_running_guard = threading.Lock()
+
+
+def _checkpoint_lock(checkpoint: str) -> threading.Lock:
+    with _running_guard:
+        return _running.setdefault(checkpoint, threading.Lock())
+
+
+def ingest_source(spark: SparkSession, cfg: AppConfig, source: str, run_id: str) -> dict[str, int]:
+    """Append the files of one source that no earlier ingest read to ``bronze/<source>``; returns counts: rows
+    appended, files they came from, ``<source>_new_files`` (non-empty files Spark's stream found new, as its
+    progress reports them), ``<source>_skipped_files`` (new files matching none of the patterns) and, with a
+    users column, ``<source>_forgotten`` (rows of forgotten users dropped)."""
+    src: FileSource | None = getattr(cfg.sources, source)
+    if src is None:
+        return {}
+    checkpoint = cfg.stream_checkpoint("ingest", source)
+    batches = _Batches(spark, cfg, source, run_id)
+    with _checkpoint_lock(checkpoint):
+        try:
+            query = (new_files(spark, src).writeStream.foreachBatch(batches)
+                     .option("checkpointLocation", checkpoint).trigger(availableNow=True).start())
+        except Exception as e:
+            raise _stream_error(source, src, checkpoint, e) from None
+        batches.query_id = str(query.id)
+        batches.started.set()
+        try:
+            query.awaitTermination()
+        except StreamingQueryException as e:
+            if batches.error is not None:
+                raise batches.error from None
+            raise _stream_error(source, src, checkpoint, e) from None
+        finally:
+            if query.isActive:  # interrupted while waiting (Ctrl-C): no query may outlive its ingest
+                query.stop()
+    discovered = sum(int(p["numInputRows"]) for p in query.recentProgress)
+    counts = {f"{source}_rows": 0, f"{source}_files": 0, f"{source}_new_files": discovered,
+              f"{source}_skipped_files": 0, **batches.counts}
+    if user_col_of(source, src) is not None:
+        counts.setdefault(f"{source}_forgotten", 0)
+    if counts[f"{source}_rows"] == 0:
+        log.info("bronze.%s: nothing new to ingest from %s", source, src.path)
+    return counts
+
+
+def user_col_of(source: str, src: FileSource) -> str | None:
+    return src.columns.get(C.USER_ID, C.USER_ID) if source in ("events", "users") else None
+
+
+class IngestConflict(RuntimeError):
+    """Another ingest (another process) is using the source's checkpoint; retrying later is safe."""
+
+
+# How Spark reports a second query on one checkpoint: its batch log's atomic writes refuse the later writer.
+_CHECKPOINT_CONFLICTS = ("CONCURRENT_STREAM_LOG_UPDATE", "Multiple streaming jobs detected",
+                         "Multiple streaming queries are concurrently using", "ConcurrentModificationException",
+                         "FileAlreadyExistsException")
+
+
+def _stream_error(source: str, src: FileSource, checkpoint: str, e: Exception) -> Exception:
+    """A one-line error for what failed the stream outside the batch function (which reports its own)."""
+    text = str(e)
+    if "PATH_NOT_FOUND" in text or "Path does not exist" in text:
+        return IngestError(f"sources.{source}: path does not exist: {src.path}")
+    if "'basePath' must be a directory" in text:
+        return IngestError(f"sources.{source}: {src.path} names one file; a remote source must be a directory or "
+                           "a glob (set path to its directory and patterns to the file's name)")
+    if any(marker in text for marker in _CHECKPOINT_CONFLICTS):
+        return IngestConflict(f"sources.{source}: another ingest is using {checkpoint}; run ingest again once it "
+                              "has finished")
+    return e
 
 
 def run_ingest(spark: SparkSession, cfg: AppConfig, run_id: str) -> dict[str, int]:

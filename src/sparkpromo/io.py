@@ -34,7 +34,7 @@ STATS_COLUMNS = "delta.dataSkippingStatsColumns"
 # log or a checkpoint, where no DELETE, REORG PURGE or VACUUM reaches them (see sparkpromo.forget).
 ID_COLUMNS = frozenset({"user_id", "original_id", "payload", "_corrupt_record"})
 # Bronze keeps statistics of its ingestion metadata only: its source columns hold raw ids and personal data.
-BRONZE_STATS_COLUMNS = "_source_file,_file_size,_file_mtime,_ingest_ts,_run_id"
+BRONZE_STATS_COLUMNS = "_source_file,_ingest_ts,_run_id"
 # The first columns Delta would index by default; the same cap keeps wide tables' writes as cheap as before.
 _MAX_STATS_COLUMNS = 32
 _STATS_TYPES = (ByteType, ShortType, IntegerType, LongType, FloatType, DoubleType, DecimalType, DateType,

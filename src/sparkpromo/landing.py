@@ -1,8 +1,9 @@
-"""Landing files: which files of a source to read (listing, name patterns, skipped files) and the header line of a
-CSV file as Spark would name its columns. No rows are read here; :mod:`sparkpromo.ingest` reads them.
+"""Landing files: which of the new files Spark's file stream found to read (name patterns, skipped and empty files)
+and the header line of a CSV file as Spark would name its columns. Nothing is listed and no rows are read here:
+:mod:`sparkpromo.ingest` discovers new files with Spark's streaming file source and reads them.
 
-Local paths are listed and their headers read with Python; remote URIs (s3a:, abfss:, dbfs:) through Spark's
-public reader API, so nothing reaches into the JVM.
+Headers of local files are read with Python; those of remote URIs (s3a:, abfss:, dbfs:) through Spark's public
+reader API, so nothing reaches into the JVM.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import bz2
 import codecs
 import csv
-import glob
 import gzip
 import logging
 import re
@@ -19,9 +19,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import IO
-from urllib.parse import urlparse
 
-from pyspark.errors import AnalysisException
 from pyspark.sql import SparkSession
 
 from sparkpromo.config import FileSource, local_path
@@ -44,24 +42,20 @@ class IngestError(ValueError):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Listing
+# Which of a batch's files to read
 # ----------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Listing:
     """The files of a source to read, and the files skipped because no pattern matches their name.
 
-    ``local``: the paths are local filesystem paths (their headers are read with Python), not URIs listed by Spark.
-    ``base_path``: the directory listed, from which Spark infers partition columns (key=value directories).
+    ``local``: the paths are local filesystem paths (their headers are read with Python), not URIs.
+    ``base_path``: the directory the files were found under, from which Spark infers partition columns
+    (key=value directories).
     """
     files: tuple[str, ...]
     skipped: tuple[str, ...] = ()
     local: bool = True
     base_path: str | None = None
-
-
-def hidden(name: str) -> bool:
-    """Spark's rule for names it never reads: markers (``_SUCCESS``), checksums (``.x.crc``), copies in flight."""
-    return (name.startswith("_") and "=" not in name) or name.startswith(".") or name.endswith("._COPYING_")
 
 
 def has_glob(path: str) -> bool:
@@ -72,88 +66,45 @@ def matches(name: str, patterns: Sequence[str]) -> bool:
     return any(fnmatchcase(name, p) for p in patterns)
 
 
-def list_files(spark: SparkSession, source: str, src: FileSource) -> Listing:
-    """The files of ``src`` to read: the one file its path names, or the files under it matching its patterns.
-
-    Raises :class:`IngestError` when the path does not exist or no file matches.
-    """
-    patterns = src.file_patterns()
+def single_file(src: FileSource) -> Path | None:
+    """The local file ``src.path`` names, or None (a directory, a glob or a remote URI)."""
     local = local_path(src.path)
-    found = local_listing(local) if local is not None else None
-    is_local = found is not None
-    if found is None:
-        # A remote URI, or a plain path that is not on this machine (e.g. on the cluster's default filesystem).
-        found = spark_listing(spark, source, src.path)
-    paths, single = found
-    if single:
+    if local is None or has_glob(src.path) or not local.is_file():
+        return None
+    return local
+
+
+def batch_listing(source: str, src: FileSource, found: Sequence[tuple[str, int]]) -> Listing:
+    """Which of the files Spark found new (``found``: URI and length) to read: all of them when the source path
+    names one file, else those whose name matches one of the source's ``patterns``; the others are skipped and
+    logged. Empty files hold no rows and are neither read nor counted as skipped."""
+    is_local = local_path(src.path) is not None
+    paths = sorted(_local(p) if is_local else p for p, length in found if length > 0)
+    empty = len(found) - len(paths)
+    if empty:
+        log.info("sources.%s: %d new empty file(s); nothing to read in them", source, empty)
+    if single_file(src) is not None:
         return Listing(tuple(paths), (), is_local)
+    patterns = src.file_patterns()
     files = [p for p in paths if matches(_basename(p), patterns)]
     skipped = [p for p in paths if not matches(_basename(p), patterns)]
     if skipped:
         names = [_basename(p) for p in skipped]
         more = f" and {len(names) - SHOWN_SKIPPED} more" if len(names) > SHOWN_SKIPPED else ""
-        log.warning("sources.%s: skipped %d file(s) under %s matching none of %s: %s%s", source, len(skipped),
+        log.warning("sources.%s: skipped %d new file(s) under %s matching none of %s: %s%s", source, len(skipped),
                     src.path, ", ".join(patterns), ", ".join(names[:SHOWN_SKIPPED]), more)
-    if not files:
-        raise IngestError(f"sources.{source}: no file under {src.path} matches {', '.join(patterns)} "
-                          f"({len(skipped)} other file(s); set sources.{source}.patterns to read them)")
     base = None if has_glob(src.path) else src.path
     return Listing(tuple(files), tuple(skipped), is_local, base)
 
 
+def _local(uri: str) -> str:
+    # Spark names local files file:/path; errors and Python's header reading want the plain path.
+    local = local_path(uri)
+    return uri if local is None else str(local)
+
+
 def _basename(path: str) -> str:
     return path.rstrip("/").rsplit("/", 1)[-1]
-
-
-def local_listing(root: Path) -> tuple[list[str], bool] | None:
-    """(files, whether the path names one file), or None when nothing exists there."""
-    text = str(root)
-    if has_glob(text):
-        hits = sorted(glob.glob(text))
-        if not hits:
-            return None
-        out: list[str] = []
-        for hit in map(Path, hits):
-            if hit.is_dir():
-                out.extend(_walk(hit))
-            elif hit.is_file() and not hidden(hit.name):
-                out.append(str(hit))
-        return out, False
-    if root.is_file():
-        return [text], True
-    if root.is_dir():
-        return _walk(root), False
-    return None
-
-
-def _walk(root: Path) -> list[str]:
-    # As Spark reads a directory: its own files and those of partition directories (key=value); other
-    # subdirectories are not read.
-    out: list[str] = []
-    for p in sorted(root.iterdir()):
-        if hidden(p.name):
-            continue
-        if p.is_dir():
-            if "=" in p.name:
-                out.extend(_walk(p))
-        elif p.is_file():
-            out.append(str(p))
-    return out
-
-
-def spark_listing(spark: SparkSession, source: str, path: str) -> tuple[list[str], bool]:
-    # binaryFile without its ``content`` column lists files (Spark's own listing, hidden names excluded) and
-    # reads none of their bytes.
-    try:
-        rows = spark.read.format("binaryFile").load(path).select("path").collect()
-    except AnalysisException as e:
-        if e.getCondition() == "PATH_NOT_FOUND":
-            raise IngestError(f"sources.{source}: path does not exist: {path}") from None
-        raise
-    files = sorted(str(r["path"]) for r in rows)
-    single = (not has_glob(path) and len(files) == 1
-              and urlparse(files[0]).path.rstrip("/") == urlparse(path).path.rstrip("/"))
-    return files, single
 
 
 def spark_path(path: str) -> str:
