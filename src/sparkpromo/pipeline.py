@@ -267,7 +267,9 @@ def run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext, f
               strict: bool = False) -> dict[str, Any]:
     """Run one stage, log it in the common format and record its timing in ``metrics/stages``.
 
-    A rerun of the same run id whose input and output tables have not moved since its last success is skipped.
+    A rerun of the same run id is skipped when its input and output tables have not moved since its last success
+    and its :func:`stage_fingerprint` (configuration read, run date, package version) is the one recorded then;
+    otherwise it runs and logs why (:func:`rerun_reason`).
     A stage result with a ``warning`` (e.g. recommend served no offers) raises :class:`StrictError` under
     ``strict``, after the stage's tables and record are written.
 
