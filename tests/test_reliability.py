@@ -9,6 +9,7 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import DataFrame, SparkSession
 
+from sparkpromo import columns as C
 from sparkpromo import features as FT
 from sparkpromo import io
 from sparkpromo.config import AppConfig
@@ -142,7 +143,7 @@ def test_a_retried_append_commits_its_rows_once(spark: SparkSession, tmp_path: P
     map_version, id_map = io.version(spark, map_uri), io.read(spark, map_uri).cache()
     assert map_version is not None
     n_ids = id_map.count()
-    assert n_ids == id_map.select("id_kind", "original_id").distinct().count() > 0
+    assert n_ids == id_map.select(C.ID_KIND, C.ORIGINAL_ID).distinct().count() > 0
 
     # The same append retried as a task retry would repeat it (same rows, same txnAppId/txnVersion): no commit.
     io.append(id_map, map_uri, app_id=FT.ID_MAP_APP_ID, txn_version=map_version, name="gold.id_map")
