@@ -132,6 +132,7 @@ def test_semantic_validation(tmp_path: Path) -> None:
     assert "features.event_weights.click: unknown event type" in error_of(
         tmp_path, "features:\n  event_weights: {click: 1.0}\n")
     assert "recommend.budget_shortlist: must be >= 0" in error_of(tmp_path, "recommend:\n  budget_shortlist: -1\n")
+    assert "features.lookback_days: must be >= 0" in error_of(tmp_path, "features:\n  lookback_days: -1\n")
     assert "train.search: must be one of grid, random" in error_of(tmp_path, "train:\n  search: bayes\n")
     assert "train.trials: must be >= 1" in error_of(tmp_path, "train:\n  trials: 0\n")
     assert "train.incumbent_margin: must be between 0 and 1" in error_of(tmp_path, "train:\n  incumbent_margin: -0.1\n")

@@ -211,3 +211,63 @@ def test_sorted_positions_are_consecutive_across_ranges(spark: SparkSession) -> 
     out = df.transform(FT.sorted_positions("id"))
     expected = spark.createDataFrame(list(zip(keys, range(len(keys)), strict=True)), "id string, _pos long")
     assert_df_equality(out, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_events_before_the_lookback_window_do_not_reach_the_features(spark: SparkSession) -> None:
+    as_of = dt.date(2024, 1, 31)
+    events = events_df(spark, [
+        ("a", "u1", "i1", C.VIEW, "2024-01-31 08:00", None, None, None, None),  # age 0 -> 1.0
+        ("b", "u2", "i1", C.FAVORITE, "2024-01-03 08:00", None, None, None, None),  # first day in: 2 * 0.25
+        ("c", "u1", "i2", C.PURCHASE, "2024-01-02 08:00", 9.0, 1, None, None),  # the day before the window
+        ("d", "u3", "i3", C.PURCHASE, "2023-06-01 08:00", 9.0, 1, None, None),  # long before
+    ])
+    window = FT.within_lookback(as_of, 29)  # 2024-01-03 .. 2024-01-31
+    actual = events.transform(window).transform(FT.interactions(as_of, "events", WEIGHTS, half_life_days=14.0))
+    expected = spark.createDataFrame([
+        ("u1", "i1", 1.0, ts("2024-01-31 08:00")),
+        ("u2", "i1", 0.5, ts("2024-01-03 08:00")),
+    ], FT.RAW_INTERACTIONS)
+    assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
+
+    # u1's old purchase and u3's only event count for nothing: u3 is a cold-start user; i2 and i3 (not in an
+    # items table) are gone from the item features.
+    users = (FT.user_features(events.transform(window), None, None, as_of)
+             .select(C.USER_ID, C.PURCHASES, C.ACTIVE_DAYS, C.RECENCY_DAYS))
+    assert_df_equality(users, spark.createDataFrame([("u1", 0, 1, 0), ("u2", 0, 1, 28)], users.schema),
+                       ignore_row_order=True, ignore_nullable=True)
+    items = FT.item_features(events.transform(window), None, as_of).select(C.ITEM_ID, C.POPULARITY)
+    assert_df_equality(items, spark.createDataFrame([("i1", 2)], items.schema), ignore_nullable=True)
+    assert events.transform(FT.within_lookback(as_of, 0)).count() == 4  # 0 = every event
+    with pytest.raises(FT.FeatureError):
+        FT.within_lookback(as_of, -1)
+
+
+def test_run_features_builds_gold_from_the_lookback_window_only(
+        spark: SparkSession, tmp_path: Path, shop: tuple[DataFrame, DataFrame, DataFrame]) -> None:
+    events, users, items = shop
+    unbounded = make_config(tmp_path, features={"lookback_days": 0})
+    io.overwrite(events, unbounded.table("silver", "events"))
+    io.overwrite(users, unbounded.table("silver", "users"))
+    io.overwrite(items, unbounded.table("silver", "items"))
+    FT.run_features(spark, unbounded, "r1", as_of=AS_OF)
+    map_before = io.read(spark, unbounded.table("gold", "id_map")).collect()
+
+    cfg = make_config(tmp_path, features={"lookback_days": 3})  # 2024-01-13 .. 2024-01-15: u2's events only
+    result = FT.run_features(spark, cfg, "r2", as_of=AS_OF)
+    id_map = io.read(spark, cfg.table("gold", "id_map"))
+    # The id map only grows: ids whose events left the window keep their index.
+    assert_df_equality(id_map, spark.createDataFrame(map_before, schemas.ID_MAP), ignore_row_order=True,
+                       ignore_nullable=True)
+    pairs = (io.read(spark, cfg.table("gold", "interactions"))
+             .join(id_map.where(F.col(C.ID_KIND) == "user").select(F.col(C.IDX).alias(C.USER_IDX),
+                                                                    F.col(C.ORIGINAL_ID).alias(C.USER_ID)), C.USER_IDX)
+             .join(id_map.where(F.col(C.ID_KIND) == "item").select(F.col(C.IDX).alias(C.ITEM_IDX),
+                                                                    F.col(C.ORIGINAL_ID).alias(C.ITEM_ID)), C.ITEM_IDX)
+             .select(C.USER_ID, C.ITEM_ID, C.EVENT_TS))
+    expected = spark.createDataFrame([("u2", "i1", ts("2024-01-14 08:30")), ("u2", "i4", ts("2024-01-14 08:40"))],
+                                     pairs.schema)
+    assert_df_equality(pairs, expected, ignore_row_order=True, ignore_nullable=True)
+    # Users keep their rows (attributes are not windowed); u1's behaviour before the window is not counted.
+    u1 = io.read(spark, cfg.table("gold", "user_features")).where(F.col(C.USER_ID) == "u1").first()
+    assert u1 is not None and (u1[C.PURCHASES], u1[C.MONETARY], u1[C.RECENCY_DAYS]) == (0, 0.0, None)
+    assert (result["interactions"], result["users"]) == (2, 3)

@@ -9,6 +9,8 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import DataFrame, SparkSession
 
+from sparkpromo import columns as C
+from sparkpromo import features as FT
 from sparkpromo import io
 from sparkpromo.config import AppConfig
 from sparkpromo.generate import generate_shop
@@ -112,3 +114,47 @@ def test_crash_in_the_middle_of_a_write_leaves_the_table_as_it_was(spark: SparkS
     record("fault", "crash during_write:silver.events (tasks fail mid-write), then rerun clean",
            result["events.bronze_rows"], f"silver {len(before)} before and after the crash, version unchanged",
            "no partial commit; the rerun commits the same rows")
+
+
+def test_a_retried_append_commits_its_rows_once(spark: SparkSession, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The appends a retry could repeat: a crash after the commit, before the stage records its success; the
+    retry commits nothing more (Delta's txnAppId/txnVersion for the id map, the source file for bronze)."""
+    cfg = shop(tmp_path)
+    # Ingest crashes right after bronze.events commits; the retry finds every file already there.
+    monkeypatch.setenv(io.FAULT_ENV, "after_write:bronze.events")
+    with pytest.raises(io.InjectedFault):
+        run_stage("ingest", spark, cfg, CTX)
+    monkeypatch.delenv(io.FAULT_ENV)
+    bronze_uri = cfg.table("bronze", "events")
+    bronze_version, bronze = io.version(spark, bronze_uri), snapshot(spark, cfg, "bronze", "events").cache()
+    assert run_stage("ingest", spark, cfg, CTX)["events_rows"] == 0
+    assert io.version(spark, bronze_uri) == bronze_version
+    assert_df_equality(snapshot(spark, cfg, "bronze", "events"), bronze, ignore_row_order=True)
+    bronze.unpersist()
+    run_stage("clean", spark, cfg, CTX)
+
+    # Features crashes right after its id map append commits, before the gold tables and its run record.
+    monkeypatch.setenv(io.FAULT_ENV, "after_write:gold.id_map")
+    with pytest.raises(io.InjectedFault):
+        run_stage("features", spark, cfg, CTX)
+    monkeypatch.delenv(io.FAULT_ENV)
+    map_uri = cfg.table("gold", "id_map")
+    map_version, id_map = io.version(spark, map_uri), io.read(spark, map_uri).cache()
+    assert map_version is not None
+    n_ids = id_map.count()
+    assert n_ids == id_map.select(C.ID_KIND, C.ORIGINAL_ID).distinct().count() > 0
+
+    # The same append retried as a task retry would repeat it (same rows, same txnAppId/txnVersion): no commit.
+    io.append(id_map, map_uri, app_id=FT.ID_MAP_APP_ID, txn_version=map_version, name="gold.id_map")
+    assert io.version(spark, map_uri) == map_version
+    # The stage retried: nothing new to map, so no append either; the gold tables are written once.
+    result = run_stage("features", spark, cfg, CTX)
+    assert io.version(spark, map_uri) == map_version
+    assert (result["new_user_ids"], result["new_item_ids"]) == (0, 0)
+    assert_df_equality(io.read(spark, map_uri), id_map, ignore_row_order=True)
+    assert io.read(spark, cfg.table("gold", "interactions")).count() == result["interactions"] > 0
+    record("fault", "crash after_write:gold.id_map (and after_write:bronze.events), then retry", n_ids,
+           f"id map {n_ids} ids, version {map_version} before and after the retries",
+           "rows committed once (txnAppId/txnVersion; source-file idempotence)")
+    id_map.unpersist()

@@ -186,6 +186,9 @@ class FeaturesConfig:
     top_categories: int = 3
     # ratings sources: ratings below this are not interactions (0 = keep every rating)
     min_rating: float = 0.0
+    # Days of silver events the gold features are built from, counted back from the decay reference (the earlier
+    # of the run date and the last event date); 0 = every event. Two years keeps the bundled examples whole.
+    lookback_days: int = 730
 
 
 @dataclass(frozen=True)
@@ -676,6 +679,7 @@ def _validate(cfg: AppConfig, where: _Where) -> None:
     need(f.max_count_per_type > 0, "features.max_count_per_type", "must be > 0")
     need(list(f.price_bands) == sorted(f.price_bands), "features.price_bands", "must be ascending")
     need(f.min_rating >= 0, "features.min_rating", "must be >= 0")
+    need(f.lookback_days >= 0, "features.lookback_days", "must be >= 0 (0 = every event)")
     t = cfg.train
     need(t.k > 0, "train.k", "must be > 0")
     need(t.metric in METRICS, "train.metric", f"must be one of {', '.join(METRICS)}")

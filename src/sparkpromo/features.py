@@ -6,6 +6,15 @@ one); ``run_features`` is the only place that reads and writes tables.
 Point in time: every feature is computed *as of* a date. Events dated after ``as_of`` are ignored, so rerunning with
 the same ``as_of`` on the same silver snapshot gives the same gold tables.
 
+Bounded window (``features.lookback_days``, :func:`within_lookback`): :func:`run_features` reads only the silver
+events of the last ``lookback_days`` days up to the decay reference (:func:`decay_reference`), and rebuilds gold
+from them alone. Windowed: every interaction; the behavioural user features (``active_days``, ``sessions``,
+``purchases``, ``monetary``, ``recency_days``, ``avg_session_seconds``, ``cart_value``, ``top_category``: a user
+whose events all lie before the window is a cold-start user); the event-derived item features (``popularity``,
+``conversion_rate``, the mean event price fallback; an item only seen before the window and absent from
+silver.items drops out). Not windowed: user attributes (silver.users), item attributes (silver.items), and the id
+map, which only ever grows: an id keeps its index when its events leave the window.
+
 Missing values (explicit, and tested):
 
 * a purchase with a null ``price`` adds nothing to ``monetary`` / ``cart_value`` (it still counts in ``purchases``);
@@ -106,6 +115,21 @@ def _conform(df: DataFrame, schema: StructType) -> DataFrame:
 
 def _as_of_filter(as_of: dt.date) -> Column:
     return F.col(C.EVENT_DATE) <= F.lit(as_of)
+
+
+def within_lookback(reference: dt.date, lookback_days: int) -> Transform:
+    """Keep the events of the ``lookback_days`` days ending on ``reference`` (``event_date`` after
+    ``reference - lookback_days``); ``lookback_days == 0`` keeps every event.
+
+    The bound is a date literal on ``event_date``, so Delta skips files (and partitions) wholly before it."""
+    if lookback_days < 0:
+        raise FeatureError(f"lookback_days must be >= 0, got {lookback_days}")
+
+    def apply(events: DataFrame) -> DataFrame:
+        if lookback_days == 0:
+            return events
+        return events.where(F.col(C.EVENT_DATE) > F.lit(reference - dt.timedelta(days=lookback_days)))
+    return apply
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -430,7 +454,9 @@ def _rows_written(spark: SparkSession, uri: str) -> int:
 
 def run_features(spark: SparkSession, cfg: AppConfig, run_id: str, as_of: dt.date | None = None) -> dict[str, Any]:
     """Read silver, write gold/{user_features,item_features,interactions} (overwrite) and append new ids to
-    gold/id_map. ``as_of`` defaults to the latest silver event date (reproducible reruns). Returns counts."""
+    gold/id_map. ``as_of`` defaults to the latest silver event date (reproducible reruns). Only the events of the
+    ``features.lookback_days`` window ending at the decay reference are read (see the module docstring for which
+    features that bounds). Returns counts."""
     # run_stage logs the stage's start and end; a second pair here was noise.
     with contextlib.nullcontext({"run_id": run_id}) as counts:
         events_uri = cfg.table("silver", "events")
@@ -449,6 +475,10 @@ def run_features(spark: SparkSession, cfg: AppConfig, run_id: str, as_of: dt.dat
             log.info("the data ends %d day(s) before the run date: interactions decay from its last event, %s",
                      (as_of - decay_from).days, decay_from)
         f = cfg.features
+        events = events.transform(within_lookback(decay_from, f.lookback_days))
+        if f.lookback_days:
+            log.info("features from the events of %s to %s (features.lookback_days=%d)",
+                     decay_from - dt.timedelta(days=f.lookback_days - 1), as_of, f.lookback_days)
         raw = events.transform(interactions(as_of, cfg.sources.kind, f.event_weights, f.half_life_days,
                                             f.max_count_per_type, decay_from, f.min_rating)).persist()
 

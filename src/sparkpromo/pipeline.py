@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import hashlib
 import importlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+import sparkpromo
 from sparkpromo import columns as C
 from sparkpromo import io
 from sparkpromo.config import AppConfig, check_path_id, local_path
@@ -40,6 +43,23 @@ STAGE_IO: dict[str, tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ..
     "measure": ((("gold", "recommendations"), ("silver", "events")),
                 (("metrics", "campaign_outcomes"), ("metrics", "uplift"), ("metrics", "campaign_actions"))),
 }
+
+# The configuration each stage reads, as dotted paths into AppConfig (``*`` = every element of a list). A stage is
+# skipped only when these (hashed), the package version and, for DATED_STAGES, the run date are what its last
+# successful run recorded, as well as its table versions; so changing a campaign reruns recommend (and measure,
+# whose input recommendations then moved) and no other stage. Ingest has no entry: it never skips, and it loads
+# only files bronze does not hold yet, whatever the configuration says.
+STAGE_CONFIG: dict[str, tuple[str, ...]] = {
+    "clean": ("sources", "clean", "privacy"),
+    "features": ("features", "sources.kind", "privacy.consent_without_users"),
+    # shuffle_partitions bounds the ALS blocks; mlflow says where the run is logged
+    "train": ("train", "spark.shuffle_partitions", "recommend.repeatable_categories", "mlflow"),
+    "recommend": ("campaigns", "recommend", "measure.pause_negative", "measure.reallocate_budgets"),
+    # measure reads a campaign's type (outcomes) and budget (reallocation), not its rules or offer
+    "measure": ("measure", "campaigns.*.id", "campaigns.*.type", "campaigns.*.budget"),
+}
+# Stages whose output depends on the run date, not only on the run id (clean: the future-event cut-off).
+DATED_STAGES = frozenset({"clean", "features", "recommend", "measure"})
 
 
 @dataclass(frozen=True)
@@ -126,17 +146,85 @@ def table_versions(spark: SparkSession, cfg: AppConfig, tables: tuple[tuple[str,
     return {f"{layer}.{name}": io.version(spark, cfg.table(layer, name)) for layer, name in tables}
 
 
+def _canonical(value: Any) -> Any:
+    """``value`` as plain JSON data: dataclasses as field mappings, mappings with sorted string keys, lists."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _canonical(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _canonical(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    if isinstance(value, (dt.date, dt.datetime)):
+        return value.isoformat()
+    return value
+
+
+def _pick(value: Any, path: list[str]) -> Any:
+    if not path or value is None:
+        return _canonical(value)
+    head, rest = path[0], path[1:]
+    if head == "*":
+        return [_pick(v, rest) for v in value]
+    return _pick(getattr(value, head), rest)
+
+
+def config_digest(cfg: AppConfig, path: str) -> str:
+    """SHA-256 of the canonical JSON of one :data:`STAGE_CONFIG` path of ``cfg``."""
+    text = json.dumps(_pick(cfg, path.split(".")), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def stage_fingerprint(cfg: AppConfig, name: str, run_date: dt.date) -> dict[str, Any]:
+    """What stage ``name`` depends on besides its tables: the package version, a digest per configuration path it
+    reads (:data:`STAGE_CONFIG`) and, for :data:`DATED_STAGES`, the run date."""
+    fp: dict[str, Any] = {"version": sparkpromo.__version__,
+                          "config": {p: config_digest(cfg, p) for p in STAGE_CONFIG.get(name, ())}}
+    if name in DATED_STAGES:
+        fp["run_date"] = run_date.isoformat()
+    return fp
+
+
+def rerun_reason(last: Mapping[str, Any], versions: Mapping[str, int | None], fingerprint: Mapping[str, Any]
+                 ) -> str | None:
+    """Why a stage whose last success recorded ``last`` (:func:`_last_run`) must run again; None when nothing it
+    depends on changed. Reasons, ';'-separated: ``no_fingerprint`` (recorded before fingerprints existed),
+    ``version:<old>-><new>``, ``run_date:<old>-><new>``, ``config:<paths>``, ``tables:<tables>``."""
+    if last.get("io") is None:
+        return "no_record"
+    old = last.get("fingerprint")
+    reasons: list[str] = []
+    if old is None:
+        reasons.append("no_fingerprint")
+    else:
+        if old.get("version") != fingerprint["version"]:
+            reasons.append(f"version:{old.get('version')}->{fingerprint['version']}")
+        if old.get("run_date") != fingerprint.get("run_date"):
+            reasons.append(f"run_date:{old.get('run_date')}->{fingerprint.get('run_date')}")
+        was, now = old.get("config") or {}, fingerprint["config"]
+        changed = sorted(p for p in set(was) | set(now) if was.get(p) != now.get(p))
+        if changed:
+            reasons.append("config:" + ",".join(changed))
+    moved = sorted(t for t in set(last["io"]) | set(versions) if last["io"].get(t) != versions.get(t))
+    if moved:
+        reasons.append("tables:" + ",".join(moved))
+    return ";".join(reasons) or None
+
+
 def _last_run(spark: SparkSession, cfg: AppConfig, ctx: RunContext, name: str) -> dict[str, Any] | None:
     uri = cfg.table("metrics", "stages")
     if not io.is_delta(spark, uri):
         return None
-    row = (io.read(spark, uri).where((F.col(C.RUN_ID) == ctx.run_id) & (F.col("stage") == name))
-           .select("io_versions", "result").limit(1).collect())
+    df = io.read(spark, uri)
+    # A table written before fingerprints were recorded has no such column: its runs count as changed.
+    fp_col = F.col("fingerprint") if "fingerprint" in df.columns else F.lit(None).cast("string").alias("fingerprint")
+    row = (df.where((F.col(C.RUN_ID) == ctx.run_id) & (F.col("stage") == name))
+           .select("io_versions", "result", fp_col).limit(1).collect())
     if not row:
         return None
-    io_versions = row[0]["io_versions"]
+    io_versions, fingerprint = row[0]["io_versions"], row[0]["fingerprint"]
     return {"io": None if io_versions is None else json.loads(io_versions),
-            "result": json.loads(row[0]["result"] or "{}")}
+            "result": json.loads(row[0]["result"] or "{}"),
+            "fingerprint": None if fingerprint is None else json.loads(fingerprint)}
 
 
 def manifest_versions(spark: SparkSession, cfg: AppConfig) -> dict[str, int]:
@@ -179,7 +267,9 @@ def run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext, f
               strict: bool = False) -> dict[str, Any]:
     """Run one stage, log it in the common format and record its timing in ``metrics/stages``.
 
-    A rerun of the same run id whose input and output tables have not moved since its last success is skipped.
+    A rerun of the same run id is skipped when its input and output tables have not moved since its last success
+    and its :func:`stage_fingerprint` (configuration read, run date, package version) is the one recorded then;
+    otherwise it runs and logs why (:func:`rerun_reason`).
     A stage result with a ``warning`` (e.g. recommend served no offers) raises :class:`StrictError` under
     ``strict``, after the stage's tables and record are written.
 
@@ -195,14 +285,19 @@ def run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext, f
 def _run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext, force: bool, strict: bool
                ) -> dict[str, Any]:
     io_tables = STAGE_IO.get(name)
-    if io_tables and not force:
+    fingerprint = stage_fingerprint(cfg, name, ctx.run_date) if io_tables else None
+    if io_tables and fingerprint is not None and not force:
         last = _last_run(spark, cfg, ctx, name)
         current = table_versions(spark, cfg, io_tables[0] + io_tables[1])
-        if last is not None and last["io"] is not None and last["io"] == current:
-            log.info("stage=%s status=skipped reason=inputs_and_outputs_unchanged run_id=%s", name, ctx.run_id)
+        why = None if last is None else rerun_reason(last, current, fingerprint)
+        if last is not None and why is None:
+            log.info("stage=%s status=skipped reason=tables_config_and_version_unchanged run_id=%s", name,
+                     ctx.run_id)
             # The recorded result in full (nested metrics and campaigns too): a skipped stage reports what its
             # last run reported, in the same shape.
             return _strict({**last["result"], "skipped": True}, strict)
+        if last is not None:
+            log.info("stage=%s status=rerun reason=%s run_id=%s", name, why, ctx.run_id)
     t0 = time.perf_counter()
     with stage(name, run_date=ctx.run_date.isoformat()) as counts:
         if name == "ingest":
@@ -227,21 +322,25 @@ def _run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext, 
     if name == "recommend" and isinstance(result.get("campaigns"), dict):
         record_campaign_metrics(spark, cfg, ctx, result["campaigns"])
     versions = table_versions(spark, cfg, io_tables[0] + io_tables[1]) if io_tables else None
-    record_stage_time(spark, cfg, ctx, name, time.perf_counter() - t0, versions, result)
+    record_stage_time(spark, cfg, ctx, name, time.perf_counter() - t0, versions, result, fingerprint)
     return _strict(result, strict)
 
 
 def record_stage_time(spark: SparkSession, cfg: AppConfig, ctx: RunContext, name: str, seconds: float,
-                      versions: dict[str, int | None] | None = None, result: dict[str, Any] | None = None) -> None:
-    """One row per (run id, stage): timing, the table versions it left, and its (small) result summary: the whole
-    result (nested metrics and campaigns included, ``skipped`` left out), which a skipped rerun reports again."""
+                      versions: dict[str, int | None] | None = None, result: dict[str, Any] | None = None,
+                      fingerprint: Mapping[str, Any] | None = None) -> None:
+    """One row per (run id, stage): timing, the table versions it left, its (small) result summary: the whole
+    result (nested metrics and campaigns included, ``skipped`` left out), which a skipped rerun reports again, and
+    its :func:`stage_fingerprint` (JSON). Replacing the (run id, stage) row makes a retried record a no-op."""
     scalars = {k: v for k, v in (result or {}).items() if k != "skipped"}
     row = [(ctx.run_id, ctx.run_date, name, float(seconds), dt.datetime.now(dt.UTC).replace(tzinfo=None),
-            None if versions is None else json.dumps(versions, sort_keys=True), json.dumps(scalars, default=str))]
+            None if versions is None else json.dumps(versions, sort_keys=True), json.dumps(scalars, default=str),
+            None if fingerprint is None else json.dumps(fingerprint, sort_keys=True))]
     df = spark.createDataFrame(row, f"{C.RUN_ID} string, {C.RUN_DATE} date, stage string, elapsed_s double, "
-                                    "finished_at timestamp, io_versions string, result string")
+                                    "finished_at timestamp, io_versions string, result string, fingerprint string")
+    # merge_schema: a metrics/stages table written before fingerprints gains the column
     io.replace_partition(df, cfg.table("metrics", "stages"), {C.RUN_ID: ctx.run_id, "stage": name},
-                         name="metrics.stages")
+                         name="metrics.stages", merge_schema=True)
 
 
 def record_campaign_metrics(spark: SparkSession, cfg: AppConfig, ctx: RunContext,

@@ -1,0 +1,187 @@
+"""Reruns that notice change (issue 18): a stage is skipped only when its table versions, the configuration it reads
+(:data:`sparkpromo.pipeline.STAGE_CONFIG`, hashed) and the package version are all what its last success
+recorded. Changing one campaign reruns recommend (and measure, whose input moved) and nothing else; changing
+nothing reruns nothing; a new package version reruns every stage."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+import sparkpromo
+from sparkpromo import columns as C
+from sparkpromo import io
+from sparkpromo.cli import main
+from sparkpromo.config import AppConfig, load_config
+from sparkpromo.pipeline import (
+    DATED_STAGES,
+    STAGE_CONFIG,
+    STAGE_IO,
+    STAGES,
+    config_digest,
+    rerun_reason,
+    stage_fingerprint,
+)
+from tests.conftest import CONF_DIR, make_config
+
+DAY = dt.date(2026, 11, 1)
+SKIPPABLE = tuple(s for s in STAGES if s in STAGE_IO)  # every stage but ingest
+
+
+def fingerprints(cfg: AppConfig) -> dict[str, dict[str, Any]]:
+    return {s: stage_fingerprint(cfg, s, DAY) for s in SKIPPABLE}
+
+
+def changed_stages(before: AppConfig, after: AppConfig) -> set[str]:
+    old, new = fingerprints(before), fingerprints(after)
+    return {s for s in SKIPPABLE if old[s] != new[s]}
+
+
+@pytest.fixture(scope="module")
+def base_cfg() -> AppConfig:
+    return load_config("local", CONF_DIR)
+
+
+def test_every_stage_declares_the_configuration_it_reads_and_every_path_resolves(base_cfg: AppConfig) -> None:
+    assert set(STAGE_CONFIG) == set(SKIPPABLE) and DATED_STAGES <= set(SKIPPABLE)
+    for stage, paths in STAGE_CONFIG.items():
+        for path in paths:
+            assert len(config_digest(base_cfg, path)) == 64, (stage, path)
+
+
+def test_changing_a_campaign_a_rule_or_the_grid_changes_only_the_stages_that_read_it(base_cfg: AppConfig) -> None:
+    camps = list(base_cfg.campaigns)
+    offer = dataclasses.replace(camps[0].offer, discount_pct=camps[0].offer.discount_pct + 1)
+    discount = dataclasses.replace(base_cfg, campaigns=(dataclasses.replace(camps[0], offer=offer), *camps[1:]))
+    assert changed_stages(base_cfg, discount) == {"recommend"}  # measure does not read offers
+
+    generic = next(i for i, c in enumerate(camps) if c.audience is not None)
+    rule = dataclasses.replace(camps[generic].audience, all=())
+    ruled = [*camps]
+    ruled[generic] = dataclasses.replace(camps[generic], audience=rule)
+    assert changed_stages(base_cfg, dataclasses.replace(base_cfg, campaigns=tuple(ruled))) == {"recommend"}
+
+    budget = [*camps]
+    budget[generic] = dataclasses.replace(camps[generic], budget=camps[generic].budget + 1)
+    assert changed_stages(base_cfg, dataclasses.replace(base_cfg, campaigns=tuple(budget))) == {"recommend",
+                                                                                                "measure"}
+    grid = dataclasses.replace(base_cfg.train.grid, rank=(*base_cfg.train.grid.rank, 64))
+    regrid = dataclasses.replace(base_cfg, train=dataclasses.replace(base_cfg.train, grid=grid))
+    assert changed_stages(base_cfg, regrid) == {"train"}
+
+    window = dataclasses.replace(base_cfg.features, lookback_days=30)
+    assert changed_stages(base_cfg, dataclasses.replace(base_cfg, features=window)) == {"features"}
+    assert changed_stages(base_cfg, base_cfg) == set()
+
+
+def test_a_stage_reruns_when_its_run_date_tables_config_or_version_changed(base_cfg: AppConfig) -> None:
+    recorded = {"io": {"gold.interactions": 3, "metrics.model": None}, "result": {},
+                "fingerprint": stage_fingerprint(base_cfg, "recommend", DAY)}
+    same = stage_fingerprint(base_cfg, "recommend", DAY)
+    assert rerun_reason(recorded, {"gold.interactions": 3, "metrics.model": None}, same) is None
+    moved = {"gold.interactions": 4, "metrics.model": None}
+    assert rerun_reason(recorded, moved, same) == "tables:gold.interactions"
+    later = stage_fingerprint(base_cfg, "recommend", DAY + dt.timedelta(days=1))
+    assert rerun_reason(recorded, recorded["io"], later) == "run_date:2026-11-01->2026-11-02"
+    assert stage_fingerprint(base_cfg, "train", DAY) == stage_fingerprint(base_cfg, "train", DAY.replace(day=2))
+    assert rerun_reason({**recorded, "fingerprint": None}, recorded["io"], same) == "no_fingerprint"
+    assert rerun_reason({**recorded, "fingerprint": {**same, "version": "0.0.1"}}, moved, same) == \
+        f"version:0.0.1->{sparkpromo.__version__};tables:gold.interactions"
+
+
+def test_a_new_package_version_changes_every_stage(base_cfg: AppConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    before = fingerprints(base_cfg)
+    monkeypatch.setattr(sparkpromo, "__version__", "99.0.0")
+    after = fingerprints(base_cfg)
+    assert {s for s in SKIPPABLE if before[s] != after[s]} == set(SKIPPABLE)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# End to end, through `sparkpromo run --json` on one small generated shop
+# --------------------------------------------------------------------------------------------------------------
+RUN_DATE = DAY.isoformat()
+SETS = ("train.grid.rank=[4]", "train.grid.max_iter=[3]", "train.folds=2", "spark.shuffle_partitions=2")
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[dict[str, Any], str]:
+    """``run --sample --json`` for run id r1; the JSON result and what was logged."""
+    capsys.readouterr()
+    sets = [a for s in SETS for a in ("--set", s)]
+    code = main(["run", "--sample", "--events", "1000", "--run-id", "r1", "--json", "--conf-dir", str(CONF_DIR),
+                 "--run-date", RUN_DATE, *sets, *extra])
+    out = capsys.readouterr()
+    assert code == 0, out.err[-2000:]
+    return json.loads(out.out.strip().splitlines()[-1]), out.err
+
+
+def skipped(result: dict[str, Any]) -> dict[str, bool]:
+    return {s: result[f"{s}.skipped"] for s in STAGES}
+
+
+def recorded_fingerprints(spark: SparkSession, cfg: AppConfig) -> dict[str, str]:
+    rows = io.read(spark, cfg.table("metrics", "stages")).where(F.col(C.RUN_ID) == "r1").collect()
+    return {r["stage"]: r["fingerprint"] for r in rows}
+
+
+@pytest.mark.slow
+def test_reruns_notice_a_changed_campaign_and_a_new_version_and_nothing_else(
+        spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("SPARKPROMO_LAKEHOUSE", str(tmp_path / "lakehouse"))
+    monkeypatch.setenv("SPARKPROMO_LANDING", str(tmp_path / "landing"))
+    monkeypatch.chdir(tmp_path)
+    cfg = make_config(tmp_path)  # the CLI's lakehouse layout: only table paths are read from it
+    tables = sorted({t for ins, outs in STAGE_IO.values() for t in ins + outs}
+                    | {("metrics", "stages"), ("metrics", "campaigns")})
+
+    first, _ = run_json(capsys)
+    assert not any(skipped(first).values())
+    versions = {t: io.version(spark, cfg.table(*t)) for t in tables}
+    fps = recorded_fingerprints(spark, cfg)
+
+    # Nothing changed: every stage is skipped and no table moves. Ingest never skips: it looks for new files
+    # and, finding none, appends nothing and records nothing.
+    same, _ = run_json(capsys)
+    assert skipped(same) == {s: s != "ingest" for s in STAGES}
+    assert same["ingest.events_rows"] == 0
+    assert {t: io.version(spark, cfg.table(*t)) for t in tables} == versions
+    assert same["recommend.rows"] == first["recommend.rows"]
+
+    # One campaign's discount changes: recommend reruns because of it; measure reruns only because its input,
+    # gold.recommendations, moved (it does not read offers); every other stage is skipped.
+    base = yaml.safe_load((CONF_DIR / "base.yaml").read_text())
+    base["campaigns"][0]["offer"]["discount_pct"] += 1
+    changed = tmp_path / "campaigns.yaml"
+    changed.write_text(yaml.safe_dump({"campaigns": base["campaigns"]}))
+    after, log = run_json(capsys, "--config", str(changed))
+    assert skipped(after) == {"ingest": False, "clean": True, "features": True, "train": True,
+                              "recommend": False, "measure": False}
+    assert "stage=recommend status=rerun reason=config:campaigns run_id=r1" in log
+    assert "stage=measure status=rerun reason=tables:gold.recommendations run_id=r1" in log
+    now = recorded_fingerprints(spark, cfg)
+    assert now["recommend"] != fps["recommend"]
+    assert {s: now[s] for s in now if s != "recommend"} == {s: fps[s] for s in fps if s != "recommend"}
+    moved = {t for t in tables if io.version(spark, cfg.table(*t)) != versions[t]}
+    # Only what recommend and measure write (measure commits nothing to a table whose rows it leaves as they were).
+    assert ("gold", "recommendations") in moved and ("metrics", "stages") in moved
+    assert moved <= {*STAGE_IO["recommend"][1], *STAGE_IO["measure"][1], ("metrics", "campaigns"),
+                     ("metrics", "stages")}
+
+    again, _ = run_json(capsys, "--config", str(changed))
+    assert skipped(again) == {s: s != "ingest" for s in STAGES}
+
+    # A new package version: every stage runs again.
+    old_version = sparkpromo.__version__
+    monkeypatch.setattr(sparkpromo, "__version__", "99.0.0")
+    upgraded, log = run_json(capsys, "--config", str(changed))
+    assert skipped(upgraded) == {s: False for s in STAGES}
+    assert f"stage=clean status=rerun reason=version:{old_version}->99.0.0 run_id=r1" in log
+    assert upgraded["clean.events.silver_rows"] == first["clean.events.silver_rows"]
