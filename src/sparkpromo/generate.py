@@ -530,17 +530,11 @@ def _replace_file(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _clean_events_dir(events_dir: Path) -> None:
-    events_dir.mkdir(parents=True, exist_ok=True)
-    for old in [*events_dir.glob("part-*.csv"), *events_dir.glob(".part-*.csv.tmp")]:
-        old.unlink()
-
-
 def _clean_landing(out: Path) -> None:
     """Remove every generated landing file, single-batch and daily (and the daily staging folder), so a new shop
     never sits next to the rows of an older one. Other files (responses, the user's own) are left alone."""
-    _clean_events_dir(out / EVENTS_DIR)
-    for pattern in (*DAILY_PATTERNS.values(), USERS_PATH, ITEMS_PATH):
+    for pattern in (f"{EVENTS_DIR}/part-*.csv", f"{EVENTS_DIR}/.part-*.csv.tmp", *DAILY_PATTERNS.values(),
+                    USERS_PATH, ITEMS_PATH):
         for old in out.glob(pattern):
             old.unlink()
     shutil.rmtree(out / DAILY_DIR, ignore_errors=True)
@@ -950,17 +944,27 @@ def _part_name(file_name: str) -> Callable[[int], str]:
     return lambda part: file_name if part == 0 else f"{stem}-{part:05d}.{ext}"
 
 
-def deliver_day(report: DailyReport, day: dt.date) -> tuple[Path, ...]:
-    """Move ``day``'s staged batch into the landing zone (``events/``, ``users/``, ``items/`` under the shop's
-    folder), as an export arrives: each file copied under a hidden name and renamed, its modification time kept.
-    A file already delivered with the same bytes is left as it is, so delivering a day twice gives ingest nothing
-    new. Returns the landing paths."""
-    out = report.shop.out_dir
-    batch = report.batch(day)
+def staged_days(out_dir: str | Path) -> tuple[dt.date, ...]:
+    """The arrival days staged under ``out_dir`` by :func:`generate_daily`, first first."""
+    root = Path(out_dir) / DAILY_DIR
+    if not root.is_dir():
+        return ()
+    return tuple(sorted(dt.date.fromisoformat(p.name) for p in root.iterdir() if p.is_dir()))
+
+
+def deliver_day(out_dir: str | Path, day: dt.date) -> tuple[Path, ...]:
+    """Move ``day``'s staged batch (:func:`generate_daily`) into the landing zone under ``out_dir``, as an export
+    arrives: each file copied under a hidden name and renamed, its modification time kept. A file already delivered
+    with the same bytes is left as it is, so delivering a day twice gives ingest nothing new. Returns the landing
+    paths; raises ``FileNotFoundError`` when no batch of ``day`` is staged."""
+    out = Path(out_dir)
+    if not (out / DAILY_DIR / day.isoformat()).is_dir():
+        raise FileNotFoundError(f"no daily batch of {day} staged under {out / DAILY_DIR}")
     landed: list[Path] = []
-    for source, staged in zip(("events", "users", "items"), batch.files(), strict=True):
+    for source in DAILY_PATTERNS:
+        staged = _staged(out, source, day)
         for part in sorted(staged.parent.glob(f"{staged.stem}*{staged.suffix}")):
-            target = out / EVENTS_DIR / part.name if source == "events" else out / source / part.name
+            target = daily_file(out, source, day).with_name(part.name)
             landed.append(target)
             if target.is_file() and filecmp.cmp(part, target, shallow=False):
                 continue
@@ -1073,4 +1077,4 @@ def generate_responses(out_dir: str | Path, assignments: Sequence[Assignment], r
 
 __all__ = ["DEFAULT_END", "DIRT_SHARES", "EVENTS_HEADER", "PLANTED_UPLIFT", "Assignment", "DailyReport", "DayBatch",
            "GenerationReport", "ITEMS_HEADER", "ResponseReport", "USERS_FIELDS", "daily_file", "deliver_day",
-           "generate_daily", "generate_responses", "generate_shop"]
+           "generate_daily", "generate_responses", "generate_shop", "staged_days"]
