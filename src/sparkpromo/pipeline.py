@@ -132,6 +132,11 @@ def run_days(spark: SparkSession, cfg: AppConfig, dates: list[dt.date], stages: 
     Result keys are ``<stage>.<key>``, prefixed ``<date>.`` when there are several dates; each such date also
     reports its ``<date>.run_id`` (and ``<date>.delivered_files`` with ``deliver``). A failing stage raises: the
     dates before it are committed, later ones are not run.
+
+    A rerun resumes: a date before the last whose run id already recorded a success of every stage asked for is
+    not run again (``<date>.skipped``), since rerunning it over tables that later dates have moved would redo it
+    with their data; ``force`` reruns every date. The last date reruns as a single run would (each stage skipped
+    when its tables are unchanged).
     """
     from sparkpromo.generate import deliver_day
 
@@ -147,6 +152,10 @@ def run_days(spark: SparkSession, cfg: AppConfig, dates: list[dt.date], stages: 
             result[f"{prefix}run_id"] = day_ctx.run_id
         if out is not None:
             result[f"{prefix}delivered_files"] = len(deliver_day(out, day))
+        if day != dates[-1] and not force and all(_last_run(spark, cfg, day_ctx, name) for name in stages):
+            log.info("run_id=%s status=skipped reason=every_stage_done (a later date follows)", day_ctx.run_id)
+            result[f"{prefix}skipped"] = True
+            continue
         for name in stages:
             stage_result = run_stage(name, spark, cfg, day_ctx, force=force, strict=strict)
             result.update({f"{prefix}{name}.{k}": v for k, v in stage_result.items()})
