@@ -892,6 +892,7 @@ def generate_daily(out_dir: str | Path, n_events: int, seed: int = 7, days: int 
     items_per_update = max(1, int(ITEM_UPDATE_SHARE * shop.n_items + 0.5))
     ids, ustr = shop.users.ids, _days_str(shop.users.signup)
     bstr = _days_str(shop.users.birth)
+    consent = shop.users.consent.copy()
     batches: list[DayBatch] = []
     for k, day in enumerate(day_of):
         rows = shop.out_rows[order[bounds[k]:bounds[k + 1]]]
@@ -903,7 +904,8 @@ def generate_daily(out_dir: str | Path, n_events: int, seed: int = 7, days: int 
         if k:
             known = np.flatnonzero(organic_signup < k)
             picked = np.sort(rng.choice(known, min(users_per_update, len(known)), replace=False))
-            updates = [_user_line(ids[u], ustr[u], bstr[u], shop.users.country[u], not bool(shop.users.consent[u]))
+            consent[picked] = ~consent[picked]  # each update changes the user's last exported row
+            updates = [_user_line(ids[u], ustr[u], bstr[u], shop.users.country[u], bool(consent[u]))
                        for u in picked.tolist()]
         users_file = _staged(out, "users", day)
         users_file.parent.mkdir(parents=True, exist_ok=True)
