@@ -786,7 +786,8 @@ class DayBatch:
     items_file: Path
     events: int  # data rows in the events file
     late: int  # rows whose event happened on an earlier day (sent late)
-    resent: int  # exact copies of rows that an earlier batch already sent
+    resent: int  # exact re-sent copies of rows sent before (in an earlier batch, or in this one on the window's
+    # last day, past which a copy cannot be sent later)
     users: int  # lines in the users export
     user_updates: int  # lines that update a user an earlier export already sent (consent changed)
     items: int  # data rows in the items export
