@@ -71,6 +71,28 @@ def test_backfill_arguments_checked() -> None:
     assert_usage_error(cli("run", "--from-date", "2026-11-02", "--to-date", "2026-11-01"), "before --from-date")
 
 
+@pytest.mark.parametrize(("args", "needle"), [
+    (["run", "--days", "3"], "run --days: a daily replay of the generated sample needs --sample"),
+    (["generate", "--days", "0"], "--days: must be >= 1"),
+    (["run", "--sample", "--days", "3", "--from-date", "2026-11-01", "--to-date", "2026-11-03"],
+     "give one or the other"),
+])
+def test_daily_arguments_checked(args: list[str], needle: str) -> None:
+    assert_usage_error(cli(*args), needle)
+
+
+def test_generate_days_lands_one_batch_per_day_without_spark(tmp_path: Path) -> None:
+    res = cli("generate", "--conf-dir", str(CONF_DIR), "--events", "2000", "--days", "3", "--run-date", "2026-11-03",
+              "--json", env={"SPARKPROMO_LANDING": str(tmp_path / "landing")}, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    days = ["2026-11-01", "2026-11-02", "2026-11-03"]
+    landing = tmp_path / "landing"
+    assert sorted(p.name for p in (landing / "events").iterdir()) == [f"events-{d}.csv" for d in days]
+    assert sorted(p.name for p in (landing / "users").iterdir()) == [f"users-{d}.jsonl" for d in days]
+    assert sorted(p.name for p in (landing / "items").iterdir()) == [f"items-{d}.csv" for d in days]
+    assert '"generated_days": 3' in res.stdout.strip().splitlines()[-1]
+
+
 def test_unknown_environment() -> None:
     assert_usage_error(cli("train", "--env", "prod"), "invalid choice")
 

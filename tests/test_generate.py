@@ -413,3 +413,135 @@ def test_recent_carts_worth_fifty(tidy: GenerationReport, tidy_rows: list[dict[s
         if r[C.EVENT_TYPE] == C.ADD_TO_CART and r["event_time"][:10] >= since:
             value[r[C.USER_ID]] += float(r[C.PRICE]) * int(r[C.QUANTITY])
     assert sum(v >= 50 for v in value.values()) >= 10
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Daily batches
+# ----------------------------------------------------------------------------------------------------------------
+DAILY_END = dt.date(2026, 11, 8)  # exclusive: batches 2026-11-01 .. 2026-11-07
+
+
+@pytest.fixture(scope="module")
+def daily(tmp_path_factory: pytest.TempPathFactory) -> G.DailyReport:
+    return G.generate_daily(tmp_path_factory.mktemp("daily"), 10_000, seed=7, days=7, end=DAILY_END)
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_daily_writes_one_batch_of_three_files_per_day(daily: G.DailyReport) -> None:
+    days = [DAILY_END - dt.timedelta(days=7 - k) for k in range(7)]
+    assert [b.day for b in daily.batches] == days
+    root = daily.shop.out_dir
+    for b in daily.batches:
+        assert [p.relative_to(root).as_posix() for p in b.files()] == [
+            f"_daily/{b.day}/events/events-{b.day}.csv", f"_daily/{b.day}/users/users-{b.day}.jsonl",
+            f"_daily/{b.day}/items/items-{b.day}.csv"]
+        assert len(read_csv(b.events_file)) == b.events > 0
+        assert len(read_jsonl(b.users_file)) == b.users > 0
+        assert len(read_csv(b.items_file)) == b.items > 0
+    # Staged only: nothing in the landing folders the sources read until a day is delivered.
+    assert not (root / "events").exists() and not (root / "users").exists()
+    report = json.loads((root / "_daily" / "_generation_report.json").read_text())
+    assert [b["day"] for b in report["batches"]] == [d.isoformat() for d in days]
+
+
+def test_daily_batches_hold_the_single_batch_shop_row_for_row(daily: G.DailyReport, tmp_path: Path) -> None:
+    single = generate_shop(tmp_path, 10_000, seed=7, days=7, end=DAILY_END)
+    def rows(paths: list[Path]) -> collections.Counter[tuple[str, ...]]:
+        return collections.Counter(tuple(r.values()) for p in paths for r in read_csv(p))
+    assert rows([b.events_file for b in daily.batches]) == rows(list(single.event_files))
+    assert daily.shop.expected_clean_events == single.expected_clean_events
+    assert daily.shop.dirt == single.dirt
+    first_users = [json.dumps(u, sort_keys=True) for b in daily.batches for u in read_jsonl(b.users_file)]
+    assert collections.Counter(json.dumps(u, sort_keys=True) for u in read_users(single)) <= \
+        collections.Counter(first_users)  # every single-batch user line, plus the later updates
+    assert read_csv(daily.batches[0].items_file) == read_items(single)
+
+
+def test_daily_batches_carry_late_and_cross_day_resent_events(daily: G.DailyReport) -> None:
+    sent: dict[str, dict[str, str]] = {}
+    late = resent = 0
+    for b in daily.batches:
+        rows = read_csv(b.events_file)
+        on_time = 0
+        for r in rows:
+            ts = parse_ts(r[G.EVENT_TIME])
+            if ts is not None and ts.date() < b.day and ts.date() >= daily.shop.start:
+                late += 1
+            if ts is not None and ts.date() == b.day:
+                on_time += 1
+            if r[C.EVENT_ID] in sent:
+                assert r == sent[r[C.EVENT_ID]]  # an exact re-send of the row an earlier batch sent
+                resent += 1
+        sent.update({r[C.EVENT_ID]: r for r in rows})
+        assert on_time > len(rows) / 2  # mostly the day's own events
+    assert late >= 0.02 * daily.shop.events
+    assert resent > 0.5 * daily.shop.dirt["duplicate_event"]  # most duplicates cross days
+    assert sum(b.late for b in daily.batches) >= late and sum(b.resent for b in daily.batches) >= resent
+
+
+def test_daily_users_exports_add_new_users_and_update_known_ones(daily: G.DailyReport) -> None:
+    known: dict[str, dict[str, Any]] = {}
+    new_later = updated = 0
+    for k, b in enumerate(daily.batches):
+        users = read_jsonl(b.users_file)
+        for u in users:
+            if not u[C.USER_ID]:
+                continue
+            if u[C.USER_ID] not in known and k:
+                new_later += 1
+                assert u[C.SIGNUP_DATE] == b.day.isoformat()  # a new user arrives on their signup day
+            elif u[C.USER_ID] in known and k and u != known[u[C.USER_ID]]:
+                updated += 1
+                assert u[C.MARKETING_CONSENT] != known[u[C.USER_ID]][C.MARKETING_CONSENT]
+            known[u[C.USER_ID]] = u
+    assert new_later > 0 and updated == sum(b.user_updates for b in daily.batches) > 0
+    later_items = [r for b in daily.batches[1:] for r in read_csv(b.items_file)]
+    catalogue = {r["product_id"]: r for r in read_csv(daily.batches[0].items_file)}
+    assert later_items and all(r["product_id"] in catalogue for r in later_items)
+    assert any(r[C.STOCK] != catalogue[r["product_id"]][C.STOCK] for r in later_items)
+
+
+def test_daily_is_deterministic_by_seed(tmp_path: Path) -> None:
+    def tree(root: Path) -> dict[str, bytes]:
+        return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    G.generate_daily(tmp_path / "a", 3_000, seed=3, days=4)
+    G.generate_daily(tmp_path / "b", 3_000, seed=3, days=4)
+    G.generate_daily(tmp_path / "c", 3_000, seed=4, days=4)
+    a, b, c = tree(tmp_path / "a"), tree(tmp_path / "b"), tree(tmp_path / "c")
+    assert a == b and len(a) == 3 * 4 + 1
+    assert a.keys() == c.keys() and a != c
+
+
+def test_deliver_day_lands_one_day_once(tmp_path: Path) -> None:
+    rep = G.generate_daily(tmp_path, 3_000, seed=3, days=3, end=DAILY_END)
+    second = rep.batches[1]
+    landed = G.deliver_day(tmp_path, second.day)
+    assert [p.relative_to(tmp_path).as_posix() for p in landed] == [
+        f"events/events-{second.day}.csv", f"users/users-{second.day}.jsonl", f"items/items-{second.day}.csv"]
+    assert [p.read_bytes() for p in landed] == [p.read_bytes() for p in second.files()]
+    assert sorted(p.name for p in (tmp_path / "events").iterdir()) == [f"events-{second.day}.csv"]
+    stamps = [p.stat().st_mtime_ns for p in landed]
+    assert G.deliver_day(tmp_path, second.day) == landed
+    assert [p.stat().st_mtime_ns for p in landed] == stamps  # ingest sees the same (path, size, mtime)
+    assert G.staged_days(tmp_path) == tuple(b.day for b in rep.batches)
+    with pytest.raises(FileNotFoundError, match="no daily batch of 2026-12-01"):
+        G.deliver_day(tmp_path, dt.date(2026, 12, 1))
+
+
+def test_a_new_shop_replaces_the_other_layout(tmp_path: Path) -> None:
+    rep = G.generate_daily(tmp_path, 3_000, seed=3, days=3)
+    for b in rep.batches:
+        G.deliver_day(tmp_path, b.day)
+    generate_shop(tmp_path, 3_000, seed=3, days=3)
+    landed = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
+    assert landed == ["_generation_report.json", "events/part-00000.csv", "items/items.csv", "users/users.jsonl"]
+    G.generate_daily(tmp_path, 3_000, seed=3, days=3)
+    assert not [p for d in ("events", "users", "items") for p in (tmp_path / d).rglob("*") if p.is_file()]

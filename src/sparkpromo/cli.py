@@ -37,6 +37,7 @@ SAMPLE_CONF = "sample.yaml"  # in the conf dir: what `run --sample` merges befor
 
 EXAMPLES = {
     "generate": ("sparkpromo generate --events 100000\n  sparkpromo generate --env local --set generate.seed=11\n"
+                 "  sparkpromo generate --days 30 --run-date 2026-11-30   # 30 daily batches, late and re-sent rows\n"
                  "  sparkpromo generate --respond-to lakehouse --run-date 2026-12-01   # purchases after the offers"),
     "ingest": "sparkpromo ingest --env local --run-date 2026-11-29",
     "clean": "sparkpromo clean --run-date 2026-11-29 --json",
@@ -47,7 +48,8 @@ EXAMPLES = {
                 "  sparkpromo measure --set measure.window_days=14 --json"),
     "run": ("sparkpromo run --sample                       # whole pipeline on generated data\n"
             "  SPARKPROMO_ML100K=../shared/data/ml-100k sparkpromo run --config conf/examples/movielens.yaml\n"
-            "  sparkpromo run --from-date 2026-11-01 --to-date 2026-11-07   # backfill a date range"),
+            "  sparkpromo run --from-date 2026-11-01 --to-date 2026-11-07   # backfill a date range\n"
+            "  sparkpromo run --sample --days 7             # a generated week, one run per day as it arrives"),
     "doctor": "sparkpromo doctor\n  sparkpromo doctor --env cluster --offline",
     "forget": ("sparkpromo forget --user u000123\n  sparkpromo forget --user u000123 --env cluster --json\n"
                "  sparkpromo forget --users-file erasure-requests.txt"),
@@ -124,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 "this lakehouse listed on --run-date (planted uplift per campaign type)")
         if name in ("generate", "run"):
             p.add_argument("--events", type=int, default=None, help="sample size in events (default: generate.events)")
+            p.add_argument("--days", type=int, default=None, metavar="N",
+                           help="a daily sample: one landing batch per day of the N days ending on the run date "
+                                "(sets generate.days=N and generate.daily=true); `run --sample` then runs once per "
+                                "day, each day's batch arriving just before its run")
         if name == "doctor":
             p.add_argument("--offline", action="store_true", help="skip the Maven reachability check")
         if name == "forget":
@@ -210,12 +216,6 @@ def _prepare(argv: Sequence[str] | None) -> tuple[argparse.Namespace, AppConfig]
     overrides = _overrides(args.overrides)
     if getattr(args, "events", None) is not None:
         overrides["generate.events"] = args.events
-    extra = list(args.config)
-    if args.command == "run" and args.sample:
-        sample = Path(args.conf_dir or default_conf_dir()) / SAMPLE_CONF
-        if sample.is_file():
-            extra.insert(0, str(sample))
-    cfg = load_config(args.env, args.conf_dir, extra, overrides)
     if args.command == "run" and (args.from_date or args.to_date):
         if not (args.from_date and args.to_date):
             raise UsageError("run: --from-date and --to-date go together")
@@ -223,6 +223,24 @@ def _prepare(argv: Sequence[str] | None) -> tuple[argparse.Namespace, AppConfig]
             raise UsageError("run: --to-date is before --from-date")
         if args.run_date or args.run_id:
             raise UsageError("run: a backfill takes --from-date/--to-date, not --run-date/--run-id")
+        if args.days is not None:
+            raise UsageError("run --days: a backfill's dates come from --from-date/--to-date; give one or the other")
+    if getattr(args, "days", None) is not None:
+        if args.days < 1:
+            raise UsageError(f"--days: must be >= 1, got {args.days}")
+        if args.command == "run" and not args.sample:
+            raise UsageError("run --days: a daily replay of the generated sample needs --sample "
+                             "(backfill your own data with --from-date/--to-date)")
+        overrides.update({"generate.days": args.days, "generate.daily": True})
+    if args.command == "run" and args.sample and args.from_date:
+        # A sample backfill: one daily batch per date of the range, each landing just before its date's run.
+        overrides.update({"generate.days": (args.to_date - args.from_date).days + 1, "generate.daily": True})
+    extra = list(args.config)
+    if args.command == "run" and args.sample:
+        sample = Path(args.conf_dir or default_conf_dir()) / SAMPLE_CONF
+        if sample.is_file():
+            extra.insert(0, str(sample))
+    cfg = load_config(args.env, args.conf_dir, extra, overrides)
     if args.command == "run":
         stages = [s.strip() for s in args.stages.split(",") if s.strip()]
         from sparkpromo.pipeline import STAGES
@@ -313,14 +331,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace, cfg: AppConfig, ctx: Any) -> dict[str, Any]:
-    from sparkpromo.pipeline import RunContext, generate_sample, run_stage
+    from sparkpromo.pipeline import RunContext, generate_sample, run_days, run_stage, sample_dates
 
     if args.command == "generate" and not args.respond_to:
         return {"run_id": ctx.run_id, **generate_sample(cfg, ctx, args.events)}
     result: dict[str, Any] = {"run_id": ctx.run_id, "run_date": ctx.run_date.isoformat()}
+    dates = [ctx.run_date]
+    if args.command == "run" and args.from_date:
+        n = (args.to_date - args.from_date).days + 1
+        dates = [args.from_date + dt.timedelta(days=i) for i in range(n)]
+    elif args.command == "run" and args.sample and cfg.generate.daily:
+        dates = sample_dates(cfg, ctx.run_date)
     if args.command == "run" and args.sample:
-        result.update(generate_sample(cfg, ctx, args.events))
-        check_input_paths(cfg)
+        last = ctx if len(dates) == 1 else RunContext(RunContext.default_run_id(dates[-1]), dates[-1])
+        # A daily sample's batches are moved into the landing zone one per day, by the run loop below.
+        result.update(generate_sample(cfg, last, args.events, deliver=False))
+        if not cfg.generate.daily:
+            check_input_paths(cfg)
 
     from sparkpromo.session import build_session
 
@@ -354,16 +381,9 @@ def _dispatch(args: argparse.Namespace, cfg: AppConfig, ctx: Any) -> dict[str, A
     if args.command != "run":
         result.update(run_stage(args.command, spark, cfg, ctx, force=args.force, strict=args.strict))
         return result
-    dates = [ctx.run_date]
-    if args.from_date:
-        n = (args.to_date - args.from_date).days + 1
-        dates = [args.from_date + dt.timedelta(days=i) for i in range(n)]
-    for day in dates:
-        day_ctx = ctx if len(dates) == 1 else RunContext(RunContext.default_run_id(day), day)
-        for name in args.stages:
-            out = run_stage(name, spark, cfg, day_ctx, force=args.force, strict=args.strict)
-            prefix = "" if len(dates) == 1 else f"{day.isoformat()}."
-            result.update({f"{prefix}{name}.{k}": v for k, v in out.items()})
+    daily = args.sample and cfg.generate.daily
+    result.update(run_days(spark, cfg, dates, args.stages, force=args.force, strict=args.strict, deliver=daily,
+                           ctx=ctx))
     return result
 
 

@@ -142,6 +142,9 @@ class GenerateConfig:
     seed: int = 7
     days: int = 60
     dirty: bool = True
+    # true: the shop as one landing batch per day of the `days` ending on the run date (late and re-sent events
+    # across days), and `run --sample` runs once per day as each batch arrives; `--days N` sets it
+    daily: bool = False
     # `generate --respond-to`: each listed user buys in the attribution window with this probability, plus the
     # campaign type's true uplift for each campaign the user was treated (not control) in.
     response_base_rate: float = 0.10

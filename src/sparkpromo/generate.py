@@ -54,20 +54,30 @@ bot views). Bot rows are otherwise clean. ``dirt["bot_users"]`` and ``dirt["bot_
 
 For a cleaner: valid rows = ``events - duplicate_event - bot_events - sum(REJECTED_EVENT_KINDS)``, reported as
 ``GenerationReport.expected_clean_events`` (the whitespace/case-noise rows are among the valid ones). Only
-``part-*.csv`` files are removed from ``out_dir/events`` before writing; temporary files are hidden (``.name.tmp``).
+generated files are removed before writing (``events/part-*.csv``, the users and items files, the daily batches
+below); temporary files are hidden (``.name.tmp``).
+
+Daily batches (:func:`generate_daily`): the same shop, row for row, as one batch per arrival day: mostly that day's
+events, ``LATE_SHARE`` of rows sent 1 to ``MAX_LATE_DAYS`` days late, and every re-sent duplicate sent again 1 to
+``MAX_LATE_DAYS`` days after its original (so most duplicates cross days); users exported on their signup day plus
+daily updates of users already sent, the catalogue on the first day plus daily stock updates. They are staged under
+``_daily/<day>/`` and :func:`deliver_day` moves one day into the landing zone as ``events/events-<day>.csv``,
+``users/users-<day>.jsonl`` and ``items/items-<day>.csv`` (names the default source patterns read).
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
+import filecmp
 import io as _io
 import json
 import logging
 import os
+import shutil
 import time
 import types
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,6 +100,16 @@ EVENTS_DIR = "events"
 USERS_PATH = "users/users.jsonl"
 ITEMS_PATH = "items/items.csv"
 REPORT_PATH = "_generation_report.json"
+# Daily shops (generate_daily): batches are staged under DAILY_DIR/<day>/ (no source reads it) and delivered into
+# the landing zone under these names, '*' being the arrival day (YYYY-MM-DD).
+DAILY_DIR = "_daily"
+DAILY_PATTERNS: Mapping[str, str] = types.MappingProxyType({
+    "events": "events/events-*.csv", "users": "users/users-*.jsonl", "items": "items/items-*.csv"})
+DAILY_STREAM = 18  # seeds the daily draws apart from the main generator, so both layouts hold the same rows
+LATE_SHARE = 0.03  # of event rows: sent 1 to MAX_LATE_DAYS days after the day they happened
+MAX_LATE_DAYS = 3
+USER_UPDATE_SHARE = 0.002  # of users, in each daily users export after the first: an update (consent changed)
+ITEM_UPDATE_SHARE = 0.01  # of items, in each daily items export after the first: a stock update
 
 DEFAULT_END = dt.date(2026, 11, 1)  # fixed, never "today": output must not depend on the clock
 MIN_EVENTS = 1_000
@@ -510,23 +530,32 @@ def _replace_file(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _clean_events_dir(events_dir: Path) -> None:
-    events_dir.mkdir(parents=True, exist_ok=True)
-    for old in [*events_dir.glob("part-*.csv"), *events_dir.glob(".part-*.csv.tmp")]:
-        old.unlink()
+def _clean_landing(out: Path) -> None:
+    """Remove every generated landing file, single-batch and daily (and the daily staging folder), so a new shop
+    never sits next to the rows of an older one. Other files (responses, the user's own) are left alone."""
+    for pattern in (f"{EVENTS_DIR}/part-*.csv", f"{EVENTS_DIR}/.part-*.csv.tmp", *DAILY_PATTERNS.values(),
+                    USERS_PATH, ITEMS_PATH):
+        for old in out.glob(pattern):
+            old.unlink()
+    shutil.rmtree(out / DAILY_DIR, ignore_errors=True)
 
 
 def _write_events(events_dir: Path, out_rows: np.ndarray, ev: _Events, users: _Users, items: _Items,
-                  overrides: dict[int, tuple[np.ndarray, np.ndarray]]) -> tuple[Path, ...]:
+                  overrides: dict[int, tuple[np.ndarray, np.ndarray]],
+                  name: Callable[[int], str] = "part-{:05d}.csv".format, id_total: int = 0) -> tuple[Path, ...]:
+    """Write ``out_rows`` (event indices, in file order) as CSV files of at most ``ROWS_PER_PART`` rows, the
+    ``part``-th named ``name(part)``. Event ids are numbered over ``id_total`` rows (default: these rows), so a
+    day's batch of a daily shop carries the same ids as the single-batch shop."""
     total = len(out_rows)
-    id_fmt = f"e{{:0{max(9, len(str(total)))}d}}".format
+    id_fmt = f"e{{:0{max(9, len(str(id_total or total)))}d}}".format
     sess_fmt = f"s{{:0{max(8, len(str(int(ev.session.max(initial=0)))))}d}}".format
     type_str = np.array(C.EVENT_TYPES, dtype=object)
     qty_str = np.array([""] + [str(q) for q in range(1, int(ev.qty.max(initial=1)) + 1)], dtype=object)
     paths: list[Path] = []
-    for part, a in enumerate(range(0, total, ROWS_PER_PART)):
+    events_dir.mkdir(parents=True, exist_ok=True)
+    for part, a in enumerate(range(0, max(total, 1), ROWS_PER_PART)):
         b = min(total, a + ROWS_PER_PART)
-        path = events_dir / f"part-{part:05d}.csv"
+        path = events_dir / name(part)
         tmp = events_dir / f".{path.name}.tmp"
         with tmp.open("w", encoding="utf-8", newline="") as fh:
             writer = csv.writer(fh, lineterminator="\n")
@@ -579,6 +608,11 @@ def _insert_at_random(rng: np.random.Generator, lines: list[str], extra: list[st
 
 
 def _users_text(rng: np.random.Generator, users: _Users, counts: Mapping[str, int], end_day: int) -> tuple[str, int]:
+    out = _user_lines(rng, users, counts, end_day)
+    return "".join(line + "\n" for line in out), len(out)
+
+
+def _user_lines(rng: np.random.Generator, users: _Users, counts: Mapping[str, int], end_day: int) -> list[str]:
     total = len(users.ids)
     signup, birth = _days_str(users.signup), _days_str(users.birth)
     lines = [_user_line(u, s, b, c, bool(k)) for u, s, b, c, k in
@@ -593,8 +627,7 @@ def _users_text(rng: np.random.Generator, users: _Users, counts: Mapping[str, in
                                 "DE", True))
     for j in range(counts["user_blank_id"]):
         extra.append(_user_line("", signup_extra[counts["user_bad_birth_date"] + j], "1990-06-15", "FR", True))
-    out = _insert_at_random(rng, lines, extra)
-    return "".join(line + "\n" for line in out), len(out)
+    return _insert_at_random(rng, lines, extra)
 
 
 def _items_text(rng: np.random.Generator, items: _Items, counts: Mapping[str, int]) -> tuple[str, int]:
@@ -621,15 +654,34 @@ def _items_text(rng: np.random.Generator, items: _Items, counts: Mapping[str, in
 # ----------------------------------------------------------------------------------------------------------------
 # Entry point
 # ----------------------------------------------------------------------------------------------------------------
-def generate_shop(out_dir: str | Path, n_events: int, seed: int = 7, days: int = 60,
-                  end: dt.date | None = None, n_users: int = 0, n_items: int = 0,
-                  dirty: bool = True) -> GenerationReport:
-    """Write a deterministic sample shop (events, users, items, report) under ``out_dir``; see the module docstring.
+@dataclass
+class _Shop:
+    """Everything drawn for one shop, before any file is written (the rng has drawn items, users and events)."""
 
-    ``end`` is the exclusive end of the event window (default ``DEFAULT_END``; pass the run date in a pipeline).
-    ``n_users``/``n_items`` of 0 are derived from ``n_events`` (:func:`default_sizes`). Existing part files under
-    ``out_dir/events`` are removed first; every file is written to a hidden temporary name and renamed.
-    """
+    rng: np.random.Generator
+    seed: int
+    start: dt.date
+    end: dt.date
+    days: int
+    dirty: bool
+    end_day: int
+    items: _Items
+    users: _Users
+    ev: _Events
+    out_rows: np.ndarray  # event indices in file order, re-sent duplicates included
+    is_copy: np.ndarray  # per out_rows position: a re-sent duplicate
+    overrides: dict[int, tuple[np.ndarray, np.ndarray]]
+    ev_counts: dict[str, int]
+    user_counts: dict[str, int]
+    item_counts: dict[str, int]
+    n_users: int
+    n_items: int
+    n_bots: int
+    n_bot_events: int
+
+
+def _simulate(n_events: int, seed: int, days: int, end: dt.date | None, n_users: int, n_items: int,
+              dirty: bool) -> _Shop:
     if n_events < MIN_EVENTS:
         raise ValueError(f"n_events must be at least {MIN_EVENTS}, got {n_events}")
     if days < 1:
@@ -638,7 +690,6 @@ def generate_shop(out_dir: str | Path, n_events: int, seed: int = 7, days: int =
         raise ValueError(f"n_users must be 0 (derived) or >= 10, got {n_users}")
     if n_items and n_items < 20:
         raise ValueError(f"n_items must be 0 (derived) or >= 20, got {n_items}")
-    t0 = time.perf_counter()
     end = end or DEFAULT_END
     if isinstance(end, dt.datetime):
         end = end.date()
@@ -669,32 +720,263 @@ def generate_shop(out_dir: str | Path, n_events: int, seed: int = 7, days: int =
     n_rows = len(ev.ts)
     dup_at = np.minimum(dup_src + rng.integers(1, 2000, len(dup_src)), n_rows - 1)
     keys = np.concatenate([np.arange(n_rows) * 2, dup_at * 2 + 1])
-    out_rows = np.concatenate([np.arange(n_rows), dup_src])[np.argsort(keys, kind="stable")]
+    order = np.argsort(keys, kind="stable")
+    out_rows = np.concatenate([np.arange(n_rows), dup_src])[order]
+    return _Shop(rng=rng, seed=seed, start=start, end=end, days=days, dirty=dirty, end_day=end_day, items=items,
+                 users=users, ev=ev, out_rows=out_rows, is_copy=order >= n_rows, overrides=overrides.frozen(),
+                 ev_counts=ev_counts, user_counts=user_counts, item_counts=item_counts, n_users=n_users,
+                 n_items=n_items, n_bots=n_bots, n_bot_events=len(bots.user))
 
+
+def _report(shop: _Shop, out: Path, event_files: tuple[Path, ...], users_file: Path, items_file: Path,
+            user_rows: int, item_rows: int) -> GenerationReport:
+    ev_counts = shop.ev_counts
+    dirt = {**ev_counts, **shop.user_counts, **shop.item_counts, "bot_users": shop.n_bots,
+            "bot_events": shop.n_bot_events}
+    rejected = sum(ev_counts[k] for k in REJECTED_EVENT_KINDS)
+    n_out = len(shop.out_rows)
+    return GenerationReport(
+        out_dir=out, event_files=event_files, users_file=users_file, items_file=items_file, seed=shop.seed,
+        start=shop.start, end=shop.end, dirty=shop.dirty, events=n_out, users=shop.n_users + shop.n_bots,
+        items=shop.n_items, user_rows=user_rows, item_rows=item_rows,
+        expected_clean_events=n_out - ev_counts["duplicate_event"] - shop.n_bot_events - rejected,
+        bot_user_ids=tuple(shop.users.ids[shop.n_users:].tolist()), dirt=types.MappingProxyType(dirt))
+
+
+def generate_shop(out_dir: str | Path, n_events: int, seed: int = 7, days: int = 60,
+                  end: dt.date | None = None, n_users: int = 0, n_items: int = 0,
+                  dirty: bool = True) -> GenerationReport:
+    """Write a deterministic sample shop (events, users, items, report) under ``out_dir``; see the module docstring.
+
+    ``end`` is the exclusive end of the event window (default ``DEFAULT_END``; pass the run date in a pipeline).
+    ``n_users``/``n_items`` of 0 are derived from ``n_events`` (:func:`default_sizes`). Generated landing files
+    already under ``out_dir`` (single-batch or daily) are removed first; every file is written to a hidden
+    temporary name and renamed.
+    """
+    t0 = time.perf_counter()
+    shop = _simulate(n_events, seed, days, end, n_users, n_items, dirty)
+    rng = shop.rng
     out = Path(out_dir)
-    events_dir = out / EVENTS_DIR
-    _clean_events_dir(events_dir)
-    event_files = _write_events(events_dir, out_rows, ev, users, items, overrides.frozen())
+    _clean_landing(out)
+    event_files = _write_events(out / EVENTS_DIR, shop.out_rows, shop.ev, shop.users, shop.items, shop.overrides)
     (out / USERS_PATH).parent.mkdir(parents=True, exist_ok=True)
     (out / ITEMS_PATH).parent.mkdir(parents=True, exist_ok=True)
-    users_text, user_rows = _users_text(rng, users, user_counts, end_day)
+    users_text, user_rows = _users_text(rng, shop.users, shop.user_counts, shop.end_day)
     _replace_file(out / USERS_PATH, users_text)
-    items_text, item_rows = _items_text(rng, items, item_counts)
+    items_text, item_rows = _items_text(rng, shop.items, shop.item_counts)
     _replace_file(out / ITEMS_PATH, items_text)
-
-    dirt = {**ev_counts, **user_counts, **item_counts, "bot_users": n_bots, "bot_events": len(bots.user)}
-    rejected = sum(ev_counts[k] for k in REJECTED_EVENT_KINDS)
-    report = GenerationReport(
-        out_dir=out, event_files=event_files, users_file=out / USERS_PATH, items_file=out / ITEMS_PATH, seed=seed,
-        start=start, end=end, dirty=dirty, events=len(out_rows), users=n_users + n_bots, items=n_items,
-        user_rows=user_rows, item_rows=item_rows,
-        expected_clean_events=len(out_rows) - ev_counts["duplicate_event"] - len(bots.user) - rejected,
-        bot_user_ids=tuple(users.ids[n_users:].tolist()), dirt=types.MappingProxyType(dirt))
+    report = _report(shop, out, event_files, out / USERS_PATH, out / ITEMS_PATH, user_rows, item_rows)
     _replace_file(out / REPORT_PATH, json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")
     log.info("generated shop in %s: events=%d parts=%d users=%d items=%d bots=%d dirty=%s elapsed_s=%.1f",
-             out, report.events, len(event_files), report.users, report.items, n_bots, dirty,
+             out, report.events, len(event_files), report.users, report.items, shop.n_bots, dirty,
              time.perf_counter() - t0)
     return report
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Daily batches
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DayBatch:
+    """One arrival day of a daily shop: its three export files (under the staging folder) and what they hold."""
+
+    day: dt.date
+    events_file: Path
+    users_file: Path
+    items_file: Path
+    events: int  # data rows in the events file
+    late: int  # rows whose event happened on an earlier day (sent late)
+    resent: int  # exact re-sent copies of rows sent before (in an earlier batch, or in this one on the window's
+    # last day, past which a copy cannot be sent later)
+    users: int  # lines in the users export
+    user_updates: int  # lines that update a user an earlier export already sent (consent changed)
+    items: int  # data rows in the items export
+    item_updates: int  # rows that update an item an earlier export already sent (stock changed)
+
+    def files(self) -> tuple[Path, Path, Path]:
+        return self.events_file, self.users_file, self.items_file
+
+    def to_dict(self, out_dir: Path) -> dict[str, Any]:
+        return {"day": self.day.isoformat(), "events": self.events, "late": self.late, "resent": self.resent,
+                "users": self.users, "user_updates": self.user_updates, "items": self.items,
+                "item_updates": self.item_updates,
+                "files": [p.relative_to(out_dir).as_posix() for p in self.files()]}
+
+
+@dataclass(frozen=True)
+class DailyReport:
+    """What :func:`generate_daily` wrote: the shop as a whole and its batches, first arrival day first."""
+
+    shop: GenerationReport
+    batches: tuple[DayBatch, ...]
+
+    def batch(self, day: dt.date) -> DayBatch:
+        for b in self.batches:
+            if b.day == day:
+                return b
+        raise KeyError(f"no batch for {day} (the shop's days are {self.shop.start} to {self.shop.end})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.shop.to_dict(), "batches": [b.to_dict(self.shop.out_dir) for b in self.batches]}
+
+
+def daily_file(out_dir: str | Path, source: str, day: dt.date) -> Path:
+    """Where ``source``'s export of arrival ``day`` lands (``events/events-2026-10-01.csv``, ...)."""
+    return Path(out_dir) / DAILY_PATTERNS[source].replace("*", day.isoformat())
+
+
+def _staged(out_dir: Path, source: str, day: dt.date) -> Path:
+    return out_dir / DAILY_DIR / day.isoformat() / daily_file("", source, day)
+
+
+def _arrival_days(shop: _Shop) -> np.ndarray:
+    """The arrival day (0 = the first day of the window) of every out_rows position.
+
+    A row arrives on the day it happened, except ``LATE_SHARE`` of them, sent 1..``MAX_LATE_DAYS`` days late, and
+    the re-sent duplicates, sent again 1..``MAX_LATE_DAYS`` days after their original arrived (the same day when
+    that would be past the window). Drawn from a generator of their own, so the rows match the single-batch shop.
+    """
+    rng = np.random.default_rng([shop.seed, DAILY_STREAM])
+    last = shop.days - 1
+    start_day = shop.end_day - shop.days
+    event_day = shop.ev.ts[shop.out_rows] // _DAY - start_day
+    arrival = event_day.copy()
+    originals = np.flatnonzero(~shop.is_copy)
+    can_be_late = originals[event_day[originals] < last]
+    n_late = min(len(can_be_late), int(LATE_SHARE * len(originals) + 0.5))
+    late = np.sort(rng.choice(can_be_late, n_late, replace=False)) if n_late else can_be_late[:0]
+    arrival[late] = np.minimum(event_day[late] + rng.integers(1, MAX_LATE_DAYS + 1, n_late), last)
+    copies = np.flatnonzero(shop.is_copy)
+    original_at = np.empty(len(shop.ev.ts), dtype=np.int64)
+    original_at[shop.out_rows[originals]] = originals
+    src_arrival = arrival[original_at[shop.out_rows[copies]]]
+    arrival[copies] = np.minimum(src_arrival + rng.integers(1, MAX_LATE_DAYS + 1, len(copies)), last)
+    return arrival
+
+
+def generate_daily(out_dir: str | Path, n_events: int, seed: int = 7, days: int = 60,
+                   end: dt.date | None = None, n_users: int = 0, n_items: int = 0,
+                   dirty: bool = True) -> DailyReport:
+    """Write the shop of :func:`generate_shop` as ``days`` daily batches, staged under ``out_dir/_daily/<day>/``
+    (outside every source folder, so ingest never sees them) until :func:`deliver_day` moves a day into the landing
+    zone as ``events/events-<day>.csv``, ``users/users-<day>.jsonl`` and ``items/items-<day>.csv``.
+
+    The batches hold exactly the single-batch shop's event rows (same ids, same dirt), by arrival day: mostly the
+    rows of that day, some late ones (:func:`_arrival_days`) and the re-sent duplicates a few days after their
+    original. Users are exported on their signup day (everyone who signed up before the window, and the dirty
+    user lines, on the first day) and each later export also updates ``USER_UPDATE_SHARE`` of the users sent
+    before (marketing consent flipped). Items: the whole catalogue on the first day, then each day a stock update of
+    ``ITEM_UPDATE_SHARE`` of them. Every day has all three files. Generated landing files already under
+    ``out_dir`` are removed first. Deterministic by ``seed``.
+    """
+    t0 = time.perf_counter()
+    shop = _simulate(n_events, seed, days, end, n_users, n_items, dirty)
+    out = Path(out_dir)
+    _clean_landing(out)
+    day_of = [shop.start + dt.timedelta(days=k) for k in range(days)]
+    arrival = _arrival_days(shop)
+    order = np.argsort(arrival, kind="stable")  # file order kept within each day
+    bounds = np.searchsorted(arrival[order], np.arange(days + 1))
+    start_day = shop.end_day - days
+    event_day = shop.ev.ts[shop.out_rows] // _DAY - start_day
+    # The single-batch users and items draw from the main generator exactly as generate_shop does.
+    user_lines = _user_lines(shop.rng, shop.users, shop.user_counts, shop.end_day)
+    items_text, _ = _items_text(shop.rng, shop.items, shop.item_counts)
+    rng = np.random.default_rng([seed, DAILY_STREAM, 1])
+    signup = [dt.date.fromisoformat(json.loads(line)[C.SIGNUP_DATE]) for line in user_lines]
+    export_day = [max(0, (d - shop.start).days) for d in signup]
+    per_day_users: list[list[str]] = [[] for _ in range(days)]
+    for line, k in zip(user_lines, export_day, strict=True):
+        per_day_users[k].append(line)
+    organic_signup = shop.users.signup[:shop.n_users] - start_day
+    users_per_update = max(1, int(USER_UPDATE_SHARE * shop.n_users + 0.5))
+    items_per_update = max(1, int(ITEM_UPDATE_SHARE * shop.n_items + 0.5))
+    ids, ustr = shop.users.ids, _days_str(shop.users.signup)
+    bstr = _days_str(shop.users.birth)
+    consent = shop.users.consent.copy()
+    batches: list[DayBatch] = []
+    for k, day in enumerate(day_of):
+        rows = shop.out_rows[order[bounds[k]:bounds[k + 1]]]
+        positions = order[bounds[k]:bounds[k + 1]]
+        events_file = _staged(out, "events", day)
+        _write_events(events_file.parent, rows, shop.ev, shop.users, shop.items, shop.overrides,
+                      name=_part_name(events_file.name), id_total=len(shop.out_rows))
+        updates: list[str] = []
+        if k:
+            known = np.flatnonzero(organic_signup < k)
+            picked = np.sort(rng.choice(known, min(users_per_update, len(known)), replace=False))
+            consent[picked] = ~consent[picked]  # each update changes the user's last exported row
+            updates = [_user_line(ids[u], ustr[u], bstr[u], shop.users.country[u], bool(consent[u]))
+                       for u in picked.tolist()]
+        users_file = _staged(out, "users", day)
+        users_file.parent.mkdir(parents=True, exist_ok=True)
+        lines = per_day_users[k] + updates
+        _replace_file(users_file, "".join(line + "\n" for line in lines))
+        items_file = _staged(out, "items", day)
+        items_file.parent.mkdir(parents=True, exist_ok=True)
+        if k == 0:
+            item_text, n_item_rows, n_item_updates = items_text, items_text.count("\n") - 1, 0
+        else:
+            picked = np.sort(rng.choice(shop.n_items, items_per_update, replace=False))
+            stock = rng.integers(0, 200, len(picked))
+            item_rows = [",".join((shop.items.ids[i], CATEGORIES[shop.items.cat[i]], shop.items.brand[i],
+                                   shop.items.price_str[i], str(s)))
+                         for i, s in zip(picked.tolist(), stock.tolist(), strict=True)]
+            item_text = ",".join(ITEMS_HEADER) + "\n" + "".join(r + "\n" for r in item_rows)
+            n_item_rows = n_item_updates = len(item_rows)
+        _replace_file(items_file, item_text)
+        batches.append(DayBatch(
+            day=day, events_file=events_file, users_file=users_file, items_file=items_file, events=len(rows),
+            late=int(np.sum(event_day[positions] < k)), resent=int(np.sum(shop.is_copy[positions] &
+                                                                           (arrival[positions] == k))),
+            users=len(lines), user_updates=len(updates), items=n_item_rows, item_updates=n_item_updates))
+    staged = out / DAILY_DIR
+    report = DailyReport(
+        shop=_report(shop, out, tuple(b.events_file for b in batches), batches[0].users_file,
+                     batches[0].items_file, sum(b.users for b in batches), sum(b.items for b in batches)),
+        batches=tuple(batches))
+    _replace_file(staged / REPORT_PATH, json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")
+    log.info("generated daily shop in %s: days=%d events=%d late=%d resent=%d elapsed_s=%.1f", staged, days,
+             report.shop.events, sum(b.late for b in batches), sum(b.resent for b in batches),
+             time.perf_counter() - t0)
+    return report
+
+
+def _part_name(file_name: str) -> Callable[[int], str]:
+    stem, _, ext = file_name.rpartition(".")
+    return lambda part: file_name if part == 0 else f"{stem}-{part:05d}.{ext}"
+
+
+def staged_days(out_dir: str | Path) -> tuple[dt.date, ...]:
+    """The arrival days staged under ``out_dir`` by :func:`generate_daily`, first first."""
+    root = Path(out_dir) / DAILY_DIR
+    if not root.is_dir():
+        return ()
+    return tuple(sorted(dt.date.fromisoformat(p.name) for p in root.iterdir() if p.is_dir()))
+
+
+def deliver_day(out_dir: str | Path, day: dt.date) -> tuple[Path, ...]:
+    """Move ``day``'s staged batch (:func:`generate_daily`) into the landing zone under ``out_dir``, as an export
+    arrives: each file copied under a hidden name and renamed, its modification time kept. A file already delivered
+    with the same bytes is left as it is, so delivering a day twice gives ingest nothing new. Returns the landing
+    paths; raises ``FileNotFoundError`` when no batch of ``day`` is staged."""
+    out = Path(out_dir)
+    if not (out / DAILY_DIR / day.isoformat()).is_dir():
+        raise FileNotFoundError(f"no daily batch of {day} staged under {out / DAILY_DIR}")
+    landed: list[Path] = []
+    for source in DAILY_PATTERNS:
+        staged = _staged(out, source, day)
+        for part in sorted(staged.parent.glob(f"{staged.stem}*{staged.suffix}")):
+            target = daily_file(out, source, day).with_name(part.name)
+            landed.append(target)
+            if target.is_file() and filecmp.cmp(part, target, shallow=False):
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.tmp")
+            shutil.copy2(part, tmp)
+            os.replace(tmp, target)
+    log.info("delivered the %s batch: %s", day, ", ".join(p.name for p in landed))
+    return tuple(landed)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -796,5 +1078,6 @@ def generate_responses(out_dir: str | Path, assignments: Sequence[Assignment], r
                           by_type=types.MappingProxyType({k: (v[0], v[1], v[2], v[3]) for k, v in counts.items()}))
 
 
-__all__ = ["DEFAULT_END", "DIRT_SHARES", "EVENTS_HEADER", "PLANTED_UPLIFT", "Assignment", "GenerationReport",
-           "ITEMS_HEADER", "ResponseReport", "USERS_FIELDS", "generate_responses", "generate_shop"]
+__all__ = ["DEFAULT_END", "DIRT_SHARES", "EVENTS_HEADER", "PLANTED_UPLIFT", "Assignment", "DailyReport", "DayBatch",
+           "GenerationReport", "ITEMS_HEADER", "ResponseReport", "USERS_FIELDS", "daily_file", "deliver_day",
+           "generate_daily", "generate_responses", "generate_shop", "staged_days"]

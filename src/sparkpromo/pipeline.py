@@ -94,9 +94,21 @@ def _call(module: str, func: str) -> Callable[..., Any]:
     return getattr(mod, func)
 
 
-def generate_sample(cfg: AppConfig, ctx: RunContext, events: int | None = None) -> dict[str, Any]:
-    """Write the generated sample shop into the landing zone (skipped when identical files are already there)."""
-    from sparkpromo.generate import generate_shop
+def sample_dates(cfg: AppConfig, run_date: dt.date) -> list[dt.date]:
+    """The run dates of a daily sample ending on ``run_date``: one per day of ``generate.days``."""
+    n = cfg.generate.days
+    return [run_date - dt.timedelta(days=n - 1 - i) for i in range(n)]
+
+
+def generate_sample(cfg: AppConfig, ctx: RunContext, events: int | None = None, deliver: bool = True
+                    ) -> dict[str, Any]:
+    """Write the generated sample shop into the landing zone (skipped when identical files are already there).
+
+    With ``generate.daily`` the shop is one batch per day of the ``generate.days`` ending on the run date, staged
+    (:func:`sparkpromo.generate.generate_daily`); ``deliver`` moves every batch into the landing zone at once,
+    otherwise :func:`run_days` moves each in just before that day's run.
+    """
+    from sparkpromo.generate import deliver_day, generate_daily, generate_shop
 
     out = local_path(cfg.landing)
     if out is None:
@@ -104,15 +116,70 @@ def generate_sample(cfg: AppConfig, ctx: RunContext, events: int | None = None) 
     g = cfg.generate
     n = events or g.events
     marker = out / "_sample_params.json"
-    params = {"events": n, "seed": g.seed, "days": g.days, "end": ctx.run_date.isoformat(), "dirty": g.dirty,
-              "users": g.users, "items": g.items}
+    params: dict[str, Any] = {"events": n, "seed": g.seed, "days": g.days, "end": ctx.run_date.isoformat(),
+                              "dirty": g.dirty, "users": g.users, "items": g.items}
+    if g.daily:
+        params["daily"] = True
     if marker.exists() and json.loads(marker.read_text()) == params:
         log.info("sample data with the same parameters already in %s; not regenerating", out)
-        return {"generated_events": 0}
-    report = generate_shop(out, n_events=n, seed=g.seed, days=g.days, end=ctx.run_date, n_users=g.users,
-                           n_items=g.items, dirty=g.dirty)
-    marker.write_text(json.dumps(params))
-    return {"generated_events": report.events}
+        generated = 0
+    elif g.daily:
+        marker.unlink(missing_ok=True)  # a half-written shop is never taken for a finished one
+        generated = generate_daily(out, n_events=n, seed=g.seed, days=g.days, end=ctx.run_date + dt.timedelta(1),
+                                   n_users=g.users, n_items=g.items, dirty=g.dirty).shop.events
+        marker.write_text(json.dumps(params))
+    else:
+        marker.unlink(missing_ok=True)
+        generated = generate_shop(out, n_events=n, seed=g.seed, days=g.days, end=ctx.run_date, n_users=g.users,
+                                  n_items=g.items, dirty=g.dirty).events
+        marker.write_text(json.dumps(params))
+    if not g.daily:
+        return {"generated_events": generated}
+    days = sample_dates(cfg, ctx.run_date)
+    if deliver:
+        for day in days:
+            deliver_day(out, day)
+    return {"generated_events": generated, "generated_days": len(days)}
+
+
+def run_days(spark: SparkSession, cfg: AppConfig, dates: list[dt.date], stages: list[str], force: bool = False,
+             strict: bool = False, deliver: bool = False, ctx: RunContext | None = None) -> dict[str, Any]:
+    """Run ``stages`` once per date, oldest first, each date under its own run id (``YYYYMMDD``): a backfill, or
+    the daily replay of a generated shop. With ``deliver``, each date's staged sample batch
+    (:func:`sparkpromo.generate.deliver_day`) lands just before that date's stages, so each run ingests only what
+    arrived by its date. A single date runs under ``ctx`` when given (its run id may be the caller's).
+
+    Result keys are ``<stage>.<key>``, prefixed ``<date>.`` when there are several dates; each such date also
+    reports its ``<date>.run_id`` (and ``<date>.delivered_files`` with ``deliver``). A failing stage raises: the
+    dates before it are committed, later ones are not run.
+
+    A rerun resumes: a date before the last whose run id already recorded a success of every stage asked for is
+    not run again (``<date>.skipped``), since rerunning it over tables that later dates have moved would redo it
+    with their data; ``force`` reruns every date. The last date reruns as a single run would (each stage skipped
+    when its tables are unchanged).
+    """
+    from sparkpromo.generate import deliver_day
+
+    out = local_path(cfg.landing) if deliver else None
+    if deliver and out is None:
+        raise ValueError(f"landing: the sample generator writes local files only, not {cfg.landing}")
+    result: dict[str, Any] = {}
+    for day in dates:
+        single = len(dates) == 1
+        day_ctx = ctx if single and ctx is not None else RunContext(RunContext.default_run_id(day), day)
+        prefix = "" if single else f"{day.isoformat()}."
+        if not single:
+            result[f"{prefix}run_id"] = day_ctx.run_id
+        if out is not None:
+            result[f"{prefix}delivered_files"] = len(deliver_day(out, day))
+        if day != dates[-1] and not force and all(_last_run(spark, cfg, day_ctx, name) for name in stages):
+            log.info("run_id=%s status=skipped reason=every_stage_done (a later date follows)", day_ctx.run_id)
+            result[f"{prefix}skipped"] = True
+            continue
+        for name in stages:
+            stage_result = run_stage(name, spark, cfg, day_ctx, force=force, strict=strict)
+            result.update({f"{prefix}{name}.{k}": v for k, v in stage_result.items()})
+    return result
 
 
 def generate_responses_sample(spark: SparkSession, cfg: AppConfig, ctx: RunContext, lakehouse: str
