@@ -39,7 +39,8 @@ EXAMPLES = {
     "generate": ("sparkpromo generate --events 100000\n  sparkpromo generate --env local --set generate.seed=11\n"
                  "  sparkpromo generate --respond-to lakehouse --run-date 2026-12-01   # purchases after the offers"),
     "ingest": "sparkpromo ingest --env local --run-date 2026-11-29",
-    "clean": "sparkpromo clean --run-date 2026-11-29 --json",
+    "clean": ("sparkpromo clean --run-date 2026-11-29 --json\n"
+              "  sparkpromo clean --run-date 2026-11-29 --full-refresh   # rebuild silver from all of bronze"),
     "features": "sparkpromo features --run-date 2026-11-29",
     "train": "sparkpromo train --json\n  sparkpromo train --set train.metric=map --set train.folds=3",
     "recommend": "sparkpromo recommend --run-date 2026-11-29 --json",
@@ -135,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
                            help="the user's original id (looked up by its pseudonym in privacy mode)")
             p.add_argument("--campaign", default=None, help="only this campaign's offers")
             p.add_argument("--top", type=int, default=3, help="past items shown per offer (default: 3)")
+        if name in ("clean", "run"):
+            p.add_argument("--full-refresh", action="store_true",
+                           help="clean rebuilds silver and quarantine from the whole of bronze instead of merging "
+                                "the rows added since its last run (for recovery)")
         if name == "run":
             p.add_argument("--sample", action="store_true", help="generate the sample shop first")
             p.add_argument("--from-date", type=_date, default=None, help="backfill start (inclusive)")
@@ -352,7 +357,8 @@ def _dispatch(args: argparse.Namespace, cfg: AppConfig, ctx: Any) -> dict[str, A
 
         return {"user": args.user, "offers": explain_user(spark, cfg, args.user, args.campaign, top_n=args.top)}
     if args.command != "run":
-        result.update(run_stage(args.command, spark, cfg, ctx, force=args.force, strict=args.strict))
+        result.update(run_stage(args.command, spark, cfg, ctx, force=args.force, strict=args.strict,
+                                full_refresh=getattr(args, "full_refresh", False)))
         return result
     dates = [ctx.run_date]
     if args.from_date:
@@ -361,7 +367,8 @@ def _dispatch(args: argparse.Namespace, cfg: AppConfig, ctx: Any) -> dict[str, A
     for day in dates:
         day_ctx = ctx if len(dates) == 1 else RunContext(RunContext.default_run_id(day), day)
         for name in args.stages:
-            out = run_stage(name, spark, cfg, day_ctx, force=args.force, strict=args.strict)
+            out = run_stage(name, spark, cfg, day_ctx, force=args.force, strict=args.strict,
+                            full_refresh=args.full_refresh)
             prefix = "" if len(dates) == 1 else f"{day.isoformat()}."
             result.update({f"{prefix}{name}.{k}": v for k, v in out.items()})
     return result

@@ -176,12 +176,13 @@ def _strict(result: dict[str, Any], strict: bool) -> dict[str, Any]:
 
 
 def run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext, force: bool = False,
-              strict: bool = False) -> dict[str, Any]:
+              strict: bool = False, full_refresh: bool = False) -> dict[str, Any]:
     """Run one stage, log it in the common format and record its timing in ``metrics/stages``.
 
     A rerun of the same run id whose input and output tables have not moved since its last success is skipped.
     A stage result with a ``warning`` (e.g. recommend served no offers) raises :class:`StrictError` under
-    ``strict``, after the stage's tables and record are written.
+    ``strict``, after the stage's tables and record are written. ``full_refresh`` (clean only, never skipped)
+    rebuilds silver from the whole of bronze instead of merging the rows added since the last clean.
 
     Atomicity across stages: the stage reads every table an upstream stage writes at the version recorded by that
     stage's last successful run (:func:`manifest_versions`), so what a failed stage wrote before failing is
@@ -189,13 +190,13 @@ def run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext, f
     """
     # A half-finished upstream stage is invisible: its inputs are read as the upstream's last success left them.
     with io.pinned(_pins(spark, cfg, name)):
-        return _run_stage(name, spark, cfg, ctx, force, strict)
+        return _run_stage(name, spark, cfg, ctx, force, strict, full_refresh and name == "clean")
 
 
-def _run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext, force: bool, strict: bool
-               ) -> dict[str, Any]:
+def _run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext, force: bool, strict: bool,
+               full_refresh: bool = False) -> dict[str, Any]:
     io_tables = STAGE_IO.get(name)
-    if io_tables and not force:
+    if io_tables and not (force or full_refresh):
         last = _last_run(spark, cfg, ctx, name)
         current = table_versions(spark, cfg, io_tables[0] + io_tables[1])
         if last is not None and last["io"] is not None and last["io"] == current:
@@ -208,7 +209,7 @@ def _run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext, 
         if name == "ingest":
             result = _call("ingest", "run_ingest")(spark, cfg, ctx.run_id)
         elif name == "clean":
-            result = _call("clean", "run_clean")(spark, cfg, ctx.run_id, ctx.as_of)
+            result = _call("clean", "run_clean")(spark, cfg, ctx.run_id, ctx.as_of, full_refresh=full_refresh)
         elif name == "features":
             result = _call("features", "run_features")(spark, cfg, ctx.run_id, ctx.run_date)
         elif name == "train":
