@@ -813,6 +813,7 @@ def _submit(pool: ThreadPoolExecutor, spark: SparkSession, fn: Callable[..., T],
 SOURCES = ("users", "items", "events")
 STATE_TABLE = ("metrics", "clean_state")
 Q_KEY = (C.Q_SOURCE, C.Q_RULE, C.Q_PAYLOAD, C.SOURCE_FILE)
+CROSS_ROW_RULES = (UNKNOWN_USER, UNKNOWN_ITEM, BOT_ACTIVITY)
 OP = "_op"
 _AU, _IN = "_affected", "_in_slice"
 # Commits that only add rows (or rewrite files without changing data): anything else in a bronze version range
@@ -1090,7 +1091,10 @@ def incremental_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.
         changes = SourceChanges(key, upserts, deletes, q_ins, q_deletes,
                                 silver_rows=inserted_keys + s_stats.get("updated", 0) + s_stats.get("deleted", 0),
                                 quarantine_rows=sum(v for (t, _), v in q_stats.items() if t != "base"))
-        check_reject_shares(new_rows.transform(quarantine_rows(source, run_id, personal)),
+        # A wrong format or mapping shows in the new rows' own rules; the rules that look across rows may reject
+        # most of a small batch (a bot's next events) and say nothing about the format.
+        check_reject_shares(new_rows.where(~F.col(C.Q_RULE).isin(*CROSS_ROW_RULES))
+                            .transform(quarantine_rows(source, run_id, personal)),
                             {source: counts["run_bronze_rows"]}, cfg.clean.max_reject_share)
         return changes, counts
 
@@ -1115,21 +1119,17 @@ def incremental_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.
         counts["_bronze_total"] = raw.count()
         return changes, counts
 
-    try:
-        changes: dict[str, SourceChanges] = {}
-        counts: dict[str, dict[str, int]] = {}
-        for source in DIMENSION_KEYS:
-            if versions.get(source) is not None:
-                changes[source], counts[source] = dimension(source)
-
+    def events(known: Mapping[str, DataFrame | None], changed: Mapping[str, DataFrame]
+               ) -> tuple[SourceChanges, dict[str, int]]:
+        """The events slice: the new events, and every event of their users and of the users whose events
+        name a user or item that became known or unknown."""
         raw = bronze("events")
         keyed = raw.transform(keyed_events(cfg))
         affected = keyed.where(F.col(NEW)).select(C.USER_ID)
-        if "users" in changes and changes["users"].changed is not None:
-            affected = affected.unionByName(changes["users"].changed.select(C.USER_ID))
-        if "items" in changes and changes["items"].changed is not None:
-            affected = affected.unionByName(keyed.join(changes["items"].changed, C.ITEM_ID, "left_semi")
-                                            .select(C.USER_ID))
+        if "users" in changed:
+            affected = affected.unionByName(changed["users"].select(C.USER_ID))
+        if "items" in changed:
+            affected = affected.unionByName(keyed.join(changed["items"], C.ITEM_ID, "left_semi").select(C.USER_ID))
         users = keep(affected.where(F.col(C.USER_ID).isNotNull()).distinct())
         flagged = keyed.transform(in_slice(users, C.USER_ID, _AU))
         # Every copy of a slice event's id, whoever's it is: which copy is kept is decided among all of them.
@@ -1138,18 +1138,34 @@ def incremental_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.
         marked = (flagged.transform(in_slice(ids, C.EVENT_ID, _IN)).where(F.col(_AU) | F.col(NEW) | F.col(_IN))
                   .transform(mark_duplicates(C.EVENT_ID, False, sum_quantity=sums_quantity(cfg, raw)))
                   .transform(event_rules(cfg, now))
-                  .transform(check_references(changes["users"].known if "users" in changes else None,
-                                              changes["items"].known if "items" in changes else None)))
+                  .transform(check_references(known["users"], known["items"])))
         bot_limit = bot_threshold(cfg)
         if bot_limit:
             marked = marked.transform(flag_bots(keep(marked.transform(bot_users(bot_limit)))))
         # Rows outside the slice's users came in only to rank copies; their outcome is not re-judged.
         emitted = keep(marked.where(F.col(_AU) | F.col(NEW)))
-        silver_table = io.read(spark, cfg.table("silver", "events"))
-        silver_base = keep(silver_table.join(users, C.USER_ID, "left_semi"))
-        changes["events"], counts["events"] = diff("events", C.EVENT_ID, emitted, silver_events(emitted),
-                                                   silver_base)
-        counts["events"]["_bronze_total"] = raw.count()
+        silver_base = keep(io.read(spark, cfg.table("silver", "events")).join(users, C.USER_ID, "left_semi"))
+        change, count = diff("events", C.EVENT_ID, emitted, silver_events(emitted), silver_base)
+        count["_bronze_total"] = raw.count()
+        return change, count
+
+    try:
+        changes: dict[str, SourceChanges] = {}
+        counts: dict[str, dict[str, int]] = {}
+        known: dict[str, DataFrame | None] = {source: None for source in DIMENSION_KEYS}
+        changed: dict[str, DataFrame] = {}
+        for source, key in DIMENSION_KEYS.items():
+            if versions.get(source) is None:
+                continue
+            if state.bronze.get(source) == versions[source]:  # nothing new: silver's ids are the known ones
+                known[source] = io.read(spark, cfg.table("silver", source)).select(key)
+                continue
+            changes[source], counts[source] = dimension(source)
+            known[source] = changes[source].known
+            if changes[source].changed is not None and not cast(DataFrame, changes[source].changed).isEmpty():
+                changed[source] = cast(DataFrame, changes[source].changed)
+        if state.bronze.get("events") != versions["events"] or changed:
+            changes["events"], counts["events"] = events(known, changed)
 
         results, outcomes = incremental_totals(spark, cfg, state, counts)
         for k, v in results.items():
@@ -1179,6 +1195,16 @@ def incremental_totals(spark: SparkSession, cfg: AppConfig, state: CleanState,
                 io.read(spark, cfg.table("quarantine", "rows")).groupBy(C.Q_SOURCE, C.Q_RULE).count().collect()}
     results: dict[str, int] = {}
     outcomes: dict[str, dict[str, int]] = {}
+    for source in SOURCES:
+        if source in counts or f"{source}.bronze_rows" not in state.result:
+            continue
+        # No new rows and nothing re-judged: the source's totals are the last clean's.
+        totals = {k.split(".", 1)[1]: int(v) for k, v in state.result.items() if k.startswith(f"{source}.")
+                  and k.split(".", 1)[1] in ("silver_rows", "duplicates") or k.startswith(f"{source}.quarantine:")}
+        per_rule = {"silver": totals.pop("silver_rows"), "duplicate": totals.pop("duplicates"), **totals}
+        results.update(summarise(source, per_rule))
+        results.update({f"{source}.{k}": 0 for k in RUN_KEYS})
+        outcomes[source] = per_rule
     for source, c in counts.items():
         run = {k: c[k] for k in RUN_KEYS}
         new_rows = c["_bronze_total"] - int(state.result.get(f"{source}.bronze_rows", 0))
