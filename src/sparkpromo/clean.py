@@ -813,7 +813,6 @@ def _submit(pool: ThreadPoolExecutor, spark: SparkSession, fn: Callable[..., T],
 SOURCES = ("users", "items", "events")
 STATE_TABLE = ("metrics", "clean_state")
 Q_KEY = (C.Q_SOURCE, C.Q_RULE, C.Q_PAYLOAD, C.SOURCE_FILE)
-CROSS_ROW_RULES = (UNKNOWN_USER, UNKNOWN_ITEM, BOT_ACTIVITY)
 OP = "_op"
 _AU, _IN = "_affected", "_in_slice"
 # Commits that only add rows (or rewrite files without changing data): anything else in a bronze version range
@@ -1091,11 +1090,6 @@ def incremental_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.
         changes = SourceChanges(key, upserts, deletes, q_ins, q_deletes,
                                 silver_rows=inserted_keys + s_stats.get("updated", 0) + s_stats.get("deleted", 0),
                                 quarantine_rows=sum(v for (t, _), v in q_stats.items() if t != "base"))
-        # A wrong format or mapping shows in the new rows' own rules; the rules that look across rows may reject
-        # most of a small batch (a bot's next events) and say nothing about the format.
-        check_reject_shares(new_rows.where(~F.col(C.Q_RULE).isin(*CROSS_ROW_RULES))
-                            .transform(quarantine_rows(source, run_id, personal)),
-                            {source: counts["run_bronze_rows"]}, cfg.clean.max_reject_share)
         return changes, counts
 
     def dimension(source: str) -> tuple[SourceChanges, dict[str, int]]:
@@ -1222,10 +1216,23 @@ def incremental_totals(spark: SparkSession, cfg: AppConfig, state: CleanState,
         if sum(per_rule.values()) != c["_bronze_total"]:
             raise CleanError(f"{source}: bronze has {c['_bronze_total']} rows but silver + quarantine + duplicates "
                              f"would be {sum(per_rule.values())} ({per_rule}); nothing was written")
+        # Shares of the whole bronze, as a full clean of it judges them: a small batch may be mostly one rule's
+        # (a one-row users export that fails, a bot's next events) without saying anything about the format.
+        check_total_shares(source, per_rule, c["_bronze_total"], cfg.clean.max_reject_share)
         results.update(summarise(source, per_rule))
         results.update({f"{source}.{k}": v for k, v in run.items()})
         outcomes[source] = per_rule
     return results, outcomes
+
+
+def check_total_shares(source: str, per_rule: Mapping[str, int], total: int, max_share: float) -> None:
+    """:func:`check_reject_shares` on the totals a clean leaves (``per_rule``: outcome -> rows of ``source``)."""
+    worst = max(((n, k.split(":", 1)[1]) for k, n in per_rule.items() if k.startswith("quarantine:")), default=None)
+    if worst is not None and total and worst[0] / total > max_share:
+        raise RejectShareError(
+            f"sources.{source}: {worst[0]} of {total} rows ({worst[0] / total:.1%}) fail rule {worst[1]}, above "
+            f"clean.max_reject_share {max_share:g} (check the source's format and column mapping; nothing was "
+            "written)")
 
 
 def merge_silver(spark: SparkSession, uri: str, change: SourceChanges, name: str) -> None:
