@@ -1175,7 +1175,9 @@ def incremental_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.
         io.replace_partition(dq, cfg.table("metrics", "data_quality"), {C.RUN_ID: run_id},
                              name="metrics.data_quality")
     finally:
-        for df in cached:
+        # Newest first: a frame is dropped after the frames built on it, so Spark never re-plans a cached frame
+        # whose input left the cache (which costs minutes with this many).
+        for df in reversed(cached):
             df.unpersist()
     return results
 
