@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib.util
+import inspect
 import logging
 import shutil
 import statistics
@@ -86,7 +87,10 @@ def main() -> None:
             for name in order:
                 module = baseline if name == "baseline" else current
                 t = time.perf_counter()
-                counts = module.run_clean(spark, cfgs[name], f"ab-{name}-{i}", now)
+                # A clean since the incremental one would find no new rows after round 0: rebuild every round.
+                kwargs = {"full_refresh": True} if "full_refresh" in inspect.signature(module.run_clean).parameters \
+                    else {}
+                counts = module.run_clean(spark, cfgs[name], f"ab-{name}-{i}", now, **kwargs)
                 elapsed = time.perf_counter() - t
                 rows[name] = counts["events.silver_rows"]
                 if i > 0:

@@ -63,7 +63,7 @@ def child(args: argparse.Namespace) -> None:
     times, rows = [], 0
     for i in range(1 + args.warm):
         t = time.perf_counter()
-        rows = run_clean(spark, cfg, f"settings-{i}", now)["events.silver_rows"]
+        rows = run_clean(spark, cfg, f"settings-{i}", now, full_refresh=True)["events.silver_rows"]
         times.append(time.perf_counter() - t)
     spark.stop()
     shutil.rmtree(work / lake, ignore_errors=True)

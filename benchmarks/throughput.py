@@ -75,7 +75,7 @@ def main() -> None:
     warm_clean, warm_floor = [], []
     for i in range(max(1, args.warm_repeats)):
         t = time.perf_counter()
-        run_clean(spark, cfg, f"bench-warm-{i}", dt.datetime.combine(run_date, dt.time()))
+        run_clean(spark, cfg, f"bench-warm-{i}", dt.datetime.combine(run_date, dt.time()), full_refresh=True)
         warm_clean.append(time.perf_counter() - t)
         t = time.perf_counter()
         (spark.read.option("header", "true").csv(cfg.sources.events.path)

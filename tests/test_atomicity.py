@@ -79,6 +79,7 @@ def test_a_crashed_clean_is_invisible_downstream_until_its_rerun_succeeds(
 
     # The rerun completes and balances (clean raises otherwise), and moves the manifest: now features sees it.
     result = run_stage("clean", spark, cfg, r2)
+    assert result["mode"] == "full"  # silver.events moved since the last clean: rebuilt, not merged twice
     bronze = io.read(spark, cfg.table("bronze", "events")).count()
     assert result["events.silver_rows"] == good_events + 6
     assert bronze == result["events.silver_rows"] + sum(

@@ -86,6 +86,11 @@ def test_retry_changes_nothing(spark: SparkSession, tmp_path: Path) -> None:
            "skipped; no table version moved")
     forced = run_stage("clean", spark, cfg, CTX, force=True)
     assert forced["skipped"] is False  # every result says whether its stage ran
+    # ... and an incremental clean that finds no new bronze rows writes nothing.
+    assert forced["mode"] == "unchanged" and forced["events.run_bronze_rows"] == 0
+    assert io.version(spark, cfg.table("silver", "events")) == versions[("silver", "events")]
+    rebuilt = run_stage("clean", spark, cfg, CTX, full_refresh=True)
+    assert rebuilt["mode"] == "full"
     assert io.version(spark, cfg.table("silver", "events")) == versions[("silver", "events")] + 1
     assert io.read(spark, cfg.table("silver", "events")).count() == counts[("silver", "events")]
 
@@ -102,13 +107,13 @@ def test_crash_in_the_middle_of_a_write_leaves_the_table_as_it_was(spark: SparkS
     # Tasks of the silver write fail after it started: files may be written, but nothing is committed.
     monkeypatch.setenv(io.FAULT_ENV, "during_write:silver.events")
     with pytest.raises(Exception, match="fault injected at during_write:silver.events"):
-        run_stage("clean", spark, cfg, CTX, force=True)
+        run_stage("clean", spark, cfg, CTX, full_refresh=True)
     assert io.version(spark, uri) == before_version
     assert_df_equality(snapshot(spark, cfg, "silver", "events"), spark.createDataFrame(before, schema),
                        ignore_row_order=True)
     monkeypatch.delenv(io.FAULT_ENV)
 
-    result = run_stage("clean", spark, cfg, CTX, force=True)
+    result = run_stage("clean", spark, cfg, CTX, full_refresh=True)
     assert io.version(spark, uri) == before_version + 1
     assert result["events.silver_rows"] == len(before)
     record("fault", "crash during_write:silver.events (tasks fail mid-write), then rerun clean",

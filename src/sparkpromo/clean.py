@@ -8,19 +8,26 @@ Each bronze row ends in exactly one place, which is what the balance test checks
 Rules are applied in a fixed precedence (the first that fails names the row's rule). Duplicates (a later copy of
 an event id, or an older export of a user/item) are dropped and counted, not quarantined.
 
-Clean recomputes silver from the whole bronze snapshot and overwrites it in one Delta commit: a failed run
-leaves the previous silver in place, and a rerun for the same run gives the same rows.
+A full clean (:func:`full_clean`) recomputes silver from the whole bronze snapshot and overwrites each table in one
+Delta commit; an incremental clean (:func:`incremental_clean`) judges the bronze rows added since the last clean,
+with the rows they share a key with, and merges the difference. :func:`run_clean` picks one; every check runs
+before the first write.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import hashlib
+import json
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar, cast
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
 
+from delta.tables import DeltaTable
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, Row, SparkSession, Window
 from pyspark.sql import functions as F
@@ -54,6 +61,7 @@ UNKNOWN_ITEM = "unknown_item"
 BOT_ACTIVITY = "bot_activity"
 
 DUP = "_dup"
+NEW = "_new"  # incremental clean: the row arrived in bronze since the last successful clean
 COPIES = "_copies"
 RAW = "_raw"
 _TS, _PRICE, _QTY, _RATING, _STOCK, _SIGNUP, _BIRTH = "_ts", "_price", "_qty", "_rating", "_stock", "_signup", "_birth"
@@ -83,9 +91,9 @@ def canonicalise(source: str, src: FileSource) -> Transform:
     """Rename mapped source columns to canonical names (strings, trimmed); keep the raw row as a struct (``_raw``)
     that only the quarantine turns into its JSON payload (serialising every row would cost more than the rules)."""
     def step(df: DataFrame) -> DataFrame:
-        raw_cols = [c for c in df.columns if c not in METADATA_COLUMNS and c != CORRUPT]
+        raw_cols = [c for c in df.columns if c not in METADATA_COLUMNS and c not in (CORRUPT, NEW)]
         out = [canonical(df, src, canon).alias(canon) for canon in mappable(source)]
-        meta = [c for c in METADATA_COLUMNS if c in df.columns]
+        meta = [c for c in (*METADATA_COLUMNS, NEW) if c in df.columns]
         raw = F.struct(*[F.col(f"`{c}`") for c in raw_cols])
         # Bytes that are not valid UTF-8 reach Spark as U+FFFD: such a row no longer holds what the source sent
         # (two different ids can decode to the same text), so it is a malformed record, as the JSON reader
@@ -149,8 +157,8 @@ def duplicate_keys(key: str) -> Transform:
 def ranked_copies(key: str, newest_first: bool, dup_keys: DataFrame, sum_quantity: bool = False) -> Transform:
     """The rows whose key is in ``dup_keys``, with every copy but the kept one flagged ``_dup``.
 
-    Events keep the first copy ingested; users and items keep the newest export (``newest_first``). Ties are
-    broken by source file and the raw row, so the choice is deterministic; rows equal in all of those are the same
+    Events keep the first copy ingested; users and items keep the newest export (``newest_first``: the latest
+    ingest, then the last file name). Ties are broken by source file and the raw row, so the choice is deterministic; rows equal in all of those are the same
     record, and which of them is kept makes no difference.
 
     ``sum_quantity`` (events without an id, ``dedupe: sum_quantity``): copies in the kept row's file, from the same
@@ -160,7 +168,10 @@ def ranked_copies(key: str, newest_first: bool, dup_keys: DataFrame, sum_quantit
     """
     def step(df: DataFrame) -> DataFrame:
         ts = F.col(C.INGEST_TS).desc() if newest_first else F.col(C.INGEST_TS).asc()
-        w = Window.partitionBy(key).orderBy(ts, F.col(C.SOURCE_FILE), F.col(RAW), F.col(CORRUPT))
+        # Several exports loaded by one ingest share its time; dated export names sort oldest first, so the newest
+        # export is the last file name.
+        source = F.col(C.SOURCE_FILE).desc() if newest_first else F.col(C.SOURCE_FILE).asc()
+        w = Window.partitionBy(key).orderBy(ts, source, F.col(RAW), F.col(CORRUPT))
         out = df.join(dup_keys.select(key), key, "left_semi").withColumn(DUP, F.row_number().over(w) > 1)
         if not sum_quantity:
             return out
@@ -563,12 +574,16 @@ def silver_items(df: DataFrame) -> DataFrame:
 # --------------------------------------------------------------------------------------------------------------
 # Counts and the stage
 # --------------------------------------------------------------------------------------------------------------
+def outcome() -> Column:
+    """A marked row's outcome: ``silver``, ``duplicate`` or ``quarantine:<rule>``."""
+    return (F.when(F.col(DUP), F.lit("duplicate"))
+            .when(F.col(C.Q_RULE).isNull(), F.lit("silver"))
+            .otherwise(F.concat(F.lit("quarantine:"), F.col(C.Q_RULE))))
+
+
 def outcome_counts(df: DataFrame) -> DataFrame:
-    """Rows per outcome: ``silver``, ``duplicate`` or ``quarantine:<rule>`` (a handful of rows)."""
-    outcome = (F.when(F.col(DUP), F.lit("duplicate"))
-               .when(F.col(C.Q_RULE).isNull(), F.lit("silver"))
-               .otherwise(F.concat(F.lit("quarantine:"), F.col(C.Q_RULE))))
-    return df.groupBy(outcome.alias("metric")).count()
+    """Rows per outcome (a handful of rows), see :func:`outcome`."""
+    return df.groupBy(outcome().alias("metric")).count()
 
 
 def summarise(source: str, counts: Mapping[str, int]) -> dict[str, int]:
@@ -631,12 +646,13 @@ def _materialised(df: DataFrame) -> DataFrame:
     return df
 
 
-def run_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetime) -> dict[str, int]:
-    """Clean every bronze table into silver and quarantine; store and return the per-rule counts.
+def full_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetime,
+               versions: Mapping[str, int | None]) -> dict[str, int]:
+    """Clean every bronze table (at ``versions``) into silver and quarantine; store and return the per-rule counts.
 
     The bulk of the rows streams from bronze to silver (or quarantine) without a shuffle: only small side frames
-    (duplicate keys, known ids, bot users) are computed first, cached and joined by broadcast. The counts are taken
-    from what was written and checked against bronze, so a row can't vanish unnoticed.
+    (duplicate keys, known ids, bot users) are computed first, cached and joined by broadcast. The outcome counts
+    are checked against bronze before the first write, so a row can't vanish unnoticed.
 
     The side frames are independent small jobs, computed concurrently from driver threads so that one's scheduling,
     Delta log reads and small tasks overlap another's. Nothing is written until every side frame has been
@@ -659,7 +675,7 @@ def run_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetime
 
     def bronze(source: str) -> DataFrame | None:
         uri = cfg.table("bronze", source)
-        version = io.version(spark, uri)
+        version = versions.get(source)
         if version is None:
             return None
         # Every read of this run sees the same snapshot, whatever ingest does meanwhile.
@@ -737,6 +753,13 @@ def run_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetime
         q = q.persist(StorageLevel.MEMORY_AND_DISK)
         cached.append(q)
         check_reject_shares(q, bronze_rows, cfg.clean.max_reject_share)
+        # The balance is checked before the first write too, on counts of the frames about to be written: silver
+        # events costs one more pass over bronze, the price of never replacing a table with rows that don't add up.
+        per_rule = cast(list[Row], q.groupBy(C.Q_SOURCE, C.Q_RULE).count().collect())
+        with ThreadPoolExecutor(max_workers=len(silver), thread_name_prefix="sparkpromo-counts") as pool:
+            jobs = {name: _submit(pool, spark, df.count) for name, df in silver.items()}
+            silver_rows = {name: job.result() for name, job in jobs.items()}
+        results, dq_rows = balance(run_id, bronze_rows, duplicates, silver_rows, per_rule)
 
         if cfg.privacy.pseudonymise:
             silver = pseudonymise_users(silver, cfg.privacy.key_env)
@@ -751,7 +774,6 @@ def run_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetime
                              constraints=io.constraint_checks(checks, not_null), properties=SILVER_PROPERTIES.get(name))
                 io.add_constraints(spark, uri, checks, not_null)  # a table from before these constraints
         io.overwrite(q.drop(EXAMPLE), cfg.table("quarantine", "rows"), partition_by=(C.Q_SOURCE,), name="quarantine")
-        results, dq_rows = written_counts(spark, cfg, run_id, bronze_rows, duplicates)
         dq = spark.createDataFrame(dq_rows, "_run_id string, source string, metric string, value long")
         io.replace_partition(dq, cfg.table("metrics", "data_quality"), {C.RUN_ID: run_id},
                              name="metrics.data_quality")
@@ -764,31 +786,20 @@ def run_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetime
     return results
 
 
-def written_counts(spark: SparkSession, cfg: AppConfig, run_id: str, bronze_rows: Mapping[str, int],
-                   duplicates: Mapping[str, int]) -> tuple[dict[str, int], list[tuple[str, str, str, int]]]:
-    """Per-source outcome counts read back from the tables just written, checked against the bronze snapshot.
-
-    ``bronze_rows`` (per source, at the version that was read) and ``duplicates`` were counted with the side frames.
-    Silver counts come from Delta's file statistics and the quarantine is small, so this costs no pass over the
-    bulk of the data; the reads run concurrently.
-    """
-    q = io.read(spark, cfg.table("quarantine", "rows"))
-    reads: dict[str, Callable[[], object]] = {"quarantine": q.groupBy(C.Q_SOURCE, C.Q_RULE).count().collect}
-    reads.update({source: io.read(spark, cfg.table("silver", source)).count for source in bronze_rows})
-    with ThreadPoolExecutor(max_workers=len(reads), thread_name_prefix="sparkpromo-counts") as pool:
-        jobs = {name: _submit(pool, spark, read) for name, read in reads.items()}
-        got = {name: job.result() for name, job in jobs.items()}
-    per_rule = cast(list[Row], got["quarantine"])
+def balance(run_id: str, bronze_rows: Mapping[str, int], duplicates: Mapping[str, int], silver_rows: Mapping[str, int],
+            per_rule: Sequence[Row]) -> tuple[dict[str, int], list[tuple[str, str, str, int]]]:
+    """Per-source outcome counts (``per_rule``: quarantine rows per source and rule), checked against the bronze
+    snapshot (``bronze_rows``, per source at the version that was read): raises :class:`CleanError` when a row would
+    vanish or appear twice. Returns the results and the ``metrics/data_quality`` rows."""
     results: dict[str, int] = {}
     dq_rows: list[tuple[str, str, str, int]] = []
     for source, total in bronze_rows.items():
         counts = {f"quarantine:{r[C.Q_RULE]}": int(r["count"]) for r in per_rule if r[C.Q_SOURCE] == source}
-        counts["silver"] = cast(int, got[source])
+        counts["silver"] = silver_rows[source]
         counts["duplicate"] = duplicates[source]
         if sum(counts.values()) != total:
             raise CleanError(f"{source}: bronze has {total} rows but silver + quarantine + duplicates = "
-                             f"{sum(counts.values())} ({counts}); the previous silver tables were replaced, "
-                             "rerun clean after fixing the cause")
+                             f"{sum(counts.values())} ({counts}); nothing was written")
         results.update(summarise(source, counts))
         dq_rows += [(run_id, source, k, v) for k, v in counts.items()]
     return results, dq_rows
@@ -797,3 +808,473 @@ def written_counts(spark: SparkSession, cfg: AppConfig, run_id: str, bronze_rows
 def _submit(pool: ThreadPoolExecutor, spark: SparkSession, fn: Callable[..., T], *args: object) -> Future[T]:
     """Run ``fn`` on ``pool`` with the caller's Spark local properties (job group, scheduler pool, description)."""
     return pool.submit(inheritable_thread_target(spark)(fn), *args)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Incremental clean
+# --------------------------------------------------------------------------------------------------------------
+SOURCES = ("users", "items", "events")
+STATE_TABLE = ("metrics", "clean_state")
+Q_KEY = (C.Q_SOURCE, C.Q_RULE, C.Q_PAYLOAD, C.SOURCE_FILE)
+OP = "_op"
+_AU, _IN = "_affected", "_in_slice"
+# Commits that only add rows (or rewrite files without changing data): anything else in a bronze version range
+# (a forget's DELETE, a RESTORE) makes the next clean a full refresh.
+_APPEND_MODES = {"WRITE": ("mode", "Append"), "STREAMING UPDATE": ("outputMode", "Append")}
+_NO_DATA_CHANGE = {"OPTIMIZE", "SET TBLPROPERTIES", "ADD CONSTRAINT", "VACUUM START", "VACUUM END"}
+
+
+@dataclass(frozen=True)
+class CleanState:
+    """What the last successful clean consumed and left: bronze versions, its output tables' versions, the
+    fingerprint of the settings it cleaned with and its result (the totals the next run continues from)."""
+    bronze: dict[str, int | None]
+    outputs: dict[str, int | None]
+    settings: str
+    result: dict[str, Any]
+
+
+def settings_fingerprint(cfg: AppConfig) -> str:
+    """The settings that decide a row's outcome; a change between runs makes the next clean a full refresh."""
+    blob = json.dumps(_plain({"sources": cfg.sources, "clean": cfg.clean, "privacy": cfg.privacy}), sort_keys=True,
+                      default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _plain(value: object) -> object:
+    """Frozen config values (dataclasses, read-only mappings, tuples) as JSON-able data."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def output_versions(spark: SparkSession, cfg: AppConfig) -> dict[str, int | None]:
+    tables = {f"silver.{s}": cfg.table("silver", s) for s in SOURCES}
+    tables["quarantine.rows"] = cfg.table("quarantine", "rows")
+    return {name: io.version(spark, uri) for name, uri in tables.items()}
+
+
+def last_state(spark: SparkSession, cfg: AppConfig) -> CleanState | None:
+    uri = cfg.table(*STATE_TABLE)
+    if not io.is_delta(spark, uri):
+        return None
+    row = io.read(spark, uri).orderBy(F.col("finished_at").desc()).first()
+    if row is None:
+        return None
+    return CleanState(json.loads(row["bronze_versions"]), json.loads(row["output_versions"]), row["settings"],
+                      json.loads(row["result"]))
+
+
+def record_state(spark: SparkSession, cfg: AppConfig, run_id: str, mode: str, bronze: Mapping[str, int | None],
+                 result: Mapping[str, Any]) -> None:
+    """Append the run's state row: the last commit of a clean, so only a clean that wrote everything records one."""
+    row = [(run_id, dt.datetime.now(dt.UTC).replace(tzinfo=None), mode, json.dumps(dict(bronze), sort_keys=True),
+            json.dumps(output_versions(spark, cfg), sort_keys=True), settings_fingerprint(cfg),
+            json.dumps(dict(result), sort_keys=True, default=str))]
+    df = spark.createDataFrame(row, f"{C.RUN_ID} string, finished_at timestamp, mode string, bronze_versions string, "
+                                    "output_versions string, settings string, result string")
+    io.append(df, cfg.table(*STATE_TABLE), name="metrics.clean_state")
+
+
+def appends_only(spark: SparkSession, uri: str, start: int, end: int) -> bool:
+    """Whether every commit of ``uri`` after ``start`` up to ``end`` only added rows."""
+    rows = (DeltaTable.forPath(spark, uri).history()
+            .where((F.col("version") > start) & (F.col("version") <= end))
+            .select("version", "operation", "operationParameters").collect())
+    if len(rows) != end - start:
+        return False
+    for r in rows:
+        params = r["operationParameters"] or {}
+        wanted = _APPEND_MODES.get(r["operation"])
+        if wanted is not None and params.get(wanted[0]) == wanted[1]:
+            continue
+        if r["operation"] not in _NO_DATA_CHANGE:
+            return False
+    return True
+
+
+def full_refresh_reason(spark: SparkSession, cfg: AppConfig, state: CleanState | None,
+                        versions: Mapping[str, int | None]) -> str | None:
+    """Why this clean must rebuild silver and quarantine from the whole of bronze (None: it can run
+    incrementally from ``state``)."""
+    if state is None:
+        return "no earlier clean recorded"
+    if cfg.privacy.pseudonymise:
+        return "privacy.pseudonymise is on (silver holds pseudonyms, bronze the raw ids)"
+    if state.settings != settings_fingerprint(cfg):
+        return "the sources, clean or privacy settings changed since the last clean"
+    for name, v in output_versions(spark, cfg).items():
+        if v != state.outputs.get(name):
+            return f"{name} changed since the last clean (a clean that failed part-way, or forget)"
+    for source in SOURCES:
+        start, end = state.bronze.get(source), versions.get(source)
+        if start == end:
+            continue
+        if start is None or end is None or end < start:
+            return f"bronze.{source} was created, dropped or rolled back since the last clean"
+        if not appends_only(spark, cfg.table("bronze", source), start, end):
+            return f"bronze.{source} changed by more than appends since the last clean"
+    return None
+
+
+def run_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetime,
+              full_refresh: bool = False) -> dict[str, Any]:
+    """Clean the bronze rows added since the last successful clean into silver and quarantine (see
+    :func:`incremental_clean`), or rebuild both from the whole of bronze (:func:`full_clean`): on
+    ``full_refresh``, on the first run, and whenever the incremental result could differ from a rebuild (see
+    :func:`full_refresh_reason`). A clean that finds no new bronze rows writes nothing, and reports the totals the
+    last clean left. Every run records its bronze versions and totals in ``metrics/clean_state``, last."""
+    versions = {s: io.version(spark, cfg.table("bronze", s)) if getattr(cfg.sources, s) is not None else None
+                for s in SOURCES}
+    state = None if full_refresh else last_state(spark, cfg)
+    reason = "--full-refresh" if full_refresh else full_refresh_reason(spark, cfg, state, versions)
+    if reason is None and state is not None and all(state.bronze.get(s) == versions[s] for s in SOURCES):
+        log.info("clean: no bronze rows since the last clean; nothing to write")
+        return {**state.result, **{f"{s}.{k}": 0 for s in SOURCES if versions[s] is not None for k in RUN_KEYS},
+                "mode": "unchanged"}
+    if reason is not None or state is None:
+        log.info("clean: full refresh (%s)", reason)
+        totals = full_clean(spark, cfg, run_id, now, versions)
+        result: dict[str, Any] = {**totals, "mode": "full"}
+        for s in SOURCES:
+            if f"{s}.bronze_rows" in totals:
+                result.update({f"{s}.run_bronze_rows": totals[f"{s}.bronze_rows"],
+                               f"{s}.run_inserted": totals[f"{s}.silver_rows"], f"{s}.run_updated": 0,
+                               f"{s}.run_quarantined": totals[f"{s}.quarantined"],
+                               f"{s}.run_duplicates": totals[f"{s}.duplicates"],
+                               f"{s}.rejudged_to_silver": 0, f"{s}.rejudged_to_quarantine": 0})
+    else:
+        result = {**incremental_clean(spark, cfg, run_id, now, state, versions), "mode": "incremental"}
+    record_state(spark, cfg, run_id, result["mode"], versions, result)
+    return result
+
+
+# The per-run balance of one source: run_bronze_rows = run_inserted + run_updated + run_quarantined +
+# run_duplicates (what became of this run's new bronze rows), plus the earlier rows whose outcome the new rows
+# changed (rejudged_*).
+RUN_KEYS = ("run_bronze_rows", "run_inserted", "run_updated", "run_quarantined", "run_duplicates",
+            "rejudged_to_silver", "rejudged_to_quarantine")
+
+
+@dataclass
+class SourceChanges:
+    """One source's changes, computed before anything is written."""
+    key: str
+    upserts: DataFrame  # silver rows to insert or update (by ``key``)
+    deletes: DataFrame  # silver keys to delete
+    q_inserts: DataFrame  # quarantine rows to add (quarantine's shape)
+    q_deletes: DataFrame  # quarantine rows to remove (``Q_KEY`` columns, distinct)
+    silver_rows: int = 0  # silver rows to upsert or delete
+    quarantine_rows: int = 0  # quarantine rows to add or remove
+    known: DataFrame | None = None  # users/items: every id silver holds after this run
+    changed: DataFrame | None = None  # users/items: ids that became known or unknown
+
+
+def tag_new(new_batches: DataFrame) -> Transform:
+    """``_new``: the row came with one of ``new_batches`` (source file, ingest time)."""
+    def step(df: DataFrame) -> DataFrame:
+        flags = new_batches.withColumn(NEW, F.lit(True))
+        return (df.join(F.broadcast(flags), [C.SOURCE_FILE, C.INGEST_TS], "left")
+                .withColumn(NEW, F.coalesce(F.col(NEW), F.lit(False))))
+    return step
+
+
+def in_slice(keys: DataFrame, key: str, flag: str) -> Transform:
+    """``flag``: the row's ``key`` is in ``keys`` (distinct)."""
+    def step(df: DataFrame) -> DataFrame:
+        return (df.join(keys.select(key).withColumn(flag, F.lit(True)), key, "left")
+                .withColumn(flag, F.coalesce(F.col(flag), F.lit(False))))
+    return step
+
+
+def silver_diff(now_rows: DataFrame, base_rows: DataFrame, key: str) -> tuple[DataFrame, DataFrame]:
+    """Rows to upsert (new or changed) and keys to delete so that the slice ``base_rows`` becomes ``now_rows``."""
+    base = base_rows.select(*now_rows.columns)
+    return now_rows.exceptAll(base), base.select(key).subtract(now_rows.select(key))
+
+
+def incremental_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetime, state: CleanState,
+                      versions: Mapping[str, int | None]) -> dict[str, Any]:
+    """Clean the bronze rows added since ``state`` and merge the outcome into silver and quarantine.
+
+    The rules that look across rows stay exact by re-judging a *slice*: every bronze row sharing a key with a new
+    row (users, items: the id; events: the user, and the event id), with the rules of a full clean. For events
+    the slice's users are those of the new events, those whose user record became known or unknown, and those
+    with events of an item that did; so a late event is judged with the user's earlier days (bot rule), an
+    event quarantined as ``unknown_user`` moves to silver when its user arrives, and a user that becomes a bot has
+    its earlier silver events moved to quarantine. The slice's outcome is diffed against what silver and
+    quarantine hold for it, and only the differences are merged. Every check (the run's balance, reject shares,
+    the totals) runs before the first write.
+
+    Rows outside the slices keep the outcome of the run that judged them; rules that read the run date
+    (``future_timestamp``, the users' age band) are therefore as of that run. With one run date, the result is
+    the one :func:`full_clean` gives for the same bronze.
+    """
+    from sparkpromo.forget import forgotten_set, without_forgotten
+
+    cached: list[DataFrame] = []
+
+    def keep(df: DataFrame) -> DataFrame:
+        cached.append(df.persist(StorageLevel.MEMORY_AND_DISK))
+        return cached[-1]
+
+    forgotten = forgotten_set(spark, cfg)
+    quarantine = io.read(spark, cfg.table("quarantine", "rows"))
+
+    def bronze(source: str) -> DataFrame:
+        uri, end, start = cfg.table("bronze", source), versions[source], state.bronze.get(source)
+        rows = io.read(spark, uri, version=end)
+        pairs = rows.select(C.SOURCE_FILE, C.INGEST_TS).distinct()
+        if start != end:
+            pairs = pairs.subtract(io.read(spark, uri, version=start).select(C.SOURCE_FILE, C.INGEST_TS))
+        else:
+            pairs = pairs.limit(0)
+        df = rows.transform(tag_new(keep(pairs)))
+        src = getattr(cfg.sources, source)
+        if source in ("events", "users"):
+            df = df.transform(without_forgotten(forgotten, src.columns.get(C.USER_ID, C.USER_ID), CORRUPT))
+        return df
+
+    def diff(source: str, key: str, emitted: DataFrame, silver_now: DataFrame, silver_base: DataFrame
+             ) -> tuple[SourceChanges, dict[str, int]]:
+        """The changes of one source's slice and its counts; ``emitted`` holds the slice's marked rows."""
+        personal = personal_columns(cfg, source)
+        upserts, deletes = silver_diff(silver_now, silver_base, key)
+        upserts, deletes = keep(upserts), keep(deletes)
+        q_now = keep(emitted.transform(quarantine_rows(source, run_id, personal)))
+        olds = (emitted.where(~F.col(NEW))
+                .select(payload(personal, source == "users").alias(C.Q_PAYLOAD), F.col(C.SOURCE_FILE)).distinct())
+        q_base = keep(quarantine.where(F.col(C.Q_SOURCE) == source)
+                      .join(olds, [C.Q_PAYLOAD, C.SOURCE_FILE], "left_semi").select(*Q_KEY))
+        q_ins = keep(q_now.select(*Q_KEY).exceptAll(q_base).withColumn(C.RUN_ID, F.lit(run_id)))
+        q_gone = keep(q_base.exceptAll(q_now.select(*Q_KEY)))
+        new_rows = emitted.where(F.col(NEW))
+        # Three small aggregates: outcomes of the slice's new and earlier rows, quarantine and silver changes.
+        by_age = emitted.groupBy(F.col(NEW), outcome().alias("metric")).count().collect()
+        outcomes = {r["metric"]: int(r["count"]) for r in by_age if r[NEW]}
+        tag = "_change"
+        q_stats = {(r[tag], r[C.Q_RULE]): int(r["count"]) for r in
+                   q_ins.select(F.lit("+").alias(tag), C.Q_RULE)
+                   .unionByName(q_gone.select(F.lit("-").alias(tag), C.Q_RULE))
+                   .unionByName(q_base.select(F.lit("base").alias(tag), C.Q_RULE))
+                   .groupBy(tag, C.Q_RULE).count().collect()}
+        in_base = silver_base.select(key).withColumn("_in_base", F.lit(True))
+        s_stats = {r[tag]: int(r["count"]) for r in
+                   upserts.select(key).join(in_base, key, "left")
+                   .select(F.when(F.col("_in_base").isNull(), "inserted").otherwise("updated").alias(tag))
+                   .unionByName(deletes.select(F.lit("deleted").alias(tag)))
+                   .unionByName(silver_base.select(F.lit("base").alias(tag)))
+                   .unionByName(accepted(new_rows).select(key).join(in_base, key, "left_semi")
+                                .select(F.lit("run_updated").alias(tag)))
+                   .groupBy(tag).count().collect()}
+        run_updated, inserted_keys = s_stats.get("run_updated", 0), s_stats.get("inserted", 0)
+        run_quarantined = sum(v for k, v in outcomes.items() if k.startswith("quarantine:"))
+        q_inserted = sum(v for (t, _), v in q_stats.items() if t == "+")
+        counts = {
+            "run_bronze_rows": sum(outcomes.values()),
+            "run_inserted": outcomes.get("silver", 0) - run_updated, "run_updated": run_updated,
+            "run_quarantined": run_quarantined, "run_duplicates": outcomes.get("duplicate", 0),
+            "rejudged_to_silver": max(inserted_keys - (outcomes.get("silver", 0) - run_updated), 0),
+            "rejudged_to_quarantine": max(q_inserted - run_quarantined, 0),
+            # for the totals
+            "_silver_delta": inserted_keys - s_stats.get("deleted", 0),
+            "_dup_now": sum(int(r["count"]) for r in by_age if r["metric"] == "duplicate"),
+            "_dup_before": (sum(int(r["count"]) for r in by_age if not r[NEW]) - s_stats.get("base", 0)
+                            - sum(v for (t, _), v in q_stats.items() if t == "base")),
+        }
+        for (t, rule), v in q_stats.items():
+            if t in ("+", "-"):
+                counts[f"_q{t}{rule}"] = v
+        q_deletes = keep(q_gone.distinct())
+        changes = SourceChanges(key, upserts, deletes, q_ins, q_deletes,
+                                silver_rows=inserted_keys + s_stats.get("updated", 0) + s_stats.get("deleted", 0),
+                                quarantine_rows=sum(v for (t, _), v in q_stats.items() if t != "base"))
+        return changes, counts
+
+    def dimension(source: str) -> tuple[SourceChanges, dict[str, int]]:
+        src = getattr(cfg.sources, source)
+        key, max_len = DIMENSION_KEYS[source], cfg.clean.max_string_length
+        raw = bronze(source)
+        classify, to_silver = ((classify_users(max_len, src.exclude),
+                                silver_users(now.date(), users_consent(cfg, raw.columns)))
+                               if source == "users" else (classify_items(max_len, src.exclude), silver_items))
+        canon = raw.transform(canonicalise(source, src))
+        keys = keep(canon.where(F.col(NEW) & F.col(key).isNotNull()).select(key).distinct())
+        emitted = keep(canon.transform(in_slice(keys, key, _IN)).where(F.col(NEW) | F.col(_IN))
+                       .transform(mark_duplicates(key, True)).transform(classify))
+        silver_table = io.read(spark, cfg.table("silver", source))
+        silver_base = keep(silver_table.join(keys, key, "left_semi"))
+        silver_now = emitted.transform(to_silver)
+        changes, counts = diff(source, key, emitted, silver_now, silver_base)
+        now_keys, base_keys = silver_now.select(key), silver_base.select(key)
+        changes.known = keep(silver_table.select(key).join(keys, key, "left_anti").unionByName(now_keys))
+        changes.changed = keep(now_keys.subtract(base_keys).unionByName(base_keys.subtract(now_keys)))
+        counts["_bronze_total"] = raw.count()
+        return changes, counts
+
+    def events(known: Mapping[str, DataFrame | None], changed: Mapping[str, DataFrame]
+               ) -> tuple[SourceChanges, dict[str, int]]:
+        """The events slice: the new events, and every event of their users and of the users whose events
+        name a user or item that became known or unknown."""
+        raw = bronze("events")
+        keyed = raw.transform(keyed_events(cfg))
+        affected = keyed.where(F.col(NEW)).select(C.USER_ID)
+        if "users" in changed:
+            affected = affected.unionByName(changed["users"].select(C.USER_ID))
+        if "items" in changed:
+            affected = affected.unionByName(keyed.join(changed["items"], C.ITEM_ID, "left_semi").select(C.USER_ID))
+        users = keep(affected.where(F.col(C.USER_ID).isNotNull()).distinct())
+        flagged = keyed.transform(in_slice(users, C.USER_ID, _AU))
+        # Every copy of a slice event's id, whoever's it is: which copy is kept is decided among all of them.
+        ids = keep(flagged.where(F.col(_AU) | F.col(NEW)).where(F.col(C.EVENT_ID).isNotNull())
+                   .select(C.EVENT_ID).distinct())
+        marked = (flagged.transform(in_slice(ids, C.EVENT_ID, _IN)).where(F.col(_AU) | F.col(NEW) | F.col(_IN))
+                  .transform(mark_duplicates(C.EVENT_ID, False, sum_quantity=sums_quantity(cfg, raw)))
+                  .transform(event_rules(cfg, now))
+                  .transform(check_references(known["users"], known["items"])))
+        bot_limit = bot_threshold(cfg)
+        if bot_limit:
+            marked = marked.transform(flag_bots(keep(marked.transform(bot_users(bot_limit)))))
+        # Rows outside the slice's users came in only to rank copies; their outcome is not re-judged.
+        emitted = keep(marked.where(F.col(_AU) | F.col(NEW)))
+        silver_base = keep(io.read(spark, cfg.table("silver", "events")).join(users, C.USER_ID, "left_semi"))
+        change, count = diff("events", C.EVENT_ID, emitted, silver_events(emitted), silver_base)
+        count["_bronze_total"] = raw.count()
+        return change, count
+
+    try:
+        changes: dict[str, SourceChanges] = {}
+        counts: dict[str, dict[str, int]] = {}
+        known: dict[str, DataFrame | None] = {source: None for source in DIMENSION_KEYS}
+        changed: dict[str, DataFrame] = {}
+        for source, key in DIMENSION_KEYS.items():
+            if versions.get(source) is None:
+                continue
+            if state.bronze.get(source) == versions[source]:  # nothing new: silver's ids are the known ones
+                known[source] = io.read(spark, cfg.table("silver", source)).select(key)
+                continue
+            changes[source], counts[source] = dimension(source)
+            known[source] = changes[source].known
+            if changes[source].changed is not None and not cast(DataFrame, changes[source].changed).isEmpty():
+                changed[source] = cast(DataFrame, changes[source].changed)
+        if state.bronze.get("events") != versions["events"] or changed:
+            changes["events"], counts["events"] = events(known, changed)
+
+        results, outcomes = incremental_totals(spark, cfg, state, counts)
+        for k, v in results.items():
+            if ".quarantine:" in k:
+                log.info("quarantine %s = %d", k, v)
+
+        for name in (*DIMENSION_KEYS, "events"):
+            if name in changes:
+                merge_silver(spark, cfg.table("silver", name), changes[name], f"silver.{name}")
+        merge_quarantine(spark, cfg.table("quarantine", "rows"), [changes[s] for s in changes])
+        dq_rows = [(run_id, source, metric, n) for source, per in outcomes.items() for metric, n in per.items()]
+        dq = spark.createDataFrame(dq_rows, "_run_id string, source string, metric string, value long")
+        io.replace_partition(dq, cfg.table("metrics", "data_quality"), {C.RUN_ID: run_id},
+                             name="metrics.data_quality")
+    finally:
+        # Newest first: a frame is dropped after the frames built on it, so Spark never re-plans a cached frame
+        # whose input left the cache (which costs minutes with this many).
+        for df in reversed(cached):
+            df.unpersist()
+    return results
+
+
+def incremental_totals(spark: SparkSession, cfg: AppConfig, state: CleanState,
+                       counts: Mapping[str, Mapping[str, int]]) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+    """The totals after this run's changes (the keys of :func:`summarise`, and per source the outcome counts as
+    :func:`written_counts` stores them) and its per-run balance, checked before anything is written: the run's
+    new rows all end somewhere, and the tables' totals still add up to bronze."""
+    q_before = {(r[C.Q_SOURCE], r[C.Q_RULE]): int(r["count"]) for r in
+                io.read(spark, cfg.table("quarantine", "rows")).groupBy(C.Q_SOURCE, C.Q_RULE).count().collect()}
+    results: dict[str, int] = {}
+    outcomes: dict[str, dict[str, int]] = {}
+    for source in SOURCES:
+        if source in counts or f"{source}.bronze_rows" not in state.result:
+            continue
+        # No new rows and nothing re-judged: the source's totals are the last clean's.
+        totals = {k.split(".", 1)[1]: int(v) for k, v in state.result.items() if k.startswith(f"{source}.")
+                  and k.split(".", 1)[1] in ("silver_rows", "duplicates") or k.startswith(f"{source}.quarantine:")}
+        per_rule = {"silver": totals.pop("silver_rows"), "duplicate": totals.pop("duplicates"), **totals}
+        results.update(summarise(source, per_rule))
+        results.update({f"{source}.{k}": 0 for k in RUN_KEYS})
+        outcomes[source] = per_rule
+    for source, c in counts.items():
+        run = {k: c[k] for k in RUN_KEYS}
+        new_rows = c["_bronze_total"] - int(state.result.get(f"{source}.bronze_rows", 0))
+        if run["run_bronze_rows"] != new_rows:
+            raise CleanError(f"{source}: bronze has {new_rows} new rows but {run['run_bronze_rows']} were judged "
+                             f"({run}); nothing was written")
+        silver_before = io.read(spark, cfg.table("silver", source)).count()
+        per_rule = {"silver": silver_before + c["_silver_delta"],
+                    "duplicate": int(state.result.get(f"{source}.duplicates", 0)) + c["_dup_now"] - c["_dup_before"]}
+        rules = {r for (s, r) in q_before if s == source} | {k[3:] for k in c if k.startswith(("_q+", "_q-"))}
+        for rule in rules:
+            n = q_before.get((source, rule), 0) + c.get(f"_q+{rule}", 0) - c.get(f"_q-{rule}", 0)
+            if n:
+                per_rule[f"quarantine:{rule}"] = n
+        if sum(per_rule.values()) != c["_bronze_total"]:
+            raise CleanError(f"{source}: bronze has {c['_bronze_total']} rows but silver + quarantine + duplicates "
+                             f"would be {sum(per_rule.values())} ({per_rule}); nothing was written")
+        # Shares of the whole bronze, as a full clean of it judges them: a small batch may be mostly one rule's
+        # (a one-row users export that fails, a bot's next events) without saying anything about the format.
+        check_total_shares(source, per_rule, c["_bronze_total"], cfg.clean.max_reject_share)
+        results.update(summarise(source, per_rule))
+        results.update({f"{source}.{k}": v for k, v in run.items()})
+        outcomes[source] = per_rule
+    return results, outcomes
+
+
+def check_total_shares(source: str, per_rule: Mapping[str, int], total: int, max_share: float) -> None:
+    """:func:`check_reject_shares` on the totals a clean leaves (``per_rule``: outcome -> rows of ``source``)."""
+    worst = max(((n, k.split(":", 1)[1]) for k, n in per_rule.items() if k.startswith("quarantine:")), default=None)
+    if worst is not None and total and worst[0] / total > max_share:
+        raise RejectShareError(
+            f"sources.{source}: {worst[0]} of {total} rows ({worst[0] / total:.1%}) fail rule {worst[1]}, above "
+            f"clean.max_reject_share {max_share:g} (check the source's format and column mapping; nothing was "
+            "written)")
+
+
+def merge_silver(spark: SparkSession, uri: str, change: SourceChanges, name: str) -> None:
+    """Upsert and delete one silver table's changed rows by key, in one commit (none when nothing changed)."""
+    ups = change.upserts.withColumn(OP, F.lit("u"))
+    dels = change.deletes.select(*[F.col(c) if c == change.key else F.lit(None).cast(t).alias(c)
+                                   for c, t in change.upserts.dtypes]).withColumn(OP, F.lit("d"))
+    source = ups.unionByName(dels)
+    if not change.silver_rows:
+        return
+    cols = change.upserts.columns
+    io.fault_point(f"before_write:{name}")
+    (DeltaTable.forPath(spark, uri).alias("t")
+     .merge(source.alias("s"), f"t.`{change.key}` = s.`{change.key}`")
+     .whenMatchedDelete(f"s.{OP} = 'd'")
+     .whenMatchedUpdate(f"s.{OP} = 'u'", {f"`{c}`": f"s.`{c}`" for c in cols})
+     .whenNotMatchedInsert(f"s.{OP} = 'u'", {f"`{c}`": f"s.`{c}`" for c in cols})
+     .execute())
+    io.fault_point(f"after_write:{name}")
+
+
+def merge_quarantine(spark: SparkSession, uri: str, changes: Sequence[SourceChanges]) -> None:
+    """Remove the re-judged rows and add this run's rejects, in one commit (none when nothing changed)."""
+    cols = [*Q_KEY, C.RUN_ID]
+    source: DataFrame | None = None
+    for change in changes:
+        part = (change.q_inserts.select(*cols).withColumn(OP, F.lit("i"))
+                .unionByName(change.q_deletes.withColumn(C.RUN_ID, F.lit(None).cast("string"))
+                             .select(*cols).withColumn(OP, F.lit("d"))))
+        source = part if source is None else source.unionByName(part)
+    if source is None or not any(c.quarantine_rows for c in changes):
+        return
+    match = " AND ".join(f"t.`{c}` <=> s.`{c}`" for c in Q_KEY)
+    io.fault_point("before_write:quarantine")
+    (DeltaTable.forPath(spark, uri).alias("t")
+     .merge(source.alias("s"), f"s.{OP} = 'd' AND {match}")
+     .whenMatchedDelete()
+     .whenNotMatchedInsert(f"s.{OP} = 'i'", {f"`{c}`": f"s.`{c}`" for c in cols})
+     .execute())
+    io.fault_point("after_write:quarantine")

@@ -40,7 +40,8 @@ EXAMPLES = {
                  "  sparkpromo generate --days 30 --run-date 2026-11-30   # 30 daily batches, late and re-sent rows\n"
                  "  sparkpromo generate --respond-to lakehouse --run-date 2026-12-01   # purchases after the offers"),
     "ingest": "sparkpromo ingest --env local --run-date 2026-11-29",
-    "clean": "sparkpromo clean --run-date 2026-11-29 --json",
+    "clean": ("sparkpromo clean --run-date 2026-11-29 --json\n"
+              "  sparkpromo clean --run-date 2026-11-29 --full-refresh   # rebuild silver from all of bronze"),
     "features": "sparkpromo features --run-date 2026-11-29",
     "train": "sparkpromo train --json\n  sparkpromo train --set train.metric=map --set train.folds=3",
     "recommend": "sparkpromo recommend --run-date 2026-11-29 --json",
@@ -141,6 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
                            help="the user's original id (looked up by its pseudonym in privacy mode)")
             p.add_argument("--campaign", default=None, help="only this campaign's offers")
             p.add_argument("--top", type=int, default=3, help="past items shown per offer (default: 3)")
+        if name in ("clean", "run"):
+            p.add_argument("--full-refresh", action="store_true",
+                           help="clean rebuilds silver and quarantine from the whole of bronze instead of merging "
+                                "the rows added since its last run (for recovery)")
         if name == "run":
             p.add_argument("--sample", action="store_true", help="generate the sample shop first")
             p.add_argument("--from-date", type=_date, default=None, help="backfill start (inclusive)")
@@ -379,11 +384,12 @@ def _dispatch(args: argparse.Namespace, cfg: AppConfig, ctx: Any) -> dict[str, A
 
         return {"user": args.user, "offers": explain_user(spark, cfg, args.user, args.campaign, top_n=args.top)}
     if args.command != "run":
-        result.update(run_stage(args.command, spark, cfg, ctx, force=args.force, strict=args.strict))
+        result.update(run_stage(args.command, spark, cfg, ctx, force=args.force, strict=args.strict,
+                                full_refresh=getattr(args, "full_refresh", False)))
         return result
     daily = args.sample and cfg.generate.daily
     result.update(run_days(spark, cfg, dates, args.stages, force=args.force, strict=args.strict, deliver=daily,
-                           ctx=ctx))
+                           ctx=ctx, full_refresh=args.full_refresh))
     return result
 
 

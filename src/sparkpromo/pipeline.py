@@ -143,7 +143,8 @@ def generate_sample(cfg: AppConfig, ctx: RunContext, events: int | None = None, 
 
 
 def run_days(spark: SparkSession, cfg: AppConfig, dates: list[dt.date], stages: list[str], force: bool = False,
-             strict: bool = False, deliver: bool = False, ctx: RunContext | None = None) -> dict[str, Any]:
+             strict: bool = False, deliver: bool = False, ctx: RunContext | None = None,
+             full_refresh: bool = False) -> dict[str, Any]:
     """Run ``stages`` once per date, oldest first, each date under its own run id (``YYYYMMDD``): a backfill, or
     the daily replay of a generated shop. With ``deliver``, each date's staged sample batch
     (:func:`sparkpromo.generate.deliver_day`) lands just before that date's stages, so each run ingests only what
@@ -156,7 +157,8 @@ def run_days(spark: SparkSession, cfg: AppConfig, dates: list[dt.date], stages: 
     A rerun resumes: a date before the last whose run id already recorded a success of every stage asked for is
     not run again (``<date>.skipped``), since rerunning it over tables that later dates have moved would redo it
     with their data; ``force`` reruns every date. The last date reruns as a single run would (each stage skipped
-    when its tables are unchanged).
+    when its tables are unchanged). ``full_refresh`` rebuilds silver on the first date run; later dates clean
+    incrementally from that rebuild.
     """
     from sparkpromo.generate import deliver_day
 
@@ -177,8 +179,10 @@ def run_days(spark: SparkSession, cfg: AppConfig, dates: list[dt.date], stages: 
             result[f"{prefix}skipped"] = True
             continue
         for name in stages:
-            stage_result = run_stage(name, spark, cfg, day_ctx, force=force, strict=strict)
+            stage_result = run_stage(name, spark, cfg, day_ctx, force=force, strict=strict,
+                                     full_refresh=full_refresh)
             result.update({f"{prefix}{name}.{k}": v for k, v in stage_result.items()})
+        full_refresh = False  # one rebuild; the dates after it clean incrementally
     return result
 
 
@@ -331,14 +335,15 @@ def _strict(result: dict[str, Any], strict: bool) -> dict[str, Any]:
 
 
 def run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext, force: bool = False,
-              strict: bool = False) -> dict[str, Any]:
+              strict: bool = False, full_refresh: bool = False) -> dict[str, Any]:
     """Run one stage, log it in the common format and record its timing in ``metrics/stages``.
 
     A rerun of the same run id is skipped when its input and output tables have not moved since its last success
     and its :func:`stage_fingerprint` (configuration read, run date, package version) is the one recorded then;
     otherwise it runs and logs why (:func:`rerun_reason`).
     A stage result with a ``warning`` (e.g. recommend served no offers) raises :class:`StrictError` under
-    ``strict``, after the stage's tables and record are written.
+    ``strict``, after the stage's tables and record are written. ``full_refresh`` (clean only, never skipped)
+    rebuilds silver from the whole of bronze instead of merging the rows added since the last clean.
 
     Atomicity across stages: the stage reads every table an upstream stage writes at the version recorded by that
     stage's last successful run (:func:`manifest_versions`), so what a failed stage wrote before failing is
@@ -346,14 +351,14 @@ def run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext, f
     """
     # A half-finished upstream stage is invisible: its inputs are read as the upstream's last success left them.
     with io.pinned(_pins(spark, cfg, name)):
-        return _run_stage(name, spark, cfg, ctx, force, strict)
+        return _run_stage(name, spark, cfg, ctx, force, strict, full_refresh and name == "clean")
 
 
-def _run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext, force: bool, strict: bool
-               ) -> dict[str, Any]:
+def _run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext, force: bool, strict: bool,
+               full_refresh: bool = False) -> dict[str, Any]:
     io_tables = STAGE_IO.get(name)
     fingerprint = stage_fingerprint(cfg, name, ctx.run_date) if io_tables else None
-    if io_tables and fingerprint is not None and not force:
+    if io_tables and fingerprint is not None and not (force or full_refresh):
         last = _last_run(spark, cfg, ctx, name)
         current = table_versions(spark, cfg, io_tables[0] + io_tables[1])
         why = None if last is None else rerun_reason(last, current, fingerprint)
@@ -370,7 +375,7 @@ def _run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext, 
         if name == "ingest":
             result = _call("ingest", "run_ingest")(spark, cfg, ctx.run_id)
         elif name == "clean":
-            result = _call("clean", "run_clean")(spark, cfg, ctx.run_id, ctx.as_of)
+            result = _call("clean", "run_clean")(spark, cfg, ctx.run_id, ctx.as_of, full_refresh=full_refresh)
         elif name == "features":
             result = _call("features", "run_features")(spark, cfg, ctx.run_id, ctx.run_date)
         elif name == "train":

@@ -1,0 +1,151 @@
+"""Incremental clean (issue 18): ten bronze batches cleaned one by one give the silver tables and the quarantine a
+full refresh of the same bronze gives, and a clean with nothing new writes nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import pytest
+from chispa import assert_df_equality
+from pyspark.sql import DataFrame, SparkSession
+
+from sparkpromo import clean, io
+from sparkpromo import columns as C
+from sparkpromo.config import AppConfig
+from sparkpromo.ingest import CORRUPT, FILE_MTIME, FILE_SIZE
+from tests.conftest import make_config
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("small_data_conf")]
+
+NOW = dt.datetime(2026, 11, 10)
+EVENT_COLS = ["event_id", "user_id", "product_id", "event_type", "event_time", "price", "quantity", "session_id"]
+USER_COLS = ["user_id", "signup_date", "birth_date", "country", "marketing_consent"]
+ITEM_COLS = ["product_id", "category", "brand", "price", "stock"]
+SOURCE_COLS = {"events": EVENT_COLS, "users": USER_COLS, "items": ITEM_COLS}
+
+
+def config(root: Path) -> AppConfig:
+    return make_config(root, clean={"bot_max_events_per_day": 3},
+                       sources={"events": {"path": "x", "columns": {"item_id": "product_id",
+                                                                    "event_ts": "event_time"}},
+                                "users": {"path": "u", "format": "json"},
+                                "items": {"path": "i", "columns": {"item_id": "product_id"}}})
+
+
+def ev(eid: str | None, user: str | None, item: str, day: int, hour: int = 10, et: str = "view",
+       price: str | None = None) -> tuple[Any, ...]:
+    return (eid, user, item, et, f"2026-11-{day:02d}T{hour:02d}:00:00Z", price, None, "s1")
+
+
+def user(uid: str, country: str = "DE", signup: str = "2026-01-01") -> tuple[Any, ...]:
+    return (uid, signup, "1990-05-17", country, "true")
+
+
+def item(iid: str, price: str = "5") -> tuple[Any, ...]:
+    return (iid, "books", "acme", price, "3")
+
+
+# Each batch: what one ingest appends to each bronze table. Late events, duplicates across batches, a bot whose
+# day spans two batches, a user and an item that arrive after their events, an updated and a broken user export.
+BATCHES: list[dict[str, list[tuple[Any, ...]]]] = [
+    {"users": [user("u1"), user("u2"), user("u4")], "items": [item("p1"), item("p2")],
+     "events": [ev("e1", "u1", "p1", 1), ev("e2", "u2", "p2", 1), ev("e3", "u3", "p1", 1),
+                ev("e4", "u1", "p3", 1), ev("e5", "u1", "p1", 1, et="purchase", price="-1"),
+                ev("e20", "u4", "p1", 1)]},
+    {"events": [ev("e1", "u1", "p1", 1), ev("e6", "u2", "p1", 2), ev("b1", "u2", "p1", 3, 8),
+                ev("b2", "u2", "p2", 3, 9)]},
+    {"events": [ev("b3", "u2", "p1", 3, 10), ev("b4", "u2", "p2", 3, 11), ev("e7", "u1", "p2", 3)]},
+    {"users": [user("u3")]},
+    {"items": [item("p3")], "events": [ev("e8", "u3", "p3", 4)]},
+    {"users": [user("u1", country="FR")], "events": [ev("e9", "u1", "p1", 5)]},
+    {"events": [ev("e10", "u1", "p2", 1, 7), ev(None, "u1", "p1", 6), ev("e11", "u1", "p1", 6, et="click"),
+                ev("e3", "u3", "p2", 1, 12)]},
+    {"users": [user("u4", signup="not-a-date")], "events": [ev("e12", "u4", "p2", 6)]},
+    {"items": [item("p1", price="6"), item("p4")], "events": [ev("e13", "u5", "p4", 7), ev("e14", "u1", "p4", 7)]},
+    {"events": [ev("e15", "u1", "p1", 8), ev("e16", "u1", "p1", 8), ev("e17", "u1", "p2", 8),
+                ev("e6", "u2", "p1", 2)]},
+]
+
+
+def bronze(spark: SparkSession, source: str, rows: list[tuple[Any, ...]], batch: int) -> DataFrame:
+    """Bronze-shaped rows of one ingest: source columns as strings, the corrupt record and ingestion metadata."""
+    cols = SOURCE_COLS[source]
+    ts = dt.datetime(2026, 11, 1) + dt.timedelta(hours=batch)
+    data = [(*r, None, f"file:/landing/{source}/b{batch}.csv", 10, ts, ts, f"r{batch}") for r in rows]
+    schema = ", ".join(f"`{c}` string" for c in cols) + (
+        f", {CORRUPT} string, {C.SOURCE_FILE} string, {FILE_SIZE} long, {FILE_MTIME} timestamp, "
+        f"{C.INGEST_TS} timestamp, {C.RUN_ID} string")
+    return spark.createDataFrame(data, schema)
+
+
+def append_batch(spark: SparkSession, cfg: AppConfig, n: int) -> int:
+    """Append batch ``n`` to bronze (the first batch creates every table); the number of rows appended."""
+    rows = 0
+    for source in SOURCE_COLS:
+        part = BATCHES[n].get(source, [])
+        if part or n == 0:
+            io.append(bronze(spark, source, part, n), cfg.table("bronze", source))
+            rows += len(part)
+    return rows
+
+
+def tables(spark: SparkSession, cfg: AppConfig, versions: dict[str, int | None] | None = None
+           ) -> dict[str, DataFrame]:
+    out = {s: io.read(spark, cfg.table("silver", s), version=(versions or {}).get(f"silver.{s}"))
+           for s in clean.SOURCES}
+    out["quarantine"] = io.read(spark, cfg.table("quarantine", "rows"),
+                                version=(versions or {}).get("quarantine.rows")).drop(C.RUN_ID)
+    return out
+
+
+def test_ten_incremental_batches_equal_a_full_refresh_of_the_same_bronze(spark: SparkSession,
+                                                                          tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    results = []
+    for n in range(len(BATCHES)):
+        appended = append_batch(spark, cfg, n)
+        r = clean.run_clean(spark, cfg, f"r{n}", NOW)
+        results.append(r)
+        assert r["mode"] == ("full" if n == 0 else "incremental")
+        for s in clean.SOURCES:
+            assert r[f"{s}.run_bronze_rows"] == (r[f"{s}.run_inserted"] + r[f"{s}.run_updated"]
+                                                 + r[f"{s}.run_quarantined"] + r[f"{s}.run_duplicates"])
+            assert r[f"{s}.bronze_rows"] == (r[f"{s}.silver_rows"] + r[f"{s}.quarantined"]
+                                             + r[f"{s}.duplicates"])
+        assert sum(r[f"{s}.run_bronze_rows"] for s in clean.SOURCES) == appended
+    # The bot's day crosses the limit in batch 2: its earlier silver events move to quarantine.
+    assert results[2]["events.rejudged_to_quarantine"] == 4  # e2, e6, b1, b2 (b3, b4 are this run's rejects)
+    # u3 arrives in batch 3: e3, quarantined as unknown_user in batch 0, moves to silver.
+    assert results[3]["events.rejudged_to_silver"] == 1
+    assert results[5]["users.run_updated"] == 1
+
+    incremental = clean.last_state(spark, cfg)
+    assert incremental is not None
+    full = clean.run_clean(spark, cfg, "full", NOW, full_refresh=True)
+    assert full["mode"] == "full"
+    totals = {k: v for k, v in full.items() if not k.split(".")[-1].startswith(("run_", "rejudged_"))}
+    assert {k: v for k, v in results[-1].items() if k in totals and k != "mode"} == \
+        {k: v for k, v in totals.items() if k != "mode"}
+    before, after = tables(spark, cfg, incremental.outputs), tables(spark, cfg)
+    for name in before:
+        assert_df_equality(before[name], after[name], ignore_row_order=True, ignore_nullable=True,
+                           ignore_column_order=True)
+
+
+def test_a_clean_with_no_new_bronze_rows_changes_no_table_version(spark: SparkSession, tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    append_batch(spark, cfg, 0)
+    first = clean.run_clean(spark, cfg, "r0", NOW)
+    append_batch(spark, cfg, 1)
+    second = clean.run_clean(spark, cfg, "r1", NOW)
+    assert second["mode"] == "incremental"
+    uris = [cfg.table(layer, name) for layer, name in (*(("silver", s) for s in clean.SOURCES),
+                                                       ("quarantine", "rows"), ("metrics", "data_quality"),
+                                                       clean.STATE_TABLE)]
+    versions = [io.version(spark, u) for u in uris]
+    again = clean.run_clean(spark, cfg, "r2", NOW)
+    assert [io.version(spark, u) for u in uris] == versions
+    assert again["mode"] == "unchanged" and again["events.run_bronze_rows"] == 0
+    assert again["events.silver_rows"] == second["events.silver_rows"] != first["events.silver_rows"]
