@@ -158,8 +158,8 @@ def ranked_copies(key: str, newest_first: bool, dup_keys: DataFrame, sum_quantit
     """The rows whose key is in ``dup_keys``, with every copy but the kept one flagged ``_dup``.
 
     Events keep the first copy ingested; users and items keep the newest export (``newest_first``: the latest
-    ingest, then the last file name). Ties are broken by source file and the raw row, so the choice is deterministic; rows equal in all of those are the same
-    record, and which of them is kept makes no difference.
+    ingest, then the last file name). Ties are broken by source file and the raw row, so the choice is
+    deterministic; rows equal in all of those are the same record, and which of them is kept makes no difference.
 
     ``sum_quantity`` (events without an id, ``dedupe: sum_quantity``): copies in the kept row's file, from the same
     ingest, are repeated lines of one order (the same item bought twice), so the kept row's quantity becomes their
