@@ -237,6 +237,19 @@ def test_users_newest_export_wins(spark: SparkSession, cfg: AppConfig) -> None:
     assert [(r[C.USER_ID], r[C.MARKETING_CONSENT]) for r in silver] == [("u1", False)]
 
 
+def test_users_newest_export_wins_within_one_ingest(spark: SparkSession, cfg: AppConfig) -> None:
+    """Two dated exports loaded by one ingest share its time: the later file name is the newer export."""
+    rows = [("u1", "2026-01-01", None, "DE", "false"), ("u1", "2026-01-01", None, "DE", "true")]
+    b = bronze(spark, USER_COLS, rows).withColumn(
+        C.SOURCE_FILE, F.when(F.col("marketing_consent") == "true",
+                              "file:/landing/users/users-2026-11-02.jsonl")
+        .otherwise("file:/landing/users/users-2026-11-01.jsonl"))
+    out = (b.transform(clean.canonicalise("users", cfg.sources.users))
+           .transform(clean.mark_duplicates(C.USER_ID, True)).transform(clean.classify_users(20)))
+    silver = out.transform(clean.silver_users(dt.date(2026, 11, 2))).collect()
+    assert [(r[C.USER_ID], r[C.MARKETING_CONSENT]) for r in silver] == [("u1", True)]
+
+
 def test_items_rules(spark: SparkSession, cfg: AppConfig) -> None:
     rows = [("p1", " Books ", "acme", "10.5", "3"), ("p2", "toys", "acme", "-1", "1"),
             ("p3", "toys", "acme", "1", "-1"), ("p4", "toys", "acme", "1", "x"), (None, "toys", "a", "1", "1")]
