@@ -19,7 +19,7 @@ from sparkpromo import io, schemas
 from sparkpromo import train as T
 from sparkpromo.config import GridConfig
 from sparkpromo.logs import spark_progress
-from tests.conftest import make_config
+from tests.conftest import make_config, registry_text
 
 T0 = dt.datetime(2024, 1, 1)
 # The seed article's 5x5 example: users u1..u5 x items 1..5, 0 = unknown.
@@ -138,11 +138,11 @@ def test_run_train_cross_validates_and_persists(spark: SparkSession, tmp_path: P
     assert res["counts"]["train_rows"] + res["counts"]["test_rows"] <= res["counts"]["rows"]
 
     registry = Path(res["registry"])
-    params = json.loads((registry / "params.json").read_text())
+    params = json.loads(registry_text(registry / "params.json"))
     assert params["champion"] == res["champion"] and params["params"] == res["params"]
-    assert len(json.loads((registry / "cv.json").read_text())["grid"]) == 2
+    assert len(json.loads(registry_text(registry / "cv.json"))["grid"]) == 2
     assert (registry / "model" / "metadata").is_dir()
-    assert (registry.parent / "LATEST").read_text().strip() == "r1"
+    assert registry_text(registry.parent / "LATEST").strip() == "r1"
     # No silver events and no model in service: the two contenders' six metrics, and the decision.
     assert res["decision"] == T.FIRST_MODEL and res["served_exclusion"].startswith("not computed")
     metrics_uri = cfg.table("metrics", "model")
@@ -184,7 +184,7 @@ def test_ratings_cv_chooses_between_implicit_and_explicit(spark: SparkSession, t
     assert set(kinds) == {True, False}
     assert res["params"]["implicit_prefs"] is max(kinds, key=lambda kind: kinds[kind])
     assert ("rmse" in res["metrics"]["als"]) is (not res["params"]["implicit_prefs"])
-    params = json.loads((Path(res["registry"]) / "params.json").read_text())
+    params = json.loads(registry_text(Path(res["registry"]) / "params.json"))
     assert params["implicit_prefs"] is res["params"]["implicit_prefs"]
 
 

@@ -53,6 +53,7 @@ from sparkpromo import io
 from sparkpromo import recommend as R
 from sparkpromo.config import AppConfig, GridConfig, TrainConfig, join_uri
 from sparkpromo.logs import spark_progress, stage
+from sparkpromo.session import default_parallelism
 
 log = logging.getLogger(__name__)
 
@@ -225,15 +226,10 @@ def metrics_rows(run_id: str, metrics: dict[str, dict[str, float]], decision: st
 
 
 def write_text(spark: SparkSession, uri: str, text: str) -> None:
-    """Write a small text file through Hadoop's FileSystem, so any lakehouse URI (local, s3a, abfss, dbfs) works."""
-    jvm = spark.sparkContext._jvm
-    path = jvm.org.apache.hadoop.fs.Path(uri)
-    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    out = fs.create(path, True)
-    try:
-        out.write(bytearray(text.encode("utf-8")))
-    finally:
-        out.close()
+    """Write a small text document as a one-file folder at ``uri`` through a DataFrame, so any lakehouse URI (local,
+    s3a, abfss, dbfs) works in a classic and a Spark Connect session alike; :func:`sparkpromo.recommend.read_small_text`
+    (``spark.read.text(uri, wholetext=True)``) reads it back, as it reads a plain file."""
+    spark.createDataFrame([(text,)], "value string").coalesce(1).write.mode("overwrite").text(uri)
 
 
 def registry_uri(cfg: AppConfig, run_id: str) -> str:
@@ -459,7 +455,7 @@ def run_train(spark: SparkSession, cfg: AppConfig, run_id: str) -> dict[str, Any
     with stage("train", run_id=run_id) as counts:
         # ALS blocks scale with the cores actually there, not with the shuffle width (64 blocks on 4k rows is all
         # overhead): one block per core, never more than the shuffle partitions.
-        blocks = max(1, min(cfg.spark.shuffle_partitions, spark.sparkContext.defaultParallelism))
+        blocks = max(1, min(cfg.spark.shuffle_partitions, default_parallelism(spark, cfg.spark.shuffle_partitions)))
         estimator = build_als(True, t.seed, t.checkpoint_interval, t.k, blocks=blocks)
         grid = search_space(estimator, t)  # fail on a bad grid before touching data
         inter_uri, map_uri = cfg.table("gold", "interactions"), cfg.table("gold", "id_map")
