@@ -3,12 +3,14 @@ from setuptools import find_packages, setup
 STAGES = ("generate", "ingest", "clean", "features", "train", "recommend", "measure", "run", "report", "explain", "forget",
           "doctor")
 
-# benchmarks/quality.py and speed.py: the implicit library's ALS as a single-machine peer
 # Spark itself, for running outside a Spark platform (a laptop, CI, `scripts/setup.sh`). delta-spark 4.0.1 is built for
 # the Spark 4.0 line (Scala 2.13); keep the pair in step.
 LOCAL = ["pyspark==4.0.1", "delta-spark==4.0.1"]
-CONNECT = ["pyspark[connect]==4.0.1"]
+# A Spark Connect client: pyspark's own `connect` extra, and delta-spark for its Python client (sparkpromo imports
+# `delta.tables`); pinned as the `local` pair.
+CONNECT = ["pyspark[connect]==4.0.1", "delta-spark==4.0.1"]
 
+# benchmarks/quality.py and speed.py: the implicit library's ALS as a single-machine peer
 PEER = ["implicit>=0.7,<0.8", "threadpoolctl>=3", "scipy>=1.10"]
 
 setup(
@@ -29,8 +31,7 @@ setup(
     ],
     extras_require={
         "local": LOCAL,
-        # A Spark Connect client (`--remote sc://...`, SPARK_REMOTE): pyspark's own `connect` extra, pinned alike.
-        "connect": CONNECT,
+        "connect": CONNECT,  # `--remote sc://...` / SPARK_REMOTE
         "report": ["matplotlib>=3.8"],
         "mlflow": ["mlflow-skinny>=2.9"],
         "bench": [*PEER, "matplotlib>=3.8"],

@@ -42,6 +42,11 @@ def test_local_extra_carries_the_spark_delta_pair(requires_dist: list[str]) -> N
     assert local == ["delta-spark==4.0.1", "pyspark==4.0.1"]
 
 
+def test_connect_extra_is_a_client_with_delta_python_api(requires_dist: list[str]) -> None:
+    connect = sorted(r.split(";")[0].strip() for r in requires_dist if 'extra == "connect"' in r)
+    assert connect == ["delta-spark==4.0.1", "pyspark[connect]==4.0.1"]
+
+
 def test_test_extra_includes_local_and_the_connect_client(requires_dist: list[str]) -> None:
     test = {r.split(";")[0].strip() for r in requires_dist if 'extra == "test"' in r}
     assert {"pyspark==4.0.1", "delta-spark==4.0.1", "pyspark[connect]==4.0.1"} <= test
