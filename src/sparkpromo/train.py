@@ -53,7 +53,7 @@ from sparkpromo import io
 from sparkpromo import recommend as R
 from sparkpromo.config import AppConfig, GridConfig, TrainConfig, join_uri
 from sparkpromo.logs import spark_progress, stage
-from sparkpromo.session import default_parallelism
+from sparkpromo.session import default_parallelism, is_connect
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +245,18 @@ def cross_validate(estimator: E.RankingALS, grid: list[dict[Param, Any]], evalua
                    train: DataFrame, t: TrainConfig) -> E.CVResult:
     """Cross-validate ``grid`` on ``train`` and refit the best point on all of it: ``CrossValidator`` on the
     ``_fold`` column for the random split; forward-chaining time folds (:func:`~sparkpromo.evaluate.temporal_folds`)
-    for a temporal split, where a random fold would validate on interactions older than some it trains on."""
+    for a temporal split, where a random fold would validate on interactions older than some it trains on.
+
+    Over Spark Connect (Spark 4.0) ``CrossValidator`` fails: it fits in a thread pool, and Connect's ML calls on a
+    pool thread find no active session (``assert session is not None`` in ``pyspark.ml.util.try_remote_call``).
+    There the same ``_fold`` folds run through :func:`~sparkpromo.evaluate.cross_validate_folds` on this thread:
+    the same folds, fits and scores, one grid point at a time."""
+    if not temporal_cv(t) and is_connect(train.sparkSession):
+        if t.parallelism > 1:
+            log.info("Spark Connect: cross-validating one grid point at a time (train.parallelism=%d ignored)",
+                     t.parallelism)
+        by_fold = [E.Split(train.where(F.col(C.FOLD) != i), train.where(F.col(C.FOLD) == i)) for i in range(t.folds)]
+        return E.cross_validate_folds(estimator, grid, evaluator, by_fold, train, 1)
     if not temporal_cv(t):
         cv = CrossValidator(estimator=estimator, estimatorParamMaps=grid, evaluator=evaluator, numFolds=t.folds,
                             foldCol=C.FOLD, parallelism=t.parallelism, seed=t.seed)
@@ -257,7 +268,8 @@ def cross_validate(estimator: E.RankingALS, grid: list[dict[Param, Any]], evalua
         if fold.train.limit(1).count() == 0:
             raise TrainError(f"train.folds: time fold {i} of {t.folds} has nothing to train on (too few distinct "
                              "timestamps in the train part): lower train.folds")
-    return E.cross_validate_folds(estimator, grid, evaluator, folds, train, t.parallelism)
+    return E.cross_validate_folds(estimator, grid, evaluator, folds, train,
+                                  1 if is_connect(train.sparkSession) else t.parallelism)
 
 
 def refit_on_all(estimator: E.RankingALS, param_map: dict[Param, Any], data: DataFrame) -> ALSModel:
