@@ -49,6 +49,7 @@ CLASSIC_ONLY = ("features", "recommend")
 
 @dataclass(frozen=True)
 class Lakehouses:
+    root: Path
     classic: Path
     connect: Path
     config: dict[str, Path]
@@ -124,7 +125,7 @@ def lakehouses(spark: SparkSession, connect_url: str, tmp_path_factory: pytest.T
             assert cli.main(_args(stage, configs["connect"])) == 0, f"classic {stage} on the Connect lakehouse"
         else:
             assert results[stage].returncode == 0, results[stage].describe()
-    return Lakehouses(classic / "lakehouse", connect / "lakehouse", configs, results)
+    return Lakehouses(root, classic / "lakehouse", connect / "lakehouse", configs, results)
 
 
 def _table(spark: SparkSession, lakehouse: Path, layer: str, name: str) -> DataFrame:
@@ -180,3 +181,9 @@ def test_classic_recommend_serves_the_model_trained_over_connect(spark: SparkSes
                                                                 ) -> None:
     recs = spark.read.format("delta").load(str(lakehouses.connect / "gold" / "recommendations"))
     assert recs.where(F.col(C.MODEL_RUN_ID) == RUN_ID).count() > 0
+
+
+def test_measure_over_connect_reads_the_offers(lakehouses: Lakehouses, connect_url: str) -> None:
+    result = _remote("measure", lakehouses.config["connect"], connect_url, lakehouses.root)
+    assert result.returncode == 0, result.describe()
+    assert "runs_measured" in result.last_json()

@@ -195,3 +195,22 @@ def test_spark_progress_reports_running_stages(spark: SparkSession, caplog: pyte
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("slow job: running for")]
     assert lines, "no progress line while the job ran"
     assert any("tasks" in line and "/2 tasks" in line for line in lines)
+
+
+def test_fold_loop_used_over_connect_scores_as_cross_validator(spark: SparkSession, tmp_path: Path) -> None:
+    """Over Spark Connect train cross-validates with its own loop over the ``_fold`` folds instead of
+    ``CrossValidator``: on the same data and grid it gives the same scores and the same chosen point."""
+    t = make_config(tmp_path, train={"k": 3, "folds": 2, "seed": 3, "parallelism": 1,
+                                     "grid": {"rank": [2, 4], "reg_param": [0.05], "alpha": [5.0], "max_iter": [5],
+                                              "nonnegative": [True]}}).train
+    data = two_tastes(spark).select(C.USER_IDX, C.ITEM_IDX, C.CONFIDENCE).transform(T.E.assign_folds(t.folds, t.seed))
+    estimator = T.build_als(True, t.seed, t.checkpoint_interval, t.k, blocks=2)
+    grid = T.search_space(estimator, t)
+    evaluator = T.E.TopKEvaluator(metricName=t.metric, k=t.k)
+
+    classic = T.cross_validate(estimator, grid, evaluator, data, t)
+    loop = T.E.cross_validate_folds(estimator, grid, evaluator, T.random_folds(data, t.folds), data, 1)
+
+    assert loop.avg_metrics == pytest.approx(classic.avg_metrics, abs=1e-9)
+    assert loop.std_metrics == pytest.approx(classic.std_metrics, abs=1e-9)
+    assert loop.best_model.als_model.rank == classic.best_model.als_model.rank

@@ -241,6 +241,12 @@ def temporal_cv(t: TrainConfig) -> bool:
     return t.split != "random"
 
 
+def random_folds(df: DataFrame, num_folds: int) -> list[E.Split]:
+    """The folds ``CrossValidator`` makes from the ``_fold`` column: fold i validates on ``_fold == i`` and trains
+    on the rest."""
+    return [E.Split(df.where(F.col(C.FOLD) != i), df.where(F.col(C.FOLD) == i)) for i in range(num_folds)]
+
+
 def cross_validate(estimator: E.RankingALS, grid: list[dict[Param, Any]], evaluator: E.TopKEvaluator,
                    train: DataFrame, t: TrainConfig) -> E.CVResult:
     """Cross-validate ``grid`` on ``train`` and refit the best point on all of it: ``CrossValidator`` on the
@@ -255,8 +261,7 @@ def cross_validate(estimator: E.RankingALS, grid: list[dict[Param, Any]], evalua
         if t.parallelism > 1:
             log.info("Spark Connect: cross-validating one grid point at a time (train.parallelism=%d ignored)",
                      t.parallelism)
-        by_fold = [E.Split(train.where(F.col(C.FOLD) != i), train.where(F.col(C.FOLD) == i)) for i in range(t.folds)]
-        return E.cross_validate_folds(estimator, grid, evaluator, by_fold, train, 1)
+        return E.cross_validate_folds(estimator, grid, evaluator, random_folds(train, t.folds), train, 1)
     if not temporal_cv(t):
         cv = CrossValidator(estimator=estimator, estimatorParamMaps=grid, evaluator=evaluator, numFolds=t.folds,
                             foldCol=C.FOLD, parallelism=t.parallelism, seed=t.seed)
