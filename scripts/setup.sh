@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up a fresh machine for sparkpromo: Java 17 (if missing), a virtual environment in .venv, the package with
-# its test extras. Idempotent: a second run only checks.
+# its local-Spark and test extras (the plain wheel leaves Spark to the platform). Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,6 +37,6 @@ fi
 stamp=.venv/.sparkpromo-installed
 if [ ! -f "$stamp" ] || [ setup.py -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e '.[test]'
+  .venv/bin/python -m pip install -q -e '.[local,test]'
   touch "$stamp"
 fi

@@ -78,3 +78,12 @@ def small_data_conf(spark: SparkSession) -> Iterator[None]:
             spark.conf.unset(k)
         else:
             spark.conf.set(k, v)
+
+
+def registry_text(path: Path) -> str:
+    """A registry document as train writes it (a one-file folder, ``spark.read.text``'s layout) or as a plain file."""
+    if path.is_file():
+        return path.read_text()
+    parts = sorted(path.glob("part-*"))
+    assert len(parts) == 1, f"{path}: expected one part file, found {parts}"
+    return parts[0].read_text()

@@ -24,7 +24,7 @@ from sparkpromo import evaluate as E
 from sparkpromo import io, report, schemas
 from sparkpromo import train as T
 from sparkpromo.config import AppConfig, GridConfig
-from tests.conftest import make_config
+from tests.conftest import make_config, registry_text
 
 pytestmark = pytest.mark.usefixtures("small_data_conf")
 
@@ -101,7 +101,7 @@ def runs(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> dict[
     rows = timed_tastes()
     write_lakehouse(spark, cfg, [r for r in rows if not is_late(r)])
     good = T.run_train(spark, cfg, "good")
-    latest_after_good = (Path(cfg.lakehouse) / "registry" / T.LATEST).read_text()
+    latest_after_good = registry_text(Path(cfg.lakehouse) / "registry" / T.LATEST).strip()
     append_interactions(spark, cfg, [r for r in rows if is_late(r)])
     worse = T.run_train(spark, lifecycle_config(root, WORSE), "worse")
     return {"cfg": cfg, "good": good, "worse": worse, "latest_after_good": latest_after_good}
@@ -125,7 +125,7 @@ def test_first_run_publishes_with_no_incumbent(runs: dict[str, Any], spark: Spar
     rows = model_rows(spark, cfg, "good")
     assert rows[(T.DECISION, T.FIRST_MODEL)] is None
     assert not any(contender == T.INCUMBENT for contender, _ in rows)
-    params = json.loads((Path(good["registry"]) / "params.json").read_text())
+    params = json.loads(registry_text(Path(good["registry"]) / "params.json"))
     assert (params["decision"], params["published_model"], params["holdout_metrics_from"]) == (
         "first_model", "all interactions", "train-only fit")
     assert (good["published_model"], good["holdout_metrics_from"]) == ("all interactions", "train-only fit")
@@ -156,9 +156,9 @@ def test_worse_model_does_not_replace_the_incumbent(runs: dict[str, Any], spark:
     assert worse["incumbent_ndcg"] == worse["metrics"][T.INCUMBENT]["ndcg"]
     assert worse["challenger_ndcg"] == worse["metrics"][T.CHALLENGER]["ndcg"]
     assert worse["challenger_ndcg"] < worse["incumbent_ndcg"] * (1 - cfg.train.incumbent_margin)
-    assert (Path(cfg.lakehouse) / "registry" / T.LATEST).read_text() == "good"
+    assert registry_text(Path(cfg.lakehouse) / "registry" / T.LATEST).strip() == "good"
     # The run is still recorded: its registry folder, its metrics, both scores, the gate holdout and the decision.
-    params = json.loads((Path(worse["registry"]) / "params.json").read_text())
+    params = json.loads(registry_text(Path(worse["registry"]) / "params.json"))
     assert (params["decision"], params["incumbent_run_id"]) == ("kept_incumbent", "good")
     assert params["gate_holdout_rows"] == late_users and "version 0" in params["gate_holdout"]
     assert (Path(worse["registry"]) / "model" / "metadata").is_dir()
@@ -209,7 +209,7 @@ def test_no_unseen_holdout_pair_publishes_without_comparing(spark: SparkSession,
     assert (second["gate_holdout_rows"], second["gate_holdout_users"]) == (0, 0)
     assert "every holdout pair is in gold.interactions version 0" in second["gate_holdout"]
     assert T.INCUMBENT not in second["metrics"] and T.CHALLENGER not in second["metrics"]
-    assert (Path(cfg.lakehouse) / "registry" / T.LATEST).read_text() == "second"
+    assert registry_text(Path(cfg.lakehouse) / "registry" / T.LATEST).strip() == "second"
     rows = model_rows(spark, cfg, "second")
     assert (T.DECISION, T.PUBLISHED_NO_FRESH_HOLDOUT) in rows and rows[(T.GATE, "holdout_rows")] == 0
     body = report.holdout_section(spark, cfg, "second", "", report.Charts()).body
@@ -359,7 +359,7 @@ def test_run_uses_time_folds_for_a_temporal_split(runs: dict[str, Any]) -> None:
     good = runs["good"]
     assert good["cv_folds"] == "forward-chaining in time"
     assert len(good["cv"]) == 1 and math.isfinite(good["cv"][0]["mean"]) and good["cv"][0]["mean"] > 0
-    cv = json.loads((Path(good["registry"]) / "cv.json").read_text())
+    cv = json.loads(registry_text(Path(good["registry"]) / "cv.json"))
     assert cv["folds_kind"] == "forward-chaining in time"
 
 

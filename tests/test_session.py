@@ -7,8 +7,16 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
-from sparkpromo.session import build_session, launched_externally, local_settings, maven_mirrors
-from tests.conftest import make_config
+from sparkpromo.session import (
+    build_session,
+    default_parallelism,
+    is_connect,
+    launched_externally,
+    local_settings,
+    maven_mirrors,
+    remote_url,
+)
+from tests.conftest import CONF_DIR, make_config
 
 SETTINGS = """<?xml version="1.0"?>
 <settings xmlns="http://maven.apache.org/SETTINGS/1.0.0">
@@ -98,3 +106,26 @@ def test_progress_line_names_only_started_stages() -> None:
     line = progress_summary([*queued, running])
     assert line == " (3/84 tasks in 20 active stages; running: stage 30 3/8)"
     assert progress_summary([]) == ""
+
+
+def test_classic_session_is_not_connect_and_reports_its_cores(spark: SparkSession) -> None:
+    assert not is_connect(spark)
+    assert default_parallelism(spark, fallback=99) == spark.sparkContext.defaultParallelism
+
+
+def test_remote_comes_from_config_then_spark_remote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPARK_REMOTE", "sc://from-env:15002")
+    assert remote_url(make_config(tmp_path)) == "sc://from-env:15002"
+    assert remote_url(make_config(tmp_path, spark={"remote": "sc://conf:1"})) == "sc://conf:1"
+    monkeypatch.delenv("SPARK_REMOTE")
+    assert remote_url(make_config(tmp_path)) == ""
+
+
+def test_bad_remote_is_one_line_naming_the_key_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                                         ) -> None:
+    from sparkpromo.cli import main
+
+    code = main(["ingest", "--conf-dir", str(CONF_DIR), "--remote", "localhost:15002"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and "spark.remote" in err[0] and "sc://" in err[0]

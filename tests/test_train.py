@@ -19,7 +19,7 @@ from sparkpromo import io, schemas
 from sparkpromo import train as T
 from sparkpromo.config import GridConfig
 from sparkpromo.logs import spark_progress
-from tests.conftest import make_config
+from tests.conftest import make_config, registry_text
 
 T0 = dt.datetime(2024, 1, 1)
 # The seed article's 5x5 example: users u1..u5 x items 1..5, 0 = unknown.
@@ -138,11 +138,11 @@ def test_run_train_cross_validates_and_persists(spark: SparkSession, tmp_path: P
     assert res["counts"]["train_rows"] + res["counts"]["test_rows"] <= res["counts"]["rows"]
 
     registry = Path(res["registry"])
-    params = json.loads((registry / "params.json").read_text())
+    params = json.loads(registry_text(registry / "params.json"))
     assert params["champion"] == res["champion"] and params["params"] == res["params"]
-    assert len(json.loads((registry / "cv.json").read_text())["grid"]) == 2
+    assert len(json.loads(registry_text(registry / "cv.json"))["grid"]) == 2
     assert (registry / "model" / "metadata").is_dir()
-    assert (registry.parent / "LATEST").read_text().strip() == "r1"
+    assert registry_text(registry.parent / "LATEST").strip() == "r1"
     # No silver events and no model in service: the two contenders' six metrics, and the decision.
     assert res["decision"] == T.FIRST_MODEL and res["served_exclusion"].startswith("not computed")
     metrics_uri = cfg.table("metrics", "model")
@@ -184,7 +184,7 @@ def test_ratings_cv_chooses_between_implicit_and_explicit(spark: SparkSession, t
     assert set(kinds) == {True, False}
     assert res["params"]["implicit_prefs"] is max(kinds, key=lambda kind: kinds[kind])
     assert ("rmse" in res["metrics"]["als"]) is (not res["params"]["implicit_prefs"])
-    params = json.loads((Path(res["registry"]) / "params.json").read_text())
+    params = json.loads(registry_text(Path(res["registry"]) / "params.json"))
     assert params["implicit_prefs"] is res["params"]["implicit_prefs"]
 
 
@@ -195,3 +195,22 @@ def test_spark_progress_reports_running_stages(spark: SparkSession, caplog: pyte
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("slow job: running for")]
     assert lines, "no progress line while the job ran"
     assert any("tasks" in line and "/2 tasks" in line for line in lines)
+
+
+def test_fold_loop_used_over_connect_scores_as_cross_validator(spark: SparkSession, tmp_path: Path) -> None:
+    """Over Spark Connect train cross-validates with its own loop over the ``_fold`` folds instead of
+    ``CrossValidator``: on the same data and grid it gives the same scores and the same chosen point."""
+    t = make_config(tmp_path, train={"k": 3, "folds": 2, "seed": 3, "parallelism": 1,
+                                     "grid": {"rank": [2, 4], "reg_param": [0.05], "alpha": [5.0], "max_iter": [5],
+                                              "nonnegative": [True]}}).train
+    data = two_tastes(spark).select(C.USER_IDX, C.ITEM_IDX, C.CONFIDENCE).transform(T.E.assign_folds(t.folds, t.seed))
+    estimator = T.build_als(True, t.seed, t.checkpoint_interval, t.k, blocks=2)
+    grid = T.search_space(estimator, t)
+    evaluator = T.E.TopKEvaluator(metricName=t.metric, k=t.k)
+
+    classic = T.cross_validate(estimator, grid, evaluator, data, t)
+    loop = T.E.cross_validate_folds(estimator, grid, evaluator, T.random_folds(data, t.folds), data, 1)
+
+    assert loop.avg_metrics == pytest.approx(classic.avg_metrics, abs=1e-9)
+    assert loop.std_metrics == pytest.approx(classic.std_metrics, abs=1e-9)
+    assert loop.best_model.als_model.rank == classic.best_model.als_model.rank

@@ -84,6 +84,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-id", default=None, help="run id (default: the run date as YYYYMMDD)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.add_argument("--verbose", action="store_true", help="show Spark's own logs")
+    p.add_argument("--remote", default=None, metavar="sc://HOST:PORT",
+                   help="run on a Spark Connect server (sets spark.remote; default: $SPARK_REMOTE, else classic)")
     p.add_argument("--force", action="store_true",
                    help="rerun a stage even when its tables are unchanged since its last success for this run id")
     p.add_argument("--strict", action="store_true",
@@ -221,6 +223,8 @@ def _prepare(argv: Sequence[str] | None) -> tuple[argparse.Namespace, AppConfig]
     overrides = _overrides(args.overrides)
     if getattr(args, "events", None) is not None:
         overrides["generate.events"] = args.events
+    if getattr(args, "remote", None) is not None:
+        overrides["spark.remote"] = args.remote
     if args.command == "run" and (args.from_date or args.to_date):
         if not (args.from_date and args.to_date):
             raise UsageError("run: --from-date and --to-date go together")
@@ -354,11 +358,11 @@ def _dispatch(args: argparse.Namespace, cfg: AppConfig, ctx: Any) -> dict[str, A
         if not cfg.generate.daily:
             check_input_paths(cfg)
 
-    from sparkpromo.session import build_session
+    from sparkpromo.session import build_session, set_log_level
 
     spark = build_session(cfg)
     if args.verbose:
-        spark.sparkContext.setLogLevel("INFO")
+        set_log_level(spark, "INFO")
     if args.command == "generate":
         from sparkpromo.config import has_scheme
         from sparkpromo.pipeline import generate_responses_sample

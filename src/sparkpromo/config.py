@@ -87,6 +87,8 @@ class SparkSettings:
     driver_memory: str = "2g"
     checkpoint_dir: str = ""  # "" = <lakehouse>/_checkpoints
     log_level: str = "WARN"
+    # A Spark Connect server, sc://host:port[/;options]; "" = $SPARK_REMOTE, else a classic session.
+    remote: str = ""
     conf: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -616,6 +618,8 @@ def _validate(cfg: AppConfig, where: _Where) -> None:
 
     need(bool(cfg.lakehouse), "lakehouse", "must not be empty")
     need(cfg.spark.shuffle_partitions > 0, "spark.shuffle_partitions", "must be > 0")
+    need(not cfg.spark.remote or cfg.spark.remote.startswith("sc://"), "spark.remote",
+         f"must be a Spark Connect URL sc://host:port, got {cfg.spark.remote!r}")
     need(cfg.generate.events >= 1_000, "generate.events", "must be at least 1000")
     need(cfg.generate.days >= 1, "generate.days", "must be >= 1")
     g = cfg.generate

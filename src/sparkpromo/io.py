@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 
 from delta.tables import DeltaTable
+from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, DataFrameWriter, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
@@ -26,6 +27,8 @@ from pyspark.sql.types import (
     TimestampNTZType,
     TimestampType,
 )
+
+from sparkpromo.session import is_connect
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +113,26 @@ def pinned(versions: Mapping[str, int]) -> Iterator[None]:
         _pins.reset(token)
 
 
+def _history_sql(uri: str) -> str:
+    return "DESCRIBE HISTORY delta.`{}` LIMIT 1".format(uri.replace("`", "``"))
+
+
+def _connect_version(spark: SparkSession, uri: str) -> int | None:
+    """The latest version through Delta's SQL (the session extension), not ``DeltaTable``: over Spark Connect the
+    ``DeltaTable`` API needs Delta's Connect server plugin, SQL only the extension every Delta server has."""
+    try:
+        row = spark.sql(_history_sql(uri)).select("version").first()
+    except AnalysisException as e:
+        if any(c in str(e) for c in ("DELTA_MISSING_DELTA_TABLE", "PATH_NOT_FOUND", "DELTA_TABLE_NOT_FOUND",
+                                     "is not a Delta table")):
+            return None
+        raise
+    return int(row[0]) if row else None
+
+
 def is_delta(spark: SparkSession, uri: str) -> bool:
+    if is_connect(spark):
+        return _connect_version(spark, uri) is not None
     return DeltaTable.isDeltaTable(spark, uri)
 
 
@@ -129,6 +151,8 @@ def version(spark: SparkSession, uri: str) -> int | None:
     pins = _pins.get() or {}
     if uri in pins:
         return pins[uri]
+    if is_connect(spark):
+        return _connect_version(spark, uri)
     if not is_delta(spark, uri):
         return None
     row = DeltaTable.forPath(spark, uri).history(1).select("version").first()

@@ -103,13 +103,17 @@ def progress_summary(stages: Sequence[Any]) -> str:
 def spark_progress(spark: SparkSession, label: str, every_s: float = 30.0) -> Iterator[None]:
     """While the block runs, log every ``every_s`` seconds how long it has run and the task progress of Spark's
     active stages (for long actions: cross-validation, scoring every user)."""
+    from sparkpromo.session import is_connect
+
     done = threading.Event()
-    tracker = spark.sparkContext.statusTracker()
+    # A Connect client has no SparkContext and so no status tracker: it logs the elapsed time alone.
+    tracker = None if is_connect(spark) else spark.sparkContext.statusTracker()
     t0 = time.perf_counter()
 
     def report() -> None:
         while not done.wait(every_s):
-            stages = [s for s in (tracker.getStageInfo(i) for i in tracker.getActiveStageIds()) if s is not None]
+            stages = [] if tracker is None else [
+                s for s in (tracker.getStageInfo(i) for i in tracker.getActiveStageIds()) if s is not None]
             log.info("%s: running for %.0fs%s", label, time.perf_counter() - t0, progress_summary(stages))
 
     thread = threading.Thread(target=report, name=f"progress-{label}", daemon=True)

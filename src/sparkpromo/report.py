@@ -89,9 +89,11 @@ def _table(spark: SparkSession, cfg: AppConfig, layer: str, name: str, version: 
 def read_text(spark: SparkSession, uri: str) -> str | None:
     """A small text file (registry JSON) from any lakehouse URI; None when it does not exist."""
     path = local_path(uri)
-    if path is not None:
-        return path.read_text(encoding="utf-8") if path.is_file() else None
-    try:
+    if path is not None and path.is_file():
+        return path.read_text(encoding="utf-8")
+    if path is not None and not path.exists():
+        return None
+    try:  # a remote URI, or the one-file folder train writes
         row = spark.read.text(uri, wholetext=True).first()
     except AnalysisException as e:
         if "PATH_NOT_FOUND" in str(e):

@@ -5,6 +5,10 @@
   ``~/.m2/settings.xml`` (or ``SPARKPROMO_MAVEN_REPO``) is honoured instead of hard-coding a host.
 * Under spark-submit or Databricks the launcher already supplied the master, the packages and the Delta
   extensions: we only add what is missing and never override those.
+* Spark Connect (``spark.remote`` / ``--remote sc://host:port``, or ``SPARK_REMOTE``; Databricks serverless and
+  shared-access clusters): the server owns the JVM. There is no SparkContext on the client, so the log level, the
+  checkpoint directory and the task progress tracker are the server's business (:func:`is_connect` guards them):
+  start the server with ``spark.checkpoint.dir`` set and its own log4j2 configuration.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import os
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -27,6 +32,50 @@ DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
 # Keys a launcher owns: when spark-submit or Databricks set them, they win.
 LAUNCHER_OWNED = ("spark.master", "spark.jars.packages", "spark.sql.extensions", "spark.sql.catalog.spark_catalog",
                   "spark.jars.repositories", "spark.driver.memory")
+
+
+def remote_url(cfg: AppConfig) -> str:
+    """The Spark Connect URL to use: ``spark.remote``, else ``$SPARK_REMOTE``; "" for a classic session."""
+    return cfg.spark.remote or os.environ.get("SPARK_REMOTE", "")
+
+
+def is_connect(spark: SparkSession) -> bool:
+    """True for a Spark Connect session (no SparkContext, no driver JVM on this side). By class, not by importing
+    ``pyspark.sql.connect``, which needs the Connect client's extra dependencies a classic install lacks."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def set_log_level(spark: SparkSession, level: str) -> None:
+    """The driver's log level for a classic session; a Connect server keeps its own logging configuration."""
+    if is_connect(spark):
+        log.debug("Spark Connect: the server's log level stands (wanted %s)", level)
+        return
+    spark.sparkContext.setLogLevel(level)
+
+
+def set_checkpoint_dir(spark: SparkSession, uri: str) -> None:
+    """Where ALS checkpoints its factors. Connect has no client-side SparkContext: the server's
+    ``spark.checkpoint.dir`` (a static conf, set when it starts) is used instead."""
+    if is_connect(spark):
+        if not spark.conf.get("spark.checkpoint.dir", None):
+            log.warning("Spark Connect server has no spark.checkpoint.dir: ALS checkpoints are off (want %s)", uri)
+        return
+    spark.sparkContext.setCheckpointDir(uri)
+
+
+def default_parallelism(spark: SparkSession, fallback: int) -> int:
+    """The cores Spark spreads work over: the SparkContext's count in a classic session; over Connect (no
+    SparkContext) ``spark.default.parallelism``, else N of a ``local[N]`` master, else ``fallback``."""
+    if not is_connect(spark):
+        return int(spark.sparkContext.defaultParallelism)
+    configured = spark.conf.get("spark.default.parallelism", None)
+    if configured and configured.isdigit():
+        return int(configured)
+    m = re.fullmatch(r"local(?:\[(\d+|\*)(?:,\d+)?\])?", spark.conf.get("spark.master", None) or "")
+    if m:
+        n = m.group(1) or "1"
+        return (os.cpu_count() or 1) if n == "*" else int(n)
+    return fallback
 
 
 def launched_externally() -> bool:
@@ -171,14 +220,18 @@ def add_redaction(spark: SparkSession, pattern: str) -> None:
 def build_session(cfg: AppConfig, app_name: str | None = None) -> SparkSession:
     """Build (or join) the SparkSession for ``cfg``."""
     name = app_name or cfg.spark.app_name
+    remote = remote_url(cfg)
     existing = SparkSession.getActiveSession()
-    if existing is not None or launched_externally():
+    if remote:
+        # The server owns the master, the jars and the Delta wiring, as a launcher does.
+        spark = SparkSession.builder.remote(remote).getOrCreate()
+        log.info("connected to Spark Connect server %s", remote.split(";", 1)[0])  # ';' starts tokens and options
+        _join_settings(spark, cfg)
+    elif existing is not None or launched_externally():
         # No appName here either: spark-submit's --name (or the Databricks job name) stays.
         spark = existing or SparkSession.builder.getOrCreate()
-        log.info("joining the session supplied by the launcher (master=%s)", spark.sparkContext.master)
-        for k, v in {**RUNTIME_DEFAULTS, **dict(cfg.spark.conf)}.items():
-            if k not in LAUNCHER_OWNED and not k.startswith(("spark.driver.", "spark.executor.", "spark.jars")):
-                _set_runtime(spark, k, v)
+        log.info("joining the session supplied by the launcher (master=%s)", spark.conf.get("spark.master", "?"))
+        _join_settings(spark, cfg)
     else:
         from delta import configure_spark_with_delta_pip
 
@@ -193,9 +246,16 @@ def build_session(cfg: AppConfig, app_name: str | None = None) -> SparkSession:
         else:
             spark = configure_spark_with_delta_pip(builder).getOrCreate()
             remember_delta_jars(spark)
-        spark.sparkContext.setLogLevel(cfg.spark.log_level)
+        set_log_level(spark, cfg.spark.log_level)
     for k, v in session_settings(cfg).items():
         spark.conf.set(k, v)
     add_redaction(spark, HMAC_PAD_LITERAL)
-    spark.sparkContext.setCheckpointDir(cfg.checkpoint_dir)
+    set_checkpoint_dir(spark, cfg.checkpoint_dir)
     return spark
+
+
+def _join_settings(spark: SparkSession, cfg: AppConfig) -> None:
+    """Our runtime defaults and ``spark.conf`` on a session someone else built, never what the launcher owns."""
+    for k, v in {**RUNTIME_DEFAULTS, **dict(cfg.spark.conf)}.items():
+        if k not in LAUNCHER_OWNED and not k.startswith(("spark.driver.", "spark.executor.", "spark.jars")):
+            _set_runtime(spark, k, v)

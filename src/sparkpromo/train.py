@@ -53,6 +53,7 @@ from sparkpromo import io
 from sparkpromo import recommend as R
 from sparkpromo.config import AppConfig, GridConfig, TrainConfig, join_uri
 from sparkpromo.logs import spark_progress, stage
+from sparkpromo.session import default_parallelism, is_connect
 
 log = logging.getLogger(__name__)
 
@@ -225,15 +226,10 @@ def metrics_rows(run_id: str, metrics: dict[str, dict[str, float]], decision: st
 
 
 def write_text(spark: SparkSession, uri: str, text: str) -> None:
-    """Write a small text file through Hadoop's FileSystem, so any lakehouse URI (local, s3a, abfss, dbfs) works."""
-    jvm = spark.sparkContext._jvm
-    path = jvm.org.apache.hadoop.fs.Path(uri)
-    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    out = fs.create(path, True)
-    try:
-        out.write(bytearray(text.encode("utf-8")))
-    finally:
-        out.close()
+    """Write a small text document as a one-file folder at ``uri`` through a DataFrame, so any lakehouse URI (local,
+    s3a, abfss, dbfs) works in a classic and a Spark Connect session alike; :func:`sparkpromo.recommend.read_small_text`
+    (``spark.read.text(uri, wholetext=True)``) reads it back, as it reads a plain file."""
+    spark.createDataFrame([(text,)], "value string").coalesce(1).write.mode("overwrite").text(uri)
 
 
 def registry_uri(cfg: AppConfig, run_id: str) -> str:
@@ -245,11 +241,27 @@ def temporal_cv(t: TrainConfig) -> bool:
     return t.split != "random"
 
 
+def random_folds(df: DataFrame, num_folds: int) -> list[E.Split]:
+    """The folds ``CrossValidator`` makes from the ``_fold`` column: fold i validates on ``_fold == i`` and trains
+    on the rest."""
+    return [E.Split(df.where(F.col(C.FOLD) != i), df.where(F.col(C.FOLD) == i)) for i in range(num_folds)]
+
+
 def cross_validate(estimator: E.RankingALS, grid: list[dict[Param, Any]], evaluator: E.TopKEvaluator,
                    train: DataFrame, t: TrainConfig) -> E.CVResult:
     """Cross-validate ``grid`` on ``train`` and refit the best point on all of it: ``CrossValidator`` on the
     ``_fold`` column for the random split; forward-chaining time folds (:func:`~sparkpromo.evaluate.temporal_folds`)
-    for a temporal split, where a random fold would validate on interactions older than some it trains on."""
+    for a temporal split, where a random fold would validate on interactions older than some it trains on.
+
+    Over Spark Connect (Spark 4.0) ``CrossValidator`` fails: it fits in a thread pool, and Connect's ML calls on a
+    pool thread find no active session (``assert session is not None`` in ``pyspark.ml.util.try_remote_call``).
+    There the same ``_fold`` folds run through :func:`~sparkpromo.evaluate.cross_validate_folds` on this thread:
+    the same folds, fits and scores, one grid point at a time."""
+    if not temporal_cv(t) and is_connect(train.sparkSession):
+        if t.parallelism > 1:
+            log.info("Spark Connect: cross-validating one grid point at a time (train.parallelism=%d ignored)",
+                     t.parallelism)
+        return E.cross_validate_folds(estimator, grid, evaluator, random_folds(train, t.folds), train, 1)
     if not temporal_cv(t):
         cv = CrossValidator(estimator=estimator, estimatorParamMaps=grid, evaluator=evaluator, numFolds=t.folds,
                             foldCol=C.FOLD, parallelism=t.parallelism, seed=t.seed)
@@ -261,7 +273,8 @@ def cross_validate(estimator: E.RankingALS, grid: list[dict[Param, Any]], evalua
         if fold.train.limit(1).count() == 0:
             raise TrainError(f"train.folds: time fold {i} of {t.folds} has nothing to train on (too few distinct "
                              "timestamps in the train part): lower train.folds")
-    return E.cross_validate_folds(estimator, grid, evaluator, folds, train, t.parallelism)
+    return E.cross_validate_folds(estimator, grid, evaluator, folds, train,
+                                  1 if is_connect(train.sparkSession) else t.parallelism)
 
 
 def refit_on_all(estimator: E.RankingALS, param_map: dict[Param, Any], data: DataFrame) -> ALSModel:
@@ -459,7 +472,7 @@ def run_train(spark: SparkSession, cfg: AppConfig, run_id: str) -> dict[str, Any
     with stage("train", run_id=run_id) as counts:
         # ALS blocks scale with the cores actually there, not with the shuffle width (64 blocks on 4k rows is all
         # overhead): one block per core, never more than the shuffle partitions.
-        blocks = max(1, min(cfg.spark.shuffle_partitions, spark.sparkContext.defaultParallelism))
+        blocks = max(1, min(cfg.spark.shuffle_partitions, default_parallelism(spark, cfg.spark.shuffle_partitions)))
         estimator = build_als(True, t.seed, t.checkpoint_interval, t.k, blocks=blocks)
         grid = search_space(estimator, t)  # fail on a bad grid before touching data
         inter_uri, map_uri = cfg.table("gold", "interactions"), cfg.table("gold", "id_map")
