@@ -5,7 +5,10 @@ and the suite's Delta jars) and stops it at the end. One generated shop is run t
 session, and through the server, from ``sparkpromo`` client processes that have no JVM of their own.
 
 The split, and why (see README, "Spark Connect"):
-* ingest, clean, train run over Connect.
+* clean, train and measure run over Connect.
+* ingest runs classic: its Structured Streaming ``foreachBatch`` function keeps this process's state (the batch
+  counts, the error a batch raised) and Spark Connect runs that function in a server-side worker, so ingest refuses
+  a Connect session with a one-line error.
 * features runs classic: it reads its commit's row count through ``DeltaTable.history``, and the ``DeltaTable``
   API over Connect needs Delta's Connect server plugin (``io.delta:delta-connect-server_2.13``), which Maven Central
   as reachable from here does not serve (404 for 4.0.0 and 4.0.1): ``InvalidPlanInput: No handler found for
@@ -44,7 +47,7 @@ SERVER_START_S = 240
 STAGE_TIMEOUT_S = 900
 # Both runs read the same landing files; what differs per run is when rows were ingested.
 RUN_SPECIFIC = (C.INGEST_TS,)
-CLASSIC_ONLY = ("features", "recommend")
+CLASSIC_ONLY = ("ingest", "features", "recommend")
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,13 @@ def test_train_over_connect_publishes_and_scores_popularity_as_classic(spark: Sp
     assert popularity(lakehouses.connect).count() > 0
     assert_df_equality(popularity(lakehouses.connect), popularity(lakehouses.classic), ignore_row_order=True,
                        ignore_nullable=True)
+
+
+def test_ingest_over_connect_refuses_with_one_line(lakehouses: Lakehouses) -> None:
+    """The documented split: ingest says, in one line, that it needs a classic session."""
+    result = lakehouses.results["ingest"]
+    assert result.returncode == 1, result.describe()
+    assert "ingest needs a classic Spark session" in result.stderr
 
 
 def test_features_over_connect_needs_the_delta_connect_plugin(lakehouses: Lakehouses) -> None:

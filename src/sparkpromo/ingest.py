@@ -93,6 +93,7 @@ from sparkpromo.landing import (
     spark_path,
     without_options,
 )
+from sparkpromo.session import is_connect
 
 log = logging.getLogger(__name__)
 
@@ -377,6 +378,11 @@ def ingest_source(spark: SparkSession, cfg: AppConfig, source: str, run_id: str)
     src: FileSource | None = getattr(cfg.sources, source)
     if src is None:
         return {}
+    if is_connect(spark):
+        # Over Connect, foreachBatch runs in a server-side Python worker: the batch function can neither hold this
+        # process's state (counts, the error it raised) nor be pickled with it.
+        raise IngestError("ingest needs a classic Spark session: its streaming foreachBatch cannot run over Spark "
+                          "Connect in Spark 4.0 (run ingest without --remote; clean and later stages may use it)")
     checkpoint = cfg.stream_checkpoint("ingest", source)
     batches = _Batches(spark, cfg, source, run_id)
     with _checkpoint_lock(checkpoint):
