@@ -152,3 +152,17 @@ def test_log_handler_redacts_uris_from_any_module(capsys: pytest.CaptureFixture[
         root.handlers[:] = handlers
         root.setLevel(level)
     assert "https://***@host/x" in err and "hunter2" not in err, err
+
+
+
+def test_logging_a_model_leaves_the_mlflow_environment_as_it_was(tmp_path: Path) -> None:
+    """The model is logged through the global MLflow API (mlflow.set_tracking_uri writes $MLFLOW_TRACKING_URI):
+    afterwards the environment is as before, so a second run in the same process still tracks to its own store."""
+    pytest.importorskip("mlflow")
+    cfg = _cfg(tmp_path)
+    # Not a Spark model: mlflow.spark fails to log it and the saved directory is logged instead.
+    run_id = tracking.log_train_run(cfg, RESULT, str(_model_dir(Path(cfg.lakehouse))), spark_model=object())
+    assert run_id is not None
+    assert "MLFLOW_TRACKING_URI" not in os.environ and "MLFLOW_REGISTRY_URI" not in os.environ
+    again = tracking.log_train_run(_cfg(tmp_path / "b"), RESULT, None)
+    assert again is not None and tracking.tracking_uri(_cfg(tmp_path / "b")).startswith("file:")

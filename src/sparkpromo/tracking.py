@@ -43,6 +43,9 @@ class TrackingError(RuntimeError):
     """MLflow tracking is enabled but cannot work (MLflow not installed); ``str()`` is one line."""
 
 
+_MLFLOW_URI_VARS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
 def tracking_uri(cfg: AppConfig) -> str:
     """``mlflow.tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else ``file:`` ``<lakehouse>/mlruns``."""
     if cfg.mlflow.tracking_uri:
@@ -113,9 +116,13 @@ def _log_model(client: Any, mlflow: Any, uri: str, run_id: str, model_path: str 
         except ImportError as e:  # mlflow-skinny: mlflow.spark needs the full package
             log.info("mlflow.spark is not available (%s); logging the saved model directory instead", e)
         else:
-            previous = mlflow.get_tracking_uri()
+            # mlflow.set_tracking_uri also writes $MLFLOW_TRACKING_URI (and the registry's variable): restore the
+            # environment as it was, or the next run in this process would read the default store as the user's.
+            saved = {k: os.environ.get(k) for k in _MLFLOW_URI_VARS}
+            previous, previous_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
             try:
                 mlflow.set_tracking_uri(uri)
+                mlflow.set_registry_uri(uri)
                 with mlflow.start_run(run_id=run_id):
                     mlflow_spark.log_model(spark_model, "model")
                 return "mlflow.spark"
@@ -124,6 +131,12 @@ def _log_model(client: Any, mlflow: Any, uri: str, run_id: str, model_path: str 
                             str(e).splitlines()[0] if str(e) else type(e).__name__)
             finally:
                 mlflow.set_tracking_uri(previous)
+                mlflow.set_registry_uri(previous_registry)
+                for k, v in saved.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
     if model_path is None:
         return "none"
     local = local_path(model_path)
@@ -157,7 +170,8 @@ def log_train_run(cfg: AppConfig, result: dict[str, Any], model_path: str | None
     run_id = str(result.get("run_id", ""))
     t = cfg.train
     with _file_store_allowed(uri):
-        client = MlflowClient(tracking_uri=uri)
+        # The registry lives with the runs: MLflow 3's default registry is a sqlite file a file store cannot serve.
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         mlflow_run_id: str | None = None
         try:
             exp_id = _experiment_id(client, cfg.mlflow.experiment)
