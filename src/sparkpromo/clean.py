@@ -1019,7 +1019,9 @@ def incremental_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.
     cached: list[DataFrame] = []
 
     def keep(df: DataFrame) -> DataFrame:
-        cached.append(df.persist(StorageLevel.MEMORY_AND_DISK))
+        # Computed now and cut from its lineage: each frame here builds on the ones before, and with their whole
+        # plans inlined the last merges planned trees of ~10^6 nodes (a 2 GiB driver ran out of heap).
+        cached.append(df.localCheckpoint(eager=True))
         return cached[-1]
 
     forgotten = forgotten_set(spark, cfg)

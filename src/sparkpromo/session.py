@@ -181,6 +181,9 @@ def local_settings(cfg: AppConfig) -> dict[str, str]:
         "spark.sql.catalog.spark_catalog": DELTA_CATALOG,
         "spark.ui.showConsoleProgress": "false",
         "spark.ui.enabled": "false",
+        # With no UI to show them, the SQL listener still kept the plan graphs and metrics of the last 1000 queries:
+        # hundreds of MB in a long-lived session (the test suite, a notebook).
+        "spark.sql.ui.retainedExecutions": "50",
         **RUNTIME_DEFAULTS,
         **LOCAL_JVM,
         "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={LOG4J2_PROPERTIES} "
