@@ -15,6 +15,7 @@ from pyspark.sql import functions as F
 
 from sparkpromo import columns as C
 from sparkpromo import io
+from sparkpromo.config import AppConfig
 from sparkpromo.pipeline import RunContext, _pins, manifest_versions, run_stage
 from tests.conftest import make_config
 from tests.measure import record
@@ -38,10 +39,26 @@ def write_landing(root: Path) -> None:
                                                        "p1,toys,b,7,2\n")
 
 
+# One campaign open to every consenting user, so that recommend writes offers.
+EVERYONE = {"id": "everyone", "name": "Everyone", "type": "generic", "valid_from": "2020-01-01",
+            "valid_to": "2099-12-31", "priority": 10, "top_k": 2,
+            "audience": {"all": [{"field": "purchases", "op": "ge", "value": 0}]},
+            "offer": {"discount_pct": 5, "coupon_template": "", "text": ""}}
+
+
+def reads(spark: SparkSession, cfg: AppConfig, run_id: str, stage: str) -> dict[str, int]:
+    """The table versions the stage's run ``run_id`` read and wrote, as the run manifest records them (one row per
+    run id and stage)."""
+    row = io.read(spark, cfg.table("metrics", "stages")).where(
+        (F.col(C.RUN_ID) == run_id) & (F.col("stage") == stage)).first()
+    assert row is not None, f"no {stage} row for {run_id}"
+    return json.loads(row["io_versions"])
+
+
 def test_a_crashed_clean_is_invisible_downstream_until_its_rerun_succeeds(
         spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_landing(tmp_path)
-    cfg = make_config(tmp_path)
+    cfg = make_config(tmp_path, campaigns=[EVERYONE])
     r1, r2 = RunContext("r1", DAY), RunContext("r2", DAY)
     for name in ("ingest", "clean", "features"):
         run_stage(name, spark, cfg, r1)
@@ -66,7 +83,7 @@ def test_a_crashed_clean_is_invisible_downstream_until_its_rerun_succeeds(
     assert io.read(spark, silver_uri).count() == good_events + 6
     assert io.version(spark, quarantine_uri) == quarantine_before  # ... next to the old quarantine
 
-    # Features (a real run) and recommend (what it would read) see the silver of the last successful clean.
+    # Features and recommend (real runs) see the silver of the last successful clean.
     assert _pins(spark, cfg, "recommend")[silver_uri] == good_silver
     assert _pins(spark, cfg, "features")[silver_uri] == good_silver
     run_stage("features", spark, cfg, r2)
@@ -76,6 +93,11 @@ def test_a_crashed_clean_is_invisible_downstream_until_its_rerun_succeeds(
         assert io.read(spark, silver_uri).count() == good_events
         assert io.version(spark, silver_uri) == good_silver
     assert io.read(spark, silver_uri).count() == good_events + 6  # unpinned, the partial version is the latest
+    run_stage("recommend", spark, cfg, r2)
+    assert reads(spark, cfg, "r2", "features")["silver.events"] == good_silver
+    assert reads(spark, cfg, "r2", "recommend")["silver.events"] == good_silver
+    recs = io.read(spark, cfg.table("gold", "recommendations"))
+    assert recs.where(F.col(C.RUN_ID) == "r2").count() > 0
 
     # The rerun completes and balances (clean raises otherwise), and moves the manifest: now features sees it.
     result = run_stage("clean", spark, cfg, r2)
@@ -87,10 +109,9 @@ def test_a_crashed_clean_is_invisible_downstream_until_its_rerun_succeeds(
     assert manifest_versions(spark, cfg)[silver_uri] == io.version(spark, silver_uri)
     assert io.version(spark, quarantine_uri) == (quarantine_before or 0) + 1
     run_stage("features", spark, cfg, r2, force=True)
-    read = json.loads(io.read(spark, cfg.table("metrics", "stages")).where(
-        (F.col(C.RUN_ID) == "r2") & (F.col("stage") == "features")).first()["io_versions"])
-    assert read["silver.events"] == io.version(spark, silver_uri) > half
+    assert reads(spark, cfg, "r2", "features")["silver.events"] == io.version(spark, silver_uri) > half
     record("atomicity", "clean killed after its silver.events commit (before quarantine, metrics), then "
            "features + recommend's reads, then clean rerun", bronze,
-           f"features read silver v{good_silver} (not v{half}): gold.user_features equal (chispa); rerun: silver "
+           f"features and recommend (real runs) read silver v{good_silver} (not v{half}): gold.user_features equal "
+           f"(chispa), {recs.count()} offers; rerun: silver "
            f"{result['events.silver_rows']} rows, balanced, manifest -> v{io.version(spark, silver_uri)}", "pass")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,6 +24,7 @@ from sparkpromo.config import (
     SOURCE_KINDS,
     SPLITS,
     USER_RULE_FIELDS,
+    AppConfig,
     CleanConfig,
     ConfigError,
     FeaturesConfig,
@@ -341,3 +343,27 @@ def test_measure_errors_name_the_key(tmp_path: Path) -> None:
         tmp_path, "generate:\n  response_uplift: {raffle: 0.1}\n")
     assert "generate.response_base_rate: must be in [0, 1)" in error_of(
         tmp_path, "generate:\n  response_base_rate: 1.5\n")
+
+
+def test_log_retention_must_be_positive_and_becomes_the_sessions_table_default(tmp_path: Path) -> None:
+    from sparkpromo.session import session_settings
+
+    assert "privacy.log_retention_days: must be > 0" in error_of(tmp_path, "privacy: {log_retention_days: 0}\n")
+    cfg = load_config("local", CONF_DIR, [write(tmp_path, "privacy: {log_retention_days: 7}\n")])
+    assert session_settings(cfg)["spark.databricks.delta.properties.defaults.logRetentionDuration"] == \
+        "interval 7 days"
+
+
+def test_log_retention_is_no_rule_so_changing_it_does_not_rebuild_silver(tmp_path: Path) -> None:
+    from sparkpromo.clean import settings_fingerprint
+    from sparkpromo.pipeline import stage_fingerprint
+
+    def config_fingerprint(cfg: AppConfig, stage: str) -> object:
+        return stage_fingerprint(cfg, stage, dt.date(2026, 11, 1))["config"]
+
+    base = load_config("local", CONF_DIR)
+    longer = load_config("local", CONF_DIR, [write(tmp_path, "privacy: {log_retention_days: 90}\n")])
+    masked = load_config("local", CONF_DIR, [write(tmp_path, "privacy: {personal_columns: [email]}\n", "m.yaml")])
+    assert settings_fingerprint(longer) == settings_fingerprint(base) != settings_fingerprint(masked)
+    assert config_fingerprint(longer, "clean") == config_fingerprint(base, "clean") != \
+        config_fingerprint(masked, "clean")

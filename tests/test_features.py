@@ -179,7 +179,8 @@ def test_index_interactions(spark: SparkSession) -> None:
 
 
 def test_run_features_end_to_end_and_rerun(spark: SparkSession, tmp_path: Path,
-                                           shop: tuple[DataFrame, DataFrame, DataFrame]) -> None:
+                                           shop: tuple[DataFrame, DataFrame, DataFrame],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
     events, users, items = shop
     cfg = make_config(tmp_path)
     io.overwrite(events, cfg.table("silver", "events"))
@@ -202,6 +203,17 @@ def test_run_features_end_to_end_and_rerun(spark: SparkSession, tmp_path: Path,
     inter = io.read(spark, cfg.table("gold", "interactions"))
     assert inter.schema.simpleString() == schemas.INTERACTIONS.simpleString()
     assert inter.where(F.col(C.USER_IDX) == 3).count() == 1
+
+    # An id the map lacks when interactions are indexed (another run's append lost, say) fails the run before its
+    # first gold write: every gold table keeps the version the last good run left.
+    io.append(events_df(spark, [("e11", "u9", "i9", C.VIEW, "2024-01-14 10:00", None, None, None, None)]),
+              cfg.table("silver", "events"))
+    gold = [cfg.table("gold", t) for t in ("interactions", "user_features", "item_features", "id_map")]
+    versions = [io.version(spark, uri) for uri in gold]
+    monkeypatch.setattr(FT, "extend_id_map", lambda existing, ids, kind: existing.limit(0))
+    with pytest.raises(FT.FeatureError, match=r"1 interaction\(s\) unmapped .*nothing was written to gold"):
+        FT.run_features(spark, cfg, "r3", as_of=AS_OF)
+    assert [io.version(spark, uri) for uri in gold] == versions
 
 
 def test_sorted_positions_are_consecutive_across_ranges(spark: SparkSession) -> None:

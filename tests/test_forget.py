@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 from sparkpromo import columns as C
 from sparkpromo import io
 from sparkpromo.clean import run_clean
-from sparkpromo.forget import ID_HASH, forget_user, forgotten_uri
+from sparkpromo.forget import ID_HASH, LOG_RETENTION, forget_user, forgotten_uri
 from sparkpromo.ingest import run_ingest
 from sparkpromo.privacy import pseudonym
 from tests.conftest import make_config
@@ -81,6 +81,12 @@ def test_forget_erases_user_everywhere(spark: SparkSession, tmp_path: Path, monk
     lake = Path(cfg.lakehouse)
     before = all_strings_in_parquet_files(spark, lake)
     assert any(GONE in v for v in before)
+    # Every table this session created states its log retention; gold/recommendations plays a table from an
+    # earlier version, without it and without the statistics columns.
+    old_table = cfg.table("gold", "recommendations")
+    assert properties(spark, cfg.table("silver", "events"))[LOG_RETENTION] == "interval 30 days"
+    spark.sql(f"ALTER TABLE delta.`{old_table}` UNSET TBLPROPERTIES ('{LOG_RETENTION}', '{io.STATS_COLUMNS}')")
+    assert not {LOG_RETENTION, io.STATS_COLUMNS} & set(properties(spark, old_table))
 
     with caplog.at_level(logging.INFO, logger="sparkpromo.forget"):
         deleted = forget_user(spark, cfg, GONE)
@@ -107,6 +113,10 @@ def test_forget_erases_user_everywhere(spark: SparkSession, tmp_path: Path, monk
     assert logs and not [str(f) for f in logs if token(GONE).search(f.read_bytes().decode("latin-1"))]
     forgotten = io.read(spark, forgotten_uri(cfg)).collect()
     assert [r[ID_HASH] for r in forgotten] == [pseudonym(GONE, KEY.encode())]
+    # The older table now bounds what its log keeps, like the others.
+    props = properties(spark, old_table)
+    assert props[LOG_RETENTION] == "interval 30 days"
+    assert C.USER_ID not in props[io.STATS_COLUMNS].split(",")
 
     # The same landing files sent again under new names: ingest drops the forgotten user's rows, clean sees none.
     for src, dst in (("events/e.csv", "events/e-resent.csv"), ("users/u.jsonl", "users/u-resent.jsonl")):
@@ -125,6 +135,10 @@ def test_forget_erases_user_everywhere(spark: SparkSession, tmp_path: Path, monk
     record("erasure", "forget, then the same landing files re-sent under new names (ingest + clean)", 6,
            f"ingest dropped {again['events_forgotten']} event + {again['users_forgotten']} user rows of the "
            f"forgotten id; 0 in bronze, silver, quarantine; 0 of {len(logs)} _delta_log files hold the id", "pass")
+
+
+def properties(spark: SparkSession, uri: str) -> dict[str, str]:
+    return {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES delta.`{uri}`").collect()}
 
 
 def token(user_id: str) -> re.Pattern[str]:

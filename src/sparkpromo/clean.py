@@ -35,7 +35,7 @@ from pyspark.util import inheritable_thread_target
 
 from sparkpromo import columns as C
 from sparkpromo import io
-from sparkpromo.config import AppConfig, FileSource
+from sparkpromo.config import CLEAN_PRIVACY_KEYS, AppConfig, FileSource
 from sparkpromo.frame import Transform
 from sparkpromo.ingest import CORRUPT, METADATA_COLUMNS, mappable
 
@@ -836,7 +836,8 @@ class CleanState:
 
 def settings_fingerprint(cfg: AppConfig) -> str:
     """The settings that decide a row's outcome; a change between runs makes the next clean a full refresh."""
-    blob = json.dumps(_plain({"sources": cfg.sources, "clean": cfg.clean, "privacy": cfg.privacy}), sort_keys=True,
+    privacy = {k: _plain(getattr(cfg.privacy, k)) for k in CLEAN_PRIVACY_KEYS}
+    blob = json.dumps(_plain({"sources": cfg.sources, "clean": cfg.clean, "privacy": privacy}), sort_keys=True,
                       default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 

@@ -174,10 +174,18 @@ class PrivacyConfig:
     # Source columns (canonical or as the source names them) kept out of quarantine payloads: the rejected row is
     # stored without them, and an unparsable line has their values masked.
     personal_columns: tuple[str, ...] = ("birth_date", "email", "phone", "name", "address")
+    # delta.logRetentionDuration of every lakehouse table: how long a commit file (and the statistics of a table
+    # created before ids were kept out of them) outlives a `forget`. Train's incumbent gate time-travels to the
+    # version its model was fitted on, so this bounds how old an incumbent can be re-scored too.
+    log_retention_days: int = 30
 
     def consent_default(self) -> bool | None:
         """The stated consent for users without a consent column (None: not stated)."""
         return {"granted": True, "denied": False}.get(self.consent_without_users)
+
+
+# The privacy settings a clean's outcome depends on (the log retention is a table property, not a rule).
+CLEAN_PRIVACY_KEYS = ("pseudonymise", "key_env", "consent_without_users", "personal_columns")
 
 
 @dataclass(frozen=True)
@@ -672,6 +680,7 @@ def _validate(cfg: AppConfig, where: _Where) -> None:
         # Named after the file that dropped the users source: that is where the statement belongs.
         raise ConfigError(f"{where.file_of('sources.users')}: privacy.consent_without_users: there is no users "
                           "source, so say whether these users consented to marketing: granted or denied")
+    need(cfg.privacy.log_retention_days > 0, "privacy.log_retention_days", "must be > 0")
     need(bool(_ENV_NAME_RE.fullmatch(cfg.privacy.key_env)), "privacy.key_env",
          "must be the name of an environment variable holding the key (letters, digits, _), not the key itself")
     c = cfg.clean

@@ -502,14 +502,15 @@ def run_features(spark: SparkSession, cfg: AppConfig, run_id: str, as_of: dt.dat
         new_rows.unpersist()
         id_map = io.read(spark, map_uri) if io.is_delta(spark, map_uri) else existing
 
-        indexed = index_interactions(raw, id_map)
-        io.overwrite(indexed, cfg.table("gold", "interactions"), name="gold.interactions")
-        raw_count = raw.count()
-        raw.unpersist()
-        n_inter = _rows_written(spark, cfg.table("gold", "interactions"))
+        # Checked before the first gold write: a failed check leaves every gold table as the last run left it.
+        indexed = index_interactions(raw, id_map).persist()
+        n_inter, raw_count = indexed.count(), raw.count()
         if n_inter != raw_count:
-            raise FeatureError(f"id map is missing ids: {raw_count - n_inter} interactions unmapped "
-                               "(a concurrent features run?); rerun features")
+            raise FeatureError(f"id map is missing ids: {raw_count - n_inter} interaction(s) unmapped "
+                               "(a concurrent features run?); nothing was written to gold; rerun features")
+        io.overwrite(indexed, cfg.table("gold", "interactions"), name="gold.interactions")
+        indexed.unpersist()
+        raw.unpersist()
         io.overwrite(user_features(events, users, items, as_of, f.session_gap_minutes,
                                    consent_without_users=cfg.privacy.consent_default() is True),
                      cfg.table("gold", "user_features"), name="gold.user_features")

@@ -12,8 +12,11 @@ What holds an id, and how each is reached:
   without the id columns (``user_id``, ``original_id``, the quarantine ``payload``, ``_corrupt_record``; bronze keeps
   statistics of its ingestion metadata only), so no commit or checkpoint of a table created by this version holds
   an id. A table created by an earlier version gets the property here; its older commit files keep their statistics
-  until Delta's log cleanup deletes them, which happens at a checkpoint once they are older than
-  ``delta.logRetentionDuration`` (30 days unless set).
+  until Delta's log cleanup deletes them, which happens at the first log checkpoint (every
+  ``delta.checkpointInterval`` = 10 commits) after they are older than ``delta.logRetentionDuration``. Every
+  table states that retention (``privacy.log_retention_days``, 30 days by default): the session sets it as the
+  default of the tables it creates, and ``forget`` sets it on an older table that lacks it. Delta has no public
+  API that forces a checkpoint or a log cleanup, so that bound, not an immediate rewrite, is the promise.
 - **Later loads.** Each forgotten id is recorded in ``privacy/forgotten`` as its HMAC-SHA256 under the privacy key
   (``privacy.key_env``), never as text; ingest and clean drop the rows of those ids (:func:`without_forgotten`), so
   re-sent or re-ingested landing files bring none back. The key is required by ``forget`` and, once that table
@@ -43,12 +46,14 @@ from sparkpromo import io
 from sparkpromo.config import AppConfig, join_uri, local_path
 from sparkpromo.frame import Transform
 from sparkpromo.privacy import PAD_IN, PAD_OUT, hmac_key, hmac_sha256, keyed_hash, with_pads
+from sparkpromo.session import log_retention
 
 log = logging.getLogger(__name__)
 
 USER_TABLES = (("silver", "users"), ("silver", "events"), ("gold", "user_features"), ("gold", "recommendations"),
                ("recommendations", ""))
 FORGOTTEN = ("privacy", "forgotten")
+LOG_RETENTION = "delta.logRetentionDuration"
 ID_HASH = "id_hash"
 FORGOTTEN_AT = "forgotten_at"
 FORGOTTEN_SCHEMA = f"{ID_HASH} string, {FORGOTTEN_AT} timestamp"
@@ -227,7 +232,7 @@ def forget_users(spark: SparkSession, cfg: AppConfig, user_ids: Sequence[str]) -
                 deleted[uri] = _merge_delete(spark, uri, ids, cond)
                 touched.append(uri)
                 log.info("forget: %s: %d row(s) deleted", _short(cfg, uri), deleted[uri])
-        purge(spark, touched, lambda uri: log.info("forget: %s: purged", _short(cfg, uri)))
+        purge(spark, touched, log_retention(cfg), lambda uri: log.info("forget: %s: purged", _short(cfg, uri)))
         record_manifest(spark, cfg, touched, time.perf_counter() - t0, {"forgotten_ids": wanted,
                                                                         "deleted_rows": sum(deleted.values())})
     finally:
@@ -266,15 +271,23 @@ def _merge_delete(spark: SparkSession, uri: str, ids: DataFrame, cond: Column) -
     return int((last["operationMetrics"] or {}).get("numTargetRowsDeleted", 0))
 
 
-def _keep_ids_out_of_statistics(spark: SparkSession, uri: str) -> None:
-    """A table created before the statistics columns were set: set them now (new files only; see module doc)."""
+def _bound_what_the_log_keeps(spark: SparkSession, uri: str, retention: str) -> None:
+    """A table created by an earlier version: keep ids out of its statistics from now on (new files only) and state
+    its log retention, which bounds how long its older commits keep theirs (see module doc). A retention someone
+    set on the table stays."""
     props = {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES delta.`{uri}`").collect()}
-    if io.STATS_COLUMNS in props or props.get("delta.dataSkippingNumIndexedCols") == "0":
-        return
-    wanted = ({io.STATS_COLUMNS: io.BRONZE_STATS_COLUMNS} if "/bronze/" in uri
-              else io.stats_properties(io.read(spark, uri)))
-    pairs = ", ".join(f"'{k}' = '{v}'" for k, v in wanted.items())
-    spark.sql(f"ALTER TABLE delta.`{uri}` SET TBLPROPERTIES ({pairs})")
+    wanted: dict[str, str] = {}
+    if io.STATS_COLUMNS not in props and props.get("delta.dataSkippingNumIndexedCols") != "0":
+        # Delta keeps no statistics of partition columns, and refuses them in the list.
+        detail = DeltaTable.forPath(spark, uri).detail().select("partitionColumns").first()
+        partitions = frozenset(detail[0] if detail and detail[0] else ())
+        wanted.update({io.STATS_COLUMNS: io.BRONZE_STATS_COLUMNS} if "/bronze/" in uri
+                      else io.stats_properties(io.read(spark, uri), io.ID_COLUMNS | partitions))
+    if LOG_RETENTION not in props:
+        wanted[LOG_RETENTION] = retention
+    if wanted:
+        pairs = ", ".join(f"'{k}' = '{v}'" for k, v in wanted.items())
+        spark.sql(f"ALTER TABLE delta.`{uri}` SET TBLPROPERTIES ({pairs})")
 
 
 def _short(cfg: AppConfig, uri: str) -> str:
@@ -283,7 +296,8 @@ def _short(cfg: AppConfig, uri: str) -> str:
     return uri[len(base):] if uri.startswith(base) else uri
 
 
-def purge(spark: SparkSession, uris: list[str], done: Callable[[str], None] | None = None) -> None:
+def purge(spark: SparkSession, uris: list[str], retention: str,
+          done: Callable[[str], None] | None = None) -> None:
     """Rewrite files with deletion vectors, then drop every unreferenced file at once (see module docstring).
     ``done`` is called with each table's URI once it is purged (progress for a long erasure)."""
     key = "spark.databricks.delta.retentionDurationCheck.enabled"
@@ -293,7 +307,7 @@ def purge(spark: SparkSession, uris: list[str], done: Callable[[str], None] | No
         for uri in dict.fromkeys(uris):
             if "`" in uri or "'" in uri:
                 raise ValueError(f"table path with a backtick or quote is not supported: {uri}")
-            _keep_ids_out_of_statistics(spark, uri)
+            _bound_what_the_log_keeps(spark, uri, retention)
             spark.sql(f"REORG TABLE delta.`{uri}` APPLY (PURGE)")
             DeltaTable.forPath(spark, uri).vacuum(0)
             if done is not None:

@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 import sparkpromo
 from sparkpromo import columns as C
 from sparkpromo import io
-from sparkpromo.config import AppConfig, check_path_id, local_path
+from sparkpromo.config import CLEAN_PRIVACY_KEYS, AppConfig, check_path_id, local_path
 from sparkpromo.logs import stage
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ STAGE_IO: dict[str, tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ..
 # whose input recommendations then moved) and no other stage. Ingest has no entry: it never skips, and it loads
 # only files bronze does not hold yet, whatever the configuration says.
 STAGE_CONFIG: dict[str, tuple[str, ...]] = {
-    "clean": ("sources", "clean", "privacy"),
+    "clean": ("sources", "clean", *(f"privacy.{k}" for k in CLEAN_PRIVACY_KEYS)),
     "features": ("features", "sources.kind", "privacy.consent_without_users"),
     # shuffle_partitions bounds the ALS blocks; mlflow says where the run is logged
     "train": ("train", "spark.shuffle_partitions", "recommend.repeatable_categories", "mlflow"),

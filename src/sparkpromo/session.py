@@ -202,7 +202,17 @@ def session_settings(cfg: AppConfig) -> dict[str, str]:
         "spark.sql.shuffle.partitions": str(cfg.spark.shuffle_partitions),
         # Delta's retention check stays on; `forget` overrides it explicitly where it must purge.
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
+        # Every table this session creates states its log retention (see privacy.log_retention_days).
+        f"{DELTA_TABLE_DEFAULTS}logRetentionDuration": log_retention(cfg),
     }
+
+
+DELTA_TABLE_DEFAULTS = "spark.databricks.delta.properties.defaults."
+
+
+def log_retention(cfg: AppConfig) -> str:
+    """The ``delta.logRetentionDuration`` value for ``privacy.log_retention_days``."""
+    return f"interval {cfg.privacy.log_retention_days} days"
 
 
 def add_redaction(spark: SparkSession, pattern: str) -> None:
