@@ -24,7 +24,7 @@ def test_a_run_prints_no_window_warning_and_no_ivy_lines(spark: SparkSession, tm
     env.pop("SPARKPROMO_LAKEHOUSE", None)
     env.pop("SPARKPROMO_LANDING", None)
     res = subprocess.run([sys.executable, "-m", "sparkpromo.cli", "run", "--sample", "--events", "1000",
-                          "--stages", "ingest,clean,features", "--conf-dir", str(CONF_DIR),
+                          "--stages", "ingest,clean,features,train", "--conf-dir", str(CONF_DIR),
                           "--set", "spark.master=local[2]", "--set", "spark.shuffle_partitions=2",
                           "--run-date", "2026-11-29"],
                          cwd=tmp_path, capture_output=True, text=True, env=env, timeout=900)
@@ -32,5 +32,5 @@ def test_a_run_prints_no_window_warning_and_no_ivy_lines(spark: SparkSession, tm
     err = res.stderr
     assert "WindowExec" not in err and "No Partition Defined" not in err
     assert not [line for line in err.splitlines() if any(m in line for m in IVY_MARKERS)], err[:3000]
-    for name in ("ingest", "clean", "features"):
+    for name in ("ingest", "clean", "features", "train"):
         assert err.count(f"stage={name} status=start") == 1, err

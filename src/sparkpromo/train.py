@@ -30,6 +30,7 @@ Flow of :func:`run_train`:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -52,7 +53,7 @@ from sparkpromo import evaluate as E
 from sparkpromo import io
 from sparkpromo import recommend as R
 from sparkpromo.config import AppConfig, GridConfig, TrainConfig, join_uri
-from sparkpromo.logs import spark_progress, stage
+from sparkpromo.logs import spark_progress
 from sparkpromo.session import default_parallelism, is_connect
 
 log = logging.getLogger(__name__)
@@ -469,7 +470,8 @@ def run_train(spark: SparkSession, cfg: AppConfig, run_id: str) -> dict[str, Any
     t = cfg.train
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    with stage("train", run_id=run_id) as counts:
+    # run_stage logs the stage's start and end; a second pair here was noise.
+    with contextlib.nullcontext({"run_id": run_id}) as counts:
         # ALS blocks scale with the cores actually there, not with the shuffle width (64 blocks on 4k rows is all
         # overhead): one block per core, never more than the shuffle partitions.
         blocks = max(1, min(cfg.spark.shuffle_partitions, default_parallelism(spark, cfg.spark.shuffle_partitions)))
