@@ -49,10 +49,21 @@ def spark_root() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def spark(spark_root: Path) -> Iterator[SparkSession]:
-    cfg = make_config(spark_root)
+    # One JVM serves the whole suite (500+ tests, end-to-end runs among them): the local environment's 4g, as
+    # conf/local.yaml gives a laptop run. With 2g it died of GC overhead near the end of the suite.
+    cfg = make_config(spark_root, spark={"master": "local[2]", "shuffle_partitions": 2, "driver_memory": "4g"})
     session = build_session(cfg, app_name="sparkpromo-tests")
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _drop_cached_frames() -> Iterator[None]:
+    """Drop what a module left cached, so that cached blocks and their plans do not pile up over the suite."""
+    yield
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        active.catalog.clearCache()
 
 
 @pytest.fixture
