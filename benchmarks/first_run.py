@@ -1,6 +1,9 @@
 """First run, side by side in one script: ``sparkpromo run --sample`` end to end (a fresh process, from launch to
 exit, on a fresh lakehouse) over its floor, a fresh process that starts the same Spark session and makes one Delta
 write. Both run with the same master; the ratio is what a new user waits beyond what any Spark + Delta program pays.
+Then ``sparkpromo explain --user <id>`` on the lakehouse the run left (a fresh process too) over the same floor: a
+quick answer costs little more than starting Spark. The run's own ``stage=... elapsed_s=`` lines give each stage's
+share of the run.
 
     python benchmarks/first_run.py [--events 20000] [--repeats 1] [--json]
 """
@@ -10,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -32,25 +36,40 @@ spark.stop()
 """
 
 
-def timed(cmd: list[str], env: dict[str, str], cwd: Path) -> float:
+STAGE_END = re.compile(r"stage=(\w+) status=end .*elapsed_s=([0-9.]+)")
+EXPLAIN_USER = "u000123"  # the id of `sparkpromo explain --help`
+
+
+def timed(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, subprocess.CompletedProcess[str]]:
     t = time.perf_counter()
     done = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - t
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:4])} failed ({done.returncode}): {done.stderr[-2000:]}")
-    return wall
+    return wall, done
+
+
+def stage_seconds(stderr: str) -> dict[str, float]:
+    """``stage -> elapsed_s`` from a run's stage end lines (the pipeline stages, not their sub-steps)."""
+    return {m[1]: float(m[2]) for m in STAGE_END.finditer(stderr)}
 
 
 def measure(events: int, master: str) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     with tempfile.TemporaryDirectory(prefix="sparkpromo-first-run-") as tmp:
-        floor = timed([sys.executable, "-c", FLOOR_SCRIPT, f"{tmp}/floor", master], env, ROOT)
+        floor, _ = timed([sys.executable, "-c", FLOOR_SCRIPT, f"{tmp}/floor", master], env, ROOT)
         work = Path(tmp) / "work"
         work.mkdir()
         env.update(SPARKPROMO_LAKEHOUSE=str(work / "lakehouse"), SPARKPROMO_LANDING=str(work / "landing"))
-        run = timed([sys.executable, "-m", "sparkpromo.cli", "run", "--sample", "--events", str(events),
-                     "--conf-dir", str(ROOT / "conf"), "--set", f"spark.master={master}"], env, work)
-    return {"floor_s": round(floor, 1), "run_sample_s": round(run, 1), "ratio": round(run / floor, 2)}
+        cli = [sys.executable, "-m", "sparkpromo.cli"]
+        conf = ["--conf-dir", str(ROOT / "conf"), "--set", f"spark.master={master}"]
+        run, done = timed([*cli, "run", "--sample", "--events", str(events), *conf], env, work)
+        explain, answer = timed([*cli, "explain", "--user", EXPLAIN_USER, "--json", *conf], env, work)
+    offers = json.loads(answer.stdout.strip().splitlines()[-1])["offers"]
+    return {"floor_s": round(floor, 1), "run_sample_s": round(run, 1), "ratio": round(run / floor, 2),
+            "explain_s": round(explain, 1), "explain_ratio": round(explain / floor, 2),
+            "explain_offers": len(offers),
+            "stages_s": stage_seconds(done.stderr)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result))
     else:
         print(f"run --sample ({args.events} events): {best['run_sample_s']} s; floor (session + one Delta write): "
-              f"{best['floor_s']} s; ratio {best['ratio']}")
+              f"{best['floor_s']} s; ratio {best['ratio']}; explain --user {EXPLAIN_USER}: {best['explain_s']} s, "
+              f"ratio {best['explain_ratio']}; stages: {best['stages_s']}")
     return 0
 
 
