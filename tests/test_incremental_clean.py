@@ -149,3 +149,34 @@ def test_a_clean_with_no_new_bronze_rows_changes_no_table_version(spark: SparkSe
     assert [io.version(spark, u) for u in uris] == versions
     assert again["mode"] == "unchanged" and again["events.run_bronze_rows"] == 0
     assert again["events.silver_rows"] == second["events.silver_rows"] != first["events.silver_rows"]
+
+
+def test_a_birthday_between_two_runs_moves_the_age_band_as_a_rebuild_does(spark: SparkSession,
+                                                                           tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    teen = ("u9", "2026-01-01", "2008-11-12", "DE", "true")  # 17 on NOW, 18 two days later
+    batch = {"users": [user("u1"), teen], "items": [item("p1")], "events": [ev("e1", "u1", "p1", 1)]}
+    io.append(bronze(spark, "users", batch["users"], 0), cfg.table("bronze", "users"))
+    io.append(bronze(spark, "items", batch["items"], 0), cfg.table("bronze", "items"))
+    io.append(bronze(spark, "events", batch["events"], 0), cfg.table("bronze", "events"))
+    clean.run_clean(spark, cfg, "r0", NOW)
+    bands = {r[C.USER_ID]: r[C.AGE_BAND] for r in io.read(spark, cfg.table("silver", "users")).collect()}
+    assert bands["u9"] == "<18"
+
+    later = NOW + dt.timedelta(days=3)
+    # No new row at all: still not "unchanged", the band moved.
+    moved = clean.run_clean(spark, cfg, "r1", later)
+    assert moved["mode"] == "incremental"
+    bands = {r[C.USER_ID]: r[C.AGE_BAND] for r in io.read(spark, cfg.table("silver", "users")).collect()}
+    assert bands["u9"] == "18-24"
+    assert clean.run_clean(spark, cfg, "r2", later)["mode"] == "unchanged"  # nobody else moved
+    # A new event on top: the incremental result equals a rebuild as of the later date.
+    io.append(bronze(spark, "events", [ev("e2", "u9", "p1", 9)], 1), cfg.table("bronze", "events"))
+    assert clean.run_clean(spark, cfg, "r3", later)["mode"] == "incremental"
+    incremental = clean.last_state(spark, cfg)
+    assert incremental is not None
+    clean.run_clean(spark, cfg, "full", later, full_refresh=True)
+    before, after = tables(spark, cfg, incremental.outputs), tables(spark, cfg)
+    for name in before:
+        assert_df_equality(before[name], after[name], ignore_row_order=True, ignore_nullable=True,
+                           ignore_column_order=True)

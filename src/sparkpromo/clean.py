@@ -499,6 +499,26 @@ def age_band(birth: Column, as_of: dt.date) -> Column:
             .when(years < 45, "35-44").when(years < 55, "45-54").when(years < 65, "55-64").otherwise("65+"))
 
 
+def band_changed(silver_users: DataFrame, as_of: dt.date) -> Transform:
+    """Canonical bronze users rows -> the ids (distinct) whose age band as of ``as_of`` is not the one
+    ``silver_users`` holds: a birthday has moved them to the next band since the clean that judged them."""
+    def step(canon: DataFrame) -> DataFrame:
+        born = canon.select(C.USER_ID, F.try_to_timestamp(F.col(C.BIRTH_DATE)).cast("date").alias(_BIRTH))
+        return (born.where(F.col(_BIRTH).isNotNull())
+                .join(silver_users.select(C.USER_ID, C.AGE_BAND), C.USER_ID)
+                .where(age_band(F.col(_BIRTH), as_of) != F.col(C.AGE_BAND)).select(C.USER_ID).distinct())
+    return step
+
+
+def age_band_movers(spark: SparkSession, cfg: AppConfig, now: dt.datetime, version: int | None = None) -> DataFrame:
+    """:func:`band_changed` over bronze users (at ``version``) and silver users: the users an incremental clean
+    as of ``now`` re-judges although no new row of theirs arrived, so that silver equals a rebuild as of ``now``."""
+    src = cfg.sources.users
+    assert src is not None
+    canon = io.read(spark, cfg.table("bronze", "users"), version=version).transform(canonicalise("users", src))
+    return canon.transform(band_changed(io.read(spark, cfg.table("silver", "users")), now.date()))
+
+
 def classify_users(max_len: int, exclude: Mapping[str, str] | None = None) -> Transform:
     def step(df: DataFrame) -> DataFrame:
         df = (df.withColumn(_SIGNUP, F.try_to_timestamp(F.col(C.SIGNUP_DATE)).cast("date"))
@@ -933,8 +953,9 @@ def run_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetime
                 for s in SOURCES}
     state = None if full_refresh else last_state(spark, cfg)
     reason = "--full-refresh" if full_refresh else full_refresh_reason(spark, cfg, state, versions)
-    if reason is None and state is not None and all(state.bronze.get(s) == versions[s] for s in SOURCES):
-        log.info("clean: no bronze rows since the last clean; nothing to write")
+    if reason is None and state is not None and all(state.bronze.get(s) == versions[s] for s in SOURCES) \
+            and (versions["users"] is None or age_band_movers(spark, cfg, now, versions["users"]).isEmpty()):
+        log.info("clean: no bronze rows since the last clean and no age band moved; nothing to write")
         return {**state.result, **{f"{s}.{k}": 0 for s in SOURCES if versions[s] is not None for k in RUN_KEYS},
                 "mode": "unchanged"}
     if reason is not None or state is None:
@@ -1011,9 +1032,10 @@ def incremental_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.
     quarantine hold for it, and only the differences are merged. Every check (the run's balance, reject shares,
     the totals) runs before the first write.
 
-    Rows outside the slices keep the outcome of the run that judged them; rules that read the run date
-    (``future_timestamp``, the users' age band) are therefore as of that run. With one run date, the result is
-    the one :func:`full_clean` gives for the same bronze.
+    The users slice also holds every user whose age band as of ``now`` is not the one silver holds
+    (:func:`age_band_movers`), so the band is as of this run for everyone. Other rows outside the slices keep the
+    outcome of the run that judged them: ``future_timestamp`` is as of that run. Apart from that rule, the result
+    is the one :func:`full_clean` gives for the same bronze as of ``now``.
     """
     from sparkpromo.forget import forgotten_set, without_forgotten
 
@@ -1098,7 +1120,8 @@ def incremental_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.
                                 quarantine_rows=sum(v for (t, _), v in q_stats.items() if t != "base"))
         return changes, counts
 
-    def dimension(source: str) -> tuple[SourceChanges, dict[str, int]]:
+    def dimension(source: str, movers: DataFrame | None) -> tuple[SourceChanges, dict[str, int]]:
+        """``movers``: ids to re-judge besides those of the new rows (users whose age band moved)."""
         src = getattr(cfg.sources, source)
         key, max_len = DIMENSION_KEYS[source], cfg.clean.max_string_length
         raw = bronze(source)
@@ -1106,7 +1129,8 @@ def incremental_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.
                                 silver_users(now.date(), users_consent(cfg, raw.columns)))
                                if source == "users" else (classify_items(max_len, src.exclude), silver_items))
         canon = raw.transform(canonicalise(source, src))
-        keys = keep(canon.where(F.col(NEW) & F.col(key).isNotNull()).select(key).distinct())
+        keys = canon.where(F.col(NEW) & F.col(key).isNotNull()).select(key)
+        keys = keep((keys if movers is None else keys.unionByName(movers)).distinct())
         emitted = keep(canon.transform(in_slice(keys, key, _IN)).where(F.col(NEW) | F.col(_IN))
                        .transform(mark_duplicates(key, True)).transform(classify))
         silver_table = io.read(spark, cfg.table("silver", source))
@@ -1157,10 +1181,12 @@ def incremental_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.
         for source, key in DIMENSION_KEYS.items():
             if versions.get(source) is None:
                 continue
-            if state.bronze.get(source) == versions[source]:  # nothing new: silver's ids are the known ones
+            movers = age_band_movers(spark, cfg, now, versions[source]) if source == "users" else None
+            if state.bronze.get(source) == versions[source] and (movers is None or movers.isEmpty()):
+                # nothing new, nobody to re-judge: silver's ids are the known ones
                 known[source] = io.read(spark, cfg.table("silver", source)).select(key)
                 continue
-            changes[source], counts[source] = dimension(source)
+            changes[source], counts[source] = dimension(source, movers)
             known[source] = changes[source].known
             if changes[source].changed is not None and not cast(DataFrame, changes[source].changed).isEmpty():
                 changed[source] = cast(DataFrame, changes[source].changed)

@@ -329,7 +329,13 @@ def append_files(spark: SparkSession, cfg: AppConfig, source: str, run_id: str, 
     if cfg.clean.allow_schema_evolution:
         w = w.option("mergeSchema", "true")
     w = io.creating(w, new, uri, {io.STATS_COLUMNS: io.BRONZE_STATS_COLUMNS})
+    before = io.version(spark, uri) if exists else None
     w.save(uri)
+    if before is not None and io.version(spark, uri) == before:
+        # Delta skipped the write: this batch's txnVersion is already committed (a retry after a crash between
+        # the append and the checkpoint's commit). Nothing new reached bronze.
+        log.info("bronze.%s: batch %d was appended before (a retry); nothing appended", source, txn[1])
+        return {f"{source}_rows": 0, f"{source}_files": 0, **dropped, **skipped}
     io.fault_point(f"after_write:bronze.{source}")
     log.info("bronze.%s: appended %d rows from %d new file(s) (batch %d)", source, rows, files, txn[1])
     return {f"{source}_rows": rows, f"{source}_files": files, **dropped, **skipped}
