@@ -514,7 +514,8 @@ def age_band_movers(spark: SparkSession, cfg: AppConfig, now: dt.datetime, versi
     """:func:`band_changed` over bronze users (at ``version``) and silver users: the users an incremental clean
     as of ``now`` re-judges although no new row of theirs arrived, so that silver equals a rebuild as of ``now``."""
     src = cfg.sources.users
-    assert src is not None
+    if src is None:
+        raise ValueError("age_band_movers needs a users source (sources.users)")
     canon = io.read(spark, cfg.table("bronze", "users"), version=version).transform(canonicalise("users", src))
     return canon.transform(band_changed(io.read(spark, cfg.table("silver", "users")), now.date()))
 
