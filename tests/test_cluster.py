@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -132,15 +133,24 @@ def standalone(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-unt
 def runs(standalone: StandaloneCluster, tmp_path_factory: pytest.TempPathFactory) -> Runs:
     work = tmp_path_factory.mktemp("runs")
 
-    lakehouse, landing = _dirs(work / "cluster")
+    c_lakehouse, c_landing = _dirs(work / "cluster")
     env = clean_env(SPARK_HOME=str(SPARK_HOME), SPARK_LOCAL_IP="127.0.0.1", SPARK_LOCAL_DIRS=str(work / "tmp"),
-                    SPARKPROMO_LAKEHOUSE=str(lakehouse), SPARKPROMO_LANDING=str(landing))
+                    SPARKPROMO_LAKEHOUSE=str(c_lakehouse), SPARKPROMO_LANDING=str(c_landing))
     env.pop("SPARKPROMO_WHEEL", None)  # let spark-submit.sh build and ship the wheel, as in production
-    cmd = [str(SUBMIT_SH), "--master", standalone.master_url, "--conf", "spark.executor.memory=768m",
-           "--conf", "spark.cores.max=2", *(a for c in SUBMIT_CONF for a in ("--conf", c)),
-           *_pipeline_args(), "--env", "cluster"]
-    result = run_command(cmd, env=env, cwd=ROOT, timeout_s=RUN_TIMEOUT_S)
-    cluster_run = Run(lakehouse, landing, result, _check(result, "cluster", standalone.log_dir, standalone))
+    c_cmd = [str(SUBMIT_SH), "--master", standalone.master_url, "--conf", "spark.executor.memory=768m",
+             "--conf", "spark.cores.max=2", *(a for c in SUBMIT_CONF for a in ("--conf", c)),
+             *_pipeline_args(), "--env", "cluster"]
+    l_lakehouse, l_landing = _dirs(work / "local")
+    l_env = clean_env(SPARK_LOCAL_IP="127.0.0.1", SPARKPROMO_LAKEHOUSE=str(l_lakehouse),
+                      SPARKPROMO_LANDING=str(l_landing))
+    l_cmd = [sys.executable, "-m", "sparkpromo.cli", *_pipeline_args(), "--env", "local",
+             "--set", "spark.master=local[2]"]
+    # The two runs share nothing (own lakehouse, landing, JVMs): run side by side, much of each is waiting.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        c_future = pool.submit(run_command, c_cmd, env=env, cwd=ROOT, timeout_s=RUN_TIMEOUT_S)
+        l_future = pool.submit(run_command, l_cmd, env=l_env, cwd=ROOT, timeout_s=RUN_TIMEOUT_S)
+        c_result, l_result = c_future.result(), l_future.result()
+    cluster_run = Run(c_lakehouse, c_landing, c_result, _check(c_result, "cluster", standalone.log_dir, standalone))
 
     # The master's record of the application (the only one on this private cluster; the session names it
     # "sparkpromo", overriding spark-submit's --name), and the executors each worker launched for it.
@@ -150,13 +160,7 @@ def runs(standalone: StandaloneCluster, tmp_path_factory: pytest.TempPathFactory
     executor_dirs = {i: sorted(p for p in (standalone.worker_dir(i) / apps[0]["id"]).glob("*") if p.is_dir())
                      for i in range(1, standalone.workers + 1)}
 
-    lakehouse, landing = _dirs(work / "local")
-    env = clean_env(SPARK_LOCAL_IP="127.0.0.1", SPARKPROMO_LAKEHOUSE=str(lakehouse),
-                    SPARKPROMO_LANDING=str(landing))
-    cmd = [sys.executable, "-m", "sparkpromo.cli", *_pipeline_args(), "--env", "local",
-           "--set", "spark.master=local[2]"]
-    result = run_command(cmd, env=env, cwd=ROOT, timeout_s=RUN_TIMEOUT_S)
-    local_run = Run(lakehouse, landing, result, _check(result, "local", standalone.log_dir))
+    local_run = Run(l_lakehouse, l_landing, l_result, _check(l_result, "local", standalone.log_dir))
     print(f"cluster run {cluster_run.result.seconds:.0f}s, local run {local_run.result.seconds:.0f}s")
     return Runs(cluster_run, local_run, apps[0], executor_dirs)
 

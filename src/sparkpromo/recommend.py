@@ -798,12 +798,10 @@ def campaign_frames(active: Sequence[Campaign], run_date: dt.date, users: DataFr
                           _union(eligible), _union(bundles), _union(excluded))  # type: ignore[arg-type]
 
 
-def recommendations(frames: CampaignFrames, active: Sequence[Campaign], run_date: dt.date, users: DataFrame,
-                    events: DataFrame, id_map: DataFrame, interactions: DataFrame, model: ALSModel | None,
-                    r: RecommendConfig) -> DataFrame:
-    """Ranked, capped, control-flagged recommendations with reasons (lazy), with the sources' raw ``score`` and
-    ``level``; :func:`recommendation_plan` adds the calibrated score, the offers and the run constants.
-    """
+def candidate_pool(frames: CampaignFrames, active: Sequence[Campaign], run_date: dt.date, users: DataFrame,
+                   events: DataFrame, id_map: DataFrame, model: ALSModel | None, r: RecommendConfig) -> DataFrame:
+    """Every campaign's candidates before any policy (lazy): ALS (or popularity) lists for the budget shortlist,
+    segment and global popularity fills, and bundle candidates, tagged with their source and level."""
     events = events.where(F.col(C.EVENT_DATE) <= F.lit(run_date))
     bundle_ids = [c.id for c in active if c.type == "bundle"]
     not_bundle = ~F.col(C.CAMPAIGN_ID).isin(*bundle_ids) if bundle_ids else F.lit(True)
@@ -827,8 +825,15 @@ def recommendations(frames: CampaignFrames, active: Sequence[Campaign], run_date
     if frames.bundle is not None:
         bundle = frames.bundle.select(C.CAMPAIGN_ID, C.USER_ID, C.ITEM_ID, C.SCORE, C.REASON)
         parts.append(_tag(audience.join(bundle, [C.CAMPAIGN_ID, C.USER_ID]), BUNDLE, 0, F.col(C.REASON)))
-    candidates = reduce(lambda a, b: a.unionByName(b), parts)
+    return reduce(lambda a, b: a.unionByName(b), parts)
 
+
+def ranked_offers(candidates: DataFrame, frames: CampaignFrames, active: Sequence[Campaign], run_date: dt.date,
+                  events: DataFrame, id_map: DataFrame, interactions: DataFrame, model: ALSModel | None,
+                  r: RecommendConfig) -> DataFrame:
+    """The policy over :func:`candidate_pool`'s candidates: eligible, unbought items ranked and capped per campaign,
+    the contact cap, budgets, the control flag and (for ALS) reasons (lazy)."""
+    events = events.where(F.col(C.EVENT_DATE) <= F.lit(run_date))
     purchases = events.where(F.col(C.EVENT_TYPE).isin(*C.CONSUMED_EVENT_TYPES)).select(C.USER_ID, C.ITEM_ID)
     priorities = {c.id: c.priority for c in active}
     recs = (candidates
@@ -841,6 +846,16 @@ def recommendations(frames: CampaignFrames, active: Sequence[Campaign], run_date
         recs = recs.transform(with_als_reasons(item_vectors(model, id_map),
                                                interactions.transform(user_history(id_map)), r.reasons))
     return recs
+
+
+def recommendations(frames: CampaignFrames, active: Sequence[Campaign], run_date: dt.date, users: DataFrame,
+                    events: DataFrame, id_map: DataFrame, interactions: DataFrame, model: ALSModel | None,
+                    r: RecommendConfig) -> DataFrame:
+    """Ranked, capped, control-flagged recommendations with reasons (lazy), with the sources' raw ``score`` and
+    ``level``; :func:`recommendation_plan` adds the calibrated score, the offers and the run constants.
+    """
+    candidates = candidate_pool(frames, active, run_date, users, events, id_map, model, r)
+    return ranked_offers(candidates, frames, active, run_date, events, id_map, interactions, model, r)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -881,7 +896,15 @@ def recommendation_plan(spark: SparkSession, cfg: AppConfig, active: Sequence[Ca
         frames = dataclasses.replace(frames, audience=keep(frames.audience),
                                      bundle=None if frames.bundle is None else keep(frames.bundle),
                                      excluded=None if frames.excluded is None else keep(frames.excluded))
-        recs = recommendations(frames, active, run_date, users, events, id_map, gold("interactions"), model, r)
+        # Computed once and cut from the plan: the policy's windows and joins over a plan that also held every
+        # candidate source gave adaptive execution one plan of ~160 stages to re-plan after each (BENCHMARKS.md).
+        t0 = time.perf_counter()
+        candidates = candidate_pool(frames, active, run_date, users, events, id_map, model, r).localCheckpoint(
+            eager=True)
+        log.info("candidates of %d campaign(s) from %s in %.1fs", len(active),
+                 "ALS, popularity and bundles" if model is not None else "popularity and bundles",
+                 time.perf_counter() - t0)
+        recs = ranked_offers(candidates, frames, active, run_date, events, id_map, gold("interactions"), model, r)
         if stock_cap:
             recs = recs.transform(cap_to_stock(items, {c.id: c.priority for c in active}))
         recs = (recs.transform(calibrate_scores())
@@ -934,11 +957,10 @@ def run_recommend(spark: SparkSession, cfg: AppConfig, run_id: str, run_date: dt
         # Materialised once, with a short lineage, for the summary and the write. (Local checkpoint blocks are
         # released when the DataFrame is garbage-collected.)
         t0 = time.perf_counter()
-        log.info("scoring %d campaign(s) with %s, %d candidates per user", len(active),
-                 "recommendForUserSubset" if model is not None else "popularity", r.candidates)
+        log.info("ranking %d campaign(s), %d candidates per user", len(active), r.candidates)
         with spark_progress(spark, "scoring"):
             final = plan.recs.localCheckpoint(eager=True)
-        log.info("scored in %.1fs", time.perf_counter() - t0)
+        log.info("ranked in %.1fs", time.perf_counter() - t0)
         catalog_size = items.count()
         sizes = frames.audience.groupBy(C.CAMPAIGN_ID).agg(F.count("*").alias("audience"))
         metrics = {row[C.CAMPAIGN_ID]: {k: v for k, v in row.asDict().items() if v is not None} for row in
