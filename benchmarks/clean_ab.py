@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/clean_ab.py --baseline-ref 3d539db --events 1000000 --rounds 3 [--json]
 
-The baseline's ``clean.py`` and ``io.py`` are taken from ``--baseline-ref`` (``git show``) and imported under
+The baseline's ``clean.py`` and ``delta_io.py`` are taken from ``--baseline-ref`` (``git show``) and imported under
 other names; the current working tree is the contender. Both clean the same bronze snapshot (copied into two
 lakehouses), in alternating order, after one untimed run of each (JIT and code-generation warm-up), so machine
 noise hits both alike. Reported: the median time of each and their ratio.
@@ -37,13 +37,19 @@ RUN_DATE = dt.date(2026, 11, 1)
 
 
 def baseline_clean(ref: str, into: Path) -> ModuleType:
-    """``sparkpromo/clean.py`` at ``ref``, importing ``sparkpromo/io.py`` at ``ref`` as its ``io``."""
+    """``sparkpromo/clean.py`` at ``ref``, importing the Delta helpers at ``ref`` (``delta_io.py``; ``io.py``
+    before the rename) as its own."""
     def show(path: str) -> str:
         return subprocess.run(["git", "show", f"{ref}:{path}"], cwd=ROOT, check=True, capture_output=True,
                               text=True).stdout
-    (into / "baseline_io.py").write_text(show("src/sparkpromo/io.py"))
+    try:
+        helpers = show("src/sparkpromo/delta_io.py")
+    except subprocess.CalledProcessError:
+        helpers = show("src/sparkpromo/io.py")
+    (into / "baseline_io.py").write_text(helpers)
     (into / "baseline_clean.py").write_text(
-        show("src/sparkpromo/clean.py").replace("from sparkpromo import io\n", "import baseline_io as io\n"))
+        show("src/sparkpromo/clean.py").replace("from sparkpromo import io\n", "import baseline_io as io\n")
+        .replace("from sparkpromo import delta_io\n", "import baseline_io as delta_io\n"))
     sys.path.insert(0, str(into))
     spec = importlib.util.spec_from_file_location("baseline_clean", into / "baseline_clean.py")
     assert spec and spec.loader

@@ -22,7 +22,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from sparkpromo import columns as C
-from sparkpromo import io
+from sparkpromo import delta_io
 from sparkpromo.config import AppConfig
 from sparkpromo.ingest import ingest_source
 from sparkpromo.logs import error_summary
@@ -55,7 +55,7 @@ def write_users_items(cfg: AppConfig) -> None:
 def race(monkeypatch: pytest.MonkeyPatch, point: str, *calls: Callable[[], Any]) -> list[Any]:
     """Run ``calls`` in threads that all wait for each other at fault point ``point``; each result or exception."""
     barrier = threading.Barrier(len(calls), timeout=300)
-    real = io.fault_point
+    real = delta_io.fault_point
 
     def hold(name: str) -> None:
         if name == point:
@@ -65,7 +65,7 @@ def race(monkeypatch: pytest.MonkeyPatch, point: str, *calls: Callable[[], Any])
                 pass  # the other writer failed before reaching the point: go on alone
         real(name)
 
-    monkeypatch.setattr(io, "fault_point", hold)
+    monkeypatch.setattr(delta_io, "fault_point", hold)
     results: list[Any] = [None] * len(calls)
 
     def runner(k: int, call: Callable[[], Any]) -> None:
@@ -80,11 +80,11 @@ def race(monkeypatch: pytest.MonkeyPatch, point: str, *calls: Callable[[], Any])
         t.start()
     for t in threads:
         t.join(timeout=600)
-    monkeypatch.setattr(io, "fault_point", real)
+    monkeypatch.setattr(delta_io, "fault_point", real)
     return results
 
 
-# Delta's commit conflicts (io.delta.exceptions.*). Through py4j they arrive as Py4JJavaError; error_summary names
+# Delta's commit conflicts (delta_io.delta.exceptions.*). Through py4j they arrive as Py4JJavaError; error_summary names
 # the Java class, which is also what the CLI prints.
 CONFLICTS = ("ConcurrentAppendException", "ConcurrentWriteException", "ConcurrentDeleteReadException",
              "ConcurrentDeleteDeleteException", "ConcurrentTransactionException", "MetadataChangedException",
@@ -103,7 +103,7 @@ def assert_succeeded_or_conflicted(results: list[Any]) -> list[str]:
 
 
 def bronze_counts(spark: SparkSession, cfg: AppConfig) -> tuple[int, int]:
-    df = io.read(spark, cfg.table("bronze", "events"))
+    df = delta_io.read(spark, cfg.table("bronze", "events"))
     return df.count(), df.select("event_id").distinct().count()
 
 
@@ -153,11 +153,11 @@ def test_concurrent_clean_leaves_one_runs_tables(spark: SparkSession, tmp_path: 
                    lambda: run_stage("clean", spark, cfg, CTX, force=True),
                    lambda: run_stage("clean", spark, cfg, CTX, force=True))
     failed = assert_succeeded_or_conflicted(results)
-    silver = io.read(spark, cfg.table("silver", "events"))
+    silver = delta_io.read(spark, cfg.table("silver", "events"))
     n = silver.count()
     assert n == 60 == silver.select(C.EVENT_ID).distinct().count()  # one run's rows, each once
-    assert io.read(spark, cfg.table("quarantine", "rows")).count() == 3
-    assert io.read(spark, cfg.table("silver", "users")).count() == 7
+    assert delta_io.read(spark, cfg.table("quarantine", "rows")).count() == 3
+    assert delta_io.read(spark, cfg.table("silver", "users")).count() == 7
     record("concurrency", "two cleans at once (same lakehouse), threads", 63,
            f"silver {n} + quarantine 3, no duplicates",
            "; ".join(f.split(":")[0] for f in failed) + " for one run" if failed else "both succeeded")
@@ -194,5 +194,5 @@ def test_two_cli_ingests_at_once(spark: SparkSession, tmp_path: Path) -> None:
     failed = [err.strip().splitlines()[-1] for code, (_, err) in zip(codes, outs, strict=True) if code]
     record("concurrency", "two `sparkpromo ingest` processes at once (two JVMs)", 50, "bronze 50 rows, 50 distinct",
            f"exit codes {sorted(codes)}; " + (failed[0][:110] if failed else "both succeeded"))
-    assert io.read(spark, cfg.table("bronze", "users")).count() == 7
-    assert io.read(spark, cfg.table("bronze", "items")).where(F.col("product_id") == "p1").count() == 1
+    assert delta_io.read(spark, cfg.table("bronze", "users")).count() == 7
+    assert delta_io.read(spark, cfg.table("bronze", "items")).where(F.col("product_id") == "p1").count() == 1

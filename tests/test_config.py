@@ -367,3 +367,24 @@ def test_log_retention_is_no_rule_so_changing_it_does_not_rebuild_silver(tmp_pat
     assert settings_fingerprint(longer) == settings_fingerprint(base) != settings_fingerprint(masked)
     assert config_fingerprint(longer, "clean") == config_fingerprint(base, "clean") != \
         config_fingerprint(masked, "clean")
+
+
+def _differences(code: Any, yaml_side: Any, path: str = "") -> list[str]:
+    if dataclasses.is_dataclass(code) and not isinstance(code, type):
+        return [d for f in dataclasses.fields(code)
+                for d in _differences(getattr(code, f.name), getattr(yaml_side, f.name), f"{path}.{f.name}")]
+    return [] if code == yaml_side else [f"{path}: code {code!r}, base.yaml {yaml_side!r}"]
+
+
+def test_base_yaml_restates_the_code_defaults_and_nothing_else() -> None:
+    """conf/base.yaml documents every default; the values live in config.py's dataclasses, and the two never
+    disagree (a run and a test built without base.yaml get the same pipeline)."""
+    from sparkpromo.config import _read_yaml, build_config, default_conf_dir
+
+    base = _read_yaml(default_conf_dir() / "base.yaml")
+    required = {k: base[k] for k in ("sources", "campaigns") if k in base}
+    assert _differences(build_config(required), build_config(base)) == []
+    # The check itself sees a difference.
+    changed = {**base, "train": {**base["train"], "folds": base["train"]["folds"] + 1}}
+    assert _differences(build_config(required), build_config(changed)) == [
+        f".train.folds: code {base['train']['folds']}, base.yaml {base['train']['folds'] + 1}"]

@@ -12,7 +12,7 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import SparkSession
 
-from sparkpromo import cli, io
+from sparkpromo import cli, delta_io
 from sparkpromo import columns as C
 from tests.conftest import CONF_DIR
 
@@ -43,7 +43,7 @@ def test_ten_daily_runs_equal_a_full_refresh_of_the_same_bronze(spark: SparkSess
             if k.startswith(f"{LAST}.clean.events.")}
     assert last["duplicates"] > 0  # copies re-sent on a later day than their original
     uris = {t: str(lake / t) for t in TABLES}
-    versions = {t: io.version(spark, u) for t, u in uris.items()}
+    versions = {t: delta_io.version(spark, u) for t, u in uris.items()}
 
     full = run_cli(["clean", "--full-refresh", "--run-date", LAST, "--run-id", "full", *common], capsys)
     assert full["mode"] == "full"
@@ -54,7 +54,7 @@ def test_ten_daily_runs_equal_a_full_refresh_of_the_same_bronze(spark: SparkSess
     assert {k.removeprefix(f"{LAST}.clean."): v for k, v in rules.items()} == \
         {k: v for k, v in full.items() if ".quarantine:" in k}
     for table, uri in uris.items():
-        before, after = io.read(spark, uri, version=versions[table]), io.read(spark, uri)
+        before, after = delta_io.read(spark, uri, version=versions[table]), delta_io.read(spark, uri)
         if table == "quarantine/rows":
             before, after = before.drop(C.RUN_ID), after.drop(C.RUN_ID)
         assert_df_equality(before, after, ignore_row_order=True, ignore_nullable=True, ignore_column_order=True)

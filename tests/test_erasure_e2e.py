@@ -15,7 +15,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from sparkpromo import columns as C
-from sparkpromo import io
+from sparkpromo import delta_io
 from sparkpromo.cli import main
 from sparkpromo.forget import forgotten_uri
 from sparkpromo.privacy import pseudonym
@@ -83,9 +83,9 @@ def user_rows(spark: SparkSession, cfg: Any, user: str) -> dict[str, int]:
     """Rows naming ``user`` per table, read through Delta (bronze by source column, quarantine by payload)."""
     def count(layer: str, name: str, cond: Any) -> int:
         uri = cfg.table(layer, name)
-        return io.read(spark, uri).where(cond).count() if io.is_delta(spark, uri) else -1
+        return delta_io.read(spark, uri).where(cond).count() if delta_io.is_delta(spark, uri) else -1
 
-    idx = io.read(spark, cfg.table("gold", "id_map")).where(
+    idx = delta_io.read(spark, cfg.table("gold", "id_map")).where(
         (F.col(C.ID_KIND) == "user") & (F.col(C.ORIGINAL_ID) == user)).select(C.IDX).collect()
     return {
         "bronze.events": count("bronze", "events", F.trim(F.col(C.USER_ID)) == user),
@@ -103,12 +103,12 @@ def user_rows(spark: SparkSession, cfg: Any, user: str) -> dict[str, int]:
 
 def pick_user(spark: SparkSession, cfg: Any) -> str:
     """A user with quarantined rows, silver rows, features and offers: present in every layer."""
-    recs = io.read(spark, cfg.table("gold", "recommendations")).select(C.USER_ID)
-    quarantined = (io.read(spark, cfg.table("quarantine", "rows")).where(F.col(C.Q_SOURCE) == "events")
+    recs = delta_io.read(spark, cfg.table("gold", "recommendations")).select(C.USER_ID)
+    quarantined = (delta_io.read(spark, cfg.table("quarantine", "rows")).where(F.col(C.Q_SOURCE) == "events")
                    .select(F.trim(F.get_json_object(C.Q_PAYLOAD, "$.user_id")).alias(C.USER_ID)))
     users: DataFrame = (recs.join(quarantined, C.USER_ID, "left_semi")
-                        .join(io.read(spark, cfg.table("silver", "users")), C.USER_ID, "left_semi")
-                        .join(io.read(spark, cfg.table("gold", "user_features")), C.USER_ID, "left_semi"))
+                        .join(delta_io.read(spark, cfg.table("silver", "users")), C.USER_ID, "left_semi")
+                        .join(delta_io.read(spark, cfg.table("gold", "user_features")), C.USER_ID, "left_semi"))
     row = users.distinct().orderBy(C.USER_ID).first()
     assert row is not None, "the sample has no user in every layer"
     return str(row[0])
@@ -139,7 +139,7 @@ def test_forget_leaves_no_trace_and_reingest_brings_nothing_back(
     left = files_holding(spark, lake, pattern)
     assert left == {}, left
     assert all(n == 0 for n in user_rows(spark, cfg, user).values())
-    forgotten = io.read(spark, forgotten_uri(cfg)).collect()
+    forgotten = delta_io.read(spark, forgotten_uri(cfg)).collect()
     assert [r["id_hash"] for r in forgotten] == [pseudonym(user, KEY.encode())]
 
     # The original landing files again, re-sent under new names (ingest reads a file name once).
@@ -148,7 +148,7 @@ def test_forget_leaves_no_trace_and_reingest_brings_nothing_back(
     assert cli_run(tmp_path, "run", "--run-id", "r2", "--force") == 0
     after = user_rows(spark, cfg, user)
     assert all(n == 0 for n in after.values()), after
-    stages = io.read(spark, cfg.table("metrics", "stages")).where(
+    stages = delta_io.read(spark, cfg.table("metrics", "stages")).where(
         (F.col(C.RUN_ID) == "r2") & (F.col("stage") == "ingest")).first()
     assert stages is not None and '"events_forgotten": ' in stages["result"]
     dropped = int(re.search(r'"events_forgotten": (\d+)', stages["result"]).group(1))  # type: ignore[union-attr]

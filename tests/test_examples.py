@@ -13,7 +13,7 @@ import pytest
 from pyspark.sql import SparkSession
 
 from sparkpromo import columns as C
-from sparkpromo import io
+from sparkpromo import delta_io
 from sparkpromo.config import load_config
 from sparkpromo.pipeline import STAGES, RunContext, run_stage
 from tests.conftest import CONF_DIR
@@ -102,8 +102,8 @@ def test_example_serves_offers_in_every_campaign(spark: SparkSession, tmp_path: 
         assert clean["events.quarantine:excluded"] == 12 and clean["events.quarantine:missing_field"] == 6
         assert clean["users.silver_rows"] == 24 and clean["items.quarantine:excluded"] == 1
     if name == "movielens":  # a rated film is seen: never offered again
-        offers = io.read(spark, cfg.table("gold", "recommendations"))
+        offers = delta_io.read(spark, cfg.table("gold", "recommendations"))
         assert offers.count() > 0
-        assert offers.join(io.read(spark, cfg.table("silver", "events")), [C.USER_ID, C.ITEM_ID]).count() == 0
+        assert offers.join(delta_io.read(spark, cfg.table("silver", "events")), [C.USER_ID, C.ITEM_ID]).count() == 0
     if name == "grocery":
         assert results["clean"]["events.duplicates"] >= 1  # the repeated line was summed into one purchase

@@ -11,7 +11,7 @@ from conftest import make_config
 from pyspark.ml.recommendation import ALS
 from pyspark.sql import SparkSession
 
-from sparkpromo import io, schemas
+from sparkpromo import delta_io, schemas
 from sparkpromo import recommend as R
 from sparkpromo.config import AppConfig
 from sparkpromo.explain import ExplainError, explain_user, format_offers
@@ -42,10 +42,10 @@ def shop(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> tuple
     uidx = {u: i for i, u in enumerate(USERS)}
     iidx = {it: i for i, it in enumerate(ITEMS)}
     id_map = [("user", u, i) for u, i in uidx.items()] + [("item", it, i) for it, i in iidx.items()]
-    io.overwrite(spark.createDataFrame(id_map, schemas.ID_MAP), cfg.table("gold", "id_map"))
+    delta_io.overwrite(spark.createDataFrame(id_map, schemas.ID_MAP), cfg.table("gold", "id_map"))
     inter = spark.createDataFrame([(uidx[u], iidx[it], 1.0 + n, None) for u, items in HISTORY.items()
                                    for n, it in enumerate(items)], schemas.INTERACTIONS)
-    io.overwrite(inter, cfg.table("gold", "interactions"))
+    delta_io.overwrite(inter, cfg.table("gold", "interactions"))
     model = ALS(rank=3, maxIter=5, regParam=0.05, implicitPrefs=True, alpha=5.0, nonnegative=True, seed=3,
                 userCol="user_idx", itemCol="item_idx", ratingCol="confidence", numUserBlocks=1,
                 numItemBlocks=1).fit(inter)
@@ -53,15 +53,16 @@ def shop(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> tuple
     recs = [_rec("c1", "u0001", "i3", 1), _rec("c1", "u0001", "i6", 2, R.GLOBAL_POPULARITY),
             _rec("c2", "u0001", "i4", 1), _rec("c1", ALICE, "i6", 1),
             _rec("c1", "u0001", "i5", 1, day=DAY - dt.timedelta(days=1))]  # an older run: not shown
-    io.overwrite(spark.createDataFrame(recs, R.RECOMMENDATIONS), R.table_uri(cfg), partition_by=R.PARTITION_COLUMNS)
+    delta_io.overwrite(spark.createDataFrame(recs, R.RECOMMENDATIONS), R.table_uri(cfg),
+                       partition_by=R.PARTITION_COLUMNS)
     # i3 has a name, i4 only a category and price; u0001 bought i4 before (a repeatable category, say)
-    io.overwrite(spark.createDataFrame([("i3", "Red kettle", "kitchen", 12.5), ("i4", None, "grocery", 2.0)],
+    delta_io.overwrite(spark.createDataFrame([("i3", "Red kettle", "kitchen", 12.5), ("i4", None, "grocery", 2.0)],
                                        "item_id string, name string, category string, price double"),
-                 cfg.table("gold", "item_features"))
-    io.overwrite(spark.createDataFrame([("u0001", "i4", "purchase"), ("u0001", "i3", "view"),
+                       cfg.table("gold", "item_features"))
+    delta_io.overwrite(spark.createDataFrame([("u0001", "i4", "purchase"), ("u0001", "i3", "view"),
                                         ("u0002", "i6", "purchase")],
                                        "user_id string, item_id string, event_type string"),
-                 cfg.table("silver", "events"))
+                       cfg.table("silver", "events"))
     factors = {ITEMS[r["id"]]: list(r["features"]) for r in model.itemFactors.collect()}
     return cfg, factors
 

@@ -11,8 +11,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from sparkpromo import columns as C
+from sparkpromo import delta_io, schemas
 from sparkpromo import features as FT
-from sparkpromo import io, schemas
 from tests.conftest import make_config
 
 AS_OF = dt.date(2024, 1, 15)
@@ -183,37 +183,37 @@ def test_run_features_end_to_end_and_rerun(spark: SparkSession, tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     events, users, items = shop
     cfg = make_config(tmp_path)
-    io.overwrite(events, cfg.table("silver", "events"))
-    io.overwrite(users, cfg.table("silver", "users"))
-    io.overwrite(items, cfg.table("silver", "items"))
+    delta_io.overwrite(events, cfg.table("silver", "events"))
+    delta_io.overwrite(users, cfg.table("silver", "users"))
+    delta_io.overwrite(items, cfg.table("silver", "items"))
     first = FT.run_features(spark, cfg, "r1", as_of=AS_OF)
     assert (first["interactions"], first["users"], first["items"]) == (4, 3, 4)
     assert (first["new_user_ids"], first["new_item_ids"]) == (3, 3)  # u3 has no events but is mapped
     map_uri = cfg.table("gold", "id_map")
-    before = {(r[0], r[1]): r[2] for r in io.read(spark, map_uri).collect()}
+    before = {(r[0], r[1]): r[2] for r in delta_io.read(spark, map_uri).collect()}
 
     # A rerun only appends ids the map lacks: here one new user and one newly interacted item.
     more = events_df(spark, [("e10", "u0", "i3", C.VIEW, "2024-01-15 10:00", None, None, None, None)])
-    io.append(more, cfg.table("silver", "events"))
+    delta_io.append(more, cfg.table("silver", "events"))
     third = FT.run_features(spark, cfg, "r2", as_of=AS_OF)
-    after = {(r[0], r[1]): r[2] for r in io.read(spark, map_uri).collect()}
+    after = {(r[0], r[1]): r[2] for r in delta_io.read(spark, map_uri).collect()}
     assert (third["new_user_ids"], third["new_item_ids"]) == (1, 1)
     assert {k: after[k] for k in before} == before  # never renumbered
     assert after[("user", "u0")] == 3 and after[("item", "i3")] == 3  # appended after the max
-    inter = io.read(spark, cfg.table("gold", "interactions"))
+    inter = delta_io.read(spark, cfg.table("gold", "interactions"))
     assert inter.schema.simpleString() == schemas.INTERACTIONS.simpleString()
     assert inter.where(F.col(C.USER_IDX) == 3).count() == 1
 
     # An id the map lacks when interactions are indexed (another run's append lost, say) fails the run before its
     # first gold write: every gold table keeps the version the last good run left.
-    io.append(events_df(spark, [("e11", "u9", "i9", C.VIEW, "2024-01-14 10:00", None, None, None, None)]),
-              cfg.table("silver", "events"))
+    delta_io.append(events_df(spark, [("e11", "u9", "i9", C.VIEW, "2024-01-14 10:00", None, None, None, None)]),
+                    cfg.table("silver", "events"))
     gold = [cfg.table("gold", t) for t in ("interactions", "user_features", "item_features", "id_map")]
-    versions = [io.version(spark, uri) for uri in gold]
+    versions = [delta_io.version(spark, uri) for uri in gold]
     monkeypatch.setattr(FT, "extend_id_map", lambda existing, ids, kind: existing.limit(0))
     with pytest.raises(FT.FeatureError, match=r"1 interaction\(s\) unmapped .*nothing was written to gold"):
         FT.run_features(spark, cfg, "r3", as_of=AS_OF)
-    assert [io.version(spark, uri) for uri in gold] == versions
+    assert [delta_io.version(spark, uri) for uri in gold] == versions
 
 
 def test_sorted_positions_are_consecutive_across_ranges(spark: SparkSession) -> None:
@@ -258,19 +258,19 @@ def test_run_features_builds_gold_from_the_lookback_window_only(
         spark: SparkSession, tmp_path: Path, shop: tuple[DataFrame, DataFrame, DataFrame]) -> None:
     events, users, items = shop
     unbounded = make_config(tmp_path, features={"lookback_days": 0})
-    io.overwrite(events, unbounded.table("silver", "events"))
-    io.overwrite(users, unbounded.table("silver", "users"))
-    io.overwrite(items, unbounded.table("silver", "items"))
+    delta_io.overwrite(events, unbounded.table("silver", "events"))
+    delta_io.overwrite(users, unbounded.table("silver", "users"))
+    delta_io.overwrite(items, unbounded.table("silver", "items"))
     FT.run_features(spark, unbounded, "r1", as_of=AS_OF)
-    map_before = io.read(spark, unbounded.table("gold", "id_map")).collect()
+    map_before = delta_io.read(spark, unbounded.table("gold", "id_map")).collect()
 
     cfg = make_config(tmp_path, features={"lookback_days": 3})  # 2024-01-13 .. 2024-01-15: u2's events only
     result = FT.run_features(spark, cfg, "r2", as_of=AS_OF)
-    id_map = io.read(spark, cfg.table("gold", "id_map"))
+    id_map = delta_io.read(spark, cfg.table("gold", "id_map"))
     # The id map only grows: ids whose events left the window keep their index.
     assert_df_equality(id_map, spark.createDataFrame(map_before, schemas.ID_MAP), ignore_row_order=True,
                        ignore_nullable=True)
-    pairs = (io.read(spark, cfg.table("gold", "interactions"))
+    pairs = (delta_io.read(spark, cfg.table("gold", "interactions"))
              .join(id_map.where(F.col(C.ID_KIND) == "user").select(F.col(C.IDX).alias(C.USER_IDX),
                                                                     F.col(C.ORIGINAL_ID).alias(C.USER_ID)), C.USER_IDX)
              .join(id_map.where(F.col(C.ID_KIND) == "item").select(F.col(C.IDX).alias(C.ITEM_IDX),
@@ -280,6 +280,6 @@ def test_run_features_builds_gold_from_the_lookback_window_only(
                                      pairs.schema)
     assert_df_equality(pairs, expected, ignore_row_order=True, ignore_nullable=True)
     # Users keep their rows (attributes are not windowed); u1's behaviour before the window is not counted.
-    u1 = io.read(spark, cfg.table("gold", "user_features")).where(F.col(C.USER_ID) == "u1").first()
+    u1 = delta_io.read(spark, cfg.table("gold", "user_features")).where(F.col(C.USER_ID) == "u1").first()
     assert u1 is not None and (u1[C.PURCHASES], u1[C.MONETARY], u1[C.RECENCY_DAYS]) == (0, 0.0, None)
     assert (result["interactions"], result["users"]) == (2, 3)

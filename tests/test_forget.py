@@ -12,7 +12,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from sparkpromo import columns as C
-from sparkpromo import io
+from sparkpromo import delta_io
 from sparkpromo.clean import run_clean
 from sparkpromo.forget import ID_HASH, LOG_RETENTION, forget_user, forgotten_uri
 from sparkpromo.ingest import run_ingest
@@ -70,14 +70,14 @@ def test_forget_erases_user_everywhere(spark: SparkSession, tmp_path: Path, monk
     # Gold tables in the shape the later stages write them.
     id_map = spark.createDataFrame([("user", GONE, 0), ("user", KEEP, 1), ("item", "p1", 0)],
                                    "kind string, original_id string, idx int")
-    io.overwrite(id_map, cfg.table("gold", "id_map"))
-    io.overwrite(spark.createDataFrame([(0, 0, 3.0, None), (1, 0, 1.0, None)],
+    delta_io.overwrite(id_map, cfg.table("gold", "id_map"))
+    delta_io.overwrite(spark.createDataFrame([(0, 0, 3.0, None), (1, 0, 1.0, None)],
                                        "user_idx int, item_idx int, confidence double, event_ts timestamp"),
-                 cfg.table("gold", "interactions"))
+                       cfg.table("gold", "interactions"))
     recs = spark.createDataFrame([("c1", dt.date(2026, 11, 1), GONE, "p1", 1), ("c1", dt.date(2026, 11, 1), KEEP,
                                                                                  "p1", 1)],
                                  "campaign_id string, run_date date, user_id string, item_id string, rank int")
-    io.overwrite(recs, cfg.table("gold", "recommendations"), partition_by=(C.CAMPAIGN_ID, C.RUN_DATE))
+    delta_io.overwrite(recs, cfg.table("gold", "recommendations"), partition_by=(C.CAMPAIGN_ID, C.RUN_DATE))
     lake = Path(cfg.lakehouse)
     before = all_strings_in_parquet_files(spark, lake)
     assert any(GONE in v for v in before)
@@ -85,8 +85,8 @@ def test_forget_erases_user_everywhere(spark: SparkSession, tmp_path: Path, monk
     # earlier version, without it and without the statistics columns.
     old_table = cfg.table("gold", "recommendations")
     assert properties(spark, cfg.table("silver", "events"))[LOG_RETENTION] == "interval 30 days"
-    spark.sql(f"ALTER TABLE delta.`{old_table}` UNSET TBLPROPERTIES ('{LOG_RETENTION}', '{io.STATS_COLUMNS}')")
-    assert not {LOG_RETENTION, io.STATS_COLUMNS} & set(properties(spark, old_table))
+    spark.sql(f"ALTER TABLE delta.`{old_table}` UNSET TBLPROPERTIES ('{LOG_RETENTION}', '{delta_io.STATS_COLUMNS}')")
+    assert not {LOG_RETENTION, delta_io.STATS_COLUMNS} & set(properties(spark, old_table))
 
     with caplog.at_level(logging.INFO, logger="sparkpromo.forget"):
         deleted = forget_user(spark, cfg, GONE)
@@ -105,18 +105,18 @@ def test_forget_erases_user_everywhere(spark: SparkSession, tmp_path: Path, monk
     leaked = sorted(v for v in after if v == GONE or f'"{GONE}"' in v or f",{GONE}," in v or f" {GONE} " in v)
     assert leaked == []
     # The other user (whose id is a prefix of the forgotten one) is untouched.
-    assert io.read(spark, cfg.table("silver", "events")).where(F.col(C.USER_ID) == KEEP).count() == 1
-    assert io.read(spark, cfg.table("gold", "recommendations")).collect()[0][C.USER_ID] == KEEP
-    assert io.read(spark, cfg.table("gold", "interactions")).collect()[0][C.USER_IDX] == 1
+    assert delta_io.read(spark, cfg.table("silver", "events")).where(F.col(C.USER_ID) == KEEP).count() == 1
+    assert delta_io.read(spark, cfg.table("gold", "recommendations")).collect()[0][C.USER_ID] == KEEP
+    assert delta_io.read(spark, cfg.table("gold", "interactions")).collect()[0][C.USER_IDX] == 1
     # No commit or checkpoint holds the id: MERGE records no literal, and no table keeps statistics of id columns.
     logs = [f for f in lake.rglob("*") if f.is_file() and "_delta_log" in f.parts and f.suffix in (".json", ".crc")]
     assert logs and not [str(f) for f in logs if token(GONE).search(f.read_bytes().decode("latin-1"))]
-    forgotten = io.read(spark, forgotten_uri(cfg)).collect()
+    forgotten = delta_io.read(spark, forgotten_uri(cfg)).collect()
     assert [r[ID_HASH] for r in forgotten] == [pseudonym(GONE, KEY.encode())]
     # The older table now bounds what its log keeps, like the others.
     props = properties(spark, old_table)
     assert props[LOG_RETENTION] == "interval 30 days"
-    assert C.USER_ID not in props[io.STATS_COLUMNS].split(",")
+    assert C.USER_ID not in props[delta_io.STATS_COLUMNS].split(",")
 
     # The same landing files sent again under new names: ingest drops the forgotten user's rows, clean sees none.
     for src, dst in (("events/e.csv", "events/e-resent.csv"), ("users/u.jsonl", "users/u-resent.jsonl")):
@@ -128,9 +128,9 @@ def test_forget_erases_user_everywhere(spark: SparkSession, tmp_path: Path, monk
     third = run_ingest(spark, cfg, "r3")
     assert (third["events_new_files"], third["events_forgotten"], third["users_new_files"]) == (0, 0, 0)
     run_clean(spark, cfg, "r2", dt.datetime(2026, 11, 2))
-    assert io.read(spark, cfg.table("silver", "users")).where(F.col(C.USER_ID) == GONE).count() == 0
-    assert io.read(spark, cfg.table("silver", "events")).where(F.col(C.USER_ID) == GONE).count() == 0
-    q = io.read(spark, cfg.table("quarantine", "rows")).where(F.col(C.Q_PAYLOAD).rlike(token(GONE).pattern))
+    assert delta_io.read(spark, cfg.table("silver", "users")).where(F.col(C.USER_ID) == GONE).count() == 0
+    assert delta_io.read(spark, cfg.table("silver", "events")).where(F.col(C.USER_ID) == GONE).count() == 0
+    q = delta_io.read(spark, cfg.table("quarantine", "rows")).where(F.col(C.Q_PAYLOAD).rlike(token(GONE).pattern))
     assert q.count() == 0
     record("erasure", "forget, then the same landing files re-sent under new names (ingest + clean)", 6,
            f"ingest dropped {again['events_forgotten']} event + {again['users_forgotten']} user rows of the "

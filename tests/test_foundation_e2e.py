@@ -13,7 +13,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from sparkpromo import columns as C
-from sparkpromo import io
+from sparkpromo import delta_io
 from sparkpromo.clean import SILVER_CONSTRAINTS, SILVER_PROPERTIES, run_clean
 from sparkpromo.generate import generate_shop
 from sparkpromo.ingest import run_ingest
@@ -69,10 +69,10 @@ def test_every_injected_defect_is_quarantined_under_its_rule(shop) -> None:  # t
 
 def test_balance_per_table(spark: SparkSession, shop) -> None:  # type: ignore[no-untyped-def]
     cfg, _, _, c = shop
-    q = io.read(spark, cfg.table("quarantine", "rows"))
+    q = delta_io.read(spark, cfg.table("quarantine", "rows"))
     for source in ("events", "users", "items"):
-        bronze = io.read(spark, cfg.table("bronze", source)).count()
-        silver = io.read(spark, cfg.table("silver", source)).count()
+        bronze = delta_io.read(spark, cfg.table("bronze", source)).count()
+        silver = delta_io.read(spark, cfg.table("silver", source)).count()
         quarantined = q.where(F.col(C.Q_SOURCE) == source).count()
         assert bronze == silver + quarantined + c[f"{source}.duplicates"], source
         assert c[f"{source}.bronze_rows"] == bronze
@@ -80,7 +80,7 @@ def test_balance_per_table(spark: SparkSession, shop) -> None:  # type: ignore[n
 
 def test_dq_counts_stored_per_run(spark: SparkSession, shop) -> None:  # type: ignore[no-untyped-def]
     cfg, _, _, c = shop
-    dq = io.read(spark, cfg.table("metrics", "data_quality")).where(F.col(C.RUN_ID) == "r1")
+    dq = delta_io.read(spark, cfg.table("metrics", "data_quality")).where(F.col(C.RUN_ID) == "r1")
     stored = {(r["source"], r["metric"]): r["value"] for r in dq.collect()}
     assert stored[("events", "silver")] == c["events.silver_rows"]
     assert stored[("events", "duplicate")] == c["events.duplicates"]
@@ -88,27 +88,27 @@ def test_dq_counts_stored_per_run(spark: SparkSession, shop) -> None:  # type: i
 
 def test_silver_is_clean(spark: SparkSession, shop) -> None:  # type: ignore[no-untyped-def]
     cfg, _, _, _ = shop
-    ev = io.read(spark, cfg.table("silver", "events"))
+    ev = delta_io.read(spark, cfg.table("silver", "events"))
     assert ev.groupBy(C.EVENT_ID).count().where("count > 1").count() == 0
     assert {r[0] for r in ev.select(C.EVENT_TYPE).distinct().collect()} <= set(C.EVENT_TYPES)
     assert ev.where(F.col(C.USER_ID) != F.trim(F.col(C.USER_ID))).count() == 0
     assert ev.where(F.col(C.EVENT_TS) >= F.lit(AS_OF)).count() == 0
-    users = io.read(spark, cfg.table("silver", "users"))
+    users = delta_io.read(spark, cfg.table("silver", "users"))
     assert C.BIRTH_DATE not in users.columns
 
 
 def test_rerun_changes_nothing(spark: SparkSession, shop) -> None:  # type: ignore[no-untyped-def]
     cfg, _, _, cleaned = shop
-    bronze_v = io.version(spark, cfg.table("bronze", "events"))
+    bronze_v = delta_io.version(spark, cfg.table("bronze", "events"))
     assert run_ingest(spark, cfg, "r1")["events_rows"] == 0
-    assert io.version(spark, cfg.table("bronze", "events")) == bronze_v
-    before = io.read(spark, cfg.table("silver", "events")).collect()
+    assert delta_io.version(spark, cfg.table("bronze", "events")) == bronze_v
+    before = delta_io.read(spark, cfg.table("silver", "events")).collect()
     again = run_clean(spark, cfg, "r1", AS_OF)
     assert again["mode"] == "unchanged" and again["events.run_bronze_rows"] == 0  # nothing new: nothing written
     totals = [k for k in cleaned if k != "mode" and ".run_" not in k and ".rejudged_" not in k]
     assert {k: again[k] for k in totals} == {k: cleaned[k] for k in totals}
-    assert sorted(io.read(spark, cfg.table("silver", "events")).collect()) == sorted(before)
-    dq = io.read(spark, cfg.table("metrics", "data_quality"))
+    assert sorted(delta_io.read(spark, cfg.table("silver", "events")).collect()) == sorted(before)
+    dq = delta_io.read(spark, cfg.table("metrics", "data_quality"))
     assert dq.where(F.col(C.RUN_ID) == "r1").count() == dq.count()  # replaced, not appended
 
 
@@ -119,7 +119,7 @@ def test_silver_tables_are_created_with_their_constraints(spark: SparkSession, s
         table = DeltaTable.forPath(spark, cfg.table("silver", name))
         props = table.detail().select("properties").first()[0]
         assert {k for k in props if k.startswith("delta.constraints.")} == {
-            f"delta.constraints.{k}" for k in io.constraint_checks(checks, not_null)}
+            f"delta.constraints.{k}" for k in delta_io.constraint_checks(checks, not_null)}
         operations = [r["operation"] for r in table.history().collect()]
         assert "ADD CONSTRAINT" not in operations, (name, operations)
         wanted = SILVER_PROPERTIES.get(name, {})
@@ -130,20 +130,20 @@ def test_overwrite_sets_table_properties_only_with_a_new_table(spark: SparkSessi
     df = spark.createDataFrame([(1, 2.0)], "id int, price double")
     prop = {"delta.dataSkippingStatsColumns": "id"}
     new, old = str(tmp_path / "new"), str(tmp_path / "old")
-    io.overwrite(df, new, properties=prop)
-    io.overwrite(df, old)
-    io.overwrite(df, old, properties=prop)
-    assert io._table_properties(spark, new).get("delta.dataSkippingStatsColumns") == "id"
+    delta_io.overwrite(df, new, properties=prop)
+    delta_io.overwrite(df, old)
+    delta_io.overwrite(df, old, properties=prop)
+    assert delta_io._table_properties(spark, new).get("delta.dataSkippingStatsColumns") == "id"
     # Without properties a new table gets the default list (its columns less id columns), kept on later writes.
-    assert io._table_properties(spark, old).get("delta.dataSkippingStatsColumns") == "id,price"
+    assert delta_io._table_properties(spark, old).get("delta.dataSkippingStatsColumns") == "id,price"
 
 
 def test_new_tables_keep_no_statistics_of_id_columns(spark: SparkSession, tmp_path: Path) -> None:
     df = spark.createDataFrame([("u1", "x", 1, {"a": 1})], "user_id string, payload string, n int, m map<string,int>")
-    io.append(df, str(tmp_path / "t"))
-    io.overwrite(df.select("user_id"), str(tmp_path / "only_ids"))
-    assert io._table_properties(spark, str(tmp_path / "t"))["delta.dataSkippingStatsColumns"] == "n"
-    assert io._table_properties(spark, str(tmp_path / "only_ids"))["delta.dataSkippingNumIndexedCols"] == "0"
+    delta_io.append(df, str(tmp_path / "t"))
+    delta_io.overwrite(df.select("user_id"), str(tmp_path / "only_ids"))
+    assert delta_io._table_properties(spark, str(tmp_path / "t"))["delta.dataSkippingStatsColumns"] == "n"
+    assert delta_io._table_properties(spark, str(tmp_path / "only_ids"))["delta.dataSkippingNumIndexedCols"] == "0"
     log = "".join(f.read_text() for f in (tmp_path / "t" / "_delta_log").glob("*.json"))
     stats = [json.loads(json.loads(line)["add"]["stats"]) for line in log.splitlines() if '"add"' in line]
     assert stats == [{"numRecords": 1, "minValues": {"n": 1}, "maxValues": {"n": 1}, "nullCount": {"n": 0}}]
@@ -154,17 +154,17 @@ def test_overwrite_creates_constraints_only_with_a_new_table(spark: SparkSession
     df = spark.createDataFrame([(1, 2.0)], "id int, price double")
     checks = {"non_negative_price": "price >= 0"}
     new, old = str(tmp_path / "new"), str(tmp_path / "old")
-    io.overwrite(df, new, constraints=checks)
+    delta_io.overwrite(df, new, constraints=checks)
     with pytest.raises(Exception, match="(?i)constraint|non_negative_price"):
         spark.createDataFrame([(2, -1.0)], "id int, price double").write.format("delta").mode("append").save(new)
-    io.overwrite(df, old)
-    io.overwrite(df, old, constraints=checks)   # an existing table: left to add_constraints
+    delta_io.overwrite(df, old)
+    delta_io.overwrite(df, old, constraints=checks)   # an existing table: left to add_constraints
     spark.createDataFrame([(2, -1.0)], "id int, price double").write.format("delta").mode("append").save(old)
-    assert io.read(spark, old).count() == 2
+    assert delta_io.read(spark, old).count() == 2
 
 
 def test_silver_constraints_reject_bad_writes(spark: SparkSession, shop) -> None:  # type: ignore[no-untyped-def]
     cfg, _, _, _ = shop
-    bad = io.read(spark, cfg.table("silver", "events")).limit(1).withColumn(C.EVENT_TYPE, F.lit("click"))
+    bad = delta_io.read(spark, cfg.table("silver", "events")).limit(1).withColumn(C.EVENT_TYPE, F.lit("click"))
     with pytest.raises(Exception, match="(?i)constraint"):
         bad.write.format("delta").mode("append").save(cfg.table("silver", "events"))

@@ -22,7 +22,7 @@ from chispa import assert_df_equality
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from sparkpromo import clean, io
+from sparkpromo import clean, delta_io
 from sparkpromo import columns as C
 from sparkpromo.clean import run_clean
 from sparkpromo.config import AppConfig
@@ -290,7 +290,7 @@ def fuzzed(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory
 
 def quarantined(spark: SparkSession, cfg: AppConfig, source: str, tag_re: str) -> DataFrame:
     """(tag, rule) of every quarantined row of ``source``, the tag taken from the raw payload."""
-    return (io.read(spark, cfg.table("quarantine", "rows")).where(F.col(C.Q_SOURCE) == source)
+    return (delta_io.read(spark, cfg.table("quarantine", "rows")).where(F.col(C.Q_SOURCE) == source)
             .select(F.regexp_extract(C.Q_PAYLOAD, tag_re, 0).alias("tag"), F.col(C.Q_RULE).alias("rule")))
 
 
@@ -341,7 +341,7 @@ def test_good_events_arrive_exactly(spark: SparkSession,
                                     fuzzed: tuple[AppConfig, Landing, dict[str, int], dict[str, int]]) -> None:
     cfg, land, _, _ = fuzzed
     cols = [C.EVENT_ID, C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.EVENT_TS, C.PRICE, C.QUANTITY, C.SESSION_ID]
-    got = io.read(spark, cfg.table("silver", "events")).select(*cols)
+    got = delta_io.read(spark, cfg.table("silver", "events")).select(*cols)
     expected = spark.createDataFrame(land.expected_silver, "event_id string, user_id string, item_id string, "
                                      "event_type string, event_ts timestamp, price double, quantity int, "
                                      "session_id string")
@@ -351,8 +351,8 @@ def test_good_events_arrive_exactly(spark: SparkSession,
 def test_balance_input_equals_silver_plus_quarantine_plus_duplicates(
         spark: SparkSession, fuzzed: tuple[AppConfig, Landing, dict[str, int], dict[str, int]]) -> None:
     cfg, land, _, c = fuzzed
-    silver = io.read(spark, cfg.table("silver", "events")).count()
-    q = io.read(spark, cfg.table("quarantine", "rows")).where(F.col(C.Q_SOURCE) == "events").count()
+    silver = delta_io.read(spark, cfg.table("silver", "events")).count()
+    q = delta_io.read(spark, cfg.table("quarantine", "rows")).where(F.col(C.Q_SOURCE) == "events").count()
     assert (silver, q, c["events.duplicates"]) == (len(land.expected_silver), len(land.expected_rule),
                                                    land.duplicates)
     assert silver + q + c["events.duplicates"] == land.event_lines
@@ -367,7 +367,7 @@ def test_users_fuzz(spark: SparkSession, fuzzed: tuple[AppConfig, Landing, dict[
     expected_q = spark.createDataFrame(sorted(land.bad_users.items()), "tag string, rule string")
     assert_df_equality(quarantined(spark, cfg, "users", r"UBAD\d{4}"), expected_q, ignore_row_order=True,
                        ignore_nullable=True)
-    got = io.read(spark, cfg.table("silver", "users")).select(C.USER_ID, C.COUNTRY, C.MARKETING_CONSENT)
+    got = delta_io.read(spark, cfg.table("silver", "users")).select(C.USER_ID, C.COUNTRY, C.MARKETING_CONSENT)
     expected = spark.createDataFrame(land.good_users, "user_id string, country string, marketing_consent boolean")
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
     assert c["users.silver_rows"] + c["users.quarantined"] + c["users.duplicates"] == c["users.bronze_rows"]
@@ -400,7 +400,7 @@ def test_ratings_ids_outside_int_range(spark: SparkSession, tmp_path: Path) -> N
     run_ingest(spark, cfg, "r1")
     counts = run_clean(spark, cfg, "r1", AS_OF)
 
-    got = io.read(spark, cfg.table("silver", "events")).select(C.USER_ID, C.ITEM_ID, C.RATING)
+    got = delta_io.read(spark, cfg.table("silver", "events")).select(C.USER_ID, C.ITEM_ID, C.RATING)
     expected = spark.createDataFrame([(u, i, float(r)) for u, i, r, _ in good],
                                      "user_id string, item_id string, rating double")
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)

@@ -11,7 +11,7 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import DataFrame, SparkSession
 
-from sparkpromo import clean, io
+from sparkpromo import clean, delta_io
 from sparkpromo import columns as C
 from sparkpromo.config import AppConfig
 from sparkpromo.ingest import CORRUPT, FILE_MTIME, FILE_SIZE
@@ -86,17 +86,17 @@ def append_batch(spark: SparkSession, cfg: AppConfig, n: int) -> int:
     for source in SOURCE_COLS:
         part = BATCHES[n].get(source, [])
         if part or n == 0:
-            io.append(bronze(spark, source, part, n), cfg.table("bronze", source))
+            delta_io.append(bronze(spark, source, part, n), cfg.table("bronze", source))
             rows += len(part)
     return rows
 
 
 def tables(spark: SparkSession, cfg: AppConfig, versions: dict[str, int | None] | None = None
            ) -> dict[str, DataFrame]:
-    out = {s: io.read(spark, cfg.table("silver", s), version=(versions or {}).get(f"silver.{s}"))
+    out = {s: delta_io.read(spark, cfg.table("silver", s), version=(versions or {}).get(f"silver.{s}"))
            for s in clean.SOURCES}
-    out["quarantine"] = io.read(spark, cfg.table("quarantine", "rows"),
-                                version=(versions or {}).get("quarantine.rows")).drop(C.RUN_ID)
+    out["quarantine"] = delta_io.read(spark, cfg.table("quarantine", "rows"),
+                                      version=(versions or {}).get("quarantine.rows")).drop(C.RUN_ID)
     return out
 
 
@@ -144,9 +144,9 @@ def test_a_clean_with_no_new_bronze_rows_changes_no_table_version(spark: SparkSe
     uris = [cfg.table(layer, name) for layer, name in (*(("silver", s) for s in clean.SOURCES),
                                                        ("quarantine", "rows"), ("metrics", "data_quality"),
                                                        clean.STATE_TABLE)]
-    versions = [io.version(spark, u) for u in uris]
+    versions = [delta_io.version(spark, u) for u in uris]
     again = clean.run_clean(spark, cfg, "r2", NOW)
-    assert [io.version(spark, u) for u in uris] == versions
+    assert [delta_io.version(spark, u) for u in uris] == versions
     assert again["mode"] == "unchanged" and again["events.run_bronze_rows"] == 0
     assert again["events.silver_rows"] == second["events.silver_rows"] != first["events.silver_rows"]
 
@@ -156,22 +156,22 @@ def test_a_birthday_between_two_runs_moves_the_age_band_as_a_rebuild_does(spark:
     cfg = config(tmp_path)
     teen = ("u9", "2026-01-01", "2008-11-12", "DE", "true")  # 17 on NOW, 18 two days later
     batch = {"users": [user("u1"), teen], "items": [item("p1")], "events": [ev("e1", "u1", "p1", 1)]}
-    io.append(bronze(spark, "users", batch["users"], 0), cfg.table("bronze", "users"))
-    io.append(bronze(spark, "items", batch["items"], 0), cfg.table("bronze", "items"))
-    io.append(bronze(spark, "events", batch["events"], 0), cfg.table("bronze", "events"))
+    delta_io.append(bronze(spark, "users", batch["users"], 0), cfg.table("bronze", "users"))
+    delta_io.append(bronze(spark, "items", batch["items"], 0), cfg.table("bronze", "items"))
+    delta_io.append(bronze(spark, "events", batch["events"], 0), cfg.table("bronze", "events"))
     clean.run_clean(spark, cfg, "r0", NOW)
-    bands = {r[C.USER_ID]: r[C.AGE_BAND] for r in io.read(spark, cfg.table("silver", "users")).collect()}
+    bands = {r[C.USER_ID]: r[C.AGE_BAND] for r in delta_io.read(spark, cfg.table("silver", "users")).collect()}
     assert bands["u9"] == "<18"
 
     later = NOW + dt.timedelta(days=3)
     # No new row at all: still not "unchanged", the band moved.
     moved = clean.run_clean(spark, cfg, "r1", later)
     assert moved["mode"] == "incremental"
-    bands = {r[C.USER_ID]: r[C.AGE_BAND] for r in io.read(spark, cfg.table("silver", "users")).collect()}
+    bands = {r[C.USER_ID]: r[C.AGE_BAND] for r in delta_io.read(spark, cfg.table("silver", "users")).collect()}
     assert bands["u9"] == "18-24"
     assert clean.run_clean(spark, cfg, "r2", later)["mode"] == "unchanged"  # nobody else moved
     # A new event on top: the incremental result equals a rebuild as of the later date.
-    io.append(bronze(spark, "events", [ev("e2", "u9", "p1", 9)], 1), cfg.table("bronze", "events"))
+    delta_io.append(bronze(spark, "events", [ev("e2", "u9", "p1", 9)], 1), cfg.table("bronze", "events"))
     assert clean.run_clean(spark, cfg, "r3", later)["mode"] == "incremental"
     incremental = clean.last_state(spark, cfg)
     assert incremental is not None

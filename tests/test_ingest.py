@@ -13,7 +13,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from sparkpromo import columns as C
-from sparkpromo import io
+from sparkpromo import delta_io
 from sparkpromo.config import AppConfig, FileSource
 from sparkpromo.ingest import CORRUPT, ingest_source, required_columns
 from sparkpromo.landing import (
@@ -47,8 +47,8 @@ def test_csv_to_bronze_with_metadata_and_idempotent(spark: SparkSession, cfg: Ap
     write_events(cfg, "a.csv", ["e1,u1,p1,view,2026-11-01T10:00:00Z,,,s1", "e2,u1,p1,view,2026-11-01T10:00:00Z,,,s1"])
     assert ingest_source(spark, cfg, "events", "r1") == counts(2, 1, 1)
     uri = cfg.table("bronze", "events")
-    v1 = io.version(spark, uri)
-    bronze = io.read(spark, uri)
+    v1 = delta_io.version(spark, uri)
+    bronze = delta_io.read(spark, uri)
     assert {C.SOURCE_FILE, C.INGEST_TS, C.RUN_ID, CORRUPT, "product_id"} <= set(bronze.columns)
     assert dict(bronze.dtypes)["price"] == "string"  # bronze keeps raw text; clean does the typing
     row = bronze.where(F.col("event_id") == "e1").first()
@@ -59,19 +59,19 @@ def test_csv_to_bronze_with_metadata_and_idempotent(spark: SparkSession, cfg: Ap
 
     # The same files again: nothing added, no new commit.
     assert ingest_source(spark, cfg, "events", "r2") == counts(0, 0, 0)
-    assert io.version(spark, uri) == v1 and io.read(spark, uri).count() == 2
+    assert delta_io.version(spark, uri) == v1 and delta_io.read(spark, uri).count() == 2
 
     # A new file: only its rows are appended.
     write_events(cfg, "b.csv", ["e3,u2,p1,view,2026-11-01T11:00:00Z,,,s2"])
     assert ingest_source(spark, cfg, "events", "r3") == counts(1, 1, 1)
-    per_run = {r[0]: r[1] for r in io.read(spark, uri).groupBy(C.RUN_ID).count().collect()}
+    per_run = {r[0]: r[1] for r in delta_io.read(spark, uri).groupBy(C.RUN_ID).count().collect()}
     assert per_run == {"r1": 2, "r3": 1}
 
 
 def test_malformed_csv_line_is_kept_raw(spark: SparkSession, cfg: AppConfig) -> None:
     write_events(cfg, "a.csv", ["e1,u1,p1,view,2026-11-01T10:00:00Z,,,s1", "e2,u1,\"p1,view"])
     ingest_source(spark, cfg, "events", "r1")
-    corrupt = io.read(spark, cfg.table("bronze", "events")).where(F.col(CORRUPT).isNotNull()).collect()
+    corrupt = delta_io.read(spark, cfg.table("bronze", "events")).where(F.col(CORRUPT).isNotNull()).collect()
     assert len(corrupt) == 1 and corrupt[0][CORRUPT].startswith("e2,u1")
 
 
@@ -81,7 +81,7 @@ def test_json_lines_with_bad_line(spark: SparkSession, cfg: AppConfig) -> None:
     (d / "u.jsonl").write_text('{"user_id": "u1", "marketing_consent": true, "country": "DE"}\n{oops\n')
     assert ingest_source(spark, cfg, "users", "r1")["users_rows"] == 2
     rows = {r["user_id"]: (r["marketing_consent"], r[CORRUPT])
-            for r in io.read(spark, cfg.table("bronze", "users")).collect()}
+            for r in delta_io.read(spark, cfg.table("bronze", "users")).collect()}
     assert rows == {"u1": ("true", None), None: (None, "{oops")}
 
 
@@ -93,7 +93,7 @@ def test_parquet_source(spark: SparkSession, tmp_path: Path) -> None:
     spark.createDataFrame([(1, 2, 3.5, 1700000000)], "member int, sku int, amount double, ts long").write.parquet(
         str(tmp_path / "pq"))
     assert ingest_source(spark, cfg, "events", "r1")["events_rows"] == 1
-    row = io.read(spark, cfg.table("bronze", "events")).first()
+    row = delta_io.read(spark, cfg.table("bronze", "events")).first()
     assert (row["member"], row["sku"], row["amount"], row["ts"]) == ("1", "2", "3.5", "1700000000")
 
 
@@ -105,22 +105,22 @@ def test_unknown_mapped_column(spark: SparkSession, tmp_path: Path) -> None:
     with pytest.raises(IngestError, match=r"^sources\.events: \S+/a\.csv has no column 'sku' \(mapped from item_id; "
                                           r"found: event_id, user_id, product_id, "):
         ingest_source(spark, cfg, "events", "r1")
-    assert not io.is_delta(spark, cfg.table("bronze", "events"))
+    assert not delta_io.is_delta(spark, cfg.table("bronze", "events"))
 
 
 def test_schema_drift_extra_column_is_an_error_unless_opted_in(spark: SparkSession, cfg: AppConfig) -> None:
     write_events(cfg, "a.csv", ["e1,u1,p1,view,2026-11-01T10:00:00Z,,,s1"])
     ingest_source(spark, cfg, "events", "r1")
     uri = cfg.table("bronze", "events")
-    v = io.version(spark, uri)
+    v = delta_io.version(spark, uri)
     write_events(cfg, "b.csv", ["e2,u1,p1,view,2026-11-01T10:00:00Z,,,s1,web"], header=HEADER.strip() + ",channel\n")
     with pytest.raises(IngestError, match=r"schema drift: new column\(s\) channel"):
         ingest_source(spark, cfg, "events", "r2")
-    assert io.version(spark, uri) == v
+    assert delta_io.version(spark, uri) == v
     # The failed batch was not committed: opted in, the next run reads b.csv (and only b.csv) again.
     evolving = dataclasses.replace(cfg, clean=dataclasses.replace(cfg.clean, allow_schema_evolution=True))
     assert ingest_source(spark, evolving, "events", "r2") == counts(1, 1, 1)
-    got = io.read(spark, uri).select("event_id", "channel")
+    got = delta_io.read(spark, uri).select("event_id", "channel")
     expected = spark.createDataFrame([("e1", None), ("e2", "web")], "event_id string, channel string")
     assert_df_equality(got, expected, ignore_row_order=True)
     # Later files without the new column are still read (it is null for them).
@@ -132,14 +132,14 @@ def test_schema_drift_missing_column_is_always_an_error(spark: SparkSession, cfg
     write_events(cfg, "a.csv", ["e1,u1,p1,view,2026-11-01T10:00:00Z,,,s1"])
     ingest_source(spark, cfg, "events", "r1")
     uri = cfg.table("bronze", "events")
-    v = io.version(spark, uri)
+    v = delta_io.version(spark, uri)
     write_events(cfg, "b.csv", ["e2,u1,p1,view,2026-11-01T10:00:00Z,,"],
                  header="event_id,user_id,product_id,event_type,event_time,price,quantity\n")
     evolving = dataclasses.replace(cfg, clean=dataclasses.replace(cfg.clean, allow_schema_evolution=True))
     for c in (cfg, evolving):
         with pytest.raises(IngestError, match=r"column\(s\) session_id missing"):
             ingest_source(spark, c, "events", "r2")
-    assert io.version(spark, uri) == v
+    assert delta_io.version(spark, uri) == v
 
 
 def test_failed_write_leaves_table_untouched(spark: SparkSession, cfg: AppConfig,
@@ -147,13 +147,13 @@ def test_failed_write_leaves_table_untouched(spark: SparkSession, cfg: AppConfig
     write_events(cfg, "a.csv", ["e1,u1,p1,view,2026-11-01T10:00:00Z,,,s1"])
     ingest_source(spark, cfg, "events", "r1")
     uri = cfg.table("bronze", "events")
-    v = io.version(spark, uri)
+    v = delta_io.version(spark, uri)
     write_events(cfg, "b.csv", ["e2,u1,p1,view,2026-11-01T10:00:00Z,,,s1"])
-    monkeypatch.setenv(io.FAULT_ENV, "before_write:bronze.events")
-    with pytest.raises(io.InjectedFault):
+    monkeypatch.setenv(delta_io.FAULT_ENV, "before_write:bronze.events")
+    with pytest.raises(delta_io.InjectedFault):
         ingest_source(spark, cfg, "events", "r2")
-    assert io.version(spark, uri) == v and io.read(spark, uri).count() == 1
-    monkeypatch.delenv(io.FAULT_ENV)
+    assert delta_io.version(spark, uri) == v and delta_io.read(spark, uri).count() == 1
+    monkeypatch.delenv(delta_io.FAULT_ENV)
     assert ingest_source(spark, cfg, "events", "r2")["events_rows"] == 1
 
 
@@ -167,7 +167,7 @@ def test_csv_files_with_columns_in_another_order_are_read_by_name(spark: SparkSe
     write_events(cfg, "b.csv", ["2,19.50,e2,u2,p2,purchase,2026-11-01T11:00:00Z"],
                  header="quantity,price,event_id,user_id,product_id,event_type,event_time\n")
     assert ingest_source(spark, cfg, "events", "r1") == counts(2, 2, 2)
-    bronze = io.read(spark, cfg.table("bronze", "events"))
+    bronze = delta_io.read(spark, cfg.table("bronze", "events"))
     expected = spark.createDataFrame(
         [("e1", "u1", "p1", "9.99", "1", "s1"), ("e2", "u2", "p2", "19.50", "2", None)],
         "event_id string, user_id string, product_id string, price string, quantity string, session_id string")
@@ -186,24 +186,24 @@ def test_file_missing_a_mapped_column_fails_before_writing(spark: SparkSession, 
     assert msg.startswith(f"sources.events: {Path(cfg.sources.events.path) / 'b.csv'} has no column 'product_id' "
                           "(mapped from item_id; found: event_id, user_id, sku, event_type, event_time)")
     uri = cfg.table("bronze", "events")
-    assert not io.is_delta(spark, uri) and not Path(uri).exists()
+    assert not delta_io.is_delta(spark, uri) and not Path(uri).exists()
     # The failed batch stays unread: with the bad file taken away, the next run reads a.csv alone.
     (Path(cfg.sources.events.path) / "b.csv").unlink()
     assert ingest_source(spark, cfg, "events", "r2") == counts(1, 1, 1)  # b.csv, gone, is not counted
-    assert [r[0] for r in io.read(spark, uri).select("event_id").collect()] == ["e1"]
+    assert [r[0] for r in delta_io.read(spark, uri).select("event_id").collect()] == ["e1"]
 
 
 def test_missing_file_fails_even_when_bronze_exists_and_commits_nothing(spark: SparkSession, cfg: AppConfig) -> None:
     write_events(cfg, "a.csv", ["e1,u1,p1,view,2026-11-01T10:00:00Z,,,s1"])
     ingest_source(spark, cfg, "events", "r1")
     uri = cfg.table("bronze", "events")
-    v = io.version(spark, uri)
+    v = delta_io.version(spark, uri)
     write_events(cfg, "b.csv", ["e2,p1,view,2026-11-01T10:00:00Z,,,s1"],
                  header="event_id,product_id,event_type,event_time,price,quantity,session_id\n")
     with pytest.raises(IngestError, match=r"b\.csv has no column 'user_id' \(required for user_id; map it with "
                                           r"sources\.events\.columns\.user_id; found: event_id, product_id"):
         ingest_source(spark, cfg, "events", "r2")
-    assert io.version(spark, uri) == v
+    assert delta_io.version(spark, uri) == v
 
 
 def test_required_unmapped_column_absent_is_an_error(spark: SparkSession, cfg: AppConfig) -> None:
@@ -212,7 +212,7 @@ def test_required_unmapped_column_absent_is_an_error(spark: SparkSession, cfg: A
                  header="event_id,CustomerID,product_id,event_type,event_time\n")
     with pytest.raises(IngestError, match=r"a\.csv has no column 'user_id' \(required for user_id"):
         ingest_source(spark, cfg, "events", "r1")
-    assert not io.is_delta(spark, cfg.table("bronze", "events"))
+    assert not delta_io.is_delta(spark, cfg.table("bronze", "events"))
     # Mapped, the same file is ingested.
     mapped = with_events(cfg, columns={**cfg.sources.events.columns, "user_id": "CustomerID"})
     assert ingest_source(spark, mapped, "events", "r1")["events_rows"] == 1
@@ -261,7 +261,7 @@ def test_stray_files_are_skipped_counted_and_logged(spark: SparkSession, cfg: Ap
     warning = next(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
     assert "skipped 3 new file(s)" in warning and "dump.bin, meta.json, notes.png" in warning
     assert "_SUCCESS" not in warning
-    files = {r[0].rsplit("/", 1)[-1] for r in io.read(spark, cfg.table("bronze", "events"))
+    files = {r[0].rsplit("/", 1)[-1] for r in delta_io.read(spark, cfg.table("bronze", "events"))
              .select(C.SOURCE_FILE).distinct().collect()}
     assert files == {"a.csv"}
     # Skipped files are reported by the run that first finds them, not by every later one.
@@ -328,7 +328,7 @@ def test_next_day_reads_only_the_next_days_files(spark: SparkSession, cfg: AppCo
     write_events(cfg, "2026-11-02-a.csv", ["e4,u1,p2,view,2026-11-02T10:00:00Z,,,s2"])
     # new_files is Spark's count (the stream's progress: input rows = files); rows are what the batch read.
     assert ingest_source(spark, cfg, "events", "d2") == counts(1, 1, 1)
-    bronze = io.read(spark, cfg.table("bronze", "events"))
+    bronze = delta_io.read(spark, cfg.table("bronze", "events"))
     got = bronze.where(F.col(C.RUN_ID) == "d2").select("event_id",
                                                         F.regexp_extract(C.SOURCE_FILE, r"[^/]+$", 0).alias("file"))
     expected = spark.createDataFrame([("e4", "2026-11-02-a.csv")], "event_id string, file string")
@@ -343,21 +343,21 @@ def test_retried_batch_is_not_appended_twice(spark: SparkSession, cfg: AppConfig
     uri = cfg.table("bronze", "events")
     write_events(cfg, "b.csv", ["e2,u1,p1,view,2026-11-01T11:00:00Z,,,s1", "e3,u1,p1,view,2026-11-01T12:00:00Z,,,s1"])
     # A crash after bronze's commit, before the checkpoint records the batch.
-    monkeypatch.setenv(io.FAULT_ENV, "after_write:bronze.events")
-    with pytest.raises(io.InjectedFault):
+    monkeypatch.setenv(delta_io.FAULT_ENV, "after_write:bronze.events")
+    with pytest.raises(delta_io.InjectedFault):
         ingest_source(spark, cfg, "events", "r2")
-    monkeypatch.delenv(io.FAULT_ENV)
+    monkeypatch.delenv(delta_io.FAULT_ENV)
     checkpoint = Path(cfg.lakehouse) / "_checkpoints" / "ingest" / "events"
     assert (checkpoint / "offsets" / "1").is_file() and not (checkpoint / "commits" / "1").exists()
-    v = io.version(spark, uri)
-    assert io.read(spark, uri).count() == 3
+    v = delta_io.version(spark, uri)
+    assert delta_io.read(spark, uri).count() == 3
 
     # The retry replays batch 1 (same files, same txnVersion): Delta skips the append it already holds, and the
     # result says so: no row appended by this run.
     assert ingest_source(spark, cfg, "events", "r3") == counts(0, 0, 1)
     assert (checkpoint / "commits" / "1").is_file()
-    assert io.version(spark, uri) == v
-    got = io.read(spark, uri).groupBy("event_id").count()
+    assert delta_io.version(spark, uri) == v
+    got = delta_io.read(spark, uri).groupBy("event_id").count()
     assert_df_equality(got, spark.createDataFrame([("e1", 1), ("e2", 1), ("e3", 1)], "event_id string, count long"),
                        ignore_row_order=True, ignore_nullable=True)
 
@@ -367,7 +367,7 @@ def test_partition_directories_keep_their_columns(spark: SparkSession, cfg: AppC
     write_events(cfg, "day=2/b.csv", ["u2,e2,p1,view,2026-11-02T10:00:00Z,,,s1"],
                  header="user_id,event_id,product_id,event_type,event_time,price,quantity,session_id\n")
     assert ingest_source(spark, cfg, "events", "r1") == counts(2, 2, 2)
-    got = io.read(spark, cfg.table("bronze", "events")).select("event_id", "user_id", F.col("day").cast("int"))
+    got = delta_io.read(spark, cfg.table("bronze", "events")).select("event_id", "user_id", F.col("day").cast("int"))
     expected = spark.createDataFrame([("e1", "u1", 1), ("e2", "u2", 2)], "event_id string, user_id string, day int")
     assert_df_equality(got, expected, ignore_row_order=True)
 
@@ -377,7 +377,7 @@ def test_single_file_path_with_another_extension_is_read(spark: SparkSession, cf
     (p.parent / "notes.png").write_bytes(b"\x89PNG")
     one = with_events(cfg, path=str(p))
     assert ingest_source(spark, one, "events", "r1") == counts(1, 1, 1)
-    assert io.read(spark, cfg.table("bronze", "events")).first()[C.SOURCE_FILE].endswith("/export.dat")
+    assert delta_io.read(spark, cfg.table("bronze", "events")).first()[C.SOURCE_FILE].endswith("/export.dat")
 
 
 def test_csv_header_is_split_like_spark(spark: SparkSession, tmp_path: Path) -> None:

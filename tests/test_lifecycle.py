@@ -20,8 +20,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from sparkpromo import columns as C
+from sparkpromo import delta_io, report, schemas
 from sparkpromo import evaluate as E
-from sparkpromo import io, report, schemas
 from sparkpromo import train as T
 from sparkpromo.config import AppConfig, GridConfig
 from tests.conftest import make_config, registry_text
@@ -66,20 +66,20 @@ def events_of(spark: SparkSession, rows: list[tuple[int, int, float, dt.datetime
 
 def write_lakehouse(spark: SparkSession, cfg: AppConfig, rows: list[tuple[int, int, float, dt.datetime]]) -> None:
     """gold.interactions (``rows``), gold.id_map, gold.item_features and silver.events agreeing with each other."""
-    io.overwrite(spark.createDataFrame(rows, schemas.INTERACTIONS), cfg.table("gold", "interactions"))
+    delta_io.overwrite(spark.createDataFrame(rows, schemas.INTERACTIONS), cfg.table("gold", "interactions"))
     ids = [("user", f"u{n}", n) for n in range(HOLDOUT_ONLY_USER + 1)] + [("item", f"i{n}", n) for n in range(18)]
-    io.overwrite(spark.createDataFrame(ids, schemas.ID_MAP), cfg.table("gold", "id_map"))
+    delta_io.overwrite(spark.createDataFrame(ids, schemas.ID_MAP), cfg.table("gold", "id_map"))
     items = [(f"i{i}", CATEGORIES[first]) for _, first in GROUPS for i in range(first, first + 6)]
-    io.overwrite(spark.createDataFrame(items, f"{C.ITEM_ID} string, {C.CATEGORY} string"),
-                 cfg.table("gold", "item_features"))
-    io.overwrite(events_of(spark, rows), cfg.table("silver", "events"))
+    delta_io.overwrite(spark.createDataFrame(items, f"{C.ITEM_ID} string, {C.CATEGORY} string"),
+                       cfg.table("gold", "item_features"))
+    delta_io.overwrite(events_of(spark, rows), cfg.table("silver", "events"))
 
 
 def append_interactions(spark: SparkSession, cfg: AppConfig, rows: list[tuple[int, int, float, dt.datetime]]
                         ) -> None:
     """Later interactions: a new version of gold.interactions and of silver.events."""
-    io.append(spark.createDataFrame(rows, schemas.INTERACTIONS), cfg.table("gold", "interactions"))
-    io.append(events_of(spark, rows), cfg.table("silver", "events"))
+    delta_io.append(spark.createDataFrame(rows, schemas.INTERACTIONS), cfg.table("gold", "interactions"))
+    delta_io.append(events_of(spark, rows), cfg.table("silver", "events"))
 
 
 def lifecycle_config(root: Path, grid: dict[str, Any]) -> AppConfig:
@@ -108,7 +108,7 @@ def runs(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> dict[
 
 
 def model_rows(spark: SparkSession, cfg: AppConfig, run_id: str) -> dict[tuple[str, str], float | None]:
-    rows = io.read(spark, cfg.table("metrics", "model")).where(F.col(C.METRIC_RUN_ID) == run_id).collect()
+    rows = delta_io.read(spark, cfg.table("metrics", "model")).where(F.col(C.METRIC_RUN_ID) == run_id).collect()
     return {(r[C.CONTENDER], r[C.METRIC]): r[C.VALUE] for r in rows}
 
 
@@ -176,7 +176,7 @@ def test_gate_holdout_is_the_pairs_the_incumbent_never_saw(runs: dict[str, Any],
     cfg = runs["cfg"]
     incumbent, registered = T.load_incumbent(spark, cfg, "next")
     assert registered and (incumbent.run_id, incumbent.trained_on) == ("good", 0)
-    test = T.holdout_split(io.read(spark, cfg.table("gold", "interactions")), cfg.train).test
+    test = T.holdout_split(delta_io.read(spark, cfg.table("gold", "interactions")), cfg.train).test
     uri = cfg.table("gold", "interactions")
     held = T.gate_holdout(spark, uri, incumbent, test)
     got = {(r[C.USER_IDX], r[C.ITEM_IDX]) for r in held.test.collect()}

@@ -18,7 +18,7 @@ from pyspark.sql import functions as F
 
 import sparkpromo
 from sparkpromo import columns as C
-from sparkpromo import io
+from sparkpromo import delta_io
 from sparkpromo.cli import main
 from sparkpromo.config import AppConfig, load_config
 from sparkpromo.pipeline import (
@@ -127,7 +127,7 @@ def skipped(result: dict[str, Any]) -> dict[str, bool]:
 
 
 def recorded_fingerprints(spark: SparkSession, cfg: AppConfig) -> dict[str, str]:
-    rows = io.read(spark, cfg.table("metrics", "stages")).where(F.col(C.RUN_ID) == "r1").collect()
+    rows = delta_io.read(spark, cfg.table("metrics", "stages")).where(F.col(C.RUN_ID) == "r1").collect()
     return {r["stage"]: r["fingerprint"] for r in rows}
 
 
@@ -144,7 +144,7 @@ def test_reruns_notice_a_changed_campaign_and_a_new_version_and_nothing_else(
 
     first, _ = run_json(capsys)
     assert not any(skipped(first).values())
-    versions = {t: io.version(spark, cfg.table(*t)) for t in tables}
+    versions = {t: delta_io.version(spark, cfg.table(*t)) for t in tables}
     fps = recorded_fingerprints(spark, cfg)
 
     # Nothing changed: every stage is skipped and no table moves. Ingest never skips: it looks for new files
@@ -152,7 +152,7 @@ def test_reruns_notice_a_changed_campaign_and_a_new_version_and_nothing_else(
     same, _ = run_json(capsys)
     assert skipped(same) == {s: s != "ingest" for s in STAGES}
     assert same["ingest.events_rows"] == 0
-    assert {t: io.version(spark, cfg.table(*t)) for t in tables} == versions
+    assert {t: delta_io.version(spark, cfg.table(*t)) for t in tables} == versions
     assert same["recommend.rows"] == first["recommend.rows"]
 
     # One campaign's discount changes: recommend reruns because of it; measure reruns only because its input,
@@ -169,7 +169,7 @@ def test_reruns_notice_a_changed_campaign_and_a_new_version_and_nothing_else(
     now = recorded_fingerprints(spark, cfg)
     assert now["recommend"] != fps["recommend"]
     assert {s: now[s] for s in now if s != "recommend"} == {s: fps[s] for s in fps if s != "recommend"}
-    moved = {t for t in tables if io.version(spark, cfg.table(*t)) != versions[t]}
+    moved = {t for t in tables if delta_io.version(spark, cfg.table(*t)) != versions[t]}
     # Only what recommend and measure write (measure commits nothing to a table whose rows it leaves as they were).
     assert ("gold", "recommendations") in moved and ("metrics", "stages") in moved
     assert moved <= {*STAGE_IO["recommend"][1], *STAGE_IO["measure"][1], ("metrics", "campaigns"),

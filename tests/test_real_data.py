@@ -14,7 +14,7 @@ from chispa import assert_df_equality
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from sparkpromo import clean, io
+from sparkpromo import clean, delta_io
 from sparkpromo import columns as C
 from sparkpromo import features as FT
 from sparkpromo.config import AppConfig, ConfigError, build_config
@@ -39,7 +39,7 @@ def write_bronze(spark: SparkSession, cfg: AppConfig, source: str, cols: list[st
     schema = ", ".join(f"`{c}` string" for c in cols) + (
         f", {CORRUPT} string, {C.SOURCE_FILE} string, {FILE_SIZE} long, {FILE_MTIME} timestamp, "
         f"{C.INGEST_TS} timestamp, {C.RUN_ID} string")
-    io.overwrite(spark.createDataFrame(data, schema), cfg.table("bronze", source))
+    delta_io.overwrite(spark.createDataFrame(data, schema), cfg.table("bronze", source))
 
 
 def purchase_log_config(tmp_path: Path, **events: Any) -> AppConfig:
@@ -48,7 +48,7 @@ def purchase_log_config(tmp_path: Path, **events: Any) -> AppConfig:
 
 
 def silver_events(spark: SparkSession, cfg: AppConfig) -> DataFrame:
-    return io.read(spark, cfg.table("silver", "events"))
+    return delta_io.read(spark, cfg.table("silver", "events"))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -86,7 +86,7 @@ def test_users_source_without_a_consent_column(spark: SparkSession, tmp_path: Pa
     write_bronze(spark, cfg, "events", LOG_COLS, [("m1", "2026-01-05", "i1", "1", "2.0")])
     clean.run_clean(spark, cfg, "r1", NOW)
     expected = spark.createDataFrame([("m1", True), ("m2", True)], "user_id string, marketing_consent boolean")
-    assert_df_equality(io.read(spark, cfg.table("silver", "users")).select(C.USER_ID, C.MARKETING_CONSENT),
+    assert_df_equality(delta_io.read(spark, cfg.table("silver", "users")).select(C.USER_ID, C.MARKETING_CONSENT),
                        expected, ignore_row_order=True, ignore_nullable=True)
 
     unstated = make_config(tmp_path / "unstated", sources=sources)
@@ -94,7 +94,7 @@ def test_users_source_without_a_consent_column(spark: SparkSession, tmp_path: Pa
     write_bronze(spark, unstated, "events", LOG_COLS, [("m1", "2026-01-05", "i1", "1", "2.0")])
     with pytest.raises(clean.CleanError, match="has no marketing_consent column; say whether"):
         clean.run_clean(spark, unstated, "r1", NOW)
-    assert not io.is_delta(spark, unstated.table("silver", "events"))
+    assert not delta_io.is_delta(spark, unstated.table("silver", "events"))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -224,7 +224,7 @@ def test_configured_exclusions_are_quarantined_with_their_rule(spark: SparkSessi
     write_bronze(spark, cfg, "events", [*LOG_COLS, "invoice"], rows)
     out = clean.run_clean(spark, cfg, "r1", NOW)
     assert out["events.quarantine:excluded"] == 2 and out["events.silver_rows"] == 2
-    q = io.read(spark, cfg.table("quarantine", "rows")).where(F.col(C.Q_RULE) == clean.EXCLUDED)
+    q = delta_io.read(spark, cfg.table("quarantine", "rows")).where(F.col(C.Q_RULE) == clean.EXCLUDED)
     assert sorted(r[C.Q_PAYLOAD] for r in q.collect())[0].startswith('{"member":"m1"')
 
 
@@ -243,7 +243,7 @@ def test_wrong_date_format_stops_clean_before_silver(spark: SparkSession, tmp_pa
     assert msg.startswith("sources.events: 3 of 3 rows (100.0%) fail rule malformed_timestamp, above "
                           "clean.max_reject_share 0.5; e.g. event_ts=\"2026-01-0")
     for table in (("silver", "events"), ("quarantine", "rows"), ("metrics", "data_quality")):
-        assert not io.is_delta(spark, cfg.table(*table))
+        assert not delta_io.is_delta(spark, cfg.table(*table))
 
     # Under the limit, the same bad rows are quarantined and the run goes on.
     lenient = make_config(tmp_path / "lenient", sources={"events": {**PURCHASE_LOG, "timestamp_format": "dd-MM-yyyy"},

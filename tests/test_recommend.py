@@ -17,7 +17,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from sparkpromo import columns as C
-from sparkpromo import io, schemas
+from sparkpromo import delta_io, schemas
 from sparkpromo import recommend as R
 from sparkpromo.config import AppConfig
 
@@ -203,17 +203,6 @@ def test_control_group_is_deterministic_with_about_the_configured_share(spark: S
     assert overlap < 0.1 * 4000  # independent slices overlap ~4%, identical ones would overlap 20%
 
 
-def test_cap_to_stock(spark: SparkSession) -> None:
-    recs = spark.createDataFrame([
-        ("hi", "u1", "i1", 1, True), ("hi", "u1", "i2", 2, True), ("lo", "u2", "i1", 1, True),
-        ("lo", "u2", "i2", 2, True), ("lo", "u3", "i1", 1, False)],
-        "campaign_id string, user_id string, item_id string, rank int, delivered boolean")
-    stock = spark.createDataFrame([("i1", 1), ("i2", None)], "item_id string, stock int")
-    out = recs.transform(R.cap_to_stock(stock, {"hi": 2, "lo": 1}))
-    assert sorted((r[0], r[1], r[2], r[3]) for r in out.collect()) == [
-        ("hi", "u1", "i1", 1), ("hi", "u1", "i2", 2), ("lo", "u2", "i2", 1), ("lo", "u3", "i1", 1)]
-
-
 def _campaign(cid: str, ctype: str = "generic", **offer: Any) -> Any:
     from sparkpromo.config import Campaign, Offer
     return Campaign(id=cid, type=ctype, valid_from=D(2020, 1, 1), valid_to=D(2099, 1, 1), name=cid.title(),
@@ -355,26 +344,26 @@ def write_inputs(spark: SparkSession, cfg: AppConfig) -> None:
     events = spark.createDataFrame(
         [(f"ev{n}", e[0], e[1], e[2], ts[e], ts[e].date(), ITEMS[e[1]][1], None, None, None)
          for n, e in enumerate(EVENTS)], schemas.SILVER_EVENTS)
-    io.overwrite(events, cfg.table("silver", "events"))
+    delta_io.overwrite(events, cfg.table("silver", "events"))
     buyers = {e[0] for e in EVENTS if e[2] == "purchase"}
     users = spark.createDataFrame(
         [(u, c, "25-34", ok, RUN - dt.timedelta(days=d), d, 6, 15, 1, 1, int(u in buyers), 0.0, 1, None)
          for u, (c, ok, d) in USERS.items()], USER_FEATURES_DDL)
-    io.overwrite(users, cfg.table("gold", "user_features"))
+    delta_io.overwrite(users, cfg.table("gold", "user_features"))
     pop = {i: len({e[0] for e in EVENTS if e[1] == i}) for i in ITEMS}
     items = spark.createDataFrame([(i, c, "acme", p, s, "x", pop[i], 0.1) for i, (c, p, s) in ITEMS.items()],
                                   ITEM_FEATURES_DDL)
-    io.overwrite(items, cfg.table("gold", "item_features"))
+    delta_io.overwrite(items, cfg.table("gold", "item_features"))
     uidx = {u: n for n, u in enumerate(sorted({e[0] for e in EVENTS}))}
     iidx = {i: n for n, i in enumerate(sorted(ITEMS))}
-    io.overwrite(spark.createDataFrame([("user", u, n) for u, n in uidx.items()] + [("item", i, n) for i, n in
+    delta_io.overwrite(spark.createDataFrame([("user", u, n) for u, n in uidx.items()] + [("item", i, n) for i, n in
                                                                                    iidx.items()], schemas.ID_MAP),
-                 cfg.table("gold", "id_map"))
+                       cfg.table("gold", "id_map"))
     conf: dict[tuple[int, int], float] = {}
     for e in EVENTS:
         conf[(uidx[e[0]], iidx[e[1]])] = conf.get((uidx[e[0]], iidx[e[1]]), 0.0) + WEIGHT[e[2]]
     inter = spark.createDataFrame([(u, i, c, None) for (u, i), c in conf.items()], schemas.INTERACTIONS)
-    io.overwrite(inter, cfg.table("gold", "interactions"))
+    delta_io.overwrite(inter, cfg.table("gold", "interactions"))
     model = ALS(rank=3, maxIter=4, implicitPrefs=True, alpha=5.0, regParam=0.05, seed=7, userCol=C.USER_IDX,
                 itemCol=C.ITEM_IDX, ratingCol=C.CONFIDENCE, numUserBlocks=1, numItemBlocks=1).fit(inter)
     registry = Path(cfg.lakehouse) / "registry"
@@ -391,7 +380,7 @@ class E2E:
 
 
 def table_rows(spark: SparkSession, cfg: AppConfig) -> list[dict[str, Any]]:
-    rows = io.read(spark, R.table_uri(cfg)).collect()
+    rows = delta_io.read(spark, R.table_uri(cfg)).collect()
     return sorted((r.asDict(recursive=True) for r in rows),
                   key=lambda d: (d[C.CAMPAIGN_ID], d[C.USER_ID], d[C.RANK]))
 
@@ -430,8 +419,8 @@ def test_control_rows_can_never_be_delivered(spark: SparkSession, e2e: E2E) -> N
     assert rows and all(not r[C.DELIVERED] for r in rows)
     bad = spark.createDataFrame([{**rows[0], C.DELIVERED: True, C.RANK: 99}], R.RECOMMENDATIONS)
     with pytest.raises(Exception, match="(?i)control_never_delivered"):
-        io.append(bad, R.table_uri(e2e.cfg))
-    assert io.read(spark, R.table_uri(e2e.cfg)).where(F.col(C.DELIVERED) & F.col(C.IS_CONTROL)).count() == 0
+        delta_io.append(bad, R.table_uri(e2e.cfg))
+    assert delta_io.read(spark, R.table_uri(e2e.cfg)).where(F.col(C.DELIVERED) & F.col(C.IS_CONTROL)).count() == 0
 
 
 @pytest.mark.slow
@@ -478,12 +467,12 @@ def test_run_recommend_rows(e2e: E2E) -> None:
 def test_popularity_champion(spark: SparkSession, e2e: E2E) -> None:
     cfg = e2e.cfg
     welcome = [c for c in cfg.campaigns if c.id == "welcome"]
-    users = io.read(spark, cfg.table("gold", "user_features"))
-    items = io.read(spark, cfg.table("gold", "item_features"))
-    events = io.read(spark, cfg.table("silver", "events"))
+    users = delta_io.read(spark, cfg.table("gold", "user_features"))
+    items = delta_io.read(spark, cfg.table("gold", "item_features"))
+    events = delta_io.read(spark, cfg.table("silver", "events"))
     frames = R.campaign_frames(welcome, RUN, users, items, events, "country", 2)
-    recs = R.recommendations(frames, welcome, RUN, users, events, io.read(spark, cfg.table("gold", "id_map")),
-                             io.read(spark, cfg.table("gold", "interactions")), None, cfg.recommend)
+    recs = R.recommendations(frames, welcome, RUN, users, events, delta_io.read(spark, cfg.table("gold", "id_map")),
+                             delta_io.read(spark, cfg.table("gold", "interactions")), None, cfg.recommend)
     got = {(r[C.USER_ID], r[C.SOURCE]) for r in recs.select(C.USER_ID, C.SOURCE).distinct().collect()}
     assert got == {("u1", R.POPULARITY), ("u7", R.POPULARITY), ("u9", R.POPULARITY)}
 
@@ -493,11 +482,11 @@ def test_budgeted_campaign_scores_only_its_shortlist(spark: SparkSession, e2e: E
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = e2e.cfg
     fans = [dataclasses.replace(c, budget=1) for c in cfg.campaigns if c.id == "fans"]
-    users = io.read(spark, cfg.table("gold", "user_features"))
-    items = io.read(spark, cfg.table("gold", "item_features"))
-    events = io.read(spark, cfg.table("silver", "events"))
-    id_map = io.read(spark, cfg.table("gold", "id_map"))
-    interactions = io.read(spark, cfg.table("gold", "interactions"))
+    users = delta_io.read(spark, cfg.table("gold", "user_features"))
+    items = delta_io.read(spark, cfg.table("gold", "item_features"))
+    events = delta_io.read(spark, cfg.table("silver", "events"))
+    id_map = delta_io.read(spark, cfg.table("gold", "id_map"))
+    interactions = delta_io.read(spark, cfg.table("gold", "interactions"))
     model = R.load_champion(spark, cfg)[1]
     assert model is not None
     frames = R.campaign_frames(fans, RUN, users, items, events, "country", 2)
@@ -552,8 +541,8 @@ def test_no_offers_is_a_warning_and_an_error_under_strict(spark: SparkSession, t
     cfg = dataclasses.replace(e2e_config(tmp_path), campaigns=e2e_config(tmp_path, inactive=(
         "welcome", "birthday", "cart-50", "bundle")).campaigns)
     write_inputs(spark, cfg)
-    users = io.read(spark, cfg.table("gold", "user_features")).withColumn(C.MARKETING_CONSENT, F.lit(False))
-    io.overwrite(users.localCheckpoint(), cfg.table("gold", "user_features"))
+    users = delta_io.read(spark, cfg.table("gold", "user_features")).withColumn(C.MARKETING_CONSENT, F.lit(False))
+    delta_io.overwrite(users.localCheckpoint(), cfg.table("gold", "user_features"))
     ctx = RunContext("r1", RUN)
     result = run_stage("recommend", spark, cfg, ctx)
     assert result["rows"] == 0 and result["campaigns"]["fans"]["status"] == "empty_audience"

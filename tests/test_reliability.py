@@ -10,8 +10,8 @@ from chispa import assert_df_equality
 from pyspark.sql import DataFrame, SparkSession
 
 from sparkpromo import columns as C
+from sparkpromo import delta_io
 from sparkpromo import features as FT
-from sparkpromo import io
 from sparkpromo.config import AppConfig
 from sparkpromo.generate import generate_shop
 from sparkpromo.pipeline import RunContext, run_stage
@@ -32,7 +32,7 @@ def shop(root: Path) -> AppConfig:
 
 
 def snapshot(spark: SparkSession, cfg: AppConfig, layer: str, name: str) -> DataFrame:
-    df = io.read(spark, cfg.table(layer, name))
+    df = delta_io.read(spark, cfg.table(layer, name))
     return df.drop(*[c for c in META if c in df.columns])
 
 
@@ -45,15 +45,15 @@ def test_crash_after_commit_then_rerun_equals_clean_run(spark: SparkSession, tmp
     crash_cfg = shop(tmp_path / "crash")
     run_stage("ingest", spark, crash_cfg, CTX)
     # Crash right after silver.events commits, before quarantine and the run record are written.
-    monkeypatch.setenv(io.FAULT_ENV, "after_write:silver.events")
-    with pytest.raises(io.InjectedFault):
+    monkeypatch.setenv(delta_io.FAULT_ENV, "after_write:silver.events")
+    with pytest.raises(delta_io.InjectedFault):
         run_stage("clean", spark, crash_cfg, CTX)
-    assert not io.is_delta(spark, crash_cfg.table("quarantine", "rows"))
-    monkeypatch.delenv(io.FAULT_ENV)
+    assert not delta_io.is_delta(spark, crash_cfg.table("quarantine", "rows"))
+    monkeypatch.delenv(delta_io.FAULT_ENV)
     # Crash mid-ingest on a retry: the file list is unchanged, so nothing more may be appended either.
-    monkeypatch.setenv(io.FAULT_ENV, "before_write:bronze.events")
+    monkeypatch.setenv(delta_io.FAULT_ENV, "before_write:bronze.events")
     run_stage("ingest", spark, crash_cfg, CTX)  # nothing new to ingest: the fault point is never reached
-    monkeypatch.delenv(io.FAULT_ENV)
+    monkeypatch.delenv(delta_io.FAULT_ENV)
 
     result = run_stage("clean", spark, crash_cfg, CTX)
     assert not result.get("skipped")
@@ -70,16 +70,16 @@ def test_crash_after_commit_then_rerun_equals_clean_run(spark: SparkSession, tmp
 def test_retry_changes_nothing(spark: SparkSession, tmp_path: Path) -> None:
     cfg = shop(tmp_path)
     first = {s: run_stage(s, spark, cfg, CTX) for s in ("ingest", "clean")}
-    versions = {t: io.version(spark, cfg.table(*t)) for t in (*TABLES, ("metrics", "stages"))}
-    counts = {t: io.read(spark, cfg.table(*t)).count() for t in TABLES}
+    versions = {t: delta_io.version(spark, cfg.table(*t)) for t in (*TABLES, ("metrics", "stages"))}
+    counts = {t: delta_io.read(spark, cfg.table(*t)).count() for t in TABLES}
 
     again = {s: run_stage(s, spark, cfg, CTX) for s in ("ingest", "clean")}
 
     assert again["ingest"]["events_rows"] == 0
     assert again["clean"]["skipped"] is True
     assert again["clean"]["events.silver_rows"] == first["clean"]["events.silver_rows"]
-    assert {t: io.version(spark, cfg.table(*t)) for t in versions} == versions
-    assert {t: io.read(spark, cfg.table(*t)).count() for t in TABLES} == counts
+    assert {t: delta_io.version(spark, cfg.table(*t)) for t in versions} == versions
+    assert {t: delta_io.read(spark, cfg.table(*t)).count() for t in TABLES} == counts
 
     record("fault", "retry ingest + clean for the same run id", counts[("bronze", "events")],
            f"bronze {counts[('bronze', 'events')]}, silver {counts[('silver', 'events')]}",
@@ -88,11 +88,11 @@ def test_retry_changes_nothing(spark: SparkSession, tmp_path: Path) -> None:
     assert forced["skipped"] is False  # every result says whether its stage ran
     # ... and an incremental clean that finds no new bronze rows writes nothing.
     assert forced["mode"] == "unchanged" and forced["events.run_bronze_rows"] == 0
-    assert io.version(spark, cfg.table("silver", "events")) == versions[("silver", "events")]
+    assert delta_io.version(spark, cfg.table("silver", "events")) == versions[("silver", "events")]
     rebuilt = run_stage("clean", spark, cfg, CTX, full_refresh=True)
     assert rebuilt["mode"] == "full"
-    assert io.version(spark, cfg.table("silver", "events")) == versions[("silver", "events")] + 1
-    assert io.read(spark, cfg.table("silver", "events")).count() == counts[("silver", "events")]
+    assert delta_io.version(spark, cfg.table("silver", "events")) == versions[("silver", "events")] + 1
+    assert delta_io.read(spark, cfg.table("silver", "events")).count() == counts[("silver", "events")]
 
 
 def test_crash_in_the_middle_of_a_write_leaves_the_table_as_it_was(spark: SparkSession, tmp_path: Path,
@@ -102,19 +102,19 @@ def test_crash_in_the_middle_of_a_write_leaves_the_table_as_it_was(spark: SparkS
         run_stage(s, spark, cfg, CTX)
     uri = cfg.table("silver", "events")
     snap = snapshot(spark, cfg, "silver", "events")
-    before_version, before, schema = io.version(spark, uri), snap.collect(), snap.schema
+    before_version, before, schema = delta_io.version(spark, uri), snap.collect(), snap.schema
 
     # Tasks of the silver write fail after it started: files may be written, but nothing is committed.
-    monkeypatch.setenv(io.FAULT_ENV, "during_write:silver.events")
+    monkeypatch.setenv(delta_io.FAULT_ENV, "during_write:silver.events")
     with pytest.raises(Exception, match="fault injected at during_write:silver.events"):
         run_stage("clean", spark, cfg, CTX, full_refresh=True)
-    assert io.version(spark, uri) == before_version
+    assert delta_io.version(spark, uri) == before_version
     assert_df_equality(snapshot(spark, cfg, "silver", "events"), spark.createDataFrame(before, schema),
                        ignore_row_order=True)
-    monkeypatch.delenv(io.FAULT_ENV)
+    monkeypatch.delenv(delta_io.FAULT_ENV)
 
     result = run_stage("clean", spark, cfg, CTX, full_refresh=True)
-    assert io.version(spark, uri) == before_version + 1
+    assert delta_io.version(spark, uri) == before_version + 1
     assert result["events.silver_rows"] == len(before)
     record("fault", "crash during_write:silver.events (tasks fail mid-write), then rerun clean",
            result["events.bronze_rows"], f"silver {len(before)} before and after the crash, version unchanged",
@@ -127,38 +127,38 @@ def test_a_retried_append_commits_its_rows_once(spark: SparkSession, tmp_path: P
     retry commits nothing more (Delta's txnAppId/txnVersion for the id map, the source file for bronze)."""
     cfg = shop(tmp_path)
     # Ingest crashes right after bronze.events commits; the retry finds every file already there.
-    monkeypatch.setenv(io.FAULT_ENV, "after_write:bronze.events")
-    with pytest.raises(io.InjectedFault):
+    monkeypatch.setenv(delta_io.FAULT_ENV, "after_write:bronze.events")
+    with pytest.raises(delta_io.InjectedFault):
         run_stage("ingest", spark, cfg, CTX)
-    monkeypatch.delenv(io.FAULT_ENV)
+    monkeypatch.delenv(delta_io.FAULT_ENV)
     bronze_uri = cfg.table("bronze", "events")
-    bronze_version, bronze = io.version(spark, bronze_uri), snapshot(spark, cfg, "bronze", "events").cache()
+    bronze_version, bronze = delta_io.version(spark, bronze_uri), snapshot(spark, cfg, "bronze", "events").cache()
     assert run_stage("ingest", spark, cfg, CTX)["events_rows"] == 0
-    assert io.version(spark, bronze_uri) == bronze_version
+    assert delta_io.version(spark, bronze_uri) == bronze_version
     assert_df_equality(snapshot(spark, cfg, "bronze", "events"), bronze, ignore_row_order=True)
     bronze.unpersist()
     run_stage("clean", spark, cfg, CTX)
 
     # Features crashes right after its id map append commits, before the gold tables and its run record.
-    monkeypatch.setenv(io.FAULT_ENV, "after_write:gold.id_map")
-    with pytest.raises(io.InjectedFault):
+    monkeypatch.setenv(delta_io.FAULT_ENV, "after_write:gold.id_map")
+    with pytest.raises(delta_io.InjectedFault):
         run_stage("features", spark, cfg, CTX)
-    monkeypatch.delenv(io.FAULT_ENV)
+    monkeypatch.delenv(delta_io.FAULT_ENV)
     map_uri = cfg.table("gold", "id_map")
-    map_version, id_map = io.version(spark, map_uri), io.read(spark, map_uri).cache()
+    map_version, id_map = delta_io.version(spark, map_uri), delta_io.read(spark, map_uri).cache()
     assert map_version is not None
     n_ids = id_map.count()
     assert n_ids == id_map.select(C.ID_KIND, C.ORIGINAL_ID).distinct().count() > 0
 
     # The same append retried as a task retry would repeat it (same rows, same txnAppId/txnVersion): no commit.
-    io.append(id_map, map_uri, app_id=FT.ID_MAP_APP_ID, txn_version=map_version, name="gold.id_map")
-    assert io.version(spark, map_uri) == map_version
+    delta_io.append(id_map, map_uri, app_id=FT.ID_MAP_APP_ID, txn_version=map_version, name="gold.id_map")
+    assert delta_io.version(spark, map_uri) == map_version
     # The stage retried: nothing new to map, so no append either; the gold tables are written once.
     result = run_stage("features", spark, cfg, CTX)
-    assert io.version(spark, map_uri) == map_version
+    assert delta_io.version(spark, map_uri) == map_version
     assert (result["new_user_ids"], result["new_item_ids"]) == (0, 0)
-    assert_df_equality(io.read(spark, map_uri), id_map, ignore_row_order=True)
-    assert io.read(spark, cfg.table("gold", "interactions")).count() == result["interactions"] > 0
+    assert_df_equality(delta_io.read(spark, map_uri), id_map, ignore_row_order=True)
+    assert delta_io.read(spark, cfg.table("gold", "interactions")).count() == result["interactions"] > 0
     record("fault", "crash after_write:gold.id_map (and after_write:bronze.events), then retry", n_ids,
            f"id map {n_ids} ids, version {map_version} before and after the retries",
            "rows committed once (txnAppId/txnVersion; source-file idempotence)")

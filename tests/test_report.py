@@ -17,7 +17,7 @@ from conftest import make_config
 from pyspark.sql import SparkSession
 
 from sparkpromo import columns as C
-from sparkpromo import io, report
+from sparkpromo import delta_io, report
 from sparkpromo import measure as M
 from sparkpromo import recommend as R
 from sparkpromo.config import AppConfig
@@ -43,29 +43,29 @@ def _stages_rows() -> list[tuple]:
 def lakehouse(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> AppConfig:
     """One small lakehouse for the module: two runs, the newer one with every table the report reads."""
     cfg = make_config(tmp_path_factory.mktemp("report"))
-    io.overwrite(spark.createDataFrame(_stages_rows(), f"{C.RUN_ID} string, {C.RUN_DATE} date, stage string, "
+    delta_io.overwrite(spark.createDataFrame(_stages_rows(), f"{C.RUN_ID} string, {C.RUN_DATE} date, stage string, "
                                        "elapsed_s double, finished_at timestamp, io_versions string, result string"),
-                 cfg.table("metrics", "stages"))
+                       cfg.table("metrics", "stages"))
     dq = [(NEW, "events", "silver", 90), (NEW, "events", "duplicate", 3),
           (NEW, "events", "quarantine:missing_field", 4), (NEW, "events", "quarantine:future_timestamp", 3),
           (NEW, "users", "silver", 10), (NEW, "users", "quarantine:malformed_record", 1), (NEW, "items", "silver", 6)]
-    io.overwrite(spark.createDataFrame(dq, "_run_id string, source string, metric string, value long"),
-                 cfg.table("metrics", "data_quality"))
+    delta_io.overwrite(spark.createDataFrame(dq, "_run_id string, source string, metric string, value long"),
+                       cfg.table("metrics", "data_quality"))
     model = [(NEW, c, m, v) for c, vals in {"als": {"ndcg": 0.31, "precision": 0.12, "recall": 0.4, "map": 0.2,
                                                      "coverage": 0.8, "novelty": 3.1},
                                             "popularity": {"ndcg": 0.22, "precision": 0.09, "recall": 0.3,
                                                            "map": 0.15, "coverage": 0.1, "novelty": 1.2}}.items()
              for m, v in vals.items()]
-    io.overwrite(spark.createDataFrame(model, "run_id string, contender string, metric string, value double"),
-                 cfg.table("metrics", "model"))
+    delta_io.overwrite(spark.createDataFrame(model, "run_id string, contender string, metric string, value double"),
+                       cfg.table("metrics", "model"))
     registry = Path(cfg.lakehouse) / "registry" / NEW
     registry.mkdir(parents=True)
     grid = [{"params": {"rank": r, "reg_param": reg, "alpha": 5.0, "max_iter": 5}, "mean": 0.2 + r / 100 - reg / 10,
              "std": 0.01} for r in (4, 8) for reg in (0.05, 0.2)]
     (registry / "cv.json").write_text(json.dumps({"metric": "ndcg", "k": 10, "folds": 2, "grid": grid}))
     (registry / "params.json").write_text(json.dumps({"run_id": NEW, "champion": "als"}))
-    io.overwrite(spark.createDataFrame([(f"i{i}",) for i in range(6)], "item_id string"),
-                 cfg.table("gold", "item_features"))
+    delta_io.overwrite(spark.createDataFrame([(f"i{i}",) for i in range(6)], "item_id string"),
+                       cfg.table("gold", "item_features"))
     recs = []
     for cid, users in (("welcome", ("u1", "u2", "u3")), ("cart", ("u4", "u5"))):
         for u in users:
@@ -73,14 +73,17 @@ def lakehouse(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> 
                 control = u == "u3"
                 recs.append((cid, NEW_DATE, u, item, rank, 1.0 / rank, 2.0 / rank,
                              "als" if rank == 1 else "global_popularity", control, not control, NEW, None, None, NEW))
-    io.overwrite(spark.createDataFrame(recs, R.RECOMMENDATIONS), R.table_uri(cfg), partition_by=R.PARTITION_COLUMNS)
+    delta_io.overwrite(spark.createDataFrame(recs, R.RECOMMENDATIONS), R.table_uri(cfg),
+                       partition_by=R.PARTITION_COLUMNS)
     # u1 buys within the welcome run's window, u3 (control) does not: welcome is a small sample, cart has no control
     events = [("u1", "i0", "purchase", NEW_DATE + dt.timedelta(days=2), 12.0, 1)]
-    io.overwrite(spark.createDataFrame(events, "user_id string, item_id string, event_type string, event_date date, "
-                                               "price double, quantity int"), cfg.table("silver", "events"))
+    delta_io.overwrite(spark.createDataFrame(events, "user_id string, item_id string, event_type string, "
+                                             "event_date date, price double, quantity int"),
+                       cfg.table("silver", "events"))
     M.run_measure(spark, cfg, "m", NEW_DATE + dt.timedelta(days=7))
-    io.overwrite(spark.createDataFrame([(NEW_DATE, "cart", "pause", None, "uplift CI below zero", "m")], M.ACTIONS),
-                 cfg.table(*M.ACTIONS_TABLE))
+    delta_io.overwrite(spark.createDataFrame([(NEW_DATE, "cart", "pause", None, "uplift CI below zero", "m")],
+                                             M.ACTIONS),
+                       cfg.table(*M.ACTIONS_TABLE))
     return cfg
 
 

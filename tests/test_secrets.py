@@ -12,7 +12,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from sparkpromo import columns as C
-from sparkpromo import io
+from sparkpromo import delta_io
 from sparkpromo.clean import run_clean
 from sparkpromo.config import ConfigError
 from sparkpromo.ingest import run_ingest
@@ -61,7 +61,7 @@ def test_key_never_in_logs_or_spark_conf(spark: SparkSession, tmp_path: Path, mo
     with caplog.at_level(logging.DEBUG):
         run_ingest(spark, cfg, "r1")
         run_clean(spark, cfg, "r1", dt.datetime(2026, 11, 2))
-    assert io.read(spark, cfg.table("silver", "events")).first()[C.USER_ID] == pseudonym("u1", KEY.encode())
+    assert delta_io.read(spark, cfg.table("silver", "events")).first()[C.USER_ID] == pseudonym("u1", KEY.encode())
     logs = caplog.text + "\n".join(str(r.args) for r in caplog.records)
     confs = [*spark.sparkContext.getConf().getAll(), *spark.conf.getAll.items()]
     leaked = [s for s in (KEY, *PADS) if s in logs or any(s in f"{k}={v}" for k, v in confs)]

@@ -15,7 +15,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from sparkpromo import columns as C
-from sparkpromo import io, schemas
+from sparkpromo import delta_io, schemas
 from sparkpromo import train as T
 from sparkpromo.config import GridConfig
 from sparkpromo.logs import spark_progress
@@ -88,7 +88,7 @@ def test_training_data_errors(spark: SparkSession, tmp_path: Path) -> None:
     cfg = make_config(tmp_path)
     with pytest.raises(T.TrainError, match="no interactions table"):
         T.run_train(spark, cfg, "r0")
-    io.overwrite(inter(spark, []), cfg.table("gold", "interactions"))
+    delta_io.overwrite(inter(spark, []), cfg.table("gold", "interactions"))
     with pytest.raises(T.TrainError, match="no training data"):
         T.run_train(spark, cfg, "r0")
     assert issubclass(T.TrainError, ValueError)
@@ -110,7 +110,7 @@ def test_run_train_cross_validates_and_persists(spark: SparkSession, tmp_path: P
     cfg = make_config(tmp_path, train={"k": 3, "folds": 2, "seed": 3, "test_fraction": 0.25,
                                        "grid": {"rank": [2, 4], "reg_param": [0.05], "alpha": [5.0],
                                                 "max_iter": [5], "nonnegative": [True]}})
-    io.overwrite(two_tastes(spark), cfg.table("gold", "interactions"))
+    delta_io.overwrite(two_tastes(spark), cfg.table("gold", "interactions"))
     with caplog.at_level(logging.INFO, logger="sparkpromo"):
         res = T.run_train(spark, cfg, "r1")
 
@@ -146,12 +146,12 @@ def test_run_train_cross_validates_and_persists(spark: SparkSession, tmp_path: P
     # No silver events and no model in service: the two contenders' six metrics, and the decision.
     assert res["decision"] == T.FIRST_MODEL and res["served_exclusion"].startswith("not computed")
     metrics_uri = cfg.table("metrics", "model")
-    n = io.read(spark, metrics_uri).where(F.col(C.METRIC_RUN_ID) == "r1").count()
+    n = delta_io.read(spark, metrics_uri).where(F.col(C.METRIC_RUN_ID) == "r1").count()
     assert n == 13
     # idempotent: writing the run's rows again replaces them
     rows = spark.createDataFrame(T.metrics_rows("r1", res["metrics"], res["decision"]), T.METRICS_SCHEMA)
-    io.replace_partition(rows, metrics_uri, {C.METRIC_RUN_ID: "r1"})
-    assert io.read(spark, metrics_uri).count() == n
+    delta_io.replace_partition(rows, metrics_uri, {C.METRIC_RUN_ID: "r1"})
+    assert delta_io.read(spark, metrics_uri).count() == n
 
 
 def test_run_train_explicit_ratings_reports_rmse(spark: SparkSession, tmp_path: Path) -> None:
@@ -163,7 +163,7 @@ def test_run_train_explicit_ratings_reports_rmse(spark: SparkSession, tmp_path: 
                                       "implicit_prefs": [False]}})
     known = [(u, i, float(r)) for u, row in enumerate(ARTICLE) for i, r in enumerate(row) if r]
     rows = known + [(u + 5, i, r) for u, i, r in known]  # two copies of the matrix' users
-    io.overwrite(inter(spark, rows), cfg.table("gold", "interactions"))
+    delta_io.overwrite(inter(spark, rows), cfg.table("gold", "interactions"))
     res = T.run_train(spark, cfg, "explicit")
     assert math.isfinite(res["metrics"]["als"]["rmse"])
     assert "alpha" not in res["params"] and res["params"]["implicit_prefs"] is False
@@ -178,7 +178,7 @@ def test_ratings_cv_chooses_between_implicit_and_explicit(spark: SparkSession, t
                       train={"k": 3, "folds": 2, "seed": 3, "test_fraction": 0.25,
                              "grid": {"rank": [4], "reg_param": [0.05], "alpha": [1.0], "max_iter": [5],
                                       "implicit_prefs": [True, False]}})
-    io.overwrite(two_tastes(spark), cfg.table("gold", "interactions"))
+    delta_io.overwrite(two_tastes(spark), cfg.table("gold", "interactions"))
     res = T.run_train(spark, cfg, "both")
     kinds = {row["params"]["implicit_prefs"]: row["mean"] for row in res["cv"]}
     assert set(kinds) == {True, False}

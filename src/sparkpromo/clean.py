@@ -34,7 +34,7 @@ from pyspark.sql import functions as F
 from pyspark.util import inheritable_thread_target
 
 from sparkpromo import columns as C
-from sparkpromo import io
+from sparkpromo import delta_io
 from sparkpromo.config import CLEAN_PRIVACY_KEYS, AppConfig, FileSource
 from sparkpromo.frame import Transform
 from sparkpromo.ingest import CORRUPT, METADATA_COLUMNS, mappable
@@ -516,8 +516,8 @@ def age_band_movers(spark: SparkSession, cfg: AppConfig, now: dt.datetime, versi
     src = cfg.sources.users
     if src is None:
         raise ValueError("age_band_movers needs a users source (sources.users)")
-    canon = io.read(spark, cfg.table("bronze", "users"), version=version).transform(canonicalise("users", src))
-    return canon.transform(band_changed(io.read(spark, cfg.table("silver", "users")), now.date()))
+    canon = delta_io.read(spark, cfg.table("bronze", "users"), version=version).transform(canonicalise("users", src))
+    return canon.transform(band_changed(delta_io.read(spark, cfg.table("silver", "users")), now.date()))
 
 
 def classify_users(max_len: int, exclude: Mapping[str, str] | None = None) -> Transform:
@@ -700,7 +700,7 @@ def full_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetim
         if version is None:
             return None
         # Every read of this run sees the same snapshot, whatever ingest does meanwhile.
-        df = io.read(spark, uri, version=version)
+        df = delta_io.read(spark, uri, version=version)
         src = getattr(cfg.sources, source)
         if source in ("events", "users") and src is not None:
             # Rows of forgotten users that reached bronze anyway (an ingest racing `forget`) never reach silver.
@@ -791,13 +791,15 @@ def full_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetim
             if name in silver:
                 uri = cfg.table("silver", name)
                 checks, not_null = SILVER_CONSTRAINTS[name]
-                io.overwrite(silver[name], uri, name=f"silver.{name}",
-                             constraints=io.constraint_checks(checks, not_null), properties=SILVER_PROPERTIES.get(name))
-                io.add_constraints(spark, uri, checks, not_null)  # a table from before these constraints
-        io.overwrite(q.drop(EXAMPLE), cfg.table("quarantine", "rows"), partition_by=(C.Q_SOURCE,), name="quarantine")
+                delta_io.overwrite(silver[name], uri, name=f"silver.{name}",
+                                   constraints=delta_io.constraint_checks(checks, not_null),
+                                   properties=SILVER_PROPERTIES.get(name))
+                delta_io.add_constraints(spark, uri, checks, not_null)  # a table from before these constraints
+        delta_io.overwrite(q.drop(EXAMPLE), cfg.table("quarantine", "rows"), partition_by=(C.Q_SOURCE,),
+                           name="quarantine")
         dq = spark.createDataFrame(dq_rows, "_run_id string, source string, metric string, value long")
-        io.replace_partition(dq, cfg.table("metrics", "data_quality"), {C.RUN_ID: run_id},
-                             name="metrics.data_quality")
+        delta_io.replace_partition(dq, cfg.table("metrics", "data_quality"), {C.RUN_ID: run_id},
+                                   name="metrics.data_quality")
     finally:
         for df in cached:
             df.unpersist()
@@ -877,14 +879,14 @@ def _plain(value: object) -> object:
 def output_versions(spark: SparkSession, cfg: AppConfig) -> dict[str, int | None]:
     tables = {f"silver.{s}": cfg.table("silver", s) for s in SOURCES}
     tables["quarantine.rows"] = cfg.table("quarantine", "rows")
-    return {name: io.version(spark, uri) for name, uri in tables.items()}
+    return {name: delta_io.version(spark, uri) for name, uri in tables.items()}
 
 
 def last_state(spark: SparkSession, cfg: AppConfig) -> CleanState | None:
     uri = cfg.table(*STATE_TABLE)
-    if not io.is_delta(spark, uri):
+    if not delta_io.is_delta(spark, uri):
         return None
-    row = io.read(spark, uri).orderBy(F.col("finished_at").desc()).first()
+    row = delta_io.read(spark, uri).orderBy(F.col("finished_at").desc()).first()
     if row is None:
         return None
     return CleanState(json.loads(row["bronze_versions"]), json.loads(row["output_versions"]), row["settings"],
@@ -899,7 +901,7 @@ def record_state(spark: SparkSession, cfg: AppConfig, run_id: str, mode: str, br
             json.dumps(dict(result), sort_keys=True, default=str))]
     df = spark.createDataFrame(row, f"{C.RUN_ID} string, finished_at timestamp, mode string, bronze_versions string, "
                                     "output_versions string, settings string, result string")
-    io.append(df, cfg.table(*STATE_TABLE), name="metrics.clean_state")
+    delta_io.append(df, cfg.table(*STATE_TABLE), name="metrics.clean_state")
 
 
 def appends_only(spark: SparkSession, uri: str, start: int, end: int) -> bool:
@@ -950,7 +952,7 @@ def run_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetime
     ``full_refresh``, on the first run, and whenever the incremental result could differ from a rebuild (see
     :func:`full_refresh_reason`). A clean that finds no new bronze rows writes nothing, and reports the totals the
     last clean left. Every run records its bronze versions and totals in ``metrics/clean_state``, last."""
-    versions = {s: io.version(spark, cfg.table("bronze", s)) if getattr(cfg.sources, s) is not None else None
+    versions = {s: delta_io.version(spark, cfg.table("bronze", s)) if getattr(cfg.sources, s) is not None else None
                 for s in SOURCES}
     state = None if full_refresh else last_state(spark, cfg)
     reason = "--full-refresh" if full_refresh else full_refresh_reason(spark, cfg, state, versions)
@@ -1049,14 +1051,14 @@ def incremental_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.
         return cached[-1]
 
     forgotten = forgotten_set(spark, cfg)
-    quarantine = io.read(spark, cfg.table("quarantine", "rows"))
+    quarantine = delta_io.read(spark, cfg.table("quarantine", "rows"))
 
     def bronze(source: str) -> DataFrame:
         uri, end, start = cfg.table("bronze", source), versions[source], state.bronze.get(source)
-        rows = io.read(spark, uri, version=end)
+        rows = delta_io.read(spark, uri, version=end)
         pairs = rows.select(C.SOURCE_FILE, C.INGEST_TS).distinct()
         if start != end:
-            pairs = pairs.subtract(io.read(spark, uri, version=start).select(C.SOURCE_FILE, C.INGEST_TS))
+            pairs = pairs.subtract(delta_io.read(spark, uri, version=start).select(C.SOURCE_FILE, C.INGEST_TS))
         else:
             pairs = pairs.limit(0)
         df = rows.transform(tag_new(keep(pairs)))
@@ -1134,7 +1136,7 @@ def incremental_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.
         keys = keep((keys if movers is None else keys.unionByName(movers)).distinct())
         emitted = keep(canon.transform(in_slice(keys, key, _IN)).where(F.col(NEW) | F.col(_IN))
                        .transform(mark_duplicates(key, True)).transform(classify))
-        silver_table = io.read(spark, cfg.table("silver", source))
+        silver_table = delta_io.read(spark, cfg.table("silver", source))
         silver_base = keep(silver_table.join(keys, key, "left_semi"))
         silver_now = emitted.transform(to_silver)
         changes, counts = diff(source, key, emitted, silver_now, silver_base)
@@ -1169,7 +1171,7 @@ def incremental_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.
             marked = marked.transform(flag_bots(keep(marked.transform(bot_users(bot_limit)))))
         # Rows outside the slice's users came in only to rank copies; their outcome is not re-judged.
         emitted = keep(marked.where(F.col(_AU) | F.col(NEW)))
-        silver_base = keep(io.read(spark, cfg.table("silver", "events")).join(users, C.USER_ID, "left_semi"))
+        silver_base = keep(delta_io.read(spark, cfg.table("silver", "events")).join(users, C.USER_ID, "left_semi"))
         change, count = diff("events", C.EVENT_ID, emitted, silver_events(emitted), silver_base)
         count["_bronze_total"] = raw.count()
         return change, count
@@ -1185,7 +1187,7 @@ def incremental_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.
             movers = age_band_movers(spark, cfg, now, versions[source]) if source == "users" else None
             if state.bronze.get(source) == versions[source] and (movers is None or movers.isEmpty()):
                 # nothing new, nobody to re-judge: silver's ids are the known ones
-                known[source] = io.read(spark, cfg.table("silver", source)).select(key)
+                known[source] = delta_io.read(spark, cfg.table("silver", source)).select(key)
                 continue
             changes[source], counts[source] = dimension(source, movers)
             known[source] = changes[source].known
@@ -1205,8 +1207,8 @@ def incremental_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.
         merge_quarantine(spark, cfg.table("quarantine", "rows"), [changes[s] for s in changes])
         dq_rows = [(run_id, source, metric, n) for source, per in outcomes.items() for metric, n in per.items()]
         dq = spark.createDataFrame(dq_rows, "_run_id string, source string, metric string, value long")
-        io.replace_partition(dq, cfg.table("metrics", "data_quality"), {C.RUN_ID: run_id},
-                             name="metrics.data_quality")
+        delta_io.replace_partition(dq, cfg.table("metrics", "data_quality"), {C.RUN_ID: run_id},
+                                   name="metrics.data_quality")
     finally:
         # Newest first: a frame is dropped after the frames built on it, so Spark never re-plans a cached frame
         # whose input left the cache (which costs minutes with this many).
@@ -1221,7 +1223,7 @@ def incremental_totals(spark: SparkSession, cfg: AppConfig, state: CleanState,
     :func:`written_counts` stores them) and its per-run balance, checked before anything is written: the run's
     new rows all end somewhere, and the tables' totals still add up to bronze."""
     q_before = {(r[C.Q_SOURCE], r[C.Q_RULE]): int(r["count"]) for r in
-                io.read(spark, cfg.table("quarantine", "rows")).groupBy(C.Q_SOURCE, C.Q_RULE).count().collect()}
+                delta_io.read(spark, cfg.table("quarantine", "rows")).groupBy(C.Q_SOURCE, C.Q_RULE).count().collect()}
     results: dict[str, int] = {}
     outcomes: dict[str, dict[str, int]] = {}
     for source in SOURCES:
@@ -1240,7 +1242,7 @@ def incremental_totals(spark: SparkSession, cfg: AppConfig, state: CleanState,
         if run["run_bronze_rows"] != new_rows:
             raise CleanError(f"{source}: bronze has {new_rows} new rows but {run['run_bronze_rows']} were judged "
                              f"({run}); nothing was written")
-        silver_before = io.read(spark, cfg.table("silver", source)).count()
+        silver_before = delta_io.read(spark, cfg.table("silver", source)).count()
         per_rule = {"silver": silver_before + c["_silver_delta"],
                     "duplicate": int(state.result.get(f"{source}.duplicates", 0)) + c["_dup_now"] - c["_dup_before"]}
         rules = {r for (s, r) in q_before if s == source} | {k[3:] for k in c if k.startswith(("_q+", "_q-"))}
@@ -1279,14 +1281,14 @@ def merge_silver(spark: SparkSession, uri: str, change: SourceChanges, name: str
     if not change.silver_rows:
         return
     cols = change.upserts.columns
-    io.fault_point(f"before_write:{name}")
+    delta_io.fault_point(f"before_write:{name}")
     (DeltaTable.forPath(spark, uri).alias("t")
      .merge(source.alias("s"), f"t.`{change.key}` = s.`{change.key}`")
      .whenMatchedDelete(f"s.{OP} = 'd'")
      .whenMatchedUpdate(f"s.{OP} = 'u'", {f"`{c}`": f"s.`{c}`" for c in cols})
      .whenNotMatchedInsert(f"s.{OP} = 'u'", {f"`{c}`": f"s.`{c}`" for c in cols})
      .execute())
-    io.fault_point(f"after_write:{name}")
+    delta_io.fault_point(f"after_write:{name}")
 
 
 def merge_quarantine(spark: SparkSession, uri: str, changes: Sequence[SourceChanges]) -> None:
@@ -1301,10 +1303,10 @@ def merge_quarantine(spark: SparkSession, uri: str, changes: Sequence[SourceChan
     if source is None or not any(c.quarantine_rows for c in changes):
         return
     match = " AND ".join(f"t.`{c}` <=> s.`{c}`" for c in Q_KEY)
-    io.fault_point("before_write:quarantine")
+    delta_io.fault_point("before_write:quarantine")
     (DeltaTable.forPath(spark, uri).alias("t")
      .merge(source.alias("s"), f"s.{OP} = 'd' AND {match}")
      .whenMatchedDelete()
      .whenNotMatchedInsert(f"s.{OP} = 'i'", {f"`{c}`": f"s.`{c}`" for c in cols})
      .execute())
-    io.fault_point("after_write:quarantine")
+    delta_io.fault_point("after_write:quarantine")

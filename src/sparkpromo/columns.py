@@ -97,7 +97,7 @@ CONTENDER = "contender"
 METRIC = "metric"
 VALUE = "value"
 
-# --- campaigns / recommendations: campaigns.py, recommend.py ---
+# --- campaigns / recommendations: campaigns.py, recommend/ ---
 MIN_PRICE = "min_price"  # per-user eligible price band of an audience (cart_threshold), null = unbounded
 MAX_PRICE = "max_price"
 LINE_VALUE = "line_value"  # value of one open cart line

@@ -191,12 +191,12 @@ CLEAN_PRIVACY_KEYS = ("pseudonymise", "key_env", "consent_without_users", "perso
 @dataclass(frozen=True)
 class FeaturesConfig:
     event_weights: Mapping[str, float] = field(
-        default_factory=lambda: {C.VIEW: 1.0, C.FAVORITE: 2.0, C.ADD_TO_CART: 4.0, C.PURCHASE: 8.0})
+        default_factory=lambda: {C.VIEW: 1.0, C.FAVORITE: 2.0, C.ADD_TO_CART: 4.0, C.PURCHASE: 8.0,
+                                C.RATING_EVENT: 1.0})
     half_life_days: float = 30.0
     max_count_per_type: int = 10
     session_gap_minutes: int = 30
     price_bands: tuple[float, ...] = (10.0, 50.0, 200.0)
-    top_categories: int = 3
     # ratings sources: ratings below this are not interactions (0 = keep every rating)
     min_rating: float = 0.0
     # Days of silver events the gold features are built from, counted back from the decay reference (the earlier
@@ -206,10 +206,10 @@ class FeaturesConfig:
 
 @dataclass(frozen=True)
 class GridConfig:
-    rank: tuple[int, ...] = (16, 32)
-    reg_param: tuple[float, ...] = (0.05, 0.2)
-    alpha: tuple[float, ...] = (5.0, 20.0)
-    max_iter: tuple[int, ...] = (10,)
+    rank: tuple[int, ...] = (8, 16)
+    reg_param: tuple[float, ...] = (0.1,)
+    alpha: tuple[float, ...] = (10.0,)
+    max_iter: tuple[int, ...] = (8,)
     # true: implicit ALS (confidence 1 + alpha * value); false: explicit ALS fitted to rating values (ratings
     # sources only). Listing both lets CV choose by the ranking metric.
     implicit_prefs: tuple[bool, ...] = (True,)
@@ -221,7 +221,7 @@ class GridConfig:
 class TrainConfig:
     k: int = 10
     metric: str = "ndcg"
-    folds: int = 3
+    folds: int = 2
     parallelism: int = 1
     seed: int = 42
     split: str = "random"
@@ -293,7 +293,7 @@ class RecommendConfig:
     candidates: int = 100
     max_offers_per_user: int = 2
     max_per_category: int = 0  # 0 = no diversity cap
-    repeatable_categories: tuple[str, ...] = ()
+    repeatable_categories: tuple[str, ...] = ("grocery",)
     segment: str = "country"  # country | age_band
     reasons: int = 2
     # A campaign with a budget scores only its ``budget * budget_shortlist`` audience users of highest ALS affinity

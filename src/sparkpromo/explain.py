@@ -22,7 +22,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from sparkpromo import columns as C
-from sparkpromo import io
+from sparkpromo import delta_io
 from sparkpromo import recommend as R
 from sparkpromo.config import AppConfig, join_uri
 
@@ -49,7 +49,7 @@ def stored_user_id(cfg: AppConfig, user_id: str) -> str:
 
 def _read(spark: SparkSession, cfg: AppConfig, layer: str, name: str) -> DataFrame | None:
     uri = cfg.table(layer, name)
-    return io.read(spark, uri) if io.is_delta(spark, uri) else None
+    return delta_io.read(spark, uri) if delta_io.is_delta(spark, uri) else None
 
 
 def _unknown_user(cfg: AppConfig, user_id: str) -> ExplainError:

@@ -51,7 +51,7 @@ from pyspark.sql.types import (
 )
 
 from sparkpromo import columns as C
-from sparkpromo import io, schemas
+from sparkpromo import delta_io, schemas
 from sparkpromo.config import AppConfig
 from sparkpromo.frame import Transform
 
@@ -440,7 +440,7 @@ def index_interactions(raw: DataFrame, id_map: DataFrame) -> DataFrame:
 # Stage
 # ----------------------------------------------------------------------------------------------------------------
 def _read_optional(spark: SparkSession, uri: str) -> DataFrame | None:
-    return io.read(spark, uri) if io.is_delta(spark, uri) else None
+    return delta_io.read(spark, uri) if delta_io.is_delta(spark, uri) else None
 
 
 def _rows_written(spark: SparkSession, uri: str) -> int:
@@ -460,9 +460,9 @@ def run_features(spark: SparkSession, cfg: AppConfig, run_id: str, as_of: dt.dat
     # run_stage logs the stage's start and end; a second pair here was noise.
     with contextlib.nullcontext({"run_id": run_id}) as counts:
         events_uri = cfg.table("silver", "events")
-        if not io.is_delta(spark, events_uri):
+        if not delta_io.is_delta(spark, events_uri):
             raise FeatureError(f"no silver events table at {events_uri} (run clean first)")
-        events = io.read(spark, events_uri)
+        events = delta_io.read(spark, events_uri)
         users = _read_optional(spark, cfg.table("silver", "users"))
         items = _read_optional(spark, cfg.table("silver", "items"))
         last = events.agg(F.max(C.EVENT_DATE)).first()
@@ -486,8 +486,8 @@ def run_features(spark: SparkSession, cfg: AppConfig, run_id: str, as_of: dt.dat
         # as its txnVersion, so a retried or concurrent run that read the same version cannot append twice, and a
         # rerun after a crash finds nothing new to append.
         map_uri = cfg.table("gold", "id_map")
-        map_version = io.version(spark, map_uri)
-        existing = (io.read(spark, map_uri, version=map_version) if map_version is not None
+        map_version = delta_io.version(spark, map_uri)
+        existing = (delta_io.read(spark, map_uri, version=map_version) if map_version is not None
                     else spark.createDataFrame([], schemas.ID_MAP))
         user_ids = raw.select(C.USER_ID)
         if users is not None:
@@ -497,10 +497,10 @@ def run_features(spark: SparkSession, cfg: AppConfig, run_id: str, as_of: dt.dat
         new_counts = {r[0]: int(r[1]) for r in new_rows.groupBy(C.ID_KIND).count().collect()}  # <= 2 rows
         new_users, new_items = new_counts.get(USER_KIND, 0), new_counts.get(ITEM_KIND, 0)
         if new_users or new_items:
-            io.append(new_rows, map_uri, app_id=ID_MAP_APP_ID,
-                      txn_version=(map_version if map_version is not None else -1) + 1, name="gold.id_map")
+            delta_io.append(new_rows, map_uri, app_id=ID_MAP_APP_ID,
+                            txn_version=(map_version if map_version is not None else -1) + 1, name="gold.id_map")
         new_rows.unpersist()
-        id_map = io.read(spark, map_uri) if io.is_delta(spark, map_uri) else existing
+        id_map = delta_io.read(spark, map_uri) if delta_io.is_delta(spark, map_uri) else existing
 
         # Checked before the first gold write: a failed check leaves every gold table as the last run left it.
         indexed = index_interactions(raw, id_map).persist()
@@ -508,14 +508,14 @@ def run_features(spark: SparkSession, cfg: AppConfig, run_id: str, as_of: dt.dat
         if n_inter != raw_count:
             raise FeatureError(f"id map is missing ids: {raw_count - n_inter} interaction(s) unmapped "
                                "(a concurrent features run?); nothing was written to gold; rerun features")
-        io.overwrite(indexed, cfg.table("gold", "interactions"), name="gold.interactions")
+        delta_io.overwrite(indexed, cfg.table("gold", "interactions"), name="gold.interactions")
         indexed.unpersist()
         raw.unpersist()
-        io.overwrite(user_features(events, users, items, as_of, f.session_gap_minutes,
+        delta_io.overwrite(user_features(events, users, items, as_of, f.session_gap_minutes,
                                    consent_without_users=cfg.privacy.consent_default() is True),
-                     cfg.table("gold", "user_features"), name="gold.user_features")
-        io.overwrite(item_features(events, items, as_of, f.price_bands),
-                     cfg.table("gold", "item_features"), name="gold.item_features")
+                           cfg.table("gold", "user_features"), name="gold.user_features")
+        delta_io.overwrite(item_features(events, items, as_of, f.price_bands),
+                           cfg.table("gold", "item_features"), name="gold.item_features")
         counts.update(
             interactions=n_inter,
             users=_rows_written(spark, cfg.table("gold", "user_features")),

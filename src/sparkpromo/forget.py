@@ -8,7 +8,8 @@ What holds an id, and how each is reached:
 - **Old files.** ``REORG TABLE … APPLY (PURGE)`` rewrites files that carry deletion vectors, then
   ``VACUUM … RETAIN 0 HOURS`` drops every file the latest version no longer references.
 - **Statistics.** Delta keeps per-file min/max of indexed columns in each commit and checkpoint. Every table the
-  pipeline creates lists its statistics columns (``delta.dataSkippingStatsColumns``, :func:`sparkpromo.io.creating`)
+  pipeline creates lists its statistics columns (``delta.dataSkippingStatsColumns``,
+  :func:`sparkpromo.delta_io.creating`)
   without the id columns (``user_id``, ``original_id``, the quarantine ``payload``, ``_corrupt_record``; bronze keeps
   statistics of its ingestion metadata only), so no commit or checkpoint of a table created by this version holds
   an id. A table created by an earlier version gets the property here; its older commit files keep their statistics
@@ -42,7 +43,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from sparkpromo import columns as C
-from sparkpromo import io
+from sparkpromo import delta_io
 from sparkpromo.config import AppConfig, join_uri, local_path
 from sparkpromo.frame import Transform
 from sparkpromo.privacy import PAD_IN, PAD_OUT, hmac_key, hmac_sha256, keyed_hash, with_pads
@@ -110,8 +111,8 @@ def record_forgotten(spark: SparkSession, cfg: AppConfig, ids: DataFrame) -> Non
     them out of later loads; rerun it to finish the deletes)."""
     uri = forgotten_uri(cfg)
     rows = ids.select(ID_HASH, F.current_timestamp().alias(FORGOTTEN_AT))
-    if not io.is_delta(spark, uri):
-        io.overwrite(rows.limit(0), uri, name="privacy.forgotten")
+    if not delta_io.is_delta(spark, uri):
+        delta_io.overwrite(rows.limit(0), uri, name="privacy.forgotten")
     (DeltaTable.forPath(spark, uri).alias("t").merge(rows.alias("s"), F.col(f"t.{ID_HASH}") == F.col(f"s.{ID_HASH}"))
      .whenNotMatchedInsertAll().execute())
 
@@ -120,10 +121,10 @@ def forgotten_set(spark: SparkSession, cfg: AppConfig) -> tuple[DataFrame, bytes
     """The forgotten hashes as a one-row frame (one array column) and the key to hash with; None when nothing
     was ever forgotten (then no key is needed)."""
     uri = forgotten_uri(cfg)
-    if not io.is_delta(spark, uri):
+    if not delta_io.is_delta(spark, uri):
         return None
     key = hmac_key(cfg.privacy.key_env)
-    return io.read(spark, uri).agg(F.collect_set(ID_HASH).alias(_SET)), key
+    return delta_io.read(spark, uri).agg(F.collect_set(ID_HASH).alias(_SET)), key
 
 
 def mark_forgotten(forgotten: tuple[DataFrame, bytes] | None, user_col: str | None,
@@ -210,11 +211,11 @@ def forget_users(spark: SparkSession, cfg: AppConfig, user_ids: Sequence[str]) -
         deleted: dict[str, int] = {}
         touched: list[str] = []
         id_map = cfg.table("gold", "id_map")
-        if io.is_delta(spark, id_map):
+        if delta_io.is_delta(spark, id_map):
             interactions = cfg.table("gold", "interactions")
-            if io.is_delta(spark, interactions):
+            if delta_io.is_delta(spark, interactions):
                 # Interactions are keyed by the integer index: take it from the id map before its rows go.
-                idx = (io.read(spark, id_map).where(F.col(C.ID_KIND) == "user")
+                idx = (delta_io.read(spark, id_map).where(F.col(C.ID_KIND) == "user")
                        .join(ids, F.col(C.ORIGINAL_ID) == F.col(_STORED), "left_semi").select(F.col(C.IDX)))
                 deleted[interactions] = _merge_delete(spark, interactions, idx,
                                                       F.col(f"t.{C.USER_IDX}") == F.col(f"s.{C.IDX}"))
@@ -228,7 +229,7 @@ def forget_users(spark: SparkSession, cfg: AppConfig, user_ids: Sequence[str]) -
         extra = [(uri, C.USER_ID, F.col(f"t.{C.USER_ID}") == F.col(f"s.{_STORED}"))
                  for uri in _other_user_tables(cfg, {u for u, _, _ in listed} | set(touched) | {forgotten_uri(cfg)})]
         for uri, column, cond in [*listed, *extra]:
-            if io.is_delta(spark, uri) and column in io.read(spark, uri).columns:
+            if delta_io.is_delta(spark, uri) and column in delta_io.read(spark, uri).columns:
                 deleted[uri] = _merge_delete(spark, uri, ids, cond)
                 touched.append(uri)
                 log.info("forget: %s: %d row(s) deleted", _short(cfg, uri), deleted[uri])
@@ -249,7 +250,7 @@ def record_manifest(spark: SparkSession, cfg: AppConfig, uris: Sequence[str], se
     from sparkpromo.pipeline import FORGET, RunContext, record_stage_time
 
     base = cfg.lakehouse.rstrip("/") + "/"
-    versions = {uri[len(base):].replace("/", "."): io.version(spark, uri) for uri in dict.fromkeys(uris)
+    versions = {uri[len(base):].replace("/", "."): delta_io.version(spark, uri) for uri in dict.fromkeys(uris)
                 if uri.startswith(base) and uri[len(base):].count("/") == 1}
     now = dt.datetime.now(dt.UTC)
     ctx = RunContext(f"forget-{now:%Y%m%dT%H%M%S%f}", now.date())
@@ -263,7 +264,7 @@ def forget_user(spark: SparkSession, cfg: AppConfig, user_id: str) -> dict[str, 
 
 def _merge_delete(spark: SparkSession, uri: str, ids: DataFrame, cond: Column) -> int:
     table = DeltaTable.forPath(spark, uri)
-    before = io.version(spark, uri)
+    before = delta_io.version(spark, uri)
     table.alias("t").merge(ids.alias("s"), cond).whenMatchedDelete().execute()
     last = table.history(1).select("version", "operationMetrics").first()
     if last is None or last["version"] == before:
@@ -277,12 +278,12 @@ def _bound_what_the_log_keeps(spark: SparkSession, uri: str, retention: str) -> 
     set on the table stays."""
     props = {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES delta.`{uri}`").collect()}
     wanted: dict[str, str] = {}
-    if io.STATS_COLUMNS not in props and props.get("delta.dataSkippingNumIndexedCols") != "0":
+    if delta_io.STATS_COLUMNS not in props and props.get("delta.dataSkippingNumIndexedCols") != "0":
         # Delta keeps no statistics of partition columns, and refuses them in the list.
         detail = DeltaTable.forPath(spark, uri).detail().select("partitionColumns").first()
         partitions = frozenset(detail[0] if detail and detail[0] else ())
-        wanted.update({io.STATS_COLUMNS: io.BRONZE_STATS_COLUMNS} if "/bronze/" in uri
-                      else io.stats_properties(io.read(spark, uri), io.ID_COLUMNS | partitions))
+        wanted.update({delta_io.STATS_COLUMNS: delta_io.BRONZE_STATS_COLUMNS} if "/bronze/" in uri
+                      else delta_io.stats_properties(delta_io.read(spark, uri), delta_io.ID_COLUMNS | partitions))
     if LOG_RETENTION not in props:
         wanted[LOG_RETENTION] = retention
     if wanted:
@@ -318,5 +319,5 @@ def purge(spark: SparkSession, uris: list[str], retention: str,
 
 def forgotten_count(spark: SparkSession, cfg: AppConfig) -> int:
     uri = forgotten_uri(cfg)
-    return io.read(spark, uri).count() if io.is_delta(spark, uri) else 0
+    return delta_io.read(spark, uri).count() if delta_io.is_delta(spark, uri) else 0
 

@@ -68,7 +68,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
 from sparkpromo import columns as C
-from sparkpromo import io
+from sparkpromo import delta_io
 from sparkpromo.config import (
     MAPPABLE_EVENT_COLUMNS,
     MAPPABLE_ITEM_COLUMNS,
@@ -297,7 +297,7 @@ def append_files(spark: SparkSession, cfg: AppConfig, source: str, run_id: str, 
     uri = cfg.table("bronze", source)
     listing = batch_listing(source, src, found)
     skipped = {f"{source}_skipped_files": len(listing.skipped)}
-    exists = io.is_delta(spark, uri)
+    exists = delta_io.is_delta(spark, uri)
     if not listing.files and listing.skipped and not exists:
         # Nothing matches and nothing ever did: the patterns (or the format) are wrong. Failing leaves the batch
         # uncommitted, so the files are read once the patterns are fixed.
@@ -308,7 +308,7 @@ def append_files(spark: SparkSession, cfg: AppConfig, source: str, run_id: str, 
         return {f"{source}_rows": 0, f"{source}_files": 0, **skipped}
     staged = raw.transform(with_ingest_metadata(run_id))
     if exists:
-        check_drift(source, staged.columns, io.read(spark, uri).columns, cfg.clean.allow_schema_evolution)
+        check_drift(source, staged.columns, delta_io.read(spark, uri).columns, cfg.clean.allow_schema_evolution)
     # Rows of forgotten users (privacy/forgotten) are never loaded again, whatever file brings them.
     user_col = user_col_of(source, src)
     forgotten = forgotten_set(spark, cfg) if user_col is not None else None
@@ -324,19 +324,19 @@ def append_files(spark: SparkSession, cfg: AppConfig, source: str, run_id: str, 
         log.info("bronze.%s: no row to append from %d new file(s)", source, len(listing.files))
         return {f"{source}_rows": 0, f"{source}_files": 0, **dropped, **skipped}
     new = marked.where(kept).drop(FORGOTTEN_HIT)
-    io.fault_point(f"before_write:bronze.{source}")
+    delta_io.fault_point(f"before_write:bronze.{source}")
     w = new.write.format("delta").mode("append").option("txnAppId", txn[0]).option("txnVersion", txn[1])
     if cfg.clean.allow_schema_evolution:
         w = w.option("mergeSchema", "true")
-    w = io.creating(w, new, uri, {io.STATS_COLUMNS: io.BRONZE_STATS_COLUMNS})
-    before = io.version(spark, uri) if exists else None
+    w = delta_io.creating(w, new, uri, {delta_io.STATS_COLUMNS: delta_io.BRONZE_STATS_COLUMNS})
+    before = delta_io.version(spark, uri) if exists else None
     w.save(uri)
-    if before is not None and io.version(spark, uri) == before:
+    if before is not None and delta_io.version(spark, uri) == before:
         # Delta skipped the write: this batch's txnVersion is already committed (a retry after a crash between
         # the append and the checkpoint's commit). Nothing new reached bronze.
         log.info("bronze.%s: batch %d was appended before (a retry); nothing appended", source, txn[1])
         return {f"{source}_rows": 0, f"{source}_files": 0, **dropped, **skipped}
-    io.fault_point(f"after_write:bronze.{source}")
+    delta_io.fault_point(f"after_write:bronze.{source}")
     log.info("bronze.%s: appended %d rows from %d new file(s) (batch %d)", source, rows, files, txn[1])
     return {f"{source}_rows": rows, f"{source}_files": files, **dropped, **skipped}
 

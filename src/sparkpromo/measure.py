@@ -54,7 +54,7 @@ from pyspark.sql.types import (
 )
 
 from sparkpromo import columns as C
-from sparkpromo import io
+from sparkpromo import delta_io
 from sparkpromo.config import AppConfig, Campaign
 from sparkpromo.frame import Transform
 from sparkpromo.logs import stage
@@ -414,9 +414,9 @@ def read_actions(spark: SparkSession, cfg: AppConfig, run_date: dt.date) -> dict
     """The automatic decisions of the latest measure run before ``run_date`` (a run date's own measure runs after
     its recommend): campaign id -> {action: value}."""
     uri = cfg.table(*ACTIONS_TABLE)
-    if not io.is_delta(spark, uri):
+    if not delta_io.is_delta(spark, uri):
         return {}
-    df = io.read(spark, uri).where(F.col(C.MEASURED_ON) < F.lit(run_date))
+    df = delta_io.read(spark, uri).where(F.col(C.MEASURED_ON) < F.lit(run_date))
     latest = df.agg(F.max(C.MEASURED_ON)).first()
     if latest is None or latest[0] is None:
         return {}
@@ -467,18 +467,18 @@ def run_measure(spark: SparkSession, cfg: AppConfig, run_id: str, run_date: dt.d
     m = cfg.measure
     summary: dict[str, Any] = {"run_id": run_id, "run_date": run_date.isoformat(), "window_days": m.window_days}
     recs_uri = table_uri(cfg)
-    if not io.is_delta(spark, recs_uri):
+    if not delta_io.is_delta(spark, recs_uri):
         summary.update(runs_measured=0, warning="no recommendations table yet: nothing to measure")
         log.warning("%s", summary["warning"])
         return summary
-    recs = (io.read(spark, recs_uri).where(F.col(C.RUN_DATE) <= F.lit(run_date))
+    recs = (delta_io.read(spark, recs_uri).where(F.col(C.RUN_DATE) <= F.lit(run_date))
             .select(*RECOMMENDATION_COLUMNS))
     dates = sorted(r[0] for r in recs.select(C.RUN_DATE).distinct().collect())  # one row per past run date
     if not dates:
         summary.update(runs_measured=0, warning=f"no recommendations on or before {run_date}: nothing to measure")
         log.warning("%s", summary["warning"])
         return summary
-    events = io.read(spark, cfg.table("silver", "events")).select(*EVENT_COLUMNS)
+    events = delta_io.read(spark, cfg.table("silver", "events")).select(*EVENT_COLUMNS)
     types = {c.id: c.type for c in cfg.campaigns}
     users = (recs.transform(assignments())
              .transform(user_outcomes(events, recs.select(*_KEYS, C.USER_ID, C.ITEM_ID), m.window_days))
@@ -490,9 +490,9 @@ def run_measure(spark: SparkSession, cfg: AppConfig, run_id: str, run_date: dt.d
                     .transform(conform(OUTCOMES, run_id)).localCheckpoint(eager=True))
         with stage("measure.write", run_dates=len(dates)) as counts:
             where = {C.RUN_DATE: dates}
-            io.replace_partition(outcomes, cfg.table(*OUTCOMES_TABLE), where, name="metrics.campaign_outcomes")
-            io.replace_partition(uplift.transform(conform(UPLIFT, run_id)), cfg.table(*UPLIFT_TABLE), where,
-                                 name="metrics.uplift")
+            delta_io.replace_partition(outcomes, cfg.table(*OUTCOMES_TABLE), where, name="metrics.campaign_outcomes")
+            delta_io.replace_partition(uplift.transform(conform(UPLIFT, run_id)), cfg.table(*UPLIFT_TABLE), where,
+                                       name="metrics.uplift")
             rows = [r.asDict() for r in outcomes.collect()]  # one row per campaign run: small
             counts["rows"] = len(rows)
     finally:
@@ -511,7 +511,8 @@ def run_measure(spark: SparkSession, cfg: AppConfig, run_id: str, run_date: dt.d
     if m.pause_negative or m.reallocate_budgets:
         actions = decide_actions(rows, cfg.campaigns, m.pause_negative, m.min_runs, m.reallocate_budgets)
         df = spark.createDataFrame([(run_date, cid, a, v, why, run_id) for cid, a, v, why in actions], ACTIONS)
-        io.replace_partition(df, cfg.table(*ACTIONS_TABLE), {C.MEASURED_ON: run_date}, name="metrics.campaign_actions")
+        delta_io.replace_partition(df, cfg.table(*ACTIONS_TABLE), {C.MEASURED_ON: run_date},
+                                   name="metrics.campaign_actions")
         for cid, a, v, why in actions:
             log.warning("automatic change for the next run: campaign %s %s%s (%s)", cid, a,
                         "" if v is None else f" {v:g}", why)

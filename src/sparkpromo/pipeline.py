@@ -5,11 +5,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
-import importlib
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,9 +17,15 @@ from pyspark.sql import functions as F
 
 import sparkpromo
 from sparkpromo import columns as C
-from sparkpromo import io
+from sparkpromo import delta_io
+from sparkpromo.clean import run_clean
 from sparkpromo.config import CLEAN_PRIVACY_KEYS, AppConfig, check_path_id, local_path
+from sparkpromo.features import run_features
+from sparkpromo.ingest import run_ingest
 from sparkpromo.logs import stage
+from sparkpromo.measure import run_measure
+from sparkpromo.recommend import run_recommend
+from sparkpromo.train import run_train
 
 log = logging.getLogger(__name__)
 
@@ -78,20 +83,6 @@ class RunContext:
     @staticmethod
     def default_run_id(run_date: dt.date) -> str:
         return run_date.strftime("%Y%m%d")
-
-
-class StageNotAvailable(RuntimeError):
-    """The stage's module is not part of this build."""
-
-
-def _call(module: str, func: str) -> Callable[..., Any]:
-    try:
-        mod = importlib.import_module(f"sparkpromo.{module}")
-    except ModuleNotFoundError as e:
-        if e.name == f"sparkpromo.{module}":
-            raise StageNotAvailable(f"stage '{module}' is not built yet") from None
-        raise
-    return getattr(mod, func)
 
 
 def sample_dates(cfg: AppConfig, run_date: dt.date) -> list[dt.date]:
@@ -199,9 +190,9 @@ def generate_responses_sample(spark: SparkSession, cfg: AppConfig, ctx: RunConte
     if out is None:
         raise ValueError(f"landing: the sample generator writes local files only, not {cfg.landing}")
     types = {c.id: c.type for c in cfg.campaigns}
-    recs = (io.read(spark, join_uri(lakehouse, "gold", "recommendations"))
+    recs = (delta_io.read(spark, join_uri(lakehouse, "gold", "recommendations"))
             .where((F.col(C.RUN_DATE) == F.lit(ctx.run_date)) & (F.col(C.RANK) == 1)))
-    items = io.read(spark, join_uri(lakehouse, "silver", "items")).select(C.ITEM_ID, C.PRICE)
+    items = delta_io.read(spark, join_uri(lakehouse, "silver", "items")).select(C.ITEM_ID, C.PRICE)
     rows = (recs.join(items, C.ITEM_ID, "left")
             .select(C.CAMPAIGN_ID, C.USER_ID, C.IS_CONTROL, C.ITEM_ID, F.coalesce(F.col(C.PRICE), F.lit(10.0)))
             .toLocalIterator())
@@ -214,7 +205,7 @@ def generate_responses_sample(spark: SparkSession, cfg: AppConfig, ctx: RunConte
 
 
 def table_versions(spark: SparkSession, cfg: AppConfig, tables: tuple[tuple[str, str], ...]) -> dict[str, int | None]:
-    return {f"{layer}.{name}": io.version(spark, cfg.table(layer, name)) for layer, name in tables}
+    return {f"{layer}.{name}": delta_io.version(spark, cfg.table(layer, name)) for layer, name in tables}
 
 
 def _canonical(value: Any) -> Any:
@@ -283,9 +274,9 @@ def rerun_reason(last: Mapping[str, Any], versions: Mapping[str, int | None], fi
 
 def _last_run(spark: SparkSession, cfg: AppConfig, ctx: RunContext, name: str) -> dict[str, Any] | None:
     uri = cfg.table("metrics", "stages")
-    if not io.is_delta(spark, uri):
+    if not delta_io.is_delta(spark, uri):
         return None
-    df = io.read(spark, uri)
+    df = delta_io.read(spark, uri)
     # A table written before fingerprints were recorded has no such column: its runs count as changed.
     fp_col = F.col("fingerprint") if "fingerprint" in df.columns else F.lit(None).cast("string").alias("fingerprint")
     row = (df.where((F.col(C.RUN_ID) == ctx.run_id) & (F.col("stage") == name))
@@ -302,10 +293,10 @@ def manifest_versions(spark: SparkSession, cfg: AppConfig) -> dict[str, int]:
     """The run manifest: table URI -> the version the last *successful* run of the stage that writes it left (its
     ``metrics/stages`` row, written last). ``forget`` records the versions it leaves as the stage ``forget``."""
     uri = cfg.table("metrics", "stages")
-    if not io.is_delta(spark, uri):
+    if not delta_io.is_delta(spark, uri):
         return {}
-    rows = (io.read(spark, uri).where(F.col("io_versions").isNotNull()).select("stage", "finished_at", "io_versions")
-            .collect())
+    rows = (delta_io.read(spark, uri).where(F.col("io_versions").isNotNull())
+            .select("stage", "finished_at", "io_versions").collect())
     out: dict[str, int] = {}
     for r in sorted(rows, key=lambda r: r["finished_at"] or dt.datetime.min):
         versions: dict[str, int | None] = json.loads(r["io_versions"])
@@ -350,7 +341,7 @@ def run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext, f
     invisible downstream until its rerun succeeds.
     """
     # A half-finished upstream stage is invisible: its inputs are read as the upstream's last success left them.
-    with io.pinned(_pins(spark, cfg, name)):
+    with delta_io.pinned(_pins(spark, cfg, name)):
         return _run_stage(name, spark, cfg, ctx, force, strict, full_refresh and name == "clean")
 
 
@@ -373,17 +364,17 @@ def _run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext, 
     t0 = time.perf_counter()
     with stage(name, run_date=ctx.run_date.isoformat()) as counts:
         if name == "ingest":
-            result = _call("ingest", "run_ingest")(spark, cfg, ctx.run_id)
+            result = run_ingest(spark, cfg, ctx.run_id)
         elif name == "clean":
-            result = _call("clean", "run_clean")(spark, cfg, ctx.run_id, ctx.as_of, full_refresh=full_refresh)
+            result = run_clean(spark, cfg, ctx.run_id, ctx.as_of, full_refresh=full_refresh)
         elif name == "features":
-            result = _call("features", "run_features")(spark, cfg, ctx.run_id, ctx.run_date)
+            result = run_features(spark, cfg, ctx.run_id, ctx.run_date)
         elif name == "train":
-            result = _call("train", "run_train")(spark, cfg, ctx.run_id)
+            result = run_train(spark, cfg, ctx.run_id)
         elif name == "recommend":
-            result = _call("recommend", "run_recommend")(spark, cfg, ctx.run_id, ctx.run_date)
+            result = run_recommend(spark, cfg, ctx.run_id, ctx.run_date)
         elif name == "measure":
-            result = _call("measure", "run_measure")(spark, cfg, ctx.run_id, ctx.run_date)
+            result = run_measure(spark, cfg, ctx.run_id, ctx.run_date)
         else:
             raise ValueError(f"unknown stage {name}")
         counts.update({k: v for k, v in result.items() if isinstance(v, (int, float, str))})
@@ -411,8 +402,8 @@ def record_stage_time(spark: SparkSession, cfg: AppConfig, ctx: RunContext, name
     df = spark.createDataFrame(row, f"{C.RUN_ID} string, {C.RUN_DATE} date, stage string, elapsed_s double, "
                                     "finished_at timestamp, io_versions string, result string, fingerprint string")
     # merge_schema: a metrics/stages table written before fingerprints gains the column
-    io.replace_partition(df, cfg.table("metrics", "stages"), {C.RUN_ID: ctx.run_id, "stage": name},
-                         name="metrics.stages", merge_schema=True)
+    delta_io.replace_partition(df, cfg.table("metrics", "stages"), {C.RUN_ID: ctx.run_id, "stage": name},
+                               name="metrics.stages", merge_schema=True)
 
 
 def record_campaign_metrics(spark: SparkSession, cfg: AppConfig, ctx: RunContext,
@@ -423,4 +414,4 @@ def record_campaign_metrics(spark: SparkSession, cfg: AppConfig, ctx: RunContext
             if isinstance(v, (int, float)) and not isinstance(v, bool)]
     df = spark.createDataFrame(rows, f"{C.RUN_ID} string, {C.RUN_DATE} date, {C.CAMPAIGN_ID} string, "
                                      "metric string, value double")
-    io.replace_partition(df, cfg.table("metrics", "campaigns"), {C.RUN_ID: ctx.run_id}, name="metrics.campaigns")
+    delta_io.replace_partition(df, cfg.table("metrics", "campaigns"), {C.RUN_ID: ctx.run_id}, name="metrics.campaigns")

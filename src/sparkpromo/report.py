@@ -41,7 +41,7 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
-from sparkpromo import __version__, io
+from sparkpromo import __version__, delta_io
 from sparkpromo import columns as C
 from sparkpromo.config import AppConfig, join_uri, local_path
 
@@ -83,7 +83,7 @@ class Section:
 def _table(spark: SparkSession, cfg: AppConfig, layer: str, name: str, version: int | None = None
            ) -> DataFrame | None:
     uri = cfg.table(layer, name)
-    return io.read(spark, uri, version) if io.is_delta(spark, uri) else None
+    return delta_io.read(spark, uri, version) if delta_io.is_delta(spark, uri) else None
 
 
 def read_text(spark: SparkSession, uri: str) -> str | None:

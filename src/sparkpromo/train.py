@@ -49,8 +49,8 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, StringType, StructField, StructType
 
 from sparkpromo import columns as C
+from sparkpromo import delta_io
 from sparkpromo import evaluate as E
-from sparkpromo import io
 from sparkpromo import recommend as R
 from sparkpromo.config import AppConfig, GridConfig, TrainConfig, join_uri
 from sparkpromo.logs import spark_progress
@@ -363,7 +363,7 @@ def gate_holdout(spark: SparkSession, interactions_uri: str, incumbent: Incumben
         return GateHoldout(None, None, None, why)
     fresh = None
     try:
-        seen = io.read(spark, interactions_uri, version=version).select(C.USER_IDX, C.ITEM_IDX).distinct()
+        seen = delta_io.read(spark, interactions_uri, version=version).select(C.USER_IDX, C.ITEM_IDX).distinct()
         fresh = test.join(seen, [C.USER_IDX, C.ITEM_IDX], "left_anti").persist(StorageLevel.MEMORY_AND_DISK)
         rows, users = size(fresh)
     except Exception as e:  # noqa: BLE001 - e.g. a vacuumed version: no evidence, not a failed run
@@ -423,20 +423,20 @@ def read_purchases(spark: SparkSession, cfg: AppConfig, versions: dict[str, int 
     events and gold.item_features at pinned versions (added to ``versions``), lazily; None and the reason when
     there are no silver events or id map."""
     events_uri, items_uri = cfg.table("silver", "events"), cfg.table("gold", "item_features")
-    versions["silver.events"] = io.version(spark, events_uri)
-    versions["gold.item_features"] = io.version(spark, items_uri)
+    versions["silver.events"] = delta_io.version(spark, events_uri)
+    versions["gold.item_features"] = delta_io.version(spark, items_uri)
     if versions["silver.events"] is None or versions["gold.id_map"] is None:
         return None, "not computed: no silver.events or gold.id_map table to know what serving excludes"
-    events = io.read(spark, events_uri, version=versions["silver.events"]).select(C.USER_ID, C.ITEM_ID,
+    events = delta_io.read(spark, events_uri, version=versions["silver.events"]).select(C.USER_ID, C.ITEM_ID,
                                                                                  C.EVENT_TYPE)
-    id_map = io.read(spark, cfg.table("gold", "id_map"), version=versions["gold.id_map"])
+    id_map = delta_io.read(spark, cfg.table("gold", "id_map"), version=versions["gold.id_map"])
     repeatable = cfg.recommend.repeatable_categories
     if versions["gold.item_features"] is None:
         if repeatable:
             log.warning("no gold.item_features table: no item counts as repeatable in the served evaluation")
         items = spark.createDataFrame([], f"{C.ITEM_ID} string, {C.CATEGORY} string")
     else:
-        items = io.read(spark, items_uri, version=versions["gold.item_features"]).select(C.ITEM_ID, C.CATEGORY)
+        items = delta_io.read(spark, items_uri, version=versions["gold.item_features"]).select(C.ITEM_ID, C.CATEGORY)
     return E.purchased_pairs(events, id_map, items, repeatable), ""
 
 
@@ -478,10 +478,11 @@ def run_train(spark: SparkSession, cfg: AppConfig, run_id: str) -> dict[str, Any
         estimator = build_als(True, t.seed, t.checkpoint_interval, t.k, blocks=blocks)
         grid = search_space(estimator, t)  # fail on a bad grid before touching data
         inter_uri, map_uri = cfg.table("gold", "interactions"), cfg.table("gold", "id_map")
-        versions = {"gold.interactions": io.version(spark, inter_uri), "gold.id_map": io.version(spark, map_uri)}
+        versions = {"gold.interactions": delta_io.version(spark, inter_uri),
+                    "gold.id_map": delta_io.version(spark, map_uri)}
         if versions["gold.interactions"] is None:
             raise TrainError(f"no training data: no interactions table at {inter_uri} (run features first)")
-        data = io.read(spark, inter_uri, version=versions["gold.interactions"])
+        data = delta_io.read(spark, inter_uri, version=versions["gold.interactions"])
         counts.update(check_training_data(data))
         purchased, served_note = read_purchases(spark, cfg, versions)
         incumbent, registered = load_incumbent(spark, cfg, run_id)
@@ -594,7 +595,7 @@ def run_train(spark: SparkSession, cfg: AppConfig, run_id: str) -> dict[str, Any
              "grid": cv_table}, indent=2, sort_keys=True))
         write_text(spark, join_uri(registry, "metrics.json"), json.dumps(metrics, indent=2, sort_keys=True))
         rows = spark.createDataFrame(metrics_rows(run_id, metrics, decision), METRICS_SCHEMA)
-        io.replace_partition(rows, cfg.table("metrics", "model"), {C.METRIC_RUN_ID: run_id}, name="metrics.model")
+        delta_io.replace_partition(rows, cfg.table("metrics", "model"), {C.METRIC_RUN_ID: run_id}, name="metrics.model")
         timings["persist_s"] = round(time.perf_counter() - t4, 2)
         timings["total_s"] = round(time.perf_counter() - t0, 2)
         counts.update(champion=champion, decision=decision,

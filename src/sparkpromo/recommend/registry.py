@@ -1,0 +1,77 @@
+"""The model registry as recommend reads it: ``<lakehouse>/registry/LATEST`` and that run's ``params.json``."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from pyspark.errors import AnalysisException
+from pyspark.ml.recommendation import ALSModel
+from pyspark.sql import SparkSession
+
+from sparkpromo.config import AppConfig, join_uri
+from sparkpromo.recommend.common import (
+    _RUN_ID_RE,
+    ALS,
+    CHAMPIONS,
+    POPULARITY,
+    RecommendError,
+)
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Model registry
+# ----------------------------------------------------------------------------------------------------------------
+def read_small_text(spark: SparkSession, uri: str) -> str | None:
+    """A small text file through Spark's Hadoop FS (local, s3a, abfss, dbfs); None when it does not exist."""
+    try:
+        row = spark.read.text(uri, wholetext=True).first()
+    except AnalysisException as e:
+        cond = getattr(e, "getCondition", getattr(e, "getErrorClass", lambda: None))()
+        if cond == "PATH_NOT_FOUND" or "PATH_NOT_FOUND" in str(e):
+            return None
+        raise
+    return "" if row is None else str(row[0])
+
+
+def latest_run_id(spark: SparkSession, cfg: AppConfig) -> str | None:
+    """The run id in ``<lakehouse>/registry/LATEST`` (the model in service); None when nothing is registered.
+    Raises :class:`RecommendError` on a malformed id."""
+    registry = join_uri(cfg.lakehouse, "registry")
+    latest = read_small_text(spark, join_uri(registry, "LATEST"))
+    if latest is None or not latest.strip():
+        return None
+    run = latest.strip()
+    if not _RUN_ID_RE.match(run):
+        raise RecommendError(f"{registry}/LATEST: invalid model run id {run[:80]!r}")
+    return run
+
+
+def load_champion(spark: SparkSession, cfg: AppConfig) -> tuple[str | None, ALSModel | None, str]:
+    """``(model_run_id, model, champion)`` from ``<lakehouse>/registry/LATEST`` and that run's ``params.json``.
+
+    No ``LATEST`` (nothing trained yet) gives ``(None, None, "popularity")``. The ALS model is loaded only when it is
+    the champion. Files are read through Spark, so any Hadoop URI works.
+    """
+    registry = join_uri(cfg.lakehouse, "registry")
+    run = latest_run_id(spark, cfg)
+    if run is None:
+        log.warning("no model registered (%s/LATEST missing or empty): popularity candidates only", registry)
+        return None, None, POPULARITY
+    params_uri = join_uri(registry, run, "params.json")
+    text = read_small_text(spark, params_uri)
+    if text is None:
+        raise RecommendError(f"{params_uri}: missing (registry run {run} is incomplete)")
+    try:
+        champion = json.loads(text).get("champion")
+    except (ValueError, AttributeError):
+        raise RecommendError(f"{params_uri}: not a JSON object") from None
+    if champion not in CHAMPIONS:
+        raise RecommendError(f"{params_uri}: champion must be one of {', '.join(CHAMPIONS)}, got {champion!r}")
+    model = ALSModel.load(join_uri(registry, run, "model")) if champion == ALS else None
+    log.info("champion of model run %s: %s", run, champion)
+    return run, model, champion
+
+__all__ = ["latest_run_id", "load_champion", "read_small_text"]
