@@ -25,7 +25,7 @@ def test_a_skipped_stage_reports_its_recorded_result_in_the_same_shape(
         return {"run_id": run_id, "champion": "als", "rows": 3,
                 "metrics": {"als": {"ndcg": 0.25, "precision": 0.5}, "popularity": {"ndcg": 0.125}}}
 
-    monkeypatch.setattr(pipeline, "_call", lambda module, func: fake_train)
+    monkeypatch.setattr(pipeline, "run_train", fake_train)
     cfg = make_config(tmp_path)
     ctx = RunContext("r1", dt.date(2026, 11, 29))
     first = run_stage("train", spark, cfg, ctx)
