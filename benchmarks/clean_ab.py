@@ -37,25 +37,32 @@ RUN_DATE = dt.date(2026, 11, 1)
 
 
 def baseline_clean(ref: str, into: Path) -> ModuleType:
-    """``sparkpromo/clean.py`` at ``ref``, importing the Delta helpers at ``ref`` (``delta_io.py``; ``io.py``
-    before the rename) as its own."""
+    """The clean stage at ``ref`` (``sparkpromo/clean.py``, or the ``sparkpromo/clean/`` package since it was
+    split), importing the Delta helpers at ``ref`` (``delta_io.py``; ``io.py`` before the rename) as its own."""
     def show(path: str) -> str:
         return subprocess.run(["git", "show", f"{ref}:{path}"], cwd=ROOT, check=True, capture_output=True,
                               text=True).stdout
+
+    def own(code: str) -> str:
+        return (code.replace("from sparkpromo import io\n", "import baseline_io as io\n")
+                .replace("from sparkpromo import delta_io\n", "import baseline_io as delta_io\n")
+                .replace("sparkpromo.clean", "baseline_clean"))
     try:
         helpers = show("src/sparkpromo/delta_io.py")
     except subprocess.CalledProcessError:
         helpers = show("src/sparkpromo/io.py")
     (into / "baseline_io.py").write_text(helpers)
-    (into / "baseline_clean.py").write_text(
-        show("src/sparkpromo/clean.py").replace("from sparkpromo import io\n", "import baseline_io as io\n")
-        .replace("from sparkpromo import delta_io\n", "import baseline_io as delta_io\n"))
+    package = subprocess.run(["git", "ls-tree", "--name-only", f"{ref}:src/sparkpromo/clean"], cwd=ROOT,
+                             capture_output=True, text=True)
+    if package.returncode == 0:
+        (into / "baseline_clean").mkdir()
+        for name in package.stdout.split():
+            if name.endswith(".py"):
+                (into / "baseline_clean" / name).write_text(own(show(f"src/sparkpromo/clean/{name}")))
+    else:
+        (into / "baseline_clean.py").write_text(own(show("src/sparkpromo/clean.py")))
     sys.path.insert(0, str(into))
-    spec = importlib.util.spec_from_file_location("baseline_clean", into / "baseline_clean.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("baseline_clean")
 
 
 def config(work: Path, lake: str, master: str, conf: dict[str, str] | None = None) -> AppConfig:

@@ -1,0 +1,389 @@
+"""An incremental clean: the bronze rows added since the last clean, judged with the rows they share a key with,
+merged into silver and quarantine."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from sparkpromo import columns as C
+from sparkpromo import delta_io
+from sparkpromo.clean.checks import RUN_KEYS, CleanError, RejectShareError, outcome, summarise
+from sparkpromo.clean.dimensions import (
+    age_band_movers,
+    classify_items,
+    classify_users,
+    silver_items,
+    silver_users,
+    users_consent,
+)
+from sparkpromo.clean.events import (
+    bot_threshold,
+    bot_users,
+    check_references,
+    event_rules,
+    flag_bots,
+    keyed_events,
+    silver_events,
+    sums_quantity,
+)
+from sparkpromo.clean.rules import (
+    DIMENSION_KEYS,
+    NEW,
+    accepted,
+    canonicalise,
+    mark_duplicates,
+    payload,
+    personal_columns,
+    quarantine_rows,
+)
+from sparkpromo.clean.state import SOURCES, CleanState
+from sparkpromo.config import AppConfig
+from sparkpromo.frame import Transform
+from sparkpromo.ingest import CORRUPT
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "Q_KEY", "OP", "SourceChanges", "tag_new", "in_slice", "silver_diff", "incremental_clean", "incremental_totals",
+    "check_total_shares", "merge_silver", "merge_quarantine"
+]
+
+
+Q_KEY = (C.Q_SOURCE, C.Q_RULE, C.Q_PAYLOAD, C.SOURCE_FILE)
+OP = "_op"
+_AU, _IN = "_affected", "_in_slice"
+
+
+@dataclass
+class SourceChanges:
+    """One source's changes, computed before anything is written."""
+    key: str
+    upserts: DataFrame  # silver rows to insert or update (by ``key``)
+    deletes: DataFrame  # silver keys to delete
+    q_inserts: DataFrame  # quarantine rows to add (quarantine's shape)
+    q_deletes: DataFrame  # quarantine rows to remove (``Q_KEY`` columns, distinct)
+    silver_rows: int = 0  # silver rows to upsert or delete
+    quarantine_rows: int = 0  # quarantine rows to add or remove
+    known: DataFrame | None = None  # users/items: every id silver holds after this run
+    changed: DataFrame | None = None  # users/items: ids that became known or unknown
+
+
+def tag_new(new_batches: DataFrame) -> Transform:
+    """``_new``: the row came with one of ``new_batches`` (source file, ingest time)."""
+    def step(df: DataFrame) -> DataFrame:
+        flags = new_batches.withColumn(NEW, F.lit(True))
+        return (df.join(F.broadcast(flags), [C.SOURCE_FILE, C.INGEST_TS], "left")
+                .withColumn(NEW, F.coalesce(F.col(NEW), F.lit(False))))
+    return step
+
+
+def in_slice(keys: DataFrame, key: str, flag: str) -> Transform:
+    """``flag``: the row's ``key`` is in ``keys`` (distinct)."""
+    def step(df: DataFrame) -> DataFrame:
+        return (df.join(keys.select(key).withColumn(flag, F.lit(True)), key, "left")
+                .withColumn(flag, F.coalesce(F.col(flag), F.lit(False))))
+    return step
+
+
+def silver_diff(now_rows: DataFrame, base_rows: DataFrame, key: str) -> tuple[DataFrame, DataFrame]:
+    """Rows to upsert (new or changed) and keys to delete so that the slice ``base_rows`` becomes ``now_rows``."""
+    base = base_rows.select(*now_rows.columns)
+    return now_rows.exceptAll(base), base.select(key).subtract(now_rows.select(key))
+
+
+def incremental_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetime, state: CleanState,
+                      versions: Mapping[str, int | None]) -> dict[str, Any]:
+    """Clean the bronze rows added since ``state`` and merge the outcome into silver and quarantine.
+
+    The rules that look across rows stay exact by re-judging a *slice*: every bronze row sharing a key with a new
+    row (users, items: the id; events: the user, and the event id), with the rules of a full clean. For events
+    the slice's users are those of the new events, those whose user record became known or unknown, and those
+    with events of an item that did; so a late event is judged with the user's earlier days (bot rule), an
+    event quarantined as ``unknown_user`` moves to silver when its user arrives, and a user that becomes a bot has
+    its earlier silver events moved to quarantine. The slice's outcome is diffed against what silver and
+    quarantine hold for it, and only the differences are merged. Every check (the run's balance, reject shares,
+    the totals) runs before the first write.
+
+    The users slice also holds every user whose age band as of ``now`` is not the one silver holds
+    (:func:`age_band_movers`), so the band is as of this run for everyone. Other rows outside the slices keep the
+    outcome of the run that judged them: ``future_timestamp`` is as of that run. Apart from that rule, the result
+    is the one :func:`full_clean` gives for the same bronze as of ``now``.
+    """
+    from sparkpromo.forget import forgotten_set, without_forgotten
+
+    cached: list[DataFrame] = []
+
+    def keep(df: DataFrame) -> DataFrame:
+        # Computed now and cut from its lineage: each frame here builds on the ones before, and with their whole
+        # plans inlined the last merges planned trees of ~10^6 nodes (a 2 GiB driver ran out of heap).
+        cached.append(df.localCheckpoint(eager=True))
+        return cached[-1]
+
+    forgotten = forgotten_set(spark, cfg)
+    quarantine = delta_io.read(spark, cfg.table("quarantine", "rows"))
+
+    def bronze(source: str) -> DataFrame:
+        uri, end, start = cfg.table("bronze", source), versions[source], state.bronze.get(source)
+        rows = delta_io.read(spark, uri, version=end)
+        pairs = rows.select(C.SOURCE_FILE, C.INGEST_TS).distinct()
+        if start != end:
+            pairs = pairs.subtract(delta_io.read(spark, uri, version=start).select(C.SOURCE_FILE, C.INGEST_TS))
+        else:
+            pairs = pairs.limit(0)
+        df = rows.transform(tag_new(keep(pairs)))
+        src = getattr(cfg.sources, source)
+        if source in ("events", "users"):
+            df = df.transform(without_forgotten(forgotten, src.columns.get(C.USER_ID, C.USER_ID), CORRUPT))
+        return df
+
+    def diff(source: str, key: str, emitted: DataFrame, silver_now: DataFrame, silver_base: DataFrame
+             ) -> tuple[SourceChanges, dict[str, int]]:
+        """The changes of one source's slice and its counts; ``emitted`` holds the slice's marked rows."""
+        personal = personal_columns(cfg, source)
+        upserts, deletes = silver_diff(silver_now, silver_base, key)
+        upserts, deletes = keep(upserts), keep(deletes)
+        q_now = keep(emitted.transform(quarantine_rows(source, run_id, personal)))
+        olds = (emitted.where(~F.col(NEW))
+                .select(payload(personal, source == "users").alias(C.Q_PAYLOAD), F.col(C.SOURCE_FILE)).distinct())
+        q_base = keep(quarantine.where(F.col(C.Q_SOURCE) == source)
+                      .join(olds, [C.Q_PAYLOAD, C.SOURCE_FILE], "left_semi").select(*Q_KEY))
+        q_ins = keep(q_now.select(*Q_KEY).exceptAll(q_base).withColumn(C.RUN_ID, F.lit(run_id)))
+        q_gone = keep(q_base.exceptAll(q_now.select(*Q_KEY)))
+        new_rows = emitted.where(F.col(NEW))
+        # Three small aggregates: outcomes of the slice's new and earlier rows, quarantine and silver changes.
+        by_age = emitted.groupBy(F.col(NEW), outcome().alias("metric")).count().collect()
+        outcomes = {r["metric"]: int(r["count"]) for r in by_age if r[NEW]}
+        tag = "_change"
+        q_stats = {(r[tag], r[C.Q_RULE]): int(r["count"]) for r in
+                   q_ins.select(F.lit("+").alias(tag), C.Q_RULE)
+                   .unionByName(q_gone.select(F.lit("-").alias(tag), C.Q_RULE))
+                   .unionByName(q_base.select(F.lit("base").alias(tag), C.Q_RULE))
+                   .groupBy(tag, C.Q_RULE).count().collect()}
+        in_base = silver_base.select(key).withColumn("_in_base", F.lit(True))
+        s_stats = {r[tag]: int(r["count"]) for r in
+                   upserts.select(key).join(in_base, key, "left")
+                   .select(F.when(F.col("_in_base").isNull(), "inserted").otherwise("updated").alias(tag))
+                   .unionByName(deletes.select(F.lit("deleted").alias(tag)))
+                   .unionByName(silver_base.select(F.lit("base").alias(tag)))
+                   .unionByName(accepted(new_rows).select(key).join(in_base, key, "left_semi")
+                                .select(F.lit("run_updated").alias(tag)))
+                   .groupBy(tag).count().collect()}
+        run_updated, inserted_keys = s_stats.get("run_updated", 0), s_stats.get("inserted", 0)
+        run_quarantined = sum(v for k, v in outcomes.items() if k.startswith("quarantine:"))
+        q_inserted = sum(v for (t, _), v in q_stats.items() if t == "+")
+        counts = {
+            "run_bronze_rows": sum(outcomes.values()),
+            "run_inserted": outcomes.get("silver", 0) - run_updated, "run_updated": run_updated,
+            "run_quarantined": run_quarantined, "run_duplicates": outcomes.get("duplicate", 0),
+            "rejudged_to_silver": max(inserted_keys - (outcomes.get("silver", 0) - run_updated), 0),
+            "rejudged_to_quarantine": max(q_inserted - run_quarantined, 0),
+            # for the totals
+            "_silver_delta": inserted_keys - s_stats.get("deleted", 0),
+            "_dup_now": sum(int(r["count"]) for r in by_age if r["metric"] == "duplicate"),
+            "_dup_before": (sum(int(r["count"]) for r in by_age if not r[NEW]) - s_stats.get("base", 0)
+                            - sum(v for (t, _), v in q_stats.items() if t == "base")),
+        }
+        for (t, rule), v in q_stats.items():
+            if t in ("+", "-"):
+                counts[f"_q{t}{rule}"] = v
+        q_deletes = keep(q_gone.distinct())
+        changes = SourceChanges(key, upserts, deletes, q_ins, q_deletes,
+                                silver_rows=inserted_keys + s_stats.get("updated", 0) + s_stats.get("deleted", 0),
+                                quarantine_rows=sum(v for (t, _), v in q_stats.items() if t != "base"))
+        return changes, counts
+
+    def dimension(source: str, movers: DataFrame | None) -> tuple[SourceChanges, dict[str, int]]:
+        """``movers``: ids to re-judge besides those of the new rows (users whose age band moved)."""
+        src = getattr(cfg.sources, source)
+        key, max_len = DIMENSION_KEYS[source], cfg.clean.max_string_length
+        raw = bronze(source)
+        classify, to_silver = ((classify_users(max_len, src.exclude),
+                                silver_users(now.date(), users_consent(cfg, raw.columns)))
+                               if source == "users" else (classify_items(max_len, src.exclude), silver_items))
+        canon = raw.transform(canonicalise(source, src))
+        keys = canon.where(F.col(NEW) & F.col(key).isNotNull()).select(key)
+        keys = keep((keys if movers is None else keys.unionByName(movers)).distinct())
+        emitted = keep(canon.transform(in_slice(keys, key, _IN)).where(F.col(NEW) | F.col(_IN))
+                       .transform(mark_duplicates(key, True)).transform(classify))
+        silver_table = delta_io.read(spark, cfg.table("silver", source))
+        silver_base = keep(silver_table.join(keys, key, "left_semi"))
+        silver_now = emitted.transform(to_silver)
+        changes, counts = diff(source, key, emitted, silver_now, silver_base)
+        now_keys, base_keys = silver_now.select(key), silver_base.select(key)
+        changes.known = keep(silver_table.select(key).join(keys, key, "left_anti").unionByName(now_keys))
+        changes.changed = keep(now_keys.subtract(base_keys).unionByName(base_keys.subtract(now_keys)))
+        counts["_bronze_total"] = raw.count()
+        return changes, counts
+
+    def events(known: Mapping[str, DataFrame | None], changed: Mapping[str, DataFrame]
+               ) -> tuple[SourceChanges, dict[str, int]]:
+        """The events slice: the new events, and every event of their users and of the users whose events
+        name a user or item that became known or unknown."""
+        raw = bronze("events")
+        keyed = raw.transform(keyed_events(cfg))
+        affected = keyed.where(F.col(NEW)).select(C.USER_ID)
+        if "users" in changed:
+            affected = affected.unionByName(changed["users"].select(C.USER_ID))
+        if "items" in changed:
+            affected = affected.unionByName(keyed.join(changed["items"], C.ITEM_ID, "left_semi").select(C.USER_ID))
+        users = keep(affected.where(F.col(C.USER_ID).isNotNull()).distinct())
+        flagged = keyed.transform(in_slice(users, C.USER_ID, _AU))
+        # Every copy of a slice event's id, whoever's it is: which copy is kept is decided among all of them.
+        ids = keep(flagged.where(F.col(_AU) | F.col(NEW)).where(F.col(C.EVENT_ID).isNotNull())
+                   .select(C.EVENT_ID).distinct())
+        marked = (flagged.transform(in_slice(ids, C.EVENT_ID, _IN)).where(F.col(_AU) | F.col(NEW) | F.col(_IN))
+                  .transform(mark_duplicates(C.EVENT_ID, False, sum_quantity=sums_quantity(cfg, raw)))
+                  .transform(event_rules(cfg, now))
+                  .transform(check_references(known["users"], known["items"])))
+        bot_limit = bot_threshold(cfg)
+        if bot_limit:
+            marked = marked.transform(flag_bots(keep(marked.transform(bot_users(bot_limit)))))
+        # Rows outside the slice's users came in only to rank copies; their outcome is not re-judged.
+        emitted = keep(marked.where(F.col(_AU) | F.col(NEW)))
+        silver_base = keep(delta_io.read(spark, cfg.table("silver", "events")).join(users, C.USER_ID, "left_semi"))
+        change, count = diff("events", C.EVENT_ID, emitted, silver_events(emitted), silver_base)
+        count["_bronze_total"] = raw.count()
+        return change, count
+
+    try:
+        changes: dict[str, SourceChanges] = {}
+        counts: dict[str, dict[str, int]] = {}
+        known: dict[str, DataFrame | None] = {source: None for source in DIMENSION_KEYS}
+        changed: dict[str, DataFrame] = {}
+        for source, key in DIMENSION_KEYS.items():
+            if versions.get(source) is None:
+                continue
+            movers = age_band_movers(spark, cfg, now, versions[source]) if source == "users" else None
+            if state.bronze.get(source) == versions[source] and (movers is None or movers.isEmpty()):
+                # nothing new, nobody to re-judge: silver's ids are the known ones
+                known[source] = delta_io.read(spark, cfg.table("silver", source)).select(key)
+                continue
+            changes[source], counts[source] = dimension(source, movers)
+            known[source] = changes[source].known
+            if changes[source].changed is not None and not cast(DataFrame, changes[source].changed).isEmpty():
+                changed[source] = cast(DataFrame, changes[source].changed)
+        if state.bronze.get("events") != versions["events"] or changed:
+            changes["events"], counts["events"] = events(known, changed)
+
+        results, outcomes = incremental_totals(spark, cfg, state, counts)
+        for k, v in results.items():
+            if ".quarantine:" in k:
+                log.info("quarantine %s = %d", k, v)
+
+        for name in (*DIMENSION_KEYS, "events"):
+            if name in changes:
+                merge_silver(spark, cfg.table("silver", name), changes[name], f"silver.{name}")
+        merge_quarantine(spark, cfg.table("quarantine", "rows"), [changes[s] for s in changes])
+        dq_rows = [(run_id, source, metric, n) for source, per in outcomes.items() for metric, n in per.items()]
+        dq = spark.createDataFrame(dq_rows, "_run_id string, source string, metric string, value long")
+        delta_io.replace_partition(dq, cfg.table("metrics", "data_quality"), {C.RUN_ID: run_id},
+                                   name="metrics.data_quality")
+    finally:
+        # Newest first: a frame is dropped after the frames built on it, so Spark never re-plans a cached frame
+        # whose input left the cache (which costs minutes with this many).
+        for df in reversed(cached):
+            df.unpersist()
+    return results
+
+
+def incremental_totals(spark: SparkSession, cfg: AppConfig, state: CleanState,
+                       counts: Mapping[str, Mapping[str, int]]) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+    """The totals after this run's changes (the keys of :func:`summarise`, and per source the outcome counts as
+    :func:`written_counts` stores them) and its per-run balance, checked before anything is written: the run's
+    new rows all end somewhere, and the tables' totals still add up to bronze."""
+    q_before = {(r[C.Q_SOURCE], r[C.Q_RULE]): int(r["count"]) for r in
+                delta_io.read(spark, cfg.table("quarantine", "rows")).groupBy(C.Q_SOURCE, C.Q_RULE).count().collect()}
+    results: dict[str, int] = {}
+    outcomes: dict[str, dict[str, int]] = {}
+    for source in SOURCES:
+        if source in counts or f"{source}.bronze_rows" not in state.result:
+            continue
+        # No new rows and nothing re-judged: the source's totals are the last clean's.
+        totals = {k.split(".", 1)[1]: int(v) for k, v in state.result.items() if k.startswith(f"{source}.")
+                  and k.split(".", 1)[1] in ("silver_rows", "duplicates") or k.startswith(f"{source}.quarantine:")}
+        per_rule = {"silver": totals.pop("silver_rows"), "duplicate": totals.pop("duplicates"), **totals}
+        results.update(summarise(source, per_rule))
+        results.update({f"{source}.{k}": 0 for k in RUN_KEYS})
+        outcomes[source] = per_rule
+    for source, c in counts.items():
+        run = {k: c[k] for k in RUN_KEYS}
+        new_rows = c["_bronze_total"] - int(state.result.get(f"{source}.bronze_rows", 0))
+        if run["run_bronze_rows"] != new_rows:
+            raise CleanError(f"{source}: bronze has {new_rows} new rows but {run['run_bronze_rows']} were judged "
+                             f"({run}); nothing was written")
+        silver_before = delta_io.read(spark, cfg.table("silver", source)).count()
+        per_rule = {"silver": silver_before + c["_silver_delta"],
+                    "duplicate": int(state.result.get(f"{source}.duplicates", 0)) + c["_dup_now"] - c["_dup_before"]}
+        rules = {r for (s, r) in q_before if s == source} | {k[3:] for k in c if k.startswith(("_q+", "_q-"))}
+        for rule in rules:
+            n = q_before.get((source, rule), 0) + c.get(f"_q+{rule}", 0) - c.get(f"_q-{rule}", 0)
+            if n:
+                per_rule[f"quarantine:{rule}"] = n
+        if sum(per_rule.values()) != c["_bronze_total"]:
+            raise CleanError(f"{source}: bronze has {c['_bronze_total']} rows but silver + quarantine + duplicates "
+                             f"would be {sum(per_rule.values())} ({per_rule}); nothing was written")
+        # Shares of the whole bronze, as a full clean of it judges them: a small batch may be mostly one rule's
+        # (a one-row users export that fails, a bot's next events) without saying anything about the format.
+        check_total_shares(source, per_rule, c["_bronze_total"], cfg.clean.max_reject_share)
+        results.update(summarise(source, per_rule))
+        results.update({f"{source}.{k}": v for k, v in run.items()})
+        outcomes[source] = per_rule
+    return results, outcomes
+
+
+def check_total_shares(source: str, per_rule: Mapping[str, int], total: int, max_share: float) -> None:
+    """:func:`check_reject_shares` on the totals a clean leaves (``per_rule``: outcome -> rows of ``source``)."""
+    worst = max(((n, k.split(":", 1)[1]) for k, n in per_rule.items() if k.startswith("quarantine:")), default=None)
+    if worst is not None and total and worst[0] / total > max_share:
+        raise RejectShareError(
+            f"sources.{source}: {worst[0]} of {total} rows ({worst[0] / total:.1%}) fail rule {worst[1]}, above "
+            f"clean.max_reject_share {max_share:g} (check the source's format and column mapping; nothing was "
+            "written)")
+
+
+def merge_silver(spark: SparkSession, uri: str, change: SourceChanges, name: str) -> None:
+    """Upsert and delete one silver table's changed rows by key, in one commit (none when nothing changed)."""
+    ups = change.upserts.withColumn(OP, F.lit("u"))
+    dels = change.deletes.select(*[F.col(c) if c == change.key else F.lit(None).cast(t).alias(c)
+                                   for c, t in change.upserts.dtypes]).withColumn(OP, F.lit("d"))
+    source = ups.unionByName(dels)
+    if not change.silver_rows:
+        return
+    cols = change.upserts.columns
+    delta_io.fault_point(f"before_write:{name}")
+    (DeltaTable.forPath(spark, uri).alias("t")
+     .merge(source.alias("s"), f"t.`{change.key}` = s.`{change.key}`")
+     .whenMatchedDelete(f"s.{OP} = 'd'")
+     .whenMatchedUpdate(f"s.{OP} = 'u'", {f"`{c}`": f"s.`{c}`" for c in cols})
+     .whenNotMatchedInsert(f"s.{OP} = 'u'", {f"`{c}`": f"s.`{c}`" for c in cols})
+     .execute())
+    delta_io.fault_point(f"after_write:{name}")
+
+
+def merge_quarantine(spark: SparkSession, uri: str, changes: Sequence[SourceChanges]) -> None:
+    """Remove the re-judged rows and add this run's rejects, in one commit (none when nothing changed)."""
+    cols = [*Q_KEY, C.RUN_ID]
+    source: DataFrame | None = None
+    for change in changes:
+        part = (change.q_inserts.select(*cols).withColumn(OP, F.lit("i"))
+                .unionByName(change.q_deletes.withColumn(C.RUN_ID, F.lit(None).cast("string"))
+                             .select(*cols).withColumn(OP, F.lit("d"))))
+        source = part if source is None else source.unionByName(part)
+    if source is None or not any(c.quarantine_rows for c in changes):
+        return
+    match = " AND ".join(f"t.`{c}` <=> s.`{c}`" for c in Q_KEY)
+    delta_io.fault_point("before_write:quarantine")
+    (DeltaTable.forPath(spark, uri).alias("t")
+     .merge(source.alias("s"), f"s.{OP} = 'd' AND {match}")
+     .whenMatchedDelete()
+     .whenNotMatchedInsert(f"s.{OP} = 'i'", {f"`{c}`": f"s.`{c}`" for c in cols})
+     .execute())
+    delta_io.fault_point("after_write:quarantine")

@@ -1,0 +1,131 @@
+"""What the last successful clean consumed and left (``metrics/clean_state``), and whether the next one may run
+incrementally from it."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from delta.tables import DeltaTable
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from sparkpromo import columns as C
+from sparkpromo import delta_io
+from sparkpromo.config import CLEAN_PRIVACY_KEYS, AppConfig
+
+__all__ = [
+    "SOURCES", "STATE_TABLE", "CleanState", "settings_fingerprint", "output_versions", "last_state", "record_state",
+    "appends_only", "full_refresh_reason"
+]
+
+
+SOURCES = ("users", "items", "events")
+STATE_TABLE = ("metrics", "clean_state")
+# Commits that only add rows (or rewrite files without changing data): anything else in a bronze version range
+# (a forget's DELETE, a RESTORE) makes the next clean a full refresh.
+_APPEND_MODES = {"WRITE": ("mode", "Append"), "STREAMING UPDATE": ("outputMode", "Append")}
+_NO_DATA_CHANGE = {"OPTIMIZE", "SET TBLPROPERTIES", "ADD CONSTRAINT", "VACUUM START", "VACUUM END"}
+
+
+@dataclass(frozen=True)
+class CleanState:
+    """What the last successful clean consumed and left: bronze versions, its output tables' versions, the
+    fingerprint of the settings it cleaned with and its result (the totals the next run continues from)."""
+    bronze: dict[str, int | None]
+    outputs: dict[str, int | None]
+    settings: str
+    result: dict[str, Any]
+
+
+def settings_fingerprint(cfg: AppConfig) -> str:
+    """The settings that decide a row's outcome; a change between runs makes the next clean a full refresh."""
+    privacy = {k: _plain(getattr(cfg.privacy, k)) for k in CLEAN_PRIVACY_KEYS}
+    blob = json.dumps(_plain({"sources": cfg.sources, "clean": cfg.clean, "privacy": privacy}), sort_keys=True,
+                      default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _plain(value: object) -> object:
+    """Frozen config values (dataclasses, read-only mappings, tuples) as JSON-able data."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def output_versions(spark: SparkSession, cfg: AppConfig) -> dict[str, int | None]:
+    tables = {f"silver.{s}": cfg.table("silver", s) for s in SOURCES}
+    tables["quarantine.rows"] = cfg.table("quarantine", "rows")
+    return {name: delta_io.version(spark, uri) for name, uri in tables.items()}
+
+
+def last_state(spark: SparkSession, cfg: AppConfig) -> CleanState | None:
+    uri = cfg.table(*STATE_TABLE)
+    if not delta_io.is_delta(spark, uri):
+        return None
+    row = delta_io.read(spark, uri).orderBy(F.col("finished_at").desc()).first()
+    if row is None:
+        return None
+    return CleanState(json.loads(row["bronze_versions"]), json.loads(row["output_versions"]), row["settings"],
+                      json.loads(row["result"]))
+
+
+def record_state(spark: SparkSession, cfg: AppConfig, run_id: str, mode: str, bronze: Mapping[str, int | None],
+                 result: Mapping[str, Any]) -> None:
+    """Append the run's state row: the last commit of a clean, so only a clean that wrote everything records one."""
+    row = [(run_id, dt.datetime.now(dt.UTC).replace(tzinfo=None), mode, json.dumps(dict(bronze), sort_keys=True),
+            json.dumps(output_versions(spark, cfg), sort_keys=True), settings_fingerprint(cfg),
+            json.dumps(dict(result), sort_keys=True, default=str))]
+    df = spark.createDataFrame(row, f"{C.RUN_ID} string, finished_at timestamp, mode string, bronze_versions string, "
+                                    "output_versions string, settings string, result string")
+    delta_io.append(df, cfg.table(*STATE_TABLE), name="metrics.clean_state")
+
+
+def appends_only(spark: SparkSession, uri: str, start: int, end: int) -> bool:
+    """Whether every commit of ``uri`` after ``start`` up to ``end`` only added rows."""
+    rows = (DeltaTable.forPath(spark, uri).history()
+            .where((F.col("version") > start) & (F.col("version") <= end))
+            .select("version", "operation", "operationParameters").collect())
+    if len(rows) != end - start:
+        return False
+    for r in rows:
+        params = r["operationParameters"] or {}
+        wanted = _APPEND_MODES.get(r["operation"])
+        if wanted is not None and params.get(wanted[0]) == wanted[1]:
+            continue
+        if r["operation"] not in _NO_DATA_CHANGE:
+            return False
+    return True
+
+
+def full_refresh_reason(spark: SparkSession, cfg: AppConfig, state: CleanState | None,
+                        versions: Mapping[str, int | None]) -> str | None:
+    """Why this clean must rebuild silver and quarantine from the whole of bronze (None: it can run
+    incrementally from ``state``)."""
+    if state is None:
+        return "no earlier clean recorded"
+    if cfg.privacy.pseudonymise:
+        return "privacy.pseudonymise is on (silver holds pseudonyms, bronze the raw ids)"
+    if state.settings != settings_fingerprint(cfg):
+        return "the sources, clean or privacy settings changed since the last clean"
+    for name, v in output_versions(spark, cfg).items():
+        if v != state.outputs.get(name):
+            return f"{name} changed since the last clean (a clean that failed part-way, or forget)"
+    for source in SOURCES:
+        start, end = state.bronze.get(source), versions.get(source)
+        if start == end:
+            continue
+        if start is None or end is None or end < start:
+            return f"bronze.{source} was created, dropped or rolled back since the last clean"
+        if not appends_only(spark, cfg.table("bronze", source), start, end):
+            return f"bronze.{source} changed by more than appends since the last clean"
+    return None
