@@ -26,7 +26,7 @@ def bronze(spark: SparkSession, cols: list[str], rows: list[tuple[Any, ...]], co
     """A bronze-shaped frame: source columns as strings + corrupt record + ingestion metadata."""
     n = len(rows)
     corrupt = corrupt or [None] * n
-    ingest_ts = ingest_ts or [dt.datetime(2026, 11, 1)] * n
+    ingest_ts = ingest_ts or [NOW] * n  # rows arrive when the clean runs (after every event they hold)
     data = [(*r, corrupt[i], "file:/landing/f.csv", 10, dt.datetime(2026, 11, 1), ingest_ts[i], "r0")
             for i, r in enumerate(rows)]
     schema = ", ".join(f"`{c}` string" for c in cols) + (
@@ -59,6 +59,21 @@ def rules_of(spark: SparkSession, cfg: AppConfig, rows: list[tuple[Any, ...]], u
     out = clean.classify_events_frame(b, cfg, NOW, uids, iids)
     return {r[C.EVENT_ID]: r[C.Q_RULE] for r in out.where(~F.col(clean.DUP)).select(C.EVENT_ID, C.Q_RULE).collect()}
 
+
+
+def test_future_timestamp_is_judged_against_the_rows_arrival_not_the_judging_run(spark: SparkSession,
+                                                                                   cfg: AppConfig) -> None:
+    """A row that reached bronze at 12:00 may say 12:30 (tolerance 60 min) but not 13:30, whichever day the clean
+    runs: an earlier run (a backfill) and a later one (a full refresh) give the same outcome."""
+    arrived = dt.datetime(2026, 11, 5, 12)
+    rows = [ev("early", ts="2026-11-05T12:30:00Z"), ev("late", ts="2026-11-05T13:30:00Z"),
+            ev("past_run", ts="2026-11-04T09:00:00Z")]
+    b = bronze(spark, EVENT_COLS, rows, ingest_ts=[arrived] * len(rows))
+    expected = spark.createDataFrame([("early", None), ("late", clean.FUTURE_TIMESTAMP), ("past_run", None)],
+                                     "event_id string, rule string")
+    for now in (dt.datetime(2026, 11, 2), dt.datetime(2026, 11, 30)):
+        got = clean.classify_events_frame(b, cfg, now, None, None).select(C.EVENT_ID, C.Q_RULE)
+        assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
 
 EVENT_CASES = [
     (ev("a"), None),
@@ -146,7 +161,7 @@ def test_keyed_repeats_are_the_keyed_rows_with_a_repeated_id(spark: SparkSession
 
 def test_duplicates_keep_first_ingested(spark: SparkSession, cfg: AppConfig) -> None:
     b = bronze(spark, EVENT_COLS, [ev("a", price=None), ev("a"), ev("b")],
-               ingest_ts=[dt.datetime(2026, 11, 2), dt.datetime(2026, 11, 1), dt.datetime(2026, 11, 1)])
+               ingest_ts=[dt.datetime(2026, 11, 2), dt.datetime(2026, 11, 1, 12), dt.datetime(2026, 11, 1, 12)])
     out = clean.classify_events_frame(b, cfg, NOW, None, None)
     dups = out.select(C.EVENT_ID, clean.DUP, C.INGEST_TS).orderBy(C.EVENT_ID, C.INGEST_TS).collect()
     assert [(r[0], r[1]) for r in dups] == [("a", False), ("a", True), ("b", False)]

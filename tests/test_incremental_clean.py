@@ -72,7 +72,7 @@ BATCHES: list[dict[str, list[tuple[Any, ...]]]] = [
 def bronze(spark: SparkSession, source: str, rows: list[tuple[Any, ...]], batch: int) -> DataFrame:
     """Bronze-shaped rows of one ingest: source columns as strings, the corrupt record and ingestion metadata."""
     cols = SOURCE_COLS[source]
-    ts = dt.datetime(2026, 11, 1) + dt.timedelta(hours=batch)
+    ts = dt.datetime(2026, 11, 20) + dt.timedelta(hours=batch)  # each batch arrives after the events it holds
     data = [(*r, None, f"file:/landing/{source}/b{batch}.csv", 10, ts, ts, f"r{batch}") for r in rows]
     schema = ", ".join(f"`{c}` string" for c in cols) + (
         f", {CORRUPT} string, {C.SOURCE_FILE} string, {FILE_SIZE} long, {FILE_MTIME} timestamp, "

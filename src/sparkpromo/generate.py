@@ -31,7 +31,7 @@ kind                    share   what (share of ``n_events`` unless said otherwis
 missing_required        0.5%    user_id, product_id or event_type is the empty string
 unknown_event_type      0.5%    event_type in ``UNKNOWN_EVENT_TYPES`` (click, hover, scroll, share)
 malformed_timestamp     0.3%    event_time in ``MALFORMED_TIMESTAMPS``
-future_timestamp        0.3%    a valid event_time 1 to 5 years after ``end``
+future_timestamp        0.3%    a valid event_time 100 to 104 years after ``end`` (after any ingest)
 negative_value          0.3%    an add_to_cart/purchase row with a negative price or negative quantity
 duplicate_event         1.0%    an exact re-sent copy of an earlier clean row (same event_id), a few rows later
 unknown_user            0.5%    user_id not in users.jsonl (looks valid, e.g. ``u012345``)
@@ -497,7 +497,8 @@ def _inject_event_dirt(rng: np.random.Generator, ev: _Events, counts: Mapping[st
     for row in take("malformed_timestamp"):
         ov.add(_COL_TIME, row, MALFORMED_TIMESTAMPS[int(rng.integers(0, len(MALFORMED_TIMESTAMPS)))])
     rows = take("future_timestamp")
-    future = end_s + 365 * _DAY + rng.integers(0, 4 * 365 * _DAY, len(rows))
+    # Judged against the time a row reached bronze (the wall clock), so far enough ahead to stay in the future.
+    future = end_s + 100 * 365 * _DAY + rng.integers(0, 4 * 365 * _DAY, len(rows))
     for row, value in zip(rows, _ts_str(future).tolist(), strict=True):
         ov.add(_COL_TIME, row, value)
     u_width = len(users.ids[0]) - 1

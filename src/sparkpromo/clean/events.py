@@ -96,12 +96,18 @@ def parse_events(src: FileSource) -> Transform:
 
 def classify_events(now: dt.datetime, future_tolerance_minutes: int, max_len: int, kind: str,
                     exclude: Mapping[str, str] | None = None) -> Transform:
-    """Attach the first failing row-level rule (referential and bot checks come later)."""
-    cutoff = now + dt.timedelta(minutes=future_tolerance_minutes)
+    """Attach the first failing row-level rule (referential and bot checks come later).
+
+    ``future_timestamp``: an event time later than the moment its row reached bronze (``_ingest_ts``; ``now`` for
+    a row without one) plus the tolerance. It is a property of the row, not of the run judging it, so an
+    incremental clean, a later full refresh and a backfill all judge it alike (features ignore events after their
+    own date anyway)."""
+    tolerance = F.make_dt_interval(mins=F.lit(future_tolerance_minutes))
     allowed = (C.RATING_EVENT,) if kind == "ratings" else C.EVENT_TYPES
     ids = [C.EVENT_ID, C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.SESSION_ID]
 
     def step(df: DataFrame) -> DataFrame:
+        arrived = F.coalesce(F.col(C.INGEST_TS), F.lit(now)) if C.INGEST_TS in df.columns else F.lit(now)
         qty_ok = F.col(_QTY).isNull() | ((F.col(_QTY) >= 1) & (F.col(_QTY) == F.floor(F.col(_QTY)))
                                          & (F.col(_QTY) <= 2_147_483_647))
         rating_bad = (F.col(_RATING).isNull() | F.isnan(F.col(_RATING))) if kind == "ratings" else F.lit(False)
@@ -112,7 +118,7 @@ def classify_events(now: dt.datetime, future_tolerance_minutes: int, max_len: in
             (oversized_any(ids, max_len), OVERSIZED_FIELD),
             (~F.col(C.EVENT_TYPE).isin(*allowed), UNKNOWN_EVENT_TYPE),
             (F.col(_TS).isNull(), MALFORMED_TIMESTAMP),
-            (F.col(_TS) > F.lit(cutoff), FUTURE_TIMESTAMP),
+            (F.col(_TS) > arrived + tolerance, FUTURE_TIMESTAMP),
             (malformed(C.PRICE, _PRICE) | malformed(C.QUANTITY, _QTY) | malformed(C.RATING, _RATING),
              MALFORMED_NUMBER),
             (F.col(_PRICE) < 0, NEGATIVE_PRICE),
