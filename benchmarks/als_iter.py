@@ -7,15 +7,11 @@ job setup, data partitioning, factor initialisation — cancels out).
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
-from _table import emit  # benchmarks/ is on sys.path when a script runs
+from harness import bare_config, best_time, emit, session  # benchmarks/ is on sys.path when a script runs
 from pyspark.ml.recommendation import ALS
 from pyspark.sql import functions as F
-
-from sparkpromo.config import build_config
-from sparkpromo.session import build_session
 
 
 def main() -> None:
@@ -29,10 +25,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     scratch = Path("/tmp/sparkpromo-als-iter")
-    cfg = build_config({"lakehouse": str(scratch), "sources": {"events": {"path": "unused"}},
-                        "privacy": {"consent_without_users": "granted"},
-                        "spark": {"master": args.master, "shuffle_partitions": 2}})
-    spark = build_session(cfg, app_name="sparkpromo-als-iter")
+    spark = session(bare_config(scratch, args.master), "als-iter")
     data = (spark.read.option("sep", "\t").csv(str(Path(args.data) / "u.data"))
             .select(F.col("_c0").cast("int").alias("u"), F.col("_c1").cast("int").alias("i"),
                     F.lit(1.0).alias("r")).cache())
@@ -40,15 +33,9 @@ def main() -> None:
     blocks = spark.sparkContext.defaultParallelism
 
     def fit_seconds(iters: int) -> float:
-        best = float("inf")
-        for _ in range(args.repeats):
-            als = ALS(userCol="u", itemCol="i", ratingCol="r", implicitPrefs=True, rank=args.rank, maxIter=iters,
-                      regParam=0.1, alpha=1.0, seed=42, numUserBlocks=blocks, numItemBlocks=blocks)
-            t = time.perf_counter()
-            model = als.fit(data)
-            model.userFactors.count()  # force the last iteration's factors
-            best = min(best, time.perf_counter() - t)
-        return best
+        als = ALS(userCol="u", itemCol="i", ratingCol="r", implicitPrefs=True, rank=args.rank, maxIter=iters,
+                  regParam=0.1, alpha=1.0, seed=42, numUserBlocks=blocks, numItemBlocks=blocks)
+        return best_time(lambda: als.fit(data).userFactors.count(), args.repeats)  # the last iteration's factors
 
     fit_seconds(2)  # warm-up (JIT, native BLAS load) outside the measurement
     lo, hi = fit_seconds(args.low), fit_seconds(args.high)

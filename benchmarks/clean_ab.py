@@ -19,20 +19,16 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 from types import ModuleType
 
-from _table import emit  # benchmarks/ is on sys.path when a script runs
+from harness import ROOT, emit, landing_overrides, local_config, session, timed, workdir  # benchmarks/ on sys.path
 
 from sparkpromo import clean as current
-from sparkpromo.config import AppConfig, load_config
+from sparkpromo.config import AppConfig
 from sparkpromo.generate import generate_shop
 from sparkpromo.ingest import run_ingest
-from sparkpromo.session import build_session
 
-ROOT = Path(__file__).resolve().parents[1]
 RUN_DATE = dt.date(2026, 11, 1)
 
 
@@ -66,12 +62,9 @@ def baseline_clean(ref: str, into: Path) -> ModuleType:
 
 
 def config(work: Path, lake: str, master: str, conf: dict[str, str] | None = None) -> AppConfig:
-    """The local config on ``work/landing`` with its lakehouse at ``work/lake``; ``conf`` adds to ``spark.conf``."""
-    landing = work / "landing"
-    return load_config("local", ROOT / "conf", overrides={
-        "lakehouse": str(work / lake), "landing": str(landing), "spark.master": master,
-        "spark.shuffle_partitions": 8, "spark.conf": conf or {}, "sources.events.path": str(landing / "events"),
-        "sources.users.path": str(landing / "users"), "sources.items.path": str(landing / "items")})
+    """The local config on ``work/landing`` with its lakehouse at ``work/<lake>``; ``conf`` adds to ``spark.conf``."""
+    return local_config({**landing_overrides(work), "lakehouse": str(work / lake), "spark.master": master,
+                         "spark.shuffle_partitions": 8, "spark.conf": conf or {}})
 
 
 def main() -> None:
@@ -84,12 +77,12 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    work = Path(tempfile.mkdtemp(prefix="sparkpromo-ab-"))
+    work = workdir(None, "ab")
     try:
         baseline = baseline_clean(args.baseline_ref, work)
         generate_shop(work / "landing", n_events=args.events, seed=7, days=60, end=RUN_DATE)
         cfgs = {"baseline": config(work, "lake_a", args.master), "current": config(work, "lake_b", args.master)}
-        spark = build_session(cfgs["baseline"], app_name="sparkpromo-clean-ab")
+        spark = session(cfgs["baseline"], "clean-ab")
         run_ingest(spark, cfgs["baseline"], "ab")
         shutil.copytree(work / "lake_a" / "bronze", work / "lake_b" / "bronze")
         runs: dict[str, list[float]] = {"baseline": [], "current": []}
@@ -99,12 +92,10 @@ def main() -> None:
             order = ("baseline", "current") if i % 2 == 0 else ("current", "baseline")
             for name in order:
                 module = baseline if name == "baseline" else current
-                t = time.perf_counter()
                 # A clean since the incremental one would find no new rows after round 0: rebuild every round.
                 kwargs = {"full_refresh": True} if "full_refresh" in inspect.signature(module.run_clean).parameters \
                     else {}
-                counts = module.run_clean(spark, cfgs[name], f"ab-{name}-{i}", now, **kwargs)
-                elapsed = time.perf_counter() - t
+                elapsed, counts = timed(module.run_clean, spark, cfgs[name], f"ab-{name}-{i}", now, **kwargs)
                 rows[name] = counts["events.silver_rows"]
                 if i > 0:
                     runs[name].append(elapsed)

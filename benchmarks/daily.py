@@ -34,8 +34,6 @@ import inspect
 import os
 import shutil
 import sys
-import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -43,14 +41,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from _table import emit  # benchmarks/ is on sys.path when a script runs
+from harness import ROOT, emit, local_config, session, timed, workdir  # benchmarks/ is on sys.path
 
-from sparkpromo.config import AppConfig, load_config
+from sparkpromo.config import AppConfig
 from sparkpromo.generate import deliver_day, generate_daily
 from sparkpromo.pipeline import RunContext, run_stage
-from sparkpromo.session import build_session
 
-ROOT = Path(__file__).resolve().parents[1]
 FIRST_DAY = dt.date(2026, 10, 1)
 ONLINE_RETAIL_CONF = ROOT / "conf" / "examples" / "online-retail.yaml"
 TARGET_RATIO = 0.2
@@ -67,12 +63,6 @@ def rebuild(name: str, spark: Any, cfg: AppConfig, ctx: RunContext) -> dict[str,
     if full_refresh_supported():
         return run_stage(name, spark, cfg, ctx, force=True, full_refresh=True)  # type: ignore[call-arg]
     return run_stage(name, spark, cfg, ctx, force=True)
-
-
-def timed(fn: Any, *args: Any) -> tuple[float, Any]:
-    t = time.perf_counter()
-    out = fn(*args)
-    return time.perf_counter() - t, out
 
 
 @dataclass(frozen=True)
@@ -92,7 +82,7 @@ def config(work: Path, master: str, shuffle_partitions: int, settings: list[str]
     for pair in settings:
         key, _, value = pair.partition("=")
         overrides[key] = yaml.safe_load(value)
-    return load_config("local", ROOT / "conf", extra, overrides)
+    return local_config(overrides, extra)
 
 
 def generated(events: int, days: int, new_days: int, work: Path, cfg: AppConfig) -> Replay:
@@ -126,7 +116,7 @@ def online_retail(source: Path, days: int, new_days: int, work: Path, cfg: AppCo
 
 def measure(replay: Replay, days: int, new_days: int) -> dict[str, Any]:
     cfg = replay.cfg
-    spark = build_session(cfg)
+    spark = session(cfg, "daily")
     for day in replay.days[:days]:
         replay.deliver(day)
     history = RunContext("history", replay.days[days - 1])
@@ -178,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.days < 1 or args.new_days < 1:
         ap.error("--days and --new-days must be >= 1")
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="sparkpromo-daily-"))
+    work = workdir(args.workdir, "daily")
     sizes = [(args.events, args.days)] + ([(2 * args.events, 2 * args.days)] if args.scale else [])
     def replay(events: int, days: int) -> Replay:
         here = work / f"{days}d"

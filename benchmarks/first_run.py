@@ -17,11 +17,10 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from harness import ROOT, timed  # benchmarks/ is on sys.path when a script runs
 
 FLOOR_SCRIPT = """
 import sys
@@ -40,10 +39,9 @@ STAGE_END = re.compile(r"stage=(\w+) status=end .*elapsed_s=([0-9.]+)")
 EXPLAIN_USER = "u000123"  # the id of `sparkpromo explain --help`
 
 
-def timed(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, subprocess.CompletedProcess[str]]:
-    t = time.perf_counter()
-    done = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - t
+def timed_run(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, subprocess.CompletedProcess[str]]:
+    """Wall seconds of one command (a process of its own, as a user runs it), which must succeed."""
+    wall, done = timed(subprocess.run, cmd, env=env, cwd=cwd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:4])} failed ({done.returncode}): {done.stderr[-2000:]}")
     return wall, done
@@ -57,14 +55,14 @@ def stage_seconds(stderr: str) -> dict[str, float]:
 def measure(events: int, master: str) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     with tempfile.TemporaryDirectory(prefix="sparkpromo-first-run-") as tmp:
-        floor, _ = timed([sys.executable, "-c", FLOOR_SCRIPT, f"{tmp}/floor", master], env, ROOT)
+        floor, _ = timed_run([sys.executable, "-c", FLOOR_SCRIPT, f"{tmp}/floor", master], env, ROOT)
         work = Path(tmp) / "work"
         work.mkdir()
         env.update(SPARKPROMO_LAKEHOUSE=str(work / "lakehouse"), SPARKPROMO_LANDING=str(work / "landing"))
         cli = [sys.executable, "-m", "sparkpromo.cli"]
         conf = ["--conf-dir", str(ROOT / "conf"), "--set", f"spark.master={master}"]
-        run, done = timed([*cli, "run", "--sample", "--events", str(events), *conf], env, work)
-        explain, answer = timed([*cli, "explain", "--user", EXPLAIN_USER, "--json", *conf], env, work)
+        run, done = timed_run([*cli, "run", "--sample", "--events", str(events), *conf], env, work)
+        explain, answer = timed_run([*cli, "explain", "--user", EXPLAIN_USER, "--json", *conf], env, work)
     offers = json.loads(answer.stdout.strip().splitlines()[-1])["offers"]
     return {"floor_s": round(floor, 1), "run_sample_s": round(run, 1), "ratio": round(run / floor, 2),
             "explain_s": round(explain, 1), "explain_ratio": round(explain / floor, 2),

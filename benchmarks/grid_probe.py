@@ -13,19 +13,23 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
-import time
 from pathlib import Path
 
+from harness import bare_config, session, timed, workdir  # benchmarks/ is on sys.path when a script runs
 from pyspark import StorageLevel
+from pyspark.ml.recommendation import ALS
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from sparkpromo import columns as C
 from sparkpromo import evaluate as E
-from sparkpromo.config import build_config
 from sparkpromo.logs import setup_logging
-from sparkpromo.session import build_session
 from sparkpromo.train import build_als
+
+
+def fit_and_score(als: ALS, train: DataFrame, validation: DataFrame, k: int) -> float:
+    """NDCG@k on ``validation`` of ``als`` fitted on ``train`` (top-k lists excluding the training items)."""
+    return E.ranking_metrics(E.as_lists(E.top_k_excluding_seen(als.fit(train), train, k)), validation, k)["ndcg"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,12 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--k", type=int, default=10)
     args = p.parse_args(argv)
     setup_logging()
-    root = Path(tempfile.mkdtemp(prefix="sparkpromo-probe-"))
-    cfg = build_config({"lakehouse": str(root / "lakehouse"), "landing": str(root / "landing"),
-                        "spark": {"master": "local[2]", "shuffle_partitions": 4, "driver_memory": "4g"},
-                        "sources": {"kind": "events", "events": {"path": str(Path(args.data) / "u.data")}},
-                        "privacy": {"consent_without_users": "granted"}})
-    spark = build_session(cfg, app_name="sparkpromo-grid-probe")
+    root = workdir(None, "probe")
+    cfg = bare_config(root / "lakehouse", shuffle_partitions=4, spark={"driver_memory": "4g"})
+    spark = session(cfg, "grid-probe")
     raw = spark.read.csv(str(Path(args.data) / "u.data"), sep="\t", schema="user int, item int, rating double, ts long")
     value = F.lit(1.0) if args.confidence == "binary" else F.col("rating")
     df = raw.select(F.col("user").alias(C.USER_IDX), F.col("item").alias(C.ITEM_IDX), value.alias(C.CONFIDENCE),
@@ -52,14 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     train = inner.train.persist(StorageLevel.MEMORY_AND_DISK)
     validation = inner.test.persist(StorageLevel.MEMORY_AND_DISK)
     for rank, reg, alpha, iters in json.loads(args.points):
-        t = time.perf_counter()
         als = build_als(True, args.seed, k=args.k, blocks=2, rank=int(rank), regParam=float(reg),
                         alpha=float(alpha), maxIter=int(iters)).als()
-        ranked = E.top_k_excluding_seen(als.fit(train), train, args.k)
-        ndcg = E.ranking_metrics(E.as_lists(ranked), validation, args.k)["ndcg"]
+        seconds, ndcg = timed(fit_and_score, als, train, validation, args.k)
         print(json.dumps({"confidence": args.confidence, "rank": rank, "reg_param": reg, "alpha": alpha,
                           "max_iter": iters, f"inner_ndcg@{args.k}": round(ndcg, 4),
-                          "fit_and_score_s": round(time.perf_counter() - t, 1)}), flush=True)
+                          "fit_and_score_s": round(seconds, 1)}), flush=True)
     spark.stop()
     return 0
 

@@ -23,12 +23,10 @@ import argparse
 import datetime as dt
 import os
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-from _table import emit  # benchmarks/ is on sys.path when a script runs
 from delta.tables import DeltaTable
+from harness import emit, local_config, session, timed  # benchmarks/ is on sys.path when a script runs
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -37,20 +35,12 @@ from sparkpromo import columns as C
 from sparkpromo import delta_io
 from sparkpromo import recommend as R
 from sparkpromo.cli import main as cli_main
-from sparkpromo.config import AppConfig, load_config
+from sparkpromo.config import AppConfig
 from sparkpromo.features import decay_reference
-from sparkpromo.session import build_session
 
-ROOT = Path(__file__).resolve().parents[1]
 RUN_DATE = "2026-11-01"
 LISTING = "spark.sql.sources.parallelPartitionDiscovery.parallelism"
 AQE = "spark.sql.adaptive.enabled"
-
-
-def timed(fn: Callable[[], object]) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
 
 
 def make_lakehouse(root: Path, events: int) -> None:
@@ -92,11 +82,11 @@ def recommend_variants(spark: SparkSession, cfg: AppConfig, repeats: int) -> dic
             raise SystemExit(f"{name}: rows differ from the stage's two plans")
     times: dict[str, list[float]] = {"one": [], "one_no_aqe": [], "two": []}
     for _ in range(repeats):
-        times["one"].append(timed(one_plan))
+        times["one"].append(timed(one_plan)[0])
         spark.conf.set(AQE, "false")
-        times["one_no_aqe"].append(timed(one_plan))
+        times["one_no_aqe"].append(timed(one_plan)[0])
         spark.conf.set(AQE, "true")
-        times["two"].append(timed(two_plans))
+        times["two"].append(timed(two_plans)[0])
     best = {k: min(v) for k, v in times.items()}
     return {"champion": champion, "campaigns": len(active), "rows": reference.count(),
             "one plan (before) / two plans (now), AQE on": round(best["one"] / best["two"], 2),
@@ -115,7 +105,7 @@ def vacuum_variants(spark: SparkSession, shuffle_partitions: int, repeats: int) 
                 continue  # the first vacuum of the session also warms up; not counted
             which = "default" if i % 2 else "ours"
             spark.conf.set(LISTING, "10000" if which == "default" else str(shuffle_partitions))
-            times[which].append(timed(lambda: DeltaTable.forPath(spark, path).vacuum(0)))
+            times[which].append(timed(lambda: DeltaTable.forPath(spark, path).vacuum(0))[0])
     spark.conf.set(LISTING, str(shuffle_partitions))
     return {"VACUUM, listing with 10,000 tasks (Spark's default) / with the shuffle partitions (now)":
             round(min(times["default"]) / min(times["ours"]), 1), "vacuum rounds": repeats}
@@ -134,9 +124,8 @@ def main() -> None:
             lakehouse = str(Path(tmp) / "lake")
         else:
             lakehouse = args.lakehouse
-        cfg = load_config("local", ROOT / "conf", overrides={
-            "lakehouse": lakehouse, "spark.master": "local[2]", "spark.shuffle_partitions": 2})
-        spark = build_session(cfg, app_name="sparkpromo-bench-planning")
+        cfg = local_config({"lakehouse": lakehouse, "spark.master": "local[2]", "spark.shuffle_partitions": 2})
+        spark = session(cfg, "planning")
         result: dict[str, object] = {"events": args.events if args.lakehouse is None else "(given lakehouse)",
                                      "master": "local[2]", "shuffle partitions": 2}
         result.update(recommend_variants(spark, cfg, args.repeats))

@@ -34,7 +34,6 @@ import logging
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -51,11 +50,11 @@ from sparkpromo import evaluate as E
 from sparkpromo import itemknn as knn
 from sparkpromo.config import AppConfig, build_config
 from sparkpromo.logs import setup_logging
-from sparkpromo.session import build_session
 from sparkpromo.train import ALS, POPULARITY, holdout_split, run_train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peers  # noqa: E402  (benchmarks/peers.py, next to this script)
+from harness import session, timed, workdir  # noqa: E402
 
 log = logging.getLogger("benchmarks.quality")
 
@@ -222,12 +221,6 @@ def implicit_fold_ranker(spark: SparkSession, k: int, threads: int, seed: int) -
     return rank_fold
 
 
-def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    t = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t
-
-
 def peer_contenders(spark: SparkSession, train: DataFrame, test: DataFrame, folds: Sequence[E.Split], k: int,
                     knn_grid: Mapping[str, Sequence[Any]] = KNN_GRID,
                     implicit_grid: Mapping[str, Sequence[Any]] | None = IMPLICIT_GRID, threads: int = 2,
@@ -388,13 +381,12 @@ def chart(summary: Mapping[str, Mapping[str, Any]], k: int, title: str, path: st
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging()
-    root = Path(tempfile.mkdtemp(prefix="sparkpromo-quality-"))
+    root = workdir(None, "quality")
     try:
         plan = split_plan(args)
-        spark = build_session(make_config(args, root / "session", plan[0][1]), app_name="sparkpromo-quality")
-        t0 = time.perf_counter()
-        runs = [run_split(spark, args, root / f"split{i}", name, split) for i, (name, split) in enumerate(plan)]
-        wall = time.perf_counter() - t0
+        spark = session(make_config(args, root / "session", plan[0][1]), "quality")
+        wall, runs = timed(lambda: [run_split(spark, args, root / f"split{i}", name, split)
+                                    for i, (name, split) in enumerate(plan)])
         random_runs = [r for r in runs if r["split"].startswith("random")]
         report: dict[str, Any] = {"dataset": "ml-100k (binary)", "k": args.k, "folds": args.folds,
                                   "grids": {SPARKPROMO: SPARKPROMO_GRID, ITEM_KNN: KNN_GRID, IMPLICIT: IMPLICIT_GRID},

@@ -26,13 +26,13 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from harness import ROOT, workdir  # benchmarks/ is on sys.path when a script runs
+
 STAGE_END = re.compile(r"stage=(\w+) status=end .*?elapsed_s=([0-9.]+)")
 DEFAULT_SETTINGS = ("train.grid.rank=[32]", "train.grid.reg_param=[0.1]", "train.grid.alpha=[1.0]",
                     "train.grid.max_iter=[10]", "train.folds=2")
@@ -129,7 +129,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     sizes = [int(x) for x in args.events.split(",") if x.strip()]
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="sparkpromo-scale-"))
+    work = workdir(args.workdir, "scale")
     runs = []
     for n in sizes:
         runs.append(run_size(n, work, args.master, args.run_date, [*DEFAULT_SETTINGS, *args.set]))

@@ -21,32 +21,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
-import time
 from collections.abc import Callable
 from pathlib import Path
 
-from _table import emit  # benchmarks/ is on sys.path when a script runs
+from harness import best_time, emit, local_config, session, timed  # benchmarks/ is on sys.path when a script runs
 from pyspark.ml.recommendation import ALS, ALSModel
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from sparkpromo import columns as C
 from sparkpromo.campaigns import active_campaigns
-from sparkpromo.config import AppConfig, load_config
+from sparkpromo.config import AppConfig
 from sparkpromo.evaluate import top_k_excluding_seen
 from sparkpromo.recommend import load_champion, recommendation_plan, run_recommend
-from sparkpromo.session import build_session
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def timed(fn: Callable[[], object], repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def crossjoin_top_k(spark: SparkSession, model: ALSModel, train: DataFrame, k: int) -> DataFrame:
@@ -73,8 +60,8 @@ def main() -> None:
     overrides = {"spark.master": "local[2]", "spark.shuffle_partitions": 8}
     if args.lakehouse:
         overrides["lakehouse"] = args.lakehouse
-    cfg = load_config("local", ROOT / "conf", overrides=overrides)
-    spark = build_session(cfg, app_name="sparkpromo-bench-scoring")
+    cfg = local_config(overrides)
+    spark = session(cfg, "scoring")
     result: dict[str, object] = {"k": args.k, "master": "local[2]"}
 
     if args.lakehouse:
@@ -101,7 +88,7 @@ def main() -> None:
             if not args.no_stage:
                 runs.append(("stage", lambda: run_recommend(spark, cfg, "bench", run_date)))
             for name, fn in runs:
-                times[name] = min(times.get(name, float("inf")), timed(fn, 1))
+                times[name] = min(times.get(name, float("inf")), timed(fn)[0])
         result.update(candidates=n, campaigns=len(active),
                       bare_recommend_for_all_users_k_s=round(times["bare_k"], 2),
                       bare_recommend_for_all_users_candidates_s=round(times["bare_candidates"], 2),
@@ -135,7 +122,7 @@ def main() -> None:
         def crossjoin() -> None:
             crossjoin_top_k(spark, model, train, args.k).write.format("noop").mode("overwrite").save()
 
-        t_ours, t_cross = timed(ours, args.repeats), timed(crossjoin, args.repeats)
+        t_ours, t_cross = best_time(ours, args.repeats), best_time(crossjoin, args.repeats)
         result.update(topk_exclusion_s=round(t_ours, 2), crossjoin_antijoin_s=round(t_cross, 2),
                       ratio_crossjoin_to_ours=round(t_cross / t_ours, 2))
     spark.stop()

@@ -22,12 +22,10 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-from _table import emit  # benchmarks/ is on sys.path when a script runs
 from clean_ab import RUN_DATE, config
+from harness import emit, session, timed, workdir  # benchmarks/ is on sys.path when a script runs
 
 JAVA_BASE = "-Dlog4j.rootLogger=WARN,console -Xss16m"
 VARIANTS: dict[str, dict[str, str]] = {
@@ -45,26 +43,25 @@ def child(args: argparse.Namespace) -> None:
     """One process: ``prepare`` generates and ingests; a variant cleans its own copy cold, then warm."""
     from sparkpromo.clean import run_clean
     from sparkpromo.ingest import run_ingest
-    from sparkpromo.session import build_session
 
     work = Path(args.work)
     if args.child == "prepare":
         from sparkpromo.generate import generate_shop
         generate_shop(work / "landing", n_events=args.events, seed=7, days=60, end=RUN_DATE)
         cfg = config(work, "lake_src", args.master, {})
-        run_ingest(build_session(cfg, app_name="sparkpromo-settings-prepare"), cfg, "prep")
+        run_ingest(session(cfg, "settings-prepare"), cfg, "prep")
         return
     lake = f"lake_{args.child}_{args.round}"
     shutil.copytree(work / "lake_src" / "bronze", work / lake / "bronze")
     cfg = config(work, lake, args.master, VARIANTS[args.child])
-    spark = build_session(cfg, app_name=f"sparkpromo-settings-{args.child}")
+    spark = session(cfg, f"settings-{args.child}")
     spark.range(1).count()  # JVM start-up outside the measurement, as in throughput.py
     now = dt.datetime.combine(RUN_DATE, dt.time())
     times, rows = [], 0
     for i in range(1 + args.warm):
-        t = time.perf_counter()
-        rows = run_clean(spark, cfg, f"settings-{i}", now, full_refresh=True)["events.silver_rows"]
-        times.append(time.perf_counter() - t)
+        seconds, counts = timed(run_clean, spark, cfg, f"settings-{i}", now, full_refresh=True)
+        times.append(seconds)
+        rows = counts["events.silver_rows"]
     spark.stop()
     shutil.rmtree(work / lake, ignore_errors=True)
     print(json.dumps({"variant": args.child, "cold_s": times[0], "warm_s": times[1:], "silver_rows": rows}))
@@ -98,7 +95,7 @@ def main() -> None:
     unknown = sorted(set(names) - set(VARIANTS))
     if unknown or "previous" not in names:
         raise SystemExit(f"--variants: unknown {unknown} (known: {', '.join(VARIANTS)}; 'previous' is required)")
-    work = Path(tempfile.mkdtemp(prefix="sparkpromo-settings-"))
+    work = workdir(None, "settings")
     cold: dict[str, list[float]] = {n: [] for n in names}
     warm: dict[str, list[float]] = {n: [] for n in names}
     rows: dict[str, int] = {}

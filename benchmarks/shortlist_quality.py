@@ -13,20 +13,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
-from pathlib import Path
 
-from _table import emit  # benchmarks/ is on sys.path when a script runs
+from harness import emit, local_config, session  # benchmarks/ is on sys.path when a script runs
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from sparkpromo import columns as C
 from sparkpromo.campaigns import active_campaigns
-from sparkpromo.config import AppConfig, load_config
+from sparkpromo.config import AppConfig
 from sparkpromo.recommend import ALS as ALS_SOURCE
 from sparkpromo.recommend import load_champion, recommendation_plan
-from sparkpromo.session import build_session
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
@@ -35,9 +31,8 @@ def main() -> None:
     ap.add_argument("--run-date", default="2026-11-01")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    cfg = load_config("local", ROOT / "conf", overrides={"spark.master": "local[2]", "spark.shuffle_partitions": 8,
-                                                         "lakehouse": args.lakehouse})
-    spark = build_session(cfg, app_name="sparkpromo-bench-shortlist")
+    cfg = local_config({"spark.master": "local[2]", "spark.shuffle_partitions": 8, "lakehouse": args.lakehouse})
+    spark = session(cfg, "shortlist")
     run_date = dt.date.fromisoformat(args.run_date)
     model_run_id, model, _ = load_champion(spark, cfg)
     active = active_campaigns(cfg.campaigns, run_date)

@@ -16,19 +16,12 @@ import logging
 import platform
 import shutil
 import statistics
-import tempfile
-import time
-from pathlib import Path
 
-from _table import emit  # benchmarks/ is on sys.path when a script runs
+from harness import emit, landing_overrides, local_config, session, timed, workdir  # benchmarks/ on sys.path
 
 from sparkpromo.clean import run_clean
-from sparkpromo.config import load_config
 from sparkpromo.generate import generate_shop
 from sparkpromo.ingest import run_ingest
-from sparkpromo.session import build_session
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
@@ -43,44 +36,29 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="sparkpromo-bench-"))
+    work = workdir(args.workdir, "bench")
     run_date = dt.date(2026, 11, 1)
-    overrides = {"lakehouse": str(work / "lake"), "landing": str(work / "landing"),
-                 "spark.master": args.master, "spark.shuffle_partitions": args.shuffle_partitions,
-                 "sources.events.path": str(work / "landing" / "events"),
-                 "sources.users.path": str(work / "landing" / "users"),
-                 "sources.items.path": str(work / "landing" / "items")}
-    cfg = load_config("local", ROOT / "conf", overrides=overrides)
+    cfg = local_config({**landing_overrides(work), "spark.master": args.master,
+                        "spark.shuffle_partitions": args.shuffle_partitions})
+    gen_s, report = timed(generate_shop, work / "landing", n_events=args.events, seed=7, days=60, end=run_date)
 
-    t = time.perf_counter()
-    report = generate_shop(work / "landing", n_events=args.events, seed=7, days=60, end=run_date)
-    gen_s = time.perf_counter() - t
-
-    spark = build_session(cfg, app_name="sparkpromo-bench")
+    spark = session(cfg, "throughput")
     spark.range(1).count()  # JVM warm-up outside every measurement
 
-    t = time.perf_counter()
-    (spark.read.option("header", "true").csv(cfg.sources.events.path)
-     .write.format("delta").mode("overwrite").save(str(work / "floor")))
-    floor_s = time.perf_counter() - t
+    def floor_copy() -> None:
+        (spark.read.option("header", "true").csv(cfg.sources.events.path)
+         .write.format("delta").mode("overwrite").save(str(work / "floor")))
 
-    t = time.perf_counter()
-    run_ingest(spark, cfg, "bench")
-    ingest_s = time.perf_counter() - t
-    t = time.perf_counter()
-    counts = run_clean(spark, cfg, "bench", dt.datetime.combine(run_date, dt.time()))
-    clean_s = time.perf_counter() - t
+    floor_s, _ = timed(floor_copy)
+    ingest_s, _ = timed(run_ingest, spark, cfg, "bench")
+    clean_s, counts = timed(run_clean, spark, cfg, "bench", dt.datetime.combine(run_date, dt.time()))
     # A second clean of the same bronze in the same JVM: the steady-state figure once the JIT has compiled the
     # clean path (a long-running cluster or a 10M-event run is closer to this than to the cold first run).
     warm_clean, warm_floor = [], []
     for i in range(max(1, args.warm_repeats)):
-        t = time.perf_counter()
-        run_clean(spark, cfg, f"bench-warm-{i}", dt.datetime.combine(run_date, dt.time()), full_refresh=True)
-        warm_clean.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        (spark.read.option("header", "true").csv(cfg.sources.events.path)
-         .write.format("delta").mode("overwrite").save(str(work / "floor")))
-        warm_floor.append(time.perf_counter() - t)
+        warm_clean.append(timed(run_clean, spark, cfg, f"bench-warm-{i}", dt.datetime.combine(run_date, dt.time()),
+                                 full_refresh=True)[0])
+        warm_floor.append(timed(floor_copy)[0])
     clean_warm_s, floor_warm_s = statistics.median(warm_clean), statistics.median(warm_floor)
 
     n = report.events
