@@ -1,7 +1,7 @@
 from setuptools import find_packages, setup
 
-STAGES = ("generate", "ingest", "clean", "features", "train", "recommend", "measure", "run", "report", "explain", "forget",
-          "doctor")
+STAGES = ("generate", "ingest", "clean", "features", "train", "recommend", "measure", "run", "report", "explain",
+          "forget", "doctor")
 
 # Spark itself, for running outside a Spark platform (a laptop, CI, `scripts/setup.sh`). delta-spark 4.0.1 is built for
 # the Spark 4.0 line (Scala 2.13); keep the pair in step.
