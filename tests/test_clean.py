@@ -137,8 +137,8 @@ def test_bot_candidates_cover_every_bot_and_the_exact_count_decides(spark: Spark
             + [ev("b0", user="u2"), ev("b0", user="u2"), ev("b1", user="u2", et="click"), ev("b2", user="u2")])
     b = bronze(spark, EVENT_COLS, rows)
     candidates = b.transform(clean.keyed_events(cfg)).transform(clean.bot_candidates(3, cfg.sources.events))
-    bots = (clean.classify_event_rows(b, cfg, NOW).transform(clean.mark_duplicates(C.EVENT_ID, newest_first=False))
-            .transform(clean.bot_users(3)))
+    bots = (b.transform(clean.keyed_events(cfg)).transform(clean.event_rules(cfg, NOW))
+            .transform(clean.mark_duplicates(C.EVENT_ID, newest_first=False)).transform(clean.bot_users(3)))
     assert_df_equality(candidates, spark.createDataFrame([("u1",), ("u2",)], "user_id string"),
                        ignore_row_order=True, ignore_nullable=True)
     assert_df_equality(bots, spark.createDataFrame([("u1",)], "user_id string"), ignore_nullable=True)

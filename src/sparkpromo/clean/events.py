@@ -52,7 +52,7 @@ from sparkpromo.ingest import CORRUPT
 __all__ = [
     "normalise_events", "parse_events", "classify_events", "check_references", "bot_users", "bot_candidates",
     "flag_bots", "silver_events", "derives_event_id", "keyed_events", "keyed_repeats", "event_rules",
-    "classify_event_rows", "repeated_events", "marked_events", "of_users", "judged_events", "classify_events_frame",
+    "repeated_events", "marked_events", "of_users", "judged_events", "classify_events_frame",
     "bot_threshold", "sums_quantity"
 ]
 
@@ -226,11 +226,6 @@ def event_rules(cfg: AppConfig, now: dt.datetime) -> Transform:
                 .transform(classify_events(now, cfg.clean.future_tolerance_minutes, cfg.clean.max_string_length,
                                            cfg.sources.kind, src.exclude)))
     return step
-
-
-def classify_event_rows(bronze: DataFrame, cfg: AppConfig, now: dt.datetime) -> DataFrame:
-    """Bronze events canonicalised, typed and given their first failing row-level rule (no duplicates yet)."""
-    return bronze.transform(keyed_events(cfg)).transform(event_rules(cfg, now))
 
 
 def repeated_events(cfg: AppConfig, now: dt.datetime, keys: DataFrame, sum_quantity: bool) -> Transform:
