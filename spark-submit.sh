@@ -8,7 +8,12 @@
 #
 # <job> is one of: generate ingest clean features train recommend run (jobs/<job>.py).
 # Environment: SPARK_MASTER (default local[*]), SPARK_HOME (default: the spark-submit of the project's venv),
-# PYTHON (default .venv/bin/python), SPARKPROMO_WHEEL (a prebuilt wheel to ship instead of building one).
+# PYTHON (default .venv/bin/python), SPARKPROMO_WHEEL (a prebuilt wheel to ship instead of building one),
+# SPARKPROMO_ENV_ARCHIVE (a prebuilt venv-pack archive to ship instead of packing one; non-local masters only).
+#
+# A non-local master gets the Python environment as Spark documents it: the wheel's own dependencies packed with
+# venv-pack (cached in build/submit-env/), shipped with --archives and started on every executor as
+# ./env/bin/python; the executors' pyspark comes from their Spark installation. sparkpromo's log lines go to stderr.
 set -euo pipefail
 cd "$(dirname "$0")"
 die() { echo "spark-submit.sh: $*" >&2; exit 2; }
@@ -26,7 +31,7 @@ while [ $# -gt 0 ]; do
     --master=*) MASTER=${1#*=}; shift ;;
     --deploy-mode) [ $# -ge 2 ] || die "--deploy-mode needs a value"; DEPLOY_MODE=$2; shift 2 ;;
     --conf) [ $# -ge 2 ] || die "--conf needs a value"; EXTRA+=(--conf "$2"); shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --) shift; break ;;
     -*) die "unknown option $1 (options go before the job name)" ;;
     *) break ;;
@@ -77,15 +82,68 @@ ARGS=(--master "$MASTER" --deploy-mode "$DEPLOY_MODE" --name "sparkpromo-$JOB"
       --conf "spark.log.level=${SPARK_LOG_LEVEL:-WARN}"
       --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension
       --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog
-      --conf "spark.pyspark.python=$PY" --conf "spark.pyspark.driver.python=$PY"
       --py-files "$WHEEL")
 [ -n "$REPOS" ] && ARGS+=(--repositories "$REPOS")
-# A local master: the driver is the only JVM, so it gets the settings the session factory gives local mode
-# (a --conf of yours for the same key comes later and wins).
+
+# The wheel's required dependencies (Requires-Dist without an extra), read from the wheel being shipped.
+wheel_requirements() {
+  "$PY" - "$WHEEL" <<'PY'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as whl:
+    meta = next(n for n in whl.namelist() if n.endswith(".dist-info/METADATA"))
+    for line in whl.read(meta).decode().splitlines():
+        if line.startswith("Requires-Dist:") and "extra ==" not in line:
+            print(line.split(":", 1)[1].strip())
+PY
+}
+
+# A venv holding only those dependencies, packed once per (Python version, requirements) into build/submit-env/.
+packed_env() {
+  local reqs pyver key dir venv archive
+  reqs=$(wheel_requirements) || die "cannot read the requirements of $WHEEL"
+  pyver=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+  key=$(printf '%s\n%s\n' "$pyver" "$reqs" | sha256sum | cut -c1-12)
+  dir=build/submit-env; venv=$dir/venv-$key; archive=$dir/sparkpromo-env-py$pyver-$key.tar.gz
+  if [ ! -f "$archive" ]; then
+    echo "spark-submit.sh: packing the executors' Python environment into $archive (once)" >&2
+    rm -rf "$venv"; mkdir -p "$dir"
+    "$PY" -m venv "$venv" >&2 || die "python -m venv $venv failed"
+    mapfile -t req_list <<< "$reqs"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check venv-pack ${req_list[@]+"${req_list[@]}"} >&2 \
+      || die "installing the dependencies into $venv failed (pip needs a package index)"
+    "$venv/bin/venv-pack" -q -p "$venv" -o "$archive.tmp" -f >&2 || die "venv-pack of $venv failed"
+    mv "$archive.tmp" "$archive"
+  fi
+  echo "$archive"
+}
+
 case "$MASTER" in
   local|local\[*)
+    # Every Python process is on this host: the venv itself serves. The driver is the only JVM, so it gets the
+    # settings the session factory gives local mode (a --conf of yours for the same key comes later and wins).
+    ARGS+=(--conf "spark.pyspark.python=$PY" --conf "spark.pyspark.driver.python=$PY")
     while IFS= read -r kv; do if [ -n "$kv" ]; then ARGS+=(--conf "$kv"); fi; done < <("$PY" -c \
-      'from sparkpromo.session import LOCAL_JVM; print("\n".join(f"{k}={v}" for k, v in LOCAL_JVM.items()))' 2>/dev/null || true) ;;
+      'from sparkpromo.session import LOCAL_JVM; print("\n".join(f"{k}={v}" for k, v in LOCAL_JVM.items()))' 2>/dev/null || true)
+    export PYSPARK_PYTHON=$PY ;;
+  *)
+    if [ -n "${SPARKPROMO_ENV_ARCHIVE:-}" ]; then
+      ARCHIVE=$SPARKPROMO_ENV_ARCHIVE
+      [ -f "$ARCHIVE" ] || die "environment archive not found: $ARCHIVE"
+    else
+      ARCHIVE=$(packed_env)
+    fi
+    # In cluster deploy mode the driver runs on the cluster too: from the same unpacked archive, with conf/ shipped
+    # next to it (the jobs read ./conf unless SPARKPROMO_CONF_DIR says otherwise).
+    DRIVER_PY=$PY
+    SHIP=$ARCHIVE#env
+    if [ "$DEPLOY_MODE" = cluster ]; then
+      DRIVER_PY=./env/bin/python
+      mkdir -p build/submit-env
+      tar -czf build/submit-env/conf.tar.gz -C conf . || die "packing conf/ failed"
+      SHIP=$SHIP,build/submit-env/conf.tar.gz#conf
+    fi
+    ARGS+=(--archives "$SHIP" --conf spark.pyspark.python=./env/bin/python
+           --conf "spark.pyspark.driver.python=$DRIVER_PY")
+    export PYSPARK_DRIVER_PYTHON=$DRIVER_PY ;;
 esac
-export PYSPARK_PYTHON=$PY
 exec "$SUBMIT" "${ARGS[@]}" ${EXTRA[@]+"${EXTRA[@]}"} "jobs/$JOB.py" "$@"

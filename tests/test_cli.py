@@ -227,3 +227,15 @@ def test_forget_arguments_checked(tmp_path: Path, args: list[str], needle: str) 
     res = cli("forget", "--conf-dir", str(CONF_DIR), *args, cwd=tmp_path,
               env={"SPARKPROMO_HMAC_KEY": "0123456789abcdef0123"})
     assert_usage_error(res, needle)
+
+
+def test_remote_lakehouse_with_mlflow_needs_a_tracking_uri(tmp_path: Path) -> None:
+    """MLflow on a remote lakehouse without a tracking URI: one line naming the key, exit 2, before Spark starts
+    (a file store on the driver's disk would vanish with the driver)."""
+    pytest.importorskip("mlflow")  # the test extra installs mlflow-skinny; without it the error is "not installed"
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "DATABRICKS_RUNTIME_VERSION")}
+    res = subprocess.run([sys.executable, "-m", "sparkpromo.cli", "train", "--conf-dir", str(CONF_DIR),
+                          "--set", "lakehouse=s3a://shop-bucket/lake", "--set", "mlflow.enabled=true"],
+                         cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120)
+    assert_usage_error(res, "mlflow.tracking_uri", "s3a://shop-bucket/lake")
+    assert not (tmp_path / "mlruns").exists()

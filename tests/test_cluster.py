@@ -238,6 +238,27 @@ def test_cluster_run_used_both_workers(runs: Runs) -> None:
 
 
 @pytest.mark.slow
+def test_executors_ran_the_shipped_environment(runs: Runs) -> None:
+    """Each executor unpacked the environment archive into its own working directory (not the driver's) and
+    found only the wheel's dependencies there, no Spark: pyspark comes from the workers' Spark installation."""
+    for worker, dirs in runs.executor_dirs.items():
+        for d in dirs:
+            env = d / "env"
+            assert (env / "bin" / "python").exists(), f"worker {worker}: no unpacked environment in {d}"
+            site = list(env.glob("lib/python*/site-packages"))
+            assert site and (site[0] / "yaml").is_dir() and not (site[0] / "pyspark").exists(), site
+            assert not d.resolve().is_relative_to(ROOT)
+
+
+@pytest.mark.slow
+def test_cluster_run_logs_its_progress_on_stderr(runs: Runs) -> None:
+    """Under spark-submit, sparkpromo's own stage lines reach stderr, one start and one end per stage."""
+    err = runs.cluster.result.stderr
+    for stage in _stages():
+        assert err.count(f"stage={stage} status=end") == 1, err[-3000:]
+
+
+@pytest.mark.slow
 def test_both_runs_read_the_same_generated_shop(runs: Runs) -> None:
     cluster, local = _files(runs.cluster.landing), _files(runs.local.landing)
     assert cluster and cluster == local
@@ -435,6 +456,32 @@ def test_submit_gives_a_local_driver_the_local_jvm_settings(tmp_path: Path) -> N
     assert line.index("spark.sql.codegen.cache.maxEntries=50") > line.index(ours[0])
     assert line.endswith("jobs/clean.py --run-date 2026-11-01")
 
-    result, calls = submit(tmp_path / "yarn", "--master", "yarn", "clean")
+    archive = tmp_path / "env.tar.gz"
+    archive.write_bytes(b"")
+    result, calls = submit(tmp_path / "yarn", "--master", "yarn", "clean", SPARKPROMO_ENV_ARCHIVE=str(archive))
     assert result.returncode == 99, result.describe()
     assert "UseParallelGC" not in submitted(calls) and "codegen" not in submitted(calls)  # a cluster's own choice
+
+
+def test_submit_ships_a_packed_environment_to_a_cluster(tmp_path: Path) -> None:
+    """A non-local master gets the environment archive on --archives and starts ./env/bin/python from it; the
+    driver does too in cluster deploy mode; a local master ships no archive and uses the venv itself."""
+    archive = tmp_path / "sparkpromo-env.tar.gz"
+    archive.write_bytes(b"")
+    for mode, driver in (("client", str(ROOT / ".venv" / "bin" / "python")), ("cluster", "./env/bin/python")):
+        result, calls = submit(tmp_path / mode, "--master", "yarn", "--deploy-mode", mode, "clean",
+                               SPARKPROMO_ENV_ARCHIVE=str(archive), PYTHON=str(ROOT / ".venv" / "bin" / "python"))
+        assert result.returncode == 99, result.describe()
+        line = submitted(calls)
+        shipped = f"{archive}#env" + (",build/submit-env/conf.tar.gz#conf" if mode == "cluster" else "")
+        assert f"--archives {shipped} " in line, line
+        assert "--conf spark.pyspark.python=./env/bin/python" in line, line
+        assert f"--conf spark.pyspark.driver.python={driver} " in line, line
+
+    result, calls = submit(tmp_path / "local", "--master", "local[1]", "clean", SPARKPROMO_ENV_ARCHIVE=str(archive))
+    assert result.returncode == 99, result.describe()
+    assert "--archives" not in submitted(calls) and "./env/bin/python" not in submitted(calls)
+
+    result, calls = submit(tmp_path / "missing", "--master", "yarn", "clean",
+                           SPARKPROMO_ENV_ARCHIVE=str(tmp_path / "nope.tar.gz"))
+    assert_refused(result, calls, "environment archive not found", "nope.tar.gz")

@@ -180,3 +180,36 @@ def test_a_birthday_between_two_runs_moves_the_age_band_as_a_rebuild_does(spark:
     for name in before:
         assert_df_equality(before[name], after[name], ignore_row_order=True, ignore_nullable=True,
                            ignore_column_order=True)
+
+
+def test_only_rows_whose_outcome_can_change_are_judged_again(spark: SparkSession, tmp_path: Path) -> None:
+    """A new event of a user who cannot be a bot re-judges none of the user's earlier events, only the earlier
+    copies of its own id; once the user has more rows on one day than the bot limit (3) allows, every earlier
+    event of theirs is judged again, and moves to quarantine. Each step equals a full refresh."""
+    cfg = config(tmp_path)
+    first = {"users": [user("u1"), user("u2")], "items": [item("p1"), item("p2")],
+             "events": [ev("e1", "u1", "p1", 1), ev("e2", "u1", "p2", 1), ev("e3", "u1", "p1", 2),
+                        ev("e4", "u2", "p1", 2),
+                        # u2's days keep the bot's share of all events under clean.max_reject_share
+                        *(ev(f"f{i}", "u2", "p2", 5 + i // 2, 8 + i % 2) for i in range(8))]}
+    steps = [({"events": [ev("e5", "u1", "p2", 3)]}, 0, 0),  # u1: at most 2 rows a day, no bot
+             ({"events": [ev("e1", "u1", "p1", 1), ev("e6", "u1", "p1", 4)]}, 1, 0),  # a re-sent e1: its copy
+             ({"events": [ev("b1", "u1", "p1", 2, 11), ev("b2", "u1", "p2", 2, 12), ev("b3", "u1", "p1", 2, 13)]},
+              6, 5)]  # day 2 now holds 4 valid events of u1's: a bot; its 6 earlier rows judged again, the 5 in
+    # silver move to quarantine (the re-sent e1 stays a duplicate)
+    for source, rows in first.items():
+        delta_io.append(bronze(spark, source, rows, 0), cfg.table("bronze", source))
+    assert clean.run_clean(spark, cfg, "r0", NOW)["mode"] == "full"
+    for n, (batch, rejudged, to_quarantine) in enumerate(steps, start=1):
+        delta_io.append(bronze(spark, "events", batch["events"], n), cfg.table("bronze", "events"))
+        r = clean.run_clean(spark, cfg, f"r{n}", NOW)
+        assert r["mode"] == "incremental"
+        assert (r["events.rejudged_rows"], r["events.rejudged_to_quarantine"]) == (rejudged, to_quarantine), n
+        assert r["users.rejudged_rows"] == r["items.rejudged_rows"] == 0
+    incremental = clean.last_state(spark, cfg)
+    assert incremental is not None
+    clean.run_clean(spark, cfg, "full", NOW, full_refresh=True)
+    before, after = tables(spark, cfg, incremental.outputs), tables(spark, cfg)
+    for name in before:
+        assert_df_equality(before[name], after[name], ignore_row_order=True, ignore_nullable=True,
+                           ignore_column_order=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import json
 import shutil
@@ -21,6 +22,7 @@ from sparkpromo import delta_io, report
 from sparkpromo import measure as M
 from sparkpromo import recommend as R
 from sparkpromo.config import AppConfig
+from sparkpromo.recommend.registry import read_small_text
 
 OLD, NEW = "20261128", "20261129"
 NEW_DATE = dt.date(2026, 11, 29)
@@ -131,7 +133,7 @@ class _Dom(HTMLParser):
 def test_report_renders_in_headless_chromium(spark: SparkSession, lakehouse: AppConfig, chromium: str,
                                              tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
-    path = report.write_report(spark, lakehouse)  # default: the newest run
+    path = Path(report.write_report(spark, lakehouse))  # default: the newest run
     assert path == (Path(lakehouse.lakehouse) / "reports" / f"{NEW}.html").resolve()
     text = path.read_text(encoding="utf-8")
     assert "http://" not in text and "https://" not in text  # self-contained: nothing to fetch
@@ -160,7 +162,7 @@ def test_report_renders_in_headless_chromium(spark: SparkSession, lakehouse: App
 
 
 def test_missing_sections_say_so(spark: SparkSession, lakehouse: AppConfig, tmp_path: Path) -> None:
-    path = report.write_report(spark, lakehouse, OLD, out_dir=tmp_path)
+    path = Path(report.write_report(spark, lakehouse, OLD, out_dir=tmp_path))
     assert path == (tmp_path / f"{OLD}.html").resolve()
     text = path.read_text(encoding="utf-8")
     for sid in report.SECTION_IDS:
@@ -170,6 +172,25 @@ def test_missing_sections_say_so(spark: SparkSession, lakehouse: AppConfig, tmp_
     assert "No per-campaign figures for run 20261128" in text
     assert "No campaign run on or before 2026-11-28 is measured yet" in text
     assert text.count('class="missing"') == 5  # all but the stage timings
+
+
+def test_a_remote_lakehouse_keeps_its_reports(spark: SparkSession, lakehouse: AppConfig, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a remote lakehouse (s3a, abfss, dbfs) the report is written under it through Spark, never to the driver's
+    disk: the page ``read_small_text`` reads back from there is the one a local lakehouse gets as a file."""
+    remote = dataclasses.replace(lakehouse, lakehouse="s3a://shop-bucket/lake")
+    assert report.report_dir(remote) is None
+    assert report.report_uri(remote, NEW) == f"s3a://shop-bucket/lake/reports/{NEW}.html"
+
+    # The same tables, with the page's destination routed as for a remote lakehouse (a file: URI stands in for s3a).
+    target = (tmp_path / "remote" / "reports" / f"{OLD}.html").as_uri()
+    monkeypatch.setattr(report, "report_dir", lambda cfg: None)
+    monkeypatch.setattr(report, "report_uri", lambda cfg, name: target)
+    assert report.write_report(spark, lakehouse, OLD) == target
+    page = read_small_text(spark, target)
+    assert page is not None and page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    assert f"sparkpromo run {OLD}" in page and "No model was trained in run 20261128" in page
+    assert not (Path(lakehouse.lakehouse) / "reports" / f"{OLD}.html").exists()
 
 
 def test_outcome_words_name_each_state() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -97,6 +98,26 @@ def test_tracking_uri_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert not (Path(cfg.lakehouse) / "mlruns").exists()
     explicit = (tmp_path / "cfg-store").as_uri()
     assert tracking.tracking_uri(_cfg(tmp_path / "b", tracking_uri=explicit)) == explicit  # config beats env
+
+
+def test_a_remote_lakehouse_needs_a_tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow's default store lives under the lakehouse; a remote lakehouse has no file store to offer, so it needs
+    a configured URI (or the workspace's own server on Databricks), never the driver's ./mlruns."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DATABRICKS_RUNTIME_VERSION", raising=False)
+    remote = dataclasses.replace(_cfg(tmp_path), lakehouse="s3a://key:secret@shop/lake")
+    needs = r"^mlflow.tracking_uri: required when the lakehouse is remote"
+    with pytest.raises(tracking.TrackingError, match=needs) as e:
+        tracking.tracking_uri(remote)
+    assert "secret" not in str(e.value) and "\n" not in str(e.value)
+    monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "16.4")
+    assert tracking.tracking_uri(remote) == "databricks"
+    monkeypatch.delenv("DATABRICKS_RUNTIME_VERSION")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.internal:5000")
+    assert tracking.tracking_uri(remote) == "http://mlflow.internal:5000"
+    local = _cfg(tmp_path / "elsewhere")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert tracking.tracking_uri(local) == (Path(local.lakehouse) / "mlruns").resolve().as_uri()
 
 
 def test_enabled_without_mlflow_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
@@ -382,7 +382,7 @@ def _dispatch(args: argparse.Namespace, cfg: AppConfig, ctx: Any) -> dict[str, A
 
         # args.run_id, not ctx.run_id: no --run-id means the newest recorded run, not today's date.
         path = write_report(spark, cfg, args.run_id)
-        return {"run_id": path.stem, "report": str(path)}
+        return {"run_id": PurePosixPath(path).stem, "report": path}
     if args.command == "explain":
         from sparkpromo.explain import explain_user
 

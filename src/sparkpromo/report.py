@@ -44,6 +44,7 @@ from pyspark.sql import functions as F
 from sparkpromo import __version__, delta_io
 from sparkpromo import columns as C
 from sparkpromo.config import AppConfig, join_uri, local_path
+from sparkpromo.recommend.registry import write_text
 
 log = logging.getLogger(__name__)
 
@@ -764,15 +765,22 @@ def render_html(run: RunInfo, sections: Sequence[Section], lakehouse: str) -> st
             f"<footer>generated {_e(now)} by sparkpromo {_e(__version__)}</footer>{_IMG_CHECK}</body></html>\n")
 
 
-def report_dir(cfg: AppConfig) -> Path:
-    """``<lakehouse>/reports`` for a local lakehouse; ``./reports`` when the lakehouse is remote."""
+def report_dir(cfg: AppConfig) -> Path | None:
+    """``<lakehouse>/reports`` for a local lakehouse; None for a remote one (the report goes there through Spark)."""
     local = local_path(cfg.lakehouse)
-    return (local / "reports") if local is not None else Path("reports")
+    return (local / "reports") if local is not None else None
+
+
+def report_uri(cfg: AppConfig, name: str) -> str:
+    """Where a remote lakehouse keeps a report: the one-file folder ``<lakehouse>/reports/<name>.html/``."""
+    return join_uri(cfg.lakehouse, "reports", f"{name}.html")
 
 
 def write_report(spark: SparkSession, cfg: AppConfig, run_id: str | None = None, out_dir: Path | None = None
-                 ) -> Path:
-    """Write the HTML report of ``run_id`` (default: the newest run in ``metrics/stages``) and return its path.
+                 ) -> str:
+    """Write the HTML report of ``run_id`` (default: the newest run in ``metrics/stages``) and return where: a file
+    in ``out_dir`` or ``<lakehouse>/reports/`` for a local lakehouse; on a remote one (s3a, abfss, dbfs), the folder
+    :func:`report_uri`, written through Spark so that it outlives the driver (its one part file is the page).
 
     Raises :class:`ReportError` when no run is recorded or ``run_id`` is unknown (the message lists the nearest
     valid run ids and the latest ones).
@@ -788,9 +796,14 @@ def write_report(spark: SparkSession, cfg: AppConfig, run_id: str | None = None,
                 campaigns_section(spark, cfg, run, stages, charts),
                 outcomes_section(spark, cfg, run, charts)]
     page = render_html(run, sections, cfg.lakehouse)
-    folder = out_dir or report_dir(cfg)
-    folder.mkdir(parents=True, exist_ok=True)
     name = _SAFE_NAME.sub("_", run.run_id).lstrip(".") or "run"
+    folder = out_dir or report_dir(cfg)
+    if folder is None:
+        uri = report_uri(cfg, name)
+        write_text(spark, uri, page)
+        log.info("report for run %s written to %s (%d KiB)", run.run_id, uri, len(page) // 1024)
+        return uri
+    folder.mkdir(parents=True, exist_ok=True)
     path = (folder / f"{name}.html").resolve()
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".html.tmp", dir=folder)
     try:
@@ -802,4 +815,4 @@ def write_report(spark: SparkSession, cfg: AppConfig, run_id: str | None = None,
         Path(tmp).unlink(missing_ok=True)
         raise
     log.info("report for run %s written to %s (%d KiB)", run.run_id, path, len(page) // 1024)
-    return path
+    return str(path)

@@ -26,7 +26,6 @@ import logging
 import os
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from sparkpromo import __version__
@@ -47,17 +46,20 @@ _MLFLOW_URI_VARS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 
 def tracking_uri(cfg: AppConfig) -> str:
-    """``mlflow.tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else ``file:`` ``<lakehouse>/mlruns``."""
+    """``mlflow.tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else ``file:`` ``<lakehouse>/mlruns`` for a local
+    lakehouse, else ``databricks`` on a Databricks runtime. A remote lakehouse elsewhere (s3a, abfss) has no default:
+    MLflow's file store cannot live there, and the driver's disk goes with the driver (:class:`TrackingError`)."""
     if cfg.mlflow.tracking_uri:
         return cfg.mlflow.tracking_uri
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
     local = local_path(cfg.lakehouse)
-    if local is None:
-        log.warning("lakehouse %s is remote and no MLflow tracking URI is set: tracking to ./mlruns",
-                    redact_uri(cfg.lakehouse))
-        local = Path(".")
-    return (local / "mlruns").resolve().as_uri()
+    if local is not None:
+        return (local / "mlruns").resolve().as_uri()
+    if os.environ.get("DATABRICKS_RUNTIME_VERSION"):
+        return "databricks"  # the workspace's own tracking server
+    raise TrackingError(f"mlflow.tracking_uri: required when the lakehouse is remote ({redact_uri(cfg.lakehouse)}) "
+                        "and MLFLOW_TRACKING_URI is not set; MLflow's file store cannot live there")
 
 
 def _is_file_store(uri: str) -> bool:
@@ -65,14 +67,15 @@ def _is_file_store(uri: str) -> bool:
 
 
 def check_available(cfg: AppConfig) -> None:
-    """Raise :class:`TrackingError` when tracking is enabled but MLflow is not importable (call it before Spark
-    starts, so a misconfiguration costs no training time)."""
+    """Raise :class:`TrackingError` when tracking is enabled but MLflow is not importable or has nowhere to track to
+    (call it before Spark starts, so a misconfiguration costs no training time)."""
     if not cfg.mlflow.enabled:
         return
     try:
         import mlflow  # noqa: F401
     except ImportError:
         raise TrackingError(f"mlflow.enabled is true but MLflow is not installed ({INSTALL_HINT})") from None
+    tracking_uri(cfg)  # a remote lakehouse without a tracking URI
 
 
 @contextlib.contextmanager

@@ -226,13 +226,6 @@ def metrics_rows(run_id: str, metrics: dict[str, dict[str, float]], decision: st
     return rows + ([(run_id, DECISION, decision, None)] if decision else [])
 
 
-def write_text(spark: SparkSession, uri: str, text: str) -> None:
-    """Write a small text document as a one-file folder at ``uri`` through a DataFrame, so any lakehouse URI (local,
-    s3a, abfss, dbfs) works in a classic and a Spark Connect session alike; :func:`sparkpromo.recommend.read_small_text`
-    (``spark.read.text(uri, wholetext=True)``) reads it back, as it reads a plain file."""
-    spark.createDataFrame([(text,)], "value string").coalesce(1).write.mode("overwrite").text(uri)
-
-
 def registry_uri(cfg: AppConfig, run_id: str) -> str:
     return join_uri(cfg.lakehouse, "registry", run_id)
 
@@ -589,11 +582,11 @@ def run_train(spark: SparkSession, cfg: AppConfig, run_id: str) -> dict[str, Any
                    "cv_folds": folds_kind, "search": t.search, "served_exclusion": served_note}
         params_doc = {"run_id": run_id, "champion": champion, "params": params, "implicit_prefs": implicit,
                       "k": t.k, "metric": t.metric, "seed": t.seed, "input_versions": versions, **gate, **lineage}
-        write_text(spark, join_uri(registry, "params.json"), json.dumps(params_doc, indent=2, sort_keys=True))
-        write_text(spark, join_uri(registry, "cv.json"), json.dumps(
+        R.write_text(spark, join_uri(registry, "params.json"), json.dumps(params_doc, indent=2, sort_keys=True))
+        R.write_text(spark, join_uri(registry, "cv.json"), json.dumps(
             {"metric": t.metric, "k": t.k, "folds": t.folds, "folds_kind": folds_kind, "search": t.search,
              "grid": cv_table}, indent=2, sort_keys=True))
-        write_text(spark, join_uri(registry, "metrics.json"), json.dumps(metrics, indent=2, sort_keys=True))
+        R.write_text(spark, join_uri(registry, "metrics.json"), json.dumps(metrics, indent=2, sort_keys=True))
         rows = spark.createDataFrame(metrics_rows(run_id, metrics, decision), METRICS_SCHEMA)
         delta_io.replace_partition(rows, cfg.table("metrics", "model"), {C.METRIC_RUN_ID: run_id}, name="metrics.model")
         timings["persist_s"] = round(time.perf_counter() - t4, 2)
@@ -613,5 +606,5 @@ def run_train(spark: SparkSession, cfg: AppConfig, run_id: str) -> dict[str, Any
         log.warning("registry/LATEST stays on run %s; run %s is in the registry, unpublished", incumbent_run, run_id)
     else:
         # Published last: recommend only ever sees a model whose files and metrics are complete.
-        write_text(spark, join_uri(cfg.lakehouse, "registry", LATEST), run_id)
+        R.write_text(spark, join_uri(cfg.lakehouse, "registry", LATEST), run_id)
     return result

@@ -104,4 +104,4 @@ def balance(run_id: str, bronze_rows: Mapping[str, int], duplicates: Mapping[str
 # run_duplicates (what became of this run's new bronze rows), plus the earlier rows whose outcome the new rows
 # changed (rejudged_*).
 RUN_KEYS = ("run_bronze_rows", "run_inserted", "run_updated", "run_quarantined", "run_duplicates",
-            "rejudged_to_silver", "rejudged_to_quarantine")
+            "rejudged_to_silver", "rejudged_to_quarantine", "rejudged_rows")

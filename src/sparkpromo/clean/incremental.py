@@ -25,12 +25,14 @@ from sparkpromo.clean.dimensions import (
     users_consent,
 )
 from sparkpromo.clean.events import (
+    bot_candidates,
     bot_threshold,
     bot_users,
     check_references,
     event_rules,
     flag_bots,
     keyed_events,
+    of_users,
     silver_events,
     sums_quantity,
 )
@@ -59,7 +61,7 @@ __all__ = [
 
 Q_KEY = (C.Q_SOURCE, C.Q_RULE, C.Q_PAYLOAD, C.SOURCE_FILE)
 OP = "_op"
-_AU, _IN = "_affected", "_in_slice"
+_AU, _IN, _NID = "_affected", "_in_slice", "_new_id"
 
 
 @dataclass
@@ -104,18 +106,21 @@ def incremental_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.
     """Clean the bronze rows added since ``state`` and merge the outcome into silver and quarantine.
 
     The rules that look across rows stay exact by re-judging a *slice*: every bronze row sharing a key with a new
-    row (users, items: the id; events: the user, and the event id), with the rules of a full clean. For events
-    the slice's users are those of the new events, those whose user record became known or unknown, and those
-    with events of an item that did; so a late event is judged with the user's earlier days (bot rule), an
-    event quarantined as ``unknown_user`` moves to silver when its user arrives, and a user that becomes a bot has
-    its earlier silver events moved to quarantine. The slice's outcome is diffed against what silver and
-    quarantine hold for it, and only the differences are merged. Every check (the run's balance, reject shares,
-    the totals) runs before the first write.
+    row (users, items: the id; events: the event id, and for some users all their events), with the rules of a
+    full clean. For events the slice holds the new events and every copy of their ids, plus every event of the
+    users whose record became known or unknown, of those with events of an item that did, and of the users of new
+    events with enough rows on some day to be a bot (:func:`bot_candidates`); so a late event is judged with the
+    user's earlier days (bot rule), an event quarantined as ``unknown_user`` moves to silver when its user arrives,
+    and a user that becomes a bot has its earlier silver events moved to quarantine. A user who cannot be a bot
+    keeps the outcome of their earlier events: none of their rules reads the new rows. The slice's outcome is
+    diffed against what silver and quarantine hold for it, and only the differences are merged. Every check (the
+    run's balance, reject shares, the totals) runs before the first write.
 
     The users slice also holds every user whose age band as of ``now`` is not the one silver holds
-    (:func:`age_band_movers`), so the band is as of this run for everyone. Other rows outside the slices keep the
-    outcome of the run that judged them: ``future_timestamp`` is as of that run. Apart from that rule, the result
-    is the one :func:`full_clean` gives for the same bronze as of ``now``.
+    (:func:`age_band_movers`), so the band is as of this run for everyone. Rows outside the slices keep the outcome
+    of the run that judged them, which is the one a rebuild gives: their rules read only the row itself
+    (``future_timestamp`` compares the event with the row's own arrival in bronze). So the result is the one
+    :func:`full_clean` gives for the same bronze as of ``now``.
     """
     from sparkpromo.forget import forgotten_set, without_forgotten
 
@@ -185,6 +190,7 @@ def incremental_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.
             "run_quarantined": run_quarantined, "run_duplicates": outcomes.get("duplicate", 0),
             "rejudged_to_silver": max(inserted_keys - (outcomes.get("silver", 0) - run_updated), 0),
             "rejudged_to_quarantine": max(q_inserted - run_quarantined, 0),
+            "rejudged_rows": sum(int(r["count"]) for r in by_age if not r[NEW]),  # earlier rows judged again
             # for the totals
             "_silver_delta": inserted_keys - s_stats.get("deleted", 0),
             "_dup_now": sum(int(r["count"]) for r in by_age if r["metric"] == "duplicate"),
@@ -225,16 +231,29 @@ def incremental_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.
 
     def events(known: Mapping[str, DataFrame | None], changed: Mapping[str, DataFrame]
                ) -> tuple[SourceChanges, dict[str, int]]:
-        """The events slice: the new events, and every event of their users and of the users whose events
-        name a user or item that became known or unknown."""
+        """The events slice: the new events and every copy of their ids; every event of the users whose outcome
+        may change as a whole (a user or item record became known or unknown, or the user has enough rows on some
+        day to be a bot, :func:`bot_candidates`, before or after this batch). Any other user's earlier events keep
+        their outcome: no rule of theirs reads a row this batch added, except the copies of a new id, which are in."""
         raw = bronze("events")
         keyed = raw.transform(keyed_events(cfg))
-        affected = keyed.where(F.col(NEW)).select(C.USER_ID)
+        # Aliased: a checkpointed frame keeps its columns' ids, and joining one back to the frame it came from
+        # is then a conflict Spark cannot resolve.
+        new_ids = keep(keyed.where(F.col(NEW) & F.col(C.EVENT_ID).isNotNull())
+                       .select(F.col(C.EVENT_ID).alias(C.EVENT_ID)).distinct())
+        keyed = keyed.transform(in_slice(new_ids, C.EVENT_ID, _NID))
+        affected = keyed.select(C.USER_ID).limit(0)
         if "users" in changed:
             affected = affected.unionByName(changed["users"].select(C.USER_ID))
         if "items" in changed:
             affected = affected.unionByName(keyed.join(changed["items"], C.ITEM_ID, "left_semi").select(C.USER_ID))
-        users = keep(affected.where(F.col(C.USER_ID).isNotNull()).distinct())
+        bot_limit = bot_threshold(cfg)
+        if bot_limit:
+            touched = keyed.where(F.col(NEW) | F.col(_NID)).select(C.USER_ID).distinct()
+            affected = affected.unionByName(keyed.transform(of_users(touched))
+                                            .transform(bot_candidates(bot_limit, cfg.sources.events)))
+        users = keep(affected.where(F.col(C.USER_ID).isNotNull()).select(F.col(C.USER_ID).alias(C.USER_ID))
+                     .distinct())
         flagged = keyed.transform(in_slice(users, C.USER_ID, _AU))
         # Every copy of a slice event's id, whoever's it is: which copy is kept is decided among all of them.
         ids = keep(flagged.where(F.col(_AU) | F.col(NEW)).where(F.col(C.EVENT_ID).isNotNull())
@@ -243,12 +262,13 @@ def incremental_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.
                   .transform(mark_duplicates(C.EVENT_ID, False, sum_quantity=sums_quantity(cfg, raw)))
                   .transform(event_rules(cfg, now))
                   .transform(check_references(known["users"], known["items"])))
-        bot_limit = bot_threshold(cfg)
         if bot_limit:
             marked = marked.transform(flag_bots(keep(marked.transform(bot_users(bot_limit)))))
-        # Rows outside the slice's users came in only to rank copies; their outcome is not re-judged.
-        emitted = keep(marked.where(F.col(_AU) | F.col(NEW)))
-        silver_base = keep(delta_io.read(spark, cfg.table("silver", "events")).join(users, C.USER_ID, "left_semi"))
+        # The other copies of an earlier slice user's ids came in only to rank copies; they are not re-judged.
+        emitted = keep(marked.where(F.col(_AU) | F.col(NEW) | F.col(_NID)))
+        silver_base = keep(delta_io.read(spark, cfg.table("silver", "events"))
+                           .transform(in_slice(users, C.USER_ID, _AU)).transform(in_slice(new_ids, C.EVENT_ID, _NID))
+                           .where(F.col(_AU) | F.col(_NID)).drop(_AU, _NID))
         change, count = diff("events", C.EVENT_ID, emitted, silver_events(emitted), silver_base)
         count["_bronze_total"] = raw.count()
         return change, count

@@ -47,7 +47,8 @@ def run_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetime
                                f"{s}.run_inserted": totals[f"{s}.silver_rows"], f"{s}.run_updated": 0,
                                f"{s}.run_quarantined": totals[f"{s}.quarantined"],
                                f"{s}.run_duplicates": totals[f"{s}.duplicates"],
-                               f"{s}.rejudged_to_silver": 0, f"{s}.rejudged_to_quarantine": 0})
+                               f"{s}.rejudged_to_silver": 0, f"{s}.rejudged_to_quarantine": 0,
+                               f"{s}.rejudged_rows": 0})
     else:
         result = {**incremental_clean(spark, cfg, run_id, now, state, versions), "mode": "incremental"}
     record_state(spark, cfg, run_id, result["mode"], versions, result)

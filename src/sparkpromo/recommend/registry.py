@@ -24,6 +24,13 @@ log = logging.getLogger(__name__)
 # ----------------------------------------------------------------------------------------------------------------
 # Model registry
 # ----------------------------------------------------------------------------------------------------------------
+def write_text(spark: SparkSession, uri: str, text: str) -> None:
+    """Write a small text document as a one-file folder at ``uri`` through a DataFrame, so any lakehouse URI (local,
+    s3a, abfss, dbfs) works in a classic and a Spark Connect session alike; :func:`read_small_text`
+    (``spark.read.text(uri, wholetext=True)``) reads it back, as it reads a plain file."""
+    spark.createDataFrame([(text,)], "value string").coalesce(1).write.mode("overwrite").text(uri)
+
+
 def read_small_text(spark: SparkSession, uri: str) -> str | None:
     """A small text file through Spark's Hadoop FS (local, s3a, abfss, dbfs); None when it does not exist."""
     try:
@@ -74,4 +81,4 @@ def load_champion(spark: SparkSession, cfg: AppConfig) -> tuple[str | None, ALSM
     log.info("champion of model run %s: %s", run, champion)
     return run, model, champion
 
-__all__ = ["latest_run_id", "load_champion", "read_small_text"]
+__all__ = ["latest_run_id", "load_champion", "read_small_text", "write_text"]
