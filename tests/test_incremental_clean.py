@@ -100,6 +100,17 @@ def tables(spark: SparkSession, cfg: AppConfig, versions: dict[str, int | None] 
     return out
 
 
+def assert_equals_a_full_refresh(spark: SparkSession, cfg: AppConfig, now: dt.datetime) -> None:
+    """The tables the last incremental clean left equal those a full refresh of the same bronze gives."""
+    incremental = clean.last_state(spark, cfg)
+    assert incremental is not None
+    clean.run_clean(spark, cfg, "full", now, full_refresh=True)
+    before, after = tables(spark, cfg, incremental.outputs), tables(spark, cfg)
+    for name in before:
+        assert_df_equality(before[name], after[name], ignore_row_order=True, ignore_nullable=True,
+                           ignore_column_order=True)
+
+
 def test_ten_incremental_batches_equal_a_full_refresh_of_the_same_bronze(spark: SparkSession,
                                                                           tmp_path: Path) -> None:
     cfg = config(tmp_path)
@@ -173,13 +184,7 @@ def test_a_birthday_between_two_runs_moves_the_age_band_as_a_rebuild_does(spark:
     # A new event on top: the incremental result equals a rebuild as of the later date.
     delta_io.append(bronze(spark, "events", [ev("e2", "u9", "p1", 9)], 1), cfg.table("bronze", "events"))
     assert clean.run_clean(spark, cfg, "r3", later)["mode"] == "incremental"
-    incremental = clean.last_state(spark, cfg)
-    assert incremental is not None
-    clean.run_clean(spark, cfg, "full", later, full_refresh=True)
-    before, after = tables(spark, cfg, incremental.outputs), tables(spark, cfg)
-    for name in before:
-        assert_df_equality(before[name], after[name], ignore_row_order=True, ignore_nullable=True,
-                           ignore_column_order=True)
+    assert_equals_a_full_refresh(spark, cfg, later)
 
 
 def test_only_rows_whose_outcome_can_change_are_judged_again(spark: SparkSession, tmp_path: Path) -> None:
@@ -206,10 +211,4 @@ def test_only_rows_whose_outcome_can_change_are_judged_again(spark: SparkSession
         assert r["mode"] == "incremental"
         assert (r["events.rejudged_rows"], r["events.rejudged_to_quarantine"]) == (rejudged, to_quarantine), n
         assert r["users.rejudged_rows"] == r["items.rejudged_rows"] == 0
-    incremental = clean.last_state(spark, cfg)
-    assert incremental is not None
-    clean.run_clean(spark, cfg, "full", NOW, full_refresh=True)
-    before, after = tables(spark, cfg, incremental.outputs), tables(spark, cfg)
-    for name in before:
-        assert_df_equality(before[name], after[name], ignore_row_order=True, ignore_nullable=True,
-                           ignore_column_order=True)
+    assert_equals_a_full_refresh(spark, cfg, NOW)
