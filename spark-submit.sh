@@ -111,8 +111,9 @@ packed_env() {
     mapfile -t req_list <<< "$reqs"
     "$venv/bin/python" -m pip install -q --disable-pip-version-check venv-pack ${req_list[@]+"${req_list[@]}"} >&2 \
       || die "installing the dependencies into $venv failed (pip needs a package index)"
-    "$venv/bin/venv-pack" -q -p "$venv" -o "$archive.tmp" -f >&2 || die "venv-pack of $venv failed"
-    mv "$archive.tmp" "$archive"
+    # venv-pack infers the format from the name's extension, so the partial file keeps .tar.gz at its end.
+    "$venv/bin/venv-pack" -q -p "$venv" -o "$dir/partial-$key.tar.gz" -f >&2 || die "venv-pack of $venv failed"
+    mv "$dir/partial-$key.tar.gz" "$archive"
   fi
   echo "$archive"
 }
@@ -146,4 +147,9 @@ case "$MASTER" in
            --conf "spark.pyspark.driver.python=$DRIVER_PY")
     export PYSPARK_DRIVER_PYTHON=$DRIVER_PY ;;
 esac
-exec "$SUBMIT" "${ARGS[@]}" ${EXTRA[@]+"${EXTRA[@]}"} "jobs/$JOB.py" "$@"
+# spark-submit starts the Python driver with its stderr merged into its stdout (PythonRunner), so sparkpromo's log
+# lines and its one-line errors would land among the job's output (the --json object): route them back to stderr.
+LOG_LINE='^[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9] [A-Z][A-Z]* run=|^error: '
+"$SUBMIT" "${ARGS[@]}" ${EXTRA[@]+"${EXTRA[@]}"} "jobs/$JOB.py" "$@" \
+  | awk -v re="$LOG_LINE" '$0 ~ re { print > "/dev/stderr"; fflush("/dev/stderr"); next } { print; fflush() }'
+

@@ -4,4 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check src jobs tests benchmarks
-exec .venv/bin/python -m pytest "$@"
+# Two test processes, each with its own session-scoped SparkSession: one Spark driver keeps about one core busy
+# (planning, Delta log replay, py4j), so two of them fill a 2-core CI machine. A test file stays on one process
+# (its module fixtures are built once). SPARKPROMO_TEST_WORKERS=0 runs in this process; a later -n wins.
+exec .venv/bin/python -m pytest -n "${SPARKPROMO_TEST_WORKERS:-2}" --dist loadfile "$@"

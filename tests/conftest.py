@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -52,7 +53,12 @@ def spark(spark_root: Path) -> Iterator[SparkSession]:
     # One JVM serves the whole suite (500+ tests, end-to-end runs among them): the local environment's 4g, as
     # conf/local.yaml gives a laptop run. With 2g it died of GC overhead near the end of the suite.
     cfg = make_config(spark_root, spark={"master": "local[2]", "shuffle_partitions": 2, "driver_memory": "4g"})
-    session = build_session(cfg, app_name="sparkpromo-tests")
+    # Test processes (pytest-xdist) start at once; on a fresh machine each would resolve the Delta jars into the
+    # same ~/.ivy2 at the same time, which Ivy does not survive. The first start resolves and records them; the
+    # others wait, then start from the record.
+    with open(Path(tempfile.gettempdir()) / "sparkpromo-tests-first-start.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        session = build_session(cfg, app_name="sparkpromo-tests")
     yield session
     session.stop()
 

@@ -374,6 +374,10 @@ if [ "$1" = "--version" ]; then
   exit 0
 fi
 echo "fake spark-submit: would have started Spark" >&2
+# What the Python driver writes, as spark-submit passes it on: stdout and stderr merged on stdout.
+echo "2026-11-01T10:00:00 INFO run=r1 sparkpromo.logs: stage=clean status=end elapsed_s=1.0"
+echo '{"clean": {"silver_rows": 3}}'
+echo "error: clean failed: Boom"
 exit 99
 """
 
@@ -461,6 +465,18 @@ def test_submit_gives_a_local_driver_the_local_jvm_settings(tmp_path: Path) -> N
     result, calls = submit(tmp_path / "yarn", "--master", "yarn", "clean", SPARKPROMO_ENV_ARCHIVE=str(archive))
     assert result.returncode == 99, result.describe()
     assert "UseParallelGC" not in submitted(calls) and "codegen" not in submitted(calls)  # a cluster's own choice
+
+
+def test_submit_routes_the_drivers_log_lines_to_stderr(tmp_path: Path) -> None:
+    """spark-submit merges the Python driver's stderr into its stdout; spark-submit.sh sends sparkpromo's log lines
+    and one-line errors back to stderr, leaves the job's output (the --json object) alone on stdout, and keeps
+    spark-submit's exit code."""
+    result, _ = submit(tmp_path, "--master", "local[1]", "clean", "--json")
+    assert result.returncode == 99, result.describe()
+    assert result.stdout.splitlines() == ['{"clean": {"silver_rows": 3}}'], result.describe()
+    err = result.stderr.splitlines()
+    assert "2026-11-01T10:00:00 INFO run=r1 sparkpromo.logs: stage=clean status=end elapsed_s=1.0" in err, err
+    assert err[-1] == "error: clean failed: Boom", err
 
 
 def test_submit_ships_a_packed_environment_to_a_cluster(tmp_path: Path) -> None:
