@@ -34,6 +34,7 @@ from sparkpromo import campaigns as K
 from sparkpromo import columns as C
 from sparkpromo import delta_io
 from sparkpromo import recommend as R
+from sparkpromo import tables as T
 from sparkpromo.cli import main as cli_main
 from sparkpromo.config import AppConfig
 from sparkpromo.features import decay_reference
@@ -58,7 +59,7 @@ def recommend_variants(spark: SparkSession, cfg: AppConfig, repeats: int) -> dic
     r = cfg.recommend
     users, items, id_map, interactions = (delta_io.read(spark, cfg.table("gold", n)).persist()
                                           for n in ("user_features", "item_features", "id_map", "interactions"))
-    events = (delta_io.read(spark, cfg.table("silver", "events")).where(F.col(C.EVENT_DATE) <= F.lit(run_date))
+    events = (delta_io.read(spark, T.SILVER_EVENTS.uri(cfg)).where(F.col(C.EVENT_DATE) <= F.lit(run_date))
               .select(*R.EVENT_COLUMNS).persist())
     last = events.agg(F.max(C.EVENT_DATE)).first()
     frames = R.campaign_frames(active, run_date, users, items, events, r.segment, r.reasons, r.candidates,

@@ -48,6 +48,7 @@ from sparkpromo import columns as C
 from sparkpromo import delta_io
 from sparkpromo import evaluate as E
 from sparkpromo import itemknn as knn
+from sparkpromo import tables as T
 from sparkpromo.config import AppConfig, build_config
 from sparkpromo.logs import setup_logging
 from sparkpromo.train import ALS, POPULARITY, holdout_split, run_train
@@ -272,14 +273,14 @@ def run_split(spark: SparkSession, args: argparse.Namespace, root: Path, name: s
     """Every contender on one split: sparkpromo through ``run_train`` (its own CV on the training part), the peers
     tuned on the same folds; all scored on the same holdout."""
     cfg = make_config(args, root, split)
-    delta_io.overwrite(peers.movielens_interactions(spark, args.data), cfg.table("gold", "interactions"))
+    delta_io.overwrite(peers.movielens_interactions(spark, args.data), T.INTERACTIONS.uri(cfg))
     result = run_train(spark, cfg, run_id="quality")
     als = result["metrics"][ALS]
     contenders: dict[str, dict[str, Any]] = {SPARKPROMO: {
         **{m: round(als[m], 4) for m in METRIC_COLUMNS}, "tune_s": result["timings"]["cv_s"],
         "params": {p: result["params"][p] for p in SPARKPROMO_GRID}, "cv": result["cv"]}}
 
-    data = delta_io.read(spark, cfg.table("gold", "interactions"))
+    data = delta_io.read(spark, T.INTERACTIONS.uri(cfg))
     holdout = holdout_split(data, cfg.train)  # the split run_train used (deterministic)
     with persisted(holdout.train, holdout.test) as (train, test):
         folds = cv_folds(train, cfg.train.split, cfg.train.folds, cfg.train.seed)

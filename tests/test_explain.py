@@ -13,6 +13,7 @@ from pyspark.sql import SparkSession
 
 from sparkpromo import delta_io, schemas
 from sparkpromo import recommend as R
+from sparkpromo import tables as T
 from sparkpromo.config import AppConfig
 from sparkpromo.explain import ExplainError, explain_user, format_offers
 from sparkpromo.privacy import pseudonym
@@ -54,7 +55,7 @@ def shop(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> tuple
             _rec("c2", "u0001", "i4", 1), _rec("c1", ALICE, "i6", 1),
             _rec("c1", "u0001", "i5", 1, day=DAY - dt.timedelta(days=1))]  # an older run: not shown
     delta_io.overwrite(spark.createDataFrame(recs, R.RECOMMENDATIONS), R.table_uri(cfg),
-                       partition_by=R.PARTITION_COLUMNS)
+                       partition_by=T.RECOMMENDATIONS.partition_by)
     # i3 has a name, i4 only a category and price; u0001 bought i4 before (a repeatable category, say)
     delta_io.overwrite(spark.createDataFrame([("i3", "Red kettle", "kitchen", 12.5), ("i4", None, "grocery", 2.0)],
                                        "item_id string, name string, category string, price double"),

@@ -13,6 +13,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from sparkpromo import clean, delta_io
 from sparkpromo import columns as C
+from sparkpromo import tables as T
 from sparkpromo.config import AppConfig
 from sparkpromo.ingest import CORRUPT, FILE_MTIME, FILE_SIZE
 from tests.conftest import make_config
@@ -152,9 +153,7 @@ def test_a_clean_with_no_new_bronze_rows_changes_no_table_version(spark: SparkSe
     append_batch(spark, cfg, 1)
     second = clean.run_clean(spark, cfg, "r1", NOW)
     assert second["mode"] == "incremental"
-    uris = [cfg.table(layer, name) for layer, name in (*(("silver", s) for s in clean.SOURCES),
-                                                       ("quarantine", "rows"), ("metrics", "data_quality"),
-                                                       clean.STATE_TABLE)]
+    uris = [t.uri(cfg) for t in (*T.SILVER.values(), T.QUARANTINE, T.DATA_QUALITY, T.CLEAN_STATE)]
     versions = [delta_io.version(spark, u) for u in uris]
     again = clean.run_clean(spark, cfg, "r2", NOW)
     assert [delta_io.version(spark, u) for u in uris] == versions

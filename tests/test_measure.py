@@ -15,6 +15,7 @@ from pyspark.sql import functions as F
 from sparkpromo import columns as C
 from sparkpromo import delta_io
 from sparkpromo import measure as M
+from sparkpromo import tables as T
 from sparkpromo.recommend import RECOMMENDATIONS
 
 D = dt.date
@@ -177,24 +178,24 @@ def test_run_measure_writes_both_tables_and_keeps_later_runs(spark: SparkSession
     delta_io.overwrite(events, cfg.table("silver", "events"))
     out = M.run_measure(spark, cfg, "m1", CLOSED)
     assert out["runs_measured"] == 2 and out["campaigns"]["a"]["status"] == "ok"
-    table = delta_io.read(spark, cfg.table(*M.OUTCOMES_TABLE))
+    table = delta_io.read(spark, T.CAMPAIGN_OUTCOMES.uri(cfg))
     assert [(f.name, f.dataType) for f in table.schema] == [(f.name, f.dataType) for f in M.OUTCOMES]
     rows = {r[C.CAMPAIGN_ID]: r for r in table.collect()}
     assert set(rows) == {"a", "gone"}  # the later run date is not measured on CLOSED
     assert (rows["gone"][C.IN_CONFIG], rows["a"][C.IN_CONFIG]) == (False, False)
     assert rows["a"][C.UPLIFT] == pytest.approx(0.25)
-    uplift = delta_io.read(spark, cfg.table(*M.UPLIFT_TABLE))
+    uplift = delta_io.read(spark, T.UPLIFT.uri(cfg))
     assert [(f.name, f.dataType) for f in uplift.schema] == [(f.name, f.dataType) for f in M.UPLIFT]
     assert uplift.where(F.col(C.CAMPAIGN_ID) == "a").count() == 6  # 6 users: 6 non-empty deciles
     # measured again later: the later run date is added (window open), the earlier rows are replaced, not doubled
     out2 = M.run_measure(spark, cfg, "m2", D(2026, 11, 21))
     assert out2["runs_window_open"] == 1
-    again = delta_io.read(spark, cfg.table(*M.OUTCOMES_TABLE))
+    again = delta_io.read(spark, T.CAMPAIGN_OUTCOMES.uri(cfg))
     assert again.count() == 3
     assert again.where(F.col(C.STATUS) == "window_open").select(C.RUN_DATE).first()[0] == later
     # and a backfill of an earlier date leaves the later run date's row alone
     M.run_measure(spark, cfg, "m3", CLOSED)
-    assert delta_io.read(spark, cfg.table(*M.OUTCOMES_TABLE)).where(F.col(C.RUN_DATE) == later).count() == 1
+    assert delta_io.read(spark, T.CAMPAIGN_OUTCOMES.uri(cfg)).where(F.col(C.RUN_DATE) == later).count() == 1
 
 
 def test_run_measure_without_recommendations_warns(spark: SparkSession, tmp_path: Path) -> None:
@@ -294,7 +295,7 @@ def test_generated_shop_to_measure_on_delta_tables(spark: SparkSession, tmp_path
     run_stage("ingest", spark, cfg, day7)
     run_stage("clean", spark, cfg, day7)
     run_stage("measure", spark, cfg, day7)
-    rows = {r[C.CAMPAIGN_ID]: r for r in delta_io.read(spark, cfg.table(*M.OUTCOMES_TABLE)).collect()}
+    rows = {r[C.CAMPAIGN_ID]: r for r in delta_io.read(spark, T.CAMPAIGN_OUTCOMES.uri(cfg)).collect()}
     by_type = dict(base_row for base_row in ((c.id, c.type) for c in cfg.campaigns))
     measured = [cid for cid, r in rows.items() if r[C.STATUS] in M.MEASURED]
     assert len(measured) >= 3, {cid: (r[C.STATUS], r[C.USERS_TREATED], r[C.USERS_CONTROL]) for cid, r in rows.items()}
@@ -303,13 +304,13 @@ def test_generated_shop_to_measure_on_delta_tables(spark: SparkSession, tmp_path
         assert r[C.WINDOW_END] == CLOSED and r[C.IN_CONFIG]
         assert r[C.UPLIFT_CI_LOW] <= PLANTED_UPLIFT[by_type[cid]] <= r[C.UPLIFT_CI_HIGH], (cid, r[C.UPLIFT])
         assert r[C.CONVERSIONS_TREATED] + r[C.CONVERSIONS_CONTROL] > 0
-    deciles = delta_io.read(spark, cfg.table(*M.UPLIFT_TABLE)).where(F.col(C.CAMPAIGN_ID) == measured[0])
+    deciles = delta_io.read(spark, T.UPLIFT.uri(cfg)).where(F.col(C.CAMPAIGN_ID) == measured[0])
     assert deciles.count() == 10 and deciles.agg(F.max(C.CUM_SHARE)).first()[0] == pytest.approx(1.0)
     # a campaign dropped from the config keeps its measured past, flagged
     gone = measured[0]
     fewer = dataclasses.replace(cfg, campaigns=tuple(c for c in cfg.campaigns if c.id != gone))
     M.run_measure(spark, fewer, "d7b", CLOSED)
-    again = {r[C.CAMPAIGN_ID]: r for r in delta_io.read(spark, cfg.table(*M.OUTCOMES_TABLE)).collect()}
+    again = {r[C.CAMPAIGN_ID]: r for r in delta_io.read(spark, T.CAMPAIGN_OUTCOMES.uri(cfg)).collect()}
     assert set(again) == set(rows) and again[gone][C.IN_CONFIG] is False
     assert again[gone][C.UPLIFT] == pytest.approx(rows[gone][C.UPLIFT])
 

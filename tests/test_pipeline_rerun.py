@@ -19,6 +19,7 @@ from pyspark.sql import functions as F
 import sparkpromo
 from sparkpromo import columns as C
 from sparkpromo import delta_io
+from sparkpromo import tables as T
 from sparkpromo.cli import main
 from sparkpromo.config import AppConfig, load_config
 from sparkpromo.pipeline import (
@@ -139,12 +140,12 @@ def test_reruns_notice_a_changed_campaign_and_a_new_version_and_nothing_else(
     monkeypatch.setenv("SPARKPROMO_LANDING", str(tmp_path / "landing"))
     monkeypatch.chdir(tmp_path)
     cfg = make_config(tmp_path)  # the CLI's lakehouse layout: only table paths are read from it
-    tables = sorted({t for ins, outs in STAGE_IO.values() for t in ins + outs}
-                    | {("metrics", "stages"), ("metrics", "campaigns")})
+    tables = sorted({t.key for ins, outs in STAGE_IO.values() for t in ins + outs}
+                    | {T.STAGE_RUNS.key, T.CAMPAIGN_METRICS.key})
 
     first, _ = run_json(capsys)
     assert not any(skipped(first).values())
-    versions = {t: delta_io.version(spark, cfg.table(*t)) for t in tables}
+    versions = {t: delta_io.version(spark, T.BY_KEY[t].uri(cfg)) for t in tables}
     fps = recorded_fingerprints(spark, cfg)
 
     # Nothing changed: every stage is skipped and no table moves. Ingest never skips: it looks for new files
@@ -152,7 +153,7 @@ def test_reruns_notice_a_changed_campaign_and_a_new_version_and_nothing_else(
     same, _ = run_json(capsys)
     assert skipped(same) == {s: s != "ingest" for s in STAGES}
     assert same["ingest.events_rows"] == 0
-    assert {t: delta_io.version(spark, cfg.table(*t)) for t in tables} == versions
+    assert {t: delta_io.version(spark, T.BY_KEY[t].uri(cfg)) for t in tables} == versions
     assert same["recommend.rows"] == first["recommend.rows"]
 
     # One campaign's discount changes: recommend reruns because of it; measure reruns only because its input,
@@ -169,11 +170,11 @@ def test_reruns_notice_a_changed_campaign_and_a_new_version_and_nothing_else(
     now = recorded_fingerprints(spark, cfg)
     assert now["recommend"] != fps["recommend"]
     assert {s: now[s] for s in now if s != "recommend"} == {s: fps[s] for s in fps if s != "recommend"}
-    moved = {t for t in tables if delta_io.version(spark, cfg.table(*t)) != versions[t]}
+    moved = {t for t in tables if delta_io.version(spark, T.BY_KEY[t].uri(cfg)) != versions[t]}
     # Only what recommend and measure write (measure commits nothing to a table whose rows it leaves as they were).
-    assert ("gold", "recommendations") in moved and ("metrics", "stages") in moved
-    assert moved <= {*STAGE_IO["recommend"][1], *STAGE_IO["measure"][1], ("metrics", "campaigns"),
-                     ("metrics", "stages")}
+    assert T.RECOMMENDATIONS.key in moved and T.STAGE_RUNS.key in moved
+    assert moved <= {t.key for t in (*STAGE_IO["recommend"][1], *STAGE_IO["measure"][1], T.CAMPAIGN_METRICS,
+                                     T.STAGE_RUNS)}
 
     again, _ = run_json(capsys, "--config", str(changed))
     assert skipped(again) == {s: s != "ingest" for s in STAGES}

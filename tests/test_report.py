@@ -21,6 +21,7 @@ from sparkpromo import columns as C
 from sparkpromo import delta_io, report
 from sparkpromo import measure as M
 from sparkpromo import recommend as R
+from sparkpromo import tables as T
 from sparkpromo.config import AppConfig
 from sparkpromo.recommend.registry import read_small_text
 
@@ -76,7 +77,7 @@ def lakehouse(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> 
                 recs.append((cid, NEW_DATE, u, item, rank, 1.0 / rank, 2.0 / rank,
                              "als" if rank == 1 else "global_popularity", control, not control, NEW, None, None, NEW))
     delta_io.overwrite(spark.createDataFrame(recs, R.RECOMMENDATIONS), R.table_uri(cfg),
-                       partition_by=R.PARTITION_COLUMNS)
+                       partition_by=T.RECOMMENDATIONS.partition_by)
     # u1 buys within the welcome run's window, u3 (control) does not: welcome is a small sample, cart has no control
     events = [("u1", "i0", "purchase", NEW_DATE + dt.timedelta(days=2), 12.0, 1)]
     delta_io.overwrite(spark.createDataFrame(events, "user_id string, item_id string, event_type string, "
@@ -85,7 +86,7 @@ def lakehouse(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> 
     M.run_measure(spark, cfg, "m", NEW_DATE + dt.timedelta(days=7))
     delta_io.overwrite(spark.createDataFrame([(NEW_DATE, "cart", "pause", None, "uplift CI below zero", "m")],
                                              M.ACTIONS),
-                       cfg.table(*M.ACTIONS_TABLE))
+                       T.CAMPAIGN_ACTIONS.uri(cfg))
     return cfg
 
 

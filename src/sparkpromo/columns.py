@@ -157,3 +157,7 @@ QINI_RANDOM = "qini_random"
 ACTION = "action"  # campaign_actions: pause | budget
 ACTION_VALUE = "action_value"
 ACTION_REASON = "action_reason"
+
+# privacy.forgotten
+ID_HASH = "id_hash"
+FORGOTTEN_AT = "forgotten_at"

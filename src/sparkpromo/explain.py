@@ -24,6 +24,7 @@ from pyspark.sql import functions as F
 from sparkpromo import columns as C
 from sparkpromo import delta_io
 from sparkpromo import recommend as R
+from sparkpromo import tables as T
 from sparkpromo.config import AppConfig, join_uri
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,8 @@ def stored_user_id(cfg: AppConfig, user_id: str) -> str:
     return pseudonym(user_id, hmac_key(cfg.privacy.key_env))
 
 
-def _read(spark: SparkSession, cfg: AppConfig, layer: str, name: str) -> DataFrame | None:
-    uri = cfg.table(layer, name)
+def _read(spark: SparkSession, cfg: AppConfig, table: T.Table) -> DataFrame | None:
+    uri = table.uri(cfg)
     return delta_io.read(spark, uri) if delta_io.is_delta(spark, uri) else None
 
 
@@ -62,7 +63,7 @@ def _unknown_user(cfg: AppConfig, user_id: str) -> ExplainError:
 def item_details(spark: SparkSession, cfg: AppConfig, item_ids: list[str]) -> dict[str, dict[str, Any]]:
     """``item_id -> {name, category, price}`` for the offered items, from ``gold/item_features`` (only the columns
     it has; a filter on the ids, so only the files that can hold them are read)."""
-    items = _read(spark, cfg, "gold", "item_features")
+    items = _read(spark, cfg, T.ITEM_FEATURES)
     if items is None or not item_ids:
         return {}
     cols = [c for c in ITEM_DETAILS if c in items.columns]
@@ -73,7 +74,7 @@ def item_details(spark: SparkSession, cfg: AppConfig, item_ids: list[str]) -> di
 def bought_before(spark: SparkSession, cfg: AppConfig, stored: str, item_ids: list[str]) -> set[str]:
     """The offered items the user has already bought (or rated): ``silver/events`` filtered on the user and the
     items, so Delta's data skipping reads only files whose id ranges can hold them."""
-    events = _read(spark, cfg, "silver", "events")
+    events = _read(spark, cfg, T.SILVER_EVENTS)
     if events is None or not item_ids:
         return set()
     rows = (events.where((F.col(C.USER_ID) == F.lit(stored)) & F.col(C.ITEM_ID).isin(*item_ids)
@@ -132,7 +133,7 @@ def _user_idx(id_map: DataFrame | None, stored: str) -> int | None:
 
 def _user_history(spark: SparkSession, cfg: AppConfig, id_map: DataFrame, user_idx: int) -> DataFrame | None:
     """``(item_id, confidence)`` of the user's past interactions (gold), keyed by original item id."""
-    inter = _read(spark, cfg, "gold", "interactions")
+    inter = _read(spark, cfg, T.INTERACTIONS)
     if inter is None:
         return None
     items = id_map.where(F.col(C.ID_KIND) == "item").select(F.col(C.ORIGINAL_ID).alias(C.ITEM_ID),
@@ -157,7 +158,7 @@ def explain_user(spark: SparkSession, cfg: AppConfig, user_id: str, campaign: st
     A known user without offers on that date gets ``[]``. Raises :class:`ExplainError` for an unknown user (never
     naming other users), an unknown campaign, or a missing recommendations table.
     """
-    recs_all = _read(spark, cfg, R.TABLE_LAYER, R.TABLE_NAME)
+    recs_all = _read(spark, cfg, T.RECOMMENDATIONS)
     if recs_all is None:
         raise ExplainError(f"no recommendations table at {R.table_uri(cfg)}: run `sparkpromo recommend` first")
     recs = recs_all
@@ -177,7 +178,7 @@ def explain_user(spark: SparkSession, cfg: AppConfig, user_id: str, campaign: st
             .select(C.CAMPAIGN_ID, C.RUN_DATE, C.RANK, C.ITEM_ID, C.SCORE, C.SOURCE, C.OFFER, C.IS_CONTROL,
                     C.DELIVERED, C.REASON, C.MODEL_RUN_ID)
             .orderBy(C.CAMPAIGN_ID, C.RANK).limit(MAX_OFFERS).collect())
-    id_map = _read(spark, cfg, "gold", "id_map")
+    id_map = _read(spark, cfg, T.ID_MAP)
     if not rows:
         known = (_user_idx(id_map, stored) is not None
                  or bool(recs_all.where(F.col(C.USER_ID) == F.lit(stored)).limit(1).count()))

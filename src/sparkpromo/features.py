@@ -41,19 +41,17 @@ from typing import Any
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
-    BooleanType,
-    DateType,
     DoubleType,
-    IntegerType,
     StringType,
-    StructField,
     StructType,
 )
 
 from sparkpromo import columns as C
 from sparkpromo import delta_io, schemas
+from sparkpromo import tables as T
 from sparkpromo.config import AppConfig
 from sparkpromo.frame import Transform
+from sparkpromo.schemas import ITEM_FEATURES, RAW_INTERACTIONS, USER_FEATURES
 
 log = logging.getLogger(__name__)
 
@@ -64,44 +62,8 @@ ITEM_KIND = "item"
 ID_MAP_APP_ID = "sparkpromo.features.id_map"
 _SESSION = "_session"
 
-USER_FEATURES = StructType([
-    StructField(C.USER_ID, StringType(), False),
-    StructField(C.COUNTRY, StringType(), True),
-    StructField(C.AGE_BAND, StringType(), True),
-    StructField(C.MARKETING_CONSENT, BooleanType(), False),
-    StructField(C.SIGNUP_DATE, DateType(), True),
-    StructField(C.BIRTH_MONTH, IntegerType(), True),
-    StructField(C.BIRTH_DAY, IntegerType(), True),
-    StructField(C.DAYS_SINCE_SIGNUP, IntegerType(), True),
-    StructField(C.ACTIVE_DAYS, IntegerType(), False),
-    StructField(C.SESSIONS, IntegerType(), False),
-    StructField(C.PURCHASES, IntegerType(), False),
-    StructField(C.MONETARY, DoubleType(), False),
-    StructField(C.RECENCY_DAYS, IntegerType(), True),
-    StructField(C.AVG_SESSION_SECONDS, DoubleType(), False),
-    StructField(C.CART_VALUE, DoubleType(), False),
-    StructField(C.TOP_CATEGORY, StringType(), True),
-])
 
-ITEM_FEATURES = StructType([
-    StructField(C.ITEM_ID, StringType(), False),
-    StructField(C.CATEGORY, StringType(), True),
-    StructField(C.BRAND, StringType(), True),
-    StructField(C.PRICE, DoubleType(), True),
-    StructField(C.STOCK, IntegerType(), True),
-    StructField(C.PRICE_BAND, StringType(), True),
-    StructField(C.POPULARITY, IntegerType(), False),
-    StructField(C.CONVERSION_RATE, DoubleType(), False),
-    StructField(C.ITEM_NAME, StringType(), True),
-])
 
-# (user_id, item_id) level interactions, before the id map turns them into schemas.INTERACTIONS.
-RAW_INTERACTIONS = StructType([
-    StructField(C.USER_ID, StringType(), False),
-    StructField(C.ITEM_ID, StringType(), False),
-    StructField(C.CONFIDENCE, DoubleType(), False),
-    StructField(C.EVENT_TS, schemas.INTERACTIONS[C.EVENT_TS].dataType, True),
-])
 
 
 class FeatureError(ValueError):
@@ -459,12 +421,12 @@ def run_features(spark: SparkSession, cfg: AppConfig, run_id: str, as_of: dt.dat
     features that bounds). Returns counts."""
     # run_stage logs the stage's start and end; a second pair here was noise.
     with contextlib.nullcontext({"run_id": run_id}) as counts:
-        events_uri = cfg.table("silver", "events")
+        events_uri = T.SILVER_EVENTS.uri(cfg)
         if not delta_io.is_delta(spark, events_uri):
             raise FeatureError(f"no silver events table at {events_uri} (run clean first)")
         events = delta_io.read(spark, events_uri)
-        users = _read_optional(spark, cfg.table("silver", "users"))
-        items = _read_optional(spark, cfg.table("silver", "items"))
+        users = _read_optional(spark, T.SILVER_USERS.uri(cfg))
+        items = _read_optional(spark, T.SILVER_ITEMS.uri(cfg))
         last = events.agg(F.max(C.EVENT_DATE)).first()
         last_date: dt.date | None = last[0] if last else None
         if as_of is None:
@@ -485,7 +447,7 @@ def run_features(spark: SparkSession, cfg: AppConfig, run_id: str, as_of: dt.dat
         # Id map: new rows are computed against one pinned version of the map; the append carries that version
         # as its txnVersion, so a retried or concurrent run that read the same version cannot append twice, and a
         # rerun after a crash finds nothing new to append.
-        map_uri = cfg.table("gold", "id_map")
+        map_uri = T.ID_MAP.uri(cfg)
         map_version = delta_io.version(spark, map_uri)
         existing = (delta_io.read(spark, map_uri, version=map_version) if map_version is not None
                     else spark.createDataFrame([], schemas.ID_MAP))
@@ -498,7 +460,7 @@ def run_features(spark: SparkSession, cfg: AppConfig, run_id: str, as_of: dt.dat
         new_users, new_items = new_counts.get(USER_KIND, 0), new_counts.get(ITEM_KIND, 0)
         if new_users or new_items:
             delta_io.append(new_rows, map_uri, app_id=ID_MAP_APP_ID,
-                            txn_version=(map_version if map_version is not None else -1) + 1, name="gold.id_map")
+                            txn_version=(map_version if map_version is not None else -1) + 1, name=T.ID_MAP.key)
         new_rows.unpersist()
         id_map = delta_io.read(spark, map_uri) if delta_io.is_delta(spark, map_uri) else existing
 
@@ -508,18 +470,18 @@ def run_features(spark: SparkSession, cfg: AppConfig, run_id: str, as_of: dt.dat
         if n_inter != raw_count:
             raise FeatureError(f"id map is missing ids: {raw_count - n_inter} interaction(s) unmapped "
                                "(a concurrent features run?); nothing was written to gold; rerun features")
-        delta_io.overwrite(indexed, cfg.table("gold", "interactions"), name="gold.interactions")
+        delta_io.overwrite(indexed, T.INTERACTIONS.uri(cfg), name=T.INTERACTIONS.key)
         indexed.unpersist()
         raw.unpersist()
         delta_io.overwrite(user_features(events, users, items, as_of, f.session_gap_minutes,
                                    consent_without_users=cfg.privacy.consent_default() is True),
-                           cfg.table("gold", "user_features"), name="gold.user_features")
+                           T.USER_FEATURES.uri(cfg), name=T.USER_FEATURES.key)
         delta_io.overwrite(item_features(events, items, as_of, f.price_bands),
-                           cfg.table("gold", "item_features"), name="gold.item_features")
+                           T.ITEM_FEATURES.uri(cfg), name=T.ITEM_FEATURES.key)
         counts.update(
             interactions=n_inter,
-            users=_rows_written(spark, cfg.table("gold", "user_features")),
-            items=_rows_written(spark, cfg.table("gold", "item_features")),
+            users=_rows_written(spark, T.USER_FEATURES.uri(cfg)),
+            items=_rows_written(spark, T.ITEM_FEATURES.uri(cfg)),
             new_user_ids=new_users,
             new_item_ids=new_items,
         )

@@ -44,6 +44,7 @@ from pyspark.sql import functions as F
 
 from sparkpromo import columns as C
 from sparkpromo import delta_io
+from sparkpromo import tables as T
 from sparkpromo.config import AppConfig, join_uri, local_path
 from sparkpromo.frame import Transform
 from sparkpromo.privacy import PAD_IN, PAD_OUT, hmac_key, hmac_sha256, keyed_hash, with_pads
@@ -51,13 +52,10 @@ from sparkpromo.session import log_retention
 
 log = logging.getLogger(__name__)
 
-USER_TABLES = (("silver", "users"), ("silver", "events"), ("gold", "user_features"), ("gold", "recommendations"),
-               ("recommendations", ""))
-FORGOTTEN = ("privacy", "forgotten")
+USER_TABLES = (T.SILVER_USERS, T.SILVER_EVENTS, T.USER_FEATURES, T.RECOMMENDATIONS)
+LEGACY_RECOMMENDATIONS = "recommendations"  # where offers lived before gold/recommendations
 LOG_RETENTION = "delta.logRetentionDuration"
-ID_HASH = "id_hash"
-FORGOTTEN_AT = "forgotten_at"
-FORGOTTEN_SCHEMA = f"{ID_HASH} string, {FORGOTTEN_AT} timestamp"
+ID_HASH, FORGOTTEN_AT = C.ID_HASH, C.FORGOTTEN_AT
 # Merge-source columns: the raw id, the id as silver and later hold it, a regex matching it as a whole field.
 _RAW, _STORED, _TOKEN = "_raw", "_stored", "_token"
 _SET = "_forgotten_set"
@@ -81,7 +79,7 @@ def _token(user_id: str) -> str:
 
 
 def forgotten_uri(cfg: AppConfig) -> str:
-    return cfg.table(*FORGOTTEN)
+    return T.FORGOTTEN.uri(cfg)
 
 
 def read_ids_file(path: str) -> list[str]:
@@ -112,7 +110,7 @@ def record_forgotten(spark: SparkSession, cfg: AppConfig, ids: DataFrame) -> Non
     uri = forgotten_uri(cfg)
     rows = ids.select(ID_HASH, F.current_timestamp().alias(FORGOTTEN_AT))
     if not delta_io.is_delta(spark, uri):
-        delta_io.overwrite(rows.limit(0), uri, name="privacy.forgotten")
+        delta_io.overwrite(rows.limit(0), uri, name=T.FORGOTTEN.key)
     (DeltaTable.forPath(spark, uri).alias("t").merge(rows.alias("s"), F.col(f"t.{ID_HASH}") == F.col(f"s.{ID_HASH}"))
      .whenNotMatchedInsertAll().execute())
 
@@ -169,7 +167,7 @@ def targets(cfg: AppConfig) -> Iterator[tuple[str, str, Column]]:
         fs = getattr(src, name)
         if fs is not None:
             col = fs.columns.get(C.USER_ID, C.USER_ID)
-            yield cfg.table("bronze", name), col, F.trim(F.col(f"t.`{col}`")) == F.col(f"s.{_RAW}")
+            yield T.BRONZE[name].uri(cfg), col, F.trim(F.col(f"t.`{col}`")) == F.col(f"s.{_RAW}")
     conds = []
     for name in ("events", "users"):
         fs = getattr(src, name)
@@ -183,9 +181,8 @@ def targets(cfg: AppConfig) -> Iterator[tuple[str, str, Column]]:
         cond = conds[0]
         for c in conds[1:]:
             cond = cond | c
-        yield cfg.table("quarantine", "rows"), C.Q_PAYLOAD, cond
-    for layer, name in USER_TABLES:
-        uri = cfg.table(layer, name) if name else join_uri(cfg.lakehouse, layer)
+        yield T.QUARANTINE.uri(cfg), C.Q_PAYLOAD, cond
+    for uri in (*(t.uri(cfg) for t in USER_TABLES), join_uri(cfg.lakehouse, LEGACY_RECOMMENDATIONS)):
         yield uri, C.USER_ID, F.col(f"t.{C.USER_ID}") == F.col(f"s.{_STORED}")
 
 
@@ -210,9 +207,9 @@ def forget_users(spark: SparkSession, cfg: AppConfig, user_ids: Sequence[str]) -
         record_forgotten(spark, cfg, ids)
         deleted: dict[str, int] = {}
         touched: list[str] = []
-        id_map = cfg.table("gold", "id_map")
+        id_map = T.ID_MAP.uri(cfg)
         if delta_io.is_delta(spark, id_map):
-            interactions = cfg.table("gold", "interactions")
+            interactions = T.INTERACTIONS.uri(cfg)
             if delta_io.is_delta(spark, interactions):
                 # Interactions are keyed by the integer index: take it from the id map before its rows go.
                 idx = (delta_io.read(spark, id_map).where(F.col(C.ID_KIND) == "user")

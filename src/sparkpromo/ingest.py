@@ -69,6 +69,7 @@ from pyspark.sql.types import StringType, StructField, StructType
 
 from sparkpromo import columns as C
 from sparkpromo import delta_io
+from sparkpromo import tables as T
 from sparkpromo.config import (
     MAPPABLE_EVENT_COLUMNS,
     MAPPABLE_ITEM_COLUMNS,
@@ -294,7 +295,7 @@ def append_files(spark: SparkSession, cfg: AppConfig, source: str, run_id: str, 
     """Read the files ``found`` (URI, length) of one micro-batch and append their rows to ``bronze/<source>``,
     once per ``txn`` (Delta's txnAppId, txnVersion); returns the batch's counts."""
     src: FileSource = getattr(cfg.sources, source)
-    uri = cfg.table("bronze", source)
+    uri = T.BRONZE[source].uri(cfg)
     listing = batch_listing(source, src, found)
     skipped = {f"{source}_skipped_files": len(listing.skipped)}
     exists = delta_io.is_delta(spark, uri)

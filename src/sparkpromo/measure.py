@@ -43,27 +43,23 @@ from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
-    BooleanType,
-    DateType,
     DoubleType,
     IntegerType,
     LongType,
     StringType,
-    StructField,
     StructType,
 )
 
 from sparkpromo import columns as C
 from sparkpromo import delta_io
+from sparkpromo import tables as T
 from sparkpromo.config import AppConfig, Campaign
 from sparkpromo.frame import Transform
 from sparkpromo.logs import stage
+from sparkpromo.schemas import ACTIONS, OUTCOMES, UPLIFT
 
 log = logging.getLogger(__name__)
 
-OUTCOMES_TABLE = ("metrics", "campaign_outcomes")
-UPLIFT_TABLE = ("metrics", "uplift")
-ACTIONS_TABLE = ("metrics", "campaign_actions")
 
 OK, SMALL_SAMPLE, WINDOW_OPEN, NO_CONTROL, NO_TREATED = "ok", "small_sample", "window_open", "no_control", "no_treated"
 STATUSES = (OK, SMALL_SAMPLE, WINDOW_OPEN, NO_CONTROL, NO_TREATED)
@@ -79,53 +75,10 @@ _T_TERMS = tuple(g(Z95) for g in (
     lambda z: (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / 384,
     lambda z: (79 * z ** 9 + 776 * z ** 7 + 1482 * z ** 5 - 1920 * z ** 3 - 945 * z) / 92160))
 
-OUTCOMES = StructType([
-    StructField(C.CAMPAIGN_ID, StringType(), False),
-    StructField(C.RUN_DATE, DateType(), False),
-    StructField(C.MEASURED_ON, DateType(), False),
-    StructField(C.WINDOW_END, DateType(), False),
-    StructField(C.STATUS, StringType(), False),
-    StructField(C.IN_CONFIG, BooleanType(), False),
-    StructField(C.CAMPAIGN_TYPE, StringType(), True),
-    StructField(C.USERS_TREATED, LongType(), False),
-    StructField(C.USERS_CONTROL, LongType(), False),
-    StructField(C.CONVERSIONS_TREATED, LongType(), True),
-    StructField(C.CONVERSIONS_CONTROL, LongType(), True),
-    *(StructField(name, DoubleType(), True) for name in (
-        C.CONVERSION_TREATED, C.CONVERSION_CONTROL, C.UPLIFT, C.UPLIFT_RELATIVE, C.UPLIFT_CI_LOW, C.UPLIFT_CI_HIGH,
-        C.OFFER_CONVERSION_TREATED, C.OFFER_CONVERSION_CONTROL, C.OFFER_UPLIFT, C.OFFER_UPLIFT_CI_LOW,
-        C.OFFER_UPLIFT_CI_HIGH, C.REVENUE_TREATED, C.REVENUE_CONTROL, C.REVENUE_UPLIFT, C.REVENUE_UPLIFT_CI_LOW,
-        C.REVENUE_UPLIFT_CI_HIGH, C.INCREMENTAL_CONVERSIONS, C.INCREMENTAL_REVENUE, C.DISCOUNT_COST,
-        C.INCREMENTAL_ROI, C.AUUC, C.AUUC_RANDOM, C.QINI_COEFFICIENT)),
-    StructField(C.RUN_ID, StringType(), True),
-])
 # Columns that only mean something once the window has closed and both arms have users.
 _COMPARISON_COLUMNS = tuple(f.name for f in OUTCOMES.fields[9:-1])
 
-UPLIFT = StructType([
-    StructField(C.CAMPAIGN_ID, StringType(), False),
-    StructField(C.RUN_DATE, DateType(), False),
-    StructField(C.DECILE, IntegerType(), False),
-    StructField(C.MEASURED_ON, DateType(), False),
-    StructField(C.USERS_TREATED, LongType(), False),
-    StructField(C.USERS_CONTROL, LongType(), False),
-    StructField(C.CONVERSIONS_TREATED, LongType(), False),
-    StructField(C.CONVERSIONS_CONTROL, LongType(), False),
-    StructField(C.UPLIFT, DoubleType(), True),
-    StructField(C.CUM_SHARE, DoubleType(), False),
-    StructField(C.QINI, DoubleType(), True),
-    StructField(C.QINI_RANDOM, DoubleType(), True),
-    StructField(C.RUN_ID, StringType(), True),
-])
 
-ACTIONS = StructType([
-    StructField(C.MEASURED_ON, DateType(), False),
-    StructField(C.CAMPAIGN_ID, StringType(), False),
-    StructField(C.ACTION, StringType(), False),
-    StructField(C.ACTION_VALUE, DoubleType(), True),
-    StructField(C.ACTION_REASON, StringType(), False),
-    StructField(C.RUN_ID, StringType(), True),
-])
 
 # The columns each input is read with.
 RECOMMENDATION_COLUMNS = (C.CAMPAIGN_ID, C.RUN_DATE, C.USER_ID, C.ITEM_ID, C.SCORE, C.IS_CONTROL, C.OFFER)
@@ -413,7 +366,7 @@ def decide_actions(history: Sequence[Mapping[str, Any]], campaigns: Sequence[Cam
 def read_actions(spark: SparkSession, cfg: AppConfig, run_date: dt.date) -> dict[str, dict[str, float | None]]:
     """The automatic decisions of the latest measure run before ``run_date`` (a run date's own measure runs after
     its recommend): campaign id -> {action: value}."""
-    uri = cfg.table(*ACTIONS_TABLE)
+    uri = T.CAMPAIGN_ACTIONS.uri(cfg)
     if not delta_io.is_delta(spark, uri):
         return {}
     df = delta_io.read(spark, uri).where(F.col(C.MEASURED_ON) < F.lit(run_date))
@@ -478,7 +431,7 @@ def run_measure(spark: SparkSession, cfg: AppConfig, run_id: str, run_date: dt.d
         summary.update(runs_measured=0, warning=f"no recommendations on or before {run_date}: nothing to measure")
         log.warning("%s", summary["warning"])
         return summary
-    events = delta_io.read(spark, cfg.table("silver", "events")).select(*EVENT_COLUMNS)
+    events = delta_io.read(spark, T.SILVER_EVENTS.uri(cfg)).select(*EVENT_COLUMNS)
     types = {c.id: c.type for c in cfg.campaigns}
     users = (recs.transform(assignments())
              .transform(user_outcomes(events, recs.select(*_KEYS, C.USER_ID, C.ITEM_ID), m.window_days))
@@ -490,9 +443,9 @@ def run_measure(spark: SparkSession, cfg: AppConfig, run_id: str, run_date: dt.d
                     .transform(conform(OUTCOMES, run_id)).localCheckpoint(eager=True))
         with stage("measure.write", run_dates=len(dates)) as counts:
             where = {C.RUN_DATE: dates}
-            delta_io.replace_partition(outcomes, cfg.table(*OUTCOMES_TABLE), where, name="metrics.campaign_outcomes")
-            delta_io.replace_partition(uplift.transform(conform(UPLIFT, run_id)), cfg.table(*UPLIFT_TABLE), where,
-                                       name="metrics.uplift")
+            delta_io.replace_partition(outcomes, T.CAMPAIGN_OUTCOMES.uri(cfg), where, name=T.CAMPAIGN_OUTCOMES.key)
+            delta_io.replace_partition(uplift.transform(conform(UPLIFT, run_id)), T.UPLIFT.uri(cfg), where,
+                                       name=T.UPLIFT.key)
             rows = [r.asDict() for r in outcomes.collect()]  # one row per campaign run: small
             counts["rows"] = len(rows)
     finally:
@@ -511,8 +464,8 @@ def run_measure(spark: SparkSession, cfg: AppConfig, run_id: str, run_date: dt.d
     if m.pause_negative or m.reallocate_budgets:
         actions = decide_actions(rows, cfg.campaigns, m.pause_negative, m.min_runs, m.reallocate_budgets)
         df = spark.createDataFrame([(run_date, cid, a, v, why, run_id) for cid, a, v, why in actions], ACTIONS)
-        delta_io.replace_partition(df, cfg.table(*ACTIONS_TABLE), {C.MEASURED_ON: run_date},
-                                   name="metrics.campaign_actions")
+        delta_io.replace_partition(df, T.CAMPAIGN_ACTIONS.uri(cfg), {C.MEASURED_ON: run_date},
+                                   name=T.CAMPAIGN_ACTIONS.key)
         for cid, a, v, why in actions:
             log.warning("automatic change for the next run: campaign %s %s%s (%s)", cid, a,
                         "" if v is None else f" {v:g}", why)

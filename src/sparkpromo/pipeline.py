@@ -17,7 +17,8 @@ from pyspark.sql import functions as F
 
 import sparkpromo
 from sparkpromo import columns as C
-from sparkpromo import delta_io
+from sparkpromo import delta_io, schemas
+from sparkpromo import tables as T
 from sparkpromo.clean import run_clean
 from sparkpromo.config import CLEAN_PRIVACY_KEYS, AppConfig, check_path_id, local_path
 from sparkpromo.features import run_features
@@ -35,18 +36,16 @@ FORGET = "forget"  # not a stage: its manifest record moves the versions that la
 # The Delta tables each stage reads and writes, as (layer, name). A stage rerun for the same run id whose inputs
 # and outputs are still at the versions its last successful run recorded is skipped: a retry changes nothing,
 # not even a table version. (Ingest has its own per-file idempotence and no Delta inputs.)
-STAGE_IO: dict[str, tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]] = {
-    "clean": ((("bronze", "events"), ("bronze", "users"), ("bronze", "items")),
-              (("silver", "events"), ("silver", "users"), ("silver", "items"), ("quarantine", "rows"))),
-    "features": ((("silver", "events"), ("silver", "users"), ("silver", "items")),
-                 (("gold", "user_features"), ("gold", "item_features"), ("gold", "interactions"),
-                  ("gold", "id_map"))),
-    "train": ((("gold", "interactions"), ("gold", "id_map")), (("metrics", "model"),)),
-    "recommend": ((("gold", "user_features"), ("gold", "item_features"), ("gold", "interactions"),
-                   ("gold", "id_map"), ("silver", "events"), ("metrics", "model"), ("metrics", "campaign_actions")),
-                  (("gold", "recommendations"),)),
-    "measure": ((("gold", "recommendations"), ("silver", "events")),
-                (("metrics", "campaign_outcomes"), ("metrics", "uplift"), ("metrics", "campaign_actions"))),
+STAGE_IO: dict[str, tuple[tuple[T.Table, ...], tuple[T.Table, ...]]] = {
+    "clean": ((T.BRONZE_EVENTS, T.BRONZE_USERS, T.BRONZE_ITEMS),
+              (T.SILVER_EVENTS, T.SILVER_USERS, T.SILVER_ITEMS, T.QUARANTINE)),
+    "features": ((T.SILVER_EVENTS, T.SILVER_USERS, T.SILVER_ITEMS),
+                 (T.USER_FEATURES, T.ITEM_FEATURES, T.INTERACTIONS, T.ID_MAP)),
+    "train": ((T.INTERACTIONS, T.ID_MAP), (T.MODEL_METRICS,)),
+    "recommend": ((T.USER_FEATURES, T.ITEM_FEATURES, T.INTERACTIONS, T.ID_MAP, T.SILVER_EVENTS, T.MODEL_METRICS,
+                   T.CAMPAIGN_ACTIONS),
+                  (T.RECOMMENDATIONS,)),
+    "measure": ((T.RECOMMENDATIONS, T.SILVER_EVENTS), (T.CAMPAIGN_OUTCOMES, T.UPLIFT, T.CAMPAIGN_ACTIONS)),
 }
 
 # The configuration each stage reads, as dotted paths into AppConfig (``*`` = every element of a list). A stage is
@@ -204,8 +203,8 @@ def generate_responses_sample(spark: SparkSession, cfg: AppConfig, ctx: RunConte
             "response_purchases": report.purchases}
 
 
-def table_versions(spark: SparkSession, cfg: AppConfig, tables: tuple[tuple[str, str], ...]) -> dict[str, int | None]:
-    return {f"{layer}.{name}": delta_io.version(spark, cfg.table(layer, name)) for layer, name in tables}
+def table_versions(spark: SparkSession, cfg: AppConfig, tables: tuple[T.Table, ...]) -> dict[str, int | None]:
+    return {t.key: delta_io.version(spark, t.uri(cfg)) for t in tables}
 
 
 def _canonical(value: Any) -> Any:
@@ -273,7 +272,7 @@ def rerun_reason(last: Mapping[str, Any], versions: Mapping[str, int | None], fi
 
 
 def _last_run(spark: SparkSession, cfg: AppConfig, ctx: RunContext, name: str) -> dict[str, Any] | None:
-    uri = cfg.table("metrics", "stages")
+    uri = T.STAGE_RUNS.uri(cfg)
     if not delta_io.is_delta(spark, uri):
         return None
     df = delta_io.read(spark, uri)
@@ -292,7 +291,7 @@ def _last_run(spark: SparkSession, cfg: AppConfig, ctx: RunContext, name: str) -
 def manifest_versions(spark: SparkSession, cfg: AppConfig) -> dict[str, int]:
     """The run manifest: table URI -> the version the last *successful* run of the stage that writes it left (its
     ``metrics/stages`` row, written last). ``forget`` records the versions it leaves as the stage ``forget``."""
-    uri = cfg.table("metrics", "stages")
+    uri = T.STAGE_RUNS.uri(cfg)
     if not delta_io.is_delta(spark, uri):
         return {}
     rows = (delta_io.read(spark, uri).where(F.col("io_versions").isNotNull())
@@ -300,7 +299,7 @@ def manifest_versions(spark: SparkSession, cfg: AppConfig) -> dict[str, int]:
     out: dict[str, int] = {}
     for r in sorted(rows, key=lambda r: r["finished_at"] or dt.datetime.min):
         versions: dict[str, int | None] = json.loads(r["io_versions"])
-        owned = ({f"{layer}.{name}" for layer, name in STAGE_IO[r["stage"]][1]} if r["stage"] in STAGE_IO
+        owned = ({t.key for t in STAGE_IO[r["stage"]][1]} if r["stage"] in STAGE_IO
                  else set(versions) if r["stage"] == FORGET else set())
         for table, v in versions.items():
             if table in owned and v is not None:
@@ -311,7 +310,7 @@ def manifest_versions(spark: SparkSession, cfg: AppConfig) -> dict[str, int]:
 
 def _pins(spark: SparkSession, cfg: AppConfig, name: str) -> dict[str, int]:
     """What stage ``name`` reads at pinned versions: every table of the manifest but its own outputs."""
-    own = {cfg.table(layer, t) for layer, t in STAGE_IO.get(name, ((), ()))[1]}
+    own = {t.uri(cfg) for t in STAGE_IO.get(name, ((), ()))[1]}
     return {uri: v for uri, v in manifest_versions(spark, cfg).items() if uri not in own}
 
 
@@ -399,11 +398,10 @@ def record_stage_time(spark: SparkSession, cfg: AppConfig, ctx: RunContext, name
     row = [(ctx.run_id, ctx.run_date, name, float(seconds), dt.datetime.now(dt.UTC).replace(tzinfo=None),
             None if versions is None else json.dumps(versions, sort_keys=True), json.dumps(scalars, default=str),
             None if fingerprint is None else json.dumps(fingerprint, sort_keys=True))]
-    df = spark.createDataFrame(row, f"{C.RUN_ID} string, {C.RUN_DATE} date, stage string, elapsed_s double, "
-                                    "finished_at timestamp, io_versions string, result string, fingerprint string")
+    df = spark.createDataFrame(row, schemas.STAGE_RUNS)
     # merge_schema: a metrics/stages table written before fingerprints gains the column
-    delta_io.replace_partition(df, cfg.table("metrics", "stages"), {C.RUN_ID: ctx.run_id, "stage": name},
-                               name="metrics.stages", merge_schema=True)
+    delta_io.replace_partition(df, T.STAGE_RUNS.uri(cfg), {C.RUN_ID: ctx.run_id, "stage": name},
+                               name=T.STAGE_RUNS.key, merge_schema=True)
 
 
 def record_campaign_metrics(spark: SparkSession, cfg: AppConfig, ctx: RunContext,
@@ -412,6 +410,5 @@ def record_campaign_metrics(spark: SparkSession, cfg: AppConfig, ctx: RunContext
     replaced per run: what the run report and the fairness figures read."""
     rows = [(ctx.run_id, ctx.run_date, cid, k, float(v)) for cid, m in campaigns.items() for k, v in m.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    df = spark.createDataFrame(rows, f"{C.RUN_ID} string, {C.RUN_DATE} date, {C.CAMPAIGN_ID} string, "
-                                     "metric string, value double")
-    delta_io.replace_partition(df, cfg.table("metrics", "campaigns"), {C.RUN_ID: ctx.run_id}, name="metrics.campaigns")
+    df = spark.createDataFrame(rows, schemas.CAMPAIGN_METRICS)
+    delta_io.replace_partition(df, T.CAMPAIGN_METRICS.uri(cfg), {C.RUN_ID: ctx.run_id}, name=T.CAMPAIGN_METRICS.key)

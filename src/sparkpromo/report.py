@@ -43,6 +43,7 @@ from pyspark.sql import functions as F
 
 from sparkpromo import __version__, delta_io
 from sparkpromo import columns as C
+from sparkpromo import tables as T
 from sparkpromo.config import AppConfig, join_uri, local_path
 from sparkpromo.recommend.registry import write_text
 
@@ -81,9 +82,8 @@ class Section:
 # ----------------------------------------------------------------------------------------------------------------
 # Reading the metric tables
 # ----------------------------------------------------------------------------------------------------------------
-def _table(spark: SparkSession, cfg: AppConfig, layer: str, name: str, version: int | None = None
-           ) -> DataFrame | None:
-    uri = cfg.table(layer, name)
+def _table(spark: SparkSession, cfg: AppConfig, table: T.Table, version: int | None = None) -> DataFrame | None:
+    uri = table.uri(cfg)
     return delta_io.read(spark, uri, version) if delta_io.is_delta(spark, uri) else None
 
 
@@ -115,7 +115,7 @@ def _json(text: str | None, what: str) -> Any:
 
 def list_runs(spark: SparkSession, cfg: AppConfig) -> list[RunInfo]:
     """Every run id in ``metrics/stages``, newest first (by run date, then finish time)."""
-    stages = _table(spark, cfg, "metrics", "stages")
+    stages = _table(spark, cfg, T.STAGE_RUNS)
     if stages is None:
         return []
     rows = (stages.groupBy(C.RUN_ID)
@@ -225,7 +225,7 @@ class Charts:
 # ----------------------------------------------------------------------------------------------------------------
 def stage_rows(spark: SparkSession, cfg: AppConfig, run_id: str) -> list[Row]:
     """The run's rows of ``metrics/stages`` (one per stage)."""
-    stages = _table(spark, cfg, "metrics", "stages")
+    stages = _table(spark, cfg, T.STAGE_RUNS)
     return [] if stages is None else (stages.where(F.col(C.RUN_ID) == run_id)
                                       .select("stage", "elapsed_s", "finished_at", "io_versions", "result").collect())
 
@@ -267,7 +267,7 @@ def stages_section(run: RunInfo, rows: Sequence[Row], charts: Charts) -> Section
 
 def data_quality_section(spark: SparkSession, cfg: AppConfig, run: RunInfo, charts: Charts) -> Section:
     title = "Data quality"
-    dq = _table(spark, cfg, "metrics", "data_quality")
+    dq = _table(spark, cfg, T.DATA_QUALITY)
     rows = [] if dq is None else (dq.where(F.col(C.RUN_ID) == run.run_id)
                                   .select(C.Q_SOURCE, C.METRIC, C.VALUE).collect())
     if not rows:
@@ -326,10 +326,10 @@ def _model_run(spark: SparkSession, cfg: AppConfig, run: RunInfo) -> tuple[str |
     """The model run whose CV grid and holdout metrics belong to this run, and a note when it is another run."""
     if read_text(spark, join_uri(cfg.lakehouse, "registry", run.run_id, "params.json")) is not None:
         return run.run_id, ""
-    model = _table(spark, cfg, "metrics", "model")
+    model = _table(spark, cfg, T.MODEL_METRICS)
     if model is not None and model.where(F.col(C.METRIC_RUN_ID) == run.run_id).limit(1).count():
         return run.run_id, ""
-    recs = _table(spark, cfg, "gold", "recommendations")
+    recs = _table(spark, cfg, T.RECOMMENDATIONS)
     if recs is not None and run.run_date is not None:
         row = (recs.where((F.col(C.RUN_DATE) == F.lit(run.run_date)) & (F.col(C.RUN_ID) == run.run_id)
                           & F.col(C.MODEL_RUN_ID).isNotNull())
@@ -397,7 +397,7 @@ def holdout_section(spark: SparkSession, cfg: AppConfig, model_run: str | None, 
     title = "Holdout metrics: ALS against the popularity baseline"
     if model_run is None:
         return Section("holdout", title, _missing(note))
-    model = _table(spark, cfg, "metrics", "model")
+    model = _table(spark, cfg, T.MODEL_METRICS)
     rows = [] if model is None else (model.where(F.col(C.METRIC_RUN_ID) == model_run)
                                      .select(C.CONTENDER, C.METRIC, C.VALUE).collect())
     if not rows:
@@ -495,7 +495,7 @@ def _campaign_rows(spark: SparkSession, cfg: AppConfig, run: RunInfo, stages: Se
                    ) -> tuple[dict[str, dict[str, Any]], str]:
     """Per-campaign figures and where they came from: ``metrics/campaigns`` (long format: _run_id, campaign_id,
     metric, value) if a stage stores it, otherwise computed from this run's rows of ``gold/recommendations``."""
-    stored = _table(spark, cfg, "metrics", "campaigns")
+    stored = _table(spark, cfg, T.CAMPAIGN_METRICS)
     if stored is not None and {C.CAMPAIGN_ID, C.METRIC, C.VALUE} <= set(stored.columns):
         rows = (stored.where(F.col(C.RUN_ID) == run.run_id).select(C.CAMPAIGN_ID, C.METRIC, C.VALUE)
                 .limit(100_000).collect())
@@ -506,13 +506,13 @@ def _campaign_rows(spark: SparkSession, cfg: AppConfig, run: RunInfo, stages: Se
                 metric = "users_listed" if r[C.METRIC] == "users" else r[C.METRIC]
                 out.setdefault(r[C.CAMPAIGN_ID], {})[metric] = r[C.VALUE]
             return out, "metrics/campaigns"
-    recs = _table(spark, cfg, "gold", "recommendations")
+    recs = _table(spark, cfg, T.RECOMMENDATIONS)
     if recs is None or run.run_date is None:
         return {}, ""
     mine = recs.where((F.col(C.RUN_DATE) == F.lit(run.run_date)) & (F.col(C.RUN_ID) == run.run_id))
     # The catalogue as the recommend stage saw it: gold/item_features at the version it recorded, if any.
     version = _recommend_input_version(stages, "gold.item_features")
-    items = _table(spark, cfg, "gold", "item_features", version)
+    items = _table(spark, cfg, T.ITEM_FEATURES, version)
     catalog = items.count() if items is not None else 0
     from sparkpromo.recommend import campaign_metrics
 
@@ -629,7 +629,7 @@ def outcomes_section(spark: SparkSession, cfg: AppConfig, run: RunInfo, charts: 
     from sparkpromo import measure as M
 
     title = "Campaign outcomes"
-    outcomes = _table(spark, cfg, *M.OUTCOMES_TABLE)
+    outcomes = _table(spark, cfg, T.CAMPAIGN_OUTCOMES)
     if outcomes is None or run.run_date is None:
         return Section("outcomes", title, _missing(
             "No measured campaign outcomes yet: run `sparkpromo measure` once a campaign's attribution window "
@@ -644,7 +644,7 @@ def outcomes_section(spark: SparkSession, cfg: AppConfig, run: RunInfo, charts: 
     latest = {cid: max((r for r in rs if r[C.STATUS] in M.MEASURED), key=lambda r: r[C.RUN_DATE], default=None)
               for cid, rs in by_campaign.items()}
     curves: dict[str, list[dict[str, Any]]] = {}
-    uplift = _table(spark, cfg, *M.UPLIFT_TABLE)
+    uplift = _table(spark, cfg, T.UPLIFT)
     wanted = [(cid, r[C.RUN_DATE]) for cid, r in latest.items() if r is not None]
     if uplift is not None and wanted:
         cond = None
@@ -708,7 +708,7 @@ def outcomes_section(spark: SparkSession, cfg: AppConfig, run: RunInfo, charts: 
               r[C.CONVERSION_CONTROL], r[C.UPLIFT], r[C.UPLIFT_CI_LOW], r[C.UPLIFT_CI_HIGH], r[C.REVENUE_UPLIFT],
               r[C.INCREMENTAL_REVENUE], r[C.DISCOUNT_COST], r[C.INCREMENTAL_ROI], r[C.QINI_COEFFICIENT])
              for r in rs], numeric_from=2))
-    actions = _table(spark, cfg, *M.ACTIONS_TABLE)
+    actions = _table(spark, cfg, T.CAMPAIGN_ACTIONS)
     if actions is not None:
         done = actions.where(F.col(C.MEASURED_ON) <= F.lit(run.run_date)).orderBy(
             F.desc(C.MEASURED_ON), C.CAMPAIGN_ID).limit(1000).collect()

@@ -46,14 +46,15 @@ from pyspark.ml.recommendation import ALSModel
 from pyspark.ml.tuning import CrossValidator, ParamGridBuilder
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import DoubleType, StringType, StructField, StructType
 
 from sparkpromo import columns as C
 from sparkpromo import delta_io
 from sparkpromo import evaluate as E
 from sparkpromo import recommend as R
+from sparkpromo import tables as T
 from sparkpromo.config import AppConfig, GridConfig, TrainConfig, join_uri
 from sparkpromo.logs import spark_progress
+from sparkpromo.schemas import MODEL_METRICS
 from sparkpromo.session import default_parallelism, is_connect
 
 log = logging.getLogger(__name__)
@@ -74,12 +75,6 @@ HOLDOUT_METRICS_FROM = "train-only fit"
 GRID_PARAMS = {"rank": "rank", "reg_param": "regParam", "alpha": "alpha", "max_iter": "maxIter",
                "implicit_prefs": "implicitPrefs", "nonnegative": "nonnegative"}
 
-METRICS_SCHEMA = StructType([
-    StructField(C.METRIC_RUN_ID, StringType(), False),
-    StructField(C.CONTENDER, StringType(), False),
-    StructField(C.METRIC, StringType(), False),
-    StructField(C.VALUE, DoubleType(), True),
-])
 
 
 class TrainError(ValueError):
@@ -415,14 +410,14 @@ def read_purchases(spark: SparkSession, cfg: AppConfig, versions: dict[str, int 
     """The (user_idx, item_idx) pairs serving excludes (:func:`~sparkpromo.evaluate.purchased_pairs`) from silver
     events and gold.item_features at pinned versions (added to ``versions``), lazily; None and the reason when
     there are no silver events or id map."""
-    events_uri, items_uri = cfg.table("silver", "events"), cfg.table("gold", "item_features")
+    events_uri, items_uri = T.SILVER_EVENTS.uri(cfg), T.ITEM_FEATURES.uri(cfg)
     versions["silver.events"] = delta_io.version(spark, events_uri)
     versions["gold.item_features"] = delta_io.version(spark, items_uri)
     if versions["silver.events"] is None or versions["gold.id_map"] is None:
         return None, "not computed: no silver.events or gold.id_map table to know what serving excludes"
     events = delta_io.read(spark, events_uri, version=versions["silver.events"]).select(C.USER_ID, C.ITEM_ID,
                                                                                  C.EVENT_TYPE)
-    id_map = delta_io.read(spark, cfg.table("gold", "id_map"), version=versions["gold.id_map"])
+    id_map = delta_io.read(spark, T.ID_MAP.uri(cfg), version=versions["gold.id_map"])
     repeatable = cfg.recommend.repeatable_categories
     if versions["gold.item_features"] is None:
         if repeatable:
@@ -470,7 +465,7 @@ def run_train(spark: SparkSession, cfg: AppConfig, run_id: str) -> dict[str, Any
         blocks = max(1, min(cfg.spark.shuffle_partitions, default_parallelism(spark, cfg.spark.shuffle_partitions)))
         estimator = build_als(True, t.seed, t.checkpoint_interval, t.k, blocks=blocks)
         grid = search_space(estimator, t)  # fail on a bad grid before touching data
-        inter_uri, map_uri = cfg.table("gold", "interactions"), cfg.table("gold", "id_map")
+        inter_uri, map_uri = T.INTERACTIONS.uri(cfg), T.ID_MAP.uri(cfg)
         versions = {"gold.interactions": delta_io.version(spark, inter_uri),
                     "gold.id_map": delta_io.version(spark, map_uri)}
         if versions["gold.interactions"] is None:
@@ -587,8 +582,8 @@ def run_train(spark: SparkSession, cfg: AppConfig, run_id: str) -> dict[str, Any
             {"metric": t.metric, "k": t.k, "folds": t.folds, "folds_kind": folds_kind, "search": t.search,
              "grid": cv_table}, indent=2, sort_keys=True))
         R.write_text(spark, join_uri(registry, "metrics.json"), json.dumps(metrics, indent=2, sort_keys=True))
-        rows = spark.createDataFrame(metrics_rows(run_id, metrics, decision), METRICS_SCHEMA)
-        delta_io.replace_partition(rows, cfg.table("metrics", "model"), {C.METRIC_RUN_ID: run_id}, name="metrics.model")
+        rows = spark.createDataFrame(metrics_rows(run_id, metrics, decision), MODEL_METRICS)
+        delta_io.replace_partition(rows, T.MODEL_METRICS.uri(cfg), {C.METRIC_RUN_ID: run_id}, name=T.MODEL_METRICS.key)
         timings["persist_s"] = round(time.perf_counter() - t4, 2)
         timings["total_s"] = round(time.perf_counter() - t0, 2)
         counts.update(champion=champion, decision=decision,

@@ -12,7 +12,7 @@ from sparkpromo import columns as C
 from sparkpromo.clean.rules import DUP, EXAMPLE
 
 __all__ = [
-    "RUN_KEYS", "outcome", "outcome_counts", "summarise", "SILVER_CONSTRAINTS", "SILVER_PROPERTIES", "CleanError",
+    "RUN_KEYS", "outcome", "outcome_counts", "summarise", "CleanError",
     "RejectShareError", "check_reject_shares", "balance"
 ]
 
@@ -38,22 +38,6 @@ def summarise(source: str, counts: Mapping[str, int]) -> dict[str, int]:
         if k.startswith("quarantine:"):
             out[f"{source}.{k}"] = v
     return out
-
-
-SILVER_CONSTRAINTS = {
-    "events": ({"valid_event_type": f"event_type IN ({', '.join(repr(t) for t in C.ALL_EVENT_TYPES)})",
-                "non_negative_price": "price IS NULL OR price >= 0",
-                "positive_quantity": "quantity IS NULL OR quantity >= 1"},
-               (C.EVENT_ID, C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.EVENT_TS)),
-    "users": ({}, (C.USER_ID, C.MARKETING_CONSENT)),
-    "items": ({"non_negative_item_price": "price IS NULL OR price >= 0",
-               "non_negative_stock": "stock IS NULL OR stock >= 0"}, (C.ITEM_ID,)),
-}
-
-
-# Delta collects min/max statistics for the first 32 columns by default; on silver events only the time columns
-# and the type ever prune files (ids are spread over every file), and skipping the rest makes the write ~20% cheaper.
-SILVER_PROPERTIES = {"events": {"delta.dataSkippingStatsColumns": f"{C.EVENT_DATE},{C.EVENT_TS},{C.EVENT_TYPE}"}}
 
 
 class CleanError(RuntimeError):

@@ -10,6 +10,7 @@ from pyspark.sql import functions as F
 
 from sparkpromo import columns as C
 from sparkpromo import delta_io
+from sparkpromo import tables as T
 from sparkpromo.clean.checks import CleanError
 from sparkpromo.clean.rules import (
     _BIRTH,
@@ -70,8 +71,8 @@ def age_band_movers(spark: SparkSession, cfg: AppConfig, now: dt.datetime, versi
     src = cfg.sources.users
     if src is None:
         raise ValueError("age_band_movers needs a users source (sources.users)")
-    canon = delta_io.read(spark, cfg.table("bronze", "users"), version=version).transform(canonicalise("users", src))
-    return canon.transform(band_changed(delta_io.read(spark, cfg.table("silver", "users")), now.date()))
+    canon = delta_io.read(spark, T.BRONZE_USERS.uri(cfg), version=version).transform(canonicalise("users", src))
+    return canon.transform(band_changed(delta_io.read(spark, T.SILVER_USERS.uri(cfg)), now.date()))
 
 
 def classify_users(max_len: int, exclude: Mapping[str, str] | None = None) -> Transform:

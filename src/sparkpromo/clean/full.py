@@ -14,8 +14,9 @@ from pyspark.sql import functions as F
 from pyspark.util import inheritable_thread_target
 
 from sparkpromo import columns as C
-from sparkpromo import delta_io
-from sparkpromo.clean.checks import SILVER_CONSTRAINTS, SILVER_PROPERTIES, balance, check_reject_shares
+from sparkpromo import delta_io, schemas
+from sparkpromo import tables as T
+from sparkpromo.clean.checks import balance, check_reject_shares
 from sparkpromo.clean.dimensions import classify_items, classify_users, silver_items, silver_users, users_consent
 from sparkpromo.clean.events import (
     bot_candidates,
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 __all__ = ["full_clean"]
 
 
-T = TypeVar("T")
+_R = TypeVar("_R")
 
 def _materialised(df: DataFrame) -> DataFrame:
     """Cache and compute a frame, so that joins against it are planned with its real size: Spark broadcasts it
@@ -84,7 +85,7 @@ def full_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetim
     forgotten = forgotten_set(spark, cfg)
 
     def bronze(source: str) -> DataFrame | None:
-        uri = cfg.table("bronze", source)
+        uri = T.BRONZE[source].uri(cfg)
         version = versions.get(source)
         if version is None:
             return None
@@ -117,7 +118,7 @@ def full_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetim
 
     raw = bronze("events")
     if raw is None:
-        raise FileNotFoundError(f"bronze events table not found at {cfg.table('bronze', 'events')}: "
+        raise FileNotFoundError(f"bronze events table not found at {T.BRONZE_EVENTS.uri(cfg)}: "
                                 "run `sparkpromo ingest` first")
     try:
         with ThreadPoolExecutor(max_workers=3, thread_name_prefix="sparkpromo-clean") as pool:
@@ -167,17 +168,18 @@ def full_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetim
         # table first, and one of them wins every table.
         for name in (*DIMENSION_KEYS, "events"):
             if name in silver:
-                uri = cfg.table("silver", name)
-                checks, not_null = SILVER_CONSTRAINTS[name]
-                delta_io.overwrite(silver[name], uri, name=f"silver.{name}",
-                                   constraints=delta_io.constraint_checks(checks, not_null),
-                                   properties=SILVER_PROPERTIES.get(name))
-                delta_io.add_constraints(spark, uri, checks, not_null)  # a table from before these constraints
-        delta_io.overwrite(q.drop(EXAMPLE), cfg.table("quarantine", "rows"), partition_by=(C.Q_SOURCE,),
+                table = T.SILVER[name]
+                uri = table.uri(cfg)
+                delta_io.overwrite(silver[name], uri, name=table.key,
+                                   constraints=delta_io.constraint_checks(table.checks, table.not_null),
+                                   properties=table.properties or None)
+                # a table from before these constraints
+                delta_io.add_constraints(spark, uri, table.checks, table.not_null)
+        delta_io.overwrite(q.drop(EXAMPLE), T.QUARANTINE.uri(cfg), partition_by=T.QUARANTINE.partition_by,
                            name="quarantine")
-        dq = spark.createDataFrame(dq_rows, "_run_id string, source string, metric string, value long")
-        delta_io.replace_partition(dq, cfg.table("metrics", "data_quality"), {C.RUN_ID: run_id},
-                                   name="metrics.data_quality")
+        dq = spark.createDataFrame(dq_rows, schemas.DQ_STATS)
+        delta_io.replace_partition(dq, T.DATA_QUALITY.uri(cfg), {C.RUN_ID: run_id},
+                                   name=T.DATA_QUALITY.key)
     finally:
         for df in cached:
             df.unpersist()
@@ -187,6 +189,6 @@ def full_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetim
     return results
 
 
-def _submit(pool: ThreadPoolExecutor, spark: SparkSession, fn: Callable[..., T], *args: object) -> Future[T]:
+def _submit(pool: ThreadPoolExecutor, spark: SparkSession, fn: Callable[..., _R], *args: object) -> Future[_R]:
     """Run ``fn`` on ``pool`` with the caller's Spark local properties (job group, scheduler pool, description)."""
     return pool.submit(inheritable_thread_target(spark)(fn), *args)

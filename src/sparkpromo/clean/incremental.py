@@ -14,7 +14,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from sparkpromo import columns as C
-from sparkpromo import delta_io
+from sparkpromo import delta_io, schemas
+from sparkpromo import tables as T
 from sparkpromo.clean.checks import RUN_KEYS, CleanError, RejectShareError, outcome, summarise
 from sparkpromo.clean.dimensions import (
     age_band_movers,
@@ -133,10 +134,10 @@ def incremental_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.
         return cached[-1]
 
     forgotten = forgotten_set(spark, cfg)
-    quarantine = delta_io.read(spark, cfg.table("quarantine", "rows"))
+    quarantine = delta_io.read(spark, T.QUARANTINE.uri(cfg))
 
     def bronze(source: str) -> DataFrame:
-        uri, end, start = cfg.table("bronze", source), versions[source], state.bronze.get(source)
+        uri, end, start = T.BRONZE[source].uri(cfg), versions[source], state.bronze.get(source)
         rows = delta_io.read(spark, uri, version=end)
         pairs = rows.select(C.SOURCE_FILE, C.INGEST_TS).distinct()
         if start != end:
@@ -219,7 +220,7 @@ def incremental_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.
         keys = keep((keys if movers is None else keys.unionByName(movers)).distinct())
         emitted = keep(canon.transform(in_slice(keys, key, _IN)).where(F.col(NEW) | F.col(_IN))
                        .transform(mark_duplicates(key, True)).transform(classify))
-        silver_table = delta_io.read(spark, cfg.table("silver", source))
+        silver_table = delta_io.read(spark, T.SILVER[source].uri(cfg))
         silver_base = keep(silver_table.join(keys, key, "left_semi"))
         silver_now = emitted.transform(to_silver)
         changes, counts = diff(source, key, emitted, silver_now, silver_base)
@@ -266,7 +267,7 @@ def incremental_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.
             marked = marked.transform(flag_bots(keep(marked.transform(bot_users(bot_limit)))))
         # The other copies of an earlier slice user's ids came in only to rank copies; they are not re-judged.
         emitted = keep(marked.where(F.col(_AU) | F.col(NEW) | F.col(_NID)))
-        silver_base = keep(delta_io.read(spark, cfg.table("silver", "events"))
+        silver_base = keep(delta_io.read(spark, T.SILVER_EVENTS.uri(cfg))
                            .transform(in_slice(users, C.USER_ID, _AU)).transform(in_slice(new_ids, C.EVENT_ID, _NID))
                            .where(F.col(_AU) | F.col(_NID)).drop(_AU, _NID))
         change, count = diff("events", C.EVENT_ID, emitted, silver_events(emitted), silver_base)
@@ -284,7 +285,7 @@ def incremental_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.
             movers = age_band_movers(spark, cfg, now, versions[source]) if source == "users" else None
             if state.bronze.get(source) == versions[source] and (movers is None or movers.isEmpty()):
                 # nothing new, nobody to re-judge: silver's ids are the known ones
-                known[source] = delta_io.read(spark, cfg.table("silver", source)).select(key)
+                known[source] = delta_io.read(spark, T.SILVER[source].uri(cfg)).select(key)
                 continue
             changes[source], counts[source] = dimension(source, movers)
             known[source] = changes[source].known
@@ -300,12 +301,12 @@ def incremental_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.
 
         for name in (*DIMENSION_KEYS, "events"):
             if name in changes:
-                merge_silver(spark, cfg.table("silver", name), changes[name], f"silver.{name}")
-        merge_quarantine(spark, cfg.table("quarantine", "rows"), [changes[s] for s in changes])
+                merge_silver(spark, T.SILVER[name].uri(cfg), changes[name], T.SILVER[name].key)
+        merge_quarantine(spark, T.QUARANTINE.uri(cfg), [changes[s] for s in changes])
         dq_rows = [(run_id, source, metric, n) for source, per in outcomes.items() for metric, n in per.items()]
-        dq = spark.createDataFrame(dq_rows, "_run_id string, source string, metric string, value long")
-        delta_io.replace_partition(dq, cfg.table("metrics", "data_quality"), {C.RUN_ID: run_id},
-                                   name="metrics.data_quality")
+        dq = spark.createDataFrame(dq_rows, schemas.DQ_STATS)
+        delta_io.replace_partition(dq, T.DATA_QUALITY.uri(cfg), {C.RUN_ID: run_id},
+                                   name=T.DATA_QUALITY.key)
     finally:
         # Newest first: a frame is dropped after the frames built on it, so Spark never re-plans a cached frame
         # whose input left the cache (which costs minutes with this many).
@@ -320,7 +321,7 @@ def incremental_totals(spark: SparkSession, cfg: AppConfig, state: CleanState,
     :func:`written_counts` stores them) and its per-run balance, checked before anything is written: the run's
     new rows all end somewhere, and the tables' totals still add up to bronze."""
     q_before = {(r[C.Q_SOURCE], r[C.Q_RULE]): int(r["count"]) for r in
-                delta_io.read(spark, cfg.table("quarantine", "rows")).groupBy(C.Q_SOURCE, C.Q_RULE).count().collect()}
+                delta_io.read(spark, T.QUARANTINE.uri(cfg)).groupBy(C.Q_SOURCE, C.Q_RULE).count().collect()}
     results: dict[str, int] = {}
     outcomes: dict[str, dict[str, int]] = {}
     for source in SOURCES:
@@ -339,7 +340,7 @@ def incremental_totals(spark: SparkSession, cfg: AppConfig, state: CleanState,
         if run["run_bronze_rows"] != new_rows:
             raise CleanError(f"{source}: bronze has {new_rows} new rows but {run['run_bronze_rows']} were judged "
                              f"({run}); nothing was written")
-        silver_before = delta_io.read(spark, cfg.table("silver", source)).count()
+        silver_before = delta_io.read(spark, T.SILVER[source].uri(cfg)).count()
         per_rule = {"silver": silver_before + c["_silver_delta"],
                     "duplicate": int(state.result.get(f"{source}.duplicates", 0)) + c["_dup_now"] - c["_dup_before"]}
         rules = {r for (s, r) in q_before if s == source} | {k[3:] for k in c if k.startswith(("_q+", "_q-"))}

@@ -9,6 +9,7 @@ from typing import Any
 from pyspark.sql import SparkSession
 
 from sparkpromo import delta_io
+from sparkpromo import tables as T
 from sparkpromo.clean.checks import RUN_KEYS
 from sparkpromo.clean.dimensions import age_band_movers
 from sparkpromo.clean.full import full_clean
@@ -28,7 +29,7 @@ def run_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetime
     ``full_refresh``, on the first run, and whenever the incremental result could differ from a rebuild (see
     :func:`full_refresh_reason`). A clean that finds no new bronze rows writes nothing, and reports the totals the
     last clean left. Every run records its bronze versions and totals in ``metrics/clean_state``, last."""
-    versions = {s: delta_io.version(spark, cfg.table("bronze", s)) if getattr(cfg.sources, s) is not None else None
+    versions = {s: delta_io.version(spark, T.BRONZE[s].uri(cfg)) if getattr(cfg.sources, s) is not None else None
                 for s in SOURCES}
     state = None if full_refresh else last_state(spark, cfg)
     reason = "--full-refresh" if full_refresh else full_refresh_reason(spark, cfg, state, versions)

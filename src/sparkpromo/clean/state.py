@@ -15,18 +15,17 @@ from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from sparkpromo import columns as C
-from sparkpromo import delta_io
+from sparkpromo import delta_io, schemas
+from sparkpromo import tables as T
 from sparkpromo.config import CLEAN_PRIVACY_KEYS, AppConfig
 
 __all__ = [
-    "SOURCES", "STATE_TABLE", "CleanState", "settings_fingerprint", "output_versions", "last_state", "record_state",
+    "SOURCES", "CleanState", "settings_fingerprint", "output_versions", "last_state", "record_state",
     "appends_only", "full_refresh_reason"
 ]
 
 
 SOURCES = ("users", "items", "events")
-STATE_TABLE = ("metrics", "clean_state")
 # Commits that only add rows (or rewrite files without changing data): anything else in a bronze version range
 # (a forget's DELETE, a RESTORE) makes the next clean a full refresh.
 _APPEND_MODES = {"WRITE": ("mode", "Append"), "STREAMING UPDATE": ("outputMode", "Append")}
@@ -63,13 +62,13 @@ def _plain(value: object) -> object:
 
 
 def output_versions(spark: SparkSession, cfg: AppConfig) -> dict[str, int | None]:
-    tables = {f"silver.{s}": cfg.table("silver", s) for s in SOURCES}
-    tables["quarantine.rows"] = cfg.table("quarantine", "rows")
+    tables = {T.SILVER[s].key: T.SILVER[s].uri(cfg) for s in SOURCES}
+    tables["quarantine.rows"] = T.QUARANTINE.uri(cfg)
     return {name: delta_io.version(spark, uri) for name, uri in tables.items()}
 
 
 def last_state(spark: SparkSession, cfg: AppConfig) -> CleanState | None:
-    uri = cfg.table(*STATE_TABLE)
+    uri = T.CLEAN_STATE.uri(cfg)
     if not delta_io.is_delta(spark, uri):
         return None
     row = delta_io.read(spark, uri).orderBy(F.col("finished_at").desc()).first()
@@ -85,9 +84,8 @@ def record_state(spark: SparkSession, cfg: AppConfig, run_id: str, mode: str, br
     row = [(run_id, dt.datetime.now(dt.UTC).replace(tzinfo=None), mode, json.dumps(dict(bronze), sort_keys=True),
             json.dumps(output_versions(spark, cfg), sort_keys=True), settings_fingerprint(cfg),
             json.dumps(dict(result), sort_keys=True, default=str))]
-    df = spark.createDataFrame(row, f"{C.RUN_ID} string, finished_at timestamp, mode string, bronze_versions string, "
-                                    "output_versions string, settings string, result string")
-    delta_io.append(df, cfg.table(*STATE_TABLE), name="metrics.clean_state")
+    df = spark.createDataFrame(row, schemas.CLEAN_STATE)
+    delta_io.append(df, T.CLEAN_STATE.uri(cfg), name=T.CLEAN_STATE.key)
 
 
 def appends_only(spark: SparkSession, uri: str, start: int, end: int) -> bool:
@@ -126,6 +124,6 @@ def full_refresh_reason(spark: SparkSession, cfg: AppConfig, state: CleanState |
             continue
         if start is None or end is None or end < start:
             return f"bronze.{source} was created, dropped or rolled back since the last clean"
-        if not appends_only(spark, cfg.table("bronze", source), start, end):
+        if not appends_only(spark, T.BRONZE[source].uri(cfg), start, end):
             return f"bronze.{source} changed by more than appends since the last clean"
     return None

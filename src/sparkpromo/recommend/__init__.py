@@ -21,7 +21,7 @@ Flow of :func:`run_recommend` for one ``run_date``:
 6. each active campaign's ``(campaign_id, run_date)`` partition is replaced in its own Delta commit, also when it
    is empty, so a rerun clears stale rows. Partitions of other campaigns and dates are never touched.
 
-Output: the Delta table ``cfg.table("gold", "recommendations")`` (:data:`RECOMMENDATIONS`), partitioned by
+Output: the Delta table ``T.RECOMMENDATIONS.uri(cfg)`` (:data:`RECOMMENDATIONS`), partitioned by
 ``campaign_id`` and ``run_date``. ``user_id`` is the id found in the gold tables: the pseudonym when
 ``privacy.pseudonymise`` is on (ids are pseudonymised before silver), so coupon codes carry the pseudonym too.
 Only the per-campaign summary rows are collected to the driver.

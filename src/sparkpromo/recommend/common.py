@@ -13,20 +13,12 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
     ArrayType,
-    BooleanType,
-    DateType,
-    DoubleType,
-    IntegerType,
     StringType,
-    StructField,
-    StructType,
 )
 
 from sparkpromo import columns as C
 from sparkpromo.frame import Transform
-
-TABLE_LAYER, TABLE_NAME = "gold", "recommendations"
-PARTITION_COLUMNS = (C.CAMPAIGN_ID, C.RUN_DATE)
+from sparkpromo.schemas import OFFER_TYPE, RECOMMENDATIONS
 
 ALS, POPULARITY, SEGMENT_POPULARITY, GLOBAL_POPULARITY, BUNDLE = (
     "als", "popularity", "segment_popularity", "global_popularity", "bundle")
@@ -39,12 +31,6 @@ HISTORY_ITEMS = 20  # past items per user considered for ALS reasons
 CONTROL_BUCKETS = 1_000_000
 _RUN_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
-OFFER_TYPE = StructType([
-    StructField(C.DISCOUNT_PCT, DoubleType(), True),
-    StructField(C.COUPON_CODE, StringType(), True),
-    StructField(C.CAMPAIGN_NAME, StringType(), True),
-    StructField(C.OFFER_TEXT, StringType(), True),
-])
 
 # An offer's text when its campaign sets none, by campaign type; "plain" for an offer without a coupon.
 DEFAULT_OFFER_TEXT = {
@@ -59,25 +45,7 @@ COUPON_CODE_LENGTH = 10
 # score = (MAX_LEVEL - level + p) / (MAX_LEVEL + 1), p the raw score min-max scaled within (campaign, source)
 MAX_LEVEL = 2
 
-RECOMMENDATIONS = StructType([
-    StructField(C.CAMPAIGN_ID, StringType(), False),
-    StructField(C.RUN_DATE, DateType(), False),
-    StructField(C.USER_ID, StringType(), False),
-    StructField(C.ITEM_ID, StringType(), False),
-    StructField(C.RANK, IntegerType(), False),
-    StructField(C.SCORE, DoubleType(), True),
-    StructField(C.RAW_SCORE, DoubleType(), True),
-    StructField(C.SOURCE, StringType(), False),
-    StructField(C.IS_CONTROL, BooleanType(), False),
-    StructField(C.DELIVERED, BooleanType(), False),
-    StructField(C.MODEL_RUN_ID, StringType(), True),
-    StructField(C.OFFER, OFFER_TYPE, True),
-    StructField(C.REASON, ArrayType(StringType()), True),
-    StructField(C.RUN_ID, StringType(), True),
-])
 
-# A control-group row is never a delivered one (see README "Measuring campaigns": why control users get no offer).
-CONTROL_CONSTRAINTS = {"control_never_delivered": f"NOT ({C.IS_CONTROL} AND {C.DELIVERED})"}
 
 # The silver.events columns this stage reads.
 EVENT_COLUMNS = (C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.EVENT_TS, C.EVENT_DATE, C.PRICE, C.QUANTITY)
@@ -140,8 +108,8 @@ def to_original_ids(id_map: DataFrame) -> Transform:
 def _dot(a: Column, b: Column) -> Column:
     return F.aggregate(F.zip_with(a, b, lambda x, y: x * y), F.lit(0.0), lambda acc, x: acc + x)
 
-__all__ = ["ALS", "BUNDLE", "CANDIDATE_COLUMNS", "CHAMPIONS", "CONTROL_BUCKETS", "CONTROL_CONSTRAINTS",
+__all__ = ["ALS", "BUNDLE", "CANDIDATE_COLUMNS", "CHAMPIONS", "CONTROL_BUCKETS",
     "COUPON_CODE_LENGTH", "DEFAULT_OFFER_TEXT", "EVENT_COLUMNS", "FALLBACK_SOURCES", "GLOBAL_POPULARITY",
-    "HISTORY_ITEMS", "MAX_LEVEL", "OFFER_TYPE", "PARTITION_COLUMNS", "POPULARITY", "REASON_POPULAR",
-    "REASON_POPULAR_IN", "REASON_SIMILAR", "RECOMMENDATIONS", "RecommendError", "SEGMENT_POPULARITY", "TABLE_LAYER",
-    "TABLE_NAME", "to_original_ids", "with_user_idx"]
+    "HISTORY_ITEMS", "MAX_LEVEL", "OFFER_TYPE", "POPULARITY", "REASON_POPULAR",
+    "REASON_POPULAR_IN", "REASON_SIMILAR", "RECOMMENDATIONS", "RecommendError", "SEGMENT_POPULARITY",
+    "to_original_ids", "with_user_idx"]

@@ -19,6 +19,7 @@ from pyspark.sql import functions as F
 from sparkpromo import campaigns as K
 from sparkpromo import columns as C
 from sparkpromo import delta_io
+from sparkpromo import tables as T
 from sparkpromo.config import AppConfig, Campaign, RecommendConfig
 from sparkpromo.features import decay_reference
 from sparkpromo.logs import spark_progress, stage
@@ -28,11 +29,7 @@ from sparkpromo.recommend.candidates import (
     candidate_pool,
 )
 from sparkpromo.recommend.common import (
-    CONTROL_CONSTRAINTS,
     EVENT_COLUMNS,
-    PARTITION_COLUMNS,
-    TABLE_LAYER,
-    TABLE_NAME,
 )
 from sparkpromo.recommend.exposure import (
     FAIRNESS_METRICS,
@@ -54,7 +51,7 @@ log = logging.getLogger(__name__)
 # Orchestration
 # ----------------------------------------------------------------------------------------------------------------
 def table_uri(cfg: AppConfig) -> str:
-    return cfg.table(TABLE_LAYER, TABLE_NAME)
+    return T.RECOMMENDATIONS.uri(cfg)
 
 
 def recommendations(frames: CampaignFrames, active: Sequence[Campaign], run_date: dt.date, users: DataFrame,
@@ -81,8 +78,8 @@ def recommendation_plan(spark: SparkSession, cfg: AppConfig, active: Sequence[Ca
                         run_id: str, model_run_id: str | None, model: ALSModel | None) -> Iterator[RecommendationPlan]:
     """Read the gold and silver inputs, cache the ones many branches scan, and yield the lazy plan of
     :func:`recommendations` for the ``active`` campaigns; the caches are released on exit."""
-    def gold(name: str) -> DataFrame:
-        return delta_io.read(spark, cfg.table("gold", name))
+    def gold(table: T.Table) -> DataFrame:
+        return delta_io.read(spark, table.uri(cfg))
 
     r = cfg.recommend
     # Inputs are read by many branches of the plan: cache them once (this also keeps Delta's per-scan planning
@@ -94,8 +91,8 @@ def recommendation_plan(spark: SparkSession, cfg: AppConfig, active: Sequence[Ca
         return cached[-1]
 
     try:
-        users, items, id_map = keep(gold("user_features")), keep(gold("item_features")), keep(gold("id_map"))
-        events = keep(delta_io.read(spark, cfg.table("silver", "events")).where(F.col(C.EVENT_DATE) <= F.lit(run_date))
+        users, items, id_map = keep(gold(T.USER_FEATURES)), keep(gold(T.ITEM_FEATURES)), keep(gold(T.ID_MAP))
+        events = keep(delta_io.read(spark, T.SILVER_EVENTS.uri(cfg)).where(F.col(C.EVENT_DATE) <= F.lit(run_date))
                       .select(*EVENT_COLUMNS))
         last = events.agg(F.max(C.EVENT_DATE)).first()
         activity_date = decay_reference(run_date, last[0] if last else None)
@@ -112,7 +109,7 @@ def recommendation_plan(spark: SparkSession, cfg: AppConfig, active: Sequence[Ca
         log.info("candidates of %d campaign(s) from %s in %.1fs", len(active),
                  "ALS, popularity and bundles" if model is not None else "popularity and bundles",
                  time.perf_counter() - t0)
-        recs = ranked_offers(candidates, frames, active, run_date, events, id_map, gold("interactions"), model, r)
+        recs = ranked_offers(candidates, frames, active, run_date, events, id_map, gold(T.INTERACTIONS), model, r)
         recs = (recs.transform(calibrate_scores())
                 .transform(with_offer(active, run_id, items.select(C.ITEM_ID, C.ITEM_NAME)
                                       if C.ITEM_NAME in items.columns else None))
@@ -191,10 +188,10 @@ def run_recommend(spark: SparkSession, cfg: AppConfig, run_id: str, run_date: dt
             # One commit replaces the run date's partition of every active campaign (an empty audience leaves
             # its partition empty); inactive campaigns and other dates are untouched.
             delta_io.replace_partition(final, uri, {C.CAMPAIGN_ID: [c.id for c in active], C.RUN_DATE: run_date},
-                                       partition_by=PARTITION_COLUMNS, name="gold.recommendations",
+                                       partition_by=T.RECOMMENDATIONS.partition_by, name=T.RECOMMENDATIONS.key,
                                        merge_schema=True)  # a table written before raw_score and the offer text
             # Control rows are kept to measure uplift, never to be sent: the table itself refuses one marked both.
-            delta_io.add_constraints(spark, uri, CONTROL_CONSTRAINTS)
+            delta_io.add_constraints(spark, uri, T.RECOMMENDATIONS.checks)
             counts["rows"] = sum(v["rows"] for v in per_campaign.values())
     for cid, v in per_campaign.items():
         log.info("campaign %s: audience=%d served=%d control=%d rows=%d fallback_share=%.3f coverage=%.4f gini=%.3f",
