@@ -16,6 +16,7 @@ import pytest
 from sparkpromo import columns as C
 from sparkpromo import generate as G
 from sparkpromo.generate import DIRT_SHARES, GenerationReport, generate_shop
+from sparkpromo.generate import files as generate_files
 
 N = 20_000
 TS_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -200,15 +201,15 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
 def test_parts_split_without_changing_content_and_overwrite_cleanly(tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     one = generate_shop(tmp_path / "one", 10_000, seed=5)
-    monkeypatch.setattr(G, "ROWS_PER_PART", 3_000)
-    monkeypatch.setattr(G, "WRITE_CHUNK", 700)
+    monkeypatch.setattr(generate_files, "ROWS_PER_PART", 3_000)  # where the writer reads them
+    monkeypatch.setattr(generate_files, "WRITE_CHUNK", 700)
     many = generate_shop(tmp_path / "many", 10_000, seed=5)
     assert [p.name for p in many.event_files] == [f"part-{i:05d}.csv" for i in range(math.ceil(10_000 / 3_000))]
     per_part = [len(p.read_text(encoding="utf-8").splitlines()) - 1 for p in many.event_files]
     assert per_part == [3_000, 3_000, 3_000, 1_000]
     assert read_events(many) == read_events(one)
     # regenerate into the same folder with big parts: the old part files are gone, nothing else is left over
-    monkeypatch.setattr(G, "ROWS_PER_PART", 1_000_000)
+    monkeypatch.setattr(generate_files, "ROWS_PER_PART", 1_000_000)
     again = generate_shop(tmp_path / "many", 10_000, seed=5)
     assert sorted(p.name for p in (tmp_path / "many" / "events").iterdir()) == ["part-00000.csv"]
     assert all_bytes(again.out_dir) == all_bytes(one.out_dir)

@@ -185,8 +185,8 @@ def test_a_remote_lakehouse_keeps_its_reports(spark: SparkSession, lakehouse: Ap
 
     # The same tables, with the page's destination routed as for a remote lakehouse (a file: URI stands in for s3a).
     target = (tmp_path / "remote" / "reports" / f"{OLD}.html").as_uri()
-    monkeypatch.setattr(report, "report_dir", lambda cfg: None)
-    monkeypatch.setattr(report, "report_uri", lambda cfg, name: target)
+    monkeypatch.setattr(report.page, "report_dir", lambda cfg: None)  # where write_report looks them up
+    monkeypatch.setattr(report.page, "report_uri", lambda cfg, name: target)
     assert report.write_report(spark, lakehouse, OLD) == target
     page = read_small_text(spark, target)
     assert page is not None and page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
