@@ -114,8 +114,8 @@ def test_top_k_with_als_grouped_by_seen_count_matches_full_scores(spark: SparkSe
     full = (model.recommendForAllUsers(12).select(F.col(C.USER_IDX), F.explode("recommendations").alias("r"))
             .select(C.USER_IDX, F.col(f"r.{C.ITEM_IDX}").alias(C.ITEM_IDX), F.col("r.rating").alias(C.SCORE)))
     expected = E.top_k_excluding_seen(full, train, k=3)
-    monkeypatch.setattr(E, "SEEN_GROUP_BOUNDS", (1, 3))
-    monkeypatch.setattr(E, "GROUP_MIN_CANDIDATES", 0)  # group even these few users
+    monkeypatch.setattr(E.topk, "SEEN_GROUP_BOUNDS", (1, 3))  # where the top-K lists read them
+    monkeypatch.setattr(E.topk, "GROUP_MIN_CANDIDATES", 0)  # group even these few users
     assert E.seen_groups(6) == [1, 3, 6]
     got = E.top_k_excluding_seen(model, train, k=3)
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)

@@ -1,0 +1,84 @@
+"""Train ALS with cross-validated hyper-parameters, compare it with a popularity baseline and with the model in
+service on a holdout, publish.
+
+Flow of :func:`run_train`:
+
+1. read gold/interactions (pinned Delta version), check there is something to learn from;
+2. holdout split (``train.split``); cross-validate only on the train part over the grid, or ``train.trials``
+   points sampled from its ranges (``train.search``), scoring top-K lists that exclude each fold's training items
+   (:class:`~sparkpromo.evaluate.RankingALS` + :class:`~sparkpromo.evaluate.TopKEvaluator`). Folds are random
+   (``CrossValidator``) for the random split and forward-chaining in time for the temporal ones
+   (:func:`~sparkpromo.evaluate.temporal_folds`: no fold validates on data older than what it trains on);
+3. the best grid point is refitted on the whole train part; that train-only fit and the popularity baseline are
+   scored on the holdout (ndcg, precision, recall, map, coverage, novelty; RMSE too for explicit ratings). With
+   silver events, also with serving's exclusion (only non-repeatable bought or rated items excluded: ``als_served``,
+   ``popularity_served``) when it differs from excluding every train pair;
+4. champion gate (ALS against popularity), then the incumbent gate: the model in service (``registry/LATEST``) and
+   the new champion are scored the same way on the gate holdout (:func:`gate_holdout`: the holdout pairs absent
+   from the gold.interactions version the model in service was fitted on, since it was fitted on every
+   interaction; popularity for users it cannot score, as in serving), and the new champion replaces it only when it
+   scores at least ``incumbent * (1 - train.incumbent_margin)`` on ``train.metric``. With no such pair (or that
+   version unreadable) there is no fair evidence: published, ``published_no_fresh_holdout``;
+5. the chosen grid point is refitted on every interaction (train and holdout): that is the model persisted under
+   ``<lakehouse>/registry/<run_id>/`` with params.json, cv.json and metrics.json (the holdout metrics stay those of
+   the train-only fit); the metrics rows (the incumbent and the new champion on the gate holdout as ``incumbent``
+   and ``challenger``, its size as ``gate``) and the decision go to the Delta table
+   ``<lakehouse>/metrics/model`` (the run's rows replaced, so reruns are idempotent); log the run to MLflow (when
+   enabled); finally, when the decision is to publish, write the run id to ``<lakehouse>/registry/LATEST``, which
+   the recommend stage reads (a crash before that leaves LATEST on the previous complete run).
+"""
+
+from __future__ import annotations
+
+from sparkpromo.train.gate import (
+    GateHoldout,
+    Incumbent,
+    gate_decision,
+    gate_holdout,
+    load_incumbent,
+    read_purchases,
+    score_incumbent,
+    served_metrics,
+)
+from sparkpromo.train.search import (
+    ALS,
+    CHALLENGER,
+    DECISION,
+    FIRST_MODEL,
+    GATE,
+    GRID_PARAMS,
+    HOLDOUT_METRICS_FROM,
+    INCUMBENT,
+    KEPT_INCUMBENT,
+    LATEST,
+    POPULARITY,
+    PUBLISHED,
+    PUBLISHED_MODEL,
+    PUBLISHED_NO_FRESH_HOLDOUT,
+    SERVED,
+    TrainError,
+    _describe,
+    build_als,
+    check_training_data,
+    choose_champion,
+    cross_validate,
+    holdout_split,
+    metrics_rows,
+    param_grid,
+    random_folds,
+    random_param_maps,
+    refit_on_all,
+    registry_uri,
+    search_space,
+    temporal_cv,
+)
+from sparkpromo.train.stage import run_train
+
+__all__ = [
+    "ALS", "CHALLENGER", "DECISION", "FIRST_MODEL", "GATE", "GRID_PARAMS", "GateHoldout", "HOLDOUT_METRICS_FROM",
+    "INCUMBENT", "Incumbent", "KEPT_INCUMBENT", "LATEST", "POPULARITY", "PUBLISHED", "PUBLISHED_MODEL",
+    "PUBLISHED_NO_FRESH_HOLDOUT", "SERVED", "TrainError", "_describe", "build_als", "check_training_data",
+    "choose_champion", "cross_validate", "gate_decision", "gate_holdout", "holdout_split", "load_incumbent",
+    "metrics_rows", "param_grid", "random_folds", "random_param_maps", "read_purchases", "refit_on_all",
+    "registry_uri", "run_train", "score_incumbent", "search_space", "served_metrics", "temporal_cv",
+]
