@@ -108,7 +108,7 @@ def runs(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> dict[
 
 
 def model_rows(spark: SparkSession, cfg: AppConfig, run_id: str) -> dict[tuple[str, str], float | None]:
-    rows = delta_io.read(spark, cfg.table("metrics", "model")).where(F.col(C.METRIC_RUN_ID) == run_id).collect()
+    rows = delta_io.read(spark, cfg.table("metrics", "model")).where(F.col(C.RUN_ID) == run_id).collect()
     return {(r[C.CONTENDER], r[C.METRIC]): r[C.VALUE] for r in rows}
 
 

@@ -146,11 +146,11 @@ def test_run_train_cross_validates_and_persists(spark: SparkSession, tmp_path: P
     # No silver events and no model in service: the two contenders' six metrics, and the decision.
     assert res["decision"] == T.FIRST_MODEL and res["served_exclusion"].startswith("not computed")
     metrics_uri = cfg.table("metrics", "model")
-    n = delta_io.read(spark, metrics_uri).where(F.col(C.METRIC_RUN_ID) == "r1").count()
+    n = delta_io.read(spark, metrics_uri).where(F.col(C.RUN_ID) == "r1").count()
     assert n == 13
     # idempotent: writing the run's rows again replaces them
     rows = spark.createDataFrame(T.metrics_rows("r1", res["metrics"], res["decision"]), T.MODEL_METRICS)
-    delta_io.replace_partition(rows, metrics_uri, {C.METRIC_RUN_ID: "r1"})
+    delta_io.replace_partition(rows, metrics_uri, {C.RUN_ID: "r1"})
     assert delta_io.read(spark, metrics_uri).count() == n
 
 

@@ -91,8 +91,8 @@ PRICE_BAND = "price_band"
 RECOMMENDATIONS = "recommendations"
 LABEL = "label"
 FOLD = "_fold"
-# metrics/model Delta table
-METRIC_RUN_ID = "run_id"
+# metrics/model Delta table (its run id is RUN_ID, as in every table; before, it was LEGACY_RUN_ID)
+LEGACY_RUN_ID = "run_id"
 CONTENDER = "contender"
 METRIC = "metric"
 VALUE = "value"

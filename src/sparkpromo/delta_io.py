@@ -174,8 +174,10 @@ def sql_literal(value: object) -> str:
 
 
 def overwrite(df: DataFrame, uri: str, partition_by: Sequence[str] = (), name: str = "",
-              constraints: Mapping[str, str] | None = None, properties: Mapping[str, str] | None = None) -> None:
-    """Replace the whole table atomically (readers see the old or the new snapshot, never a mix).
+              constraints: Mapping[str, str] | None = None, properties: Mapping[str, str] | None = None,
+              overwrite_schema: bool = False) -> None:
+    """Replace the whole table atomically (readers see the old or the new snapshot, never a mix); with
+    ``overwrite_schema`` its columns too (a rename).
 
     ``constraints`` (name -> CHECK expression, see :func:`constraint_checks`) are created with a new table, in the
     commit that writes its first rows, so they are checked as those rows are written instead of by a scan and a
@@ -189,6 +191,8 @@ def overwrite(df: DataFrame, uri: str, partition_by: Sequence[str] = (), name: s
         for key, expr in constraints.items():
             writer = writer.option(f"delta.constraints.{key}", expr)
     writer = creating(writer, df, uri, properties, partition_by)
+    if overwrite_schema:
+        writer = writer.option("overwriteSchema", "true")
     if partition_by:
         writer = writer.partitionBy(*partition_by)
     writer.save(uri)
@@ -248,6 +252,23 @@ def add_constraints(spark: SparkSession, uri: str, checks: Mapping[str, str] | N
     for name, expr in constraint_checks(checks, not_null).items():
         if name.lower() not in existing:
             spark.sql(f"ALTER TABLE delta.`{uri}` ADD CONSTRAINT {name} CHECK ({expr})")
+
+
+def rename_column_by_rewrite(spark: SparkSession, uri: str, old: str, new: str, name: str = "") -> None:
+    """Rename a column of a small table by rewriting it (no column mapping, so the table's protocol stays as it is).
+    Delta refuses a statistics column list naming a missing column, so ``old`` leaves that list first and ``new``
+    joins it after the rewrite: three commits, each leaving a readable table."""
+    path = uri.replace("`", "``")
+    stats = _table_properties(spark, uri).get(STATS_COLUMNS)
+    listed = stats.split(",") if stats else []
+    if old in listed:
+        rest = [c for c in listed if c != old]
+        spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ('{STATS_COLUMNS}' = '{','.join(rest)}')" if rest
+                  else f"ALTER TABLE delta.`{path}` UNSET TBLPROPERTIES ('{STATS_COLUMNS}')")
+    overwrite(read(spark, uri).withColumnRenamed(old, new), uri, name=name, overwrite_schema=True)
+    if old in listed:
+        renamed = ",".join(new if c == old else c for c in listed)
+        spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ('{STATS_COLUMNS}' = '{renamed}')")
 
 
 def _table_properties(spark: SparkSession, uri: str) -> dict[str, str]:

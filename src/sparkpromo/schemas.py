@@ -142,7 +142,7 @@ RECOMMENDATIONS = StructType([
 ])
 
 MODEL_METRICS = StructType([
-    StructField(C.METRIC_RUN_ID, StringType(), False),
+    StructField(C.RUN_ID, StringType(), False),
     StructField(C.CONTENDER, StringType(), False),
     StructField(C.METRIC, StringType(), False),
     StructField(C.VALUE, DoubleType(), True),

@@ -14,9 +14,12 @@ from typing import TYPE_CHECKING
 from pyspark.sql.types import StructType
 
 from sparkpromo import columns as C
+from sparkpromo import delta_io
 from sparkpromo import schemas as S
 
 if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
     from sparkpromo.config import AppConfig
 
 
@@ -85,6 +88,29 @@ STAGE_RUNS = Table("metrics", "stages", S.STAGE_RUNS)
 CAMPAIGN_METRICS = Table("metrics", "campaigns", S.CAMPAIGN_METRICS)
 
 FORGOTTEN = Table("privacy", "forgotten", S.FORGOTTEN)
+
+
+
+def legacy_run_id_renamed(df: DataFrame) -> DataFrame:
+    """``df`` with a run-id column under its old name (``run_id``: metrics/model before every table used
+    ``_run_id``) renamed; any other frame as it is."""
+    if C.LEGACY_RUN_ID in df.columns and C.RUN_ID not in df.columns:
+        return df.withColumnRenamed(C.LEGACY_RUN_ID, C.RUN_ID)
+    return df
+
+
+def migrate_legacy_run_id(spark: SparkSession, table: Table, cfg: AppConfig) -> bool:
+    """Rename a table's run-id column written under its old name (``run_id``, metrics/model before every table used
+    ``_run_id``); True when it did. Small metric tables only: it rewrites the table."""
+    uri = table.uri(cfg)
+    if not delta_io.is_delta(spark, uri):
+        return False
+    current = delta_io.read(spark, uri)
+    if legacy_run_id_renamed(current) is current:
+        return False
+    delta_io.rename_column_by_rewrite(spark, uri, C.LEGACY_RUN_ID, C.RUN_ID, name=table.key)
+    return True
+
 
 ALL: tuple[Table, ...] = (
     BRONZE_EVENTS, BRONZE_USERS, BRONZE_ITEMS, SILVER_EVENTS, SILVER_USERS, SILVER_ITEMS, QUARANTINE, DATA_QUALITY,

@@ -58,7 +58,9 @@ class Section:
 # ----------------------------------------------------------------------------------------------------------------
 def _table(spark: SparkSession, cfg: AppConfig, table: T.Table, version: int | None = None) -> DataFrame | None:
     uri = table.uri(cfg)
-    return delta_io.read(spark, uri, version) if delta_io.is_delta(spark, uri) else None
+    if not delta_io.is_delta(spark, uri):
+        return None
+    return delta_io.read(spark, uri, version).transform(T.legacy_run_id_renamed)  # a table train has not migrated
 
 
 def read_text(spark: SparkSession, uri: str) -> str | None:

@@ -133,7 +133,7 @@ def _model_run(spark: SparkSession, cfg: AppConfig, run: RunInfo) -> tuple[str |
     if read_text(spark, join_uri(cfg.lakehouse, "registry", run.run_id, "params.json")) is not None:
         return run.run_id, ""
     model = _table(spark, cfg, T.MODEL_METRICS)
-    if model is not None and model.where(F.col(C.METRIC_RUN_ID) == run.run_id).limit(1).count():
+    if model is not None and model.where(F.col(C.RUN_ID) == run.run_id).limit(1).count():
         return run.run_id, ""
     recs = _table(spark, cfg, T.RECOMMENDATIONS)
     if recs is not None and run.run_date is not None:
@@ -204,7 +204,7 @@ def holdout_section(spark: SparkSession, cfg: AppConfig, model_run: str | None, 
     if model_run is None:
         return Section("holdout", title, _missing(note))
     model = _table(spark, cfg, T.MODEL_METRICS)
-    rows = [] if model is None else (model.where(F.col(C.METRIC_RUN_ID) == model_run)
+    rows = [] if model is None else (model.where(F.col(C.RUN_ID) == model_run)
                                      .select(C.CONTENDER, C.METRIC, C.VALUE).collect())
     if not rows:
         return Section("holdout", title, (_note(note) if note else "")

@@ -190,7 +190,9 @@ def run_train(spark: SparkSession, cfg: AppConfig, run_id: str) -> dict[str, Any
              "grid": cv_table}, indent=2, sort_keys=True))
         R.write_text(spark, join_uri(registry, "metrics.json"), json.dumps(metrics, indent=2, sort_keys=True))
         rows = spark.createDataFrame(metrics_rows(run_id, metrics, decision), MODEL_METRICS)
-        delta_io.replace_partition(rows, T.MODEL_METRICS.uri(cfg), {C.METRIC_RUN_ID: run_id}, name=T.MODEL_METRICS.key)
+        if T.migrate_legacy_run_id(spark, T.MODEL_METRICS, cfg):
+            log.info("metrics/model: renamed its run-id column %s to %s", C.LEGACY_RUN_ID, C.RUN_ID)
+        delta_io.replace_partition(rows, T.MODEL_METRICS.uri(cfg), {C.RUN_ID: run_id}, name=T.MODEL_METRICS.key)
         timings["persist_s"] = round(time.perf_counter() - t4, 2)
         timings["total_s"] = round(time.perf_counter() - t0, 2)
         counts.update(champion=champion, decision=decision,
