@@ -14,7 +14,8 @@ from pyspark.sql import functions as F
 
 from sparkpromo import columns as C
 from sparkpromo import delta_io
-from sparkpromo.clean import SILVER_CONSTRAINTS, SILVER_PROPERTIES, run_clean
+from sparkpromo import tables as T
+from sparkpromo.clean import run_clean
 from sparkpromo.generate import generate_shop
 from sparkpromo.ingest import run_ingest
 from tests.conftest import make_config
@@ -115,14 +116,14 @@ def test_rerun_changes_nothing(spark: SparkSession, shop) -> None:  # type: igno
 def test_silver_tables_are_created_with_their_constraints(spark: SparkSession, shop) -> None:  # type: ignore[no-untyped-def]
     """The first clean writes each silver table with its constraints in the same commit: no ALTER TABLE after it."""
     cfg, _, _, _ = shop
-    for name, (checks, not_null) in SILVER_CONSTRAINTS.items():
-        table = DeltaTable.forPath(spark, cfg.table("silver", name))
+    for declared in T.SILVER.values():
+        table = DeltaTable.forPath(spark, declared.uri(cfg))
         props = table.detail().select("properties").first()[0]
         assert {k for k in props if k.startswith("delta.constraints.")} == {
-            f"delta.constraints.{k}" for k in delta_io.constraint_checks(checks, not_null)}
+            f"delta.constraints.{k}" for k in delta_io.constraint_checks(declared.checks, declared.not_null)}
         operations = [r["operation"] for r in table.history().collect()]
-        assert "ADD CONSTRAINT" not in operations, (name, operations)
-        wanted = SILVER_PROPERTIES.get(name, {})
+        assert "ADD CONSTRAINT" not in operations, (declared.key, operations)
+        wanted = dict(declared.properties)
         assert {k: props.get(k) for k in wanted} == wanted
 
 

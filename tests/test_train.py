@@ -16,6 +16,7 @@ from pyspark.sql import functions as F
 
 from sparkpromo import columns as C
 from sparkpromo import delta_io, schemas
+from sparkpromo import evaluate as E
 from sparkpromo import train as T
 from sparkpromo.config import GridConfig
 from sparkpromo.logs import spark_progress
@@ -149,7 +150,7 @@ def test_run_train_cross_validates_and_persists(spark: SparkSession, tmp_path: P
     n = delta_io.read(spark, metrics_uri).where(F.col(C.RUN_ID) == "r1").count()
     assert n == 13
     # idempotent: writing the run's rows again replaces them
-    rows = spark.createDataFrame(T.metrics_rows("r1", res["metrics"], res["decision"]), T.MODEL_METRICS)
+    rows = spark.createDataFrame(T.metrics_rows("r1", res["metrics"], res["decision"]), schemas.MODEL_METRICS)
     delta_io.replace_partition(rows, metrics_uri, {C.RUN_ID: "r1"})
     assert delta_io.read(spark, metrics_uri).count() == n
 
@@ -203,13 +204,13 @@ def test_fold_loop_used_over_connect_scores_as_cross_validator(spark: SparkSessi
     t = make_config(tmp_path, train={"k": 3, "folds": 2, "seed": 3, "parallelism": 1,
                                      "grid": {"rank": [2, 4], "reg_param": [0.05], "alpha": [5.0], "max_iter": [5],
                                               "nonnegative": [True]}}).train
-    data = two_tastes(spark).select(C.USER_IDX, C.ITEM_IDX, C.CONFIDENCE).transform(T.E.assign_folds(t.folds, t.seed))
+    data = two_tastes(spark).select(C.USER_IDX, C.ITEM_IDX, C.CONFIDENCE).transform(E.assign_folds(t.folds, t.seed))
     estimator = T.build_als(True, t.seed, t.checkpoint_interval, t.k, blocks=2)
     grid = T.search_space(estimator, t)
-    evaluator = T.E.TopKEvaluator(metricName=t.metric, k=t.k)
+    evaluator = E.TopKEvaluator(metricName=t.metric, k=t.k)
 
     classic = T.cross_validate(estimator, grid, evaluator, data, t)
-    loop = T.E.cross_validate_folds(estimator, grid, evaluator, T.random_folds(data, t.folds), data, 1)
+    loop = E.cross_validate_folds(estimator, grid, evaluator, T.random_folds(data, t.folds), data, 1)
 
     assert loop.avg_metrics == pytest.approx(classic.avg_metrics, abs=1e-9)
     assert loop.std_metrics == pytest.approx(classic.std_metrics, abs=1e-9)

@@ -152,3 +152,8 @@ def check_input_paths(cfg: AppConfig) -> None:
         p = local_path(src.path)
         if p is not None and not p.exists() and not any(ch in src.path for ch in "*?["):
             raise ConfigError(f"sources.{name}.path: input path does not exist: {src.path}")
+
+
+__all__ = [
+    "default_conf_dir", "load_config", "build_config", "check_input_paths",
+]

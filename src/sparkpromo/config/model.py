@@ -344,3 +344,14 @@ class AppConfig:
         Always under the lakehouse, never under ``spark.checkpoint_dir``: it records which landing files the bronze
         tables already hold, so it must live and be deleted together with them, not in a scratch directory."""
         return join_uri(self.lakehouse, "_checkpoints", *parts)
+
+
+__all__ = [
+    "ENVIRONMENTS", "SOURCE_FORMATS", "SOURCE_KINDS", "METRICS", "SPLITS", "SEARCHES", "DEDUPE_MODES",
+    "CONSENT_CHOICES", "DEFAULT_PATTERNS", "CAMPAIGN_TYPES", "RULE_OPERATORS", "CAMPAIGN_ID_RE", "RUN_ID_RE",
+    "MAPPABLE_EVENT_COLUMNS", "MAPPABLE_USER_COLUMNS", "MAPPABLE_ITEM_COLUMNS", "USER_RULE_FIELDS",
+    "ITEM_RULE_FIELDS", "ConfigError", "redact_uri", "check_path_id", "SparkSettings", "FileSource",
+    "SourcesConfig", "GenerateConfig", "CleanConfig", "PrivacyConfig", "CLEAN_PRIVACY_KEYS", "FeaturesConfig",
+    "GridConfig", "TrainConfig", "Condition", "Rule", "Offer", "Campaign", "RecommendConfig", "MeasureConfig",
+    "MlflowConfig", "AppConfig",
+]

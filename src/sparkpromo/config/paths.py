@@ -31,3 +31,8 @@ def _absolutise(path: str, base_dir: Path) -> str:
         return path
     p = Path(path)
     return str(p if p.is_absolute() else (base_dir / p).resolve())
+
+
+__all__ = [
+    "has_scheme", "join_uri", "local_path",
+]

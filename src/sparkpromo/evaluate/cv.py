@@ -197,3 +197,8 @@ def cross_validate_folds(estimator: RankingALS, grid: Sequence[dict[Param, Any]]
     std = [pstdev(s) for s in by_point]
     best = max(range(len(grid)), key=lambda i: avg[i])
     return CVResult(avg, std, estimator.fit(data, grid[best]))
+
+
+__all__ = [
+    "CVProgress", "RankingALSModel", "RankingALS", "TopKEvaluator", "CVResult", "cross_validate_folds",
+]

@@ -83,3 +83,8 @@ def evaluate_recommendations(ranked: DataFrame, holdout: DataFrame, train: DataF
         return out
     finally:
         ranked.unpersist()
+
+
+__all__ = [
+    "ranking_frame", "ranking_metrics", "catalog_coverage", "novelty", "evaluate_recommendations",
+]

@@ -104,3 +104,8 @@ def assign_folds(num_folds: int, seed: int) -> Transform:
         h = F.xxhash64(F.col(C.USER_IDX), F.col(C.ITEM_IDX), F.lit(seed), F.lit("fold"))
         return df.withColumn(C.FOLD, F.pmod(h, F.lit(num_folds)).cast(IntegerType()))
     return apply
+
+
+__all__ = [
+    "Split", "random_split", "last_days_split", "leave_last_k_split", "temporal_folds", "assign_folds",
+]

@@ -179,3 +179,10 @@ def as_lists(ranked: DataFrame) -> DataFrame:
     """(user_idx, item_idx, rank) rows -> (user_idx, recommendations: array<int> in rank order)."""
     pairs = F.sort_array(F.collect_list(F.struct(F.col(C.RANK), F.col(C.ITEM_IDX))))
     return ranked.groupBy(C.USER_IDX).agg(F.transform(pairs, lambda s: s[C.ITEM_IDX]).alias(C.RECOMMENDATIONS))
+
+
+__all__ = [
+    "RANKING_METRICS", "MAX_EXTRA_CANDIDATES", "SEEN_GROUP_BOUNDS", "GROUP_MIN_CANDIDATES", "seen_counts",
+    "seen_summary", "max_seen", "seen_groups", "top_k_excluding_seen", "popularity_top_k", "purchased_pairs",
+    "served_exclusion", "model_or_popularity_top_k", "as_lists",
+]

@@ -65,66 +65,7 @@ daily updates of users already sent, the catalogue on the first day plus daily s
 ``users/users-<day>.jsonl`` and ``items/items-<day>.csv`` (names the default source patterns read).
 """
 
-from __future__ import annotations
-
-from sparkpromo.generate.daily import DailyReport, DayBatch, daily_file, deliver_day, generate_daily, staged_days
-from sparkpromo.generate.responses import (
-    BASE_RESPONSE_RATE,
-    PLANTED_UPLIFT,
-    RESPONSES_PREFIX,
-    Assignment,
-    ResponseReport,
-    generate_responses,
-    responses_path,
-)
-from sparkpromo.generate.shop import generate_shop
-from sparkpromo.generate.spec import (
-    BAD_BIRTH_DATES,
-    BOT_KINDS,
-    BOT_MAX_VIEWS,
-    BOT_MIN_VIEWS,
-    CATEGORIES,
-    DAILY_DIR,
-    DAILY_PATTERNS,
-    DAILY_STREAM,
-    DEFAULT_END,
-    DIRT_SHARES,
-    EVENT_DIRT_KINDS,
-    EVENT_TIME,
-    EVENTS_DIR,
-    EVENTS_HEADER,
-    ITEM_DIRT_KINDS,
-    ITEM_UPDATE_SHARE,
-    ITEMS_HEADER,
-    ITEMS_PATH,
-    LATE_SHARE,
-    MALFORMED_TIMESTAMPS,
-    MAX_LATE_DAYS,
-    MIN_EVENTS,
-    PRODUCT_ID,
-    REJECTED_EVENT_KINDS,
-    REPORT_PATH,
-    ROWS_PER_PART,
-    UNKNOWN_EVENT_TYPES,
-    USER_DIRT_KINDS,
-    USER_UPDATE_SHARE,
-    USERS_FIELDS,
-    USERS_PATH,
-    WRITE_CHUNK,
-    GenerationReport,
-    bot_count,
-    default_sizes,
-    dirt_count,
-)
-
-__all__ = [
-    "Assignment", "BAD_BIRTH_DATES", "BASE_RESPONSE_RATE", "BOT_KINDS", "BOT_MAX_VIEWS", "BOT_MIN_VIEWS",
-    "CATEGORIES", "DAILY_DIR", "DAILY_PATTERNS", "DAILY_STREAM", "DEFAULT_END", "DIRT_SHARES", "DailyReport",
-    "DayBatch", "EVENTS_DIR", "EVENTS_HEADER", "EVENT_DIRT_KINDS", "EVENT_TIME", "GenerationReport",
-    "ITEMS_HEADER", "ITEMS_PATH", "ITEM_DIRT_KINDS", "ITEM_UPDATE_SHARE", "LATE_SHARE", "MALFORMED_TIMESTAMPS",
-    "MAX_LATE_DAYS", "MIN_EVENTS", "PLANTED_UPLIFT", "PRODUCT_ID", "REJECTED_EVENT_KINDS", "REPORT_PATH",
-    "RESPONSES_PREFIX", "ROWS_PER_PART", "ResponseReport", "UNKNOWN_EVENT_TYPES", "USERS_FIELDS", "USERS_PATH",
-    "USER_DIRT_KINDS", "USER_UPDATE_SHARE", "WRITE_CHUNK", "bot_count", "daily_file", "default_sizes",
-    "deliver_day", "dirt_count", "generate_daily", "generate_responses", "generate_shop", "responses_path",
-    "staged_days",
-]
+from sparkpromo.generate.daily import *  # noqa: F403
+from sparkpromo.generate.responses import *  # noqa: F403
+from sparkpromo.generate.shop import *  # noqa: F403
+from sparkpromo.generate.spec import *  # noqa: F403

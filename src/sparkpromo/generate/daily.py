@@ -249,3 +249,8 @@ def deliver_day(out_dir: str | Path, day: dt.date) -> tuple[Path, ...]:
             os.replace(tmp, target)
     log.info("delivered the %s batch: %s", day, ", ".join(p.name for p in landed))
     return tuple(landed)
+
+
+__all__ = [
+    "DayBatch", "DailyReport", "daily_file", "generate_daily", "staged_days", "deliver_day",
+]

@@ -119,3 +119,9 @@ def generate_responses(out_dir: str | Path, assignments: Sequence[Assignment], r
              len(rows) // 2, path)
     return ResponseReport(path=path, run_date=run_date, users=len(per_user), purchases=len(rows) // 2,
                           by_type=types.MappingProxyType({k: (v[0], v[1], v[2], v[3]) for k, v in counts.items()}))
+
+
+__all__ = [
+    "PLANTED_UPLIFT", "BASE_RESPONSE_RATE", "RESPONSES_PREFIX", "Assignment", "ResponseReport", "responses_path",
+    "generate_responses",
+]

@@ -165,3 +165,8 @@ def generate_shop(out_dir: str | Path, n_events: int, seed: int = 7, days: int =
              out, report.events, len(event_files), report.users, report.items, shop.n_bots, dirty,
              time.perf_counter() - t0)
     return report
+
+
+__all__ = [
+    "generate_shop",
+]

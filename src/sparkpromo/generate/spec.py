@@ -151,3 +151,13 @@ def bot_count(n_events: int) -> int:
 def dirt_count(kind: str, denominator: int) -> int:
     """Exact number of records of ``kind`` injected for ``denominator`` events/users/items (dirty runs)."""
     return max(1, int(DIRT_SHARES[kind] * denominator + 0.5))
+
+
+__all__ = [
+    "PRODUCT_ID", "EVENT_TIME", "EVENTS_HEADER", "USERS_FIELDS", "ITEMS_HEADER", "EVENTS_DIR", "USERS_PATH",
+    "ITEMS_PATH", "REPORT_PATH", "DAILY_DIR", "DAILY_PATTERNS", "DAILY_STREAM", "LATE_SHARE", "MAX_LATE_DAYS",
+    "USER_UPDATE_SHARE", "ITEM_UPDATE_SHARE", "DEFAULT_END", "MIN_EVENTS", "ROWS_PER_PART", "WRITE_CHUNK",
+    "DIRT_SHARES", "EVENT_DIRT_KINDS", "USER_DIRT_KINDS", "ITEM_DIRT_KINDS", "BOT_KINDS", "REJECTED_EVENT_KINDS",
+    "MALFORMED_TIMESTAMPS", "UNKNOWN_EVENT_TYPES", "BAD_BIRTH_DATES", "BOT_MIN_VIEWS", "BOT_MAX_VIEWS",
+    "CATEGORIES", "GenerationReport", "default_sizes", "bot_count", "dirt_count",
+]

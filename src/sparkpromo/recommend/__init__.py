@@ -28,7 +28,7 @@ Only the per-campaign summary rows are collected to the driver.
 
 One module per concern: :mod:`.registry` (the model in service), :mod:`.candidates`, :mod:`.policy`,
 :mod:`.offers`, :mod:`.exposure` (summary and fairness metrics) and :mod:`.stage` (:func:`run_recommend`);
-:mod:`.common` holds the shared names and the output table's declaration.
+:mod:`.common` holds the shared names; the output table is declared in :mod:`sparkpromo.tables`.
 """
 
 from sparkpromo.recommend.candidates import *  # noqa: F403

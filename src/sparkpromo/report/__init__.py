@@ -20,40 +20,8 @@ every table and says where the charts would be. Sections, each an ``<section id=
 A section whose data is missing says so on the page. Only small metric tables are collected to the driver.
 """
 
-from __future__ import annotations
-
-from sparkpromo.report.html import Charts, Draw
-from sparkpromo.report.outcomes import outcome_words, outcomes_section
-from sparkpromo.report.page import render_html, report_dir, report_uri, write_report
-from sparkpromo.report.reading import (
-    CONTENDER_ORDER,
-    GRID_ORDER,
-    INSTALL_HINT,
-    RESULT_ITEMS,
-    SECTION_IDS,
-    STAGE_ORDER,
-    UNIT_METRICS,
-    ReportError,
-    RunInfo,
-    Section,
-    list_runs,
-    read_text,
-    resolve_run,
-)
-from sparkpromo.report.sections import (
-    CAMPAIGN_COLUMNS,
-    campaigns_section,
-    cv_section,
-    data_quality_section,
-    holdout_section,
-    stage_rows,
-    stages_section,
-)
-
-__all__ = [
-    "CAMPAIGN_COLUMNS", "CONTENDER_ORDER", "Charts", "Draw", "GRID_ORDER", "INSTALL_HINT", "RESULT_ITEMS",
-    "ReportError", "RunInfo", "SECTION_IDS", "STAGE_ORDER", "Section", "UNIT_METRICS", "campaigns_section",
-    "cv_section", "data_quality_section", "holdout_section", "list_runs", "outcome_words", "outcomes_section",
-    "read_text", "render_html", "report_dir", "report_uri", "resolve_run", "stage_rows", "stages_section",
-    "write_report",
-]
+from sparkpromo.report.html import *  # noqa: F403
+from sparkpromo.report.outcomes import *  # noqa: F403
+from sparkpromo.report.page import *  # noqa: F403
+from sparkpromo.report.reading import *  # noqa: F403
+from sparkpromo.report.sections import *  # noqa: F403

@@ -90,3 +90,8 @@ class Charts:
         fig.savefig(buf, format="png")
         data = base64.b64encode(buf.getvalue()).decode("ascii")
         return f'<figure><img alt="{_e(alt)}" src="data:image/png;base64,{data}"></figure>'
+
+
+__all__ = [
+    "Draw", "Charts",
+]

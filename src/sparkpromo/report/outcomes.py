@@ -155,3 +155,8 @@ def outcomes_section(spark: SparkSession, cfg: AppConfig, run: RunInfo, charts: 
         "targeting the top-scored share of users first; above the dashed random line, the score finds the users "
         "the offer persuades. 'small_sample': an arm has fewer than measure.min_users users."))
     return Section("outcomes", title, "".join(parts))
+
+
+__all__ = [
+    "outcome_words", "outcomes_section",
+]

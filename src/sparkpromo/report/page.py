@@ -118,3 +118,8 @@ def write_report(spark: SparkSession, cfg: AppConfig, run_id: str | None = None,
         raise
     log.info("report for run %s written to %s (%d KiB)", run.run_id, path, len(page) // 1024)
     return str(path)
+
+
+__all__ = [
+    "render_html", "report_dir", "report_uri", "write_report",
+]

@@ -116,3 +116,9 @@ def resolve_run(runs: Sequence[RunInfo], run_id: str | None, where: str = "metri
     hint = "; ".join(part for part in (f"nearest: {', '.join(near)}" if near else "",
                                        f"latest: {', '.join(latest)}" if latest else "") if part)
     raise ReportError(f"unknown run id {run_id!r} in {where}; {hint}")
+
+
+__all__ = [
+    "SECTION_IDS", "STAGE_ORDER", "UNIT_METRICS", "GRID_ORDER", "CONTENDER_ORDER", "INSTALL_HINT", "RESULT_ITEMS",
+    "ReportError", "RunInfo", "Section", "read_text", "list_runs", "resolve_run",
+]

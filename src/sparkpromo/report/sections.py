@@ -389,3 +389,9 @@ def campaigns_section(spark: SparkSession, cfg: AppConfig, run: RunInfo, stages:
                     "columns fill the same delivered slots with each campaign's most popular eligible items: "
                     "the exposure a non-personalised campaign would have had."))
     return Section("campaigns", title, body)
+
+
+__all__ = [
+    "stage_rows", "stages_section", "data_quality_section", "cv_section", "holdout_section", "CAMPAIGN_COLUMNS",
+    "campaigns_section",
+]

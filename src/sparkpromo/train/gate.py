@@ -208,3 +208,9 @@ def served_metrics(als_model: ALSModel, train: DataFrame, test: DataFrame, purch
                 "computed: only non-repeatable bought or rated items excluded, as in serving")
     finally:
         served.unpersist()
+
+
+__all__ = [
+    "Incumbent", "load_incumbent", "GateHoldout", "gate_holdout", "score_incumbent", "gate_decision",
+    "read_purchases", "served_metrics",
+]

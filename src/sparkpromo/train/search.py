@@ -231,3 +231,12 @@ def cross_validate(estimator: E.RankingALS, grid: list[dict[Param, Any]], evalua
 def refit_on_all(estimator: E.RankingALS, param_map: dict[Param, Any], data: DataFrame) -> ALSModel:
     """The chosen grid point fitted on every interaction (train and holdout): the model that is published."""
     return estimator.copy(param_map).als().fit(data.select(C.USER_IDX, C.ITEM_IDX, C.CONFIDENCE))
+
+
+__all__ = [
+    "ALS", "LATEST", "POPULARITY", "INCUMBENT", "CHALLENGER", "GATE", "SERVED", "DECISION",
+    "PUBLISHED_NO_FRESH_HOLDOUT", "PUBLISHED_MODEL", "HOLDOUT_METRICS_FROM", "GRID_PARAMS", "TrainError",
+    "build_als", "param_grid", "random_param_maps", "search_space", "holdout_split", "check_training_data",
+    "choose_champion", "metrics_rows", "registry_uri", "temporal_cv", "random_folds", "cross_validate",
+    "refit_on_all", "PUBLISHED", "KEPT_INCUMBENT", "FIRST_MODEL",
+]

@@ -212,3 +212,8 @@ def run_train(spark: SparkSession, cfg: AppConfig, run_id: str) -> dict[str, Any
         # Published last: recommend only ever sees a model whose files and metrics are complete.
         R.write_text(spark, join_uri(cfg.lakehouse, "registry", LATEST), run_id)
     return result
+
+
+__all__ = [
+    "run_train",
+]
