@@ -121,16 +121,23 @@ def apply_budget(budgets: Mapping[str, int]) -> Transform:
     """Keep at most ``budget`` users per campaign (0 = unlimited), chosen by their list's best level, then the best
     score at that level, then ``xxhash64("budget", campaign_id, user_id)`` and user id (deterministic). The stage
     scores only a :func:`budget_shortlist` of the audience, so the choice is among the shortlisted users."""
+    limits = {k: v for k, v in budgets.items() if v > 0}
+
     def apply(recs: DataFrame) -> DataFrame:
+        if not limits:
+            return recs
+        # Only budgeted campaigns' rows go through the ranking: it orders a whole campaign's users, one partition
+        # per campaign.
+        budgeted = F.col(C.CAMPAIGN_ID).isin(*limits)
         lst = Window.partitionBy(C.CAMPAIGN_ID, C.USER_ID)
         tie = F.xxhash64(F.lit("budget"), F.col(C.CAMPAIGN_ID), F.col(C.USER_ID))
         w = Window.partitionBy(C.CAMPAIGN_ID).orderBy(F.asc("_lvl"), F.desc("_s"), tie, F.asc(C.USER_ID))
-        budget = _by_campaign(budgets)
-        return (recs.withColumn("_lvl", F.min(C.LEVEL).over(lst))
+        kept = (recs.where(budgeted).withColumn("_lvl", F.min(C.LEVEL).over(lst))
                 .withColumn("_s", F.max(F.when(F.col(C.LEVEL) == F.col("_lvl"), F.col(C.SCORE))).over(lst))
                 .withColumn("_n", F.dense_rank().over(w))
-                .where((budget <= 0) | (F.col("_n") <= budget))
+                .where(F.col("_n") <= _by_campaign(limits))
                 .drop("_lvl", "_s", "_n"))
+        return recs.where(~budgeted).unionByName(kept)
     return apply
 
 
