@@ -139,7 +139,7 @@ def test_result_table_keeps_long_names_apart(capsys: pytest.CaptureFixture[str])
 
 def test_campaign_summary_fits_100_columns() -> None:
     from sparkpromo.cli import _table_lines
-    from sparkpromo.recommend import FAIRNESS_METRICS
+    from sparkpromo.evaluate import FAIRNESS_METRICS
 
     keys = ("priority", "audience", "users_listed", "served", "control", "rows", "fallback_share", "coverage",
             "gini", *FAIRNESS_METRICS)

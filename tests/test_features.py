@@ -210,7 +210,8 @@ def test_run_features_end_to_end_and_rerun(spark: SparkSession, tmp_path: Path,
                     cfg.table("silver", "events"))
     gold = [cfg.table("gold", t) for t in ("interactions", "user_features", "item_features", "id_map")]
     versions = [delta_io.version(spark, uri) for uri in gold]
-    monkeypatch.setattr(FT, "extend_id_map", lambda existing, ids, kind: existing.limit(0))
+    # run_features looks extend_id_map up in its own module (sparkpromo.features.stage).
+    monkeypatch.setattr("sparkpromo.features.stage.extend_id_map", lambda existing, ids, kind: existing.limit(0))
     with pytest.raises(FT.FeatureError, match=r"1 interaction\(s\) unmapped .*nothing was written to gold"):
         FT.run_features(spark, cfg, "r3", as_of=AS_OF)
     assert [delta_io.version(spark, uri) for uri in gold] == versions

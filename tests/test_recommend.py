@@ -18,6 +18,7 @@ from pyspark.sql import functions as F
 
 from sparkpromo import columns as C
 from sparkpromo import delta_io, schemas
+from sparkpromo import evaluate as E
 from sparkpromo import recommend as R
 from sparkpromo.config import AppConfig
 
@@ -256,7 +257,7 @@ def test_exposure_gini(spark: SparkSession) -> None:
     recs = spark.createDataFrame([("even", "a"), ("even", "b"), ("even", "c"), ("even", "d"),
                                   ("one", "a"), ("one", "a"), ("one", "a"), ("one", "a")],
                                  "campaign_id string, item_id string")
-    got = {r[0]: r[1] for r in recs.transform(R.exposure_gini(4)).collect()}
+    got = {r[0]: r[1] for r in recs.transform(E.exposure_gini(4)).collect()}
     assert got["even"] == pytest.approx(0.0) and got["one"] == pytest.approx(0.75)
 
 
@@ -265,20 +266,20 @@ def test_exposure_against_popularity_baseline(spark: SparkSession) -> None:
     items = spark.createDataFrame([("a", 9.0), ("b", 5.0), ("c", 2.0), ("d", 1.0), ("e", 0.5), ("f", 0.1),
                                    ("g", 0.1), ("h", 0.1), ("i", 0.1), ("j", 0.1), ("k", 0.0)],
                                   "item_id string, popularity double")
-    head = R.most_popular(items, 11)  # ceil(10% of 11) = 2 items
+    head = E.most_popular(items, 11)  # ceil(10% of 11) = 2 items
     assert_df_equality(head, spark.createDataFrame([("a",), ("b",)], "item_id string"), ignore_nullable=True)
 
     delivered = spark.createDataFrame([("c1", "u1", "c", 1), ("c1", "u1", "a", 2), ("c1", "u2", "d", 1)],
                                       "campaign_id string, user_id string, item_id string, rank int")
     eligible = spark.createDataFrame([("c1", "a", 9.0), ("c1", "c", 2.0), ("c1", "d", 1.0)],
                                      "campaign_id string, item_id string, popularity double")
-    baseline = delivered.transform(R.popularity_baseline(eligible))
+    baseline = delivered.transform(E.popularity_baseline(eligible))
     expected = spark.createDataFrame([("c1", 1, "u1", "a"), ("c1", 2, "u1", "c"), ("c1", 1, "u2", "a")],
                                      "campaign_id string, rank int, user_id string, item_id string")
     assert_df_equality(baseline, expected, ignore_row_order=True, ignore_nullable=True)
 
-    ours = {k: v for k, v in delivered.transform(R.exposure_metrics(11, head)).first().asDict().items()}
-    base = baseline.transform(R.exposure_metrics(11, head, prefix="baseline_")).first().asDict()
+    ours = {k: v for k, v in delivered.transform(E.exposure_metrics(11, head)).first().asDict().items()}
+    base = baseline.transform(E.exposure_metrics(11, head, prefix="baseline_")).first().asDict()
     assert ours["coverage"] == pytest.approx(3 / 11) and base["baseline_coverage"] == pytest.approx(2 / 11)
     assert ours["head_share"] == pytest.approx(1 / 3) and base["baseline_head_share"] == pytest.approx(2 / 3)
     assert ours["gini"] < base["baseline_gini"]
@@ -405,7 +406,7 @@ def test_run_recommend_summary_and_partitions(e2e: E2E) -> None:
     assert s["rows"] == len(e2e.rows1) == sum(c["rows"] for c in camps.values())
     for c in camps.values():
         assert 0.0 <= c["fallback_share"] <= 1.0 and 0.0 <= c["coverage"] <= 1.0 and 0.0 <= c["gini"] < 1.0
-        assert all(0.0 <= c[k] <= 1.0 for k in R.FAIRNESS_METRICS)
+        assert all(0.0 <= c[k] <= 1.0 for k in E.FAIRNESS_METRICS)
         assert (c["baseline_coverage"] > 0) == (c["served"] > 0)  # the baseline fills the same delivered slots
     table = Path(R.table_uri(e2e.cfg))
     for cid in ("welcome", "cart-50", "bundle", "fans"):

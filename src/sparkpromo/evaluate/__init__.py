@@ -8,6 +8,7 @@ Relevance is binary: every holdout interaction of a user is a relevant item.
 """
 
 from sparkpromo.evaluate.cv import *  # noqa: F403
+from sparkpromo.evaluate.exposure import *  # noqa: F403
 from sparkpromo.evaluate.metrics import *  # noqa: F403
 from sparkpromo.evaluate.splits import *  # noqa: F403
 from sparkpromo.evaluate.splits import _drop_unknown  # noqa: F401 - used by tests

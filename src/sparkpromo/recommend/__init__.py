@@ -27,13 +27,13 @@ Output: the Delta table ``T.RECOMMENDATIONS.uri(cfg)`` (:data:`RECOMMENDATIONS`)
 Only the per-campaign summary rows are collected to the driver.
 
 One module per concern: :mod:`.registry` (the model in service), :mod:`.candidates`, :mod:`.policy`,
-:mod:`.offers`, :mod:`.exposure` (summary and fairness metrics) and :mod:`.stage` (:func:`run_recommend`);
+:mod:`.offers` and :mod:`.stage` (:func:`run_recommend`); the exposure and fairness metrics of what it serves
+are in :mod:`sparkpromo.evaluate.exposure`, next to the offline metrics;
 :mod:`.common` holds the shared names; the output table is declared in :mod:`sparkpromo.tables`.
 """
 
 from sparkpromo.recommend.candidates import *  # noqa: F403
 from sparkpromo.recommend.common import *  # noqa: F403
-from sparkpromo.recommend.exposure import *  # noqa: F403
 from sparkpromo.recommend.offers import *  # noqa: F403
 from sparkpromo.recommend.policy import *  # noqa: F403
 from sparkpromo.recommend.registry import *  # noqa: F403

@@ -18,7 +18,7 @@ from pyspark.sql.types import DoubleType
 from sparkpromo import campaigns as K
 from sparkpromo import columns as C
 from sparkpromo.config import Campaign, RecommendConfig
-from sparkpromo.frame import Transform
+from sparkpromo.frame import POSITION, Transform, positions_within
 from sparkpromo.recommend.common import (
     ALS,
     BUNDLE,
@@ -57,8 +57,8 @@ def als_candidates(model: ALSModel, n: int) -> Transform:
 def popularity_lists(n: int) -> Transform:
     """Eligible items ``(campaign_id, item_id, popularity)`` -> each campaign's top ``n`` by popularity."""
     def apply(eligible: DataFrame) -> DataFrame:
-        w = Window.partitionBy(C.CAMPAIGN_ID).orderBy(F.desc(C.POPULARITY), F.asc(C.ITEM_ID))
-        return (eligible.withColumn("_rn", F.row_number().over(w)).where(F.col("_rn") <= n)
+        ranked = eligible.transform(positions_within([C.CAMPAIGN_ID], [F.desc(C.POPULARITY), F.asc(C.ITEM_ID)]))
+        return (ranked.where(F.col(POSITION) < n)
                 .select(C.CAMPAIGN_ID, C.ITEM_ID, F.col(C.POPULARITY).cast(DoubleType()).alias(C.SCORE)))
     return apply
 

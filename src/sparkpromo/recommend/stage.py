@@ -21,6 +21,7 @@ from sparkpromo import columns as C
 from sparkpromo import delta_io
 from sparkpromo import tables as T
 from sparkpromo.config import AppConfig, Campaign, RecommendConfig
+from sparkpromo.evaluate.exposure import FAIRNESS_METRICS, campaign_metrics, most_popular
 from sparkpromo.features import decay_reference
 from sparkpromo.logs import spark_progress, stage
 from sparkpromo.recommend.candidates import (
@@ -28,14 +29,7 @@ from sparkpromo.recommend.candidates import (
     campaign_frames,
     candidate_pool,
 )
-from sparkpromo.recommend.common import (
-    EVENT_COLUMNS,
-)
-from sparkpromo.recommend.exposure import (
-    FAIRNESS_METRICS,
-    campaign_metrics,
-    most_popular,
-)
+from sparkpromo.recommend.common import EVENT_COLUMNS, FALLBACK_SOURCES
 from sparkpromo.recommend.offers import (
     calibrate_scores,
     conform,
@@ -164,9 +158,10 @@ def run_recommend(spark: SparkSession, cfg: AppConfig, run_id: str, run_date: dt
         log.info("ranked in %.1fs", time.perf_counter() - t0)
         catalog_size = items.count()
         sizes = frames.audience.groupBy(C.CAMPAIGN_ID).agg(F.count("*").alias("audience"))
-        metrics = {row[C.CAMPAIGN_ID]: {k: v for k, v in row.asDict().items() if v is not None} for row in
-                   sizes.join(final.transform(campaign_metrics(catalog_size, most_popular(items, catalog_size),
-                                                    frames.eligible)), C.CAMPAIGN_ID, "full").collect()}
+        exposure = final.transform(campaign_metrics(catalog_size, FALLBACK_SOURCES, most_popular(items, catalog_size),
+                                                    frames.eligible))
+        metrics = {row[C.CAMPAIGN_ID]: {k: v for k, v in row.asDict().items() if v is not None}
+                   for row in sizes.join(exposure, C.CAMPAIGN_ID, "full").collect()}
         per_campaign: dict[str, dict[str, Any]] = {}
         for camp in active:
             m = metrics.get(camp.id, {})

@@ -320,9 +320,10 @@ def _campaign_rows(spark: SparkSession, cfg: AppConfig, run: RunInfo, stages: Se
     version = _recommend_input_version(stages, "gold.item_features")
     items = _table(spark, cfg, T.ITEM_FEATURES, version)
     catalog = items.count() if items is not None else 0
-    from sparkpromo.recommend import campaign_metrics
+    from sparkpromo.evaluate import campaign_metrics
+    from sparkpromo.recommend import FALLBACK_SOURCES
 
-    rows = mine.transform(campaign_metrics(catalog)).collect()
+    rows = mine.transform(campaign_metrics(catalog, FALLBACK_SOURCES)).collect()
     out = {r[C.CAMPAIGN_ID]: {k: v for k, v in r.asDict().items() if k != C.CAMPAIGN_ID} for r in rows}
     if not catalog:
         for v in out.values():

@@ -1,17 +1,17 @@
-"""Exposure metrics of the recommendations per campaign: rows, users, coverage, Gini, head share and the same
-figures for the popularity baseline (the fairness report)."""
+"""Exposure metrics of served recommendations per campaign: rows, users, coverage, Gini, head share and the same
+figures for the popularity baseline (the fairness report). The offline ranking metrics are in :mod:`.metrics`."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType
 
 from sparkpromo import columns as C
-from sparkpromo.frame import Transform
-from sparkpromo.recommend.common import FALLBACK_SOURCES
+from sparkpromo.frame import POSITION, Transform, positions_within
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -22,14 +22,15 @@ def exposure_gini(catalog_size: int) -> Transform:
     never shown count as 0): 0 = every item shown equally, close to 1 = one item shown to everyone."""
     def apply(recs: DataFrame) -> DataFrame:
         counts = recs.groupBy(C.CAMPAIGN_ID, C.ITEM_ID).agg(F.count("*").cast(DoubleType()).alias("_x"))
-        w = Window.partitionBy(C.CAMPAIGN_ID).orderBy(F.asc("_x"), F.asc(C.ITEM_ID))
-        ranked = (counts.withColumn("_j", F.row_number().over(w).cast(DoubleType()))
-                  .withColumn("_m", F.count("*").over(Window.partitionBy(C.CAMPAIGN_ID)).cast(DoubleType())))
+        ranked = counts.transform(positions_within([C.CAMPAIGN_ID], [F.asc("_x"), F.asc(C.ITEM_ID)]))
+        # With m shown items among n, the j-th smallest (j = pos + 1) sits at position i = n - m + j of all n, so
+        # sum((2i - n - 1) x) = 2 sum(j x) + (n - 2m - 1) sum(x): one aggregate, no count over a window.
+        agg = ranked.groupBy(C.CAMPAIGN_ID).agg(
+            F.sum((F.col(POSITION) + F.lit(1)).cast(DoubleType()) * F.col("_x")).alias("_jx"),
+            F.sum("_x").alias("_sx"), F.count("*").cast(DoubleType()).alias("_m"))
         n = F.greatest(F.lit(float(catalog_size)), F.col("_m"))
-        i = n - F.col("_m") + F.col("_j")  # the item's 1-based position among all n items sorted ascending
-        return (ranked.groupBy(C.CAMPAIGN_ID)
-                .agg((F.sum((F.lit(2.0) * i - n - F.lit(1.0)) * F.col("_x")) / (F.max(n) * F.sum("_x")))
-                     .alias("gini")))
+        return agg.select(C.CAMPAIGN_ID, ((F.lit(2.0) * F.col("_jx") + (n - F.lit(2.0) * F.col("_m") - F.lit(1.0))
+                                           * F.col("_sx")) / (n * F.col("_sx"))).alias("gini"))
     return apply
 
 
@@ -67,15 +68,18 @@ def popularity_baseline(eligible: DataFrame) -> Transform:
     """Delivered rows -> the same slots filled by the popularity baseline: slot ``rank`` r of every user gets the
     campaign's r-th most popular eligible item. What a non-personalised campaign would have exposed."""
     def apply(delivered: DataFrame) -> DataFrame:
-        w = Window.partitionBy(C.CAMPAIGN_ID).orderBy(F.desc(C.POPULARITY), F.asc(C.ITEM_ID))
-        ranked = eligible.select(C.CAMPAIGN_ID, C.ITEM_ID, F.row_number().over(w).alias(C.RANK))
+        ranked = (eligible.select(C.CAMPAIGN_ID, C.ITEM_ID, C.POPULARITY)
+                  .transform(positions_within([C.CAMPAIGN_ID], [F.desc(C.POPULARITY), F.asc(C.ITEM_ID)]))
+                  .select(C.CAMPAIGN_ID, C.ITEM_ID, (F.col(POSITION) + F.lit(1)).alias(C.RANK)))
         return delivered.select(C.CAMPAIGN_ID, C.USER_ID, C.RANK).join(ranked, [C.CAMPAIGN_ID, C.RANK])
     return apply
 
 
-def campaign_metrics(catalog_size: int, head: DataFrame | None = None, eligible: DataFrame | None = None) -> Transform:
+def campaign_metrics(catalog_size: int, fallback_sources: Sequence[str], head: DataFrame | None = None,
+                     eligible: DataFrame | None = None) -> Transform:
     """Recommendations -> one row per campaign: rows, users listed, served (delivered users), control users,
-    fallback share (delivered rows from popularity sources), catalogue coverage and exposure Gini over delivered rows.
+    fallback share (delivered rows whose ``source`` is one of ``fallback_sources``), catalogue coverage and
+    exposure Gini over delivered rows.
 
     With the ``head`` items (:func:`most_popular`) it adds ``head_share``, the share of delivered slots going to
     them, and with the campaigns' ``eligible`` items it adds the same three exposure figures for the popularity
@@ -88,7 +92,7 @@ def campaign_metrics(catalog_size: int, head: DataFrame | None = None, eligible:
             F.countDistinct(F.when(delivered, F.col(C.USER_ID))).alias("served"),
             F.countDistinct(F.when(F.col(C.IS_CONTROL), F.col(C.USER_ID))).alias("control"),
             F.count(F.when(delivered, 1)).alias("_delivered_rows"),
-            F.count(F.when(delivered & F.col(C.SOURCE).isin(*FALLBACK_SOURCES), 1)).alias("_fallback_rows"),
+            F.count(F.when(delivered & F.col(C.SOURCE).isin(*fallback_sources), 1)).alias("_fallback_rows"),
             F.countDistinct(F.when(delivered, F.col(C.ITEM_ID))).alias("_items"))
         safe = F.greatest(F.col("_delivered_rows"), F.lit(1)).cast(DoubleType())
         gini = recs.where(delivered).transform(exposure_gini(catalog_size))

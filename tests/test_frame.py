@@ -1,0 +1,59 @@
+"""positions_within and ntile_within: the numbering of a window's row_number and ntile, without moving a group (or the
+frame) into one task."""
+
+from __future__ import annotations
+
+import io
+from contextlib import redirect_stdout
+
+import pytest
+from chispa import assert_df_equality
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from sparkpromo.frame import POSITION, ntile_within, positions_within
+
+
+def _physical_plan(df: DataFrame) -> str:
+    out = io.StringIO()
+    with redirect_stdout(out):
+        df.explain()
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def rows(spark: SparkSession) -> DataFrame:
+    # Three groups of uneven size, repeated values (ties broken by id), more rows than one range partition holds.
+    return spark.createDataFrame([("a" if i % 5 else "b" if i % 2 else None, (i * 37) % 11, i) for i in range(300)],
+                                 "g string, v long, id long")
+
+
+@pytest.mark.parametrize("group", [["g"], []], ids=["by-group", "whole-frame"])
+def test_positions_equal_row_number_minus_one(rows: DataFrame, group: list[str]) -> None:
+    order = [F.desc("v"), F.asc("id")]
+    got = rows.transform(positions_within(group, order))
+    numbered = F.row_number().over(Window.partitionBy(*group).orderBy(*order)) - F.lit(1)
+    expected = rows.withColumn(POSITION, numbered.cast("long"))
+    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_a_constant_group_is_not_moved_into_one_partition(rows: DataFrame) -> None:
+    """One campaign: a literal campaign id, which Spark folds out of a window's partitioning (the
+    'No Partition Defined for Window operation' case). The numbering must still be right and range partitioned."""
+    one = rows.withColumn("campaign", F.lit("only"))
+    order = [F.asc("v"), F.asc("id")]
+    got = one.transform(positions_within(["campaign"], order))
+    numbered = F.row_number().over(Window.partitionBy("campaign").orderBy(*order)) - F.lit(1)
+    window = one.withColumn(POSITION, numbered.cast("long"))
+    assert "SinglePartition" in _physical_plan(window)  # what the window does with a folded constant
+    assert "SinglePartition" not in _physical_plan(got)
+    assert "rangepartitioning" in _physical_plan(got).lower()
+    assert_df_equality(got, window, ignore_row_order=True, ignore_nullable=True)
+
+
+@pytest.mark.parametrize("n", [3, 10, 400], ids=["few-tiles", "deciles", "more-tiles-than-rows"])
+def test_ntile_equals_sparks_ntile(rows: DataFrame, n: int) -> None:
+    order = [F.asc("v"), F.desc("id")]
+    got = rows.transform(ntile_within(["g"], order, n, "tile"))
+    expected = rows.withColumn("tile", F.ntile(n).over(Window.partitionBy("g").orderBy(*order)))
+    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
