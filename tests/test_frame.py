@@ -1,17 +1,18 @@
-"""positions_within and ntile_within: the numbering of a window's row_number and ntile, without moving a group (or the
-frame) into one task."""
+"""positions_within, ntile_within and top_within: the numbering of a window's row_number and ntile, and its top N per
+group, without moving a group (or the frame) into one task."""
 
 from __future__ import annotations
 
 import io
+import re
 from contextlib import redirect_stdout
 
 import pytest
 from chispa import assert_df_equality
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from sparkpromo.frame import POSITION, ntile_within, positions_within
+from sparkpromo.frame import POSITION, ntile_within, positions_within, top_within
 
 
 def _physical_plan(df: DataFrame) -> str:
@@ -56,4 +57,41 @@ def test_ntile_equals_sparks_ntile(rows: DataFrame, n: int) -> None:
     order = [F.asc("v"), F.desc("id")]
     got = rows.transform(ntile_within(["g"], order, n, "tile"))
     expected = rows.withColumn("tile", F.ntile(n).over(Window.partitionBy("g").orderBy(*order)))
+    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def limit() -> Column:
+    """Per-group limits as a column (a campaign's budget): uneven, one larger than its group."""
+    return F.when(F.col("g") == "a", 7).when(F.col("g") == "b", 2).otherwise(500)
+
+
+def test_top_within_keeps_what_one_window_keeps(rows: DataFrame) -> None:
+    order = [F.desc("v"), F.asc("id")]
+    got = rows.transform(top_within(["g"], order, limit(), spread=F.col("id"), buckets=3))
+    n = F.row_number().over(Window.partitionBy("g").orderBy(*order))
+    expected = rows.withColumn("_n", n).where(F.col("_n") <= limit()).drop("_n")
+    assert got.count() == 7 + 2 + rows.where(F.col("g").isNull()).count()
+    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_top_within_ranks_entities_with_dense_rank(rows: DataFrame) -> None:
+    """A user's list of rows is ranked as one (the order is constant over it): the best users keep every row."""
+    lists = rows.withColumn("u", F.col("id") % 40).withColumn("s", (F.col("u") * 7) % 13)
+    order = [F.desc("s"), F.asc("u")]
+    got = lists.transform(top_within(["g"], order, limit(), spread=F.col("u"), buckets=3, rank=F.dense_rank))
+    n = F.dense_rank().over(Window.partitionBy("g").orderBy(*order))
+    expected = lists.withColumn("_n", n).where(F.col("_n") <= limit()).drop("_n")
+    assert got.where(F.col("g") == "b").select("u").distinct().count() == 2
+    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_top_within_a_constant_group_first_ranks_in_buckets(rows: DataFrame) -> None:
+    """One campaign (a folded literal): the whole group is not sorted in one task; only each bucket's best are."""
+    one = rows.withColumn("campaign", F.lit("only"))
+    order = [F.asc("v"), F.asc("id")]
+    got = one.transform(top_within(["campaign"], order, F.lit(5), spread=F.col("id"), buckets=4))
+    plan = _physical_plan(got).lower()
+    # The first window's rows are hash partitioned by the bucket (pmod(xxhash64(id), 4)), computed as a column.
+    assert "pmod(xxhash64(id" in plan and re.search(r"exchange hashpartitioning\(_w\d", plan), plan
+    expected = one.orderBy(*order).limit(5)
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)

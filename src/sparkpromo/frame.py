@@ -1,4 +1,4 @@
-"""Shared typing for DataFrame transformations, and the row-numbering transform they share."""
+"""Shared typing for DataFrame transformations, and the row-numbering and top-N transforms they share."""
 
 from __future__ import annotations
 
@@ -61,4 +61,24 @@ def ntile_within(group: Sequence[str], order: Sequence[Column], n: int, name: st
         tile = F.when(F.col(POSITION) < big, F.floor(F.col(POSITION) / (q + F.lit(1))) + F.lit(1)) \
             .otherwise(r + F.floor((F.col(POSITION) - big) / F.greatest(q, F.lit(1))) + F.lit(1))
         return ranked.select(*df.columns, tile.cast("int").alias(name))
+    return apply
+
+
+def top_within(group: Sequence[str], order: Sequence[Column], limit: Column, spread: Column, buckets: int = 16,
+               rank: Callable[[], Column] = F.row_number) -> Transform:
+    """Keep the rows whose ``rank()`` (``row_number`` or ``dense_rank``) over ``order`` within ``group`` is at most
+    ``limit`` (a column: a per-group budget), as one window ranking each group would.
+
+    In two steps, so that a group's rows are not sorted in one task: ranked first within ``(group, bucket)``, the
+    bucket a hash of ``spread`` (``buckets`` of them, sorted in parallel), keeping each bucket's best ``limit``; then
+    within the group over what is left, at most ``buckets * limit`` rows, however large the group. The result is
+    the one-window result when ``order`` is a total order of the ranked entities and every row of one entity has the
+    same ``spread`` (with ``dense_rank``, rows ranked together, such as one user's list, must share a bucket): the
+    group's best ``limit`` are each among their bucket's best ``limit``."""
+    def apply(df: DataFrame) -> DataFrame:
+        bucket = F.pmod(F.xxhash64(spread), F.lit(buckets))
+        by_bucket = Window.partitionBy(*group, bucket).orderBy(*order)
+        by_group = Window.partitionBy(*group).orderBy(*order)
+        return (df.withColumn("_top", rank().over(by_bucket)).where(F.col("_top") <= limit)
+                .withColumn("_top", rank().over(by_group)).where(F.col("_top") <= limit).drop("_top"))
     return apply

@@ -18,7 +18,7 @@ from pyspark.sql.types import DoubleType
 from sparkpromo import campaigns as K
 from sparkpromo import columns as C
 from sparkpromo.config import Campaign, RecommendConfig
-from sparkpromo.frame import POSITION, Transform, positions_within
+from sparkpromo.frame import POSITION, Transform, positions_within, top_within
 from sparkpromo.recommend.common import (
     ALS,
     BUNDLE,
@@ -149,10 +149,9 @@ def budget_shortlist(budgets: Mapping[str, int], factor: int, affinity: Transfor
         budgeted = F.col(C.CAMPAIGN_ID).isin(*limits)
         rows = audience.where(budgeted)
         rows = rows.transform(affinity) if affinity is not None else rows.withColumn(C.AFFINITY, F.lit(None))
-        w = Window.partitionBy(C.CAMPAIGN_ID).orderBy(
-            F.desc_nulls_last(C.AFFINITY), F.xxhash64(F.lit("shortlist"), F.col(C.CAMPAIGN_ID), F.col(C.USER_ID)),
-            F.asc(C.USER_ID))
-        kept = (rows.withColumn("_rn", F.row_number().over(w)).where(F.col("_rn") <= _by_campaign(limits))
+        order = [F.desc_nulls_last(C.AFFINITY),
+                 F.xxhash64(F.lit("shortlist"), F.col(C.CAMPAIGN_ID), F.col(C.USER_ID)), F.asc(C.USER_ID)]
+        kept = (rows.transform(top_within([C.CAMPAIGN_ID], order, _by_campaign(limits), spread=F.col(C.USER_ID)))
                 .select(*audience.columns))
         return audience.where(~budgeted).unionByName(kept)
     return apply

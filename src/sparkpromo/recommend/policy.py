@@ -13,7 +13,7 @@ from pyspark.sql.types import DoubleType
 
 from sparkpromo import columns as C
 from sparkpromo.config import Campaign, RecommendConfig
-from sparkpromo.frame import Transform
+from sparkpromo.frame import Transform, top_within
 from sparkpromo.recommend.candidates import CampaignFrames
 from sparkpromo.recommend.common import (
     CONTROL_BUCKETS,
@@ -126,17 +126,16 @@ def apply_budget(budgets: Mapping[str, int]) -> Transform:
     def apply(recs: DataFrame) -> DataFrame:
         if not limits:
             return recs
-        # Only budgeted campaigns' rows go through the ranking: it orders a whole campaign's users, one partition
-        # per campaign.
         budgeted = F.col(C.CAMPAIGN_ID).isin(*limits)
         lst = Window.partitionBy(C.CAMPAIGN_ID, C.USER_ID)
         tie = F.xxhash64(F.lit("budget"), F.col(C.CAMPAIGN_ID), F.col(C.USER_ID))
-        w = Window.partitionBy(C.CAMPAIGN_ID).orderBy(F.asc("_lvl"), F.desc("_s"), tie, F.asc(C.USER_ID))
+        # Users are ranked, not rows: the order is constant over a user's list, and a user's rows share a bucket.
+        order = [F.asc("_lvl"), F.desc("_s"), tie, F.asc(C.USER_ID)]
         kept = (recs.where(budgeted).withColumn("_lvl", F.min(C.LEVEL).over(lst))
                 .withColumn("_s", F.max(F.when(F.col(C.LEVEL) == F.col("_lvl"), F.col(C.SCORE))).over(lst))
-                .withColumn("_n", F.dense_rank().over(w))
-                .where(F.col("_n") <= _by_campaign(limits))
-                .drop("_lvl", "_s", "_n"))
+                .transform(top_within([C.CAMPAIGN_ID], order, _by_campaign(limits), spread=F.col(C.USER_ID),
+                                      rank=F.dense_rank))
+                .drop("_lvl", "_s"))
         return recs.where(~budgeted).unionByName(kept)
     return apply
 
