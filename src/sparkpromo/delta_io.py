@@ -159,6 +159,40 @@ def version(spark: SparkSession, uri: str) -> int | None:
     return int(row[0]) if row else None
 
 
+CHANGE_FEED = "delta.enableChangeDataFeed"
+# Commits after which the change data feed still describes every row change (a rewrite such as an overwrite or a
+# RESTORE is better read again in full).
+_ROW_CHANGES = {"MERGE", "DELETE", "UPDATE", "OPTIMIZE", "ADD CONSTRAINT", "VACUUM START", "VACUUM END"}
+
+
+def row_changes_only(spark: SparkSession, uri: str, start: int, end: int) -> bool:
+    """Whether every commit of ``uri`` after ``start`` up to ``end`` was a row-level change (MERGE, DELETE, UPDATE,
+    an append) or left the data as it was, and the table records its change data feed."""
+    if _table_properties(spark, uri).get(CHANGE_FEED, "false").lower() != "true":
+        return False
+    path = uri.replace("`", "``")
+    rows = (spark.sql(f"DESCRIBE HISTORY delta.`{path}`")
+            .where((F.col("version") > start) & (F.col("version") <= end))
+            .select("operation", "operationParameters").collect())  # one row per commit in the range
+    if len(rows) != end - start:
+        return False
+    for r in rows:
+        params = r["operationParameters"] or {}
+        if r["operation"] in _ROW_CHANGES:
+            continue
+        if params.get("mode") == "Append" or params.get("outputMode") == "Append":
+            continue
+        return False
+    return True
+
+
+def changes(spark: SparkSession, uri: str, start: int, end: int) -> DataFrame:
+    """The change data feed of ``uri`` for the commits after ``start`` up to ``end``: each changed row as it was
+    and as it is, with ``_change_type`` (check :func:`row_changes_only` first)."""
+    return (spark.read.format("delta").option("readChangeFeed", "true").option("startingVersion", start + 1)
+            .option("endingVersion", end).load(uri))
+
+
 def sql_literal(value: object) -> str:
     """A SQL literal for a value we control (ids validated by config, dates); quotes are escaped regardless."""
     if isinstance(value, bool):

@@ -332,8 +332,9 @@ def run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext, f
     and its :func:`stage_fingerprint` (configuration read, run date, package version) is the one recorded then;
     otherwise it runs and logs why (:func:`rerun_reason`).
     A stage result with a ``warning`` (e.g. recommend served no offers) raises :class:`StrictError` under
-    ``strict``, after the stage's tables and record are written. ``full_refresh`` (clean only, never skipped)
-    rebuilds silver from the whole of bronze instead of merging the rows added since the last clean.
+    ``strict``, after the stage's tables and record are written. ``full_refresh`` (clean and features, never
+    skipped) rebuilds silver from the whole of bronze, and gold from the whole of silver, instead of taking in only
+    what changed since the stage's last run.
 
     Atomicity across stages: the stage reads every table an upstream stage writes at the version recorded by that
     stage's last successful run (:func:`manifest_versions`), so what a failed stage wrote before failing is
@@ -341,7 +342,7 @@ def run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext, f
     """
     # A half-finished upstream stage is invisible: its inputs are read as the upstream's last success left them.
     with delta_io.pinned(_pins(spark, cfg, name)):
-        return _run_stage(name, spark, cfg, ctx, force, strict, full_refresh and name == "clean")
+        return _run_stage(name, spark, cfg, ctx, force, strict, full_refresh and name in ("clean", "features"))
 
 
 def _run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext, force: bool, strict: bool,
@@ -367,7 +368,7 @@ def _run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext, 
         elif name == "clean":
             result = run_clean(spark, cfg, ctx.run_id, ctx.as_of, full_refresh=full_refresh)
         elif name == "features":
-            result = run_features(spark, cfg, ctx.run_id, ctx.run_date)
+            result = run_features(spark, cfg, ctx.run_id, ctx.run_date, full_refresh=full_refresh)
         elif name == "train":
             result = run_train(spark, cfg, ctx.run_id)
         elif name == "recommend":

@@ -57,12 +57,15 @@ SILVER_EVENTS = Table(
     # Delta collects min/max statistics for the first 32 columns by default; on silver events only the time columns
     # and the type ever prune files (ids are spread over every file), and skipping the rest makes the write ~20%
     # cheaper.
-    properties={"delta.dataSkippingStatsColumns": f"{C.EVENT_DATE},{C.EVENT_TS},{C.EVENT_TYPE}"})
-SILVER_USERS = Table("silver", "users", S.SILVER_USERS, not_null=(C.USER_ID, C.MARKETING_CONSENT))
+    # The change data feed tells an incremental features run which rows a clean changed (features/incremental.py).
+    properties={"delta.dataSkippingStatsColumns": f"{C.EVENT_DATE},{C.EVENT_TS},{C.EVENT_TYPE}",
+                "delta.enableChangeDataFeed": "true"})
+SILVER_USERS = Table("silver", "users", S.SILVER_USERS, not_null=(C.USER_ID, C.MARKETING_CONSENT),
+                     properties={"delta.enableChangeDataFeed": "true"})
 SILVER_ITEMS = Table("silver", "items", S.SILVER_ITEMS,
                      checks={"non_negative_item_price": "price IS NULL OR price >= 0",
                              "non_negative_stock": "stock IS NULL OR stock >= 0"},
-                     not_null=(C.ITEM_ID,))
+                     not_null=(C.ITEM_ID,), properties={"delta.enableChangeDataFeed": "true"})
 SILVER = {"events": SILVER_EVENTS, "users": SILVER_USERS, "items": SILVER_ITEMS}
 QUARANTINE = Table("quarantine", "rows", S.QUARANTINE, partition_by=(C.Q_SOURCE,))
 DATA_QUALITY = Table("metrics", "data_quality", S.DQ_STATS)

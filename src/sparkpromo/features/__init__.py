@@ -15,6 +15,9 @@ whose events all lie before the window is a cold-start user); the event-derived 
 silver.items drops out). Not windowed: user attributes (silver.users), item attributes (silver.items), and the id
 map, which only ever grows: an id keeps its index when its events leave the window.
 
+Incremental runs (:mod:`sparkpromo.features.incremental`): a run that can build on the last one computes again only
+the users, items and pairs whose gold rows can differ, and carries the others over to the new date.
+
 Missing values (explicit, and tested):
 
 * a purchase with a null ``price`` adds nothing to ``monetary`` / ``cart_value`` (it still counts in ``purchases``);
@@ -32,6 +35,7 @@ Missing values (explicit, and tested):
 from sparkpromo.features.common import *  # noqa: F403
 from sparkpromo.features.confidence import *  # noqa: F403
 from sparkpromo.features.id_map import *  # noqa: F403
+from sparkpromo.features.incremental import *  # noqa: F403
 from sparkpromo.features.items import *  # noqa: F403
 from sparkpromo.features.stage import *  # noqa: F403
 from sparkpromo.features.users import *  # noqa: F403

@@ -15,6 +15,8 @@ from sparkpromo.frame import Transform
 from sparkpromo.schemas import USER_FEATURES
 
 _SESSION = "_session"
+# An add-to-cart counts towards the open cart for this many days.
+CART_LOOKBACK_DAYS = 14
 
 
 def sessionise(gap_minutes: int) -> Transform:
@@ -85,7 +87,7 @@ def _cart_value(events: DataFrame, as_of: dt.date, lookback_days: int) -> DataFr
 
 
 def user_features(events: DataFrame, users: DataFrame | None, items: DataFrame | None, as_of: dt.date,
-                  session_gap_minutes: int = 30, cart_lookback_days: int = 14,
+                  session_gap_minutes: int = 30, cart_lookback_days: int = CART_LOOKBACK_DAYS,
                   consent_without_users: bool = False) -> DataFrame:
     """One row per user (silver.users ∪ users with events), conforming to :data:`USER_FEATURES`.
 
@@ -123,5 +125,5 @@ def user_features(events: DataFrame, users: DataFrame | None, items: DataFrame |
 
 
 __all__ = [
-    "sessionise", "user_features",
+    "CART_LOOKBACK_DAYS", "sessionise", "user_features",
 ]
