@@ -239,3 +239,19 @@ def test_remote_lakehouse_with_mlflow_needs_a_tracking_uri(tmp_path: Path) -> No
                          cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120)
     assert_usage_error(res, "mlflow.tracking_uri", "s3a://shop-bucket/lake")
     assert not (tmp_path / "mlruns").exists()
+
+
+def test_run_sample_merges_small_data_settings_that_a_config_file_overrides(tmp_path: Path) -> None:
+    from sparkpromo.cli import _prepare
+
+    _, sample = _prepare(["run", "--sample", "--conf-dir", str(CONF_DIR)])
+    assert sample.spark.shuffle_partitions == 2 and sample.train.grid.rank == (8,)
+    assert sample.spark.conf["spark.sql.adaptive.enabled"] == "false"
+    assert sample.spark.conf["spark.sql.codegen.wholeStage"] == "false"
+    _, own = _prepare(["train", "--conf-dir", str(CONF_DIR)])
+    assert own.spark.shuffle_partitions == 8 and "spark.sql.adaptive.enabled" not in own.spark.conf
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("spark:\n  conf:\n    spark.sql.adaptive.enabled: 'true'\n")
+    _, overridden = _prepare(["run", "--sample", "--conf-dir", str(CONF_DIR), "--config", str(mine)])
+    assert overridden.spark.conf["spark.sql.adaptive.enabled"] == "true"
+    assert overridden.spark.conf["spark.sql.codegen.wholeStage"] == "false"
