@@ -6,7 +6,6 @@ validation (top-K lists excluding the inner training items).
     python benchmarks/grid_probe.py --data ../shared/data/ml-100k --points '[[64, 0.3, 2, 15], [32, 0.2, 1, 15]]'
 
 A point is [rank, regParam, alpha, maxIter]; ``--confidence rating`` uses the rating as the value (binary: 1).
-``--prior-weights 0,0.05,0.1`` scores each fitted point once per popularity prior weight (no refit).
 """
 
 from __future__ import annotations
@@ -28,14 +27,9 @@ from sparkpromo.logs import setup_logging
 from sparkpromo.train import build_als
 
 
-def fit_and_score(als: ALS, train: DataFrame, validation: DataFrame, k: int, weights: list[float]
-                  ) -> dict[float, float]:
-    """NDCG@k on ``validation`` of ``als`` fitted on ``train`` (top-k lists excluding the training items), per
-    popularity prior weight."""
-    model = als.fit(train)
-    return {w: E.ranking_metrics(E.as_lists(E.top_k_excluding_seen(model, train, k,
-                                                                   prior=E.popularity_prior(train, w))),
-                                 validation, k)["ndcg"] for w in weights}
+def fit_and_score(als: ALS, train: DataFrame, validation: DataFrame, k: int) -> float:
+    """NDCG@k on ``validation`` of ``als`` fitted on ``train`` (top-k lists excluding the training items)."""
+    return E.ranking_metrics(E.as_lists(E.top_k_excluding_seen(als.fit(train), train, k)), validation, k)["ndcg"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,9 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=42, help="outer split seed (its holdout is never read)")
     p.add_argument("--inner-seed", type=int, default=1000)
     p.add_argument("--k", type=int, default=10)
-    p.add_argument("--prior-weights", default="0", help="comma-separated popularity prior weights to score")
     args = p.parse_args(argv)
-    weights = [float(w) for w in args.prior_weights.split(",") if w.strip()]
     setup_logging()
     root = workdir(None, "probe")
     cfg = bare_config(root / "lakehouse", shuffle_partitions=4, spark={"driver_memory": "4g"})
@@ -63,11 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     for rank, reg, alpha, iters in json.loads(args.points):
         als = build_als(True, args.seed, k=args.k, blocks=2, rank=int(rank), regParam=float(reg),
                         alpha=float(alpha), maxIter=int(iters)).als()
-        seconds, ndcg = timed(fit_and_score, als, train, validation, args.k, weights)
-        for w, value in ndcg.items():
-            print(json.dumps({"confidence": args.confidence, "rank": rank, "reg_param": reg, "alpha": alpha,
-                              "max_iter": iters, "prior_weight": w, f"inner_ndcg@{args.k}": round(value, 4),
-                              "fit_and_score_s": round(seconds, 1)}), flush=True)
+        seconds, ndcg = timed(fit_and_score, als, train, validation, args.k)
+        print(json.dumps({"confidence": args.confidence, "rank": rank, "reg_param": reg, "alpha": alpha,
+                          "max_iter": iters, f"inner_ndcg@{args.k}": round(ndcg, 4),
+                          "fit_and_score_s": round(seconds, 1)}), flush=True)
     spark.stop()
     return 0
 

@@ -64,10 +64,8 @@ log = logging.getLogger("benchmarks.quality")
 # involved; BENCHMARKS.md lists them). What they showed: on binary MovieLens a large rank helps only with a strong
 # regParam (rank 64 with regParam 0.1 was the worst point tried, with 0.3 the best), alpha 4 was worse than 2,
 # and 25 iterations gained nothing over 15. Each contender's grid has 4 points.
-# The popularity prior weights (0 = plain ALS; no extra fits: CV re-ranks each fitted fold model) were written
-# down from grid_probe.py --prior-weights on inner splits of seed 42's and seed 7's training parts (BENCHMARKS.md).
 SPARKPROMO_GRID: dict[str, list[Any]] = {"rank": [32, 64], "reg_param": [0.15, 0.3], "alpha": [2.0],
-                                         "max_iter": [15], "prior_weight": [0.0, 0.05, 0.1]}
+                                         "max_iter": [15]}
 # implicit's own parameters: its confidence is alpha * r (r = 1 here, so alpha 3 is Spark's alpha 2: 1 + 2 * 1)
 # and its regularisation is a constant per row, where Spark multiplies regParam by the row's interaction count
 # (~68 per user in a training part here, so Spark's 0.15-0.3 is ~10-20 in implicit's terms).

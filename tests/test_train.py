@@ -62,8 +62,7 @@ def test_param_grid_and_grid_errors() -> None:
     als = T.build_als(implicit=True, seed=1)
     grid = T.param_grid(als, GridConfig(rank=(2, 4), reg_param=(0.1,), alpha=(5.0, 5.0), max_iter=(3,)))
     assert len(grid) == 2  # duplicate alpha collapsed
-    assert {p.name for p in grid[0]} == {"rank", "regParam", "alpha", "maxIter", "implicitPrefs", "nonnegative",
-                                         "priorWeight"}
+    assert {p.name for p in grid[0]} == {"rank", "regParam", "alpha", "maxIter", "implicitPrefs", "nonnegative"}
     explicit = T.param_grid(als, GridConfig(rank=(2,), reg_param=(0.1,), alpha=(1.0, 5.0), max_iter=(3,),
                                             implicit_prefs=(False,)))
     assert len(explicit) == 1 and "alpha" not in {p.name for p in explicit[0]}
@@ -77,8 +76,7 @@ def test_param_grid_and_grid_errors() -> None:
                      (GridConfig(reg_param=(-0.1,)), "train.grid.reg_param: invalid value"),
                      (GridConfig(max_iter=(2.5,)), "train.grid.max_iter: invalid value"),
                      (GridConfig(alpha=(math.nan,)), "train.grid.alpha: invalid value"),
-                     (GridConfig(implicit_prefs=()), "train.grid.implicit_prefs: empty grid"),
-                     (GridConfig(prior_weight=(-1.0,)), "train.grid.prior_weight: invalid value")):
+                     (GridConfig(implicit_prefs=()), "train.grid.implicit_prefs: empty grid")):
         with pytest.raises(T.TrainError, match=msg):
             T.param_grid(als, bad)
 

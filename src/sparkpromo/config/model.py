@@ -205,8 +205,6 @@ class GridConfig:
     implicit_prefs: tuple[bool, ...] = (True,)
     # nonnegative factors: slower per iteration and, on the data measured so far, a worse ranking
     nonnegative: tuple[bool, ...] = (False,)
-    # ranking score = ALS score + w * ln(1 + the item's distinct users); CV chooses w among these (0: plain ALS)
-    prior_weight: tuple[float, ...] = (0.0,)
 
 
 @dataclass(frozen=True)

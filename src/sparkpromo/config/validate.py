@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import math
 import re
 from typing import Any
 
@@ -137,9 +136,6 @@ def _validate(cfg: AppConfig, where: _Where) -> None:
          "train.grid.reg_param", "random search samples it log-uniformly: values must be > 0")
     need(len(t.grid.implicit_prefs) > 0, "train.grid.implicit_prefs", "must list at least one value")
     need(len(t.grid.nonnegative) > 0, "train.grid.nonnegative", "must list at least one value")
-    need(len(t.grid.prior_weight) > 0, "train.grid.prior_weight", "must list at least one value")
-    need(all(math.isfinite(v) and v >= 0 for v in t.grid.prior_weight), "train.grid.prior_weight",
-         "values must be >= 0")
     need(cfg.sources.kind == "ratings" or all(t.grid.implicit_prefs), "train.grid.implicit_prefs",
          "explicit ALS (false) fits rating values: it needs sources.kind: ratings")
     r = cfg.recommend

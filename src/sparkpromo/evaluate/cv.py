@@ -12,7 +12,6 @@ from typing import Any, NamedTuple
 
 from pyspark import StorageLevel
 from pyspark.ml import Estimator, Model
-from pyspark.ml.base import _FitMultipleIterator
 from pyspark.ml.evaluation import Evaluator
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.recommendation import ALS, ALSModel, _ALSParams
@@ -22,7 +21,7 @@ from pyspark.util import inheritable_thread_target
 from sparkpromo import columns as C
 from sparkpromo.evaluate.metrics import _finite, _ranking_evaluator, ranking_frame
 from sparkpromo.evaluate.splits import Split, _drop_unknown
-from sparkpromo.evaluate.topk import RANKING_METRICS, as_lists, popularity_prior, seen_summary, top_k_excluding_seen
+from sparkpromo.evaluate.topk import RANKING_METRICS, as_lists, seen_summary, top_k_excluding_seen
 
 log = logging.getLogger(__name__)
 
@@ -37,33 +36,30 @@ class CVProgress:
     then refits the best point on all the data; the counters below follow that order.
     """
 
-    def __init__(self, folds: int, grid_size: int, fits_per_fold: int | None = None) -> None:
+    def __init__(self, folds: int, grid_size: int) -> None:
         self.folds, self.grid_size = folds, grid_size
-        # Grid points that differ only in the prior weight share one ALS fit (RankingALS.fitMultiple).
-        self.fits_per_fold = grid_size if fits_per_fold is None else fits_per_fold
         self.fits = self.scores = 0
         self.t0 = time.perf_counter()
         self._lock = threading.Lock()
 
-    def _where(self, n: int, per_fold: int) -> str:
-        if n > self.folds * per_fold:
+    def _where(self, n: int) -> str:
+        if n > self.folds * self.grid_size:
             return "refit of the best grid point on all folds"
-        what = "grid point" if per_fold == self.grid_size else "fit"
-        return f"fold {(n - 1) // per_fold + 1}/{self.folds}, {what} {(n - 1) % per_fold + 1}/{per_fold}"
+        return f"fold {(n - 1) // self.grid_size + 1}/{self.folds}, grid point {(n - 1) % self.grid_size + 1}/" \
+               f"{self.grid_size}"
 
     def fitted(self, params: dict[str, Any], seconds: float) -> None:
         with self._lock:
             self.fits += 1
             n = self.fits
-        log.info("CV %s %s: fitted in %.1fs (elapsed %.1fs)", self._where(n, self.fits_per_fold),
+        log.info("CV %s %s: fitted in %.1fs (elapsed %.1fs)", self._where(n),
                  " ".join(f"{k}={v}" for k, v in params.items()), seconds, time.perf_counter() - self.t0)
 
     def scored(self, metric: str, k: int, value: float) -> None:
         with self._lock:
             self.scores += 1
             n = self.scores
-        log.info("CV %s: %s@%d=%.4f (elapsed %.1fs)", self._where(n, self.grid_size), metric, k, value,
-                 time.perf_counter() - self.t0)
+        log.info("CV %s: %s@%d=%.4f (elapsed %.1fs)", self._where(n), metric, k, value, time.perf_counter() - self.t0)
 
 
 class _HasK(Params):
@@ -71,18 +67,6 @@ class _HasK(Params):
 
     def getK(self) -> int:
         return self.getOrDefault(self.k)
-
-
-PRIOR_WEIGHT = "priorWeight"  # RankingALS's param for the popularity prior; not an ALS param
-
-
-class _HasPriorWeight(Params):
-    priorWeight: Param[float] = Param(  # noqa: N815 - Spark's param naming
-        Params._dummy(), PRIOR_WEIGHT, "weight of ln(1 + item popularity) added to the ALS score when ranking",
-        typeConverter=TypeConverters.toFloat)
-
-    def getPriorWeight(self) -> float:
-        return self.getOrDefault(self.priorWeight)
 
 
 class RankingALSModel(Model):
@@ -94,68 +78,35 @@ class RankingALSModel(Model):
     only appears in the validation fold never yields a NaN or an empty-list penalty.
     """
 
-    def __init__(self, als_model: ALSModel, train: DataFrame, k: int, seen_max: int, n_users: int,
-                 prior_weight: float = 0.0) -> None:
+    def __init__(self, als_model: ALSModel, train: DataFrame, k: int, seen_max: int, n_users: int) -> None:
         super().__init__()
         self.als_model = als_model
         self.train = train.select(C.USER_IDX, C.ITEM_IDX)
         self.k = k
         self.seen_max = seen_max
         self.n_users = n_users
-        self.prior_weight = prior_weight
-
-    def with_prior_weight(self, weight: float) -> RankingALSModel:
-        """The same fitted model ranking with another popularity prior weight (no refit)."""
-        return RankingALSModel(self.als_model, self.train, self.k, self.seen_max, self.n_users, weight)
-
-    def prior(self) -> DataFrame | None:
-        """The popularity prior of the training data (:func:`~sparkpromo.evaluate.popularity_prior`)."""
-        return popularity_prior(self.train, self.prior_weight)
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
         holdout = _drop_unknown(self.train, dataset.select(C.USER_IDX, C.ITEM_IDX))
         ranked = top_k_excluding_seen(self.als_model, self.train, self.k, users=holdout, seen_max=self.seen_max,
-                                      n_users=self.n_users, prior=self.prior())
+                                      n_users=self.n_users)
         return ranking_frame(as_lists(ranked), holdout)
 
 
-class RankingALS(Estimator[RankingALSModel], _ALSParams, _HasK, _HasPriorWeight):
+class RankingALS(Estimator[RankingALSModel], _ALSParams, _HasK):
     """ALS for ``CrossValidator`` when the metric is a top-K ranking metric.
 
     It carries exactly ALS's params (``_ALSParams``, so a ``ParamGridBuilder`` addresses ``rank``, ``regParam``,
-    ``alpha``, ``maxIter`` on this instance) plus ``k`` and ``priorWeight``; ``fit`` trains a plain :class:`ALS`
-    with them and returns a :class:`RankingALSModel` that remembers the training fold, so the validation score is
-    computed on top-K lists that exclude that fold's training items. Extra input columns (e.g. ``_fold``) are
-    ignored. ``priorWeight`` only changes how the fitted model ranks, so :meth:`fitMultiple` (what
-    ``CrossValidator`` calls per fold) fits ALS once for the grid points that differ only in it.
+    ``alpha``, ``maxIter`` on this instance) plus ``k``; ``fit`` trains a plain :class:`ALS` with them and returns
+    a :class:`RankingALSModel` that remembers the training fold, so the validation score is computed on top-K lists
+    that exclude that fold's training items. Extra input columns (e.g. ``_fold``) are ignored.
     """
 
     def __init__(self, **params: Any) -> None:
         super().__init__()
         self._setDefault(k=10, userCol=C.USER_IDX, itemCol=C.ITEM_IDX, ratingCol=C.CONFIDENCE,
-                         coldStartStrategy="drop", priorWeight=0.0)
+                         coldStartStrategy="drop")
         self._set(**params)
-
-    def fitMultiple(self, dataset: DataFrame, paramMaps: Sequence[dict[Param, Any]]  # noqa: N803 - Spark's name
-                    ) -> _FitMultipleIterator[RankingALSModel]:
-        """A thread-safe iterator of ``(index, model)``, one per param map, as :meth:`Estimator.fitMultiple`; one
-        ALS fit per distinct set of params other than ``priorWeight``."""
-        estimator = self.copy()
-        fitted: dict[tuple[tuple[str, Any], ...], RankingALSModel] = {}
-        locks: dict[tuple[tuple[str, Any], ...], threading.Lock] = {}
-        guard = threading.Lock()
-
-        def fit_one(index: int) -> RankingALSModel:
-            als_params = {p: v for p, v in paramMaps[index].items() if p.name != PRIOR_WEIGHT}
-            key = tuple(sorted((p.name, v) for p, v in als_params.items()))
-            with guard:
-                lock = locks.setdefault(key, threading.Lock())
-            with lock:
-                if key not in fitted:
-                    fitted[key] = estimator.fit(dataset, als_params)
-            return fitted[key].with_prior_weight(estimator.copy(paramMaps[index]).getPriorWeight())
-
-        return _FitMultipleIterator(fit_one, len(paramMaps))
 
     def als(self) -> ALS:
         """A plain :class:`ALS` with this estimator's param values (for refits and persistence)."""
@@ -170,8 +121,7 @@ class RankingALS(Estimator[RankingALSModel], _ALSParams, _HasK, _HasPriorWeight)
     def _fit(self, dataset: DataFrame) -> RankingALSModel:
         train = dataset.select(C.USER_IDX, C.ITEM_IDX, C.CONFIDENCE)
         t0 = time.perf_counter()
-        model = RankingALSModel(self.als().fit(train), train, self.getK(), *seen_summary(train),
-                                prior_weight=self.getPriorWeight())
+        model = RankingALSModel(self.als().fit(train), train, self.getK(), *seen_summary(train))
         if self.progress is not None:
             params: dict[str, Any] = {"rank": self.getRank(), "regParam": self.getRegParam(), "alpha": self.getAlpha(),
                                       "maxIter": self.getMaxIter()}
@@ -208,11 +158,6 @@ class TopKEvaluator(Evaluator, _HasK):
         return True
 
 
-def als_fits(grid: Sequence[dict[Param, Any]]) -> int:
-    """How many ALS fits a fold of ``grid`` costs: its distinct points once ``priorWeight`` is left out."""
-    return len({tuple(sorted((p.name, v) for p, v in pm.items() if p.name != PRIOR_WEIGHT)) for pm in grid})
-
-
 class CVResult(NamedTuple):
     """What a cross-validation leaves, in :class:`~pyspark.ml.tuning.CrossValidatorModel`'s terms: the mean and
     (population) standard deviation of the fold scores per grid point, and the best point refitted on all of the
@@ -236,18 +181,14 @@ def cross_validate_folds(estimator: RankingALS, grid: Sequence[dict[Param, Any]]
         train = fold.train.persist(StorageLevel.MEMORY_AND_DISK)
         validation = fold.test.persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            models = estimator.fitMultiple(train, grid)
-
-            def score(_: int, models: _FitMultipleIterator[RankingALSModel] = models,
-                      validation: DataFrame = validation) -> tuple[int, float]:
-                index, model = next(models)
-                return index, evaluator.evaluate(model.transform(validation))
+            def score(param_map: dict[Param, Any], train: DataFrame = train, validation: DataFrame = validation
+                      ) -> float:
+                return evaluator.evaluate(estimator.fit(train, param_map).transform(validation))
             if parallelism > 1:
                 with ThreadPoolExecutor(max_workers=min(parallelism, len(grid))) as pool:
-                    scored = dict(pool.map(inheritable_thread_target(score), range(len(grid))))
+                    scores.append(list(pool.map(inheritable_thread_target(score), grid)))
             else:
-                scored = dict(score(i) for i in range(len(grid)))
-            scores.append([scored[i] for i in range(len(grid))])
+                scores.append([score(pm) for pm in grid])
         finally:
             train.unpersist()
             validation.unpersist()
@@ -259,6 +200,5 @@ def cross_validate_folds(estimator: RankingALS, grid: Sequence[dict[Param, Any]]
 
 
 __all__ = [
-    "CVProgress", "PRIOR_WEIGHT", "RankingALSModel", "RankingALS", "TopKEvaluator", "CVResult",
-    "cross_validate_folds", "als_fits",
+    "CVProgress", "RankingALSModel", "RankingALS", "TopKEvaluator", "CVResult", "cross_validate_folds",
 ]

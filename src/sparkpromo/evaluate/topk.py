@@ -12,7 +12,6 @@ from pyspark.sql.types import DoubleType
 
 from sparkpromo import columns as C
 from sparkpromo.features import ITEM_KIND, USER_KIND
-from sparkpromo.frame import Transform
 
 # metric name in config -> RankingEvaluator metricName
 RANKING_METRICS = {"ndcg": "ndcgAtK", "precision": "precisionAtK", "recall": "recallAtK",
@@ -27,7 +26,6 @@ SEEN_GROUP_BOUNDS = (16, 64, 256)
 # Below this many candidate rows (users x list size) one list size for everybody is cheaper: each group is a scoring
 # job of its own (ML-100k: 943 users x 747 candidates, where grouping took 2.6x as long as a single call).
 GROUP_MIN_CANDIDATES = 2_000_000
-PRIOR = "_prior"
 
 # ----------------------------------------------------------------------------------------------------------------
 # Top-K lists
@@ -46,34 +44,6 @@ def seen_summary(train: DataFrame) -> tuple[int, int]:
 def max_seen(train: DataFrame) -> int:
     """Largest number of distinct train items of one user."""
     return seen_summary(train)[0]
-
-
-def item_popularity(train: DataFrame) -> DataFrame:
-    """(item_idx, score): distinct train users per item, as a double (the popularity baseline's score)."""
-    return train.groupBy(C.ITEM_IDX).agg(F.countDistinct(C.USER_IDX).cast(DoubleType()).alias(C.SCORE))
-
-
-def popularity_prior(train: DataFrame, weight: float) -> DataFrame | None:
-    """(item_idx, _prior): ``weight * ln(1 + distinct train users of the item)``, what
-    :func:`with_prior` adds to a model's score; None for weight 0 (no prior).
-
-    ALS ranks an item by its dot product alone; on implicit data that under-ranks the items most users go on to
-    take. CV chooses the weight (``train.grid.prior_weight``), 0 included, on training folds only."""
-    if not weight:
-        return None
-    return item_popularity(train).select(C.ITEM_IDX, (F.lit(float(weight)) * F.log1p(C.SCORE)).alias(PRIOR))
-
-
-def with_prior(prior: DataFrame | None) -> Transform:
-    """Candidates (.., item_idx, score) -> the same with ``prior``'s value added to the score (items it lacks:
-    + 0); unchanged when ``prior`` is None."""
-    def apply(candidates: DataFrame) -> DataFrame:
-        if prior is None:
-            return candidates
-        cols = [F.col(c) for c in candidates.columns if c != C.SCORE]
-        return (candidates.join(F.broadcast(prior), C.ITEM_IDX, "left")
-                .select(*cols, (F.col(C.SCORE) + F.coalesce(F.col(PRIOR), F.lit(0.0))).alias(C.SCORE)))
-    return apply
 
 
 def _rank_unseen(candidates: DataFrame, train: DataFrame, k: int) -> DataFrame:
@@ -107,8 +77,7 @@ def _explode_recs(recs: DataFrame, model: ALSModel) -> DataFrame:
 
 def top_k_excluding_seen(model_or_scores: ALSModel | DataFrame, train: DataFrame, k: int,
                          users: DataFrame | None = None, seen_max: int | None = None,
-                         max_extra: int = MAX_EXTRA_CANDIDATES, n_users: int | None = None,
-                         prior: DataFrame | None = None) -> DataFrame:
+                         max_extra: int = MAX_EXTRA_CANDIDATES, n_users: int | None = None) -> DataFrame:
     """Top ``k`` unseen items per user: (user_idx, item_idx, score, rank), rank 1 = best.
 
     With an ALS model, asks for at least ``k + min(seen, max_extra)`` candidates per user (``users``, or all
@@ -117,9 +86,7 @@ def top_k_excluding_seen(model_or_scores: ALSModel | DataFrame, train: DataFrame
     :data:`GROUP_MIN_CANDIDATES`, users are scored in groups by their seen count (:func:`seen_groups`) so that light
     users do not get the candidate list of the heaviest one; the result is the same. With a frame of
     (user_idx, item_idx, score) candidates it only filters and re-ranks. Users unknown to the model get no rows.
-    ``seen_max`` and ``n_users`` default to :func:`seen_summary` of ``train`` (one action). A ``prior``
-    (:func:`popularity_prior`) is added to the model's scores before the exclusion and ranking; it re-ranks the
-    model's candidates, which are then ``k`` more per user.
+    ``seen_max`` and ``n_users`` default to :func:`seen_summary` of ``train`` (one action).
     """
     if k <= 0:
         raise ValueError(f"k must be > 0, got {k}")
@@ -132,21 +99,20 @@ def top_k_excluding_seen(model_or_scores: ALSModel | DataFrame, train: DataFrame
         n_users = summary[1] if n_users is None else n_users
     extra = min(seen_max, max_extra)
     bounds = seen_groups(extra) if n_users * (k + extra) > GROUP_MIN_CANDIDATES else [extra]
-    n = k if prior is None else 2 * k  # room for the prior to lift items just below the model's own top k
     if len(bounds) == 1:
-        recs = (model.recommendForUserSubset(users.select(model.getUserCol()).distinct(), n + bounds[0])
-                if users is not None else model.recommendForAllUsers(n + bounds[0]))
-        return _rank_unseen(_explode_recs(recs, model).transform(with_prior(prior)), train, k)
+        recs = (model.recommendForUserSubset(users.select(model.getUserCol()).distinct(), k + bounds[0])
+                if users is not None else model.recommendForAllUsers(k + bounds[0]))
+        return _rank_unseen(_explode_recs(recs, model), train, k)
     who = _with_seen((users if users is not None else train).select(C.USER_IDX).distinct(), train)
     group = F.lit(len(bounds) - 1)
     for i in reversed(range(len(bounds) - 1)):
         group = F.when(F.col("_seen") <= bounds[i], F.lit(i)).otherwise(group)
     who = who.withColumn("_group", group)
     parts = [_explode_recs(model.recommendForUserSubset(
-                 who.where(F.col("_group") == i).select(F.col(C.USER_IDX).alias(model.getUserCol())), n + bound),
+                 who.where(F.col("_group") == i).select(F.col(C.USER_IDX).alias(model.getUserCol())), k + bound),
                  model)
              for i, bound in enumerate(bounds)]
-    return _rank_unseen(reduce(DataFrame.unionByName, parts).transform(with_prior(prior)), train, k)
+    return _rank_unseen(reduce(DataFrame.unionByName, parts), train, k)
 
 
 def popularity_top_k(train: DataFrame, k: int, users: DataFrame | None = None, seen_max: int | None = None,
@@ -159,7 +125,8 @@ def popularity_top_k(train: DataFrame, k: int, users: DataFrame | None = None, s
     if k <= 0:
         raise ValueError(f"k must be > 0, got {k}")
     extra = min(max_seen(train) if seen_max is None else seen_max, max_extra)
-    top = (item_popularity(train).orderBy(F.desc(C.SCORE), F.asc(C.ITEM_IDX)).limit(k + extra))
+    top = (train.groupBy(C.ITEM_IDX).agg(F.countDistinct(C.USER_IDX).cast(DoubleType()).alias(C.SCORE))
+           .orderBy(F.desc(C.SCORE), F.asc(C.ITEM_IDX)).limit(k + extra))
     # Positions through one sorted array (a few hundred rows), not a window without partitioning.
     ordered = F.array_sort(F.collect_list(F.struct((-F.col(C.SCORE)).alias("neg"), F.col(C.ITEM_IDX))))
     positioned = (top.agg(ordered.alias("_top")).select(F.posexplode("_top").alias("_pos", "_t"))
@@ -197,15 +164,13 @@ def served_exclusion(train: DataFrame, purchased: DataFrame) -> DataFrame:
 
 
 def model_or_popularity_top_k(model: ALSModel, train: DataFrame, k: int, users: DataFrame,
-                              seen_max: int | None = None, n_users: int | None = None,
-                              prior: DataFrame | None = None) -> DataFrame:
-    """Top-K lists as serving builds them from a registered model: :func:`top_k_excluding_seen` (with the model's
-    ``prior``) for the ``users`` the model has factors for, :func:`popularity_top_k` of ``train`` for the others
-    (users it never saw)."""
+                              seen_max: int | None = None, n_users: int | None = None) -> DataFrame:
+    """Top-K lists as serving builds them from a registered model: :func:`top_k_excluding_seen` for the ``users``
+    the model has factors for, :func:`popularity_top_k` of ``train`` for the others (users it never saw)."""
     known = model.userFactors.select(F.col("id").alias(C.USER_IDX))
     users = users.select(C.USER_IDX).distinct()
     scored = top_k_excluding_seen(model, train, k, users=users.join(known, C.USER_IDX, "left_semi"),
-                                  seen_max=seen_max, n_users=n_users, prior=prior)
+                                  seen_max=seen_max, n_users=n_users)
     fallback = popularity_top_k(train, k, users=users.join(known, C.USER_IDX, "left_anti"), seen_max=seen_max)
     return scored.unionByName(fallback)
 
@@ -217,8 +182,7 @@ def as_lists(ranked: DataFrame) -> DataFrame:
 
 
 __all__ = [
-    "RANKING_METRICS", "MAX_EXTRA_CANDIDATES", "SEEN_GROUP_BOUNDS", "GROUP_MIN_CANDIDATES", "PRIOR", "seen_counts",
-    "item_popularity", "popularity_prior", "with_prior",
+    "RANKING_METRICS", "MAX_EXTRA_CANDIDATES", "SEEN_GROUP_BOUNDS", "GROUP_MIN_CANDIDATES", "seen_counts",
     "seen_summary", "max_seen", "seen_groups", "top_k_excluding_seen", "popularity_top_k", "purchased_pairs",
     "served_exclusion", "model_or_popularity_top_k", "as_lists",
 ]

@@ -18,7 +18,6 @@ from pyspark.sql.types import DoubleType
 from sparkpromo import campaigns as K
 from sparkpromo import columns as C
 from sparkpromo.config import Campaign, RecommendConfig
-from sparkpromo.evaluate.topk import with_prior
 from sparkpromo.frame import POSITION, Transform, positions_within, top_within
 from sparkpromo.recommend.common import (
     ALS,
@@ -42,9 +41,8 @@ from sparkpromo.recommend.common import (
 # ----------------------------------------------------------------------------------------------------------------
 # Candidate sources
 # ----------------------------------------------------------------------------------------------------------------
-def als_candidates(model: ALSModel, n: int, prior: DataFrame | None = None) -> Transform:
-    """``(user_idx)`` rows -> the model's top ``n`` ``(user_idx, item_idx, score)`` per user; with a ``prior``
-    (:func:`~sparkpromo.evaluate.popularity_prior`) its value is added to each score."""
+def als_candidates(model: ALSModel, n: int) -> Transform:
+    """``(user_idx)`` rows -> the model's top ``n`` ``(user_idx, item_idx, score)`` per user."""
     ucol, icol = model.getUserCol(), model.getItemCol()
 
     def apply(users: DataFrame) -> DataFrame:
@@ -52,8 +50,7 @@ def als_candidates(model: ALSModel, n: int, prior: DataFrame | None = None) -> T
         recs = model.recommendForUserSubset(subset, n)
         return (recs.select(F.col(ucol).alias(C.USER_IDX), F.explode("recommendations").alias("_r"))
                 .select(C.USER_IDX, F.col("_r")[icol].alias(C.ITEM_IDX),
-                        F.col("_r")["rating"].cast(DoubleType()).alias(C.SCORE))
-                .transform(with_prior(prior)))
+                        F.col("_r")["rating"].cast(DoubleType()).alias(C.SCORE)))
     return apply
 
 
@@ -227,11 +224,9 @@ def campaign_frames(active: Sequence[Campaign], run_date: dt.date, users: DataFr
 
 
 def candidate_pool(frames: CampaignFrames, active: Sequence[Campaign], run_date: dt.date, users: DataFrame,
-                   events: DataFrame, id_map: DataFrame, model: ALSModel | None, r: RecommendConfig,
-                   prior: DataFrame | None = None) -> DataFrame:
+                   events: DataFrame, id_map: DataFrame, model: ALSModel | None, r: RecommendConfig) -> DataFrame:
     """Every campaign's candidates before any policy (lazy): ALS (or popularity) lists for the budget shortlist,
-    segment and global popularity fills, and bundle candidates, tagged with their source and level. ALS scores
-    include the model's popularity ``prior`` when it has one."""
+    segment and global popularity fills, and bundle candidates, tagged with their source and level."""
     events = events.where(F.col(C.EVENT_DATE) <= F.lit(run_date))
     bundle_ids = [c.id for c in active if c.type == "bundle"]
     not_bundle = ~F.col(C.CAMPAIGN_ID).isin(*bundle_ids) if bundle_ids else F.lit(True)
@@ -246,7 +241,7 @@ def candidate_pool(frames: CampaignFrames, active: Sequence[Campaign], run_date:
     seg_pop = events.transform(segment_item_popularity(users, r.segment))
     segment_top = fill_eligible.transform(segment_lists(n, seg_pop))
     if model is not None:
-        als = (fill_audience.transform(with_user_idx(id_map)).transform(als_candidates(model, n, prior))
+        als = (fill_audience.transform(with_user_idx(id_map)).transform(als_candidates(model, n))
                .transform(to_original_ids(id_map)))
         primary = fill_audience.transform(user_candidates(als, ALS))
     else:

@@ -81,18 +81,4 @@ def load_champion(spark: SparkSession, cfg: AppConfig) -> tuple[str | None, ALSM
     log.info("champion of model run %s: %s", run, champion)
     return run, model, champion
 
-
-def prior_weight(spark: SparkSession, cfg: AppConfig, run_id: str | None) -> float:
-    """The popularity prior weight CV chose for run ``run_id``'s ALS model (``params.prior_weight`` of its
-    params.json); 0 (plain ALS scores) for no run or a run trained before the prior existed."""
-    if not run_id:
-        return 0.0
-    text = read_small_text(spark, join_uri(cfg.lakehouse, "registry", run_id, "params.json"))
-    try:
-        params = json.loads(text or "{}").get("params") or {}
-        return float(params.get("prior_weight") or 0.0)
-    except (ValueError, AttributeError, TypeError):
-        raise RecommendError(f"registry run {run_id}: params.json holds no valid params.prior_weight") from None
-
-
-__all__ = ["latest_run_id", "load_champion", "prior_weight", "read_small_text", "write_text"]
+__all__ = ["latest_run_id", "load_champion", "read_small_text", "write_text"]

@@ -22,7 +22,6 @@ from sparkpromo import delta_io
 from sparkpromo import tables as T
 from sparkpromo.config import AppConfig, Campaign, RecommendConfig
 from sparkpromo.evaluate.exposure import FAIRNESS_METRICS, campaign_metrics, most_popular
-from sparkpromo.evaluate.topk import popularity_prior
 from sparkpromo.features import decay_reference
 from sparkpromo.logs import spark_progress, stage
 from sparkpromo.recommend.candidates import (
@@ -37,7 +36,7 @@ from sparkpromo.recommend.offers import (
     with_offer,
 )
 from sparkpromo.recommend.policy import ranked_offers
-from sparkpromo.recommend.registry import load_champion, prior_weight
+from sparkpromo.recommend.registry import load_champion
 
 log = logging.getLogger(__name__)
 
@@ -99,11 +98,8 @@ def recommendation_plan(spark: SparkSession, cfg: AppConfig, active: Sequence[Ca
         # Computed once and cut from the plan: the policy's windows and joins over a plan that also held every
         # candidate source gave adaptive execution one plan of ~160 stages to re-plan after each (BENCHMARKS.md).
         t0 = time.perf_counter()
-        # ALS candidates rank as the model was evaluated: with the popularity prior its CV chose, if any.
-        weight = prior_weight(spark, cfg, model_run_id) if model is not None else 0.0
-        prior = popularity_prior(gold(T.INTERACTIONS), weight)
-        candidates = candidate_pool(frames, active, run_date, users, events, id_map, model, r, prior
-                                    ).localCheckpoint(eager=True)
+        candidates = candidate_pool(frames, active, run_date, users, events, id_map, model, r).localCheckpoint(
+            eager=True)
         log.info("candidates of %d campaign(s) from %s in %.1fs", len(active),
                  "ALS, popularity and bundles" if model is not None else "popularity and bundles",
                  time.perf_counter() - t0)

@@ -41,7 +41,6 @@ class Incumbent:
     champion: str
     model: ALSModel | None
     trained_on: int | None = None
-    prior_weight: float = 0.0  # the popularity prior its model ranks with (params.prior_weight)
 
 
 def _first_line(e: BaseException) -> str:
@@ -60,14 +59,13 @@ def load_incumbent(spark: SparkSession, cfg: AppConfig, run_id: str) -> tuple[In
             log.warning("registry/LATEST already names run %s (a rerun): no incumbent to compare with", run_id)
             return None, True
         served_run, model, champion = R.load_champion(spark, cfg)
-        weight = R.prior_weight(spark, cfg, served_run) if model is not None else 0.0
     except Exception as e:  # noqa: BLE001 - an unreadable incumbent must not stop a new model being published
         log.warning("the model in service could not be loaded (%s): no incumbent, the new model is gated against "
                     "popularity only", _first_line(e))
         return None, True
     if not served_run:
         return None, False
-    return Incumbent(served_run, champion, model, _trained_on(spark, cfg, served_run), weight), True
+    return Incumbent(served_run, champion, model, _trained_on(spark, cfg, served_run)), True
 
 
 def _trained_on(spark: SparkSession, cfg: AppConfig, run_id: str) -> int | None:
@@ -144,8 +142,7 @@ def score_incumbent(incumbent: Incumbent, train: DataFrame, test: DataFrame, k: 
         return dict(popularity)
     try:
         ranked = E.model_or_popularity_top_k(incumbent.model, train, k, test.select(C.USER_IDX).distinct(),
-                                             seen_max=seen_max, n_users=n_users,
-                                             prior=E.popularity_prior(train, incumbent.prior_weight))
+                                             seen_max=seen_max, n_users=n_users)
         return E.evaluate_recommendations(ranked, test, train, k)
     except Exception as e:  # noqa: BLE001 - same as an incumbent that does not load
         log.warning("the model in service (run %s) could not be scored (%s): no incumbent, the new model is gated "
@@ -193,8 +190,7 @@ def read_purchases(spark: SparkSession, cfg: AppConfig, versions: dict[str, int 
 
 
 def served_metrics(als_model: ALSModel, train: DataFrame, test: DataFrame, purchased: DataFrame, k: int,
-                   seen_max: int, n_users: int, prior: DataFrame | None = None
-                   ) -> tuple[dict[str, dict[str, float]], str]:
+                   seen_max: int, n_users: int) -> tuple[dict[str, dict[str, float]], str]:
     """Holdout metrics of ALS and popularity when only serving's exclusion applies, keyed ``als_served`` and
     ``popularity_served``, and a one-line note. Nothing is scored when that exclusion is every train pair (the
     metrics would be the offline ones): the note says so."""
@@ -205,8 +201,7 @@ def served_metrics(als_model: ALSModel, train: DataFrame, test: DataFrame, purch
             return {}, "same as offline: serving excludes every train pair (all are bought or rated, none repeatable)"
         users = test.select(C.USER_IDX).distinct()
         # seen_max/n_users of all train pairs bound the served ones: enough candidates survive the exclusion.
-        als = E.top_k_excluding_seen(als_model, served, k, users=users, seen_max=seen_max, n_users=n_users,
-                                     prior=prior)
+        als = E.top_k_excluding_seen(als_model, served, k, users=users, seen_max=seen_max, n_users=n_users)
         pop = E.popularity_top_k(train, k, users=users, seen_max=seen_max, exclude=served)
         return ({ALS + SERVED: E.evaluate_recommendations(als, test, train, k),
                  POPULARITY + SERVED: E.evaluate_recommendations(pop, test, train, k)},

@@ -35,7 +35,7 @@ PUBLISHED_MODEL = "all interactions"  # what registry/<run_id>/model is fitted o
 HOLDOUT_METRICS_FROM = "train-only fit"
 # config grid key -> ALS param name
 GRID_PARAMS = {"rank": "rank", "reg_param": "regParam", "alpha": "alpha", "max_iter": "maxIter",
-               "implicit_prefs": "implicitPrefs", "nonnegative": "nonnegative", "prior_weight": E.PRIOR_WEIGHT}
+               "implicit_prefs": "implicitPrefs", "nonnegative": "nonnegative"}
 
 
 
@@ -65,7 +65,7 @@ def _grid_values(grid: GridConfig, key: str) -> list[Any]:
             ok = isinstance(v, bool)
         else:
             ok = (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                  and (v >= 0 if key in ("reg_param", "prior_weight") else v > 0)
+                  and (v >= 0 if key == "reg_param" else v > 0)
                   and (float(v).is_integer() if key in ("rank", "max_iter") else True))
         if not ok:
             raise TrainError(f"train.grid.{key}: invalid value {v!r}")
@@ -90,9 +90,9 @@ def param_grid(als: E.RankingALS, grid: GridConfig) -> list[dict[Param, Any]]:
 def random_param_maps(als: E.RankingALS, grid: GridConfig, trials: int, seed: int) -> list[dict[Param, Any]]:
     """``trials`` distinct points sampled (with ``seed``: deterministic) from the ranges of ``grid``: rank and
     max_iter integers uniform between the listed min and max, reg_param and alpha log-uniform between theirs,
-    implicit_prefs, nonnegative and prior_weight from their lists; alpha only for implicit points (as in
-    :func:`param_grid`). Fewer points when the ranges hold fewer. Raises :class:`TrainError` like
-    :func:`param_grid`, and for a range of reg_param that starts at 0 (no log-uniform draw from 0)."""
+    implicit_prefs and nonnegative from their lists; alpha only for implicit points (as in :func:`param_grid`).
+    Fewer points when the ranges hold fewer. Raises :class:`TrainError` like :func:`param_grid`, and for a range
+    of reg_param that starts at 0 (no log-uniform draw from 0)."""
     if trials < 1:
         raise TrainError(f"train.trials: must be >= 1, got {trials}")
     values = {key: _grid_values(grid, key) for key in GRID_PARAMS}
@@ -118,10 +118,6 @@ def random_param_maps(als: E.RankingALS, grid: GridConfig, trials: int, seed: in
         point = {"implicit_prefs": rng.choice(values["implicit_prefs"]), "rank": integer("rank"),
                  "reg_param": log_uniform("reg_param"), "alpha": log_uniform("alpha"),
                  "max_iter": integer("max_iter"), "nonnegative": rng.choice(values["nonnegative"])}
-        if len(values["prior_weight"]) > 1:  # drawn only when listed, so earlier grids keep their sequences
-            point["prior_weight"] = rng.choice(values["prior_weight"])
-        else:
-            point["prior_weight"] = values["prior_weight"][0]
         if not point["implicit_prefs"]:
             del point["alpha"]
         points.setdefault(tuple(sorted(point.items())),

@@ -100,7 +100,7 @@ def run_train(spark: SparkSession, cfg: AppConfig, run_id: str) -> dict[str, Any
 
             t1 = time.perf_counter()
             evaluator = E.TopKEvaluator(metricName=t.metric, k=t.k)
-            estimator.progress = evaluator.progress = E.CVProgress(t.folds, len(grid), E.als_fits(grid))
+            estimator.progress = evaluator.progress = E.CVProgress(t.folds, len(grid))
             log.info("CV: %d %s folds x %d %s points, scored by %s@%d", t.folds, folds_kind, len(grid), t.search,
                      t.metric, t.k)
             with spark_progress(spark, "CV"):
@@ -115,9 +115,8 @@ def run_train(spark: SparkSession, cfg: AppConfig, run_id: str) -> dict[str, Any
 
             t2 = time.perf_counter()
             users = test.select(C.USER_IDX).distinct()
-            prior = best.prior()  # the popularity prior CV chose (None: plain ALS scores)
             als_ranked = E.top_k_excluding_seen(best.als_model, train, t.k, users=users, seen_max=best.seen_max,
-                                                n_users=best.n_users, prior=prior)
+                                                n_users=best.n_users)
             pop_ranked = E.popularity_top_k(train, t.k, users=users, seen_max=best.seen_max)
             metrics = {ALS: E.evaluate_recommendations(als_ranked, test, train, t.k),
                        POPULARITY: E.evaluate_recommendations(pop_ranked, test, train, t.k)}
@@ -127,7 +126,7 @@ def run_train(spark: SparkSession, cfg: AppConfig, run_id: str) -> dict[str, Any
             champion = choose_champion(metrics[ALS], metrics[POPULARITY], t.metric, t.champion_gate)
             if purchased is not None:
                 served, served_note = served_metrics(best.als_model, train, test, purchased, t.k, best.seen_max,
-                                                     best.n_users, prior)
+                                                     best.n_users)
                 metrics.update(served)
             held = None if incumbent is None else gate_holdout(spark, inter_uri, incumbent, test)
             incumbent_metrics = challenger_metrics = None
