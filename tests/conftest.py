@@ -41,6 +41,13 @@ def make_config(root: Path | str, **sections: Any) -> AppConfig:
     return build_config(data)
 
 
+# Tiny frames: interpreted execution without adaptive re-planning needs a fraction of the CPU (test_pipeline_rerun:
+# 164 s -> 120 s). The whole suite runs so; production keeps Spark's defaults, and `run --sample` merges the same
+# choice from conf/sample.yaml. A test that needs another value sets it and restores it.
+SMALL_DATA_CONF = {"spark.sql.adaptive.enabled": "false", "spark.sql.codegen.wholeStage": "false",
+                   "spark.sql.codegen.factoryMode": "NO_CODEGEN"}
+
+
 @pytest.fixture(scope="session")
 def spark_root() -> Iterator[Path]:
     d = Path(tempfile.mkdtemp(prefix="sparkpromo-tests-"))
@@ -59,6 +66,8 @@ def spark(spark_root: Path) -> Iterator[SparkSession]:
     with open(Path(tempfile.gettempdir()) / "sparkpromo-tests-first-start.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         session = build_session(cfg, app_name="sparkpromo-tests")
+    for k, v in SMALL_DATA_CONF.items():
+        session.conf.set(k, v)
     yield session
     session.stop()
 
@@ -75,26 +84,6 @@ def _drop_cached_frames() -> Iterator[None]:
 @pytest.fixture
 def cfg(tmp_path: Path) -> AppConfig:
     return make_config(tmp_path)
-
-
-# Tiny frames: interpreted execution without adaptive re-planning needs a fraction of the CPU (production keeps
-# Spark's defaults). Modules opt in with ``pytestmark = pytest.mark.usefixtures("small_data_conf")``; the
-# settings are restored when the module ends.
-SMALL_DATA_CONF = {"spark.sql.adaptive.enabled": "false", "spark.sql.codegen.wholeStage": "false",
-                   "spark.sql.codegen.factoryMode": "NO_CODEGEN"}
-
-
-@pytest.fixture(scope="module")
-def small_data_conf(spark: SparkSession) -> Iterator[None]:
-    before = {k: spark.conf.get(k, None) for k in SMALL_DATA_CONF}
-    for k, v in SMALL_DATA_CONF.items():
-        spark.conf.set(k, v)
-    yield
-    for k, v in before.items():
-        if v is None:
-            spark.conf.unset(k)
-        else:
-            spark.conf.set(k, v)
 
 
 def registry_text(path: Path) -> str:

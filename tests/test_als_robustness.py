@@ -7,7 +7,6 @@ import datetime as dt
 import math
 from pathlib import Path
 
-import pytest
 from chispa import assert_approx_df_equality
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -18,7 +17,6 @@ from sparkpromo import schemas
 from sparkpromo import train as T
 from tests.measure import record
 
-pytestmark = pytest.mark.usefixtures("small_data_conf")
 T0 = dt.datetime(2024, 1, 1)
 
 

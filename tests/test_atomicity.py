@@ -20,7 +20,7 @@ from sparkpromo.pipeline import RunContext, _pins, manifest_versions, run_stage
 from tests.conftest import make_config
 from tests.measure import record
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("small_data_conf")]
+pytestmark = pytest.mark.slow
 
 DAY = dt.date(2026, 11, 1)
 HEADER = "event_id,user_id,product_id,event_type,event_time,price,quantity,session_id\n"

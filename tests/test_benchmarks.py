@@ -16,7 +16,6 @@ from pyspark.sql import functions as F
 from sparkpromo import columns as C
 from sparkpromo import evaluate as E
 
-pytestmark = pytest.mark.usefixtures("small_data_conf")
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 

@@ -25,9 +25,6 @@ ITEMS_DDL = "item_id string, category string, brand string, price double, stock 
             "popularity int, conversion_rate double"
 
 
-pytestmark = pytest.mark.usefixtures("small_data_conf")
-
-
 def users(spark: SparkSession, rows: list[tuple]) -> DataFrame:
     return spark.createDataFrame(rows, USERS_DDL)
 

@@ -30,7 +30,7 @@ from sparkpromo.pipeline import RunContext, run_stage
 from tests.conftest import CONF_DIR, make_config
 from tests.measure import record
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("small_data_conf")]
+pytestmark = pytest.mark.slow
 
 CTX = RunContext("20261101", dt.date(2026, 11, 1))
 HEADER = "event_id,user_id,product_id,event_type,event_time,price,quantity,session_id\n"

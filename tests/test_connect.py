@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from chispa import assert_df_equality
+from chispa import assert_approx_df_equality, assert_df_equality
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -150,7 +150,8 @@ def test_ingest_and_clean_over_connect_equal_classic(spark: SparkSession, lakeho
 def test_train_over_connect_publishes_and_scores_popularity_as_classic(spark: SparkSession,
                                                                        lakehouses: Lakehouses) -> None:
     """The model is trained, registered and published over Connect; the popularity baseline (deterministic: seeded
-    hash folds and holdout, ties broken by item) scores exactly as in the classic run."""
+    hash folds and holdout, ties broken by item) scores as in the classic run: the same lists, so the same metrics up
+    to the order of floating-point sums (novelty's mean of logs), which follows each session's partitioning."""
     assert registry_text(lakehouses.connect / "registry" / "LATEST").strip() == RUN_ID
     assert (lakehouses.connect / "registry" / RUN_ID / "model" / "metadata").is_dir()
 
@@ -159,8 +160,8 @@ def test_train_over_connect_publishes_and_scores_popularity_as_classic(spark: Sp
                 .where(F.col("contender") == "popularity").drop("recorded_at", "_recorded_at"))
 
     assert popularity(lakehouses.connect).count() > 0
-    assert_df_equality(popularity(lakehouses.connect), popularity(lakehouses.classic), ignore_row_order=True,
-                       ignore_nullable=True)
+    assert_approx_df_equality(popularity(lakehouses.connect), popularity(lakehouses.classic), precision=1e-12,
+                              ignore_row_order=True, ignore_nullable=True)
 
 
 def test_ingest_over_connect_refuses_with_one_line(lakehouses: Lakehouses) -> None:

@@ -18,7 +18,7 @@ from sparkpromo.config import load_config
 from sparkpromo.pipeline import STAGES, RunContext, run_stage
 from tests.conftest import CONF_DIR
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("small_data_conf")]
+pytestmark = pytest.mark.slow
 
 RUN = dt.date(2026, 12, 1)  # years after every fixture's last event, as a replayed public log would be
 TINY_GRID = {"train.grid.rank": [2], "train.grid.max_iter": [3], "train.grid.reg_param": [0.1],

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pytest
 from chispa import assert_approx_df_equality, assert_df_equality
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -15,8 +14,6 @@ from sparkpromo import columns as C
 from sparkpromo import features as FT
 from sparkpromo import schemas
 from sparkpromo.features import incremental as FI
-
-pytestmark = pytest.mark.usefixtures("small_data_conf")
 
 D = dt.date
 

@@ -43,7 +43,6 @@ HEADER = "event_id,user_id,product_id,event_type,event_time,price,quantity,sessi
 MB = 1_000_000
 TYPE_MAP = {"cart": "add_to_cart", "fav": "favorite", "buy": "purchase"}
 
-pytestmark = pytest.mark.usefixtures("small_data_conf")
 
 # defect kind -> the rule clean must name. ``encoding`` rows are written latin-1: undecodable as UTF-8.
 EVENT_DEFECTS: dict[str, str] = {

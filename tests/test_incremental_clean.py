@@ -18,7 +18,7 @@ from sparkpromo.config import AppConfig
 from sparkpromo.ingest import CORRUPT, FILE_MTIME, FILE_SIZE
 from tests.conftest import make_config
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("small_data_conf")]
+pytestmark = pytest.mark.slow
 
 NOW = dt.datetime(2026, 11, 10)
 EVENT_COLS = ["event_id", "user_id", "product_id", "event_type", "event_time", "price", "quantity", "session_id"]

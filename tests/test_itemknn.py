@@ -12,8 +12,6 @@ from sparkpromo import columns as C
 from sparkpromo import evaluate as E
 from sparkpromo import itemknn as K
 
-pytestmark = pytest.mark.usefixtures("small_data_conf")
-
 SIMS = f"{C.ITEM_IDX} int, {K.NEIGHBOUR_IDX} int, {K.SIMILARITY} double"
 SCORES = f"{C.USER_IDX} int, {C.ITEM_IDX} int, {C.SCORE} double"
 

@@ -26,8 +26,6 @@ from sparkpromo import train as T
 from sparkpromo.config import AppConfig, GridConfig
 from tests.conftest import make_config, registry_text
 
-pytestmark = pytest.mark.usefixtures("small_data_conf")
-
 T0 = dt.datetime(2024, 1, 1)
 # Three tastes: users 0-7 like items 0-5, users 8-13 items 6-11, users 14-17 items 12-17. Each user has five of
 # their taste's items on days 0-8 and the sixth (item u % 6 of the taste) on day 10; user 18 only has day-10

@@ -23,8 +23,6 @@ RUN = D(2026, 11, 1)
 CLOSED = D(2026, 11, 8)  # RUN + 7: the window (RUN, RUN + 7] has closed
 EVENTS_DDL = "user_id string, item_id string, event_type string, event_date date, price double, quantity int"
 
-pytestmark = pytest.mark.usefixtures("small_data_conf")
-
 
 def rec(cid: str, user: str, item: str, score: float, control: bool, discount: float = 10.0,
         run: dt.date = RUN) -> tuple:

@@ -21,8 +21,6 @@ from sparkpromo.config import AppConfig, ConfigError, build_config
 from sparkpromo.ingest import CORRUPT, FILE_MTIME, FILE_SIZE
 from tests.conftest import make_config
 
-pytestmark = pytest.mark.usefixtures("small_data_conf")
-
 NOW = dt.datetime(2026, 11, 2)
 LOG_COLS = ["member", "day", "sku", "qty", "unit_price"]
 PURCHASE_LOG = {"path": "x", "columns": {"user_id": "member", "event_ts": "day", "item_id": "sku",

@@ -31,9 +31,6 @@ ELIGIBLE_DDL = "campaign_id string, item_id string, category string, price doubl
 PAIRS_DDL = "user_id string, item_id string"
 
 
-pytestmark = pytest.mark.usefixtures("small_data_conf")
-
-
 def cand(uid: str, item: str, score: float, level: int = 0, cid: str = "c1", lo: float | None = None,
          hi: float | None = None) -> tuple:
     source = {0: R.ALS, 1: R.SEGMENT_POPULARITY, 2: R.GLOBAL_POPULARITY}[level]

@@ -13,8 +13,6 @@ from sparkpromo import pipeline
 from sparkpromo.pipeline import RunContext, run_stage
 from tests.conftest import make_config
 
-pytestmark = pytest.mark.usefixtures("small_data_conf")
-
 
 def test_a_skipped_stage_reports_its_recorded_result_in_the_same_shape(
         spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

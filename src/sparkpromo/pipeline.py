@@ -351,8 +351,9 @@ def _run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext, 
     fingerprint = stage_fingerprint(cfg, name, ctx.run_date) if io_tables else None
     if io_tables and fingerprint is not None and not (force or full_refresh):
         last = _last_run(spark, cfg, ctx, name)
-        current = table_versions(spark, cfg, io_tables[0] + io_tables[1])
-        why = None if last is None else rerun_reason(last, current, fingerprint)
+        # The versions are looked up only when there is a record to compare them with (not on a first run).
+        why = None if last is None else rerun_reason(last, table_versions(spark, cfg, io_tables[0] + io_tables[1]),
+                                                     fingerprint)
         if last is not None and why is None:
             log.info("stage=%s status=skipped reason=tables_config_and_version_unchanged run_id=%s", name,
                      ctx.run_id)
