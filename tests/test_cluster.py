@@ -9,9 +9,11 @@ table with the suite's own local SparkSession.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import math
-import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -23,6 +25,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, FloatType
 
+from sparkpromo import cli
 from sparkpromo import columns as C
 from sparkpromo.ingest import FILE_MTIME
 from tests.cluster import SPARK_HOME, CommandResult, StandaloneCluster, clean_env, free_port, run_command
@@ -129,8 +132,28 @@ def standalone(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-unt
         cluster.stop()
 
 
+def _run_in_process(spark: SparkSession, argv: list[str], env: dict[str, str]) -> CommandResult:
+    """``sparkpromo <argv>`` in this process, on the suite's warm session (a cold subprocess JVM would cost the
+    2-core machine several CPU-minutes more, alongside the cluster run); stdout and stderr are captured as a
+    subprocess's would be. The session's shuffle partitions, which the run sets, are restored afterwards."""
+    out, err, t0 = io.StringIO(), io.StringIO(), time.monotonic()
+    partitions = spark.conf.get("spark.sql.shuffle.partitions")
+    with pytest.MonkeyPatch.context() as mp:
+        for k in ("SPARK_REMOTE", "SPARKPROMO_ENV"):
+            mp.delenv(k, raising=False)
+        for k, v in env.items():
+            mp.setenv(k, v)
+        mp.chdir(ROOT)
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                code = cli.main(argv)
+        finally:
+            spark.conf.set("spark.sql.shuffle.partitions", partitions)
+    return CommandResult(["sparkpromo", *argv], code, out.getvalue(), err.getvalue(), time.monotonic() - t0)
+
+
 @pytest.fixture(scope="module")
-def runs(standalone: StandaloneCluster, tmp_path_factory: pytest.TempPathFactory) -> Runs:
+def runs(spark: SparkSession, standalone: StandaloneCluster, tmp_path_factory: pytest.TempPathFactory) -> Runs:
     work = tmp_path_factory.mktemp("runs")
 
     c_lakehouse, c_landing = _dirs(work / "cluster")
@@ -141,15 +164,12 @@ def runs(standalone: StandaloneCluster, tmp_path_factory: pytest.TempPathFactory
              "--conf", "spark.cores.max=2", *(a for c in SUBMIT_CONF for a in ("--conf", c)),
              *_pipeline_args(), "--env", "cluster"]
     l_lakehouse, l_landing = _dirs(work / "local")
-    l_env = clean_env(SPARK_LOCAL_IP="127.0.0.1", SPARKPROMO_LAKEHOUSE=str(l_lakehouse),
-                      SPARKPROMO_LANDING=str(l_landing))
-    l_cmd = [sys.executable, "-m", "sparkpromo.cli", *_pipeline_args(), "--env", "local",
-             "--set", "spark.master=local[2]"]
-    # The two runs share nothing (own lakehouse, landing, JVMs): run side by side, much of each is waiting.
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    # The local-mode run: the same arguments in this process, while the cluster run goes on in its own processes.
+    with ThreadPoolExecutor(max_workers=1) as pool:
         c_future = pool.submit(run_command, c_cmd, env=env, cwd=ROOT, timeout_s=RUN_TIMEOUT_S)
-        l_future = pool.submit(run_command, l_cmd, env=l_env, cwd=ROOT, timeout_s=RUN_TIMEOUT_S)
-        c_result, l_result = c_future.result(), l_future.result()
+        l_result = _run_in_process(spark, [*_pipeline_args(), "--env", "local"],
+                                   {"SPARKPROMO_LAKEHOUSE": str(l_lakehouse), "SPARKPROMO_LANDING": str(l_landing)})
+        c_result = c_future.result()
     cluster_run = Run(c_lakehouse, c_landing, c_result, _check(c_result, "cluster", standalone.log_dir, standalone))
 
     # The master's record of the application (the only one on this private cluster; the session names it

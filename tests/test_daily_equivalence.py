@@ -1,9 +1,12 @@
-"""Issue 18's equality: ten daily increments of the generated shop (late events, duplicates re-sent on later
-days, users and items exports with updates), each cleaned and featurised incrementally, leave silver, quarantine
-and gold as a full refresh of the same bronze on the last date does."""
+"""Daily runs end to end, and issue 18's equality: `run --sample --days 10` replays a generated shop one day at a
+time (late events, duplicates re-sent on later days, users and items exports with updates), each day's run seeing
+only the batches that arrived by its date and cleaning and featurising them incrementally; a rerun resumes instead
+of redoing past days; and the days leave silver, quarantine and gold as a full refresh of the same bronze on the
+last date does."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
@@ -14,20 +17,40 @@ from sparkpromo import delta_io
 from tests.conftest import CONF_DIR
 from tests.daily_equality import assert_equals_full_refresh, run_cli
 
-LAST = "2026-11-10"
+DAYS = tuple(f"2026-11-{d:02d}" for d in range(1, 11))
+LAST = DAYS[-1]
+
+
+def csv_rows(path: Path) -> int:
+    with path.open(newline="", encoding="utf-8") as fh:
+        return sum(1 for _ in csv.DictReader(fh))
 
 
 @pytest.mark.slow
-def test_ten_daily_runs_equal_a_full_refresh_of_the_same_bronze(spark: SparkSession, tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch,
-                                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_ten_daily_runs_read_each_days_files_resume_and_equal_a_full_refresh(spark: SparkSession, tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch,
+                                                                             capsys: pytest.CaptureFixture[str]
+                                                                             ) -> None:
     monkeypatch.chdir(tmp_path)
-    lake = tmp_path / "lakehouse"
+    lake, landing = tmp_path / "lakehouse", tmp_path / "landing"
     monkeypatch.setenv("SPARKPROMO_LAKEHOUSE", str(lake))
-    monkeypatch.setenv("SPARKPROMO_LANDING", str(tmp_path / "landing"))
+    monkeypatch.setenv("SPARKPROMO_LANDING", str(landing))
     common = ["--conf-dir", str(CONF_DIR), "--set", "spark.shuffle_partitions=2", "--json"]
-    daily = run_cli(["run", "--sample", "--days", "10", "--events", "1500", "--run-date", LAST,
-                     "--stages", "ingest,clean,features", *common], capsys)
+    argv = ["run", "--sample", "--days", "10", "--events", "1500", "--run-date", LAST, "--stages",
+            "ingest,clean,features", *common]
+    daily = run_cli(argv, capsys)
+
+    assert [daily[f"{d}.run_id"] for d in DAYS] == [d.replace("-", "") for d in DAYS]
+    for d in DAYS:
+        # Each day's ingest read that day's three exports and nothing else.
+        assert daily[f"{d}.delivered_files"] == 3
+        assert (daily[f"{d}.ingest.events_files"], daily[f"{d}.ingest.users_files"],
+                daily[f"{d}.ingest.items_files"]) == (1, 1, 1)
+        assert daily[f"{d}.ingest.events_rows"] == csv_rows(landing / "events" / f"events-{d}.csv")
+        assert daily[f"{d}.ingest.items_rows"] == csv_rows(landing / "items" / f"items-{d}.csv")
+        assert daily[f"{d}.ingest.users_rows"] == len((landing / "users" / f"users-{d}.jsonl").read_text().splitlines())
+    assert daily[f"{DAYS[1]}.ingest.events_rows"] < daily[f"{DAYS[1]}.clean.events.bronze_rows"]
+    assert daily[f"{LAST}.clean.events.bronze_rows"] == daily["generated_events"] == 1500
     modes = [daily[f"2026-11-{d:02d}.clean.mode"] for d in range(1, 11)]
     assert modes == ["full"] + ["incremental"] * 9
     # Features too: after the first day, only the users, items and pairs a day can change are computed again.
@@ -36,6 +59,17 @@ def test_ten_daily_runs_equal_a_full_refresh_of_the_same_bronze(spark: SparkSess
                for d in range(2, 11))
     last = {k.removeprefix(f"{LAST}.clean."): v for k, v in daily.items() if k.startswith(f"{LAST}.clean.")}
     assert last["events.duplicates"] > 0  # copies re-sent on a later day than their original
+    assert last["events.bronze_rows"] == (last["events.silver_rows"] + last["events.quarantined"]
+                                          + last["events.duplicates"])
+
+    # The same command again resumes: the staged shop is kept and every day's stages are skipped.
+    again = run_cli(argv, capsys)
+    assert again["generated_events"] == 0
+    assert all(again[f"{d}.skipped"] is True for d in DAYS[:-1])
+    assert again[f"{LAST}.ingest.events_rows"] == 0
+    assert again[f"{LAST}.clean.skipped"] is True and again[f"{LAST}.features.skipped"] is True
+    assert again[f"{LAST}.clean.events.silver_rows"] == last["events.silver_rows"]
+
     assert_equals_full_refresh(spark, lake, LAST, last, common, capsys)
 
     # Features again with nothing changed: nothing is computed again, and gold holds what it held.
