@@ -48,6 +48,14 @@ SMALL_DATA_CONF = {"spark.sql.adaptive.enabled": "false", "spark.sql.codegen.who
                    "spark.sql.codegen.factoryMode": "NO_CODEGEN"}
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files that hold a slow test run first, each file's tests kept together and in order. pytest-xdist hands out
+    whole files in this order (scripts/test.sh), so the long end-to-end files start early and the quick files fill
+    the end on both test processes."""
+    slow = {item.nodeid.split("::", 1)[0] for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.nodeid.split("::", 1)[0] not in slow)
+
+
 @pytest.fixture(scope="session")
 def spark_root() -> Iterator[Path]:
     d = Path(tempfile.mkdtemp(prefix="sparkpromo-tests-"))
