@@ -139,8 +139,7 @@ def _run_in_process(spark: SparkSession, argv: list[str], env: dict[str, str]) -
     out, err, t0 = io.StringIO(), io.StringIO(), time.monotonic()
     partitions = spark.conf.get("spark.sql.shuffle.partitions")
     with pytest.MonkeyPatch.context() as mp:
-        for k in ("SPARK_REMOTE", "SPARKPROMO_ENV"):
-            mp.delenv(k, raising=False)
+        mp.delenv("SPARK_REMOTE", raising=False)
         for k, v in env.items():
             mp.setenv(k, v)
         mp.chdir(ROOT)

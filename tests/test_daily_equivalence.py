@@ -51,12 +51,10 @@ def test_ten_daily_runs_read_each_days_files_resume_and_equal_a_full_refresh(spa
         assert daily[f"{d}.ingest.users_rows"] == len((landing / "users" / f"users-{d}.jsonl").read_text().splitlines())
     assert daily[f"{DAYS[1]}.ingest.events_rows"] < daily[f"{DAYS[1]}.clean.events.bronze_rows"]
     assert daily[f"{LAST}.clean.events.bronze_rows"] == daily["generated_events"] == 1500
-    modes = [daily[f"2026-11-{d:02d}.clean.mode"] for d in range(1, 11)]
-    assert modes == ["full"] + ["incremental"] * 9
+    assert [daily[f"{d}.clean.mode"] for d in DAYS] == ["full"] + ["incremental"] * 9
     # Features too: after the first day, only the users, items and pairs a day can change are computed again.
-    assert [daily[f"2026-11-{d:02d}.features.mode"] for d in range(1, 11)] == ["full"] + ["incremental"] * 9
-    assert all(0 < daily[f"2026-11-{d:02d}.features.recomputed_users"] < daily[f"2026-11-{d:02d}.features.users"]
-               for d in range(2, 11))
+    assert [daily[f"{d}.features.mode"] for d in DAYS] == ["full"] + ["incremental"] * 9
+    assert all(0 < daily[f"{d}.features.recomputed_users"] < daily[f"{d}.features.users"] for d in DAYS[1:])
     last = {k.removeprefix(f"{LAST}.clean."): v for k, v in daily.items() if k.startswith(f"{LAST}.clean.")}
     assert last["events.duplicates"] > 0  # copies re-sent on a later day than their original
     assert last["events.bronze_rows"] == (last["events.silver_rows"] + last["events.quarantined"]
