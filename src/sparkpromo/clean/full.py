@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar, cast
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import cast
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
-from pyspark.util import inheritable_thread_target
 
 from sparkpromo import columns as C
 from sparkpromo import delta_io, schemas
@@ -41,13 +40,11 @@ from sparkpromo.clean.rules import (
 )
 from sparkpromo.config import AppConfig
 from sparkpromo.ingest import CORRUPT
+from sparkpromo.parallel import submit
 
 log = logging.getLogger(__name__)
 
 __all__ = ["full_clean"]
-
-
-_R = TypeVar("_R")
 
 def _materialised(df: DataFrame) -> DataFrame:
     """Cache and compute a frame, so that joins against it are planned with its real size: Spark broadcasts it
@@ -122,14 +119,14 @@ def full_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetim
                                 "run `sparkpromo ingest` first")
     try:
         with ThreadPoolExecutor(max_workers=3, thread_name_prefix="sparkpromo-clean") as pool:
-            dims = {source: _submit(pool, spark, dimension, source) for source in DIMENSION_KEYS}
-            events_rows = _submit(pool, spark, raw.count)
+            dims = {source: submit(pool, spark, dimension, source) for source in DIMENSION_KEYS}
+            events_rows = submit(pool, spark, raw.count)
             keyed = raw.transform(keyed_events(cfg))
             bot_limit = bot_threshold(cfg)
-            suspects_job = (_submit(pool, spark, small, keyed.transform(bot_candidates(bot_limit, cfg.sources.events)))
+            suspects_job = (submit(pool, spark, small, keyed.transform(bot_candidates(bot_limit, cfg.sources.events)))
                             if bot_limit else None)
             keys = small(keyed.transform(duplicate_keys(C.EVENT_ID)))
-            dropped = _submit(pool, spark, lambda: int(keys.agg(F.sum(F.col(COPIES) - 1)).first()[0] or 0))
+            dropped = submit(pool, spark, lambda: int(keys.agg(F.sum(F.col(COPIES) - 1)).first()[0] or 0))
             # Only the few rows with a repeated key are ranked (before the row-wise rules) and cached, so every
             # later pass streams bronze once.
             repeated = small(raw.transform(repeated_events(cfg, now, keys, sums_quantity(cfg, raw))))
@@ -157,7 +154,7 @@ def full_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetim
         # events costs one more pass over bronze, the price of never replacing a table with rows that don't add up.
         per_rule = cast(list[Row], q.groupBy(C.Q_SOURCE, C.Q_RULE).count().collect())
         with ThreadPoolExecutor(max_workers=len(silver), thread_name_prefix="sparkpromo-counts") as pool:
-            jobs = {name: _submit(pool, spark, df.count) for name, df in silver.items()}
+            jobs = {name: submit(pool, spark, df.count) for name, df in silver.items()}
             silver_rows = {name: job.result() for name, job in jobs.items()}
         results, dq_rows = balance(run_id, bronze_rows, duplicates, silver_rows, per_rule)
 
@@ -188,7 +185,3 @@ def full_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetim
             log.info("quarantine %s = %d", k, v)
     return results
 
-
-def _submit(pool: ThreadPoolExecutor, spark: SparkSession, fn: Callable[..., _R], *args: object) -> Future[_R]:
-    """Run ``fn`` on ``pool`` with the caller's Spark local properties (job group, scheduler pool, description)."""
-    return pool.submit(inheritable_thread_target(spark)(fn), *args)

@@ -7,7 +7,7 @@ import datetime as dt
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
@@ -51,6 +51,7 @@ from sparkpromo.clean.state import SOURCES, CleanState
 from sparkpromo.config import AppConfig
 from sparkpromo.frame import Transform
 from sparkpromo.ingest import CORRUPT
+from sparkpromo.parallel import checkpoint_all, run_all
 
 log = logging.getLogger(__name__)
 
@@ -127,16 +128,21 @@ def incremental_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.
 
     cached: list[DataFrame] = []
 
-    def keep(df: DataFrame) -> DataFrame:
+    def keep(*frames: DataFrame) -> list[DataFrame]:
         # Computed now and cut from its lineage: each frame here builds on the ones before, and with their whole
-        # plans inlined the last merges planned trees of ~10^6 nodes (a 2 GiB driver ran out of heap).
-        cached.append(df.localCheckpoint(eager=True))
-        return cached[-1]
+        # plans inlined the last merges planned trees of ~10^6 nodes (a 2 GiB driver ran out of heap). Frames
+        # kept together are independent and computed side by side.
+        kept = checkpoint_all(spark, frames)
+        cached.extend(kept)
+        return kept
 
     forgotten = forgotten_set(spark, cfg)
     quarantine = delta_io.read(spark, T.QUARANTINE.uri(cfg))
 
-    def bronze(source: str) -> DataFrame:
+    def bronze(source: str) -> tuple[DataFrame, DataFrame]:
+        """The source's bronze rows at this run's version with ``_new`` (the tagged rows), and the same rows
+        untagged (tagging keeps every row: counted untagged, Delta answers from its file statistics when
+        nothing was ever forgotten)."""
         uri, end, start = T.BRONZE[source].uri(cfg), versions[source], state.bronze.get(source)
         rows = delta_io.read(spark, uri, version=end)
         pairs = rows.select(C.SOURCE_FILE, C.INGEST_TS).distinct()
@@ -144,44 +150,45 @@ def incremental_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.
             pairs = pairs.subtract(delta_io.read(spark, uri, version=start).select(C.SOURCE_FILE, C.INGEST_TS))
         else:
             pairs = pairs.limit(0)
-        df = rows.transform(tag_new(keep(pairs)))
         src = getattr(cfg.sources, source)
         if source in ("events", "users"):
-            df = df.transform(without_forgotten(forgotten, src.columns.get(C.USER_ID, C.USER_ID), CORRUPT))
-        return df
+            rows = rows.transform(without_forgotten(forgotten, src.columns.get(C.USER_ID, C.USER_ID), CORRUPT))
+        return rows.transform(tag_new(*keep(pairs))), rows
 
     def diff(source: str, key: str, emitted: DataFrame, silver_now: DataFrame, silver_base: DataFrame
              ) -> tuple[SourceChanges, dict[str, int]]:
         """The changes of one source's slice and its counts; ``emitted`` holds the slice's marked rows."""
         personal = personal_columns(cfg, source)
-        upserts, deletes = silver_diff(silver_now, silver_base, key)
-        upserts, deletes = keep(upserts), keep(deletes)
-        q_now = keep(emitted.transform(quarantine_rows(source, run_id, personal)))
         olds = (emitted.where(~F.col(NEW))
                 .select(payload(personal, source == "users").alias(C.Q_PAYLOAD), F.col(C.SOURCE_FILE)).distinct())
-        q_base = keep(quarantine.where(F.col(C.Q_SOURCE) == source)
-                      .join(olds, [C.Q_PAYLOAD, C.SOURCE_FILE], "left_semi").select(*Q_KEY))
-        q_ins = keep(q_now.select(*Q_KEY).exceptAll(q_base).withColumn(C.RUN_ID, F.lit(run_id)))
-        q_gone = keep(q_base.exceptAll(q_now.select(*Q_KEY)))
+        upserts, deletes, q_now, q_base = keep(
+            *silver_diff(silver_now, silver_base, key),
+            emitted.transform(quarantine_rows(source, run_id, personal)),
+            quarantine.where(F.col(C.Q_SOURCE) == source)
+            .join(olds, [C.Q_PAYLOAD, C.SOURCE_FILE], "left_semi").select(*Q_KEY))
+        q_ins, q_gone = keep(q_now.select(*Q_KEY).exceptAll(q_base).withColumn(C.RUN_ID, F.lit(run_id)),
+                             q_base.exceptAll(q_now.select(*Q_KEY)))
         new_rows = emitted.where(F.col(NEW))
-        # Three small aggregates: outcomes of the slice's new and earlier rows, quarantine and silver changes.
-        by_age = emitted.groupBy(F.col(NEW), outcome().alias("metric")).count().collect()
-        outcomes = {r["metric"]: int(r["count"]) for r in by_age if r[NEW]}
+        # Three small aggregates, side by side: outcomes of the slice's new and earlier rows, quarantine and
+        # silver changes.
         tag = "_change"
-        q_stats = {(r[tag], r[C.Q_RULE]): int(r["count"]) for r in
-                   q_ins.select(F.lit("+").alias(tag), C.Q_RULE)
-                   .unionByName(q_gone.select(F.lit("-").alias(tag), C.Q_RULE))
-                   .unionByName(q_base.select(F.lit("base").alias(tag), C.Q_RULE))
-                   .groupBy(tag, C.Q_RULE).count().collect()}
         in_base = silver_base.select(key).withColumn("_in_base", F.lit(True))
-        s_stats = {r[tag]: int(r["count"]) for r in
-                   upserts.select(key).join(in_base, key, "left")
-                   .select(F.when(F.col("_in_base").isNull(), "inserted").otherwise("updated").alias(tag))
-                   .unionByName(deletes.select(F.lit("deleted").alias(tag)))
-                   .unionByName(silver_base.select(F.lit("base").alias(tag)))
-                   .unionByName(accepted(new_rows).select(key).join(in_base, key, "left_semi")
-                                .select(F.lit("run_updated").alias(tag)))
-                   .groupBy(tag).count().collect()}
+        by_age, q_rows, s_rows = run_all(spark, [
+            emitted.groupBy(F.col(NEW), outcome().alias("metric")).count().collect,
+            q_ins.select(F.lit("+").alias(tag), C.Q_RULE)
+            .unionByName(q_gone.select(F.lit("-").alias(tag), C.Q_RULE))
+            .unionByName(q_base.select(F.lit("base").alias(tag), C.Q_RULE))
+            .groupBy(tag, C.Q_RULE).count().collect,
+            upserts.select(key).join(in_base, key, "left")
+            .select(F.when(F.col("_in_base").isNull(), "inserted").otherwise("updated").alias(tag))
+            .unionByName(deletes.select(F.lit("deleted").alias(tag)))
+            .unionByName(silver_base.select(F.lit("base").alias(tag)))
+            .unionByName(accepted(new_rows).select(key).join(in_base, key, "left_semi")
+                         .select(F.lit("run_updated").alias(tag)))
+            .groupBy(tag).count().collect], "sparkpromo-counts")
+        outcomes = {r["metric"]: int(r["count"]) for r in by_age if r[NEW]}
+        q_stats = {(r[tag], r[C.Q_RULE]): int(r["count"]) for r in q_rows}
+        s_stats = {r[tag]: int(r["count"]) for r in s_rows}
         run_updated, inserted_keys = s_stats.get("run_updated", 0), s_stats.get("inserted", 0)
         run_quarantined = sum(v for k, v in outcomes.items() if k.startswith("quarantine:"))
         q_inserted = sum(v for (t, _), v in q_stats.items() if t == "+")
@@ -201,8 +208,7 @@ def incremental_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.
         for (t, rule), v in q_stats.items():
             if t in ("+", "-"):
                 counts[f"_q{t}{rule}"] = v
-        q_deletes = keep(q_gone.distinct())
-        changes = SourceChanges(key, upserts, deletes, q_ins, q_deletes,
+        changes = SourceChanges(key, upserts, deletes, q_ins, q_gone.distinct(),
                                 silver_rows=inserted_keys + s_stats.get("updated", 0) + s_stats.get("deleted", 0),
                                 quarantine_rows=sum(v for (t, _), v in q_stats.items() if t != "base"))
         return changes, counts
@@ -211,23 +217,24 @@ def incremental_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.
         """``movers``: ids to re-judge besides those of the new rows (users whose age band moved)."""
         src = getattr(cfg.sources, source)
         key, max_len = DIMENSION_KEYS[source], cfg.clean.max_string_length
-        raw = bronze(source)
+        raw, untagged = bronze(source)
         classify, to_silver = ((classify_users(max_len, src.exclude),
                                 silver_users(now.date(), users_consent(cfg, raw.columns)))
                                if source == "users" else (classify_items(max_len, src.exclude), silver_items))
         canon = raw.transform(canonicalise(source, src))
         keys = canon.where(F.col(NEW) & F.col(key).isNotNull()).select(key)
-        keys = keep((keys if movers is None else keys.unionByName(movers)).distinct())
-        emitted = keep(canon.transform(in_slice(keys, key, _IN)).where(F.col(NEW) | F.col(_IN))
-                       .transform(mark_duplicates(key, True)).transform(classify))
+        keys, = keep((keys if movers is None else keys.unionByName(movers)).distinct())
         silver_table = delta_io.read(spark, T.SILVER[source].uri(cfg))
-        silver_base = keep(silver_table.join(keys, key, "left_semi"))
+        emitted, silver_base = keep(canon.transform(in_slice(keys, key, _IN)).where(F.col(NEW) | F.col(_IN))
+                                    .transform(mark_duplicates(key, True)).transform(classify),
+                                    silver_table.join(keys, key, "left_semi"))
         silver_now = emitted.transform(to_silver)
         changes, counts = diff(source, key, emitted, silver_now, silver_base)
         now_keys, base_keys = silver_now.select(key), silver_base.select(key)
-        changes.known = keep(silver_table.select(key).join(keys, key, "left_anti").unionByName(now_keys))
-        changes.changed = keep(now_keys.subtract(base_keys).unionByName(base_keys.subtract(now_keys)))
-        counts["_bronze_total"] = raw.count()
+        changes.known, changes.changed = keep(
+            silver_table.select(key).join(keys, key, "left_anti").unionByName(now_keys),
+            now_keys.subtract(base_keys).unionByName(base_keys.subtract(now_keys)))
+        counts["_bronze_total"] = untagged.count()
         return changes, counts
 
     def events(known: Mapping[str, DataFrame | None], changed: Mapping[str, DataFrame]
@@ -236,11 +243,11 @@ def incremental_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.
         may change as a whole (a user or item record became known or unknown, or the user has enough rows on some
         day to be a bot, :func:`bot_candidates`, before or after this batch). Any other user's earlier events keep
         their outcome: no rule of theirs reads a row this batch added, except the copies of a new id, which are in."""
-        raw = bronze("events")
+        raw, untagged = bronze("events")
         keyed = raw.transform(keyed_events(cfg))
         # Aliased: a checkpointed frame keeps its columns' ids, and joining one back to the frame it came from
         # is then a conflict Spark cannot resolve.
-        new_ids = keep(keyed.where(F.col(NEW) & F.col(C.EVENT_ID).isNotNull())
+        new_ids, = keep(keyed.where(F.col(NEW) & F.col(C.EVENT_ID).isNotNull())
                        .select(F.col(C.EVENT_ID).alias(C.EVENT_ID)).distinct())
         keyed = keyed.transform(in_slice(new_ids, C.EVENT_ID, _NID))
         affected = keyed.select(C.USER_ID).limit(0)
@@ -253,25 +260,26 @@ def incremental_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.
             touched = keyed.where(F.col(NEW) | F.col(_NID)).select(C.USER_ID).distinct()
             affected = affected.unionByName(keyed.transform(of_users(touched))
                                             .transform(bot_candidates(bot_limit, cfg.sources.events)))
-        users = keep(affected.where(F.col(C.USER_ID).isNotNull()).select(F.col(C.USER_ID).alias(C.USER_ID))
+        users, = keep(affected.where(F.col(C.USER_ID).isNotNull()).select(F.col(C.USER_ID).alias(C.USER_ID))
                      .distinct())
         flagged = keyed.transform(in_slice(users, C.USER_ID, _AU))
         # Every copy of a slice event's id, whoever's it is: which copy is kept is decided among all of them.
-        ids = keep(flagged.where(F.col(_AU) | F.col(NEW)).where(F.col(C.EVENT_ID).isNotNull())
+        ids, = keep(flagged.where(F.col(_AU) | F.col(NEW)).where(F.col(C.EVENT_ID).isNotNull())
                    .select(C.EVENT_ID).distinct())
         marked = (flagged.transform(in_slice(ids, C.EVENT_ID, _IN)).where(F.col(_AU) | F.col(NEW) | F.col(_IN))
                   .transform(mark_duplicates(C.EVENT_ID, False, sum_quantity=sums_quantity(cfg, raw)))
                   .transform(event_rules(cfg, now))
                   .transform(check_references(known["users"], known["items"])))
         if bot_limit:
-            marked = marked.transform(flag_bots(keep(marked.transform(bot_users(bot_limit)))))
+            marked = marked.transform(flag_bots(*keep(marked.transform(bot_users(bot_limit)))))
         # The other copies of an earlier slice user's ids came in only to rank copies; they are not re-judged.
-        emitted = keep(marked.where(F.col(_AU) | F.col(NEW) | F.col(_NID)))
-        silver_base = keep(delta_io.read(spark, T.SILVER_EVENTS.uri(cfg))
-                           .transform(in_slice(users, C.USER_ID, _AU)).transform(in_slice(new_ids, C.EVENT_ID, _NID))
-                           .where(F.col(_AU) | F.col(_NID)).drop(_AU, _NID))
+        emitted, silver_base = keep(marked.where(F.col(_AU) | F.col(NEW) | F.col(_NID)),
+                                    delta_io.read(spark, T.SILVER_EVENTS.uri(cfg))
+                                    .transform(in_slice(users, C.USER_ID, _AU))
+                                    .transform(in_slice(new_ids, C.EVENT_ID, _NID))
+                                    .where(F.col(_AU) | F.col(_NID)).drop(_AU, _NID))
         change, count = diff("events", C.EVENT_ID, emitted, silver_events(emitted), silver_base)
-        count["_bronze_total"] = raw.count()
+        count["_bronze_total"] = untagged.count()
         return change, count
 
     try:
@@ -279,18 +287,28 @@ def incremental_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.
         counts: dict[str, dict[str, int]] = {}
         known: dict[str, DataFrame | None] = {source: None for source in DIMENSION_KEYS}
         changed: dict[str, DataFrame] = {}
-        for source, key in DIMENSION_KEYS.items():
-            if versions.get(source) is None:
-                continue
+        def judged(source: str) -> tuple[SourceChanges, dict[str, int]] | None:
+            """One dimension's changes and counts; None when nothing is new and nobody is to be re-judged."""
             movers = age_band_movers(spark, cfg, now, versions[source]) if source == "users" else None
             if state.bronze.get(source) == versions[source] and (movers is None or movers.isEmpty()):
+                return None
+            change, count = dimension(source, movers)
+            if change.changed is not None and change.changed.isEmpty():
+                change.changed = None
+            return change, count
+
+        # Users and items are independent of each other: judged side by side.
+        dims = [source for source in DIMENSION_KEYS if versions.get(source) is not None]
+        judgements = run_all(spark, [lambda s=s: judged(s) for s in dims], "sparkpromo-clean")
+        for source, out in zip(dims, judgements, strict=True):
+            if out is None:
                 # nothing new, nobody to re-judge: silver's ids are the known ones
-                known[source] = delta_io.read(spark, T.SILVER[source].uri(cfg)).select(key)
+                known[source] = delta_io.read(spark, T.SILVER[source].uri(cfg)).select(DIMENSION_KEYS[source])
                 continue
-            changes[source], counts[source] = dimension(source, movers)
-            known[source] = changes[source].known
-            if changes[source].changed is not None and not cast(DataFrame, changes[source].changed).isEmpty():
-                changed[source] = cast(DataFrame, changes[source].changed)
+            changes[source], counts[source] = out
+            known[source] = out[0].known
+            if out[0].changed is not None:
+                changed[source] = out[0].changed
         if state.bronze.get("events") != versions["events"] or changed:
             changes["events"], counts["events"] = events(known, changed)
 

@@ -31,6 +31,7 @@ from sparkpromo.features.incremental import (
 )
 from sparkpromo.features.items import item_features
 from sparkpromo.features.users import CART_LOOKBACK_DAYS, user_features
+from sparkpromo.parallel import run_all
 
 log = logging.getLogger(__name__)
 
@@ -190,8 +191,8 @@ def run_features(spark: SparkSession, cfg: AppConfig, run_id: str, as_of: dt.dat
             user_keys = keep(keys_of(user_sources, [C.USER_ID]))
             item_keys = keep(keys_of([window_moved, *(df for df in (changed_events, changed_items)
                                                       if df is not None)], [C.ITEM_ID]))
-            counts.update(recomputed_pairs=pairs.count(), recomputed_users=user_keys.count(),
-                          recomputed_items=item_keys.count())
+            counts.update(zip(("recomputed_pairs", "recomputed_users", "recomputed_items"),
+                              run_all(spark, [pairs.count, user_keys.count, item_keys.count]), strict=True))
             # A day's keys are few: every task gets them all, so the window's events are never shuffled to meet them.
             pairs, user_keys, item_keys = (F.broadcast(df) if counts[k] <= BROADCAST_KEYS else df for df, k in (
                 (pairs, "recomputed_pairs"), (user_keys, "recomputed_users"), (item_keys, "recomputed_items")))
@@ -229,16 +230,18 @@ def run_features(spark: SparkSession, cfg: AppConfig, run_id: str, as_of: dt.dat
         if old_interactions is not None:
             gold, pairs, factor = old_interactions
             indexed = gold.transform(carried_interactions(pairs, id_map, factor)).unionByName(indexed)
-        delta_io.overwrite(indexed, T.INTERACTIONS.uri(cfg), name=T.INTERACTIONS.key)
-        delta_io.overwrite(user_rows, T.USER_FEATURES.uri(cfg), name=T.USER_FEATURES.key)
-        delta_io.overwrite(item_rows, T.ITEM_FEATURES.uri(cfg), name=T.ITEM_FEATURES.key)
+        # Three independent tables, written side by side.
+        run_all(spark, [lambda df=df, t=t: delta_io.overwrite(df, t.uri(cfg), name=t.key) for df, t in (
+            (indexed, T.INTERACTIONS), (user_rows, T.USER_FEATURES), (item_rows, T.ITEM_FEATURES))], "sparkpromo-gold")
     finally:
         for df in reversed(cached):
             df.unpersist()
+    written = run_all(spark, [lambda t=t: _rows_written(spark, t.uri(cfg))
+                              for t in (T.INTERACTIONS, T.USER_FEATURES, T.ITEM_FEATURES)])
     counts.update(
-        interactions=_rows_written(spark, T.INTERACTIONS.uri(cfg)),
-        users=_rows_written(spark, T.USER_FEATURES.uri(cfg)),
-        items=_rows_written(spark, T.ITEM_FEATURES.uri(cfg)),
+        interactions=written[0],
+        users=written[1],
+        items=written[2],
         new_user_ids=new_users,
         new_item_ids=new_items,
     )
