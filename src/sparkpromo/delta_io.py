@@ -165,25 +165,28 @@ CHANGE_FEED = "delta.enableChangeDataFeed"
 _ROW_CHANGES = {"MERGE", "DELETE", "UPDATE", "OPTIMIZE", "ADD CONSTRAINT", "VACUUM START", "VACUUM END"}
 
 
+def commits_between(spark: SparkSession, uri: str, start: int, end: int) -> list[tuple[str, dict[str, str]]] | None:
+    """(operation, operationParameters) of each commit of ``uri`` after ``start`` up to ``end``, in version order;
+    None when the history no longer holds every one of them."""
+    path = uri.replace("`", "``")
+    # SQL rather than DeltaTable.history(): it also runs over Spark Connect without Delta's Connect plugin.
+    rows = (spark.sql(f"DESCRIBE HISTORY delta.`{path}`")
+            .where((F.col("version") > start) & (F.col("version") <= end))
+            .orderBy("version").select("operation", "operationParameters").collect())  # one row per commit
+    if len(rows) != end - start:
+        return None
+    return [(r["operation"], dict(r["operationParameters"] or {})) for r in rows]
+
+
 def row_changes_only(spark: SparkSession, uri: str, start: int, end: int) -> bool:
     """Whether every commit of ``uri`` after ``start`` up to ``end`` was a row-level change (MERGE, DELETE, UPDATE,
     an append) or left the data as it was, and the table records its change data feed."""
     if _table_properties(spark, uri).get(CHANGE_FEED, "false").lower() != "true":
         return False
-    path = uri.replace("`", "``")
-    rows = (spark.sql(f"DESCRIBE HISTORY delta.`{path}`")
-            .where((F.col("version") > start) & (F.col("version") <= end))
-            .select("operation", "operationParameters").collect())  # one row per commit in the range
-    if len(rows) != end - start:
-        return False
-    for r in rows:
-        params = r["operationParameters"] or {}
-        if r["operation"] in _ROW_CHANGES:
-            continue
-        if params.get("mode") == "Append" or params.get("outputMode") == "Append":
-            continue
-        return False
-    return True
+    commits = commits_between(spark, uri, start, end)
+    return commits is not None and all(
+        op in _ROW_CHANGES or params.get("mode") == "Append" or params.get("outputMode") == "Append"
+        for op, params in commits)
 
 
 def changes(spark: SparkSession, uri: str, start: int, end: int) -> DataFrame:

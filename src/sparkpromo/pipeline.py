@@ -271,21 +271,29 @@ def rerun_reason(last: Mapping[str, Any], versions: Mapping[str, int | None], fi
     return ";".join(reasons) or None
 
 
-def _last_run(spark: SparkSession, cfg: AppConfig, ctx: RunContext, name: str) -> dict[str, Any] | None:
+def last_record(spark: SparkSession, cfg: AppConfig, name: str, run_id: str | None = None) -> dict[str, Any] | None:
+    """The ``metrics/stages`` record of stage ``name`` for ``run_id`` (None: the latest of any run id), with its
+    JSON decoded: ``io`` (table versions), ``result`` and ``fingerprint``, each None when not recorded; None when
+    there is no such record."""
     uri = T.STAGE_RUNS.uri(cfg)
     if not delta_io.is_delta(spark, uri):
         return None
     df = delta_io.read(spark, uri)
     # A table written before fingerprints were recorded has no such column: its runs count as changed.
     fp_col = F.col("fingerprint") if "fingerprint" in df.columns else F.lit(None).cast("string").alias("fingerprint")
-    row = (df.where((F.col(C.RUN_ID) == ctx.run_id) & (F.col("stage") == name))
-           .select("io_versions", "result", fp_col).limit(1).collect())
+    rows = df.where(F.col("stage") == name)
+    rows = rows.orderBy(F.col("finished_at").desc()) if run_id is None else rows.where(F.col(C.RUN_ID) == run_id)
+    row = rows.select("io_versions", "result", fp_col).limit(1).collect()
     if not row:
         return None
     io_versions, fingerprint = row[0]["io_versions"], row[0]["fingerprint"]
     return {"io": None if io_versions is None else json.loads(io_versions),
             "result": json.loads(row[0]["result"] or "{}"),
             "fingerprint": None if fingerprint is None else json.loads(fingerprint)}
+
+
+def _last_run(spark: SparkSession, cfg: AppConfig, ctx: RunContext, name: str) -> dict[str, Any] | None:
+    return last_record(spark, cfg, name, ctx.run_id)
 
 
 def manifest_versions(spark: SparkSession, cfg: AppConfig) -> dict[str, int]:

@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -90,19 +89,10 @@ def record_state(spark: SparkSession, cfg: AppConfig, run_id: str, mode: str, br
 
 def appends_only(spark: SparkSession, uri: str, start: int, end: int) -> bool:
     """Whether every commit of ``uri`` after ``start`` up to ``end`` only added rows."""
-    rows = (DeltaTable.forPath(spark, uri).history()
-            .where((F.col("version") > start) & (F.col("version") <= end))
-            .select("version", "operation", "operationParameters").collect())
-    if len(rows) != end - start:
-        return False
-    for r in rows:
-        params = r["operationParameters"] or {}
-        wanted = _APPEND_MODES.get(r["operation"])
-        if wanted is not None and params.get(wanted[0]) == wanted[1]:
-            continue
-        if r["operation"] not in _NO_DATA_CHANGE:
-            return False
-    return True
+    commits = delta_io.commits_between(spark, uri, start, end)
+    return commits is not None and all(
+        op in _NO_DATA_CHANGE or (op in _APPEND_MODES and params.get(_APPEND_MODES[op][0]) == _APPEND_MODES[op][1])
+        for op, params in commits)
 
 
 def full_refresh_reason(spark: SparkSession, cfg: AppConfig, state: CleanState | None,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -60,28 +59,13 @@ class Previous:
     versions: dict[str, int | None]
 
 
-def _last_success(spark: SparkSession, cfg: AppConfig) -> dict[str, Any] | None:
-    """The stage record (metrics/stages) of the latest successful features run, whatever its run id."""
-    uri = T.STAGE_RUNS.uri(cfg)
-    if not delta_io.is_delta(spark, uri):
-        return None
-    df = delta_io.read(spark, uri)
-    if "fingerprint" not in df.columns:
-        return None
-    row = (df.where(F.col("stage") == "features").orderBy(F.col("finished_at").desc())
-           .select("io_versions", "result", "fingerprint").first())
-    if row is None or row["io_versions"] is None or row["fingerprint"] is None:
-        return None
-    return {"io": json.loads(row["io_versions"]), "result": json.loads(row["result"] or "{}"),
-            "fingerprint": json.loads(row["fingerprint"])}
-
-
 def incremental_base(spark: SparkSession, cfg: AppConfig, now: Dates) -> tuple[Previous | None, str]:
     """The last run this one can build on, or None and why it cannot (then it rebuilds gold from silver)."""
-    from sparkpromo.pipeline import stage_fingerprint  # the stage runner records what a run depended on
+    # Imported here: the pipeline imports this module (its stage runner records what each run depended on).
+    from sparkpromo.pipeline import last_record, stage_fingerprint
 
-    last = _last_success(spark, cfg)
-    if last is None:
+    last = last_record(spark, cfg, "features")
+    if last is None or last["io"] is None or last["fingerprint"] is None:
         return None, "no earlier features run recorded"
     fp = {k: v for k, v in stage_fingerprint(cfg, "features", now.as_of).items() if k != "run_date"}
     if {k: v for k, v in last["fingerprint"].items() if k != "run_date"} != fp:

@@ -1,0 +1,60 @@
+"""What the incremental stages read from a table's history before they trust a version range: clean builds on bronze
+only when every commit since its last run appended rows (``appends_only``), features reads silver's change data
+feed only when every commit since its last run changed rows one by one and the feed is on (``row_changes_only``).
+Both read the range through ``delta_io.commits_between``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from delta.tables import DeltaTable
+from pyspark.sql import SparkSession
+
+from sparkpromo import delta_io
+from sparkpromo.clean.state import appends_only
+
+
+def table(spark: SparkSession, path: Path, change_feed: bool) -> str:
+    """A two-row table (version 0), with or without its change data feed."""
+    uri = str(path)
+    (spark.createDataFrame([(1, "a"), (2, "b")], "id INT, v STRING").write.format("delta")
+     .option(delta_io.CHANGE_FEED, str(change_feed).lower()).save(uri))
+    return uri
+
+
+def append(spark: SparkSession, uri: str, row: tuple[int, str]) -> None:
+    delta_io.append(spark.createDataFrame([row], "id INT, v STRING"), uri)
+
+
+def test_commits_between_lists_each_commit_of_the_range_in_order(spark: SparkSession, tmp_path: Path) -> None:
+    uri = table(spark, tmp_path / "t", change_feed=True)
+    append(spark, uri, (3, "c"))
+    DeltaTable.forPath(spark, uri).delete("id = 1")
+    commits = delta_io.commits_between(spark, uri, 0, 2)
+    assert commits is not None and [op for op, _ in commits] == ["WRITE", "DELETE"]
+    assert commits[0][1]["mode"] == "Append"
+    assert delta_io.commits_between(spark, uri, 1, 2) == commits[1:]
+    # A range reaching past the last commit is not fully recorded: neither predicate may trust it.
+    assert delta_io.commits_between(spark, uri, 0, 3) is None
+    assert not appends_only(spark, uri, 0, 3) and not delta_io.row_changes_only(spark, uri, 0, 3)
+
+
+def test_appends_keep_both_a_delete_breaks_appends_only_and_an_overwrite_breaks_both(spark: SparkSession,
+                                                                                    tmp_path: Path) -> None:
+    uri = table(spark, tmp_path / "t", change_feed=True)
+    append(spark, uri, (3, "c"))  # v1
+    assert appends_only(spark, uri, 0, 1) and delta_io.row_changes_only(spark, uri, 0, 1)
+    DeltaTable.forPath(spark, uri).delete("id = 1")  # v2: what forget does to bronze
+    assert not appends_only(spark, uri, 0, 2) and not appends_only(spark, uri, 1, 2)
+    assert delta_io.row_changes_only(spark, uri, 0, 2)  # the change feed records the deleted row
+    (spark.createDataFrame([(9, "z")], "id INT, v STRING").write.format("delta").mode("overwrite")
+     .save(uri))  # v3
+    assert not appends_only(spark, uri, 2, 3) and not delta_io.row_changes_only(spark, uri, 2, 3)
+    assert appends_only(spark, uri, 1, 1) and delta_io.row_changes_only(spark, uri, 1, 1)  # no commit at all
+
+
+def test_row_changes_only_needs_the_change_data_feed(spark: SparkSession, tmp_path: Path) -> None:
+    uri = table(spark, tmp_path / "t", change_feed=False)
+    append(spark, uri, (3, "c"))
+    assert appends_only(spark, uri, 0, 1)
+    assert not delta_io.row_changes_only(spark, uri, 0, 1)
