@@ -164,7 +164,7 @@ def run_days(spark: SparkSession, cfg: AppConfig, dates: list[dt.date], stages: 
             result[f"{prefix}run_id"] = day_ctx.run_id
         if out is not None:
             result[f"{prefix}delivered_files"] = len(deliver_day(out, day))
-        if day != dates[-1] and not force and all(_last_run(spark, cfg, day_ctx, name) for name in stages):
+        if day != dates[-1] and not force and all(last_record(spark, cfg, name, day_ctx.run_id) for name in stages):
             log.info("run_id=%s status=skipped reason=every_stage_done (a later date follows)", day_ctx.run_id)
             result[f"{prefix}skipped"] = True
             continue
@@ -247,7 +247,7 @@ def stage_fingerprint(cfg: AppConfig, name: str, run_date: dt.date) -> dict[str,
 
 def rerun_reason(last: Mapping[str, Any], versions: Mapping[str, int | None], fingerprint: Mapping[str, Any]
                  ) -> str | None:
-    """Why a stage whose last success recorded ``last`` (:func:`_last_run`) must run again; None when nothing it
+    """Why a stage whose last success recorded ``last`` (:func:`last_record`) must run again; None when nothing it
     depends on changed. Reasons, ';'-separated: ``no_fingerprint`` (recorded before fingerprints existed),
     ``version:<old>-><new>``, ``run_date:<old>-><new>``, ``config:<paths>``, ``tables:<tables>``."""
     if last.get("io") is None:
@@ -290,10 +290,6 @@ def last_record(spark: SparkSession, cfg: AppConfig, name: str, run_id: str | No
     return {"io": None if io_versions is None else json.loads(io_versions),
             "result": json.loads(row[0]["result"] or "{}"),
             "fingerprint": None if fingerprint is None else json.loads(fingerprint)}
-
-
-def _last_run(spark: SparkSession, cfg: AppConfig, ctx: RunContext, name: str) -> dict[str, Any] | None:
-    return last_record(spark, cfg, name, ctx.run_id)
 
 
 def manifest_versions(spark: SparkSession, cfg: AppConfig) -> dict[str, int]:
@@ -358,7 +354,7 @@ def _run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext, 
     io_tables = STAGE_IO.get(name)
     fingerprint = stage_fingerprint(cfg, name, ctx.run_date) if io_tables else None
     if io_tables and fingerprint is not None and not (force or full_refresh):
-        last = _last_run(spark, cfg, ctx, name)
+        last = last_record(spark, cfg, name, ctx.run_id)
         # The versions are looked up only when there is a record to compare them with (not on a first run).
         why = None if last is None else rerun_reason(last, table_versions(spark, cfg, io_tables[0] + io_tables[1]),
                                                      fingerprint)
@@ -389,7 +385,7 @@ def _run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext, 
         counts.update({k: v for k, v in result.items() if isinstance(v, (int, float, str))})
     result = {**result, "skipped": False}
     if name == "ingest" and not any(v for k, v in result.items() if k.endswith("_rows")) \
-            and _last_run(spark, cfg, ctx, name) is not None:
+            and last_record(spark, cfg, name, ctx.run_id) is not None:
         return result  # a retry that found nothing new leaves every table, the run record too, as it was
     if name == "recommend" and isinstance(result.get("campaigns"), dict):
         record_campaign_metrics(spark, cfg, ctx, result["campaigns"])
