@@ -30,9 +30,9 @@ def csv_rows(path: Path) -> int:
 
 @pytest.mark.slow
 def test_daily_runs_read_each_days_files_resume_and_equal_a_full_refresh(spark: SparkSession, tmp_path: Path,
-                                                                             monkeypatch: pytest.MonkeyPatch,
-                                                                             capsys: pytest.CaptureFixture[str]
-                                                                             ) -> None:
+                                                                         monkeypatch: pytest.MonkeyPatch,
+                                                                         capsys: pytest.CaptureFixture[str]
+                                                                         ) -> None:
     monkeypatch.chdir(tmp_path)
     lake, landing = tmp_path / "lakehouse", tmp_path / "landing"
     monkeypatch.setenv("SPARKPROMO_LAKEHOUSE", str(lake))
