@@ -186,3 +186,27 @@ def test_reruns_notice_a_changed_campaign_and_a_new_version_and_nothing_else(
     assert skipped(upgraded) == {s: False for s in STAGES}
     assert f"stage=clean status=rerun reason=version:{old_version}->99.0.0 run_id=r1" in log
     assert upgraded["clean.events.silver_rows"] == first["clean.events.silver_rows"]
+
+
+def test_one_read_of_the_run_record_gives_each_stages_latest_row_and_the_runs_own(spark: SparkSession,
+                                                                                  tmp_path: Path) -> None:
+    """``stage_rows`` returns one row per stage however many runs were recorded (what the manifest is built from),
+    plus the asked stage's row for the asked run id; the manifest and ``last_record`` agree with it."""
+    from sparkpromo.pipeline import RunContext, last_record, manifest_versions, record_stage_time, stage_rows
+
+    cfg = make_config(tmp_path)
+    silver = T.SILVER_EVENTS.key
+    for run_id, stage, version in [("r1", "clean", 1), ("r1", "features", 5), ("r2", "clean", 3),
+                                   ("r3", "clean", 7)]:
+        ctx = RunContext(run_id, DAY)
+        record_stage_time(spark, cfg, ctx, stage, 1.0, {silver: version, T.SILVER_USERS.key: None},
+                          {"n": version}, {"version": "x"})
+    latest, mine = stage_rows(spark, cfg, "clean", "r2")
+    assert sorted((r["stage"], r[C.RUN_ID]) for r in latest) == [("clean", "r3"), ("features", "r1")]
+    assert mine is not None and (mine["stage"], mine[C.RUN_ID]) == ("clean", "r2")
+    assert stage_rows(spark, cfg, "clean", "r9")[1] is None
+    # features reads silver, it does not own it: the manifest holds clean's latest version only
+    assert manifest_versions(spark, cfg) == {T.SILVER_EVENTS.uri(cfg): 7}
+    r2, newest = last_record(spark, cfg, "clean", "r2"), last_record(spark, cfg, "clean")
+    assert r2 is not None and r2["result"] == {"n": 3} and r2["io"][silver] == 3
+    assert newest is not None and newest["result"] == {"n": 7}

@@ -153,9 +153,13 @@ def version(spark: SparkSession, uri: str) -> int | None:
         return pins[uri]
     if is_connect(spark):
         return _connect_version(spark, uri)
-    if not is_delta(spark, uri):
+    try:
+        row = DeltaTable.forPath(spark, uri).history(1).select("version").first()
+    except AnalysisException:
+        # Asked first, this costs every lookup of an existing table a second log listing.
+        if is_delta(spark, uri):
+            raise
         return None
-    row = DeltaTable.forPath(spark, uri).history(1).select("version").first()
     return int(row[0]) if row else None
 
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pyspark.sql import SparkSession
+from pyspark.sql import Row, SparkSession
 from pyspark.sql import functions as F
 
 import sparkpromo
@@ -271,37 +271,55 @@ def rerun_reason(last: Mapping[str, Any], versions: Mapping[str, int | None], fi
     return ";".join(reasons) or None
 
 
+def stage_rows(spark: SparkSession, cfg: AppConfig, name: str | None = None, run_id: str | None = None
+               ) -> tuple[list[Row], Row | None]:
+    """``metrics/stages`` in one query: the latest row of every stage (one per stage name, so a handful however
+    many runs there were), and the row of stage ``name`` for ``run_id`` (None when not asked or not there)."""
+    uri = T.STAGE_RUNS.uri(cfg)
+    if not delta_io.is_delta(spark, uri):
+        return [], None
+    df = delta_io.read(spark, uri)
+    # A table written before fingerprints were recorded has no such column: its runs count as changed.
+    fp_col = F.col("fingerprint") if "fingerprint" in df.columns else F.lit(None).cast("string").alias("fingerprint")
+    rows = df.select("stage", C.RUN_ID, "finished_at", "io_versions", "result", fp_col)
+    mine = "_mine"
+    out = (rows.groupBy("stage").agg(F.max_by(F.struct(*rows.columns), "finished_at").alias("_r"))
+           .select("_r.*").withColumn(mine, F.lit(False)))
+    if name is not None and run_id is not None:
+        out = out.unionByName(rows.where((F.col("stage") == name) & (F.col(C.RUN_ID) == run_id)).limit(1)
+                              .withColumn(mine, F.lit(True)))
+    got = out.collect()
+    return [r for r in got if not r[mine]], next((r for r in got if r[mine]), None)
+
+
+def _decoded(row: Row | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    io_versions, fingerprint = row["io_versions"], row["fingerprint"]
+    return {"io": None if io_versions is None else json.loads(io_versions),
+            "result": json.loads(row["result"] or "{}"),
+            "fingerprint": None if fingerprint is None else json.loads(fingerprint)}
+
+
 def last_record(spark: SparkSession, cfg: AppConfig, name: str, run_id: str | None = None) -> dict[str, Any] | None:
     """The ``metrics/stages`` record of stage ``name`` for ``run_id`` (None: the latest of any run id), with its
     JSON decoded: ``io`` (table versions), ``result`` and ``fingerprint``, each None when not recorded; None when
     there is no such record."""
-    uri = T.STAGE_RUNS.uri(cfg)
-    if not delta_io.is_delta(spark, uri):
-        return None
-    df = delta_io.read(spark, uri)
-    # A table written before fingerprints were recorded has no such column: its runs count as changed.
-    fp_col = F.col("fingerprint") if "fingerprint" in df.columns else F.lit(None).cast("string").alias("fingerprint")
-    rows = df.where(F.col("stage") == name)
-    rows = rows.orderBy(F.col("finished_at").desc()) if run_id is None else rows.where(F.col(C.RUN_ID) == run_id)
-    row = rows.select("io_versions", "result", fp_col).limit(1).collect()
-    if not row:
-        return None
-    io_versions, fingerprint = row[0]["io_versions"], row[0]["fingerprint"]
-    return {"io": None if io_versions is None else json.loads(io_versions),
-            "result": json.loads(row[0]["result"] or "{}"),
-            "fingerprint": None if fingerprint is None else json.loads(fingerprint)}
+    latest, mine = stage_rows(spark, cfg, name, run_id)
+    if run_id is not None:
+        return _decoded(mine)
+    return _decoded(next((r for r in latest if r["stage"] == name), None))
 
 
-def manifest_versions(spark: SparkSession, cfg: AppConfig) -> dict[str, int]:
+def manifest_versions(spark: SparkSession, cfg: AppConfig, latest: list[Row] | None = None) -> dict[str, int]:
     """The run manifest: table URI -> the version the last *successful* run of the stage that writes it left (its
-    ``metrics/stages`` row, written last). ``forget`` records the versions it leaves as the stage ``forget``."""
-    uri = T.STAGE_RUNS.uri(cfg)
-    if not delta_io.is_delta(spark, uri):
-        return {}
-    rows = (delta_io.read(spark, uri).where(F.col("io_versions").isNotNull())
-            .select("stage", "finished_at", "io_versions").collect())
+    ``metrics/stages`` row, written last). ``forget`` records the versions it leaves as the stage ``forget``.
+    ``latest``: :func:`stage_rows`' latest rows, when already read."""
+    rows = stage_rows(spark, cfg)[0] if latest is None else latest
     out: dict[str, int] = {}
     for r in sorted(rows, key=lambda r: r["finished_at"] or dt.datetime.min):
+        if r["io_versions"] is None:
+            continue
         versions: dict[str, int | None] = json.loads(r["io_versions"])
         owned = ({t.key for t in STAGE_IO[r["stage"]][1]} if r["stage"] in STAGE_IO
                  else set(versions) if r["stage"] == FORGET else set())
@@ -312,10 +330,10 @@ def manifest_versions(spark: SparkSession, cfg: AppConfig) -> dict[str, int]:
     return out
 
 
-def _pins(spark: SparkSession, cfg: AppConfig, name: str) -> dict[str, int]:
+def _pins(spark: SparkSession, cfg: AppConfig, name: str, latest: list[Row] | None = None) -> dict[str, int]:
     """What stage ``name`` reads at pinned versions: every table of the manifest but its own outputs."""
     own = {t.uri(cfg) for t in STAGE_IO.get(name, ((), ()))[1]}
-    return {uri: v for uri, v in manifest_versions(spark, cfg).items() if uri not in own}
+    return {uri: v for uri, v in manifest_versions(spark, cfg, latest).items() if uri not in own}
 
 
 class StrictError(RuntimeError):
@@ -345,16 +363,19 @@ def run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext, f
     invisible downstream until its rerun succeeds.
     """
     # A half-finished upstream stage is invisible: its inputs are read as the upstream's last success left them.
-    with delta_io.pinned(_pins(spark, cfg, name)):
-        return _run_stage(name, spark, cfg, ctx, force, strict, full_refresh and name in ("clean", "features"))
+    # One read of metrics/stages: the manifest and this stage's record for this run id.
+    latest, mine = stage_rows(spark, cfg, name, ctx.run_id)
+    with delta_io.pinned(_pins(spark, cfg, name, latest)):
+        return _run_stage(name, spark, cfg, ctx, force, strict, full_refresh and name in ("clean", "features"),
+                          _decoded(mine))
 
 
 def _run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext, force: bool, strict: bool,
-               full_refresh: bool = False) -> dict[str, Any]:
+               full_refresh: bool, last: dict[str, Any] | None) -> dict[str, Any]:
+    """``last``: the stage's record for this run id before it ran (:func:`last_record`)."""
     io_tables = STAGE_IO.get(name)
     fingerprint = stage_fingerprint(cfg, name, ctx.run_date) if io_tables else None
     if io_tables and fingerprint is not None and not (force or full_refresh):
-        last = last_record(spark, cfg, name, ctx.run_id)
         # The versions are looked up only when there is a record to compare them with (not on a first run).
         why = None if last is None else rerun_reason(last, table_versions(spark, cfg, io_tables[0] + io_tables[1]),
                                                      fingerprint)
@@ -384,8 +405,7 @@ def _run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext, 
             raise ValueError(f"unknown stage {name}")
         counts.update({k: v for k, v in result.items() if isinstance(v, (int, float, str))})
     result = {**result, "skipped": False}
-    if name == "ingest" and not any(v for k, v in result.items() if k.endswith("_rows")) \
-            and last_record(spark, cfg, name, ctx.run_id) is not None:
+    if name == "ingest" and not any(v for k, v in result.items() if k.endswith("_rows")) and last is not None:
         return result  # a retry that found nothing new leaves every table, the run record too, as it was
     if name == "recommend" and isinstance(result.get("campaigns"), dict):
         record_campaign_metrics(spark, cfg, ctx, result["campaigns"])

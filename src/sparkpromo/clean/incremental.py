@@ -155,63 +155,74 @@ def incremental_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.
             rows = rows.transform(without_forgotten(forgotten, src.columns.get(C.USER_ID, C.USER_ID), CORRUPT))
         return rows.transform(tag_new(*keep(pairs))), rows
 
-    def diff(source: str, key: str, emitted: DataFrame, silver_now: DataFrame, silver_base: DataFrame
-             ) -> tuple[SourceChanges, dict[str, int]]:
-        """The changes of one source's slice and its counts; ``emitted`` holds the slice's marked rows."""
+    def diff(source: str, key: str, emitted: DataFrame, silver_now: DataFrame, silver_base: DataFrame,
+             untagged: DataFrame, also: Sequence[DataFrame] = ()
+             ) -> tuple[SourceChanges, dict[str, int], list[DataFrame]]:
+        """The changes of one source's slice and its counts; ``emitted`` and ``silver_base`` (checkpointed) hold the
+        slice's marked rows and what silver holds for it, ``untagged`` the source's bronze rows. ``also``: frames
+        checkpointed in the same round as the slice's quarantine rows, returned third."""
         personal = personal_columns(cfg, source)
         olds = (emitted.where(~F.col(NEW))
                 .select(payload(personal, source == "users").alias(C.Q_PAYLOAD), F.col(C.SOURCE_FILE)).distinct())
-        upserts, deletes, q_now, q_base = keep(
-            *silver_diff(silver_now, silver_base, key),
-            emitted.transform(quarantine_rows(source, run_id, personal)),
-            quarantine.where(F.col(C.Q_SOURCE) == source)
-            .join(olds, [C.Q_PAYLOAD, C.SOURCE_FILE], "left_semi").select(*Q_KEY))
-        q_ins, q_gone = keep(q_now.select(*Q_KEY).exceptAll(q_base).withColumn(C.RUN_ID, F.lit(run_id)),
-                             q_base.exceptAll(q_now.select(*Q_KEY)))
+        q_base, *kept = keep(quarantine.where(F.col(C.Q_SOURCE) == source)
+                             .join(olds, [C.Q_PAYLOAD, C.SOURCE_FILE], "left_semi").select(*Q_KEY), *also)
+        # Everything below derives from checkpointed frames by a small plan, so it stays lazy: computed by the one
+        # count query here and again by the merges, with no round of checkpoints of its own.
+        upserts, deletes = silver_diff(silver_now, silver_base, key)
+        q_now = emitted.transform(quarantine_rows(source, run_id, personal)).select(*Q_KEY)
+        q_ins, q_gone = q_now.exceptAll(q_base).withColumn(C.RUN_ID, F.lit(run_id)), q_base.exceptAll(q_now)
         new_rows = emitted.where(F.col(NEW))
-        # Three small aggregates, side by side: outcomes of the slice's new and earlier rows, quarantine and
-        # silver changes.
-        tag = "_change"
         in_base = silver_base.select(key).withColumn("_in_base", F.lit(True))
-        by_age, q_rows, s_rows = run_all(spark, [
-            emitted.groupBy(F.col(NEW), outcome().alias("metric")).count().collect,
-            q_ins.select(F.lit("+").alias(tag), C.Q_RULE)
-            .unionByName(q_gone.select(F.lit("-").alias(tag), C.Q_RULE))
-            .unionByName(q_base.select(F.lit("base").alias(tag), C.Q_RULE))
-            .groupBy(tag, C.Q_RULE).count().collect,
-            upserts.select(key).join(in_base, key, "left")
-            .select(F.when(F.col("_in_base").isNull(), "inserted").otherwise("updated").alias(tag))
-            .unionByName(deletes.select(F.lit("deleted").alias(tag)))
-            .unionByName(silver_base.select(F.lit("base").alias(tag)))
-            .unionByName(accepted(new_rows).select(key).join(in_base, key, "left_semi")
-                         .select(F.lit("run_updated").alias(tag)))
-            .groupBy(tag).count().collect], "sparkpromo-counts")
-        outcomes = {r["metric"]: int(r["count"]) for r in by_age if r[NEW]}
-        q_stats = {(r[tag], r[C.Q_RULE]): int(r["count"]) for r in q_rows}
-        s_stats = {r[tag]: int(r["count"]) for r in s_rows}
+        # One query for every count: outcomes of the slice's new and earlier rows, quarantine and silver changes,
+        # bronze's rows.
+        kind, tag, rule = "_kind", "_change", "_rule"
+
+        def part(name: str, df: DataFrame, tag_col: Any, rule_col: Any = None) -> DataFrame:
+            rule_value = F.lit(None).cast("string") if rule_col is None else rule_col
+            return df.select(F.lit(name).alias(kind), tag_col.cast("string").alias(tag), rule_value.alias(rule))
+
+        stats = (part("age", emitted, F.col(NEW), outcome())
+                 .unionByName(part("q", q_ins, F.lit("+"), F.col(C.Q_RULE)))
+                 .unionByName(part("q", q_gone, F.lit("-"), F.col(C.Q_RULE)))
+                 .unionByName(part("q", q_base, F.lit("base"), F.col(C.Q_RULE)))
+                 .unionByName(part("s", upserts.select(key).join(in_base, key, "left"),
+                                   F.when(F.col("_in_base").isNull(), "inserted").otherwise("updated")))
+                 .unionByName(part("s", deletes, F.lit("deleted")))
+                 .unionByName(part("s", silver_base, F.lit("base")))
+                 .unionByName(part("s", accepted(new_rows).select(key).join(in_base, key, "left_semi"),
+                                   F.lit("run_updated")))
+                 .unionByName(part("bronze", untagged, F.lit("rows")))
+                 .groupBy(kind, tag, rule).count().collect())
+        by_age = [(r[tag] == "true", r[rule], int(r["count"])) for r in stats if r[kind] == "age"]
+        outcomes = {metric: n for new, metric, n in by_age if new}
+        q_stats = {(r[tag], r[rule]): int(r["count"]) for r in stats if r[kind] == "q"}
+        s_stats = {r[tag]: int(r["count"]) for r in stats if r[kind] == "s"}
         run_updated, inserted_keys = s_stats.get("run_updated", 0), s_stats.get("inserted", 0)
         run_quarantined = sum(v for k, v in outcomes.items() if k.startswith("quarantine:"))
         q_inserted = sum(v for (t, _), v in q_stats.items() if t == "+")
+        earlier = sum(n for new, _, n in by_age if not new)
         counts = {
             "run_bronze_rows": sum(outcomes.values()),
             "run_inserted": outcomes.get("silver", 0) - run_updated, "run_updated": run_updated,
             "run_quarantined": run_quarantined, "run_duplicates": outcomes.get("duplicate", 0),
             "rejudged_to_silver": max(inserted_keys - (outcomes.get("silver", 0) - run_updated), 0),
             "rejudged_to_quarantine": max(q_inserted - run_quarantined, 0),
-            "rejudged_rows": sum(int(r["count"]) for r in by_age if not r[NEW]),  # earlier rows judged again
+            "rejudged_rows": earlier,  # earlier rows judged again
             # for the totals
             "_silver_delta": inserted_keys - s_stats.get("deleted", 0),
-            "_dup_now": sum(int(r["count"]) for r in by_age if r["metric"] == "duplicate"),
-            "_dup_before": (sum(int(r["count"]) for r in by_age if not r[NEW]) - s_stats.get("base", 0)
+            "_dup_now": sum(n for _, metric, n in by_age if metric == "duplicate"),
+            "_dup_before": (earlier - s_stats.get("base", 0)
                             - sum(v for (t, _), v in q_stats.items() if t == "base")),
+            "_bronze_total": sum(int(r["count"]) for r in stats if r[kind] == "bronze"),
+            "_keys_changed": inserted_keys + s_stats.get("deleted", 0),
         }
-        for (t, rule), v in q_stats.items():
+        for (t, rule_name), v in q_stats.items():
             if t in ("+", "-"):
-                counts[f"_q{t}{rule}"] = v
+                counts[f"_q{t}{rule_name}"] = v
         changes = SourceChanges(key, upserts, deletes, q_ins, q_gone.distinct(),
                                 silver_rows=inserted_keys + s_stats.get("updated", 0) + s_stats.get("deleted", 0),
                                 quarantine_rows=sum(v for (t, _), v in q_stats.items() if t != "base"))
-        return changes, counts
+        return changes, counts, kept
 
     def dimension(source: str, movers: DataFrame | None) -> tuple[SourceChanges, dict[str, int]]:
         """``movers``: ids to re-judge besides those of the new rows (users whose age band moved)."""
@@ -223,18 +234,21 @@ def incremental_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.
                                if source == "users" else (classify_items(max_len, src.exclude), silver_items))
         canon = raw.transform(canonicalise(source, src))
         keys = canon.where(F.col(NEW) & F.col(key).isNotNull()).select(key)
-        keys, = keep((keys if movers is None else keys.unionByName(movers)).distinct())
+        # Not checkpointed: a dimension's bronze is small, and the slice, silver's rows and the known ids read it.
+        keys = (keys if movers is None else keys.unionByName(movers)).distinct()
         silver_table = delta_io.read(spark, T.SILVER[source].uri(cfg))
         emitted, silver_base = keep(canon.transform(in_slice(keys, key, _IN)).where(F.col(NEW) | F.col(_IN))
                                     .transform(mark_duplicates(key, True)).transform(classify),
                                     silver_table.join(keys, key, "left_semi"))
         silver_now = emitted.transform(to_silver)
-        changes, counts = diff(source, key, emitted, silver_now, silver_base)
         now_keys, base_keys = silver_now.select(key), silver_base.select(key)
-        changes.known, changes.changed = keep(
-            silver_table.select(key).join(keys, key, "left_anti").unionByName(now_keys),
-            now_keys.subtract(base_keys).unionByName(base_keys.subtract(now_keys)))
-        counts["_bronze_total"] = untagged.count()
+        changes, counts, kept = diff(source, key, emitted, silver_now, silver_base, untagged,
+                                     also=[silver_table.select(key).join(keys, key, "left_anti").unionByName(now_keys)])
+        changes.known = kept[0]
+        # The ids that became known (inserted) or unknown (deleted): lazy, from checkpointed frames.
+        if counts.pop("_keys_changed"):
+            changes.changed = (changes.upserts.select(key).join(base_keys, key, "left_anti")
+                               .unionByName(changes.deletes.select(key)))
         return changes, counts
 
     def events(known: Mapping[str, DataFrame | None], changed: Mapping[str, DataFrame]
@@ -278,8 +292,8 @@ def incremental_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.
                                     .transform(in_slice(users, C.USER_ID, _AU))
                                     .transform(in_slice(new_ids, C.EVENT_ID, _NID))
                                     .where(F.col(_AU) | F.col(_NID)).drop(_AU, _NID))
-        change, count = diff("events", C.EVENT_ID, emitted, silver_events(emitted), silver_base)
-        count["_bronze_total"] = untagged.count()
+        change, count, _ = diff("events", C.EVENT_ID, emitted, silver_events(emitted), silver_base, untagged)
+        count.pop("_keys_changed")
         return change, count
 
     try:
@@ -292,10 +306,7 @@ def incremental_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.
             movers = age_band_movers(spark, cfg, now, versions[source]) if source == "users" else None
             if state.bronze.get(source) == versions[source] and (movers is None or movers.isEmpty()):
                 return None
-            change, count = dimension(source, movers)
-            if change.changed is not None and change.changed.isEmpty():
-                change.changed = None
-            return change, count
+            return dimension(source, movers)
 
         # Users and items are independent of each other: judged side by side.
         dims = [source for source in DIMENSION_KEYS if versions.get(source) is not None]
@@ -312,7 +323,7 @@ def incremental_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.
         if state.bronze.get("events") != versions["events"] or changed:
             changes["events"], counts["events"] = events(known, changed)
 
-        results, outcomes = incremental_totals(spark, cfg, state, counts)
+        results, outcomes = incremental_totals(cfg, state, counts)
         for k, v in results.items():
             if ".quarantine:" in k:
                 log.info("quarantine %s = %d", k, v)
@@ -333,13 +344,15 @@ def incremental_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.
     return results
 
 
-def incremental_totals(spark: SparkSession, cfg: AppConfig, state: CleanState,
-                       counts: Mapping[str, Mapping[str, int]]) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+def incremental_totals(cfg: AppConfig, state: CleanState, counts: Mapping[str, Mapping[str, int]]
+                       ) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
     """The totals after this run's changes (the keys of :func:`summarise`, and per source the outcome counts as
     :func:`written_counts` stores them) and its per-run balance, checked before anything is written: the run's
     new rows all end somewhere, and the tables' totals still add up to bronze."""
-    q_before = {(r[C.Q_SOURCE], r[C.Q_RULE]): int(r["count"]) for r in
-                delta_io.read(spark, T.QUARANTINE.uri(cfg)).groupBy(C.Q_SOURCE, C.Q_RULE).count().collect()}
+    # Silver and quarantine are as the last clean left them (full_refresh_reason checked their versions), so its
+    # totals are theirs: no count of either table.
+    q_before = {(k.split(".", 1)[0], k.split(":", 1)[1]): int(v) for k, v in state.result.items()
+                if ".quarantine:" in k}
     results: dict[str, int] = {}
     outcomes: dict[str, dict[str, int]] = {}
     for source in SOURCES:
@@ -358,7 +371,7 @@ def incremental_totals(spark: SparkSession, cfg: AppConfig, state: CleanState,
         if run["run_bronze_rows"] != new_rows:
             raise CleanError(f"{source}: bronze has {new_rows} new rows but {run['run_bronze_rows']} were judged "
                              f"({run}); nothing was written")
-        silver_before = delta_io.read(spark, T.SILVER[source].uri(cfg)).count()
+        silver_before = int(state.result.get(f"{source}.silver_rows", 0))
         per_rule = {"silver": silver_before + c["_silver_delta"],
                     "duplicate": int(state.result.get(f"{source}.duplicates", 0)) + c["_dup_now"] - c["_dup_before"]}
         rules = {r for (s, r) in q_before if s == source} | {k[3:] for k in c if k.startswith(("_q+", "_q-"))}
