@@ -210,3 +210,36 @@ def test_one_read_of_the_run_record_gives_each_stages_latest_row_and_the_runs_ow
     r2, newest = last_record(spark, cfg, "clean", "r2"), last_record(spark, cfg, "clean")
     assert r2 is not None and r2["result"] == {"n": 3} and r2["io"][silver] == 3
     assert newest is not None and newest["result"] == {"n": 7}
+
+
+def test_the_run_record_is_compacted_as_runs_add_small_files(spark: SparkSession, tmp_path: Path) -> None:
+    """``metrics/stages`` (read whole by every stage) is declared with Delta's auto compaction: once enough small
+    files gather (50 by default, 4 here), a write is followed by a compaction, so the file count stays bounded; the
+    records read back the same."""
+    from delta.tables import DeltaTable
+
+    from sparkpromo.pipeline import RunContext, last_record, record_stage_time, stage_rows
+
+    cfg = make_config(tmp_path)
+    uri = T.STAGE_RUNS.uri(cfg)
+    key = "spark.databricks.delta.autoCompact.minNumFiles"
+    before = spark.conf.get(key, None)
+    spark.conf.set(key, "4")
+    try:
+        for n in range(9):
+            record_stage_time(spark, cfg, RunContext(f"r{n}", DAY), "clean", 1.0, {T.SILVER_EVENTS.key: n}, {"n": n},
+                              {"version": "x"})
+    finally:
+        if before is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, before)
+    table = DeltaTable.forPath(spark, uri)
+    assert table.detail().first()["properties"].get("delta.autoOptimize.autoCompact") == "true"
+    assert "OPTIMIZE" in {r["operation"] for r in table.history().collect()}
+    assert len(delta_io.read(spark, uri).inputFiles()) < 4
+    assert delta_io.read(spark, uri).count() == 9
+    latest, mine = stage_rows(spark, cfg, "clean", "r3")
+    assert [r[C.RUN_ID] for r in latest] == ["r8"] and mine is not None and mine[C.RUN_ID] == "r3"
+    assert last_record(spark, cfg, "clean") == {"io": {T.SILVER_EVENTS.key: 8}, "result": {"n": 8},
+                                                "fingerprint": {"version": "x"}}

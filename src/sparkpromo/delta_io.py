@@ -241,9 +241,11 @@ def overwrite(df: DataFrame, uri: str, partition_by: Sequence[str] = (), name: s
 
 
 def replace_partition(df: DataFrame, uri: str, where: Mapping[str, object], partition_by: Sequence[str] = (),
-                      name: str = "", merge_schema: bool = False) -> None:
+                      name: str = "", merge_schema: bool = False, properties: Mapping[str, str] | None = None
+                      ) -> None:
     """Replace exactly the rows matching ``where`` (column = value, or column IN values for a list or tuple;
-    ANDed), in one commit. ``merge_schema`` lets the write add the columns (and struct fields) the table lacks.
+    ANDed), in one commit. ``merge_schema`` lets the write add the columns (and struct fields) the table lacks;
+    ``properties`` are the table's when this write creates it.
 
     ``df`` must only hold rows inside that predicate: Delta checks it and refuses the write otherwise.
     """
@@ -252,7 +254,7 @@ def replace_partition(df: DataFrame, uri: str, where: Mapping[str, object], part
         else f"`{c}` = {sql_literal(v)}" for c, v in where.items())
     fault_point(f"before_write:{name or uri}")
     writer = faulty_write(df, name or uri).write.format("delta").mode("overwrite").option("replaceWhere", predicate)
-    writer = creating(writer, df, uri, partition_by=partition_by)
+    writer = creating(writer, df, uri, properties=properties, partition_by=partition_by)
     if partition_by:
         writer = writer.partitionBy(*partition_by)
     if merge_schema:
@@ -262,11 +264,12 @@ def replace_partition(df: DataFrame, uri: str, where: Mapping[str, object], part
 
 
 def append(df: DataFrame, uri: str, app_id: str | None = None, txn_version: int | None = None,
-           partition_by: Sequence[str] = (), name: str = "") -> None:
-    """Append; with ``app_id``/``txn_version`` Delta skips a commit it has already seen (idempotent retry)."""
+           partition_by: Sequence[str] = (), name: str = "", properties: Mapping[str, str] | None = None) -> None:
+    """Append; with ``app_id``/``txn_version`` Delta skips a commit it has already seen (idempotent retry).
+    ``properties`` are the table's when this write creates it."""
     fault_point(f"before_write:{name or uri}")
     writer = creating(faulty_write(df, name or uri).write.format("delta").mode("append"), df, uri,
-                      partition_by=partition_by)
+                      properties=properties, partition_by=partition_by)
     if app_id is not None and txn_version is not None:
         writer = writer.option("txnAppId", app_id).option("txnVersion", txn_version)
     if partition_by:

@@ -427,7 +427,7 @@ def record_stage_time(spark: SparkSession, cfg: AppConfig, ctx: RunContext, name
     df = spark.createDataFrame(row, schemas.STAGE_RUNS)
     # merge_schema: a metrics/stages table written before fingerprints gains the column
     delta_io.replace_partition(df, T.STAGE_RUNS.uri(cfg), {C.RUN_ID: ctx.run_id, "stage": name},
-                               name=T.STAGE_RUNS.key, merge_schema=True)
+                               name=T.STAGE_RUNS.key, merge_schema=True, properties=T.STAGE_RUNS.properties)
 
 
 def record_campaign_metrics(spark: SparkSession, cfg: AppConfig, ctx: RunContext,

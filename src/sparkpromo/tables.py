@@ -68,8 +68,13 @@ SILVER_ITEMS = Table("silver", "items", S.SILVER_ITEMS,
                      not_null=(C.ITEM_ID,), properties={"delta.enableChangeDataFeed": "true"})
 SILVER = {"events": SILVER_EVENTS, "users": SILVER_USERS, "items": SILVER_ITEMS}
 QUARANTINE = Table("quarantine", "rows", S.QUARANTINE, partition_by=(C.Q_SOURCE,))
+# Tables that gain a small file on every run and are read whole on every run (the run record by every stage, the
+# clean state by every clean): Delta's auto compaction rewrites them into one file whenever 50 small files have
+# gathered, so their read costs the same on day 365 as on day 2.
+AUTO_COMPACT = {"delta.autoOptimize.autoCompact": "true"}
+
 DATA_QUALITY = Table("metrics", "data_quality", S.DQ_STATS)
-CLEAN_STATE = Table("metrics", "clean_state", S.CLEAN_STATE)
+CLEAN_STATE = Table("metrics", "clean_state", S.CLEAN_STATE, properties=AUTO_COMPACT)
 
 USER_FEATURES = Table("gold", "user_features", S.USER_FEATURES)
 ITEM_FEATURES = Table("gold", "item_features", S.ITEM_FEATURES)
@@ -87,7 +92,7 @@ CAMPAIGN_OUTCOMES = Table("metrics", "campaign_outcomes", S.OUTCOMES)
 UPLIFT = Table("metrics", "uplift", S.UPLIFT)
 CAMPAIGN_ACTIONS = Table("metrics", "campaign_actions", S.ACTIONS)
 
-STAGE_RUNS = Table("metrics", "stages", S.STAGE_RUNS)
+STAGE_RUNS = Table("metrics", "stages", S.STAGE_RUNS, properties=AUTO_COMPACT)
 CAMPAIGN_METRICS = Table("metrics", "campaigns", S.CAMPAIGN_METRICS)
 
 FORGOTTEN = Table("privacy", "forgotten", S.FORGOTTEN)

@@ -84,7 +84,7 @@ def record_state(spark: SparkSession, cfg: AppConfig, run_id: str, mode: str, br
             json.dumps(output_versions(spark, cfg), sort_keys=True), settings_fingerprint(cfg),
             json.dumps(dict(result), sort_keys=True, default=str))]
     df = spark.createDataFrame(row, schemas.CLEAN_STATE)
-    delta_io.append(df, T.CLEAN_STATE.uri(cfg), name=T.CLEAN_STATE.key)
+    delta_io.append(df, T.CLEAN_STATE.uri(cfg), name=T.CLEAN_STATE.key, properties=T.CLEAN_STATE.properties)
 
 
 def appends_only(spark: SparkSession, uri: str, start: int, end: int) -> bool:
