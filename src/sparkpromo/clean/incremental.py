@@ -259,39 +259,49 @@ def incremental_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.
         their outcome: no rule of theirs reads a row this batch added, except the copies of a new id, which are in."""
         raw, untagged = bronze("events")
         keyed = raw.transform(keyed_events(cfg))
-        # Aliased: a checkpointed frame keeps its columns' ids, and joining one back to the frame it came from
-        # is then a conflict Spark cannot resolve.
-        new_ids, = keep(keyed.where(F.col(NEW) & F.col(C.EVENT_ID).isNotNull())
-                       .select(F.col(C.EVENT_ID).alias(C.EVENT_ID)).distinct())
-        keyed = keyed.transform(in_slice(new_ids, C.EVENT_ID, _NID))
-        affected = keyed.select(C.USER_ID).limit(0)
+        bot_limit = bot_threshold(cfg)
+        # One pass over all of bronze keeps the few columns that decide the slice; every step that picks the
+        # slice's users and ids reads that, and a second pass takes the slice's rows. (Each step reading bronze
+        # itself made the cost of a day grow with the history: six passes.) Aliased: a checkpointed frame keeps
+        # its columns' ids, and joining one back to the frame it came from is then a conflict Spark cannot
+        # resolve.
+        needed = [C.EVENT_ID, C.USER_ID, NEW, *([C.ITEM_ID] if "items" in changed else []),
+                  *([C.EVENT_TS] if bot_limit else [])]
+        index, = keep(keyed.select(*[F.col(c).alias(c) for c in needed]))
+        new_ids, = keep(index.where(F.col(NEW) & F.col(C.EVENT_ID).isNotNull())
+                        .select(F.col(C.EVENT_ID).alias(C.EVENT_ID)).distinct())
+        index = index.transform(in_slice(new_ids, C.EVENT_ID, _NID))
+        affected = index.select(C.USER_ID).limit(0)
         if "users" in changed:
             affected = affected.unionByName(changed["users"].select(C.USER_ID))
         if "items" in changed:
-            affected = affected.unionByName(keyed.join(changed["items"], C.ITEM_ID, "left_semi").select(C.USER_ID))
-        bot_limit = bot_threshold(cfg)
+            affected = affected.unionByName(index.join(changed["items"], C.ITEM_ID, "left_semi").select(C.USER_ID))
         if bot_limit:
-            touched = keyed.where(F.col(NEW) | F.col(_NID)).select(C.USER_ID).distinct()
-            affected = affected.unionByName(keyed.transform(of_users(touched))
+            touched = index.where(F.col(NEW) | F.col(_NID)).select(C.USER_ID).distinct()
+            affected = affected.unionByName(index.transform(of_users(touched))
                                             .transform(bot_candidates(bot_limit, cfg.sources.events)))
         users, = keep(affected.where(F.col(C.USER_ID).isNotNull()).select(F.col(C.USER_ID).alias(C.USER_ID))
-                     .distinct())
-        flagged = keyed.transform(in_slice(users, C.USER_ID, _AU))
+                      .distinct())
         # Every copy of a slice event's id, whoever's it is: which copy is kept is decided among all of them.
-        ids, = keep(flagged.where(F.col(_AU) | F.col(NEW)).where(F.col(C.EVENT_ID).isNotNull())
-                   .select(C.EVENT_ID).distinct())
-        marked = (flagged.transform(in_slice(ids, C.EVENT_ID, _IN)).where(F.col(_AU) | F.col(NEW) | F.col(_IN))
-                  .transform(mark_duplicates(C.EVENT_ID, False, sum_quantity=sums_quantity(cfg, raw)))
-                  .transform(event_rules(cfg, now))
-                  .transform(check_references(known["users"], known["items"])))
+        # What silver holds for the slice is read in the same round.
+        ids, silver_base = keep(index.transform(in_slice(users, C.USER_ID, _AU)).where(F.col(_AU) | F.col(NEW))
+                                .where(F.col(C.EVENT_ID).isNotNull()).select(F.col(C.EVENT_ID).alias(C.EVENT_ID))
+                                .distinct(),
+                                delta_io.read(spark, T.SILVER_EVENTS.uri(cfg))
+                                .transform(in_slice(users, C.USER_ID, _AU))
+                                .transform(in_slice(new_ids, C.EVENT_ID, _NID))
+                                .where(F.col(_AU) | F.col(_NID)).drop(_AU, _NID))
+        marked, = keep(keyed.transform(in_slice(new_ids, C.EVENT_ID, _NID))
+                       .transform(in_slice(users, C.USER_ID, _AU)).transform(in_slice(ids, C.EVENT_ID, _IN))
+                       .where(F.col(_AU) | F.col(NEW) | F.col(_IN))
+                       .transform(mark_duplicates(C.EVENT_ID, False, sum_quantity=sums_quantity(cfg, raw)))
+                       .transform(event_rules(cfg, now))
+                       .transform(check_references(known["users"], known["items"])))
         if bot_limit:
             marked = marked.transform(flag_bots(*keep(marked.transform(bot_users(bot_limit)))))
         # The other copies of an earlier slice user's ids came in only to rank copies; they are not re-judged.
-        emitted, silver_base = keep(marked.where(F.col(_AU) | F.col(NEW) | F.col(_NID)),
-                                    delta_io.read(spark, T.SILVER_EVENTS.uri(cfg))
-                                    .transform(in_slice(users, C.USER_ID, _AU))
-                                    .transform(in_slice(new_ids, C.EVENT_ID, _NID))
-                                    .where(F.col(_AU) | F.col(_NID)).drop(_AU, _NID))
+        # Lazy: a small plan over checkpointed frames, read by the counts and the merges.
+        emitted = marked.where(F.col(_AU) | F.col(NEW) | F.col(_NID))
         change, count, _ = diff("events", C.EVENT_ID, emitted, silver_events(emitted), silver_base, untagged)
         count.pop("_keys_changed")
         return change, count
