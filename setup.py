@@ -37,8 +37,8 @@ setup(
         "bench": [*PEER, "matplotlib>=3.8"],
         # The peer harness has a test of its own (tests/test_benchmarks.py), so the suite needs the peer too.
         # The suite runs Spark locally and starts a Spark Connect server; `wheel` lets it build the wheel offline.
-        "test": [*LOCAL, *CONNECT, "wheel>=0.40", "pytest>=8", "pytest-xdist>=3.5", "chispa==0.12.0", "ruff", "matplotlib>=3.8",
-                 "mlflow-skinny>=2.9", *PEER],
+        "test": [*LOCAL, *CONNECT, "wheel>=0.40", "pytest>=8", "pytest-xdist>=3.5", "chispa==0.12.0", "ruff",
+                 "matplotlib>=3.8", "mlflow-skinny>=2.9", *PEER],
     },
     entry_points={
         "console_scripts": [

@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/ruff check src jobs tests benchmarks
+.venv/bin/ruff check .
 # Two test processes, each with its own session-scoped SparkSession: one Spark driver keeps about one core busy
 # (planning, Delta log replay, py4j), so two of them fill a 2-core CI machine. A test file stays on one process
 # (its module fixtures are built once), handed out in collection order, where tests/conftest.py puts the files with
