@@ -158,9 +158,10 @@ def incremental_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.
     def diff(source: str, key: str, emitted: DataFrame, silver_now: DataFrame, silver_base: DataFrame,
              untagged: DataFrame, also: Sequence[DataFrame] = ()
              ) -> tuple[SourceChanges, dict[str, int], list[DataFrame]]:
-        """The changes of one source's slice and its counts; ``emitted`` and ``silver_base`` (checkpointed) hold the
-        slice's marked rows and what silver holds for it, ``untagged`` the source's bronze rows. ``also``: frames
-        checkpointed in the same round as the slice's quarantine rows, returned third."""
+        """The changes of one source's slice and its counts; ``emitted`` (checkpointed, or a small plan over
+        checkpointed frames) and ``silver_base`` (checkpointed: the merges change silver) hold the slice's marked
+        rows and what silver holds for it, ``untagged`` the source's bronze rows. ``also``: frames checkpointed in
+        the same round as the slice's quarantine rows, returned third."""
         personal = personal_columns(cfg, source)
         olds = (emitted.where(~F.col(NEW))
                 .select(payload(personal, source == "users").alias(C.Q_PAYLOAD), F.col(C.SOURCE_FILE)).distinct())
