@@ -152,6 +152,21 @@ def test_campaign_summary_fits_100_columns() -> None:
     assert sum("welcome-new-users" in line for line in lines) >= 2  # wrapped: each block repeats the row labels
 
 
+def test_result_lines_fit_100_columns_and_wrap_long_values_under_themselves() -> None:
+    from sparkpromo.cli import _scalar_lines
+
+    text = "computed: only non-repeatable bought or rated items excluded, as in serving, and a few words more"
+    path = "/a/lakehouse/" + "x" * 90 + "/gold/recommendations"
+    lines = _scalar_lines({"train.served_exclusion": text, "recommend.table": path, "rows": 12,
+                           "metrics": {"als": {"ndcg": 0.1}}})
+    assert [line for line in lines if len(line) > 100] == [f"{'recommend.table':<22}  {path}"]  # one unbroken word
+    assert lines[0].startswith("train.served_exclusion  computed:") and len(lines) >= 4
+    wrapped = [line for line in lines if line.startswith(" ")]
+    assert wrapped and all(line.startswith(" " * 24) and not line[24].isspace() for line in wrapped)
+    assert " ".join(line[24:] for line in lines[:1 + len(wrapped)]) == text  # nothing lost
+    assert lines[-1] == f"{'rows':<22}  12" and not any("metrics" in line for line in lines)
+
+
 BAD_RUN_IDS = ["../x", "..", "a/../../b", "/etc/passwd", "/tmp/x", "a/b", "a\\b", "a\x00b", "a\nb", "r1\n", "",
                ".hidden", "-rf", "x" * 65, "r..1", "C:\\x"]
 

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -200,11 +201,22 @@ def _table_lines(table: dict[str, dict[str, Any]], width: int = CONSOLE_WIDTH) -
     return lines
 
 
+def _scalar_lines(result: dict[str, Any], width: int = CONSOLE_WIDTH) -> list[str]:
+    """``key  value`` lines of the result's scalars, keys aligned; a long value wraps at its spaces under itself (a
+    path or other unbroken word longer than the space left stays whole)."""
+    scalars = {k: v for k, v in result.items() if not isinstance(v, (dict, list))}
+    keys = max((len(k) for k in scalars), default=0)
+    room = max(width - keys - 2, 20)
+    lines: list[str] = []
+    for k, v in scalars.items():
+        parts = textwrap.wrap(str(v), room, break_long_words=False, break_on_hyphens=False) or [""]
+        lines += [f"{k:<{keys}}  {parts[0]}", *(" " * (keys + 2) + p for p in parts[1:])]
+    return lines
+
+
 def _print_result(result: dict[str, Any], as_json: bool) -> None:
-    width = max((len(k) for k in result), default=0)
-    for k, v in result.items():
-        if not isinstance(v, (dict, list)):
-            print(f"{k:<{width}}  {v}")
+    for line in _scalar_lines(result):
+        print(line)
     for key, table in result.items():
         # Nested {row: {column: number}} results (train's metrics, recommend's campaigns) print as a table.
         if isinstance(table, dict) and table and all(isinstance(r, dict) for r in table.values()):
