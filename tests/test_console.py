@@ -44,3 +44,31 @@ def test_a_run_prints_only_its_own_lines(spark: SparkSession, tmp_path: Path) ->
         assert err.count(f"stage={name} status=start") == 1, err
     others = [line for line in err.splitlines() if line.strip() and line != JVM_NOTICE and not OWN_LINE.match(line)]
     assert others == [], "\n".join(others)
+
+
+
+SPARK_NOTES = ("Broadcasting large task binary with size 3.2 MiB",
+               "Truncated the string representation of a plan since it was too large. This behavior can be adjusted "
+               "by setting 'spark.sql.debug.maxToStringFields'.",
+               "Failed to load implementation from:dev.ludovic.netlib.blas.JNIBLAS",
+               "Failed to load implementation from:dev.ludovic.netlib.lapack.JNILAPACK",
+               "Block rdd_4990_0 already exists on this machine; not re-adding it")
+KEPT = ("Block broadcast_1 could not be removed as it was not found on disk or in memory",
+        "Lost task 0.0 in stage 3.0 (TID 7): java.io.IOException: No space left on device",
+        "Failed to load implementation from:com.example.OtherLibrary")
+
+
+def test_the_console_filter_drops_spark_notes_and_nothing_else() -> None:
+    """The driver JVM's console filter (src/sparkpromo/log4j2.properties, a Java regex that must match a whole
+    message) drops the notes above, and not warnings that say something went wrong. (That log4j applies it is what
+    the run above shows: without the filter, that run's stderr held nine of these notes on 2026-12-05.)"""
+    props = {}
+    for line in (CONF_DIR.parent / "src" / "sparkpromo" / "log4j2.properties").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            props[key.strip()] = value.strip().replace("\\\\", "\\")  # a properties file escapes backslashes
+    assert props["appender.console.filter.notes.type"] == "RegexFilter"
+    assert props["appender.console.filter.notes.onMatch"] == "DENY"
+    pattern = re.compile(props["appender.console.filter.notes.regex"])
+    assert all(pattern.fullmatch(note) for note in SPARK_NOTES)
+    assert not any(pattern.fullmatch(message) for message in KEPT)
