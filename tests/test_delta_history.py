@@ -58,3 +58,11 @@ def test_row_changes_only_needs_the_change_data_feed(spark: SparkSession, tmp_pa
     append(spark, uri, (3, "c"))
     assert appends_only(spark, uri, 0, 1)
     assert not delta_io.row_changes_only(spark, uri, 0, 1)
+
+
+def test_last_commit_metrics_are_the_latest_commits(spark: SparkSession, tmp_path: Path) -> None:
+    """The rows each commit wrote, from Delta's SQL history (what features reports, over Connect too)."""
+    uri = table(spark, tmp_path / "t", change_feed=False)
+    assert delta_io.last_commit_metrics(spark, uri)["numOutputRows"] == "2"
+    append(spark, uri, (3, "c"))
+    assert delta_io.last_commit_metrics(spark, uri)["numOutputRows"] == "1"

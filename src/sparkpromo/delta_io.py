@@ -182,6 +182,13 @@ def commits_between(spark: SparkSession, uri: str, start: int, end: int) -> list
     return [(r["operation"], dict(r["operationParameters"] or {})) for r in rows]
 
 
+def last_commit_metrics(spark: SparkSession, uri: str) -> dict[str, str]:
+    """The ``operationMetrics`` of the table's latest commit (rows written, files...), from the Delta log; SQL, so
+    it also runs over Spark Connect without Delta's Connect plugin."""
+    row = spark.sql(_history_sql(uri)).select("operationMetrics").first()
+    return dict((row[0] or {}) if row else {})
+
+
 def row_changes_only(spark: SparkSession, uri: str, start: int, end: int) -> bool:
     """Whether every commit of ``uri`` after ``start`` up to ``end`` was a row-level change (MERGE, DELETE, UPDATE,
     an append) or left the data as it was, and the table records its change data feed."""

@@ -45,11 +45,7 @@ def _read_optional(spark: SparkSession, uri: str) -> DataFrame | None:
 
 def _rows_written(spark: SparkSession, uri: str) -> int:
     """Rows written by the table's latest commit, from the Delta log (no data scan)."""
-    from delta.tables import DeltaTable
-
-    row = DeltaTable.forPath(spark, uri).history(1).select("operationMetrics").first()
-    metrics = (row[0] or {}) if row else {}
-    return int(metrics.get("numOutputRows", 0))
+    return int(delta_io.last_commit_metrics(spark, uri).get("numOutputRows", 0))
 
 
 @dataclass(frozen=True)
