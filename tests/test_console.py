@@ -46,7 +46,6 @@ def test_a_run_prints_only_its_own_lines(spark: SparkSession, tmp_path: Path) ->
     assert others == [], "\n".join(others)
 
 
-
 SPARK_NOTES = ("Broadcasting large task binary with size 3.2 MiB",
                "Truncated the string representation of a plan since it was too large. This behavior can be adjusted "
                "by setting 'spark.sql.debug.maxToStringFields'.",
