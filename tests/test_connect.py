@@ -5,20 +5,20 @@ and the suite's Delta jars) and stops it at the end. One generated shop is run t
 session, and through the server, from ``sparkpromo`` client processes that have no JVM of their own.
 
 The split, and why (see README, "Spark Connect"):
-* clean (the first: a full clean), features, train and measure run over Connect. They read Delta through
-  DataFrames and SQL (``DESCRIBE HISTORY`` for versions and commit metrics), which need only the Delta extension:
-  the ``DeltaTable`` API would need Delta's Connect server plugin (``io.delta:delta-connect-server_2.13``), which
-  Maven Central as reachable from here does not serve (404 for 4.0.0 and 4.0.1). An incremental clean MERGEs through
-  ``DeltaTable`` and is not run here.
+* clean (a full one and a daily incremental one), features, train, recommend, measure and forget run over Connect.
+  They use Delta through DataFrames and SQL (``MERGE INTO``, ``DESCRIBE HISTORY``, ``VACUUM``...), which need only
+  the Delta extension: the ``DeltaTable`` API would need Delta's Connect server plugin
+  (``io.delta:delta-connect-server_2.13``), which Maven Central as reachable from here does not serve (404 for 4.0.0
+  and 4.0.1). Recommend's plans are cut by checkpoints over Connect: whole, they nest deeper than protobuf decodes in
+  one message (``DecodeError: ... Exceeded upb_DecodeOptions_MaxDepth``).
 * ingest runs classic: its Structured Streaming ``foreachBatch`` function keeps this process's state (the batch
   counts, the error a batch raised) and Spark Connect runs that function in a server-side worker, so ingest refuses
   a Connect session with a one-line error.
-* recommend runs classic: ``ALSModel.recommendForUserSubset`` over Connect sends the audience's plan inside one
-  protobuf message, deeper than protobuf's decode limit (``DecodeError: ... Exceeded upb_DecodeOptions_MaxDepth``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -30,10 +30,10 @@ from pathlib import Path
 import pytest
 import yaml
 from chispa import assert_approx_df_equality, assert_df_equality
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
-from sparkpromo import cli
+from sparkpromo import cli, delta_io
 from sparkpromo import columns as C
 from tests.cluster import CommandResult, clean_env, free_port, is_listening, run_command, stop_group, tail
 from tests.conftest import registry_text
@@ -47,7 +47,10 @@ SERVER_START_S = 240
 STAGE_TIMEOUT_S = 900
 # Both runs read the same landing files; what differs per run is when rows were ingested.
 RUN_SPECIFIC = (C.INGEST_TS,)
-CLASSIC_ONLY = ("ingest", "recommend")
+CLASSIC_ONLY = ("ingest",)
+# The second day: re-sent and new events, a row to quarantine, an updated user.
+DAY_TWO, DAY_TWO_ID, NEW_EVENTS = "2026-11-02", "c2", 20
+KEY_ENV, KEY = "SPARKPROMO_HMAC_KEY", "connect-test-key-0123456789"
 # Gold's keys: its doubles are compared within a tolerance (sums whose order follows each session's partitioning).
 GOLD_KEYS = {"interactions": (C.USER_IDX, C.ITEM_IDX), "user_features": (C.USER_ID,), "item_features": (C.ITEM_ID,),
              "id_map": (C.ID_KIND, C.ORIGINAL_ID)}
@@ -60,6 +63,9 @@ class Lakehouses:
     connect: Path
     config: dict[str, Path]
     results: dict[str, CommandResult]
+    # gold/recommendations of the Connect lakehouse: the version recommend wrote over Connect, and the one a classic
+    # recommend of the same run (--force) wrote after it.
+    recommend_versions: tuple[int, int]
 
 
 @pytest.fixture(scope="module")
@@ -99,16 +105,22 @@ def _config(root: Path, landing: Path) -> Path:
     return path
 
 
-def _args(command: str, config: Path) -> list[str]:
-    return [command, "--conf-dir", str(ROOT / "conf"), "--config", str(config), "--run-date", RUN_DATE,
-            "--run-id", RUN_ID, "--json"]
+def _args(command: str, config: Path, run_date: str = RUN_DATE, run_id: str = RUN_ID) -> list[str]:
+    return [command, "--conf-dir", str(ROOT / "conf"), "--config", str(config), "--run-date", run_date,
+            "--run-id", run_id, "--json"]
 
 
-def _remote(command: str, config: Path, url: str, cwd: Path) -> CommandResult:
-    env = clean_env(PYTHONPATH=str(ROOT / "src"))
+def _client(args: list[str], url: str, cwd: Path) -> CommandResult:
+    """``sparkpromo ARGS --remote URL`` in a client process (no JVM of its own)."""
+    env = clean_env(PYTHONPATH=str(ROOT / "src"), **{KEY_ENV: KEY})
     env.pop("SPARK_REMOTE", None)
-    return run_command([sys.executable, "-m", "sparkpromo.cli", *_args(command, config), "--remote", url],
-                       env=env, cwd=cwd, timeout_s=STAGE_TIMEOUT_S)
+    return run_command([sys.executable, "-m", "sparkpromo.cli", *args, "--remote", url], env=env, cwd=cwd,
+                       timeout_s=STAGE_TIMEOUT_S)
+
+
+def _remote(command: str, config: Path, url: str, cwd: Path, run_date: str = RUN_DATE,
+            run_id: str = RUN_ID) -> CommandResult:
+    return _client(_args(command, config, run_date, run_id), url, cwd)
 
 
 @pytest.fixture(scope="module")
@@ -123,15 +135,21 @@ def lakehouses(spark: SparkSession, connect_url: str, tmp_path_factory: pytest.T
     results: dict[str, CommandResult] = {}
     for stage in ("ingest", "clean", "features", "train"):
         assert cli.main(_args(stage, configs["classic"])) == 0, f"classic {stage} failed"
-    # The documented split: ingest and recommend in a classic session, every other stage over Connect. The
-    # classic-only stages are tried over Connect first, to show why.
+    # The documented split: ingest in a classic session, every other stage over Connect. Ingest is tried over
+    # Connect first, to show why.
     for stage in ("ingest", "clean", "features", "train", "recommend"):
         results[stage] = _remote(stage, configs["connect"], connect_url, root)
         if stage in CLASSIC_ONLY:
             assert cli.main(_args(stage, configs["connect"])) == 0, f"classic {stage} on the Connect lakehouse"
         else:
             assert results[stage].returncode == 0, results[stage].describe()
-    return Lakehouses(root, classic / "lakehouse", connect / "lakehouse", configs, results)
+    recs = str(connect / "lakehouse" / "gold" / "recommendations")
+    over_connect = delta_io.version(spark, recs)
+    assert cli.main([*_args("recommend", configs["connect"]), "--force"]) == 0, "classic recommend"
+    classic_version = delta_io.version(spark, recs)
+    assert over_connect is not None and classic_version is not None
+    return Lakehouses(root, classic / "lakehouse", connect / "lakehouse", configs, results,
+                      (over_connect, classic_version))
 
 
 def _table(spark: SparkSession, lakehouse: Path, layer: str, name: str) -> DataFrame:
@@ -187,12 +205,15 @@ def test_features_over_connect_equal_classic(spark: SparkSession, lakehouses: La
                               precision=1e-9, ignore_nullable=True)
 
 
-def test_recommend_over_connect_hits_the_ml_clients_plan_depth_limit(lakehouses: Lakehouses) -> None:
-    """Spark 4.0.1's ML client nests the audience plan in one protobuf message, deeper than protobuf's decode limit.
-    When this fails because recommend passed, move recommend into the Connect run and drop the split from README."""
-    result = lakehouses.results["recommend"]
-    assert result.returncode == 1, result.describe()
-    assert "Exceeded upb_DecodeOptions_MaxDepth" in result.stderr
+def test_recommend_over_connect_equals_classic(spark: SparkSession, lakehouses: Lakehouses) -> None:
+    """Recommend over Connect (its plans cut by checkpoints) lists the offers a classic recommend of the same run,
+    model and inputs lists."""
+    assert lakehouses.results["recommend"].last_json()["rows"] > 0, lakehouses.results["recommend"].stdout
+    recs = str(lakehouses.connect / "gold" / "recommendations")
+    over_connect, classic = (spark.read.format("delta").option("versionAsOf", v).load(recs)
+                             for v in lakehouses.recommend_versions)
+    assert over_connect.count() > 0
+    assert_df_equality(over_connect, classic, ignore_row_order=True)
 
 
 def test_classic_recommend_serves_the_model_trained_over_connect(spark: SparkSession, lakehouses: Lakehouses
@@ -205,3 +226,119 @@ def test_measure_over_connect_reads_the_offers(lakehouses: Lakehouses, connect_u
     result = _remote("measure", lakehouses.config["connect"], connect_url, lakehouses.root)
     assert result.returncode == 0, result.describe()
     assert "runs_measured" in result.last_json()
+
+
+# The tests below change both lakehouses, so they come after every test of the first day's tables (pytest runs a
+# module's tests in file order): a second day's batch cleaned incrementally, then a user forgotten.
+
+@dataclass(frozen=True)
+class DayTwo:
+    clean: CommandResult
+    features: CommandResult
+    quarantined_id: str
+
+
+def _write_day_two(landing: Path, seen: list[Row]) -> str:
+    """A second landing batch: 20 events of the first re-sent; new views, on the run's first day, of the
+    (event id, user, item)s in ``seen`` (rows the first clean kept); one with an unknown event type (quarantined; its
+    id is returned); and the first user's export again with another country."""
+    lines = (landing / "events" / "part-00000.csv").read_text(encoding="utf-8").splitlines()
+    new = [f"{e}x,{u},{i},view,2026-11-01T10:{n:02d}:00Z,,,s-day2" for n, (e, u, i) in enumerate(seen)]
+    bad = f"{seen[0][0]}bad,{seen[0][1]},{seen[0][2]},click,2026-11-01T11:00:00Z,,,s-day2"
+    header, body = lines[0], [*lines[1:21], *new, bad]
+    (landing / "events" / "day2.csv").write_text("\n".join([header, *body]) + "\n", encoding="utf-8")
+    first = json.loads((landing / "users" / "users.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    first["country"] = "FR" if first.get("country") != "FR" else "DE"
+    (landing / "users" / "users-day2.jsonl").write_text(json.dumps(first) + "\n", encoding="utf-8")
+    return f"{seen[0][0]}bad"
+
+
+@pytest.fixture(scope="module")
+def day_two(spark: SparkSession, lakehouses: Lakehouses, connect_url: str) -> DayTwo:
+    """Day two: ingest (classic) for both; clean and features classic for one lakehouse and over Connect for the
+    other. The clean is incremental: a MERGE into silver and quarantine, which Delta's SQL runs over Connect."""
+    seen = (_table(spark, lakehouses.classic, "silver", "events").orderBy(C.EVENT_ID)
+            .select(C.EVENT_ID, C.USER_ID, C.ITEM_ID).limit(NEW_EVENTS).collect())
+    quarantined = _write_day_two(lakehouses.config["classic"].parent.parent / "landing", seen)
+    for lake in ("classic", "connect"):
+        assert cli.main(_args("ingest", lakehouses.config[lake], DAY_TWO, DAY_TWO_ID)) == 0, f"{lake} ingest"
+    for stage in ("clean", "features"):
+        assert cli.main(_args(stage, lakehouses.config["classic"], DAY_TWO, DAY_TWO_ID)) == 0, f"classic {stage}"
+    clean = _remote("clean", lakehouses.config["connect"], connect_url, lakehouses.root, run_date=DAY_TWO,
+                    run_id=DAY_TWO_ID)
+    assert clean.returncode == 0, clean.describe()
+    features = _remote("features", lakehouses.config["connect"], connect_url, lakehouses.root, run_date=DAY_TWO,
+                       run_id=DAY_TWO_ID)
+    assert features.returncode == 0, features.describe()
+    return DayTwo(clean, features, quarantined)
+
+
+@pytest.mark.parametrize("layer,name", [("silver", "events"), ("silver", "users"), ("quarantine", "rows")])
+def test_incremental_clean_over_connect_equals_classic(spark: SparkSession, day_two: DayTwo, lakehouses: Lakehouses,
+                                                       layer: str, name: str) -> None:
+    """Both day-two cleans were incremental and took the batch in; the tables are equal."""
+    assert day_two.clean.last_json()["mode"] == "incremental", day_two.clean.stdout
+    last = spark.sql(f"DESCRIBE HISTORY {delta_io.table_ref(str(lakehouses.connect / layer / name))} LIMIT 1")
+    assert last.first()["operation"] == "MERGE"
+    over_connect = _table(spark, lakehouses.connect, layer, name)
+    classic = _table(spark, lakehouses.classic, layer, name)
+    assert_df_equality(over_connect, classic, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_day_two_batch_reached_silver_and_quarantine(spark: SparkSession, day_two: DayTwo,
+                                                     lakehouses: Lakehouses) -> None:
+    events = _table(spark, lakehouses.connect, "silver", "events")
+    assert events.where(F.col(C.EVENT_ID).endswith("x")).count() == NEW_EVENTS
+    quarantine = _table(spark, lakehouses.connect, "quarantine", "rows")
+    assert quarantine.where(F.col(C.Q_PAYLOAD).contains(day_two.quarantined_id)).count() == 1
+
+
+@pytest.mark.parametrize("name", sorted(GOLD_KEYS))
+def test_day_two_features_over_connect_equal_classic(spark: SparkSession, day_two: DayTwo, lakehouses: Lakehouses,
+                                                     name: str) -> None:
+    keys = GOLD_KEYS[name]
+    over_connect, classic = (_table(spark, lake, "gold", name) for lake in (lakehouses.connect, lakehouses.classic))
+    order = [*keys, *sorted(c for c in classic.columns if c not in keys)]
+    assert_approx_df_equality(over_connect.select(*order).orderBy(*keys), classic.select(*order).orderBy(*keys),
+                              precision=1e-9, ignore_nullable=True)
+
+
+@pytest.fixture(scope="module")
+def forgotten(day_two: DayTwo, lakehouses: Lakehouses, connect_url: str) -> tuple[str, CommandResult]:
+    """The first event's user forgotten: classic in one lakehouse, over Connect (merges, purge and vacuum in Delta's
+    SQL) in the other."""
+    landing = lakehouses.config["classic"].parent.parent / "landing"
+    user = (landing / "events" / "part-00000.csv").read_text(encoding="utf-8").splitlines()[1].split(",")[1]
+    args = {lake: ["forget", "--user", user, "--conf-dir", str(ROOT / "conf"), "--config",
+                   str(lakehouses.config[lake]), "--json"] for lake in ("classic", "connect")}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(KEY_ENV, KEY)
+        assert cli.main(args["classic"]) == 0
+    result = _client(args["connect"], connect_url, lakehouses.root)
+    assert result.returncode == 0, result.describe()
+    return user, result
+
+
+FORGET_TABLES = [("bronze", "events"), ("bronze", "users"), ("silver", "events"), ("silver", "users"),
+                 ("quarantine", "rows"), ("gold", "id_map")]
+
+
+@pytest.mark.parametrize("layer,name", FORGET_TABLES)
+def test_forget_over_connect_equals_classic(spark: SparkSession, forgotten: tuple[str, CommandResult],
+                                            lakehouses: Lakehouses, layer: str, name: str) -> None:
+    over_connect = _table(spark, lakehouses.connect, layer, name)
+    classic = _table(spark, lakehouses.classic, layer, name)
+    assert_df_equality(over_connect, classic, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_forget_over_connect_erases_the_user(spark: SparkSession, forgotten: tuple[str, CommandResult],
+                                             lakehouses: Lakehouses) -> None:
+    user, result = forgotten
+    assert result.last_json()["deleted.silver.events"] > 0, result.stdout
+    for layer, name in (("bronze", "events"), ("silver", "events"), ("gold", "recommendations")):
+        df = _table(spark, lakehouses.connect, layer, name)
+        assert df.where(F.col(C.USER_ID) == user).count() == 0, f"{layer}/{name}"
+    hashes = [spark.read.format("delta").load(str(lake / "privacy" / "forgotten")).select("id_hash")
+              for lake in (lakehouses.connect, lakehouses.classic)]
+    assert hashes[0].count() == 1
+    assert_df_equality(hashes[0], hashes[1])

@@ -8,6 +8,7 @@ import datetime as dt
 import logging
 import os
 import re
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 
 from delta.tables import DeltaTable
@@ -205,6 +206,50 @@ def changes(spark: SparkSession, uri: str, start: int, end: int) -> DataFrame:
     and as it is, with ``_change_type`` (check :func:`row_changes_only` first)."""
     return (spark.read.format("delta").option("readChangeFeed", "true").option("startingVersion", start + 1)
             .option("endingVersion", end).load(uri))
+
+
+def table_ref(uri: str) -> str:
+    """The SQL name of the Delta table at ``uri`` (``delta.`path```)."""
+    return "delta.`{}`".format(uri.replace("`", "``"))
+
+
+def ident(name: str) -> str:
+    """A column name quoted for SQL."""
+    return "`{}`".format(name.replace("`", "``"))
+
+
+def update_all(columns: Sequence[str]) -> str:
+    """A MERGE clause's action setting each of ``columns`` of the target ``t`` from the source ``s``."""
+    return "UPDATE SET " + ", ".join(f"t.{ident(c)} = s.{ident(c)}" for c in columns)
+
+
+def insert_all(columns: Sequence[str]) -> str:
+    """A MERGE clause's action inserting ``columns`` from the source ``s``."""
+    names = ", ".join(ident(c) for c in columns)
+    return f"INSERT ({names}) VALUES (" + ", ".join(f"s.{ident(c)}" for c in columns) + ")"
+
+
+def merge_into(spark: SparkSession, uri: str, source: DataFrame, on: str, clauses: Sequence[str]) -> None:
+    """``MERGE INTO`` the table at ``uri`` (alias ``t``) from ``source`` (alias ``s``), one commit. SQL over a
+    temporary view rather than ``DeltaTable.merge``: the same Delta command, and over Spark Connect it needs only
+    the Delta extension, where the ``DeltaTable`` API needs Delta's Connect server plugin."""
+    view = f"sparkpromo_merge_{uuid.uuid4().hex}"
+    source.createOrReplaceTempView(view)
+    try:
+        spark.sql(f"MERGE INTO {table_ref(uri)} AS t USING {view} AS s ON {on} " + " ".join(clauses))
+    finally:
+        spark.catalog.dropTempView(view)
+
+
+def partition_columns(spark: SparkSession, uri: str) -> tuple[str, ...]:
+    """The table's partition columns (``DESCRIBE DETAIL``: SQL, so it also runs over Spark Connect)."""
+    row = spark.sql(f"DESCRIBE DETAIL {table_ref(uri)}").select("partitionColumns").first()
+    return tuple(row[0] or ()) if row else ()
+
+
+def vacuum(spark: SparkSession, uri: str, hours: float) -> None:
+    """``VACUUM`` the table, keeping files removed within the last ``hours`` (SQL, for Spark Connect too)."""
+    spark.sql(f"VACUUM {table_ref(uri)} RETAIN {hours:g} HOURS")
 
 
 def sql_literal(value: object) -> str:

@@ -38,8 +38,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from delta.tables import DeltaTable
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from sparkpromo import columns as C
@@ -111,8 +110,7 @@ def record_forgotten(spark: SparkSession, cfg: AppConfig, ids: DataFrame) -> Non
     rows = ids.select(ID_HASH, F.current_timestamp().alias(FORGOTTEN_AT))
     if not delta_io.is_delta(spark, uri):
         delta_io.overwrite(rows.limit(0), uri, name=T.FORGOTTEN.key)
-    (DeltaTable.forPath(spark, uri).alias("t").merge(rows.alias("s"), F.col(f"t.{ID_HASH}") == F.col(f"s.{ID_HASH}"))
-     .whenNotMatchedInsertAll().execute())
+    delta_io.merge_into(spark, uri, rows, f"t.{ID_HASH} = s.{ID_HASH}", ["WHEN NOT MATCHED THEN INSERT *"])
 
 
 def forgotten_set(spark: SparkSession, cfg: AppConfig) -> tuple[DataFrame, bytes] | None:
@@ -158,8 +156,8 @@ def without_forgotten(forgotten: tuple[DataFrame, bytes] | None, user_col: str |
     return step
 
 
-def targets(cfg: AppConfig) -> Iterator[tuple[str, str, Column]]:
-    """(table URI, the column it must have, merge condition between target ``t`` and the ids ``s``) for every
+def targets(cfg: AppConfig) -> Iterator[tuple[str, str, str]]:
+    """(table URI, the column it must have, SQL merge condition between target ``t`` and the ids ``s``) for every
     table that can hold a user. Silver and later hold ``_stored`` (the pseudonym in privacy mode); bronze and
     quarantine hold the source's raw id."""
     src = cfg.sources
@@ -167,23 +165,20 @@ def targets(cfg: AppConfig) -> Iterator[tuple[str, str, Column]]:
         fs = getattr(src, name)
         if fs is not None:
             col = fs.columns.get(C.USER_ID, C.USER_ID)
-            yield T.BRONZE[name].uri(cfg), col, F.trim(F.col(f"t.`{col}`")) == F.col(f"s.{_RAW}")
+            yield T.BRONZE[name].uri(cfg), col, f"trim(t.{delta_io.ident(col)}) = s.{_RAW}"
     conds = []
     for name in ("events", "users"):
         fs = getattr(src, name)
         if fs is not None:
             col = fs.columns.get(C.USER_ID, C.USER_ID)
-            payload = F.col(f"t.{C.Q_PAYLOAD}")
-            conds.append((F.col(f"t.{C.Q_SOURCE}") == name) & (
-                (F.trim(F.get_json_object(payload, _json_field(col))) == F.col(f"s.{_RAW}"))
-                | F.regexp(payload, F.col(f"s.{_TOKEN}"))))
+            payload = f"t.{C.Q_PAYLOAD}"
+            field = delta_io.sql_literal(_json_field(col))
+            conds.append(f"(t.{C.Q_SOURCE} = {delta_io.sql_literal(name)} AND (trim(get_json_object({payload}, "
+                         f"{field})) = s.{_RAW} OR {payload} RLIKE s.{_TOKEN}))")
     if conds:
-        cond = conds[0]
-        for c in conds[1:]:
-            cond = cond | c
-        yield T.QUARANTINE.uri(cfg), C.Q_PAYLOAD, cond
+        yield T.QUARANTINE.uri(cfg), C.Q_PAYLOAD, " OR ".join(conds)
     for uri in (*(t.uri(cfg) for t in USER_TABLES), join_uri(cfg.lakehouse, LEGACY_RECOMMENDATIONS)):
-        yield uri, C.USER_ID, F.col(f"t.{C.USER_ID}") == F.col(f"s.{_STORED}")
+        yield uri, C.USER_ID, f"t.{C.USER_ID} = s.{_STORED}"
 
 
 def _other_user_tables(cfg: AppConfig, known: set[str]) -> list[str]:
@@ -214,16 +209,15 @@ def forget_users(spark: SparkSession, cfg: AppConfig, user_ids: Sequence[str]) -
                 # Interactions are keyed by the integer index: take it from the id map before its rows go.
                 idx = (delta_io.read(spark, id_map).where(F.col(C.ID_KIND) == "user")
                        .join(ids, F.col(C.ORIGINAL_ID) == F.col(_STORED), "left_semi").select(F.col(C.IDX)))
-                deleted[interactions] = _merge_delete(spark, interactions, idx,
-                                                      F.col(f"t.{C.USER_IDX}") == F.col(f"s.{C.IDX}"))
+                deleted[interactions] = _merge_delete(spark, interactions, idx, f"t.{C.USER_IDX} = s.{C.IDX}")
                 touched.append(interactions)
                 log.info("forget: %s: %d row(s) deleted", _short(cfg, interactions), deleted[interactions])
-            deleted[id_map] = _merge_delete(spark, id_map, ids, (F.col(f"t.{C.ID_KIND}") == "user")
-                                            & (F.col(f"t.{C.ORIGINAL_ID}") == F.col(f"s.{_STORED}")))
+            deleted[id_map] = _merge_delete(spark, id_map, ids,
+                                            f"t.{C.ID_KIND} = 'user' AND t.{C.ORIGINAL_ID} = s.{_STORED}")
             touched.append(id_map)
             log.info("forget: %s: %d row(s) deleted", _short(cfg, id_map), deleted[id_map])
         listed = list(targets(cfg))
-        extra = [(uri, C.USER_ID, F.col(f"t.{C.USER_ID}") == F.col(f"s.{_STORED}"))
+        extra = [(uri, C.USER_ID, f"t.{C.USER_ID} = s.{_STORED}")
                  for uri in _other_user_tables(cfg, {u for u, _, _ in listed} | set(touched) | {forgotten_uri(cfg)})]
         for uri, column, cond in [*listed, *extra]:
             if delta_io.is_delta(spark, uri) and column in delta_io.read(spark, uri).columns:
@@ -259,14 +253,12 @@ def forget_user(spark: SparkSession, cfg: AppConfig, user_id: str) -> dict[str, 
     return forget_users(spark, cfg, [user_id])
 
 
-def _merge_delete(spark: SparkSession, uri: str, ids: DataFrame, cond: Column) -> int:
-    table = DeltaTable.forPath(spark, uri)
+def _merge_delete(spark: SparkSession, uri: str, ids: DataFrame, cond: str) -> int:
     before = delta_io.version(spark, uri)
-    table.alias("t").merge(ids.alias("s"), cond).whenMatchedDelete().execute()
-    last = table.history(1).select("version", "operationMetrics").first()
-    if last is None or last["version"] == before:
+    delta_io.merge_into(spark, uri, ids, cond, ["WHEN MATCHED THEN DELETE"])
+    if delta_io.version(spark, uri) == before:
         return 0
-    return int((last["operationMetrics"] or {}).get("numTargetRowsDeleted", 0))
+    return int(delta_io.last_commit_metrics(spark, uri).get("numTargetRowsDeleted", 0))
 
 
 def _bound_what_the_log_keeps(spark: SparkSession, uri: str, retention: str) -> None:
@@ -277,8 +269,7 @@ def _bound_what_the_log_keeps(spark: SparkSession, uri: str, retention: str) -> 
     wanted: dict[str, str] = {}
     if delta_io.STATS_COLUMNS not in props and props.get("delta.dataSkippingNumIndexedCols") != "0":
         # Delta keeps no statistics of partition columns, and refuses them in the list.
-        detail = DeltaTable.forPath(spark, uri).detail().select("partitionColumns").first()
-        partitions = frozenset(detail[0] if detail and detail[0] else ())
+        partitions = frozenset(delta_io.partition_columns(spark, uri))
         wanted.update({delta_io.STATS_COLUMNS: delta_io.BRONZE_STATS_COLUMNS} if "/bronze/" in uri
                       else delta_io.stats_properties(delta_io.read(spark, uri), delta_io.ID_COLUMNS | partitions))
     if LOG_RETENTION not in props:
@@ -307,7 +298,7 @@ def purge(spark: SparkSession, uris: list[str], retention: str,
                 raise ValueError(f"table path with a backtick or quote is not supported: {uri}")
             _bound_what_the_log_keeps(spark, uri, retention)
             spark.sql(f"REORG TABLE delta.`{uri}` APPLY (PURGE)")
-            DeltaTable.forPath(spark, uri).vacuum(0)
+            delta_io.vacuum(spark, uri, 0)
             if done is not None:
                 done(uri)
     finally:

@@ -9,7 +9,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -422,12 +421,11 @@ def merge_silver(spark: SparkSession, uri: str, change: SourceChanges, name: str
         return
     cols = change.upserts.columns
     delta_io.fault_point(f"before_write:{name}")
-    (DeltaTable.forPath(spark, uri).alias("t")
-     .merge(source.alias("s"), f"t.`{change.key}` = s.`{change.key}`")
-     .whenMatchedDelete(f"s.{OP} = 'd'")
-     .whenMatchedUpdate(f"s.{OP} = 'u'", {f"`{c}`": f"s.`{c}`" for c in cols})
-     .whenNotMatchedInsert(f"s.{OP} = 'u'", {f"`{c}`": f"s.`{c}`" for c in cols})
-     .execute())
+    key = delta_io.ident(change.key)
+    delta_io.merge_into(spark, uri, source, f"t.{key} = s.{key}", [
+        f"WHEN MATCHED AND s.{OP} = 'd' THEN DELETE",
+        f"WHEN MATCHED AND s.{OP} = 'u' THEN {delta_io.update_all(cols)}",
+        f"WHEN NOT MATCHED AND s.{OP} = 'u' THEN {delta_io.insert_all(cols)}"])
     delta_io.fault_point(f"after_write:{name}")
 
 
@@ -442,11 +440,8 @@ def merge_quarantine(spark: SparkSession, uri: str, changes: Sequence[SourceChan
         source = part if source is None else source.unionByName(part)
     if source is None or not any(c.quarantine_rows for c in changes):
         return
-    match = " AND ".join(f"t.`{c}` <=> s.`{c}`" for c in Q_KEY)
+    match = " AND ".join(f"t.{delta_io.ident(c)} <=> s.{delta_io.ident(c)}" for c in Q_KEY)
     delta_io.fault_point("before_write:quarantine")
-    (DeltaTable.forPath(spark, uri).alias("t")
-     .merge(source.alias("s"), f"s.{OP} = 'd' AND {match}")
-     .whenMatchedDelete()
-     .whenNotMatchedInsert(f"s.{OP} = 'i'", {f"`{c}`": f"s.`{c}`" for c in cols})
-     .execute())
+    delta_io.merge_into(spark, uri, source, f"s.{OP} = 'd' AND {match}", [
+        "WHEN MATCHED THEN DELETE", f"WHEN NOT MATCHED AND s.{OP} = 'i' THEN {delta_io.insert_all(cols)}"])
     delta_io.fault_point("after_write:quarantine")

@@ -37,6 +37,7 @@ from sparkpromo.recommend.offers import (
 )
 from sparkpromo.recommend.policy import ranked_offers
 from sparkpromo.recommend.registry import load_champion
+from sparkpromo.session import is_connect
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +93,13 @@ def recommendation_plan(spark: SparkSession, cfg: AppConfig, active: Sequence[Ca
         activity_date = decay_reference(run_date, last[0] if last else None)
         frames = campaign_frames(active, run_date, users, items, events, r.segment, r.reasons, r.candidates,
                                  activity_date)
-        frames = dataclasses.replace(frames, audience=keep(frames.audience),
-                                     bundle=None if frames.bundle is None else keep(frames.bundle),
-                                     excluded=None if frames.excluded is None else keep(frames.excluded))
+        # Over Spark Connect a cached frame is still sent as its whole plan, and the plans built on these nest
+        # deeper than protobuf decodes in one message (its limit of 100 levels): here and after the policy, a
+        # checkpoint leaves a reference to the rows instead.
+        cut = (lambda df: df.localCheckpoint(eager=True)) if is_connect(spark) else keep
+        frames = dataclasses.replace(frames, audience=cut(frames.audience),
+                                     bundle=None if frames.bundle is None else cut(frames.bundle),
+                                     excluded=None if frames.excluded is None else cut(frames.excluded))
         # Computed once and cut from the plan: the policy's windows and joins over a plan that also held every
         # candidate source gave adaptive execution one plan of ~160 stages to re-plan after each (BENCHMARKS.md).
         t0 = time.perf_counter()
@@ -104,6 +109,8 @@ def recommendation_plan(spark: SparkSession, cfg: AppConfig, active: Sequence[Ca
                  "ALS, popularity and bundles" if model is not None else "popularity and bundles",
                  time.perf_counter() - t0)
         recs = ranked_offers(candidates, frames, active, run_date, events, id_map, gold(T.INTERACTIONS), model, r)
+        if is_connect(spark):
+            recs = recs.localCheckpoint(eager=True)
         recs = (recs.transform(calibrate_scores())
                 .transform(with_offer(active, run_id, items.select(C.ITEM_ID, C.ITEM_NAME)
                                       if C.ITEM_NAME in items.columns else None))
