@@ -13,9 +13,17 @@ import pytest
 import yaml
 
 from sparkpromo import cli
+from sparkpromo.config import AppConfig, load_config
 from tests.conftest import CONF_DIR
+from tests.test_connect import CLASSIC_ONLY
 
 ROOT = CONF_DIR.parent
+
+
+DAILY_JOBS = ("sparkpromo_daily", "sparkpromo_daily_serverless")
+# Values the bundle's ${...} references take in these tests.
+BUNDLE_VARS = {"${var.lakehouse}": "dbfs:/sparkpromo/lakehouse", "${var.landing}": "dbfs:/sparkpromo/landing",
+               "/Workspace${workspace.file_path}/conf": str(CONF_DIR)}
 
 
 def console_scripts() -> dict[str, str]:
@@ -87,8 +95,9 @@ def test_tasks_form_a_dag(job_name: str) -> None:
     assert set(order) == set(keys)
 
 
-def test_daily_order_and_schedules() -> None:
-    job = jobs()["sparkpromo_daily"]
+@pytest.mark.parametrize("job_name", DAILY_JOBS)
+def test_daily_order_and_schedules(job_name: str) -> None:
+    job = jobs()[job_name]
     graph = {t["task_key"]: {d["task_key"] for d in t.get("depends_on", [])} for t in job["tasks"]}
     order = list(TopologicalSorter(graph).static_order())
     for a, b in (("ingest", "clean"), ("clean", "features"), ("features", "train"), ("train", "recommend")):
@@ -117,3 +126,52 @@ def test_parameters_are_accepted_by_the_cli(job_name: str) -> None:
 def test_unknown_task_parameter_fails_fast() -> None:
     with pytest.raises(cli.UsageError, match="unrecognized arguments"):
         cli.build_parser().parse_args(["ingest", "--run-date", "2026-11-30", "--region", "eu"])
+
+
+def _daily_tasks(job_name: str) -> dict[str, dict[str, Any]]:
+    return {t["task_key"]: t for t in jobs()[job_name]["tasks"] if "python_wheel_task" in t}
+
+
+def test_serverless_daily_runs_on_serverless_all_but_what_needs_a_classic_session() -> None:
+    """The serverless job's split is the Connect test's: the stages that refuse a Connect session (ingest) run on a
+    job cluster, every other stage on the serverless environment, which installs the wheel."""
+    job = jobs()["sparkpromo_daily_serverless"]
+    environments = {e["environment_key"]: e["spec"] for e in job["environments"]}
+    clusters = {c["job_cluster_key"] for c in job["job_clusters"]}
+    tasks = _daily_tasks("sparkpromo_daily_serverless")
+    assert set(tasks) == set(_daily_tasks("sparkpromo_daily"))
+    classic = {k for k, t in tasks.items() if "job_cluster_key" in t}
+    assert classic == set(CLASSIC_ONLY)
+    for key, task in tasks.items():
+        if key in classic:
+            assert task["job_cluster_key"] in clusters and "environment_key" not in task
+        else:
+            assert "job_cluster_key" not in task and "libraries" not in task, key
+            assert "../dist/*.whl" in environments[task["environment_key"]]["dependencies"], key
+    assert job["schedule"]["pause_status"] == "PAUSED"  # one daily job per lakehouse: the other one is on
+
+
+@pytest.mark.parametrize("task_key", sorted(set(_daily_tasks("sparkpromo_daily_serverless")) - set(CLASSIC_ONLY)))
+def test_serverless_task_gets_the_configuration_of_the_cluster_task(task_key: str,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Serverless tasks get no environment variables: their parameters give them the configuration the job cluster's
+    variables (SPARKPROMO_LAKEHOUSE, SPARKPROMO_LANDING, SPARKPROMO_CONF_DIR) give the same task of the daily job."""
+    def config(job_name: str) -> AppConfig:
+        job = jobs()[job_name]
+        params = [substitute(p, job) for p in _daily_tasks(job_name)[task_key]["python_wheel_task"]["parameters"]]
+        for ref, value in BUNDLE_VARS.items():
+            params = [p.replace(ref, value) for p in params]
+        args = cli.build_parser().parse_args([task_key, *params])
+        return load_config(args.env, args.conf_dir, args.config, cli._overrides(args.overrides))
+
+    for var in ("SPARKPROMO_LAKEHOUSE", "SPARKPROMO_LANDING", "SPARKPROMO_CONF_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    serverless = config("sparkpromo_daily_serverless")
+    cluster = jobs()["sparkpromo_daily"]["job_clusters"][0]["new_cluster"]["spark_env_vars"]
+    for var, value in cluster.items():
+        for ref, sub in BUNDLE_VARS.items():
+            value = value.replace(ref, sub)
+        monkeypatch.setenv(var, value)
+    classic = config("sparkpromo_daily")
+    assert serverless.lakehouse == "dbfs:/sparkpromo/lakehouse"
+    assert serverless == classic
