@@ -115,7 +115,7 @@ def pinned(versions: Mapping[str, int]) -> Iterator[None]:
 
 
 def _history_sql(uri: str) -> str:
-    return "DESCRIBE HISTORY delta.`{}` LIMIT 1".format(uri.replace("`", "``"))
+    return f"DESCRIBE HISTORY {table_ref(uri)} LIMIT 1"
 
 
 def _connect_version(spark: SparkSession, uri: str) -> int | None:
@@ -173,9 +173,8 @@ _ROW_CHANGES = {"MERGE", "DELETE", "UPDATE", "OPTIMIZE", "ADD CONSTRAINT", "VACU
 def commits_between(spark: SparkSession, uri: str, start: int, end: int) -> list[tuple[str, dict[str, str]]] | None:
     """(operation, operationParameters) of each commit of ``uri`` after ``start`` up to ``end``, in version order;
     None when the history no longer holds every one of them."""
-    path = uri.replace("`", "``")
     # SQL rather than DeltaTable.history(): it also runs over Spark Connect without Delta's Connect plugin.
-    rows = (spark.sql(f"DESCRIBE HISTORY delta.`{path}`")
+    rows = (spark.sql(f"DESCRIBE HISTORY {table_ref(uri)}")
             .where((F.col("version") > start) & (F.col("version") <= end))
             .orderBy("version").select("operation", "operationParameters").collect())  # one row per commit
     if len(rows) != end - start:
@@ -347,27 +346,26 @@ def add_constraints(spark: SparkSession, uri: str, checks: Mapping[str, str] | N
     existing = {k.split(".", 2)[-1].lower() for k in props if k.startswith("delta.constraints.")}
     for name, expr in constraint_checks(checks, not_null).items():
         if name.lower() not in existing:
-            spark.sql(f"ALTER TABLE delta.`{uri}` ADD CONSTRAINT {name} CHECK ({expr})")
+            spark.sql(f"ALTER TABLE {table_ref(uri)} ADD CONSTRAINT {name} CHECK ({expr})")
 
 
 def rename_column_by_rewrite(spark: SparkSession, uri: str, old: str, new: str, name: str = "") -> None:
     """Rename a column of a small table by rewriting it (no column mapping, so the table's protocol stays as it is).
     Delta refuses a statistics column list naming a missing column, so ``old`` leaves that list first and ``new``
     joins it after the rewrite: three commits, each leaving a readable table."""
-    path = uri.replace("`", "``")
+    path = table_ref(uri)
     stats = _table_properties(spark, uri).get(STATS_COLUMNS)
     listed = stats.split(",") if stats else []
     if old in listed:
         rest = [c for c in listed if c != old]
-        spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ('{STATS_COLUMNS}' = '{','.join(rest)}')" if rest
-                  else f"ALTER TABLE delta.`{path}` UNSET TBLPROPERTIES ('{STATS_COLUMNS}')")
+        spark.sql(f"ALTER TABLE {path} SET TBLPROPERTIES ('{STATS_COLUMNS}' = '{','.join(rest)}')" if rest
+                  else f"ALTER TABLE {path} UNSET TBLPROPERTIES ('{STATS_COLUMNS}')")
     overwrite(read(spark, uri).withColumnRenamed(old, new), uri, name=name, overwrite_schema=True)
     if old in listed:
         renamed = ",".join(new if c == old else c for c in listed)
-        spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ('{STATS_COLUMNS}' = '{renamed}')")
+        spark.sql(f"ALTER TABLE {path} SET TBLPROPERTIES ('{STATS_COLUMNS}' = '{renamed}')")
 
 
 def _table_properties(spark: SparkSession, uri: str) -> dict[str, str]:
     # SHOW TBLPROPERTIES reads the snapshot's metadata on the driver; DESCRIBE DETAIL would run a job.
-    path = uri.replace("`", "``")
-    return {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES delta.`{path}`").collect()}
+    return {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES {table_ref(uri)}").collect()}

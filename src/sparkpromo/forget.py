@@ -265,7 +265,7 @@ def _bound_what_the_log_keeps(spark: SparkSession, uri: str, retention: str) -> 
     """A table created by an earlier version: keep ids out of its statistics from now on (new files only) and state
     its log retention, which bounds how long its older commits keep theirs (see module doc). A retention someone
     set on the table stays."""
-    props = {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES delta.`{uri}`").collect()}
+    props = {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES {delta_io.table_ref(uri)}").collect()}
     wanted: dict[str, str] = {}
     if delta_io.STATS_COLUMNS not in props and props.get("delta.dataSkippingNumIndexedCols") != "0":
         # Delta keeps no statistics of partition columns, and refuses them in the list.
@@ -276,7 +276,7 @@ def _bound_what_the_log_keeps(spark: SparkSession, uri: str, retention: str) -> 
         wanted[LOG_RETENTION] = retention
     if wanted:
         pairs = ", ".join(f"'{k}' = '{v}'" for k, v in wanted.items())
-        spark.sql(f"ALTER TABLE delta.`{uri}` SET TBLPROPERTIES ({pairs})")
+        spark.sql(f"ALTER TABLE {delta_io.table_ref(uri)} SET TBLPROPERTIES ({pairs})")
 
 
 def _short(cfg: AppConfig, uri: str) -> str:
@@ -297,7 +297,7 @@ def purge(spark: SparkSession, uris: list[str], retention: str,
             if "`" in uri or "'" in uri:
                 raise ValueError(f"table path with a backtick or quote is not supported: {uri}")
             _bound_what_the_log_keeps(spark, uri, retention)
-            spark.sql(f"REORG TABLE delta.`{uri}` APPLY (PURGE)")
+            spark.sql(f"REORG TABLE {delta_io.table_ref(uri)} APPLY (PURGE)")
             delta_io.vacuum(spark, uri, 0)
             if done is not None:
                 done(uri)
