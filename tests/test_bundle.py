@@ -133,11 +133,11 @@ def _daily_tasks(job_name: str) -> dict[str, dict[str, Any]]:
 
 
 def test_serverless_daily_runs_on_serverless_all_but_what_needs_a_classic_session() -> None:
-    """The serverless job's split is the Connect test's: the stages that refuse a Connect session (ingest) run on a
-    job cluster, every other stage on the serverless environment, which installs the wheel."""
+    """The serverless job's split is the Connect test's: a stage that needs a classic session (none, today) would
+    run on a job cluster, every other stage runs on the serverless environment, which installs the wheel."""
     job = jobs()["sparkpromo_daily_serverless"]
     environments = {e["environment_key"]: e["spec"] for e in job["environments"]}
-    clusters = {c["job_cluster_key"] for c in job["job_clusters"]}
+    clusters = {c["job_cluster_key"] for c in job.get("job_clusters", [])}
     tasks = _daily_tasks("sparkpromo_daily_serverless")
     assert set(tasks) == set(_daily_tasks("sparkpromo_daily"))
     classic = {k for k, t in tasks.items() if "job_cluster_key" in t}

@@ -4,16 +4,18 @@ The module starts a local Spark Connect server (tests/connect_server.py: a local
 and the suite's Delta jars) and stops it at the end. One generated shop is run twice: classic, in this process's
 session, and through the server, from ``sparkpromo`` client processes that have no JVM of their own.
 
-The split, and why (see README, "Spark Connect"):
-* clean (a full one and a daily incremental one), features, train, recommend, measure and forget run over Connect.
-  They use Delta through DataFrames and SQL (``MERGE INTO``, ``DESCRIBE HISTORY``, ``VACUUM``...), which need only
+Every stage runs over Connect (see README, "Spark Connect"): ingest, clean (a full one and a daily incremental
+one), features, train, recommend, measure and forget, two days and a forget and an ingest after it, each compared with
+a classic run.
+* They use Delta through DataFrames and SQL (``MERGE INTO``, ``DESCRIBE HISTORY``, ``VACUUM``...), which need only
   the Delta extension: the ``DeltaTable`` API would need Delta's Connect server plugin
   (``io.delta:delta-connect-server_2.13``), which Maven Central as reachable from here does not serve (404 for 4.0.0
-  and 4.0.1). Recommend's plans are cut by checkpoints over Connect: whole, they nest deeper than protobuf decodes in
-  one message (``DecodeError: ... Exceeded upb_DecodeOptions_MaxDepth``).
-* ingest runs classic: its Structured Streaming ``foreachBatch`` function keeps this process's state (the batch
-  counts, the error a batch raised) and Spark Connect runs that function in a server-side worker, so ingest refuses
-  a Connect session with a one-line error.
+  and 4.0.1).
+* Ingest's ``foreachBatch`` function runs in a Python worker of the server (``PYSPARK_PYTHON``: a Python with
+  sparkpromo, pandas and pyarrow), attached to the client's session: counts, the query id and a batch's error
+  travel through the session's configuration.
+* Recommend's plans are cut by checkpoints over Connect: whole, they nest deeper than protobuf decodes in one message
+  (``DecodeError: ... Exceeded upb_DecodeOptions_MaxDepth``).
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ SERVER_START_S = 240
 STAGE_TIMEOUT_S = 900
 # Both runs read the same landing files; what differs per run is when rows were ingested.
 RUN_SPECIFIC = (C.INGEST_TS,)
-CLASSIC_ONLY = ("ingest",)
+# Stages that need a classic session (the serverless bundle runs these on a job cluster): none.
+CLASSIC_ONLY: tuple[str, ...] = ()
 # The second day: re-sent and new events, a row to quarantine, an updated user.
 DAY_TWO, DAY_TWO_ID, NEW_EVENTS = "2026-11-02", "c2", 20
 KEY_ENV, KEY = "SPARKPROMO_HMAC_KEY", "connect-test-key-0123456789"
@@ -74,7 +77,8 @@ def connect_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("connect-server")
     port = free_port()
     log = root / "server.log"
-    env = clean_env(PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
+    # The server's Python workers (ingest's foreachBatch function) run this interpreter, which has sparkpromo.
+    env = clean_env(PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]), PYSPARK_PYTHON=sys.executable)
     env.pop("SPARK_REMOTE", None)
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "tests.connect_server", str(port), str(root / "checkpoints")],
@@ -135,14 +139,9 @@ def lakehouses(spark: SparkSession, connect_url: str, tmp_path_factory: pytest.T
     results: dict[str, CommandResult] = {}
     for stage in ("ingest", "clean", "features", "train"):
         assert cli.main(_args(stage, configs["classic"])) == 0, f"classic {stage} failed"
-    # The documented split: ingest in a classic session, every other stage over Connect. Ingest is tried over
-    # Connect first, to show why.
     for stage in ("ingest", "clean", "features", "train", "recommend"):
         results[stage] = _remote(stage, configs["connect"], connect_url, root)
-        if stage in CLASSIC_ONLY:
-            assert cli.main(_args(stage, configs["connect"])) == 0, f"classic {stage} on the Connect lakehouse"
-        else:
-            assert results[stage].returncode == 0, results[stage].describe()
+        assert results[stage].returncode == 0, results[stage].describe()
     recs = str(connect / "lakehouse" / "gold" / "recommendations")
     over_connect = delta_io.version(spark, recs)
     assert cli.main([*_args("recommend", configs["connect"]), "--force"]) == 0, "classic recommend"
@@ -185,11 +184,26 @@ def test_train_over_connect_publishes_and_scores_popularity_as_classic(spark: Sp
                               ignore_row_order=True, ignore_nullable=True)
 
 
-def test_ingest_over_connect_refuses_with_one_line(lakehouses: Lakehouses) -> None:
-    """The documented split: ingest says, in one line, that it needs a classic session."""
-    result = lakehouses.results["ingest"]
+def test_ingest_over_connect_counts_what_it_appended(spark: SparkSession, lakehouses: Lakehouses) -> None:
+    """The counts the server-side batches handed back through the session: each source's rows and its one file."""
+    counts = lakehouses.results["ingest"].last_json()
+    for source in ("events", "users", "items"):
+        bronze = spark.read.format("delta").load(str(lakehouses.connect / "bronze" / source))
+        assert counts[f"{source}_rows"] == bronze.count() > 0, source
+        assert counts[f"{source}_files"] == counts[f"{source}_new_files"] == 1, source
+        assert counts[f"{source}_skipped_files"] == 0, source
+
+
+def test_ingest_over_connect_fails_with_the_batchs_one_line_error(lakehouses: Lakehouses, connect_url: str,
+                                                                  tmp_path: Path) -> None:
+    """An error a batch raises on the server reaches the client as the one line a classic ingest gives."""
+    config = _config(tmp_path, lakehouses.config["classic"].parent.parent / "landing")
+    result = _client([*_args("ingest", config), "--set", 'sources.events.patterns=["*.nomatch"]'], connect_url,
+                     tmp_path)
     assert result.returncode == 1, result.describe()
-    assert "ingest needs a classic Spark session" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "error: ingest failed: IngestError: sources.events: no file under "), result.describe()
+    assert "matches *.nomatch" in result.stderr
 
 
 @pytest.mark.parametrize("name", sorted(GOLD_KEYS))
@@ -255,22 +269,28 @@ def _write_day_two(landing: Path, seen: list[Row]) -> str:
 
 @pytest.fixture(scope="module")
 def day_two(spark: SparkSession, lakehouses: Lakehouses, connect_url: str) -> DayTwo:
-    """Day two: ingest (classic) for both; clean and features classic for one lakehouse and over Connect for the
-    other. The clean is incremental: a MERGE into silver and quarantine, which Delta's SQL runs over Connect."""
+    """Day two: ingest, clean and features classic for one lakehouse and over Connect for the other. The clean is
+    incremental: a MERGE into silver and quarantine, which Delta's SQL runs over Connect."""
     seen = (_table(spark, lakehouses.classic, "silver", "events").orderBy(C.EVENT_ID)
             .select(C.EVENT_ID, C.USER_ID, C.ITEM_ID).limit(NEW_EVENTS).collect())
     quarantined = _write_day_two(lakehouses.config["classic"].parent.parent / "landing", seen)
-    for lake in ("classic", "connect"):
-        assert cli.main(_args("ingest", lakehouses.config[lake], DAY_TWO, DAY_TWO_ID)) == 0, f"{lake} ingest"
-    for stage in ("clean", "features"):
+    results = {}
+    for stage in ("ingest", "clean", "features"):
         assert cli.main(_args(stage, lakehouses.config["classic"], DAY_TWO, DAY_TWO_ID)) == 0, f"classic {stage}"
-    clean = _remote("clean", lakehouses.config["connect"], connect_url, lakehouses.root, run_date=DAY_TWO,
-                    run_id=DAY_TWO_ID)
-    assert clean.returncode == 0, clean.describe()
-    features = _remote("features", lakehouses.config["connect"], connect_url, lakehouses.root, run_date=DAY_TWO,
-                       run_id=DAY_TWO_ID)
-    assert features.returncode == 0, features.describe()
-    return DayTwo(clean, features, quarantined)
+        results[stage] = _remote(stage, lakehouses.config["connect"], connect_url, lakehouses.root,
+                                 run_date=DAY_TWO, run_id=DAY_TWO_ID)
+        assert results[stage].returncode == 0, results[stage].describe()
+    return DayTwo(results["clean"], results["features"], quarantined)
+
+
+@pytest.mark.parametrize("name", ["events", "users"])
+def test_day_two_ingest_over_connect_equals_classic(spark: SparkSession, day_two: DayTwo, lakehouses: Lakehouses,
+                                                    name: str) -> None:
+    """The second ingest over Connect appended the new files once, as the classic one did."""
+    over_connect = _table(spark, lakehouses.connect, "bronze", name)
+    assert over_connect.select(C.SOURCE_FILE).distinct().count() == 2
+    assert_df_equality(over_connect, _table(spark, lakehouses.classic, "bronze", name), ignore_row_order=True,
+                       ignore_nullable=True)
 
 
 @pytest.mark.parametrize("layer,name", [("silver", "events"), ("silver", "users"), ("quarantine", "rows")])
@@ -342,3 +362,21 @@ def test_forget_over_connect_erases_the_user(spark: SparkSession, forgotten: tup
               for lake in (lakehouses.connect, lakehouses.classic)]
     assert hashes[0].count() == 1
     assert_df_equality(hashes[0], hashes[1])
+
+
+def test_ingest_over_connect_keeps_a_forgotten_user_out(spark: SparkSession, forgotten: tuple[str, CommandResult],
+                                                        lakehouses: Lakehouses, connect_url: str) -> None:
+    """A file that arrives after the forget and holds the user's event: ingest over Connect drops the row (the key
+    that hashes forgotten ids travels to the server with the batch function) and counts it."""
+    user = forgotten[0]
+    landing = lakehouses.config["classic"].parent.parent / "landing"
+    header = (landing / "events" / "part-00000.csv").read_text(encoding="utf-8").splitlines()[0]
+    (landing / "events" / "day3.csv").write_text(
+        f"{header}\nday3-1,{user},p00001,view,2026-11-02T10:00:00Z,,,s-day3\n", encoding="utf-8")
+    result = _remote("ingest", lakehouses.config["connect"], connect_url, lakehouses.root, run_date="2026-11-03",
+                     run_id="c3")
+    assert result.returncode == 0, result.describe()
+    counts = result.last_json()
+    assert (counts["events_new_files"], counts["events_forgotten"], counts["events_rows"]) == (1, 1, 0)
+    bronze = _table(spark, lakehouses.connect, "bronze", "events")
+    assert bronze.where(F.col(C.USER_ID) == user).count() == 0

@@ -113,14 +113,13 @@ def record_forgotten(spark: SparkSession, cfg: AppConfig, ids: DataFrame) -> Non
     delta_io.merge_into(spark, uri, rows, f"t.{ID_HASH} = s.{ID_HASH}", ["WHEN NOT MATCHED THEN INSERT *"])
 
 
-def forgotten_set(spark: SparkSession, cfg: AppConfig) -> tuple[DataFrame, bytes] | None:
-    """The forgotten hashes as a one-row frame (one array column) and the key to hash with; None when nothing
-    was ever forgotten (then no key is needed)."""
+def forgotten_set(spark: SparkSession, cfg: AppConfig, key: bytes | None = None) -> tuple[DataFrame, bytes] | None:
+    """The forgotten hashes as a one-row frame (one array column) and the key to hash with (``key``, else from
+    ``privacy.key_env``); None when nothing was ever forgotten (then no key is needed)."""
     uri = forgotten_uri(cfg)
     if not delta_io.is_delta(spark, uri):
         return None
-    key = hmac_key(cfg.privacy.key_env)
-    return delta_io.read(spark, uri).agg(F.collect_set(ID_HASH).alias(_SET)), key
+    return delta_io.read(spark, uri).agg(F.collect_set(ID_HASH).alias(_SET)), key or hmac_key(cfg.privacy.key_env)
 
 
 def mark_forgotten(forgotten: tuple[DataFrame, bytes] | None, user_col: str | None,

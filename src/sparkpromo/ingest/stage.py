@@ -9,8 +9,7 @@ from pyspark.sql import SparkSession
 
 from sparkpromo.config import AppConfig, FileSource
 from sparkpromo.ingest.read import SOURCES, user_col_of
-from sparkpromo.ingest.stream import _Batches, _checkpoint_lock, _stream_error, new_files
-from sparkpromo.landing import IngestError
+from sparkpromo.ingest.stream import _checkpoint_lock, _stream_error, batch_function, new_files
 from sparkpromo.session import is_connect
 
 log = logging.getLogger(__name__)
@@ -24,33 +23,31 @@ def ingest_source(spark: SparkSession, cfg: AppConfig, source: str, run_id: str)
     src: FileSource | None = getattr(cfg.sources, source)
     if src is None:
         return {}
-    if is_connect(spark):
-        # Over Connect, foreachBatch runs in a server-side Python worker: the batch function can neither hold this
-        # process's state (counts, the error it raised) nor be pickled with it.
-        raise IngestError("ingest needs a classic Spark session: its streaming foreachBatch cannot run over Spark "
-                          "Connect in Spark 4.0 (run ingest without --remote; clean and later stages may use it)")
     checkpoint = cfg.stream_checkpoint("ingest", source)
-    batches = _Batches(spark, cfg, source, run_id)
+    batches = batch_function(spark, cfg, source, run_id, is_connect(spark))
     with _checkpoint_lock(checkpoint):
         try:
             query = (new_files(spark, src).writeStream.foreachBatch(batches)
                      .option("checkpointLocation", checkpoint).trigger(availableNow=True).start())
         except Exception as e:
             raise _stream_error(source, src, checkpoint, e) from None
-        batches.query_id = str(query.id)
-        batches.started.set()
         try:
+            batches.start(spark, str(query.id))
             query.awaitTermination()
+            counted = batches.totals(spark)
         except StreamingQueryException as e:
-            if batches.error is not None:
-                raise batches.error from None
+            error = batches.failure(spark)
+            if error is not None:
+                raise error from None
             raise _stream_error(source, src, checkpoint, e) from None
         finally:
             if query.isActive:  # interrupted while waiting (Ctrl-C): no query may outlive its ingest
                 query.stop()
-    discovered = sum(int(p["numInputRows"]) for p in query.recentProgress)
+            batches.close(spark)
+    # The source's count: a Connect client's progress leaves the query's total out (None).
+    discovered = sum(int(s.numInputRows or 0) for p in query.recentProgress for s in p.sources)
     counts = {f"{source}_rows": 0, f"{source}_files": 0, f"{source}_new_files": discovered,
-              f"{source}_skipped_files": 0, **batches.counts}
+              f"{source}_skipped_files": 0, **counted}
     if user_col_of(source, src) is not None:
         counts.setdefault(f"{source}_forgotten", 0)
     if counts[f"{source}_rows"] == 0:

@@ -4,10 +4,14 @@ stream's failures as one-line errors."""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
+import time
+import uuid
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -16,9 +20,10 @@ from sparkpromo import columns as C
 from sparkpromo import delta_io
 from sparkpromo import tables as T
 from sparkpromo.config import AppConfig, FileSource
-from sparkpromo.forget import FORGOTTEN_HIT, forgotten_set, mark_forgotten
+from sparkpromo.forget import FORGOTTEN_HIT, forgotten_set, forgotten_uri, mark_forgotten
 from sparkpromo.ingest.read import CORRUPT, check_drift, read_source, user_col_of, with_ingest_metadata
 from sparkpromo.landing import IngestError, batch_listing, single_file, spark_path
+from sparkpromo.privacy import hmac_key
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +50,10 @@ def new_files(spark: SparkSession, src: FileSource) -> DataFrame:
 
 
 def append_files(spark: SparkSession, cfg: AppConfig, source: str, run_id: str, found: Sequence[tuple[str, int]],
-                 txn: tuple[str, int]) -> dict[str, int]:
+                 txn: tuple[str, int], key: bytes | None = None) -> dict[str, int]:
     """Read the files ``found`` (URI, length) of one micro-batch and append their rows to ``bronze/<source>``,
-    once per ``txn`` (Delta's txnAppId, txnVersion); returns the batch's counts."""
+    once per ``txn`` (Delta's txnAppId, txnVersion); returns the batch's counts. ``key``: the key forgotten ids are
+    hashed with (default: from ``privacy.key_env``)."""
     src: FileSource = getattr(cfg.sources, source)
     uri = T.BRONZE[source].uri(cfg)
     listing = batch_listing(source, src, found)
@@ -66,7 +72,7 @@ def append_files(spark: SparkSession, cfg: AppConfig, source: str, run_id: str, 
         check_drift(source, staged.columns, delta_io.read(spark, uri).columns, cfg.clean.allow_schema_evolution)
     # Rows of forgotten users (privacy/forgotten) are never loaded again, whatever file brings them.
     user_col = user_col_of(source, src)
-    forgotten = forgotten_set(spark, cfg) if user_col is not None else None
+    forgotten = forgotten_set(spark, cfg, key) if user_col is not None else None
     marked = staged.transform(mark_forgotten(forgotten, user_col, CORRUPT))
     kept = ~F.col(FORGOTTEN_HIT)
     # One pass to count new rows and files; the append below reads the (new) files again.
@@ -96,9 +102,19 @@ def append_files(spark: SparkSession, cfg: AppConfig, source: str, run_id: str, 
     return {f"{source}_rows": rows, f"{source}_files": files, **dropped, **skipped}
 
 
+def _found(batch: DataFrame) -> list[tuple[str, int]]:
+    # One row per new file: bounded by what arrived, not by what was ingested before.
+    return [(str(r["path"]), int(r["length"])) for r in batch.select("path", "length").collect()]
+
+
+def _app_id(source: str, query_id: str) -> str:
+    return f"sparkpromo.ingest.{source}.{query_id}"
+
+
 class _Batches:
-    """The ``foreachBatch`` function of one ingest query: appends each micro-batch's files, sums the counts, and
-    keeps the exception that failed a batch (Spark reports it wrapped in a StreamingQueryException)."""
+    """The ``foreachBatch`` function of one ingest query in a classic session: appends each micro-batch's files,
+    sums the counts, and keeps the exception that failed a batch (Spark reports it wrapped in a
+    StreamingQueryException)."""
 
     def __init__(self, spark: SparkSession, cfg: AppConfig, source: str, run_id: str) -> None:
         self.spark, self.cfg, self.source, self.run_id = spark, cfg, source, run_id
@@ -111,14 +127,89 @@ class _Batches:
         try:
             if not self.started.wait(QUERY_ID_WAIT_S) or self.query_id is None:
                 raise RuntimeError(f"bronze.{self.source}: the ingest query did not start")
-            # One row per new file: bounded by what arrived, not by what was ingested before.
-            found = [(str(r["path"]), int(r["length"])) for r in batch.select("path", "length").collect()]
-            app_id = f"sparkpromo.ingest.{self.source}.{self.query_id}"
-            self.counts.update(append_files(self.spark, self.cfg, self.source, self.run_id, found,
-                                            (app_id, batch_id)))
+            self.counts.update(append_files(self.spark, self.cfg, self.source, self.run_id, _found(batch),
+                                            (_app_id(self.source, self.query_id), batch_id)))
         except BaseException as e:
             self.error = e
             raise
+
+    def start(self, spark: SparkSession, query_id: str) -> None:
+        self.query_id = query_id
+        self.started.set()
+
+    def failure(self, spark: SparkSession) -> BaseException | None:
+        return self.error
+
+    def totals(self, spark: SparkSession) -> dict[str, int]:
+        return dict(self.counts)
+
+    def close(self, spark: SparkSession) -> None:
+        """Nothing to release in a classic session."""
+
+
+@dataclass(frozen=True)
+class _ServerBatches:
+    """The ``foreachBatch`` function of one ingest query over Spark Connect. The server runs it in a Python worker
+    of its own, attached to this session: it is pickled with data only (no session, lock or key lookup; ``key``
+    hashes forgotten ids), and it hands the query id in, and its counts and error out, through the session's
+    configuration, which both sides share. The server's Python needs sparkpromo installed."""
+
+    cfg: AppConfig
+    source: str
+    run_id: str
+    token: str  # this ingest's prefix in the session configuration
+    key: bytes | None
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        spark = batch.sparkSession
+        try:
+            query_id = self._query_id(spark)
+            counts = append_files(spark, self.cfg, self.source, self.run_id, _found(batch),
+                                  (_app_id(self.source, query_id), batch_id), self.key)
+            total = json.loads(spark.conf.get(f"{self.token}.counts", "{}") or "{}")
+            for k, n in counts.items():
+                total[k] = total.get(k, 0) + n
+            spark.conf.set(f"{self.token}.counts", json.dumps(total))
+        except BaseException as e:
+            spark.conf.set(f"{self.token}.error", json.dumps([type(e).__name__, str(e)]))
+            raise
+
+    def _query_id(self, spark: SparkSession) -> str:
+        deadline = time.monotonic() + QUERY_ID_WAIT_S
+        while not (query_id := spark.conf.get(f"{self.token}.query_id", "")):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"bronze.{self.source}: the ingest query did not start")
+            time.sleep(0.2)
+        return query_id
+
+    def start(self, spark: SparkSession, query_id: str) -> None:
+        spark.conf.set(f"{self.token}.query_id", query_id)
+
+    def failure(self, spark: SparkSession) -> BaseException | None:
+        text = spark.conf.get(f"{self.token}.error", "")
+        if not text:
+            return None
+        kind, message = json.loads(text)
+        # The batch's own one-line errors keep their type; anything else says what it was.
+        return IngestError(message) if kind == IngestError.__name__ else RuntimeError(f"{kind}: {message}")
+
+    def totals(self, spark: SparkSession) -> dict[str, int]:
+        return {k: int(n) for k, n in json.loads(spark.conf.get(f"{self.token}.counts", "{}") or "{}").items()}
+
+    def close(self, spark: SparkSession) -> None:
+        for name in ("query_id", "counts", "error"):
+            spark.conf.unset(f"{self.token}.{name}")
+
+
+def batch_function(spark: SparkSession, cfg: AppConfig, source: str, run_id: str,
+                   remote: bool) -> _Batches | _ServerBatches:
+    """The ``foreachBatch`` function for one ingest query: :class:`_ServerBatches` over Spark Connect
+    (``remote``), :class:`_Batches` in a classic session."""
+    if not remote:
+        return _Batches(spark, cfg, source, run_id)
+    # The server's worker cannot read this process's environment: the key travels with the function.
+    key = hmac_key(cfg.privacy.key_env) if delta_io.is_delta(spark, forgotten_uri(cfg)) else None
+    return _ServerBatches(cfg, source, run_id, f"sparkpromo.ingest.{uuid.uuid4().hex}", key)
 
 
 # One ingest per checkpoint at a time in this driver (another process is kept out by the checkpoint's own log).
@@ -156,5 +247,6 @@ def _stream_error(source: str, src: FileSource, checkpoint: str, e: Exception) -
 
 
 __all__ = [
-    "FILE_STREAM_SCHEMA", "MAX_FILE_AGE", "QUERY_ID_WAIT_S", "new_files", "append_files", "IngestConflict",
+    "FILE_STREAM_SCHEMA", "MAX_FILE_AGE", "QUERY_ID_WAIT_S", "new_files", "append_files", "batch_function",
+    "IngestConflict",
 ]
