@@ -242,8 +242,9 @@ def test_measure_over_connect_reads_the_offers(lakehouses: Lakehouses, connect_u
     assert "runs_measured" in result.last_json()
 
 
-# The tests below change both lakehouses, so they come after every test of the first day's tables (pytest runs a
-# module's tests in file order): a second day's batch cleaned incrementally, then a user forgotten.
+# The tests below change the lakehouses, so they come after every test of the first day's tables (pytest runs a
+# module's tests in file order): a second day's batch cleaned incrementally, a user forgotten, then a file with that
+# user's event ingested.
 
 @dataclass(frozen=True)
 class DayTwo:
