@@ -5,6 +5,7 @@ through a real server."""
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 from pathlib import Path
 
@@ -31,6 +32,7 @@ def test_server_batches_pickle_append_and_sum_counts_through_the_session(spark: 
     assert isinstance(batches, _ServerBatches) and batches.key is None  # nothing forgotten yet: no key travels
     shipped = pickle.loads(cloudpickle.dumps(batches))
     assert shipped == batches
+    assert "key=" not in repr(dataclasses.replace(batches, key=b"0123456789abcdef"))  # a secret stays out of logs
     a = write_events(cfg, "a.csv", ["e1,u1,p1,view,2026-11-01T10:00:00Z,,,s1",
                                     "e2,u1,p1,view,2026-11-01T10:00:00Z,,,s1"])
     b = write_events(cfg, "b.csv", ["e3,u2,p1,view,2026-11-01T11:00:00Z,,,s1"])

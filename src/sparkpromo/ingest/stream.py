@@ -11,7 +11,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -158,7 +158,7 @@ class _ServerBatches:
     source: str
     run_id: str
     token: str  # this ingest's prefix in the session configuration
-    key: bytes | None
+    key: bytes | None = field(default=None, repr=False)  # a secret: never in a log line or a traceback
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         spark = batch.sparkSession
