@@ -10,13 +10,14 @@ import sys
 import threading
 
 from sparkpromo.session import build_session
-from tests.conftest import make_config
+from tests.conftest import SMALL_DATA_CONF, make_config
 
 
 def main(port: int, checkpoint_dir: str) -> None:
     cfg = make_config(checkpoint_dir, spark={
         "master": "local[2]", "shuffle_partitions": 2, "driver_memory": "2g", "checkpoint_dir": checkpoint_dir,
-        "conf": {"spark.plugins": "org.apache.spark.sql.connect.SparkConnectPlugin",
+        # The suite's small-data settings as the server's defaults, so its sessions run as the classic ones do.
+        "conf": {**SMALL_DATA_CONF, "spark.plugins": "org.apache.spark.sql.connect.SparkConnectPlugin",
                  "spark.connect.grpc.binding.port": str(port), "spark.checkpoint.dir": checkpoint_dir}})
     build_session(cfg, app_name="sparkpromo-connect-test-server")
     print(f"connect server listening on {port}", file=sys.stderr, flush=True)

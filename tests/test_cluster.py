@@ -29,6 +29,7 @@ from sparkpromo import cli
 from sparkpromo import columns as C
 from sparkpromo.ingest import FILE_MTIME
 from tests.cluster import SPARK_HOME, CommandResult, StandaloneCluster, clean_env, free_port, run_command
+from tests.conftest import SMALL_DATA_CONF
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBMIT_SH = ROOT / "spark-submit.sh"
@@ -44,9 +45,10 @@ EVENTS = 4000
 # spark.shuffle_partitions: 64 blocks for ~100 users made the cluster's train stage take ~9 minutes on 2 cores.
 COMMON_SETS = ("train.grid.rank=[4]", "train.grid.max_iter=[5]", "train.folds=2", "spark.shuffle_partitions=4")
 # Performance only, results do not depend on them: Delta rebuilds table snapshots with 50 tasks by default
-# (session.py sets 2 in local mode, but never overrides what a launcher owns), and no driver UI is needed.
+# (session.py sets 2 in local mode, but never overrides what a launcher owns), no driver UI is needed, and the
+# suite's small-data settings (interpreted expressions; the local run has them from the suite's session).
 SUBMIT_CONF = ("spark.databricks.delta.snapshotPartitions=2", "spark.ui.enabled=false",
-               "spark.ui.showConsoleProgress=false")
+               "spark.ui.showConsoleProgress=false", *(f"{k}={v}" for k, v in SMALL_DATA_CONF.items()))
 # Each run, generously: CI has 2 shared cores (a quiet machine needs a few minutes for both).
 RUN_TIMEOUT_S = 1500
 

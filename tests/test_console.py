@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
-from tests.conftest import CONF_DIR
+from tests.conftest import CONF_DIR, SMALL_DATA_CONF
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +35,7 @@ def test_a_run_prints_only_its_own_lines(spark: SparkSession, tmp_path: Path) ->
     res = subprocess.run([sys.executable, "-m", "sparkpromo.cli", "run", "--sample", "--events", "1000",
                           "--stages", "ingest,clean,features,train,recommend", "--conf-dir", str(CONF_DIR),
                           "--set", "spark.master=local[2]", "--set", "spark.shuffle_partitions=2",
-                          "--run-date", "2026-11-29"],
+                          "--set", f"spark.conf={json.dumps(SMALL_DATA_CONF)}", "--run-date", "2026-11-29"],
                          cwd=tmp_path, capture_output=True, text=True, env=env, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     err = res.stderr
