@@ -43,9 +43,10 @@ def make_config(root: Path | str, **sections: Any) -> AppConfig:
 
 # Tiny frames: interpreted execution without adaptive re-planning needs a fraction of the CPU (test_pipeline_rerun:
 # 164 s -> 120 s). The whole suite runs so, and so do the JVMs it starts where a test does not depend on Spark's
-# defaults (the Spark Connect server, the standalone cluster's application, the console's run); production keeps
-# Spark's defaults, and `run --sample` merges the first two from conf/sample.yaml (the third is an internal setting
-# Spark keeps for its own tests). A test that needs another value sets it and restores it.
+# defaults (the Spark Connect server, the standalone cluster's application, the console's run, the concurrent CLI
+# ingests); production keeps Spark's defaults, and `run --sample` merges the first two from conf/sample.yaml (the
+# third is an internal setting Spark keeps for its own tests). A test that needs another value sets it and restores
+# it.
 SMALL_DATA_CONF = {"spark.sql.adaptive.enabled": "false", "spark.sql.codegen.wholeStage": "false",
                    "spark.sql.codegen.factoryMode": "NO_CODEGEN"}
 

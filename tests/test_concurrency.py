@@ -8,6 +8,7 @@ write) by a barrier, so each has read the table before either commits.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from sparkpromo.config import AppConfig
 from sparkpromo.ingest import ingest_source
 from sparkpromo.logs import error_summary
 from sparkpromo.pipeline import RunContext, run_stage
-from tests.conftest import CONF_DIR, make_config
+from tests.conftest import CONF_DIR, SMALL_DATA_CONF, make_config
 from tests.measure import record
 
 pytestmark = pytest.mark.slow
@@ -169,7 +170,8 @@ def cli(cwd: Path, *args: str) -> subprocess.Popen[str]:
            "SPARKPROMO_LANDING": str(cwd / "landing"), "SPARKPROMO_LAKEHOUSE": str(cwd / "lakehouse")}
     return subprocess.Popen([sys.executable, "-m", "sparkpromo.cli", *args, "--conf-dir", str(CONF_DIR),
                              "--set", "spark.master=local[1]", "--set", "spark.driver_memory=1g",
-                             "--set", "spark.shuffle_partitions=2"],
+                             "--set", "spark.shuffle_partitions=2",
+                             "--set", f"spark.conf={json.dumps(SMALL_DATA_CONF)}"],
                             cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
