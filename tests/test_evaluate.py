@@ -61,6 +61,49 @@ def test_ranking_frame_gives_empty_list_not_null(spark: SparkSession) -> None:
     assert E.ranking_metrics(recs, holdout.limit(0), 5)["ndcg"] == 0.0  # empty holdout: 0, not NaN
 
 
+def _varied_frame(spark: SparkSession) -> DataFrame:
+    """Ranking-frame rows covering every branch of Spark's metrics at k=3: lists shorter and longer than k, more
+    labels than k, hits at every rank, no hit, an empty list and an empty label set."""
+    rows = [(1, [10.0, 20.0, 30.0, 40.0], [10.0, 30.0, 40.0, 50.0]), (2, [50.0, 60.0], [60.0]),
+            (3, [], [80.0, 81.0]), (4, [1.0, 2.0, 3.0], [7.0]), (5, [7.0], [7.0, 8.0, 9.0, 10.0, 11.0]),
+            (6, [4.0, 5.0, 6.0], [6.0, 5.0, 4.0]), (7, [9.0], []), (8, [2.0, 9.0, 3.0, 8.0], [8.0, 3.0])]
+    return spark.createDataFrame(rows, f"{C.USER_IDX} int, {C.PREDICTION} array<double>, {C.LABEL} array<double>")
+
+
+def test_ranking_aggregates_equal_sparks_ranking_evaluator(spark: SparkSession) -> None:
+    """One aggregate query gives what Spark's RankingEvaluator gives, one job per metric."""
+    from pyspark.ml.evaluation import RankingEvaluator
+
+    frame = _varied_frame(spark)
+    for k in (1, 3, 5):
+        got = frame.agg(*E.ranking_aggregates(k)).first()
+        assert got is not None
+        for name, spark_name in E.RANKING_METRICS.items():
+            expected = RankingEvaluator(predictionCol=C.PREDICTION, labelCol=C.LABEL, metricName=spark_name,
+                                        k=k).evaluate(frame)
+            assert got[name] == pytest.approx(expected, abs=1e-12), (name, k)
+
+
+def test_ranking_aggregates_do_not_depend_on_partitioning(spark: SparkSession) -> None:
+    """The means are exact sums, so a local and a cluster run, which split the rows differently, agree to the bit."""
+    frame = _varied_frame(spark)
+    one = frame.coalesce(1).agg(*E.ranking_aggregates(3)).first()
+    many = frame.repartition(5, C.USER_IDX).agg(*E.ranking_aggregates(3)).first()
+    assert one is not None and many is not None and one.asDict() == many.asDict()
+
+
+def test_evaluate_recommendations_in_one_query_equals_each_metric_alone(spark: SparkSession) -> None:
+    train = inter(spark, [(1, 10, 1, 0), (2, 10, 1, 0), (3, 20, 1, 0), (1, 30, 1, 0), (2, 40, 1, 0)])
+    holdout = spark.createDataFrame([(1, 20), (2, 30), (2, 20), (3, 10)], f"{C.USER_IDX} int, {C.ITEM_IDX} int")
+    ranked = spark.createDataFrame([(1, 20, 0.9, 1), (1, 40, 0.5, 2), (2, 20, 0.8, 1), (3, 30, 0.7, 1)],
+                                   f"{C.USER_IDX} int, {C.ITEM_IDX} int, {C.SCORE} double, {C.RANK} int")
+    got = E.evaluate_recommendations(ranked, holdout, train, 2)
+    alone = {**E.ranking_metrics(E.as_lists(ranked), holdout, 2), "coverage": E.catalog_coverage(ranked, train),
+             "novelty": E.novelty(ranked, train)}
+    assert got == alone
+    assert got["precision"] == pytest.approx((1 / 2 + 1 / 2 + 0) / 3)  # users 1 and 2 hit once in two, user 3 not
+
+
 def test_coverage_and_novelty(spark: SparkSession) -> None:
     # item 10: 4 of 4 users (0 bits), item 20: 2 users (1 bit), item 30: 1 user (2 bits), item 40: 1 user
     train = inter(spark, [(1, 10, 1, 0), (2, 10, 1, 0), (3, 10, 1, 0), (4, 10, 1, 0),

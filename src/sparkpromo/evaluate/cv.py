@@ -19,7 +19,7 @@ from pyspark.sql import DataFrame
 from pyspark.util import inheritable_thread_target
 
 from sparkpromo import columns as C
-from sparkpromo.evaluate.metrics import _finite, _ranking_evaluator, ranking_frame
+from sparkpromo.evaluate.metrics import _finite, ranking_aggregates, ranking_frame
 from sparkpromo.evaluate.splits import Split, _drop_unknown
 from sparkpromo.evaluate.topk import RANKING_METRICS, as_lists, seen_summary, top_k_excluding_seen
 
@@ -148,8 +148,9 @@ class TopKEvaluator(Evaluator, _HasK):
 
     def _evaluate(self, dataset: DataFrame) -> float:
         metric = self.getOrDefault(self.metricName)
-        # An empty frame: e.g. every validation user was unknown to the training fold.
-        value = 0.0 if dataset.isEmpty() else _finite(_ranking_evaluator(metric, self.getK()).evaluate(dataset))
+        # An empty frame (e.g. every validation user was unknown to the training fold) scores 0.
+        row = dataset.agg(*ranking_aggregates(self.getK(), [metric])).first()
+        value = _finite(float(row[0])) if row else 0.0
         if self.progress is not None:
             self.progress.scored(metric, self.getK(), value)
         return value
