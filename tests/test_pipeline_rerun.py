@@ -243,3 +243,77 @@ def test_the_run_record_is_compacted_as_runs_add_small_files(spark: SparkSession
     assert [r[C.RUN_ID] for r in latest] == ["r8"] and mine is not None and mine[C.RUN_ID] == "r3"
     assert last_record(spark, cfg, "clean") == {"io": {T.SILVER_EVENTS.key: 8}, "result": {"n": 8},
                                                 "fingerprint": {"version": "x"}}
+
+
+def test_a_runs_stages_query_the_run_record_once_and_again_after_any_other_commit(
+        spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between two stages of a run, ``metrics/stages`` changes only by the row the first one wrote: the next read is
+    the last one plus that row, with no query of the table. Any other commit (another process's record), or the
+    table recreated at the same path, makes the next read query the table again, and see what changed. A first
+    record of a run id and stage is an append; a rerun's record replaces its row."""
+    import shutil
+
+    from delta.tables import DeltaTable
+
+    from sparkpromo import run_records, schemas
+    from sparkpromo.pipeline import RunContext, manifest_versions, record_stage_time, stage_rows
+
+    cfg = make_config(tmp_path)
+    uri = T.STAGE_RUNS.uri(cfg)
+    silver = T.SILVER_EVENTS.key
+    queried: list[str | None] = []
+    query = run_records._query
+    monkeypatch.setattr(run_records, "_query", lambda *a: queried.append(a[3]) or query(*a))
+    r1 = RunContext("r1", DAY)
+
+    def record(stage: str, n: int, ctx: RunContext = r1) -> None:
+        record_stage_time(spark, cfg, ctx, stage, 1.0, {silver: n}, {"n": n}, {"version": "x"})
+
+    def result(row: Any) -> Any:
+        return None if row is None else json.loads(row["result"])
+
+    assert stage_rows(spark, cfg, "clean", "r1") == ([], None)  # no table yet
+    record("clean", 1)
+    latest, mine = stage_rows(spark, cfg, "features", "r1")
+    assert [(r["stage"], result(r)) for r in latest] == [("clean", {"n": 1})] and mine is None
+    record("features", 2)
+    latest, mine = stage_rows(spark, cfg, "features", "r1")
+    assert sorted(r["stage"] for r in latest) == ["clean", "features"] and result(mine) == {"n": 2}
+    assert manifest_versions(spark, cfg) == {T.SILVER_EVENTS.uri(cfg): 1}
+    assert queried == []
+    # What the reads answered without a query is what a query of the table gives.
+    commit = delta_io.latest_commit(spark, uri)
+    assert commit is not None
+    fresh = query(spark, uri, commit, "r1")
+    assert {s: r.asDict() for s, r in fresh.latest.items()} == {r["stage"]: r.asDict() for r in latest}
+    assert fresh.runs["r1"]["features"].asDict() == mine.asDict()
+
+    def foreign(run_id: str, n: int) -> Any:  # a record another process could have written
+        return spark.createDataFrame([(run_id, DAY, "clean", 1.0, dt.datetime(2099, 1, 1) + dt.timedelta(minutes=n),
+                                       "{}", json.dumps({"n": n}), None)], schemas.STAGE_RUNS)
+
+    # Another writer's commit: the next read queries, and sees its row.
+    delta_io.append(foreign("r2", 9), uri)
+    latest, mine = stage_rows(spark, cfg, "clean", "r2")
+    assert queried == ["r2"] and result(mine) == {"n": 9}
+    assert [r[C.RUN_ID] for r in latest if r["stage"] == "clean"] == ["r2"]
+
+    # A rerun's record replaces its row (this read has not seen r1's rows, so it cannot tell it is a first one).
+    record("clean", 3)
+    ops = [(r["operation"], r["operationParameters"]["mode"])
+           for r in DeltaTable.forPath(spark, uri).history().orderBy("version").collect()]
+    assert ops[:2] == [("WRITE", "Append"), ("WRITE", "Append")] and ops[-1] == ("WRITE", "Overwrite")
+    rows = delta_io.read(spark, uri).where((F.col(C.RUN_ID) == "r1") & (F.col("stage") == "clean")).collect()
+    assert [json.loads(r["result"]) for r in rows] == [{"n": 3}]
+
+    # The table recreated at the same path, up to the version the last read had: a query tells them apart.
+    stage_rows(spark, cfg)  # the read now knows its commit's time
+    version = delta_io.version(spark, uri)
+    assert version is not None
+    shutil.rmtree(uri)
+    for n in range(100, 101 + version):
+        delta_io.append(foreign("r3", n), uri)
+    assert delta_io.version(spark, uri) == version
+    queried.clear()
+    latest, _ = stage_rows(spark, cfg)
+    assert queried == [None] and [result(r) for r in latest] == [{"n": 100 + version}]

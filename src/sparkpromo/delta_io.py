@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 
 from delta.tables import DeltaTable
 from pyspark.errors import AnalysisException
-from pyspark.sql import DataFrame, DataFrameWriter, SparkSession
+from pyspark.sql import DataFrame, DataFrameWriter, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
     ByteType,
@@ -118,22 +118,27 @@ def _history_sql(uri: str) -> str:
     return f"DESCRIBE HISTORY {table_ref(uri)} LIMIT 1"
 
 
-def _connect_version(spark: SparkSession, uri: str) -> int | None:
-    """The latest version through Delta's SQL (the session extension), not ``DeltaTable``: over Spark Connect the
+def _connect_commit(spark: SparkSession, uri: str) -> tuple[int, int] | None:
+    """The latest commit through Delta's SQL (the session extension), not ``DeltaTable``: over Spark Connect the
     ``DeltaTable`` API needs Delta's Connect server plugin, SQL only the extension every Delta server has."""
     try:
-        row = spark.sql(_history_sql(uri)).select("version").first()
+        row = spark.sql(_history_sql(uri)).select("version", "timestamp").first()
     except AnalysisException as e:
         if any(c in str(e) for c in ("DELTA_MISSING_DELTA_TABLE", "PATH_NOT_FOUND", "DELTA_TABLE_NOT_FOUND",
                                      "is not a Delta table")):
             return None
         raise
-    return int(row[0]) if row else None
+    return _commit(row)
+
+
+def _commit(row: Row | None) -> tuple[int, int] | None:
+    # The commit's time as epoch milliseconds: told apart from the same version of a table since recreated.
+    return None if row is None else (int(row[0]), int(row[1].timestamp() * 1000))
 
 
 def is_delta(spark: SparkSession, uri: str) -> bool:
     if is_connect(spark):
-        return _connect_version(spark, uri) is not None
+        return _connect_commit(spark, uri) is not None
     return DeltaTable.isDeltaTable(spark, uri)
 
 
@@ -152,16 +157,23 @@ def version(spark: SparkSession, uri: str) -> int | None:
     pins = _pins.get() or {}
     if uri in pins:
         return pins[uri]
+    commit = latest_commit(spark, uri)
+    return None if commit is None else commit[0]
+
+
+def latest_commit(spark: SparkSession, uri: str) -> tuple[int, int] | None:
+    """The latest commit of a Delta table, pinned or not, as (version, time in epoch milliseconds); None when there
+    is no table."""
     if is_connect(spark):
-        return _connect_version(spark, uri)
+        return _connect_commit(spark, uri)
     try:
-        row = DeltaTable.forPath(spark, uri).history(1).select("version").first()
+        row = DeltaTable.forPath(spark, uri).history(1).select("version", "timestamp").first()
     except AnalysisException:
         # Asked first, this costs every lookup of an existing table a second log listing.
         if is_delta(spark, uri):
             raise
         return None
-    return int(row[0]) if row else None
+    return _commit(row)
 
 
 CHANGE_FEED = "delta.enableChangeDataFeed"
@@ -315,14 +327,18 @@ def replace_partition(df: DataFrame, uri: str, where: Mapping[str, object], part
 
 
 def append(df: DataFrame, uri: str, app_id: str | None = None, txn_version: int | None = None,
-           partition_by: Sequence[str] = (), name: str = "", properties: Mapping[str, str] | None = None) -> None:
+           partition_by: Sequence[str] = (), name: str = "", properties: Mapping[str, str] | None = None,
+           merge_schema: bool = False) -> None:
     """Append; with ``app_id``/``txn_version`` Delta skips a commit it has already seen (idempotent retry).
-    ``properties`` are the table's when this write creates it."""
+    ``properties`` are the table's when this write creates it; ``merge_schema`` lets the write add the columns the
+    table lacks."""
     fault_point(f"before_write:{name or uri}")
     writer = creating(faulty_write(df, name or uri).write.format("delta").mode("append"), df, uri,
                       properties=properties, partition_by=partition_by)
     if app_id is not None and txn_version is not None:
         writer = writer.option("txnAppId", app_id).option("txnVersion", txn_version)
+    if merge_schema:
+        writer = writer.option("mergeSchema", "true")
     if partition_by:
         writer = writer.partitionBy(*partition_by)
     writer.save(uri)

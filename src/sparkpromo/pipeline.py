@@ -26,6 +26,7 @@ from sparkpromo.ingest import run_ingest
 from sparkpromo.logs import stage
 from sparkpromo.measure import run_measure
 from sparkpromo.recommend import run_recommend
+from sparkpromo.run_records import decoded, last_record, record_stage_time, stage_rows
 from sparkpromo.train import run_train
 
 log = logging.getLogger(__name__)
@@ -271,46 +272,6 @@ def rerun_reason(last: Mapping[str, Any], versions: Mapping[str, int | None], fi
     return ";".join(reasons) or None
 
 
-def stage_rows(spark: SparkSession, cfg: AppConfig, name: str | None = None, run_id: str | None = None
-               ) -> tuple[list[Row], Row | None]:
-    """``metrics/stages`` in one query: the latest row of every stage (one per stage name, so a handful however
-    many runs there were), and the row of stage ``name`` for ``run_id`` (None when not asked or not there)."""
-    uri = T.STAGE_RUNS.uri(cfg)
-    if not delta_io.is_delta(spark, uri):
-        return [], None
-    df = delta_io.read(spark, uri)
-    # A table written before fingerprints were recorded has no such column: its runs count as changed.
-    fp_col = F.col("fingerprint") if "fingerprint" in df.columns else F.lit(None).cast("string").alias("fingerprint")
-    rows = df.select("stage", C.RUN_ID, "finished_at", "io_versions", "result", fp_col)
-    mine = "_mine"
-    out = (rows.groupBy("stage").agg(F.max_by(F.struct(*rows.columns), "finished_at").alias("_r"))
-           .select("_r.*").withColumn(mine, F.lit(False)))
-    if name is not None and run_id is not None:
-        out = out.unionByName(rows.where((F.col("stage") == name) & (F.col(C.RUN_ID) == run_id)).limit(1)
-                              .withColumn(mine, F.lit(True)))
-    got = out.collect()
-    return [r for r in got if not r[mine]], next((r for r in got if r[mine]), None)
-
-
-def _decoded(row: Row | None) -> dict[str, Any] | None:
-    if row is None:
-        return None
-    io_versions, fingerprint = row["io_versions"], row["fingerprint"]
-    return {"io": None if io_versions is None else json.loads(io_versions),
-            "result": json.loads(row["result"] or "{}"),
-            "fingerprint": None if fingerprint is None else json.loads(fingerprint)}
-
-
-def last_record(spark: SparkSession, cfg: AppConfig, name: str, run_id: str | None = None) -> dict[str, Any] | None:
-    """The ``metrics/stages`` record of stage ``name`` for ``run_id`` (None: the latest of any run id), with its
-    JSON decoded: ``io`` (table versions), ``result`` and ``fingerprint``, each None when not recorded; None when
-    there is no such record."""
-    latest, mine = stage_rows(spark, cfg, name, run_id)
-    if run_id is not None:
-        return _decoded(mine)
-    return _decoded(next((r for r in latest if r["stage"] == name), None))
-
-
 def manifest_versions(spark: SparkSession, cfg: AppConfig, latest: list[Row] | None = None) -> dict[str, int]:
     """The run manifest: table URI -> the version the last *successful* run of the stage that writes it left (its
     ``metrics/stages`` row, written last). ``forget`` records the versions it leaves as the stage ``forget``.
@@ -367,7 +328,7 @@ def run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext, f
     latest, mine = stage_rows(spark, cfg, name, ctx.run_id)
     with delta_io.pinned(_pins(spark, cfg, name, latest)):
         return _run_stage(name, spark, cfg, ctx, force, strict, full_refresh and name in ("clean", "features"),
-                          _decoded(mine))
+                          decoded(mine))
 
 
 def _run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext, force: bool, strict: bool,
@@ -412,22 +373,6 @@ def _run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext, 
     versions = table_versions(spark, cfg, io_tables[0] + io_tables[1]) if io_tables else None
     record_stage_time(spark, cfg, ctx, name, time.perf_counter() - t0, versions, result, fingerprint)
     return _strict(result, strict)
-
-
-def record_stage_time(spark: SparkSession, cfg: AppConfig, ctx: RunContext, name: str, seconds: float,
-                      versions: dict[str, int | None] | None = None, result: dict[str, Any] | None = None,
-                      fingerprint: Mapping[str, Any] | None = None) -> None:
-    """One row per (run id, stage): timing, the table versions it left, its (small) result summary: the whole
-    result (nested metrics and campaigns included, ``skipped`` left out), which a skipped rerun reports again, and
-    its :func:`stage_fingerprint` (JSON). Replacing the (run id, stage) row makes a retried record a no-op."""
-    scalars = {k: v for k, v in (result or {}).items() if k != "skipped"}
-    row = [(ctx.run_id, ctx.run_date, name, float(seconds), dt.datetime.now(dt.UTC).replace(tzinfo=None),
-            None if versions is None else json.dumps(versions, sort_keys=True), json.dumps(scalars, default=str),
-            None if fingerprint is None else json.dumps(fingerprint, sort_keys=True))]
-    df = spark.createDataFrame(row, schemas.STAGE_RUNS)
-    # merge_schema: a metrics/stages table written before fingerprints gains the column
-    delta_io.replace_partition(df, T.STAGE_RUNS.uri(cfg), {C.RUN_ID: ctx.run_id, "stage": name},
-                               name=T.STAGE_RUNS.key, merge_schema=True, properties=T.STAGE_RUNS.properties)
 
 
 def record_campaign_metrics(spark: SparkSession, cfg: AppConfig, ctx: RunContext,
