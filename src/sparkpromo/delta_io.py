@@ -297,10 +297,7 @@ def overwrite(df: DataFrame, uri: str, partition_by: Sequence[str] = (), name: s
     writer = creating(writer, df, uri, properties, partition_by)
     if overwrite_schema:
         writer = writer.option("overwriteSchema", "true")
-    if partition_by:
-        writer = writer.partitionBy(*partition_by)
-    writer.save(uri)
-    fault_point(f"after_write:{name or uri}")
+    _save(writer, uri, name, partition_by)
 
 
 def replace_partition(df: DataFrame, uri: str, where: Mapping[str, object], partition_by: Sequence[str] = (),
@@ -318,12 +315,7 @@ def replace_partition(df: DataFrame, uri: str, where: Mapping[str, object], part
     fault_point(f"before_write:{name or uri}")
     writer = faulty_write(df, name or uri).write.format("delta").mode("overwrite").option("replaceWhere", predicate)
     writer = creating(writer, df, uri, properties=properties, partition_by=partition_by)
-    if partition_by:
-        writer = writer.partitionBy(*partition_by)
-    if merge_schema:
-        writer = writer.option("mergeSchema", "true")
-    writer.save(uri)
-    fault_point(f"after_write:{name or uri}")
+    _save(writer, uri, name, partition_by, merge_schema)
 
 
 def append(df: DataFrame, uri: str, app_id: str | None = None, txn_version: int | None = None,
@@ -337,10 +329,16 @@ def append(df: DataFrame, uri: str, app_id: str | None = None, txn_version: int 
                       properties=properties, partition_by=partition_by)
     if app_id is not None and txn_version is not None:
         writer = writer.option("txnAppId", app_id).option("txnVersion", txn_version)
-    if merge_schema:
-        writer = writer.option("mergeSchema", "true")
+    _save(writer, uri, name, partition_by, merge_schema)
+
+
+def _save(writer: DataFrameWriter, uri: str, name: str, partition_by: Sequence[str], merge_schema: bool = False
+          ) -> None:
+    """The last steps every write shares: partitioning, schema merging, the save and its fault point."""
     if partition_by:
         writer = writer.partitionBy(*partition_by)
+    if merge_schema:
+        writer = writer.option("mergeSchema", "true")
     writer.save(uri)
     fault_point(f"after_write:{name or uri}")
 
