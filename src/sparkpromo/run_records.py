@@ -4,7 +4,10 @@ manifest, a rerun's skip decision and :func:`last_record` are built from.
 A read is kept per table version (one process, any session): the stages of a run each read the record before they
 run, and between two of them the table changes only by the row the previous stage wrote, which is added to what
 was read. A version lookup then stands in for the query. Any other commit (another process's record, an auto
-compaction) moves the table past the version that row was counted at, and the next read queries again.
+compaction) moves the table past the version that row was counted at, and the next read queries again. A table
+recreated at the same path is told apart by its latest commit's time, except right after this process's own write
+(whose time it has not looked up): the pipeline always reads the record before it writes one, so that gap holds no
+read.
 """
 
 from __future__ import annotations
