@@ -45,10 +45,14 @@ EVENTS = 4000
 # spark.shuffle_partitions: 64 blocks for ~100 users made the cluster's train stage take ~9 minutes on 2 cores.
 COMMON_SETS = ("train.grid.rank=[4]", "train.grid.max_iter=[5]", "train.folds=2", "spark.shuffle_partitions=4")
 # Performance only, results do not depend on them: Delta rebuilds table snapshots with 50 tasks by default
-# (session.py sets 2 in local mode, but never overrides what a launcher owns), no driver UI is needed, and the
-# suite's small-data settings (interpreted expressions; the local run has them from the suite's session).
+# (session.py sets 2 in local mode, but never overrides what a launcher owns), no driver UI is needed, the suite's
+# small-data settings (interpreted expressions; the local run has them from the suite's session), and the client
+# JIT alone in the driver and both executors: three fresh JVMs that would each compile the same hot code with C2
+# on the 2 cores the other test process also needs (the cluster's setup 0.84x, its CPU ~90 s less; BENCHMARKS.md,
+# "The cluster run's JVMs on the client JIT"). Java's floating point is the same on either compiler.
 SUBMIT_CONF = ("spark.databricks.delta.snapshotPartitions=2", "spark.ui.enabled=false",
-               "spark.ui.showConsoleProgress=false", *(f"{k}={v}" for k, v in SMALL_DATA_CONF.items()))
+               "spark.ui.showConsoleProgress=false", *(f"{k}={v}" for k, v in SMALL_DATA_CONF.items()),
+               *(f"spark.{side}.extraJavaOptions=-XX:TieredStopAtLevel=1" for side in ("driver", "executor")))
 # Each run, generously: CI has 2 shared cores (a quiet machine needs a few minutes for both).
 RUN_TIMEOUT_S = 1500
 
