@@ -51,6 +51,13 @@ SMALL_DATA_CONF = {"spark.sql.adaptive.enabled": "false", "spark.sql.codegen.who
                    "spark.sql.codegen.factoryMode": "NO_CODEGEN"}
 
 
+# Java options for the short-lived JVMs some tests start several of at once (the standalone cluster's driver and
+# executors, concurrent CLI processes): the client JIT alone. Each would otherwise compile the same hot code with C2
+# on the two cores the other test process also needs (BENCHMARKS.md, "The cluster run's JVMs on the client JIT").
+# Not for a JVM that does a long run alone (the suite's own, the console test's): there C2 pays for itself.
+SHORT_JVM_OPTS = "-XX:TieredStopAtLevel=1"
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Files that hold a slow test run first, each file's tests kept together and in order. pytest-xdist hands out
     whole files in this order (scripts/test.sh), so the long end-to-end files start early and the quick files fill

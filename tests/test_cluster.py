@@ -29,7 +29,7 @@ from sparkpromo import cli
 from sparkpromo import columns as C
 from sparkpromo.ingest import FILE_MTIME
 from tests.cluster import SPARK_HOME, CommandResult, StandaloneCluster, clean_env, free_port, run_command
-from tests.conftest import SMALL_DATA_CONF
+from tests.conftest import SHORT_JVM_OPTS, SMALL_DATA_CONF
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBMIT_SH = ROOT / "spark-submit.sh"
@@ -46,13 +46,12 @@ EVENTS = 4000
 COMMON_SETS = ("train.grid.rank=[4]", "train.grid.max_iter=[5]", "train.folds=2", "spark.shuffle_partitions=4")
 # Performance only, results do not depend on them: Delta rebuilds table snapshots with 50 tasks by default
 # (session.py sets 2 in local mode, but never overrides what a launcher owns), no driver UI is needed, the suite's
-# small-data settings (interpreted expressions; the local run has them from the suite's session), and the client
-# JIT alone in the driver and both executors: three fresh JVMs that would each compile the same hot code with C2
-# on the 2 cores the other test process also needs (the cluster's setup 0.84x, its CPU ~90 s less; BENCHMARKS.md,
-# "The cluster run's JVMs on the client JIT"). Java's floating point is the same on either compiler.
+# small-data settings (interpreted expressions; the local run has them from the suite's session), and the short
+# JVMs' options in the driver and both executors (the cluster's setup 0.84x; Java's floating point is the same on
+# either compiler).
 SUBMIT_CONF = ("spark.databricks.delta.snapshotPartitions=2", "spark.ui.enabled=false",
                "spark.ui.showConsoleProgress=false", *(f"{k}={v}" for k, v in SMALL_DATA_CONF.items()),
-               *(f"spark.{side}.extraJavaOptions=-XX:TieredStopAtLevel=1" for side in ("driver", "executor")))
+               *(f"spark.{side}.extraJavaOptions={SHORT_JVM_OPTS}" for side in ("driver", "executor")))
 # Each run, generously: CI has 2 shared cores (a quiet machine needs a few minutes for both).
 RUN_TIMEOUT_S = 1500
 

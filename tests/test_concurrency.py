@@ -28,7 +28,7 @@ from sparkpromo.config import AppConfig
 from sparkpromo.ingest import ingest_source
 from sparkpromo.logs import error_summary
 from sparkpromo.pipeline import RunContext, run_stage
-from tests.conftest import CONF_DIR, SMALL_DATA_CONF, make_config
+from tests.conftest import CONF_DIR, SHORT_JVM_OPTS, SMALL_DATA_CONF, make_config
 from tests.measure import record
 
 pytestmark = pytest.mark.slow
@@ -166,12 +166,10 @@ def test_concurrent_clean_leaves_one_runs_tables(spark: SparkSession, tmp_path: 
 
 def cli(cwd: Path, *args: str) -> subprocess.Popen[str]:
     src = str(CONF_DIR.parent / "src")  # this checkout's code, whatever the installed copy points at
-    # The client JIT alone: two short-lived JVMs at once, whose C2 compilations of the same code would take the
-    # cores they share with each other and with the other test process (this test 0.75x; BENCHMARKS.md, "The
-    # cluster run's JVMs on the client JIT"). Added to the launcher's java options, not in place of the session's.
+    # SPARK_SUBMIT_OPTS adds to the launcher's java options; the session's own stay (this test 0.75x).
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]),
            "SPARKPROMO_LANDING": str(cwd / "landing"), "SPARKPROMO_LAKEHOUSE": str(cwd / "lakehouse"),
-           "SPARK_SUBMIT_OPTS": f"{os.environ.get('SPARK_SUBMIT_OPTS', '')} -XX:TieredStopAtLevel=1".strip()}
+           "SPARK_SUBMIT_OPTS": f"{os.environ.get('SPARK_SUBMIT_OPTS', '')} {SHORT_JVM_OPTS}".strip()}
     return subprocess.Popen([sys.executable, "-m", "sparkpromo.cli", *args, "--conf-dir", str(CONF_DIR),
                              "--set", "spark.master=local[1]", "--set", "spark.driver_memory=1g",
                              "--set", "spark.shuffle_partitions=2",
