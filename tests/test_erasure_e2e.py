@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 KEY_ENV = "SPARKPROMO_HMAC_KEY"
 KEY = "erasure-test-key-0123456789"
 RUN_DATE = "2026-11-01"
-# Small, but every layer holds users with quarantined rows and offers; one grid point, 2 folds, no CV beyond.
+# Small, but every layer holds users with quarantined rows and offers; one grid point, so no CV folds are fitted.
 SETS = ("train.grid.rank=[4]", "train.grid.max_iter=[3]", "train.folds=2", "spark.shuffle_partitions=2",
         "mlflow.enabled=true")
 

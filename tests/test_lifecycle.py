@@ -87,7 +87,8 @@ def lifecycle_config(root: Path, grid: dict[str, Any]) -> AppConfig:
 
 
 GOOD = {"rank": [8], "reg_param": [0.05], "alpha": [10.0], "max_iter": [10]}
-WORSE = {"rank": [1], "reg_param": [0.05], "alpha": [10.0], "max_iter": [1]}
+# Two points (both rank 1, one iteration), so that this run is cross-validated on time folds.
+WORSE = {"rank": [1], "reg_param": [0.05, 0.5], "alpha": [10.0], "max_iter": [1]}
 
 
 @pytest.fixture(scope="module")
@@ -354,11 +355,12 @@ def test_temporal_folds_never_validate_on_earlier_data(spark: SparkSession) -> N
 
 
 def test_run_uses_time_folds_for_a_temporal_split(runs: dict[str, Any]) -> None:
-    good = runs["good"]
-    assert good["cv_folds"] == "forward-chaining in time"
-    assert len(good["cv"]) == 1 and math.isfinite(good["cv"][0]["mean"]) and good["cv"][0]["mean"] > 0
-    cv = json.loads(registry_text(Path(good["registry"]) / "cv.json"))
-    assert cv["folds_kind"] == "forward-chaining in time"
+    worse = runs["worse"]
+    assert worse["cv_folds"] == "forward-chaining in time"
+    assert len(worse["cv"]) == 2 and all(math.isfinite(row["mean"]) and row["mean"] > 0 for row in worse["cv"])
+    cv = json.loads(registry_text(Path(worse["registry"]) / "cv.json"))
+    assert cv["folds_kind"] == "forward-chaining in time" and cv["folds"] == 2
+    assert runs["good"]["cv_folds"] == "none (one grid point)"  # a one-point grid has nothing to choose
 
 
 # ----------------------------------------------------------------------------------------------------------------

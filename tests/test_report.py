@@ -241,3 +241,19 @@ def test_stage_result_cells_end_with_an_ellipsis_when_cut() -> None:
     body = report.stages_section(run, rows, report.Charts()).body
     assert f"k{report.RESULT_ITEMS - 1}=7, …</td>" in body and f"k{report.RESULT_ITEMS}=" not in body
     assert "champion=als</td>" in body and "metrics" not in body  # nested results stay out of the cell
+
+
+def test_a_run_without_cross_validation_says_why(spark: SparkSession, cfg: AppConfig) -> None:
+    """A one-point grid is not cross-validated (train writes cv.json with no scores and a note): the section says
+    so instead of calling the table missing."""
+    from sparkpromo.report.html import Charts
+    from sparkpromo.report.sections import cv_section
+
+    registry = Path(cfg.lakehouse) / "registry" / "one"
+    registry.mkdir(parents=True)
+    note = "one grid point ({'rank': 8}): nothing to choose, not cross-validated"
+    (registry / "cv.json").write_text(json.dumps({"metric": "ndcg", "k": 10, "folds": 0, "grid": [], "note": note}))
+    body = cv_section(spark, cfg, "one", "", Charts()).body
+    assert "Model run one was not cross-validated: one grid point" in body and 'class="missing"' not in body
+    (registry / "cv.json").write_text(json.dumps({"metric": "ndcg", "k": 10, "folds": 2, "grid": []}))
+    assert 'class="missing"' in cv_section(spark, cfg, "one", "", Charts()).body

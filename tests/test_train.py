@@ -170,6 +170,25 @@ def test_run_train_explicit_ratings_reports_rmse(spark: SparkSession, tmp_path: 
     assert "alpha" not in res["params"] and res["params"]["implicit_prefs"] is False
 
 
+def test_a_one_point_grid_is_fitted_without_folds(spark: SparkSession, tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """Nothing to choose, so no fold is fitted: one fit on the train part (for the holdout metrics) and the refit
+    on all interactions, and cv.json says why it holds no scores."""
+    cfg = make_config(tmp_path, train={"k": 3, "folds": 3, "seed": 3, "test_fraction": 0.25,
+                                       "grid": {"rank": [4], "reg_param": [0.05], "alpha": [5.0], "max_iter": [5],
+                                                "nonnegative": [True]}})
+    delta_io.overwrite(two_tastes(spark), cfg.table("gold", "interactions"))
+    with caplog.at_level(logging.INFO, logger="sparkpromo"):
+        res = T.run_train(spark, cfg, "one")
+    assert not [r for r in caplog.records if r.getMessage().startswith("CV fold")]
+    assert any("one grid point" in r.getMessage() and "no folds" in r.getMessage() for r in caplog.records)
+    assert res["cv"] == [] and res["cv_folds"] == "none (one grid point)"
+    assert res["params"]["rank"] == 4 and res["counts"]["holdout_model_users"] > 0
+    assert all(math.isfinite(v) for v in res["metrics"]["als"].values())
+    cv = json.loads(registry_text(Path(res["registry"]) / "cv.json"))
+    assert cv["grid"] == [] and cv["folds"] == 0 and "not cross-validated" in cv["note"]
+
+
 def test_ratings_cv_chooses_between_implicit_and_explicit(spark: SparkSession, tmp_path: Path) -> None:
     """With both kinds in the grid, CV scores each by the ranking metric and the best mean wins; the chosen kind
     is recorded, and RMSE is reported only for an explicit champion."""

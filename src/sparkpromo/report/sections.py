@@ -154,8 +154,10 @@ def cv_section(spark: SparkSession, cfg: AppConfig, model_run: str | None, note:
     doc = _json(read_text(spark, uri), uri)
     grid = doc.get("grid") if isinstance(doc, dict) else None
     if not grid:
-        return Section("cv-grid", title, (_note(note) if note else "")
-                       + _missing(f"No cross-validation table for model run {model_run} ({uri} is missing)."))
+        why = doc.get("note") if isinstance(doc, dict) else None
+        return Section("cv-grid", title, (_note(note) if note else "") + (
+            _note(f"Model run {model_run} was not cross-validated: {why}.") if why else
+            _missing(f"No cross-validation table for model run {model_run} ({uri} is missing).")))
     metric, k, folds = doc.get("metric", "metric"), doc.get("k", "?"), doc.get("folds", "?")
     keys = sorted({key for g in grid for key in g.get("params", {})},
                   key=lambda key: (GRID_ORDER.index(key) if key in GRID_ORDER else len(GRID_ORDER), key))

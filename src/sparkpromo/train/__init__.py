@@ -8,7 +8,9 @@ Flow of :func:`run_train`:
    points sampled from its ranges (``train.search``), scoring top-K lists that exclude each fold's training items
    (:class:`~sparkpromo.evaluate.RankingALS` + :class:`~sparkpromo.evaluate.TopKEvaluator`). Folds are random
    (``CrossValidator``) for the random split and forward-chaining in time for the temporal ones
-   (:func:`~sparkpromo.evaluate.temporal_folds`: no fold validates on data older than what it trains on);
+   (:func:`~sparkpromo.evaluate.temporal_folds`: no fold validates on data older than what it trains on).
+   A one-point grid has nothing to choose and is not cross-validated (cv.json says so): its fold fits would only
+   estimate what the holdout measures;
 3. the best grid point is refitted on the whole train part; that train-only fit and the popularity baseline are
    scored on the holdout (ndcg, precision, recall, map, coverage, novelty; RMSE too for explicit ratings). With
    silver events, also with serving's exclusion (only non-repeatable bought or rated items excluded: ``als_served``,

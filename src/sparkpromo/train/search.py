@@ -207,7 +207,12 @@ def cross_validate(estimator: E.RankingALS, grid: list[dict[Param, Any]], evalua
     Over Spark Connect (Spark 4.0) ``CrossValidator`` fails: it fits in a thread pool, and Connect's ML calls on a
     pool thread find no active session (``assert session is not None`` in ``pyspark.ml.util.try_remote_call``).
     There the same ``_fold`` folds run through :func:`~sparkpromo.evaluate.cross_validate_folds` on this thread:
-    the same folds, fits and scores, one grid point at a time."""
+    the same folds, fits and scores, one grid point at a time.
+
+    A one-point grid leaves nothing to choose: its fold fits would only estimate what the holdout measures anyway,
+    so the point is fitted once on all of ``train`` and the result holds no fold scores."""
+    if len(grid) == 1:
+        return E.CVResult([], [], estimator.fit(train, grid[0]))
     if not temporal_cv(t) and is_connect(train.sparkSession):
         if t.parallelism > 1:
             log.info("Spark Connect: cross-validating one grid point at a time (train.parallelism=%d ignored)",

@@ -81,7 +81,8 @@ def run_train(spark: SparkSession, cfg: AppConfig, run_id: str) -> dict[str, Any
         counts.update(check_training_data(data))
         purchased, served_note = read_purchases(spark, cfg, versions)
         incumbent, registered = load_incumbent(spark, cfg, run_id)
-        folds_kind = "forward-chaining in time" if temporal_cv(t) else "random"
+        folds_kind = ("none (one grid point)" if len(grid) == 1
+                      else "forward-chaining in time" if temporal_cv(t) else "random")
 
         split = holdout_split(data, t)
         # The train part feeds every CV fold (each fold's slices are cached, but they are all computed from this
@@ -100,16 +101,21 @@ def run_train(spark: SparkSession, cfg: AppConfig, run_id: str) -> dict[str, Any
 
             t1 = time.perf_counter()
             evaluator = E.TopKEvaluator(metricName=t.metric, k=t.k)
-            estimator.progress = evaluator.progress = E.CVProgress(t.folds, len(grid))
-            log.info("CV: %d %s folds x %d %s points, scored by %s@%d", t.folds, folds_kind, len(grid), t.search,
-                     t.metric, t.k)
+            if len(grid) > 1:
+                estimator.progress = evaluator.progress = E.CVProgress(t.folds, len(grid))
+                log.info("CV: %d %s folds x %d %s points, scored by %s@%d", t.folds, folds_kind, len(grid),
+                         t.search, t.metric, t.k)
+            else:
+                log.info("CV: one grid point (%s), nothing to choose: fitted on the train part, no folds",
+                         _describe(grid[0]))
             with spark_progress(spark, "CV"):
                 cv = cross_validate(estimator, grid, evaluator, train, t)  # refits the best point on all of train
             best = cv.best_model
             timings["cv_s"] = round(time.perf_counter() - t1, 2)
             cv_table = [{"params": _describe(pm), "mean": m, "std": sd}
-                        for pm, m, sd in zip(grid, cv.avg_metrics, cv.std_metrics, strict=True)]
-            best_index = max(range(len(grid)), key=lambda i: cv.avg_metrics[i])
+                        for pm, m, sd in zip(grid, cv.avg_metrics, cv.std_metrics, strict=True)] if cv.avg_metrics \
+                else []
+            best_index = max(range(len(grid)), key=lambda i: cv.avg_metrics[i]) if cv.avg_metrics else 0
             params = _describe(grid[best_index])
             implicit = bool(params["implicit_prefs"])
 
@@ -186,8 +192,10 @@ def run_train(spark: SparkSession, cfg: AppConfig, run_id: str) -> dict[str, Any
                       "k": t.k, "metric": t.metric, "seed": t.seed, "input_versions": versions, **gate, **lineage}
         R.write_text(spark, join_uri(registry, "params.json"), json.dumps(params_doc, indent=2, sort_keys=True))
         R.write_text(spark, join_uri(registry, "cv.json"), json.dumps(
-            {"metric": t.metric, "k": t.k, "folds": t.folds, "folds_kind": folds_kind, "search": t.search,
-             "grid": cv_table}, indent=2, sort_keys=True))
+            {"metric": t.metric, "k": t.k, "folds": t.folds if cv_table else 0, "folds_kind": folds_kind,
+             "search": t.search, "grid": cv_table,
+             **({} if cv_table else {"note": f"one grid point ({params}): nothing to choose, not cross-validated"})},
+            indent=2, sort_keys=True))
         R.write_text(spark, join_uri(registry, "metrics.json"), json.dumps(metrics, indent=2, sort_keys=True))
         rows = spark.createDataFrame(metrics_rows(run_id, metrics, decision), MODEL_METRICS)
         if T.migrate_legacy_run_id(spark, T.MODEL_METRICS, cfg):
