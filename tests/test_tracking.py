@@ -75,6 +75,7 @@ def test_logs_params_metrics_cv_and_model(tmp_path: Path, monkeypatch: pytest.Mo
     p, m, t = run.data.params, run.data.metrics, run.data.tags
     assert (p["rank"], p["reg_param"], p["train.metric"], p["input_version.gold.interactions"]) == (
         "8", "0.05", "ndcg", "3")
+    assert p["train.folds"] == str(cfg.train.folds)  # cross-validated: the configured folds
     assert m["als.ndcg"] == pytest.approx(0.31) and m["popularity.ndcg"] == pytest.approx(0.22)
     assert m["data.rows"] == 1000 and m["time.cv_s"] == pytest.approx(12.5)
     assert t["sparkpromo.run_id"] == "20261129" and t["delta.gold.id_map.version"] == "1"
@@ -94,7 +95,9 @@ def test_tracking_uri_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     cfg = _cfg(tmp_path / "a")
     assert tracking.tracking_uri(cfg) == from_env
     run_id = tracking.log_train_run(cfg, {**RESULT, "cv": []}, None)
-    assert _client(from_env, monkeypatch).get_run(run_id).data.tags["sparkpromo.model_logged_as"] == "none"
+    run = _client(from_env, monkeypatch).get_run(run_id)
+    assert run.data.tags["sparkpromo.model_logged_as"] == "none"
+    assert run.data.params["train.folds"] == "0"  # a run with no CV table was not cross-validated
     assert not (Path(cfg.lakehouse) / "mlruns").exists()
     explicit = (tmp_path / "cfg-store").as_uri()
     assert tracking.tracking_uri(_cfg(tmp_path / "b", tracking_uri=explicit)) == explicit  # config beats env

@@ -189,7 +189,9 @@ def log_train_run(cfg: AppConfig, result: dict[str, Any], model_path: str | None
             mlflow_run_id = run.info.run_id
 
             params = {**{k: _param(v) for k, v in (result.get("params") or {}).items()},
-                      "train.k": str(t.k), "train.metric": t.metric, "train.folds": str(t.folds),
+                      "train.k": str(t.k), "train.metric": t.metric,
+                      # 0 when a one-point grid was not cross-validated, as in the registry's cv.json
+                      "train.folds": str(t.folds if result.get("cv") else 0),
                       "train.split": t.split, "train.seed": str(t.seed), "train.champion_gate": str(t.champion_gate),
                       "train.search": t.search, "train.incumbent_margin": str(t.incumbent_margin),
                       **{f"input_version.{name}": str(v) for name, v in versions.items()}}
@@ -204,7 +206,7 @@ def log_train_run(cfg: AppConfig, result: dict[str, Any], model_path: str | None
                 metrics += [Metric("cv_mean", float(point["mean"]), now, i),
                             Metric("cv_std", float(point["std"]), now, i)]
             client.log_batch(mlflow_run_id, metrics=metrics, params=[Param(k, v) for k, v in params.items()])
-            client.log_dict(mlflow_run_id, {"metric": t.metric, "k": t.k, "folds": t.folds,
+            client.log_dict(mlflow_run_id, {"metric": t.metric, "k": t.k, "folds": t.folds if cv else 0,
                                             "grid": [{"step": i, **p} for i, p in enumerate(cv)]}, "cv.json")
             for i, point in enumerate(cv):
                 child = client.create_run(exp_id, run_name=f"train-{run_id}-cv{i:02d}",
