@@ -317,3 +317,58 @@ def test_a_runs_stages_query_the_run_record_once_and_again_after_any_other_commi
     queried.clear()
     latest, _ = stage_rows(spark, cfg)
     assert queried == [None] and [result(r) for r in latest] == [{"n": 100 + version}]
+
+
+def test_a_clean_records_the_bronze_version_it_read_not_an_append_made_while_it_ran(
+        spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process's ingest commits while clean runs: clean's record names the bronze version clean read, so a
+    rerun of the run id is not skipped and cleans the rows that came in meanwhile (recorded at the latest version,
+    the rerun would have been skipped with those rows never cleaned)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sparkpromo import pipeline
+    from sparkpromo.ingest import run_ingest
+    from sparkpromo.pipeline import RunContext, last_record, run_stage
+
+    landing = tmp_path / "landing"
+    header = "event_id,user_id,product_id,event_type,event_time,price,quantity,session_id\n"
+
+    def events(name: str, first: int, n: int) -> None:
+        (landing / "events" / name).write_text(header + "".join(
+            f"e{k},u{k % 2},p{k % 2},view,2026-11-01T10:{k:02d}:00Z,5,1,s{k}\n" for k in range(first, first + n)))
+
+    for d in ("events", "users", "items"):
+        (landing / d).mkdir(parents=True)
+    events("a.csv", 0, 4)
+    (landing / "users" / "u.jsonl").write_text("".join(
+        f'{{"user_id": "u{k}", "signup_date": "2026-01-01", "country": "DE", "marketing_consent": true}}\n'
+        for k in range(2)))
+    (landing / "items" / "i.csv").write_text("product_id,category,brand,price,stock\np0,books,a,5,3\np1,toys,b,7,2\n")
+    cfg, ctx = make_config(tmp_path), RunContext("r1", DAY)
+    bronze = cfg.table("bronze", "events")
+    run_stage("ingest", spark, cfg, ctx)
+    read_at = delta_io.version(spark, bronze)
+    clean = pipeline.run_clean
+
+    def clean_then_another_ingest(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        result = clean(*args, **kwargs)
+        events("b.csv", 4, 2)
+        # A thread of its own starts with no pinned versions, as another process would.
+        with ThreadPoolExecutor(1) as pool:
+            assert pool.submit(run_ingest, spark, cfg, "other").result()["events_rows"] == 2
+        return result
+
+    monkeypatch.setattr(pipeline, "run_clean", clean_then_another_ingest)
+    first = run_stage("clean", spark, cfg, ctx)
+    monkeypatch.undo()
+    assert first["events.bronze_rows"] == 4
+    latest = delta_io.version(spark, bronze)
+    assert read_at is not None and latest is not None and latest > read_at
+    record = last_record(spark, cfg, "clean", "r1")
+    assert record is not None and record["io"][T.BRONZE_EVENTS.key] == read_at
+
+    again = run_stage("clean", spark, cfg, ctx)
+    assert again["skipped"] is False and again["events.bronze_rows"] == 6
+    assert again["events.run_bronze_rows"] == 2 and again["mode"] == "incremental"
+    record = last_record(spark, cfg, "clean", "r1")
+    assert record is not None and record["io"][T.BRONZE_EVENTS.key] == latest

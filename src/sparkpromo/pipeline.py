@@ -326,7 +326,14 @@ def run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext, f
     # A half-finished upstream stage is invisible: its inputs are read as the upstream's last success left them.
     # One read of metrics/stages: the manifest and this stage's record for this run id.
     latest, mine = stage_rows(spark, cfg, name, ctx.run_id)
-    with delta_io.pinned(_pins(spark, cfg, name, latest)):
+    pins = _pins(spark, cfg, name, latest)
+    # An input no stage records (bronze, which ingest appends to, maybe while this stage runs) is pinned where the
+    # stage first sees it: the stage reads it there, and its record names that version, not a later append's.
+    for table in STAGE_IO.get(name, ((), ()))[0]:
+        uri = table.uri(cfg)
+        if uri not in pins and (v := delta_io.version(spark, uri)) is not None:
+            pins[uri] = v
+    with delta_io.pinned(pins):
         return _run_stage(name, spark, cfg, ctx, force, strict, full_refresh and name in ("clean", "features"),
                           decoded(mine))
 
