@@ -93,7 +93,7 @@ def test_local_jvm_runs_the_parallel_collector_and_a_large_codegen_cache(spark: 
     mx = spark._jvm.java.lang.management.ManagementFactory  # type: ignore[union-attr]
     collectors = {g.getName() for g in mx.getGarbageCollectorMXBeans()}
     assert collectors == {"PS Scavenge", "PS MarkSweep"}, collectors
-    assert spark.conf.get("spark.sql.codegen.cache.maxEntries") == "1000"
+    assert spark.conf.get("spark.sql.codegen.cache.maxEntries") == "4000"
 
 
 def test_progress_line_names_only_started_stages() -> None:

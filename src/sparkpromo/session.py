@@ -120,9 +120,10 @@ RUNTIME_DEFAULTS = {
 # The driver JVM of a local-mode run, where it is the only JVM and does all the work (spark-submit.sh passes the
 # same for a local master). Both are fixed when the JVM starts.
 LOCAL_JVM = {
-    # Spark keeps 100 generated classes by default; one clean alone generates ~250, so in a long-lived session
-    # every stage recompiled its code (Janino, then the JIT again) each time it ran.
-    "spark.sql.codegen.cache.maxEntries": "1000",
+    # Spark keeps 100 generated classes by default, dropping the least recently used. A run of every stage generates
+    # ~1,240, so a cache smaller than that keeps none of them for the next run in the same session (at 1,000 a rerun
+    # compiled ~1,050 again: Janino, then the JIT). A later run date writes new date literals into the code anyway.
+    "spark.sql.codegen.cache.maxEntries": "4000",
     # The parallel collector, not G1: batch jobs want throughput, not short pauses (BENCHMARKS.md, clean
     # throughput round 6). Deep query plans need the larger thread stack.
     "spark.driver.extraJavaOptions": "-Xss16m -XX:+UseParallelGC",
