@@ -512,7 +512,18 @@ def test_rerun_replaces_only_its_partitions(spark: SparkSession, e2e: E2E) -> No
     # the same run date again: the welcome audience is now empty, three campaigns are no longer active
     cfg2 = dataclasses.replace(e2e.cfg, campaigns=e2e_config(Path(e2e.cfg.lakehouse).parent, welcome_days=0,
                                                              inactive=("birthday", "bundle", "fans")).campaigns)
+    # The table records its change data feed (measure reads it), and one from before that gets it switched on.
+    ref = delta_io.table_ref(R.table_uri(cfg2))
+
+    def feed() -> str | None:
+        return {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES {ref}").collect()}.get(
+            delta_io.CHANGE_FEED)
+
+    assert feed() == "true"
+    spark.sql(f"ALTER TABLE {ref} UNSET TBLPROPERTIES ('{delta_io.CHANGE_FEED}')")
+    assert feed() is None
     second = R.run_recommend(spark, cfg2, "r2", RUN)
+    assert feed() == "true"
     assert second["campaigns"]["welcome"] == {**second["campaigns"]["welcome"], "status": "empty_audience",
                                               "rows": 0, "audience": 0}
     assert second["campaigns_inactive"] == ["birthday", "bundle", "fans"]

@@ -145,11 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
                            help="the user's original id (looked up by its pseudonym in privacy mode)")
             p.add_argument("--campaign", default=None, help="only this campaign's offers")
             p.add_argument("--top", type=int, default=3, help="past items shown per offer (default: 3)")
-        if name in ("clean", "features", "run"):
+        if name in ("clean", "features", "measure", "run"):
             p.add_argument("--full-refresh", action="store_true",
-                           help="clean rebuilds silver and quarantine from the whole of bronze, and features gold "
-                                "from the whole of silver, instead of taking in what changed since their last run "
-                                "(for recovery)")
+                           help="clean rebuilds silver and quarantine from the whole of bronze, features gold "
+                                "from the whole of silver, and measure measures every campaign run again, instead "
+                                "of taking in what changed since their last run (for recovery)")
         if name == "run":
             p.add_argument("--sample", action="store_true", help="generate the sample shop first")
             p.add_argument("--from-date", type=_date, default=None, help="backfill start (inclusive)")

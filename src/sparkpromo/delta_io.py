@@ -212,6 +212,21 @@ def row_changes_only(spark: SparkSession, uri: str, start: int, end: int) -> boo
         for op, params in commits)
 
 
+# Commits whose every row change the change data feed records. Not VACUUM (forget purges with 0 hours retained, which
+# drops the change files too), RESTORE or a property change (the feed may have been off before it).
+_FEED_COMPLETE = {"WRITE", "STREAMING UPDATE", "MERGE", "DELETE", "UPDATE", "OPTIMIZE", "ADD CONSTRAINT"}
+
+
+def change_feed_complete(spark: SparkSession, uri: str, start: int, end: int) -> bool:
+    """Whether the change data feed of ``uri`` holds every row change of the commits after ``start`` up to ``end``,
+    overwrites of some partitions (``replaceWhere``) included: the table records its feed, the history still holds
+    each commit, and each is one of the writes the feed describes (:data:`_FEED_COMPLETE`)."""
+    if _table_properties(spark, uri).get(CHANGE_FEED, "false").lower() != "true":
+        return False
+    commits = commits_between(spark, uri, start, end)
+    return commits is not None and all(op in _FEED_COMPLETE for op, _ in commits)
+
+
 def changes(spark: SparkSession, uri: str, start: int, end: int) -> DataFrame:
     """The change data feed of ``uri`` for the commits after ``start`` up to ``end``: each changed row as it was
     and as it is, with ``_change_type`` (check :func:`row_changes_only` first)."""
@@ -354,13 +369,18 @@ def constraint_checks(checks: Mapping[str, str] | None = None, not_null: Sequenc
 
 
 def add_constraints(spark: SparkSession, uri: str, checks: Mapping[str, str] | None = None,
-                    not_null: Sequence[str] = ()) -> None:
-    """Attach Delta CHECK constraints (see :func:`constraint_checks`) that the table does not have yet."""
+                    not_null: Sequence[str] = (), properties: Mapping[str, str] | None = None) -> None:
+    """Attach Delta CHECK constraints (see :func:`constraint_checks`) that the table does not have yet, and set the
+    ``properties`` it lacks (a table created before they were declared)."""
     props = _table_properties(spark, uri)
     existing = {k.split(".", 2)[-1].lower() for k in props if k.startswith("delta.constraints.")}
     for name, expr in constraint_checks(checks, not_null).items():
         if name.lower() not in existing:
             spark.sql(f"ALTER TABLE {table_ref(uri)} ADD CONSTRAINT {name} CHECK ({expr})")
+    missing = {k: v for k, v in (properties or {}).items() if props.get(k) != v}
+    if missing:
+        pairs = ", ".join(f"'{k}' = '{v}'" for k, v in missing.items())
+        spark.sql(f"ALTER TABLE {table_ref(uri)} SET TBLPROPERTIES ({pairs})")
 
 
 def rename_column_by_rewrite(spark: SparkSession, uri: str, old: str, new: str, name: str = "") -> None:

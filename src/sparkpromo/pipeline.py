@@ -63,6 +63,8 @@ STAGE_CONFIG: dict[str, tuple[str, ...]] = {
     # measure reads a campaign's type (outcomes) and budget (reallocation), not its rules or offer
     "measure": ("measure", "campaigns.*.id", "campaigns.*.type", "campaigns.*.budget"),
 }
+# Stages that take in only what changed since their last run, unless asked for a full refresh.
+FULL_REFRESH_STAGES = frozenset({"clean", "features", "measure"})
 # Stages whose output depends on the run date, not only on the run id (clean: the future-event cut-off).
 DATED_STAGES = frozenset({"clean", "features", "recommend", "measure"})
 
@@ -315,9 +317,9 @@ def run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext, f
     and its :func:`stage_fingerprint` (configuration read, run date, package version) is the one recorded then;
     otherwise it runs and logs why (:func:`rerun_reason`).
     A stage result with a ``warning`` (e.g. recommend served no offers) raises :class:`StrictError` under
-    ``strict``, after the stage's tables and record are written. ``full_refresh`` (clean and features, never
-    skipped) rebuilds silver from the whole of bronze, and gold from the whole of silver, instead of taking in only
-    what changed since the stage's last run.
+    ``strict``, after the stage's tables and record are written. ``full_refresh`` (clean, features and measure,
+    never skipped) rebuilds silver from the whole of bronze, gold from the whole of silver, and measures every
+    campaign run again, instead of taking in only what changed since the stage's last run.
 
     Atomicity across stages: the stage reads every table an upstream stage writes at the version recorded by that
     stage's last successful run (:func:`manifest_versions`), so what a failed stage wrote before failing is
@@ -334,7 +336,7 @@ def run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext, f
         if uri not in pins and (v := delta_io.version(spark, uri)) is not None:
             pins[uri] = v
     with delta_io.pinned(pins):
-        return _run_stage(name, spark, cfg, ctx, force, strict, full_refresh and name in ("clean", "features"),
+        return _run_stage(name, spark, cfg, ctx, force, strict, full_refresh and name in FULL_REFRESH_STAGES,
                           decoded(mine))
 
 
@@ -368,7 +370,7 @@ def _run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext, 
         elif name == "recommend":
             result = run_recommend(spark, cfg, ctx.run_id, ctx.run_date)
         elif name == "measure":
-            result = run_measure(spark, cfg, ctx.run_id, ctx.run_date)
+            result = run_measure(spark, cfg, ctx.run_id, ctx.run_date, full_refresh=full_refresh)
         else:
             raise ValueError(f"unknown stage {name}")
         counts.update({k: v for k, v in result.items() if isinstance(v, (int, float, str))})

@@ -86,7 +86,9 @@ MODEL_METRICS = Table("metrics", "model", S.MODEL_METRICS)
 RECOMMENDATIONS = Table(
     "gold", "recommendations", S.RECOMMENDATIONS, partition_by=(C.CAMPAIGN_ID, C.RUN_DATE),
     # A control-group row is never a delivered one (README "Measuring campaigns": why control users get no offer).
-    checks={"control_never_delivered": f"NOT ({C.IS_CONTROL} AND {C.DELIVERED})"})
+    checks={"control_never_delivered": f"NOT ({C.IS_CONTROL} AND {C.DELIVERED})"},
+    # The change data feed tells an incremental measure run which run dates' lists changed (measure/stage.py).
+    properties={"delta.enableChangeDataFeed": "true"})
 
 CAMPAIGN_OUTCOMES = Table("metrics", "campaign_outcomes", S.OUTCOMES)
 UPLIFT = Table("metrics", "uplift", S.UPLIFT)

@@ -23,12 +23,14 @@ configured: its past runs are still measured (the discount comes from the stored
 
 Tables (Delta): ``metrics/campaign_outcomes`` (:data:`OUTCOMES`, one row per campaign and run date) and
 ``metrics/uplift`` (:data:`UPLIFT`, one row per campaign, run date and decile). A measure run replaces the rows of
-the run dates up to its own; later run dates are left as they are. With ``measure.pause_negative`` or
-``measure.reallocate_budgets``, the decisions go to ``metrics/campaign_actions`` (:data:`ACTIONS`), which recommend
-applies. Only per-campaign aggregates reach the driver.
+the run dates up to its own that can have changed since the last measure run (all of them on a first run or a full
+refresh; :mod:`sparkpromo.measure.incremental` says which); later run dates are left as they are. With
+``measure.pause_negative`` or ``measure.reallocate_budgets``, the decisions go to ``metrics/campaign_actions``
+(:data:`ACTIONS`), which recommend applies. Only per-campaign aggregates reach the driver.
 """
 
 from sparkpromo.measure.actions import *  # noqa: F403
+from sparkpromo.measure.incremental import *  # noqa: F403
 from sparkpromo.measure.outcomes import *  # noqa: F403
 from sparkpromo.measure.stage import *  # noqa: F403
 from sparkpromo.measure.stats import *  # noqa: F403

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from pyspark import StorageLevel
@@ -19,6 +20,7 @@ from sparkpromo.config import AppConfig
 from sparkpromo.frame import Transform
 from sparkpromo.logs import stage
 from sparkpromo.measure.actions import decide_actions
+from sparkpromo.measure.incremental import changed_purchase_dates, changed_run_dates, run_dates_to_measure
 from sparkpromo.measure.outcomes import (
     _KEYS,
     MEASURED,
@@ -54,11 +56,67 @@ def _summary_row(row: Mapping[str, Any]) -> dict[str, Any]:
             **{k: (round(float(row[k]), 6) if row[k] is not None else None) for k in keys}}
 
 
-def run_measure(spark: SparkSession, cfg: AppConfig, run_id: str, run_date: dt.date) -> dict[str, Any]:
-    """Measure every campaign run of ``gold/recommendations`` up to ``run_date`` and write
-    ``metrics/campaign_outcomes`` and ``metrics/uplift`` (rows of those run dates replaced in one commit each);
-    with the feedback options on, also ``metrics/campaign_actions``. Returns a summary with, per campaign, its
-    latest closed (or else latest) run's figures."""
+@dataclass(frozen=True)
+class Previous:
+    """What the last successful measure run read: its date and its inputs' versions."""
+    measured_on: dt.date
+    versions: dict[str, int]
+
+
+INPUTS = (T.RECOMMENDATIONS, T.SILVER_EVENTS)
+
+
+def incremental_base(spark: SparkSession, cfg: AppConfig, run_date: dt.date) -> tuple[Previous | None, str]:
+    """The last measure run this one can build on, or None and why it cannot (then it measures every run date)."""
+    # Imported here: the pipeline imports this module (its stage runner records what each run depended on).
+    from sparkpromo.pipeline import last_record, stage_fingerprint
+
+    last = last_record(spark, cfg, "measure")
+    if last is None or last["io"] is None or last["fingerprint"] is None:
+        return None, "no earlier measure run recorded"
+    fp = {k: v for k, v in stage_fingerprint(cfg, "measure", run_date).items() if k != "run_date"}
+    if {k: v for k, v in last["fingerprint"].items() if k != "run_date"} != fp:
+        return None, "the measure settings, the campaigns or the package version changed since the last run"
+    try:
+        before = dt.date.fromisoformat(last["result"]["run_date"])
+    except (KeyError, TypeError, ValueError):
+        return None, "the last run recorded no run date"
+    if run_date < before:
+        return None, f"the run date {run_date} is before the last run's ({before})"
+    for table in (T.CAMPAIGN_OUTCOMES, T.UPLIFT):
+        if delta_io.version(spark, table.uri(cfg)) != last["io"].get(table.key):
+            return None, f"{table.key} changed since the last measure run"
+    versions: dict[str, int] = {}
+    for table in INPUTS:
+        start, end = last["io"].get(table.key), delta_io.version(spark, table.uri(cfg))
+        if start is None or end is None or end < start:
+            return None, f"{table.key} was created, dropped or rolled back since the last measure run"
+        if end > start and not delta_io.change_feed_complete(spark, table.uri(cfg), start, end):
+            return None, f"{table.key} was rewritten or purged since the last measure run (or records no change feed)"
+        versions[table.key] = start
+    return Previous(before, versions), ""
+
+
+def _changed(spark: SparkSession, cfg: AppConfig, prev: Previous, table: T.Table, dates: Transform
+             ) -> set[dt.date]:
+    """The dates ``dates`` finds in the change data feed of ``table`` since ``prev``."""
+    uri = table.uri(cfg)
+    start, end = prev.versions[table.key], delta_io.version(spark, uri)
+    if end is None or end == start:
+        return set()
+    return {r[0] for r in delta_io.changes(spark, uri, start, end).transform(dates).collect()}  # one row per date
+
+
+def run_measure(spark: SparkSession, cfg: AppConfig, run_id: str, run_date: dt.date, full_refresh: bool = False
+                ) -> dict[str, Any]:
+    """Measure the campaign runs of ``gold/recommendations`` up to ``run_date`` and write
+    ``metrics/campaign_outcomes`` and ``metrics/uplift`` (rows of the run dates measured replaced in one commit
+    each); with the feedback options on, also ``metrics/campaign_actions``. Returns a summary with, per campaign, its
+    latest closed (or else latest) run's figures, over every run date up to ``run_date``.
+
+    When the last measure run recorded by the pipeline can be built on (:func:`incremental_base`), only the run
+    dates whose rows can differ are measured again (:mod:`sparkpromo.measure.incremental`); ``full_refresh``, or any
+    other case, measures every one. ``mode``, ``full_reason`` and ``run_dates_measured`` say which."""
     from sparkpromo.recommend import table_uri
 
     m = cfg.measure
@@ -75,25 +133,26 @@ def run_measure(spark: SparkSession, cfg: AppConfig, run_id: str, run_date: dt.d
         summary.update(runs_measured=0, warning=f"no recommendations on or before {run_date}: nothing to measure")
         log.warning("%s", summary["warning"])
         return summary
-    events = delta_io.read(spark, T.SILVER_EVENTS.uri(cfg)).select(*EVENT_COLUMNS)
-    types = {c.id: c.type for c in cfg.campaigns}
-    users = (recs.transform(assignments())
-             .transform(user_outcomes(events, recs.select(*_KEYS, C.USER_ID, C.ITEM_ID), m.window_days))
-             .persist(StorageLevel.MEMORY_AND_DISK))
-    try:
-        uplift = users.transform(uplift_by_decile(run_date)).localCheckpoint(eager=True)
-        outcomes = (users.transform(campaign_outcomes(run_date, m.min_users, types))
-                    .transform(with_auuc(uplift.transform(qini_areas())))
-                    .transform(conform(OUTCOMES, run_id)).localCheckpoint(eager=True))
-        with stage("measure.write", run_dates=len(dates)) as counts:
-            where = {C.RUN_DATE: dates}
-            delta_io.replace_partition(outcomes, T.CAMPAIGN_OUTCOMES.uri(cfg), where, name=T.CAMPAIGN_OUTCOMES.key)
-            delta_io.replace_partition(uplift.transform(conform(UPLIFT, run_id)), T.UPLIFT.uri(cfg), where,
-                                       name=T.UPLIFT.key)
-            rows = [r.asDict() for r in outcomes.collect()]  # one row per campaign run: small
-            counts["rows"] = len(rows)
-    finally:
-        users.unpersist()
+    prev, why = (None, "--full-refresh") if full_refresh else incremental_base(spark, cfg, run_date)
+    if prev is None:
+        todo = dates
+        log.info("measuring every run date (%s)", why)
+    else:
+        todo = run_dates_to_measure(dates, prev.measured_on, m.window_days, (), ())
+        if len(todo) < len(dates):  # the change feeds can only add closed runs
+            todo = run_dates_to_measure(dates, prev.measured_on, m.window_days,
+                                        _changed(spark, cfg, prev, T.RECOMMENDATIONS, changed_run_dates()),
+                                        _changed(spark, cfg, prev, T.SILVER_EVENTS, changed_purchase_dates()))
+        log.info("measuring %d of %d run dates: the rest are as the measure run of %s left them", len(todo),
+                 len(dates), prev.measured_on)
+    summary.update(mode="full" if prev is None else "incremental", full_reason=why or None,
+                   run_dates_measured=len(todo))
+    rows = _measured(spark, cfg, run_id, run_date, recs, todo) if todo else []
+    if prev is not None:
+        kept = [d for d in dates if d not in set(todo)]
+        if kept:  # one row per campaign run: small
+            rows += [r.asDict() for r in delta_io.read(spark, T.CAMPAIGN_OUTCOMES.uri(cfg))
+                     .where(F.col(C.RUN_DATE).isin(kept)).collect()]
     per_campaign: dict[str, dict[str, Any]] = {}
     for row in sorted(rows, key=lambda r: r[C.RUN_DATE]):
         if row[C.STATUS] != WINDOW_OPEN or row[C.CAMPAIGN_ID] not in per_campaign:
@@ -117,6 +176,37 @@ def run_measure(spark: SparkSession, cfg: AppConfig, run_id: str, run_date: dt.d
     return summary
 
 
+def _measured(spark: SparkSession, cfg: AppConfig, run_id: str, run_date: dt.date, recs: DataFrame,
+              todo: list[dt.date]) -> list[dict[str, Any]]:
+    """Measure the campaign runs of the run dates ``todo``, replace their rows of ``metrics/campaign_outcomes`` and
+    ``metrics/uplift``, and return the outcome rows."""
+    m = cfg.measure
+    window = dt.timedelta(days=m.window_days)
+    # The purchases of those runs' windows only: silver events are pruned by their date statistics.
+    events = (delta_io.read(spark, T.SILVER_EVENTS.uri(cfg)).select(*EVENT_COLUMNS)
+              .where((F.col(C.EVENT_DATE) > F.lit(min(todo))) & (F.col(C.EVENT_DATE) <= F.lit(max(todo) + window))))
+    recs = recs.where(F.col(C.RUN_DATE).isin(todo))
+    types = {c.id: c.type for c in cfg.campaigns}
+    users = (recs.transform(assignments())
+             .transform(user_outcomes(events, recs.select(*_KEYS, C.USER_ID, C.ITEM_ID), m.window_days))
+             .persist(StorageLevel.MEMORY_AND_DISK))
+    try:
+        uplift = users.transform(uplift_by_decile(run_date)).localCheckpoint(eager=True)
+        outcomes = (users.transform(campaign_outcomes(run_date, m.min_users, types))
+                    .transform(with_auuc(uplift.transform(qini_areas())))
+                    .transform(conform(OUTCOMES, run_id)).localCheckpoint(eager=True))
+        with stage("measure.write", run_dates=len(todo)) as counts:
+            where = {C.RUN_DATE: todo}
+            delta_io.replace_partition(outcomes, T.CAMPAIGN_OUTCOMES.uri(cfg), where, name=T.CAMPAIGN_OUTCOMES.key)
+            delta_io.replace_partition(uplift.transform(conform(UPLIFT, run_id)), T.UPLIFT.uri(cfg), where,
+                                       name=T.UPLIFT.key)
+            rows = [r.asDict() for r in outcomes.collect()]  # one row per campaign run: small
+            counts["rows"] = len(rows)
+    finally:
+        users.unpersist()
+    return rows
+
+
 __all__ = [
-    "RECOMMENDATION_COLUMNS", "EVENT_COLUMNS", "conform", "run_measure",
+    "RECOMMENDATION_COLUMNS", "EVENT_COLUMNS", "INPUTS", "Previous", "conform", "incremental_base", "run_measure",
 ]

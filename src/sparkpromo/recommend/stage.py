@@ -191,9 +191,11 @@ def run_recommend(spark: SparkSession, cfg: AppConfig, run_id: str, run_date: dt
             # its partition empty); inactive campaigns and other dates are untouched.
             delta_io.replace_partition(final, uri, {C.CAMPAIGN_ID: [c.id for c in active], C.RUN_DATE: run_date},
                                        partition_by=T.RECOMMENDATIONS.partition_by, name=T.RECOMMENDATIONS.key,
-                                       merge_schema=True)  # a table written before raw_score and the offer text
+                                       merge_schema=True,  # a table written before raw_score and the offer text
+                                       properties=T.RECOMMENDATIONS.properties)
             # Control rows are kept to measure uplift, never to be sent: the table itself refuses one marked both.
-            delta_io.add_constraints(spark, uri, T.RECOMMENDATIONS.checks)
+            delta_io.add_constraints(spark, uri, T.RECOMMENDATIONS.checks,
+                                     properties=T.RECOMMENDATIONS.properties)
             counts["rows"] = sum(v["rows"] for v in per_campaign.values())
     for cid, v in per_campaign.items():
         log.info("campaign %s: audience=%d served=%d control=%d rows=%d fallback_share=%.3f coverage=%.4f gini=%.3f",
