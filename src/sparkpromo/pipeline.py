@@ -248,6 +248,13 @@ def stage_fingerprint(cfg: AppConfig, name: str, run_date: dt.date) -> dict[str,
     return fp
 
 
+def same_fingerprint(last: Mapping[str, Any], cfg: AppConfig, name: str) -> bool:
+    """Whether stage ``name``'s recorded fingerprint (``last``, :func:`last_record`) is today's but for the run
+    date: the same configuration it reads and package version (what an incremental run builds on)."""
+    now = {k: v for k, v in stage_fingerprint(cfg, name, dt.date.min).items() if k != "run_date"}
+    return {k: v for k, v in (last.get("fingerprint") or {}).items() if k != "run_date"} == now
+
+
 def rerun_reason(last: Mapping[str, Any], versions: Mapping[str, int | None], fingerprint: Mapping[str, Any]
                  ) -> str | None:
     """Why a stage whose last success recorded ``last`` (:func:`last_record`) must run again; None when nothing it

@@ -58,13 +58,12 @@ class Previous:
 def incremental_base(spark: SparkSession, cfg: AppConfig, now: Dates) -> tuple[Previous | None, str]:
     """The last run this one can build on, or None and why it cannot (then it rebuilds gold from silver)."""
     # Imported here: the pipeline imports this module (its stage runner records what each run depended on).
-    from sparkpromo.pipeline import last_record, stage_fingerprint
+    from sparkpromo.pipeline import last_record, same_fingerprint
 
     last = last_record(spark, cfg, "features")
     if last is None or last["io"] is None or last["fingerprint"] is None:
         return None, "no earlier features run recorded"
-    fp = {k: v for k, v in stage_fingerprint(cfg, "features", now.as_of).items() if k != "run_date"}
-    if {k: v for k, v in last["fingerprint"].items() if k != "run_date"} != fp:
+    if not same_fingerprint(last, cfg, "features"):
         return None, "the features settings or the package version changed since the last run"
     try:
         before = Dates(dt.date.fromisoformat(last["result"]["as_of"]),

@@ -58,24 +58,25 @@ def _summary_row(row: Mapping[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Previous:
-    """What the last successful measure run read: its date and its inputs' versions."""
+    """What the last successful measure run recorded: its date, and its tables' versions (``metrics/stages``)."""
     measured_on: dt.date
-    versions: dict[str, int]
+    versions: dict[str, int | None]
 
 
 INPUTS = (T.RECOMMENDATIONS, T.SILVER_EVENTS)
+OUTPUTS = (T.CAMPAIGN_OUTCOMES, T.UPLIFT)
 
 
-def incremental_base(spark: SparkSession, cfg: AppConfig, run_date: dt.date) -> tuple[Previous | None, str]:
-    """The last measure run this one can build on, or None and why it cannot (then it measures every run date)."""
+def last_measure(spark: SparkSession, cfg: AppConfig, run_date: dt.date) -> tuple[Previous | None, str]:
+    """The last measure run this one can build on, as far as its record tells, or None and why it cannot (then
+    every run date is measured); its tables are checked by :func:`unchanged_since`."""
     # Imported here: the pipeline imports this module (its stage runner records what each run depended on).
-    from sparkpromo.pipeline import last_record, stage_fingerprint
+    from sparkpromo.pipeline import last_record, same_fingerprint
 
     last = last_record(spark, cfg, "measure")
     if last is None or last["io"] is None or last["fingerprint"] is None:
         return None, "no earlier measure run recorded"
-    fp = {k: v for k, v in stage_fingerprint(cfg, "measure", run_date).items() if k != "run_date"}
-    if {k: v for k, v in last["fingerprint"].items() if k != "run_date"} != fp:
+    if not same_fingerprint(last, cfg, "measure"):
         return None, "the measure settings, the campaigns or the package version changed since the last run"
     try:
         before = dt.date.fromisoformat(last["result"]["run_date"])
@@ -83,28 +84,50 @@ def incremental_base(spark: SparkSession, cfg: AppConfig, run_date: dt.date) -> 
         return None, "the last run recorded no run date"
     if run_date < before:
         return None, f"the run date {run_date} is before the last run's ({before})"
-    for table in (T.CAMPAIGN_OUTCOMES, T.UPLIFT):
-        if delta_io.version(spark, table.uri(cfg)) != last["io"].get(table.key):
-            return None, f"{table.key} changed since the last measure run"
-    versions: dict[str, int] = {}
+    return Previous(before, dict(last["io"])), ""
+
+
+def unchanged_since(spark: SparkSession, cfg: AppConfig, prev: Previous) -> str:
+    """Why the rows ``prev`` left cannot be kept (its outputs moved since, or an input's change data feed cannot
+    say what changed); "" when they can."""
+    for table in OUTPUTS:
+        if delta_io.version(spark, table.uri(cfg)) != prev.versions.get(table.key):
+            return f"{table.key} changed since the last measure run"
     for table in INPUTS:
-        start, end = last["io"].get(table.key), delta_io.version(spark, table.uri(cfg))
+        start, end = prev.versions.get(table.key), delta_io.version(spark, table.uri(cfg))
         if start is None or end is None or end < start:
-            return None, f"{table.key} was created, dropped or rolled back since the last measure run"
+            return f"{table.key} was created, dropped or rolled back since the last measure run"
         if end > start and not delta_io.change_feed_complete(spark, table.uri(cfg), start, end):
-            return None, f"{table.key} was rewritten or purged since the last measure run (or records no change feed)"
-        versions[table.key] = start
-    return Previous(before, versions), ""
+            return f"{table.key} was rewritten or purged since the last measure run (or records no change feed)"
+    return ""
 
 
 def _changed(spark: SparkSession, cfg: AppConfig, prev: Previous, table: T.Table, dates: Transform
              ) -> set[dt.date]:
     """The dates ``dates`` finds in the change data feed of ``table`` since ``prev``."""
     uri = table.uri(cfg)
-    start, end = prev.versions[table.key], delta_io.version(spark, uri)
-    if end is None or end == start:
+    start, end = prev.versions.get(table.key), delta_io.version(spark, uri)
+    if start is None or end is None or end == start:
         return set()
     return {r[0] for r in delta_io.changes(spark, uri, start, end).transform(dates).collect()}  # one row per date
+
+
+def run_dates_due(spark: SparkSession, cfg: AppConfig, run_date: dt.date, dates: list[dt.date],
+                  full_refresh: bool) -> tuple[list[dt.date], str]:
+    """The run dates of ``dates`` to measure, and why all of them when it is all for a reason ("" otherwise)."""
+    prev, why = (None, "--full-refresh") if full_refresh else last_measure(spark, cfg, run_date)
+    if prev is None:
+        return dates, why
+    window = cfg.measure.window_days
+    todo = run_dates_to_measure(dates, prev.measured_on, window, (), ())
+    if len(todo) == len(dates):  # every window was open: nothing to keep, so nothing to check
+        return todo, ""
+    why = unchanged_since(spark, cfg, prev)
+    if why:
+        return dates, why
+    return run_dates_to_measure(dates, prev.measured_on, window,
+                                _changed(spark, cfg, prev, T.RECOMMENDATIONS, changed_run_dates()),
+                                _changed(spark, cfg, prev, T.SILVER_EVENTS, changed_purchase_dates())), ""
 
 
 def run_measure(spark: SparkSession, cfg: AppConfig, run_id: str, run_date: dt.date, full_refresh: bool = False
@@ -114,7 +137,7 @@ def run_measure(spark: SparkSession, cfg: AppConfig, run_id: str, run_date: dt.d
     each); with the feedback options on, also ``metrics/campaign_actions``. Returns a summary with, per campaign, its
     latest closed (or else latest) run's figures, over every run date up to ``run_date``.
 
-    When the last measure run recorded by the pipeline can be built on (:func:`incremental_base`), only the run
+    When the last measure run recorded by the pipeline can be built on (:func:`run_dates_due`), only the run
     dates whose rows can differ are measured again (:mod:`sparkpromo.measure.incremental`); ``full_refresh``, or any
     other case, measures every one. ``mode``, ``full_reason`` and ``run_dates_measured`` say which."""
     from sparkpromo.recommend import table_uri
@@ -133,26 +156,19 @@ def run_measure(spark: SparkSession, cfg: AppConfig, run_id: str, run_date: dt.d
         summary.update(runs_measured=0, warning=f"no recommendations on or before {run_date}: nothing to measure")
         log.warning("%s", summary["warning"])
         return summary
-    prev, why = (None, "--full-refresh") if full_refresh else incremental_base(spark, cfg, run_date)
-    if prev is None:
-        todo = dates
-        log.info("measuring every run date (%s)", why)
+    todo, reason = run_dates_due(spark, cfg, run_date, dates, full_refresh)
+    if reason:
+        log.info("measuring every run date (%s)", reason)
     else:
-        todo = run_dates_to_measure(dates, prev.measured_on, m.window_days, (), ())
-        if len(todo) < len(dates):  # the change feeds can only add closed runs
-            todo = run_dates_to_measure(dates, prev.measured_on, m.window_days,
-                                        _changed(spark, cfg, prev, T.RECOMMENDATIONS, changed_run_dates()),
-                                        _changed(spark, cfg, prev, T.SILVER_EVENTS, changed_purchase_dates()))
-        log.info("measuring %d of %d run dates: the rest are as the measure run of %s left them", len(todo),
-                 len(dates), prev.measured_on)
-    summary.update(mode="full" if prev is None else "incremental", full_reason=why or None,
+        log.info("measuring %d of %d run dates: the others are as the last measure run left them", len(todo),
+                 len(dates))
+    summary.update(mode="full" if reason else "incremental", full_reason=reason or None,
                    run_dates_measured=len(todo))
     rows = _measured(spark, cfg, run_id, run_date, recs, todo) if todo else []
-    if prev is not None:
-        kept = [d for d in dates if d not in set(todo)]
-        if kept:  # one row per campaign run: small
-            rows += [r.asDict() for r in delta_io.read(spark, T.CAMPAIGN_OUTCOMES.uri(cfg))
-                     .where(F.col(C.RUN_DATE).isin(kept)).collect()]
+    kept = [d for d in dates if d not in set(todo)]
+    if kept:  # one row per campaign run: small
+        rows += [r.asDict() for r in delta_io.read(spark, T.CAMPAIGN_OUTCOMES.uri(cfg))
+                 .where(F.col(C.RUN_DATE).isin(kept)).collect()]
     per_campaign: dict[str, dict[str, Any]] = {}
     for row in sorted(rows, key=lambda r: r[C.RUN_DATE]):
         if row[C.STATUS] != WINDOW_OPEN or row[C.CAMPAIGN_ID] not in per_campaign:
@@ -208,5 +224,6 @@ def _measured(spark: SparkSession, cfg: AppConfig, run_id: str, run_date: dt.dat
 
 
 __all__ = [
-    "RECOMMENDATION_COLUMNS", "EVENT_COLUMNS", "INPUTS", "Previous", "conform", "incremental_base", "run_measure",
+    "RECOMMENDATION_COLUMNS", "EVENT_COLUMNS", "INPUTS", "OUTPUTS", "Previous", "conform", "last_measure",
+    "unchanged_since", "run_dates_due", "run_measure",
 ]
