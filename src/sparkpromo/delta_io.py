@@ -229,7 +229,7 @@ def change_feed_complete(spark: SparkSession, uri: str, start: int, end: int) ->
 
 def changes(spark: SparkSession, uri: str, start: int, end: int) -> DataFrame:
     """The change data feed of ``uri`` for the commits after ``start`` up to ``end``: each changed row as it was
-    and as it is, with ``_change_type`` (check :func:`row_changes_only` first)."""
+    and as it is, with ``_change_type`` (check :func:`row_changes_only` or :func:`change_feed_complete` first)."""
     return (spark.read.format("delta").option("readChangeFeed", "true").option("startingVersion", start + 1)
             .option("endingVersion", end).load(uri))
 
