@@ -248,11 +248,17 @@ def stage_fingerprint(cfg: AppConfig, name: str, run_date: dt.date) -> dict[str,
     return fp
 
 
-def same_fingerprint(last: Mapping[str, Any], cfg: AppConfig, name: str) -> bool:
-    """Whether stage ``name``'s recorded fingerprint (``last``, :func:`last_record`) is today's but for the run
-    date: the same configuration it reads and package version (what an incremental run builds on)."""
+def record_to_build_on(spark: SparkSession, cfg: AppConfig, name: str) -> tuple[dict[str, Any] | None, str]:
+    """Stage ``name``'s latest record (:func:`last_record`) when an incremental run can build on it: it recorded its
+    tables and a fingerprint that is today's but for the run date (the same configuration it reads and package
+    version). Otherwise None and why not."""
+    last = last_record(spark, cfg, name)
+    if last is None or last["io"] is None or last["fingerprint"] is None:
+        return None, f"no earlier {name} run recorded"
     now = {k: v for k, v in stage_fingerprint(cfg, name, dt.date.min).items() if k != "run_date"}
-    return {k: v for k, v in (last.get("fingerprint") or {}).items() if k != "run_date"} == now
+    if {k: v for k, v in last["fingerprint"].items() if k != "run_date"} != now:
+        return None, f"the {name} settings or the package version changed since the last run"
+    return last, ""
 
 
 def rerun_reason(last: Mapping[str, Any], versions: Mapping[str, int | None], fingerprint: Mapping[str, Any]

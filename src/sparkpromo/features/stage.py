@@ -58,13 +58,11 @@ class Previous:
 def incremental_base(spark: SparkSession, cfg: AppConfig, now: Dates) -> tuple[Previous | None, str]:
     """The last run this one can build on, or None and why it cannot (then it rebuilds gold from silver)."""
     # Imported here: the pipeline imports this module (its stage runner records what each run depended on).
-    from sparkpromo.pipeline import last_record, same_fingerprint
+    from sparkpromo.pipeline import record_to_build_on
 
-    last = last_record(spark, cfg, "features")
-    if last is None or last["io"] is None or last["fingerprint"] is None:
-        return None, "no earlier features run recorded"
-    if not same_fingerprint(last, cfg, "features"):
-        return None, "the features settings or the package version changed since the last run"
+    last, why = record_to_build_on(spark, cfg, "features")
+    if last is None:
+        return None, why
     try:
         before = Dates(dt.date.fromisoformat(last["result"]["as_of"]),
                        dt.date.fromisoformat(last["result"]["decay_from"]), now.lookback_days)

@@ -71,13 +71,11 @@ def last_measure(spark: SparkSession, cfg: AppConfig, run_date: dt.date) -> tupl
     """The last measure run this one can build on, as far as its record tells, or None and why it cannot (then
     every run date is measured); its tables are checked by :func:`unchanged_since`."""
     # Imported here: the pipeline imports this module (its stage runner records what each run depended on).
-    from sparkpromo.pipeline import last_record, same_fingerprint
+    from sparkpromo.pipeline import record_to_build_on
 
-    last = last_record(spark, cfg, "measure")
-    if last is None or last["io"] is None or last["fingerprint"] is None:
-        return None, "no earlier measure run recorded"
-    if not same_fingerprint(last, cfg, "measure"):
-        return None, "the measure settings, the campaigns or the package version changed since the last run"
+    last, why = record_to_build_on(spark, cfg, "measure")
+    if last is None:
+        return None, why
     try:
         before = dt.date.fromisoformat(last["result"]["run_date"])
     except (KeyError, TypeError, ValueError):
