@@ -66,3 +66,43 @@ def test_last_commit_metrics_are_the_latest_commits(spark: SparkSession, tmp_pat
     assert delta_io.last_commit_metrics(spark, uri)["numOutputRows"] == "2"
     append(spark, uri, (3, "c"))
     assert delta_io.last_commit_metrics(spark, uri)["numOutputRows"] == "1"
+
+
+def history_commit(spark: SparkSession, uri: str) -> tuple[int, int] | None:
+    """What Delta's own history says of the latest commit, as ``latest_commit`` answers: (version, epoch ms)."""
+    return delta_io._commit(DeltaTable.forPath(spark, uri).history(1).select("version", "timestamp").first())
+
+
+def test_the_log_listing_gives_the_latest_commit_delta_history_gives(spark: SparkSession, tmp_path: Path) -> None:
+    """A local table's latest version and commit time read off its log's file names are Delta's, after appends, a
+    DELETE, an overwrite and a checkpoint (version 10); a ``file:`` URI is the same table."""
+    uri = table(spark, tmp_path / "t", change_feed=False)
+    for n in range(1, 12):
+        if n == 5:
+            DeltaTable.forPath(spark, uri).delete("id = 1")
+        elif n == 8:
+            delta_io.overwrite(spark.createDataFrame([(9, "z")], "id INT, v STRING"), uri)
+        else:
+            append(spark, uri, (n + 2, "x"))
+        listed = delta_io._listed_commit(uri)
+        assert listed is not None and listed[0] == n
+        assert listed == history_commit(spark, uri) == delta_io.latest_commit(spark, uri)
+    assert (tmp_path / "t" / "_delta_log" / f"{10:020d}.checkpoint.parquet").exists()
+    assert delta_io._listed_commit(f"file://{uri}") == delta_io._listed_commit(uri)
+    assert delta_io.version(spark, uri) == 11
+
+
+def test_delta_answers_where_the_listing_cannot_tell(spark: SparkSession, tmp_path: Path) -> None:
+    """No table, no local log, or a commit staged outside the log's own folder (coordinated commits): the listing
+    declines, and the lookup asks Delta."""
+    assert delta_io._listed_commit(str(tmp_path / "missing")) is None
+    assert delta_io.latest_commit(spark, str(tmp_path / "missing")) is None
+    assert delta_io._listed_commit("s3a://bucket/lake/silver/events") is None
+    uri = table(spark, tmp_path / "t", change_feed=False)
+    append(spark, uri, (3, "c"))
+    assert delta_io._listed_commit(uri) == (1, history_commit(spark, uri)[1])  # type: ignore[index]
+    staged = tmp_path / "t" / "_delta_log" / "_staged_commits"
+    staged.mkdir(exist_ok=True)
+    (staged / f"{2:020d}.uuid.json").write_text("{}")
+    assert delta_io._listed_commit(uri) is None
+    assert delta_io.latest_commit(spark, uri) == history_commit(spark, uri)

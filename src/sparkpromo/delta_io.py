@@ -29,6 +29,7 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
+from sparkpromo.config.paths import local_path
 from sparkpromo.session import is_connect
 
 log = logging.getLogger(__name__)
@@ -166,6 +167,9 @@ def latest_commit(spark: SparkSession, uri: str) -> tuple[int, int] | None:
     is no table."""
     if is_connect(spark):
         return _connect_commit(spark, uri)
+    listed = _listed_commit(uri)
+    if listed is not None:
+        return listed
     try:
         row = DeltaTable.forPath(spark, uri).history(1).select("version", "timestamp").first()
     except AnalysisException:
@@ -174,6 +178,40 @@ def latest_commit(spark: SparkSession, uri: str) -> tuple[int, int] | None:
             raise
         return None
     return _commit(row)
+
+
+# A commit file of the log: its version, zero-padded to 20 digits (Delta's file-system log layout).
+_COMMIT_FILE = re.compile(r"^(\d{20})\.json$")
+
+
+def _listed_commit(uri: str) -> tuple[int, int] | None:
+    """The latest commit of a table on the driver's file system, read off its log's file names: the highest
+    ``<version>.json`` and that file's modification time, which is what Delta's history reports for it (a file-system
+    table without in-commit timestamps). A few hundred microseconds where ``DeltaTable.history`` takes tens of
+    milliseconds, and a stage looks up a dozen versions (BENCHMARKS.md, "Version lookups"). None when the listing
+    cannot tell: a remote URI, no local log, a log without commit files, or one with commits Delta has not written to
+    the log's own folder yet (coordinated commits: Delta 4 makes the ``_staged_commits`` folder for every table, where
+    only such a table puts files); the caller then asks Delta. A plain path is the driver's file system's, as it is
+    for a local or standalone session."""
+    path = local_path(uri)
+    if path is None:
+        return None
+    log_dir = path / "_delta_log"
+    try:
+        with os.scandir(log_dir) as entries:
+            names = [e.name for e in entries]
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if "_staged_commits" in names and any(os.scandir(log_dir / "_staged_commits")):
+        return None
+    latest = max((n for n in names if _COMMIT_FILE.match(n)), default=None)
+    if latest is None:
+        return None
+    try:
+        mtime_ns = os.stat(log_dir / latest).st_mtime_ns
+    except FileNotFoundError:  # removed by log cleanup between the listing and the stat: ask Delta
+        return None
+    return int(latest[:-5]), mtime_ns // 1_000_000
 
 
 CHANGE_FEED = "delta.enableChangeDataFeed"
