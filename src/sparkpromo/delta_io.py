@@ -209,7 +209,7 @@ def _listed_commit(uri: str) -> tuple[int, int] | None:
         return None
     try:
         mtime_ns = os.stat(log_dir / latest).st_mtime_ns
-    except FileNotFoundError:  # removed by log cleanup between the listing and the stat: ask Delta
+    except FileNotFoundError:  # the table was removed since the listing: ask Delta
         return None
     return int(latest[:-5]), mtime_ns // 1_000_000
 
