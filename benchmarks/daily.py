@@ -1,7 +1,7 @@
 """Daily increment against a full rebuild, side by side in one process (issue 18).
 
     PYTHONPATH=src .venv/bin/python benchmarks/daily.py [--events 1000000] [--days 30] [--new-days 1]
-        [--warm-up-days 0] [--scale] [--json]
+        [--warm-up-days 0] [--tiny-day 0] [--scale] [--json]
 
 For a history of ``--days`` days holding about ``--events`` events (a generated daily shop, ``generate --days``:
 late and re-sent rows across days included), it
@@ -13,6 +13,11 @@ late and re-sent rows across days included), it
 3. times clean + features of the same data rebuilt from all of bronze (``run_stage(..., full_refresh=True)``, run id
    ``full-YYYYMMDD``): the **full rebuild**. Ingest is not repeated there: bronze is the system of record, and a
    full refresh rebuilds silver and gold from it.
+
+With ``--tiny-day N``, one more day is run after 3.: only the first N events of the next day's export land (no
+users or items export), and ingest + clean + features of that day are timed as 2. was. Its ratio to the rebuild
+(``tiny_ratio``) is what an incremental day costs with next to nothing new: the part of 2. that follows the
+history and the stages' fixed work, not the day.
 
 With ``--warm-up-days K``, K more days are delivered and run incrementally (untimed) between 1. and 2.: the rebuild
 in 3. runs warm (the history build ran the same code in the same process), and so the timed incremental run does
@@ -49,7 +54,7 @@ import yaml
 from harness import ROOT, emit, local_config, session, timed, workdir  # benchmarks/ is on sys.path
 
 from sparkpromo.config import AppConfig
-from sparkpromo.generate import deliver_day, generate_daily
+from sparkpromo.generate import daily_file, deliver_day, generate_daily
 from sparkpromo.pipeline import RunContext, run_stage
 
 FIRST_DAY = dt.date(2026, 10, 1)
@@ -72,12 +77,25 @@ def rebuild(name: str, spark: Any, cfg: AppConfig, ctx: RunContext) -> dict[str,
 
 @dataclass(frozen=True)
 class Replay:
-    """Daily landing batches to replay: ``days[i]`` lands by ``deliver(days[i])`` and holds ``events[i]`` rows."""
+    """Daily landing batches to replay: ``days[i]`` lands by ``deliver(days[i])`` and holds ``events[i]`` rows;
+    ``deliver_head(day, n)`` lands only the first ``n`` events of ``day``'s export."""
 
     cfg: AppConfig
     days: list[dt.date]
     events: list[int]
     deliver: Callable[[dt.date], object]
+    deliver_head: Callable[[dt.date, int], object]
+
+
+def land_head(source: Path, target: Path, n: int) -> None:
+    """The header and first ``n`` data lines of the CSV ``source``, written to ``target`` (renamed into place, as an
+    export arrives)."""
+    with source.open(encoding="utf-8", errors="replace") as fh:
+        lines = [line for _, line in zip(range(n + 1), fh, strict=False)]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text("".join(lines), encoding="utf-8")
+    os.replace(tmp, target)
 
 
 def config(work: Path, master: str, shuffle_partitions: int, settings: list[str], extra: list[Path]) -> AppConfig:
@@ -95,8 +113,12 @@ def generated(events: int, days: int, new_days: int, work: Path, cfg: AppConfig)
     total = days + new_days
     end = FIRST_DAY + dt.timedelta(days=total)
     report = generate_daily(work / "landing", n_events=round(events * total / days), seed=7, days=total, end=end)
+    staged = {b.day: b.events_file for b in report.batches}
+
+    def deliver_head(day: dt.date, n: int) -> None:
+        land_head(staged[day], daily_file(work / "landing", "events", day), n)
     return Replay(cfg, [b.day for b in report.batches], [b.events for b in report.batches],
-                  partial(deliver_day, work / "landing"))
+                  partial(deliver_day, work / "landing"), deliver_head)
 
 
 def online_retail(source: Path, days: int, new_days: int, work: Path, cfg: AppConfig) -> Replay:
@@ -113,13 +135,28 @@ def online_retail(source: Path, days: int, new_days: int, work: Path, cfg: AppCo
     def deliver(day: dt.date) -> None:
         shutil.copy2(by_day[day], target / by_day[day].name)
 
+    def deliver_head(day: dt.date, n: int) -> None:
+        land_head(by_day[day], target / by_day[day].name, n)
+
     def rows(f: Path) -> int:
         with f.open(encoding="utf-8", errors="replace") as fh:
             return sum(1 for _ in fh) - 1
-    return Replay(cfg, list(by_day), [rows(f) for f in by_day.values()], deliver)
+    return Replay(cfg, list(by_day), [rows(f) for f in by_day.values()], deliver, deliver_head)
 
 
-def measure(replay: Replay, days: int, new_days: int, warm_up: int = 0) -> dict[str, Any]:
+def run_day(spark: Any, cfg: AppConfig, ctx: RunContext, rows: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """Ingest + clean + features of one daily run, timed per stage; a skipped stage is an error (nothing timed)."""
+    seconds: dict[str, float] = {}
+    for name in INCREMENTAL:
+        seconds[name], out = timed(run_stage, name, spark, cfg, ctx)
+        if out.get("skipped"):
+            raise RuntimeError(f"the {ctx.run_date} {name} was skipped: nothing was timed")
+        rows.update({f"{prefix}{name}.{k}": v for k, v in out.items()
+                     if k in ("events_rows", "events.silver_rows", "mode", "recomputed_users", "users")})
+    return seconds
+
+
+def measure(replay: Replay, days: int, new_days: int, warm_up: int = 0, tiny: int = 0) -> dict[str, Any]:
     cfg = replay.cfg
     spark = session(cfg, "daily")
     for day in replay.days[:days]:
@@ -133,28 +170,30 @@ def measure(replay: Replay, days: int, new_days: int, warm_up: int = 0) -> dict[
         replay.deliver(day)
         for name in INCREMENTAL:
             run_stage(name, spark, cfg, RunContext(RunContext.default_run_id(day), day))
-    for day in replay.days[days + warm_up:]:
+    timed_days = replay.days[days + warm_up:len(replay.days) - (1 if tiny else 0)]
+    for day in timed_days:
         replay.deliver(day)
-    new = RunContext(RunContext.default_run_id(replay.days[-1]), replay.days[-1])
-    incremental: dict[str, float] = {}
+    new = RunContext(RunContext.default_run_id(timed_days[-1]), timed_days[-1])
     rows: dict[str, Any] = {}
-    for name in INCREMENTAL:
-        incremental[name], out = timed(run_stage, name, spark, cfg, new)
-        if out.get("skipped"):
-            raise RuntimeError(f"the new day's {name} was skipped: nothing was timed")
-        rows.update({f"{name}.{k}": v for k, v in out.items()
-                     if k in ("events_rows", "events.silver_rows", "mode", "recomputed_users", "users")})
-    full = RunContext(f"full-{new.run_id}", replay.days[-1])
+    incremental = run_day(spark, cfg, new, rows)
+    full = RunContext(f"full-{new.run_id}", timed_days[-1])
     rebuilt: dict[str, float] = {}
     for name in REBUILT:
         rebuilt[name], out = timed(rebuild, name, spark, cfg, full)
         rows.update({f"full.{name}.{k}": v for k, v in out.items() if k == "events.silver_rows"})
     inc_s, full_s = sum(incremental.values()), sum(rebuilt.values())
+    if tiny:
+        last = replay.days[-1]
+        replay.deliver_head(last, tiny)
+        small = run_day(spark, cfg, RunContext(RunContext.default_run_id(last), last), rows, prefix="tiny.")
+        rows.update({f"tiny_{k}_s": round(v, 2) for k, v in small.items()})
+        rows.update(tiny_day_s=round(sum(small.values()), 2), tiny_ratio=round(sum(small.values()) / full_s, 3))
     return {
         "days": days, "new_days": new_days, "first_day": replay.days[0].isoformat(),
-        "new_day": replay.days[-1].isoformat(), "warm_up_days": warm_up,
+        "new_day": timed_days[-1].isoformat(), "warm_up_days": warm_up,
         "events_history": sum(replay.events[:days]),
-        "events_new": sum(replay.events[days + warm_up:]), "history_build_s": round(build_s, 1),
+        "events_new": sum(replay.events[days + warm_up:days + warm_up + new_days]),
+        "history_build_s": round(build_s, 1),
         **{f"incremental_{k}_s": round(v, 2) for k, v in incremental.items()},
         "incremental_s": round(inc_s, 2),
         **{f"full_rebuild_{k}_s": round(v, 2) for k, v in rebuilt.items()},
@@ -169,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warm-up-days", type=int, default=0,
                     help="days run incrementally, untimed, between the history and the timed day, so that the "
                          "incremental run is timed warm as the rebuild is (default 0)")
+    ap.add_argument("--tiny-day", type=int, default=0, metavar="N",
+                    help="after the rebuild, time one more daily run that brings only the next day's first N "
+                         "events (default 0: not run)")
     ap.add_argument("--scale", action="store_true", help="also measure twice the days and events (one process)")
     ap.add_argument("--master", default="local[2]")
     ap.add_argument("--shuffle-partitions", type=int, default=8)
@@ -180,21 +222,23 @@ def main(argv: list[str] | None = None) -> int:
                          "generated shop; --days counts trading days and --events is ignored")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    if args.days < 1 or args.new_days < 1 or args.warm_up_days < 0:
-        ap.error("--days and --new-days must be >= 1, --warm-up-days >= 0")
+    if args.days < 1 or args.new_days < 1 or args.warm_up_days < 0 or args.tiny_day < 0:
+        ap.error("--days and --new-days must be >= 1, --warm-up-days and --tiny-day >= 0")
     work = workdir(args.workdir, "daily")
     sizes = [(args.events, args.days)] + ([(2 * args.events, 2 * args.days)] if args.scale else [])
+    later = args.warm_up_days + args.new_days + (1 if args.tiny_day else 0)  # days staged after the history
+
     def replay(events: int, days: int) -> Replay:
         here = work / f"{days}d"
         if args.online_retail:
             os.environ["SPARKPROMO_ONLINE_RETAIL"] = str(here / "retail")
             cfg = config(here, args.master, args.shuffle_partitions, args.set, [ONLINE_RETAIL_CONF])
-            return online_retail(Path(args.online_retail), days, args.warm_up_days + args.new_days, here, cfg)
+            return online_retail(Path(args.online_retail), days, later, here, cfg)
         cfg = config(here, args.master, args.shuffle_partitions, args.set, [])
-        return generated(events, days, args.warm_up_days + args.new_days, here, cfg)
+        return generated(events, days, later, here, cfg)
 
     try:
-        runs = [measure(replay(n, d), d, args.new_days, args.warm_up_days) for n, d in sizes]
+        runs = [measure(replay(n, d), d, args.new_days, args.warm_up_days, args.tiny_day) for n, d in sizes]
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)

@@ -124,7 +124,8 @@ def test_daily_benchmark_times_one_new_day_against_a_full_rebuild(spark: SparkSe
                                                                    monkeypatch: pytest.MonkeyPatch,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     """benchmarks/daily.py at a tiny size: the new day's run ingests exactly that day's batch, the rebuild covers
-    the whole history, and the ratio is reported. (Its targets are for 1M events and are not checked here.)"""
+    the whole history, the ratio is reported, and so is a day that brings five events. (Its targets are for 1M
+    events and are not checked here.)"""
     monkeypatch.setenv("SPARKPROMO_LAKEHOUSE", str(tmp_path / "unused"))  # restored: the script sets both
     monkeypatch.setenv("SPARKPROMO_LANDING", str(tmp_path / "unused"))
     sys.path.insert(0, str(BENCHMARKS))
@@ -132,8 +133,8 @@ def test_daily_benchmark_times_one_new_day_against_a_full_rebuild(spark: SparkSe
         import daily
     finally:
         sys.path.remove(str(BENCHMARKS))
-    assert daily.main(["--events", "2000", "--days", "2", "--warm-up-days", "0", "--shuffle-partitions", "2",
-                       "--workdir", str(tmp_path), "--json"]) == 0
+    assert daily.main(["--events", "2000", "--days", "2", "--warm-up-days", "0", "--tiny-day", "5",
+                       "--shuffle-partitions", "2", "--workdir", str(tmp_path), "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     # 2 history days of ~1000 events, then the timed day, as large (no warm-up day: the script's warm-up runs the
     # same stages as the timed day, which this test already runs once)
@@ -145,3 +146,8 @@ def test_daily_benchmark_times_one_new_day_against_a_full_rebuild(spark: SparkSe
     assert result["2d.ratio"] == pytest.approx(result["2d.incremental_s"] / result["2d.full_rebuild_s"], abs=0.01)
     # The rebuild is a real full refresh only once run_stage takes full_refresh (clean's MERGE, issue 18).
     assert result["full_rebuild_mode"] == "full_refresh"
+    # The tiny day after the rebuild: five events of the next day's export, built on the rebuild incrementally.
+    assert result["2d.tiny.ingest.events_rows"] == 5
+    assert result["2d.tiny.clean.mode"] == result["2d.tiny.features.mode"] == "incremental"
+    assert result["2d.tiny.clean.events.silver_rows"] > result["2d.full.clean.events.silver_rows"]
+    assert result["2d.tiny_ratio"] == pytest.approx(result["2d.tiny_day_s"] / result["2d.full_rebuild_s"], abs=0.01)
