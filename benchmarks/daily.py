@@ -108,9 +108,9 @@ def config(work: Path, master: str, shuffle_partitions: int, settings: list[str]
     return local_config(overrides, extra)
 
 
-def generated(events: int, days: int, new_days: int, work: Path, cfg: AppConfig) -> Replay:
-    """A generated daily shop of ``days + new_days`` days, about ``events`` of them in the first ``days``."""
-    total = days + new_days
+def generated(events: int, days: int, later: int, work: Path, cfg: AppConfig) -> Replay:
+    """A generated daily shop of ``days + later`` days, about ``events`` of them in the first ``days``."""
+    total = days + later
     end = FIRST_DAY + dt.timedelta(days=total)
     report = generate_daily(work / "landing", n_events=round(events * total / days), seed=7, days=total, end=end)
     staged = {b.day: b.events_file for b in report.batches}
@@ -121,13 +121,13 @@ def generated(events: int, days: int, new_days: int, work: Path, cfg: AppConfig)
                   partial(deliver_day, work / "landing"), deliver_head)
 
 
-def online_retail(source: Path, days: int, new_days: int, work: Path, cfg: AppConfig) -> Replay:
-    """The first ``days + new_days`` trading days of the online-retail log (one file per day), copied one at a
+def online_retail(source: Path, days: int, later: int, work: Path, cfg: AppConfig) -> Replay:
+    """The first ``days + later`` trading days of the online-retail log (one file per day), copied one at a
     time into the folder ``conf/examples/online-retail.yaml`` reads (``$SPARKPROMO_ONLINE_RETAIL/by-day``)."""
-    files = sorted((source / "by-day").glob("*.csv"))[:days + new_days]
-    if len(files) < days + new_days:
-        raise SystemExit(f"--online-retail: {source}/by-day has {len(files)} daily files, fewer than "
-                         f"--days + --new-days = {days + new_days}")
+    files = sorted((source / "by-day").glob("*.csv"))[:days + later]
+    if len(files) < days + later:
+        raise SystemExit(f"--online-retail: {source}/by-day has {len(files)} daily files, fewer than the "
+                         f"{days + later} this run replays (--days, --warm-up-days, --new-days and one for --tiny-day)")
     target = work / "retail" / "by-day"
     target.mkdir(parents=True, exist_ok=True)
     by_day = {dt.date.fromisoformat(f.stem): f for f in files}
