@@ -1,18 +1,24 @@
 """positions_within, ntile_within and top_within: the numbering of a window's row_number and ntile, and its top N per
-group, without moving a group (or the frame) into one task."""
+group, without moving a group (or the frame) into one task; local_rows: a few driver-side rows without a Python
+worker."""
 
 from __future__ import annotations
 
+import datetime as dt
 import io
+import math
 import re
 from contextlib import redirect_stdout
 
 import pytest
 from chispa import assert_df_equality
+from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
-from sparkpromo.frame import POSITION, ntile_within, positions_within, top_within
+from sparkpromo import schemas
+from sparkpromo.frame import POSITION, local_rows, ntile_within, positions_within, top_within
 
 
 def _physical_plan(df: DataFrame) -> str:
@@ -95,3 +101,43 @@ def test_top_within_a_constant_group_first_ranks_in_buckets(rows: DataFrame) -> 
     assert "pmod(xxhash64(id" in plan and re.search(r"exchange hashpartitioning\(_w\d", plan), plan
     expected = one.orderBy(*order).limit(5)
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+LOCAL_CASES = [
+    (schemas.STAGE_RUNS, [("r1", dt.date(2026, 11, 30), "clean", 1.5, dt.datetime(2026, 11, 30, 23, 59, 58), None,
+                           '{"a": "it\'s \\"quoted\\""}\n{"b": "\\\\"}', None),
+                          ("r2", None, "train", 0.0, None, "{}", "", "{}")]),
+    (schemas.DQ_STATS, [("r", "events", "silver", 5), ("r", "users", "quarantine:x", 2 ** 40)]),
+    (schemas.MODEL_METRICS, [("r", "als", "ndcg", float("nan")), ("r", "als", "map", None)]),
+    (schemas.ID_MAP, []),
+    ("item_id string, category string", [("i1", None)]),
+]
+
+
+@pytest.mark.parametrize("schema,data", LOCAL_CASES, ids=["stage_runs", "dq", "nan_and_null", "empty", "ddl"])
+def test_local_rows_equal_create_dataframe(spark: SparkSession, schema: StructType | str, data: list[tuple]) -> None:
+    """Types, nullability, nulls, NaN, quotes and an empty list: the frame createDataFrame makes of the same rows."""
+    made = local_rows(spark, data, schema)
+    expected = spark.createDataFrame(data, schema)
+    assert made.schema == expected.schema  # nullability too, so a table created from it is the declared one
+    nan_rows = [r for r in made.collect() if any(isinstance(v, float) and math.isnan(v) for v in r)]
+    assert len(nan_rows) == sum(1 for r in data if any(isinstance(v, float) and math.isnan(v) for v in r))
+    assert_df_equality(made.fillna(-1.0), expected.fillna(-1.0), ignore_row_order=True)
+
+
+def test_local_rows_need_no_python_worker(spark: SparkSession) -> None:
+    """createDataFrame of a list scans an RDD of pickled rows (a Python worker unpickles them); local_rows plans
+    literals only, in one partition."""
+    data = [("r", "events", "silver", 5)]
+    assert "ExistingRDD" in _physical_plan(spark.createDataFrame(data, schemas.DQ_STATS))
+    made = local_rows(spark, data, schemas.DQ_STATS)
+    plan = _physical_plan(made)
+    assert "ExistingRDD" not in plan and "Python" not in plan, plan
+    assert made.rdd.getNumPartitions() == 1
+
+
+def test_local_rows_refuse_a_null_in_a_required_field(spark: SparkSession) -> None:
+    with pytest.raises(AnalysisException, match="cannot cast"):
+        local_rows(spark, [("r", None, "silver", 5)], schemas.DQ_STATS)
+    with pytest.raises(ValueError):  # a row with a field too few
+        local_rows(spark, [("r", "events", "silver")], schemas.DQ_STATS)

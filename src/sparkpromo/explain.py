@@ -26,6 +26,7 @@ from sparkpromo import delta_io
 from sparkpromo import recommend as R
 from sparkpromo import tables as T
 from sparkpromo.config import AppConfig, join_uri
+from sparkpromo.frame import local_rows
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +211,7 @@ def explain_user(spark: SparkSession, cfg: AppConfig, user_id: str, campaign: st
         if model is None or history is None or id_map is None:
             log.warning("no ALS model or no interactions to explain the offers of model run %s", model_run_id)
             continue
-        offered = spark.createDataFrame([(o["item_id"],) for o in group], "item_id string")
+        offered = local_rows(spark, [(o["item_id"],) for o in group], "item_id string")
         found: dict[str, list[dict[str, Any]]] = {}
         for c in contributions(model, id_map, history, offered, top_n).orderBy("target", "position").collect():
             found.setdefault(c["target"], []).append({"item_id": c[C.ITEM_ID], "similarity": float(c["similarity"]),

@@ -1,16 +1,37 @@
-"""Shared typing for DataFrame transformations, and the row-numbering and top-N transforms they share."""
+"""Shared typing for DataFrame transformations, the row-numbering and top-N transforms they share, and small frames
+built from driver-side values."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
+from pyspark.sql.types import ArrayType, DataType, StructType
 
 Transform = Callable[[DataFrame], DataFrame]
 """A step for ``df.transform``: pure, no reads, writes or actions."""
 
 POSITION = "_pos"
+
+
+def local_rows(spark: SparkSession, rows: Sequence[Sequence[Any]], schema: StructType | str) -> DataFrame:
+    """A frame of a few driver-side ``rows`` (tuples in ``schema``'s field order; ``schema`` a struct or a DDL
+    string), with exactly ``schema``'s types and nullability, built in the JVM from literals.
+
+    For records, metrics and documents: a classic session's ``createDataFrame`` ships a list as pickled rows that a
+    Python worker process unpickles (the first one a process starts costs most of a second, each later one a
+    round trip), and here no worker is needed. The values appear in the query plan, so nothing secret or personal
+    belongs in them (the HMAC pads of :mod:`sparkpromo.privacy` and the user ids ``forget`` is given keep
+    ``createDataFrame``). A None in a non-nullable field fails before anything runs."""
+    struct = schema if isinstance(schema, StructType) else DataType.fromDDL(schema)
+    if not isinstance(struct, StructType):
+        raise TypeError(f"local_rows needs a struct schema, got {struct.simpleString()}")
+    literals = [F.struct(*[F.lit(v).cast(f.dataType).alias(f.name) for v, f in zip(row, struct.fields, strict=True)])
+                for row in rows]
+    # One partition: a one-row range would otherwise be spread over the default parallelism, mostly empty tasks.
+    return spark.range(0, 1, 1, 1).select(F.inline(F.array(*literals).cast(ArrayType(struct, False))))
 
 
 def positions_within(group: Sequence[str], order: Sequence[Column], name: str = POSITION) -> Transform:

@@ -22,6 +22,7 @@ from sparkpromo import tables as T
 from sparkpromo.clean import run_clean
 from sparkpromo.config import CLEAN_PRIVACY_KEYS, AppConfig, check_path_id, local_path
 from sparkpromo.features import run_features
+from sparkpromo.frame import local_rows
 from sparkpromo.ingest import run_ingest
 from sparkpromo.logs import stage
 from sparkpromo.measure import run_measure
@@ -403,5 +404,5 @@ def record_campaign_metrics(spark: SparkSession, cfg: AppConfig, ctx: RunContext
     replaced per run: what the run report and the fairness figures read."""
     rows = [(ctx.run_id, ctx.run_date, cid, k, float(v)) for cid, m in campaigns.items() for k, v in m.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    df = spark.createDataFrame(rows, schemas.CAMPAIGN_METRICS)
+    df = local_rows(spark, rows, schemas.CAMPAIGN_METRICS)
     delta_io.replace_partition(df, T.CAMPAIGN_METRICS.uri(cfg), {C.RUN_ID: ctx.run_id}, name=T.CAMPAIGN_METRICS.key)

@@ -26,6 +26,7 @@ from sparkpromo import columns as C
 from sparkpromo import delta_io, schemas
 from sparkpromo import tables as T
 from sparkpromo.config import AppConfig
+from sparkpromo.frame import local_rows
 
 if TYPE_CHECKING:
     from sparkpromo.pipeline import RunContext
@@ -155,7 +156,7 @@ def record_stage_time(spark: SparkSession, cfg: AppConfig, ctx: RunContext, name
         name, ctx.run_id, dt.datetime.now(dt.UTC).replace(tzinfo=None),
         None if versions is None else json.dumps(versions, sort_keys=True), json.dumps(scalars, default=str),
         None if fingerprint is None else json.dumps(fingerprint, sort_keys=True)), strict=True)))
-    df = spark.createDataFrame([(ctx.run_id, ctx.run_date, name, float(seconds), row["finished_at"], row["io_versions"],
+    df = local_rows(spark, [(ctx.run_id, ctx.run_date, name, float(seconds), row["finished_at"], row["io_versions"],
                                  row["result"], row["fingerprint"])], schemas.STAGE_RUNS)
     uri = T.STAGE_RUNS.uri(cfg)
     with _lock:

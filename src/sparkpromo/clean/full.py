@@ -39,6 +39,7 @@ from sparkpromo.clean.rules import (
     quarantine_rows,
 )
 from sparkpromo.config import AppConfig
+from sparkpromo.frame import local_rows
 from sparkpromo.ingest import CORRUPT
 from sparkpromo.parallel import submit
 
@@ -174,7 +175,7 @@ def full_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetim
                 delta_io.add_constraints(spark, uri, table.checks, table.not_null)
         delta_io.overwrite(q.drop(EXAMPLE), T.QUARANTINE.uri(cfg), partition_by=T.QUARANTINE.partition_by,
                            name="quarantine")
-        dq = spark.createDataFrame(dq_rows, schemas.DQ_STATS)
+        dq = local_rows(spark, dq_rows, schemas.DQ_STATS)
         delta_io.replace_partition(dq, T.DATA_QUALITY.uri(cfg), {C.RUN_ID: run_id},
                                    name=T.DATA_QUALITY.key)
     finally:

@@ -48,7 +48,7 @@ from sparkpromo.clean.rules import (
 )
 from sparkpromo.clean.state import SOURCES, CleanState
 from sparkpromo.config import AppConfig
-from sparkpromo.frame import Transform
+from sparkpromo.frame import Transform, local_rows
 from sparkpromo.ingest import CORRUPT
 from sparkpromo.parallel import checkpoint_all, run_all
 
@@ -343,7 +343,7 @@ def incremental_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.
                 merge_silver(spark, T.SILVER[name].uri(cfg), changes[name], T.SILVER[name].key)
         merge_quarantine(spark, T.QUARANTINE.uri(cfg), [changes[s] for s in changes])
         dq_rows = [(run_id, source, metric, n) for source, per in outcomes.items() for metric, n in per.items()]
-        dq = spark.createDataFrame(dq_rows, schemas.DQ_STATS)
+        dq = local_rows(spark, dq_rows, schemas.DQ_STATS)
         delta_io.replace_partition(dq, T.DATA_QUALITY.uri(cfg), {C.RUN_ID: run_id},
                                    name=T.DATA_QUALITY.key)
     finally:

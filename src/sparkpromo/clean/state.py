@@ -17,6 +17,7 @@ from pyspark.sql import functions as F
 from sparkpromo import delta_io, schemas
 from sparkpromo import tables as T
 from sparkpromo.config import CLEAN_PRIVACY_KEYS, AppConfig
+from sparkpromo.frame import local_rows
 
 __all__ = [
     "SOURCES", "CleanState", "settings_fingerprint", "output_versions", "last_state", "record_state",
@@ -83,7 +84,7 @@ def record_state(spark: SparkSession, cfg: AppConfig, run_id: str, mode: str, br
     row = [(run_id, dt.datetime.now(dt.UTC).replace(tzinfo=None), mode, json.dumps(dict(bronze), sort_keys=True),
             json.dumps(output_versions(spark, cfg), sort_keys=True), settings_fingerprint(cfg),
             json.dumps(dict(result), sort_keys=True, default=str))]
-    df = spark.createDataFrame(row, schemas.CLEAN_STATE)
+    df = local_rows(spark, row, schemas.CLEAN_STATE)
     delta_io.append(df, T.CLEAN_STATE.uri(cfg), name=T.CLEAN_STATE.key, properties=T.CLEAN_STATE.properties)
 
 

@@ -30,6 +30,7 @@ from sparkpromo.features.incremental import (
 )
 from sparkpromo.features.items import item_features
 from sparkpromo.features.users import CART_LOOKBACK_DAYS, user_features
+from sparkpromo.frame import local_rows
 from sparkpromo.parallel import run_all
 
 log = logging.getLogger(__name__)
@@ -196,7 +197,7 @@ def run_features(spark: SparkSession, cfg: AppConfig, run_id: str, as_of: dt.dat
         map_uri = T.ID_MAP.uri(cfg)
         map_version = delta_io.version(spark, map_uri)
         id_map = (delta_io.read(spark, map_uri, version=map_version) if map_version is not None
-                  else spark.createDataFrame([], schemas.ID_MAP))
+                  else local_rows(spark, [], schemas.ID_MAP))
 
         # Checked before the first gold write: a failed check leaves every gold table as the last run left it.
         indexed = keep(index_interactions(raw, id_map))
@@ -238,7 +239,7 @@ def _extend_id_map(spark: SparkSession, cfg: AppConfig, user_ids: DataFrame, ite
     map_uri = T.ID_MAP.uri(cfg)
     map_version = delta_io.version(spark, map_uri)
     existing = (delta_io.read(spark, map_uri, version=map_version) if map_version is not None
-                else spark.createDataFrame([], schemas.ID_MAP))
+                else local_rows(spark, [], schemas.ID_MAP))
     new_rows = (extend_id_map(existing, user_ids, USER_KIND)
                 .unionByName(extend_id_map(existing, item_ids, ITEM_KIND))).persist()
     try:

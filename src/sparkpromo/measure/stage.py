@@ -17,7 +17,7 @@ from sparkpromo import columns as C
 from sparkpromo import delta_io
 from sparkpromo import tables as T
 from sparkpromo.config import AppConfig
-from sparkpromo.frame import Transform
+from sparkpromo.frame import Transform, local_rows
 from sparkpromo.logs import stage
 from sparkpromo.measure.actions import decide_actions
 from sparkpromo.measure.incremental import changed_purchase_dates, changed_run_dates, run_dates_to_measure
@@ -180,7 +180,7 @@ def run_measure(spark: SparkSession, cfg: AppConfig, run_id: str, run_date: dt.d
                    runs_without_control=statuses.count(NO_CONTROL), campaigns=per_campaign)
     if m.pause_negative or m.reallocate_budgets:
         actions = decide_actions(rows, cfg.campaigns, m.pause_negative, m.min_runs, m.reallocate_budgets)
-        df = spark.createDataFrame([(run_date, cid, a, v, why, run_id) for cid, a, v, why in actions], ACTIONS)
+        df = local_rows(spark, [(run_date, cid, a, v, why, run_id) for cid, a, v, why in actions], ACTIONS)
         delta_io.replace_partition(df, T.CAMPAIGN_ACTIONS.uri(cfg), {C.MEASURED_ON: run_date},
                                    name=T.CAMPAIGN_ACTIONS.key)
         for cid, a, v, why in actions:

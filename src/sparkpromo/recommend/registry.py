@@ -10,6 +10,7 @@ from pyspark.ml.recommendation import ALSModel
 from pyspark.sql import SparkSession
 
 from sparkpromo.config import AppConfig, join_uri
+from sparkpromo.frame import local_rows
 from sparkpromo.recommend.common import (
     _RUN_ID_RE,
     ALS,
@@ -28,7 +29,7 @@ def write_text(spark: SparkSession, uri: str, text: str) -> None:
     """Write a small text document as a one-file folder at ``uri`` through a DataFrame, so any lakehouse URI (local,
     s3a, abfss, dbfs) works in a classic and a Spark Connect session alike; :func:`read_small_text`
     (``spark.read.text(uri, wholetext=True)``) reads it back, as it reads a plain file."""
-    spark.createDataFrame([(text,)], "value string").coalesce(1).write.mode("overwrite").text(uri)
+    local_rows(spark, [(text,)], "value string").coalesce(1).write.mode("overwrite").text(uri)
 
 
 def read_small_text(spark: SparkSession, uri: str) -> str | None:

@@ -18,6 +18,7 @@ from sparkpromo import evaluate as E
 from sparkpromo import recommend as R
 from sparkpromo import tables as T
 from sparkpromo.config import AppConfig, join_uri
+from sparkpromo.frame import local_rows
 from sparkpromo.train.search import (
     ALS,
     FIRST_MODEL,
@@ -183,7 +184,7 @@ def read_purchases(spark: SparkSession, cfg: AppConfig, versions: dict[str, int 
     if versions["gold.item_features"] is None:
         if repeatable:
             log.warning("no gold.item_features table: no item counts as repeatable in the served evaluation")
-        items = spark.createDataFrame([], f"{C.ITEM_ID} string, {C.CATEGORY} string")
+        items = local_rows(spark, [], f"{C.ITEM_ID} string, {C.CATEGORY} string")
     else:
         items = delta_io.read(spark, items_uri, version=versions["gold.item_features"]).select(C.ITEM_ID, C.CATEGORY)
     return E.purchased_pairs(events, id_map, items, repeatable), ""

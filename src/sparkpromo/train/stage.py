@@ -18,6 +18,7 @@ from sparkpromo import evaluate as E
 from sparkpromo import recommend as R
 from sparkpromo import tables as T
 from sparkpromo.config import AppConfig, join_uri
+from sparkpromo.frame import local_rows
 from sparkpromo.logs import spark_progress
 from sparkpromo.schemas import MODEL_METRICS
 from sparkpromo.session import default_parallelism
@@ -197,7 +198,7 @@ def run_train(spark: SparkSession, cfg: AppConfig, run_id: str) -> dict[str, Any
              **({} if cv_table else {"note": f"one grid point ({params}): nothing to choose, not cross-validated"})},
             indent=2, sort_keys=True))
         R.write_text(spark, join_uri(registry, "metrics.json"), json.dumps(metrics, indent=2, sort_keys=True))
-        rows = spark.createDataFrame(metrics_rows(run_id, metrics, decision), MODEL_METRICS)
+        rows = local_rows(spark, metrics_rows(run_id, metrics, decision), MODEL_METRICS)
         if T.migrate_legacy_run_id(spark, T.MODEL_METRICS, cfg):
             log.info("metrics/model: renamed its run-id column %s to %s", C.LEGACY_RUN_ID, C.RUN_ID)
         delta_io.replace_partition(rows, T.MODEL_METRICS.uri(cfg), {C.RUN_ID: run_id}, name=T.MODEL_METRICS.key)
