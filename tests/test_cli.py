@@ -107,6 +107,22 @@ def test_help_has_examples(command: str, capsys: pytest.CaptureFixture[str]) -> 
     assert "examples:" in out and f"sparkpromo {command}" in out and "--env" in out
 
 
+def test_every_console_script_runs_its_command(capsys: pytest.CaptureFixture[str]) -> None:
+    """Each ``sparkpromo-<command>`` script, loaded as pip's launcher loads it (which also serves jobs/<command>.py
+    and the wheel tasks), is main() with its command first; a name that is no command is no entry point."""
+    import importlib.metadata
+
+    from sparkpromo import cli
+
+    scripts = {e.name.removeprefix("sparkpromo-"): e for e in importlib.metadata.entry_points(group="console_scripts")
+               if e.name.startswith("sparkpromo-")}
+    assert sorted(scripts) == sorted(cli.EXAMPLES)
+    for command, script in scripts.items():
+        assert script.load()(["--help"]) == 0
+        assert capsys.readouterr().out.startswith(f"usage: sparkpromo {command} "), command
+    with pytest.raises(AttributeError, match="no attribute 'nothing_main'"):
+        cli.nothing_main  # noqa: B018 - the attribute lookup is what is tested
+
 def test_generate_needs_no_spark(tmp_path: Path) -> None:
     res = cli("generate", "--conf-dir", str(CONF_DIR), "--events", "2000", "--json",
               env={"SPARKPROMO_LANDING": str(tmp_path / "landing")}, cwd=tmp_path)

@@ -12,18 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
+from sparkpromo import config
 from sparkpromo.config import (
-    CAMPAIGN_TYPES,
-    CONSENT_CHOICES,
-    DEDUPE_MODES,
-    ITEM_RULE_FIELDS,
-    METRICS,
-    RULE_OPERATORS,
-    SEARCHES,
-    SOURCE_FORMATS,
-    SOURCE_KINDS,
-    SPLITS,
-    USER_RULE_FIELDS,
     AppConfig,
     CleanConfig,
     ConfigError,
@@ -263,19 +253,9 @@ def test_base_yaml_is_the_effective_default(dotted: str, tmp_path: Path, monkeyp
     assert differ == {}, f"base.yaml {dotted}: (stated, effective) differ"
 
 
-CHOICES: dict[str, tuple[str, ...]] = {
-    "SOURCE_KINDS": SOURCE_KINDS,
-    "SOURCE_FORMATS": SOURCE_FORMATS,
-    "METRICS": METRICS,
-    "SPLITS": SPLITS,
-    "SEARCHES": SEARCHES,
-    "DEDUPE_MODES": DEDUPE_MODES,
-    "CONSENT_CHOICES": CONSENT_CHOICES,
-    "CAMPAIGN_TYPES": CAMPAIGN_TYPES,
-    "RULE_OPERATORS": RULE_OPERATORS,
-    "USER_RULE_FIELDS": USER_RULE_FIELDS,
-    "ITEM_RULE_FIELDS": ITEM_RULE_FIELDS,
-}
+CHOICE_SETS = ("SOURCE_KINDS", "SOURCE_FORMATS", "METRICS", "SPLITS", "SEARCHES", "DEDUPE_MODES", "CONSENT_CHOICES",
+               "CAMPAIGN_TYPES", "RULE_OPERATORS", "USER_RULE_FIELDS", "ITEM_RULE_FIELDS")
+CHOICES: dict[str, tuple[str, ...]] = {name: getattr(config, name) for name in CHOICE_SETS}
 
 
 @pytest.mark.parametrize("name", sorted(CHOICES))

@@ -418,18 +418,13 @@ def _stage_main(command: str) -> Any:
     return entry
 
 
-generate_main = _stage_main("generate")
-ingest_main = _stage_main("ingest")
-clean_main = _stage_main("clean")
-features_main = _stage_main("features")
-train_main = _stage_main("train")
-recommend_main = _stage_main("recommend")
-measure_main = _stage_main("measure")
-run_main = _stage_main("run")
-report_main = _stage_main("report")
-explain_main = _stage_main("explain")
-forget_main = _stage_main("forget")
-doctor_main = _stage_main("doctor")
+def __getattr__(name: str) -> Any:
+    """``<command>_main`` for every command: the entry point of the console script ``sparkpromo-<command>``, of
+    ``jobs/<command>.py`` (spark-submit) and of the Databricks wheel task, all :func:`main` with the command first."""
+    command = name.removesuffix("_main")
+    if command != name and command in EXAMPLES:
+        return _stage_main(command)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 if __name__ == "__main__":

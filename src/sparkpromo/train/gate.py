@@ -19,16 +19,8 @@ from sparkpromo import recommend as R
 from sparkpromo import tables as T
 from sparkpromo.config import AppConfig, join_uri
 from sparkpromo.frame import local_rows
-from sparkpromo.train.search import (
-    ALS,
-    FIRST_MODEL,
-    KEPT_INCUMBENT,
-    POPULARITY,
-    PUBLISHED,
-    PUBLISHED_NO_FRESH_HOLDOUT,
-    SERVED,
-    registry_uri,
-)
+from sparkpromo.train import search
+from sparkpromo.train.search import ALS, POPULARITY, registry_uri
 
 log = logging.getLogger(__name__)
 
@@ -157,14 +149,14 @@ def gate_decision(new: float, incumbent: float | None, margin: float, registered
     published_no_fresh_holdout when there is an incumbent but not ``fresh_holdout``, no pair it was not fitted on to
     compare on) or when ``new`` >= ``incumbent * (1 - margin)``; otherwise kept_incumbent, with a WARNING."""
     if not fresh_holdout:
-        return PUBLISHED_NO_FRESH_HOLDOUT
+        return search.PUBLISHED_NO_FRESH_HOLDOUT
     if incumbent is None:
-        return PUBLISHED if registered else FIRST_MODEL
+        return search.PUBLISHED if registered else search.FIRST_MODEL
     if new >= incumbent * (1 - margin):
-        return PUBLISHED
+        return search.PUBLISHED
     log.warning("the new champion scores %s=%.4f, below the model in service's %.4f by more than the margin %.3g: "
                 "keeping the model in service", metric, new, incumbent, margin)
-    return KEPT_INCUMBENT
+    return search.KEPT_INCUMBENT
 
 
 def read_purchases(spark: SparkSession, cfg: AppConfig, versions: dict[str, int | None]
@@ -204,8 +196,8 @@ def served_metrics(als_model: ALSModel, train: DataFrame, test: DataFrame, purch
         # seen_max/n_users of all train pairs bound the served ones: enough candidates survive the exclusion.
         als = E.top_k_excluding_seen(als_model, served, k, users=users, seen_max=seen_max, n_users=n_users)
         pop = E.popularity_top_k(train, k, users=users, seen_max=seen_max, exclude=served)
-        return ({ALS + SERVED: E.evaluate_recommendations(als, test, train, k),
-                 POPULARITY + SERVED: E.evaluate_recommendations(pop, test, train, k)},
+        return ({ALS + search.SERVED: E.evaluate_recommendations(als, test, train, k),
+                 POPULARITY + search.SERVED: E.evaluate_recommendations(pop, test, train, k)},
                 "computed: only non-repeatable bought or rated items excluded, as in serving")
     finally:
         served.unpersist()
