@@ -45,6 +45,34 @@ def test_wrong_type_via_set(tmp_path: Path) -> None:
     assert_usage_error(res, "train.folds", "expected an integer")
 
 
+def test_a_date_no_calendar_has_names_its_file_and_key(tmp_path: Path) -> None:
+    bad = tmp_path / "campaign.yaml"
+    bad.write_text("campaigns:\n  - id: c1\n    name: C\n    type: welcome\n    valid_from: 2026-01-01\n"
+                   "    valid_to: 2026-12-32\n    priority: 1\n    top_k: 2\n    offer: {discount_pct: 5}\n")
+    res = cli("train", "--conf-dir", str(CONF_DIR), "--config", str(bad), cwd=tmp_path)
+    assert_usage_error(res, "campaign.yaml", "campaigns[0].valid_to", "expected a date", "2026-12-32")
+    assert_usage_error(cli("train", "--conf-dir", str(CONF_DIR), "--set", "generate.seed=2026-02-30", cwd=tmp_path),
+                       "--set", "generate.seed", "2026-02-30")
+
+
+def test_a_list_elements_error_names_the_file_that_set_the_list(tmp_path: Path) -> None:
+    bad = tmp_path / "grid.yaml"
+    bad.write_text("train:\n  grid:\n    rank: [8, sixteen]\n")
+    res = cli("train", "--conf-dir", str(CONF_DIR), "--config", str(bad), cwd=tmp_path)
+    assert_usage_error(res, f"{bad}: train.grid.rank[1]: expected an integer")
+
+
+def test_an_unset_variable_names_the_file_and_key_that_use_it(tmp_path: Path) -> None:
+    uses = tmp_path / "uses.yaml"
+    uses.write_text("lakehouse: ${SPARKPROMO_TEST_UNSET_VAR}\n")
+    later = tmp_path / "later.yaml"
+    later.write_text("train:\n  folds: 3\n")
+    env = {k: v for k, v in os.environ.items() if k != "SPARKPROMO_TEST_UNSET_VAR"}
+    res = cli("train", "--conf-dir", str(CONF_DIR), "--config", str(uses), "--config", str(later), cwd=tmp_path,
+              env=env)
+    assert_usage_error(res, f"{uses}: lakehouse: environment variable SPARKPROMO_TEST_UNSET_VAR is referenced")
+
+
 def test_missing_input_path(tmp_path: Path) -> None:
     res = cli("ingest", "--conf-dir", str(CONF_DIR), "--set", f"sources.events.path={tmp_path}/none", cwd=tmp_path)
     assert_usage_error(res, "sources.events.path", "does not exist")
@@ -63,8 +91,12 @@ def test_bad_run_date() -> None:
     assert_usage_error(cli("features", "--run-date", "2026-02-30"), "invalid date")
 
 
-def test_bad_stage_list() -> None:
+def test_bad_stage_list(tmp_path: Path) -> None:
     assert_usage_error(cli("run", "--stages", "ingest,deploy"), "unknown stage(s) deploy")
+    for empty in ("", " , "):
+        assert_usage_error(cli("run", "--sample", "--conf-dir", str(CONF_DIR), "--stages", empty, cwd=tmp_path),
+                           "run --stages: no stage given")
+    assert not list(tmp_path.iterdir())  # refused before generating the sample
 
 
 def test_backfill_arguments_checked() -> None:

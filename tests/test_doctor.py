@@ -46,6 +46,17 @@ def test_config_problem_is_named(tmp_path: Path) -> None:
     assert not c.ok and "bad.yaml: spark.shuffle_partitions: must be > 0" in c.detail
 
 
+def test_doctor_checks_the_configuration_with_its_overrides(tmp_path: Path) -> None:
+    """`doctor --set` and `--remote` are checked as every other command would take them: a value that command
+    refuses fails the config check, and a malformed --set is a usage error."""
+    res = cli("doctor", "--conf-dir", str(CONF_DIR), "--offline", "--set", "train.folds=1", cwd=tmp_path)
+    assert res.returncode == 1 and "train.folds: must be >= 2" in res.stdout, res.stdout + res.stderr
+    res = cli("doctor", "--conf-dir", str(CONF_DIR), "--offline", "--remote", "http://x", cwd=tmp_path)
+    assert res.returncode == 1 and "spark.remote" in res.stdout, res.stdout + res.stderr
+    res = cli("doctor", "--conf-dir", str(CONF_DIR), "--offline", "--set", "nokey", cwd=tmp_path)
+    assert res.returncode == 2 and res.stderr.strip() == "error: --set: expected KEY=VALUE, got 'nokey'"
+
+
 def test_unreachable_maven(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))  # no Ivy cache here
     monkeypatch.setenv("SPARKPROMO_MAVEN_REPO", "http://127.0.0.1:9/maven2")

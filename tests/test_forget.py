@@ -8,14 +8,17 @@ import re
 from pathlib import Path
 
 import pytest
+from chispa import assert_df_equality
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from sparkpromo import columns as C
-from sparkpromo import delta_io
+from sparkpromo import delta_io, schemas
 from sparkpromo.clean import run_clean
-from sparkpromo.forget import ID_HASH, LOG_RETENTION, forget_user, forgotten_uri
+from sparkpromo.features.id_map import USER_KIND, extend_id_map
+from sparkpromo.forget import ID_HASH, LOG_RETENTION, forget_user, forgotten_uri, tombstone
 from sparkpromo.ingest import run_ingest
+from sparkpromo.pipeline import RunContext, run_stage
 from sparkpromo.privacy import pseudonym
 from tests.conftest import make_config
 from tests.measure import record
@@ -166,3 +169,45 @@ def test_quarantine_payload_leaves_personal_columns_out(spark: SparkSession) -> 
     assert "1234567" not in joined and all(u in joined for u in ("u1", "u2", "u3"))
     record("privacy", "quarantine payloads of users rows (parsed, JSON and CSV unparsable) with birth date, "
            "e-mail, phone", len(rows), f"{len(out)} payloads, 0 birth dates / e-mails / phones", "pass")
+
+
+def test_a_forgotten_users_index_is_never_given_to_a_new_user(spark: SparkSession, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The forgotten user held the highest index: its id-map row keeps the index under a tombstone, so the next new
+    user is numbered after it (the model in service still has a factor row for that index)."""
+    monkeypatch.setenv("SPARKPROMO_HMAC_KEY", KEY)
+    cfg = make_config(tmp_path)
+    uri = cfg.table("gold", "id_map")
+    delta_io.overwrite(spark.createDataFrame([("user", KEEP, 0), ("user", GONE, 1), ("item", "p1", 0)],
+                                             schemas.ID_MAP), uri)
+
+    assert forget_user(spark, cfg, GONE)[uri] == 1
+
+    after = delta_io.read(spark, uri)
+    expected = spark.createDataFrame([("user", KEEP, 0), ("user", tombstone(1), 1), ("item", "p1", 0)],
+                                     schemas.ID_MAP)
+    assert_df_equality(after, expected, ignore_row_order=True, ignore_nullable=True)
+    new = extend_id_map(after, spark.createDataFrame([("u9",)], "user_id string"), USER_KIND)
+    assert [(r[C.ORIGINAL_ID], r[C.IDX]) for r in new.collect()] == [("u9", 2)]
+
+
+@pytest.mark.slow
+def test_clean_takes_in_what_is_ingested_after_a_forget(spark: SparkSession, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """forget records the versions it leaves, bronze's among them; the next cleans still read bronze where ingest
+    left it, so rows landed after a forget reach silver."""
+    monkeypatch.setenv("SPARKPROMO_HMAC_KEY", KEY)
+    landing(tmp_path)
+    cfg = make_config(tmp_path)
+    day = dt.date(2026, 11, 1)
+    for name in ("ingest", "clean"):
+        run_stage(name, spark, cfg, RunContext("r1", day))
+    forget_user(spark, cfg, GONE)
+    (tmp_path / "landing" / "events" / "later.csv").write_text(
+        "event_id,user_id,product_id,event_type,event_time,price,quantity,session_id\n"
+        f"e6,{KEEP},p1,purchase,2026-11-01T11:00:00Z,5,1,s3\n")
+    for name in ("ingest", "clean"):
+        run_stage(name, spark, cfg, RunContext("r2", day))
+    silver = delta_io.read(spark, cfg.table("silver", "events")).select(C.EVENT_ID, C.USER_ID)
+    assert_df_equality(silver, spark.createDataFrame([("e5", KEEP), ("e6", KEEP)], "event_id string, user_id string"),
+                       ignore_row_order=True, ignore_nullable=True)

@@ -97,6 +97,25 @@ def test_parquet_source(spark: SparkSession, tmp_path: Path) -> None:
     assert (row["member"], row["sku"], row["amount"], row["ts"]) == ("1", "2", "3.5", "1700000000")
 
 
+def test_parquet_files_of_one_batch_are_read_with_every_files_columns(spark: SparkSession, tmp_path: Path) -> None:
+    """Two Parquet files land together, one with a column the other lacks: bronze gets the column (null for the
+    other file's row), where Spark's default would take the schema of one file's footer and drop it."""
+    columns = {"user_id": "member", "item_id": "sku", "event_ts": "ts"}
+    cfg = make_config(tmp_path, sources={"events": {"path": str(tmp_path / "pq"), "format": "parquet",
+                                                    "columns": columns, "constant_event_type": "purchase"}},
+                      privacy={"consent_without_users": "granted"})
+    (tmp_path / "pq").mkdir()
+    for name, df in (("a", spark.createDataFrame([(1, 2, 1700000000)], "member int, sku int, ts long")),
+                     ("b", spark.createDataFrame([(3, 4, 5.5, 1700000001)], "member int, sku int, amount double, "
+                                                                            "ts long"))):
+        df.coalesce(1).write.parquet(str(tmp_path / name))
+        next((tmp_path / name).glob("part-*.parquet")).rename(tmp_path / "pq" / f"{name}.parquet")
+    assert ingest_source(spark, cfg, "events", "r1")["events_rows"] == 2
+    got = delta_io.read(spark, cfg.table("bronze", "events")).select("member", "amount")
+    assert_df_equality(got, spark.createDataFrame([("1", None), ("3", "5.5")], "member string, amount string"),
+                       ignore_row_order=True)
+
+
 def test_unknown_mapped_column(spark: SparkSession, tmp_path: Path) -> None:
     cfg = make_config(tmp_path)
     cfg = dataclasses.replace(cfg, sources=dataclasses.replace(cfg.sources, events=dataclasses.replace(
@@ -139,6 +158,22 @@ def test_schema_drift_missing_column_is_always_an_error(spark: SparkSession, cfg
     for c in (cfg, evolving):
         with pytest.raises(IngestError, match=r"column\(s\) session_id missing"):
             ingest_source(spark, c, "events", "r2")
+    assert delta_io.version(spark, uri) == v
+
+
+def test_a_file_without_a_bronze_column_is_an_error_next_to_one_that_has_it(spark: SparkSession,
+                                                                             cfg: AppConfig) -> None:
+    """Files of one batch are read by column name: one that lacks a column bronze has fails the batch, as it does
+    alone, instead of getting nulls because the other file brings the column."""
+    write_events(cfg, "a.csv", ["e1,u1,p1,view,2026-11-01T10:00:00Z,,,s1"])
+    ingest_source(spark, cfg, "events", "r1")
+    uri = cfg.table("bronze", "events")
+    v = delta_io.version(spark, uri)
+    write_events(cfg, "b.csv", ["e2,u1,p1,view,2026-11-01T10:00:00Z,,,s1"])
+    write_events(cfg, "c.csv", ["e3,u1,p1,view,2026-11-01T10:00:00Z,,"],
+                 header="event_id,user_id,product_id,event_type,event_time,price,quantity\n")
+    with pytest.raises(IngestError, match=r"column\(s\) session_id missing"):
+        ingest_source(spark, cfg, "events", "r2")
     assert delta_io.version(spark, uri) == v
 
 

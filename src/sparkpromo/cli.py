@@ -29,6 +29,7 @@ from sparkpromo.config import (
     check_path_id,
     default_conf_dir,
     load_config,
+    load_yaml,
 )
 
 log = logging.getLogger("sparkpromo.cli")
@@ -167,7 +168,7 @@ def _overrides(pairs: Sequence[str]) -> dict[str, Any]:
         if not sep or not key:
             raise UsageError(f"--set: expected KEY=VALUE, got '{pair}'")
         try:
-            out[key] = yaml.safe_load(value)
+            out[key] = load_yaml(value)
         except yaml.YAMLError:
             raise UsageError(f"--set {key}: value is not valid YAML") from None
     return out
@@ -231,13 +232,14 @@ def _prepare(argv: Sequence[str] | None) -> tuple[argparse.Namespace, AppConfig]
     args = build_parser().parse_args(argv)
     if getattr(args, "run_id", None) is not None:
         check_path_id(args.run_id, "--run-id")  # it names registry/<run id>/ and reports/<run id>.html
-    if args.command == "doctor":
-        return args, None  # type: ignore[return-value]  # doctor reports config problems itself
     overrides = _overrides(args.overrides)
-    if getattr(args, "events", None) is not None:
-        overrides["generate.events"] = args.events
     if getattr(args, "remote", None) is not None:
         overrides["spark.remote"] = args.remote
+    if args.command == "doctor":
+        args.overrides = overrides  # checked with the configuration, which doctor reports on itself
+        return args, None  # type: ignore[return-value]
+    if getattr(args, "events", None) is not None:
+        overrides["generate.events"] = args.events
     if args.command == "run" and (args.from_date or args.to_date):
         if not (args.from_date and args.to_date):
             raise UsageError("run: --from-date and --to-date go together")
@@ -268,6 +270,8 @@ def _prepare(argv: Sequence[str] | None) -> tuple[argparse.Namespace, AppConfig]
         from sparkpromo.pipeline import STAGES
 
         unknown = [s for s in stages if s not in STAGES]
+        if not stages:
+            raise UsageError(f"run --stages: no stage given (known: {', '.join(STAGES)})")
         if unknown:
             raise UsageError(f"run --stages: unknown stage(s) {', '.join(unknown)} (known: {', '.join(STAGES)})")
         args.stages = [s for s in STAGES if s in stages]
@@ -313,7 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "doctor":
         from sparkpromo.doctor import run_doctor
 
-        checks = run_doctor(args.env, args.conf_dir, args.config, network=not args.offline)
+        checks = run_doctor(args.env, args.conf_dir, args.config, network=not args.offline, overrides=args.overrides)
         for c in checks:
             print(c.line())
         if args.json:

@@ -9,9 +9,11 @@ import shutil
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 from sparkpromo.config import ConfigError, load_config, local_path
 from sparkpromo.session import maven_mirrors
@@ -99,9 +101,10 @@ def check_delta_jars(delta_v: str | None, timeout: float = 10.0) -> Check:
                  "allow access to Maven Central or set a mirror in ~/.m2/settings.xml / SPARKPROMO_MAVEN_REPO")
 
 
-def check_config(env: str, conf_dir: str | None, extra: list[str]) -> Check:
+def check_config(env: str, conf_dir: str | None, extra: list[str], overrides: Mapping[str, Any] | None = None
+                 ) -> Check:
     try:
-        cfg = load_config(env, conf_dir, extra)
+        cfg = load_config(env, conf_dir, extra, overrides)
     except ConfigError as e:
         return Check("config", False, str(e), "correct the file and key named above")
     lake = local_path(cfg.lakehouse)
@@ -112,9 +115,10 @@ def check_config(env: str, conf_dir: str | None, extra: list[str]) -> Check:
     return Check("config", True, f"env={env}, lakehouse={cfg.lakehouse}, {len(cfg.campaigns)} campaign(s)")
 
 
-def run_doctor(env: str, conf_dir: str | None, extra: list[str], network: bool = True) -> list[Check]:
+def run_doctor(env: str, conf_dir: str | None, extra: list[str], network: bool = True,
+               overrides: Mapping[str, Any] | None = None) -> list[Check]:
     versions, delta_v = check_versions()
-    checks = [check_python(), check_java(), versions, check_config(env, conf_dir, extra)]
+    checks = [check_python(), check_java(), versions, check_config(env, conf_dir, extra, overrides)]
     if network:
         checks.append(check_delta_jars(delta_v))
     return checks

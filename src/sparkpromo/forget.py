@@ -61,6 +61,8 @@ _SET = "_forgotten_set"
 FORGOTTEN_HIT = "_forgotten_hit"
 # What separates fields in an unparsable line (CSV, JSON): its tokens are checked against the forgotten hashes.
 TOKEN_SPLIT = r"[\s,;|\"'{}\[\]:=]+"
+# A forgotten user's gold.id_map row keeps its index under this prefix and the index (see :func:`tombstone`).
+TOMBSTONE_PREFIX = "forgotten#"
 
 
 class ForgetError(ValueError):
@@ -211,10 +213,13 @@ def forget_users(spark: SparkSession, cfg: AppConfig, user_ids: Sequence[str]) -
                 deleted[interactions] = _merge_delete(spark, interactions, idx, f"t.{C.USER_IDX} = s.{C.IDX}")
                 touched.append(interactions)
                 log.info("forget: %s: %d row(s) deleted", _short(cfg, interactions), deleted[interactions])
-            deleted[id_map] = _merge_delete(spark, id_map, ids,
-                                            f"t.{C.ID_KIND} = 'user' AND t.{C.ORIGINAL_ID} = s.{_STORED}")
+            # The row stays, its id replaced by a tombstone: features numbers new ids after the highest index, and
+            # the index of a deleted row would go to the next new user, whom the model in service would then
+            # score with the forgotten user's factors.
+            deleted[id_map] = _merge_tombstone(spark, id_map, ids,
+                                               f"t.{C.ID_KIND} = 'user' AND t.{C.ORIGINAL_ID} = s.{_STORED}")
             touched.append(id_map)
-            log.info("forget: %s: %d row(s) deleted", _short(cfg, id_map), deleted[id_map])
+            log.info("forget: %s: %d id(s) replaced by a tombstone", _short(cfg, id_map), deleted[id_map])
         listed = list(targets(cfg))
         extra = [(uri, C.USER_ID, f"t.{C.USER_ID} = s.{_STORED}")
                  for uri in _other_user_tables(cfg, {u for u, _, _ in listed} | set(touched) | {forgotten_uri(cfg)})]
@@ -258,6 +263,22 @@ def _merge_delete(spark: SparkSession, uri: str, ids: DataFrame, cond: str) -> i
     if delta_io.version(spark, uri) == before:
         return 0
     return int(delta_io.last_commit_metrics(spark, uri).get("numTargetRowsDeleted", 0))
+
+
+def _merge_tombstone(spark: SparkSession, uri: str, ids: DataFrame, cond: str) -> int:
+    """Replace the matched id-map rows' original ids with :func:`tombstone` of their index; returns how many."""
+    before = delta_io.version(spark, uri)
+    delta_io.merge_into(spark, uri, ids, cond, [f"WHEN MATCHED THEN UPDATE SET t.{C.ORIGINAL_ID} = "
+                                                f"concat('{TOMBSTONE_PREFIX}', cast(t.{C.IDX} AS STRING))"])
+    if delta_io.version(spark, uri) == before:
+        return 0
+    return int(delta_io.last_commit_metrics(spark, uri).get("numTargetRowsUpdated", 0))
+
+
+def tombstone(idx: int) -> str:
+    """What a forgotten user's id-map row holds instead of the id: made of the index alone, so it names no one,
+    keeps the index taken, and is the same wherever the same user is forgotten."""
+    return f"{TOMBSTONE_PREFIX}{idx}"
 
 
 def _bound_what_the_log_keeps(spark: SparkSession, uri: str, retention: str) -> None:

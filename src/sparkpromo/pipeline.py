@@ -50,6 +50,10 @@ STAGE_IO: dict[str, tuple[tuple[T.Table, ...], tuple[T.Table, ...]]] = {
     "measure": ((T.RECOMMENDATIONS, T.SILVER_EVENTS), (T.CAMPAIGN_OUTCOMES, T.UPLIFT, T.CAMPAIGN_ACTIONS)),
 }
 
+# The tables the run manifest tracks: those a stage writes and records. Bronze is not among them: ingest appends to
+# it while other stages read it, so each stage pins bronze where it first sees it (run_stage).
+RECORDED = frozenset(t.key for _, outputs in STAGE_IO.values() for t in outputs)
+
 # The configuration each stage reads, as dotted paths into AppConfig (``*`` = every element of a list). A stage is
 # skipped only when these (hashed), the package version and, for DATED_STAGES, the run date are what its last
 # successful run recorded, as well as its table versions; so changing a campaign reruns recommend (and measure,
@@ -298,8 +302,9 @@ def manifest_versions(spark: SparkSession, cfg: AppConfig, latest: list[Row] | N
         if r["io_versions"] is None:
             continue
         versions: dict[str, int | None] = json.loads(r["io_versions"])
+        # forget names every table it rewrote, bronze among them; it takes over only those a stage records.
         owned = ({t.key for t in STAGE_IO[r["stage"]][1]} if r["stage"] in STAGE_IO
-                 else set(versions) if r["stage"] == FORGET else set())
+                 else set(versions) & RECORDED if r["stage"] == FORGET else set())
         for table, v in versions.items():
             if table in owned and v is not None:
                 layer, _, name = table.partition(".")

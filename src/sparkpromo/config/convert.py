@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -21,7 +22,8 @@ class _Where:
         self.default_file = default_file
 
     def file_of(self, key: str) -> str:
-        parts = key.split(".")
+        # A list element's key (rank[1], campaigns[welcome]) was set by whichever file set the list.
+        parts = re.sub(r"\[[^\]]*\]", "", key).split(".")
         for i in range(len(parts), 0, -1):
             f = self.origin.get(".".join(parts[:i]))
             if f:

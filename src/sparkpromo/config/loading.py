@@ -26,6 +26,26 @@ def default_conf_dir() -> Path:
     return Path(os.environ.get("SPARKPROMO_CONF_DIR", "conf"))
 
 
+class _Loader(yaml.SafeLoader):
+    """``yaml.safe_load``'s loader, except that a scalar shaped like a timestamp but naming no real day
+    (``2026-02-30``) stays text: the converter then names its key, where PyYAML would raise without one."""
+
+
+def _timestamp_or_text(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+    try:
+        return loader.construct_yaml_timestamp(node)
+    except ValueError:
+        return loader.construct_scalar(node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp_or_text)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse configuration YAML (a file's text or a ``--set`` value): safe tags only, impossible dates as text."""
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader: no Python object tags, ever
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
@@ -34,7 +54,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: unreadable config file ({e.__class__.__name__})") from None
     try:
-        data = yaml.safe_load(text)  # safe_load: no Python object tags, ever
+        data = load_yaml(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -68,7 +88,9 @@ def _record(origin: dict[str, str], dotted: str, value: Any, src: str) -> None:
             _record(origin, f"{dotted}.{k}", v, src)
 
 
-def _expand_env(value: Any) -> Any:
+def _expand_env(value: Any, where: _Where, key: str = "") -> Any:
+    """``${VAR}`` and ``${VAR:-default}`` expanded in every string of ``value``; an unset variable without a
+    default is an error naming the key (and the file that set it)."""
     if isinstance(value, str):
         def repl(m: re.Match[str]) -> str:
             name, default = m.group(1), m.group(2)
@@ -76,12 +98,12 @@ def _expand_env(value: Any) -> Any:
                 return os.environ[name]
             if default is not None:
                 return default
-            raise KeyError(name)
+            raise where.error(key, f"environment variable {name} is referenced but not set")
         return _ENV_VAR_RE.sub(repl, value)
     if isinstance(value, dict):
-        return {k: _expand_env(v) for k, v in value.items()}
+        return {k: _expand_env(v, where, f"{key}.{k}" if key else str(k)) for k, v in value.items()}
     if isinstance(value, list):
-        return [_expand_env(v) for v in value]
+        return [_expand_env(v, where, f"{key}[{i}]") for i, v in enumerate(value)]
     return value
 
 
@@ -121,10 +143,7 @@ def build_config(data: Mapping[str, Any], origin: Mapping[str, str] | None = Non
     """Validate a merged mapping into an :class:`AppConfig`."""
     origin = origin or {}
     where = _Where(origin, default_file)
-    try:
-        data = _expand_env(dict(data))
-    except KeyError as e:
-        raise ConfigError(f"{default_file}: environment variable {e.args[0]} is referenced but not set") from None
+    data = _expand_env(dict(data), where)
     cfg = _convert(AppConfig, data, "", where)
     base_dir = base_dir or Path.cwd()
     cfg = dataclasses.replace(
@@ -155,5 +174,5 @@ def check_input_paths(cfg: AppConfig) -> None:
 
 
 __all__ = [
-    "default_conf_dir", "load_config", "build_config", "check_input_paths",
+    "default_conf_dir", "load_config", "load_yaml", "build_config", "check_input_paths",
 ]

@@ -86,19 +86,22 @@ def check_columns(source: str, src: FileSource, kind: str, where: str, columns: 
 # ----------------------------------------------------------------------------------------------------------------
 # Reading
 # ----------------------------------------------------------------------------------------------------------------
-def read_source(spark: SparkSession, source: str, src: FileSource, kind: str, listing: Listing) -> DataFrame | None:
+def read_source(spark: SparkSession, source: str, src: FileSource, kind: str, listing: Listing,
+                each_header: Callable[[Sequence[str]], None] | None = None) -> DataFrame | None:
     """Read the files of ``listing`` with every column as a string; unparsable lines are kept in
     ``_corrupt_record``, each row's file in ``_source_file``. None when no file holds a CSV header (only empty
     files).
 
     Every CSV file with a header, or else the files as a whole, is checked for the required columns
-    (:func:`check_columns`) before any row is read.
+    (:func:`check_columns`) before any row is read; ``each_header`` is also given each distinct CSV header's
+    columns (:func:`check_drift` against bronze: files of one batch are read as one frame by column name, where a
+    file without a column another file has would get nulls for it).
     """
     check = partial(check_columns, source, src, kind)
     options = _read_options(src, listing)
     files = [spark_path(f) for f in listing.files]
     if src.format == "csv" and reader_flag(options, "header"):
-        return _read_csv_by_header(spark, source, src, listing, check)
+        return _read_csv_by_header(spark, source, src, listing, check, each_header)
     if src.format == "csv":
         # Without a header the columns are positional (_c0, _c1...), as many as the first line has fields.
         names = spark.read.options(**without_options(options, "inferschema")).csv(files).columns
@@ -112,7 +115,9 @@ def read_source(spark: SparkSession, source: str, src: FileSource, kind: str, li
             df = df.withColumn(CORRUPT, F.lit(None).cast(StringType()))
         # JSON nests objects; bronze wants flat strings, so nested values are kept as their JSON text.
         return df.select(*[_as_string(df, c) for c in df.columns], _file_metadata())
-    df = spark.read.options(**options).parquet(*files)
+    # Without mergeSchema Spark takes the schema of one file's footer, and another file's extra columns are lost.
+    merge = {} if reader_option(options, "mergeschema") else {"mergeSchema": "true"}
+    df = spark.read.options(**options, **merge).parquet(*files)
     check(src.path, df.columns)
     return df.select(*[F.col(f"`{c}`").cast(StringType()).alias(c) for c in df.columns],
                      F.lit(None).cast(StringType()).alias(CORRUPT), _file_metadata())
@@ -138,7 +143,8 @@ def _read_options(src: FileSource, listing: Listing) -> dict[str, str]:
 
 
 def _read_csv_by_header(spark: SparkSession, source: str, src: FileSource, listing: Listing,
-                        check: Callable[[str, Sequence[str]], None]) -> DataFrame | None:
+                        check: Callable[[str, Sequence[str]], None],
+                        each_header: Callable[[Sequence[str]], None] | None = None) -> DataFrame | None:
     options = _read_options(src, listing)
     case_sensitive = str(spark.conf.get("spark.sql.caseSensitive", "false")).lower() == "true"
     dialect = csv_dialect(options)
@@ -158,6 +164,9 @@ def _read_csv_by_header(spark: SparkSession, source: str, src: FileSource, listi
         groups.setdefault(tuple(names), []).append(spark_path(f))
     if not groups:
         return None
+    if each_header is not None:
+        for names in groups:
+            each_header([*names, CORRUPT])  # every CSV read adds the corrupt-record column
     frames = [_read_csv(spark, options, names, files) for names, files in groups.items()]
     df = reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames)
     if len(frames) > 1:

@@ -64,12 +64,15 @@ def append_files(spark: SparkSession, cfg: AppConfig, source: str, run_id: str, 
         # uncommitted, so the files are read once the patterns are fixed.
         raise IngestError(f"sources.{source}: no file under {src.path} matches {', '.join(src.file_patterns())} "
                           f"({len(listing.skipped)} other file(s); set sources.{source}.patterns to read them)")
-    raw = read_source(spark, source, src, cfg.sources.kind, listing) if listing.files else None
+    existing = delta_io.read(spark, uri).columns if exists else None
+    drift = (None if existing is None
+             else lambda names: check_drift(source, names, existing, cfg.clean.allow_schema_evolution))
+    raw = read_source(spark, source, src, cfg.sources.kind, listing, drift) if listing.files else None
     if raw is None:
         return {f"{source}_rows": 0, f"{source}_files": 0, **skipped}
     staged = raw.transform(with_ingest_metadata(run_id))
-    if exists:
-        check_drift(source, staged.columns, delta_io.read(spark, uri).columns, cfg.clean.allow_schema_evolution)
+    if drift is not None:
+        drift(staged.columns)
     # Rows of forgotten users (privacy/forgotten) are never loaded again, whatever file brings them.
     user_col = user_col_of(source, src)
     forgotten = forgotten_set(spark, cfg, key) if user_col is not None else None
