@@ -257,22 +257,24 @@ def forget_user(spark: SparkSession, cfg: AppConfig, user_id: str) -> dict[str, 
     return forget_users(spark, cfg, [user_id])
 
 
-def _merge_delete(spark: SparkSession, uri: str, ids: DataFrame, cond: str) -> int:
+def _merge_count(spark: SparkSession, uri: str, ids: DataFrame, cond: str, clause: str, metric: str) -> int:
+    """One ``MERGE`` of ``ids`` into the table with ``clause``; returns the commit's ``metric`` (0: no commit)."""
     before = delta_io.version(spark, uri)
-    delta_io.merge_into(spark, uri, ids, cond, ["WHEN MATCHED THEN DELETE"])
+    delta_io.merge_into(spark, uri, ids, cond, [clause])
     if delta_io.version(spark, uri) == before:
         return 0
-    return int(delta_io.last_commit_metrics(spark, uri).get("numTargetRowsDeleted", 0))
+    return int(delta_io.last_commit_metrics(spark, uri).get(metric, 0))
+
+
+def _merge_delete(spark: SparkSession, uri: str, ids: DataFrame, cond: str) -> int:
+    return _merge_count(spark, uri, ids, cond, "WHEN MATCHED THEN DELETE", "numTargetRowsDeleted")
 
 
 def _merge_tombstone(spark: SparkSession, uri: str, ids: DataFrame, cond: str) -> int:
     """Replace the matched id-map rows' original ids with :func:`tombstone` of their index; returns how many."""
-    before = delta_io.version(spark, uri)
-    delta_io.merge_into(spark, uri, ids, cond, [f"WHEN MATCHED THEN UPDATE SET t.{C.ORIGINAL_ID} = "
-                                                f"concat('{TOMBSTONE_PREFIX}', cast(t.{C.IDX} AS STRING))"])
-    if delta_io.version(spark, uri) == before:
-        return 0
-    return int(delta_io.last_commit_metrics(spark, uri).get("numTargetRowsUpdated", 0))
+    return _merge_count(spark, uri, ids, cond, f"WHEN MATCHED THEN UPDATE SET t.{C.ORIGINAL_ID} = "
+                                               f"concat('{TOMBSTONE_PREFIX}', cast(t.{C.IDX} AS STRING))",
+                        "numTargetRowsUpdated")
 
 
 def tombstone(idx: int) -> str:
