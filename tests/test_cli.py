@@ -108,6 +108,7 @@ def test_backfill_arguments_checked() -> None:
     (["generate", "--days", "0"], "--days: must be >= 1"),
     (["run", "--sample", "--days", "3", "--from-date", "2026-11-01", "--to-date", "2026-11-03"],
      "give one or the other"),
+    (["run", "--sample", "--days", "3", "--run-id", "mine"], "run --days: each day's run takes its date as its id"),
 ])
 def test_daily_arguments_checked(args: list[str], needle: str) -> None:
     assert_usage_error(cli(*args), needle)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from sparkpromo import columns as C
 from sparkpromo import config
 from sparkpromo.config import (
     AppConfig,
@@ -171,6 +172,19 @@ def test_unset_env_var_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 def test_overrides() -> None:
     cfg = load_config("local", CONF_DIR, overrides={"train.folds": 4, "train.grid.rank": [3]})
     assert cfg.train.folds == 4 and cfg.train.grid.rank == (3,)
+
+
+def test_a_set_of_one_column_keeps_the_rest_of_the_mapping_and_a_whole_mapping_replaces_it() -> None:
+    example = [CONF_DIR / "examples" / "movielens.yaml"]
+    mapped = dict(load_config("local", CONF_DIR, example).sources.events.columns)
+    assert len(mapped) > 2 and mapped[C.USER_ID] != "uid"
+    one = load_config("local", CONF_DIR, example, overrides={"sources.events.columns.user_id": "uid"})
+    assert dict(one.sources.events.columns) == {**mapped, C.USER_ID: "uid"}
+    with pytest.raises(ConfigError, match="must map its rating column"):  # a whole mapping replaces the file's
+        load_config("local", CONF_DIR, example, overrides={"sources.events.columns": {C.USER_ID: "uid"}})
+    base = dict(load_config("local", CONF_DIR).sources.events.columns)
+    assert dict(load_config("local", CONF_DIR, overrides={"sources.events.columns.user_id": "uid"})
+                .sources.events.columns) == {**base, C.USER_ID: "uid"}
 
 
 def test_example_configs_load() -> None:

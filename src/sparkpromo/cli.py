@@ -255,6 +255,8 @@ def _prepare(argv: Sequence[str] | None) -> tuple[argparse.Namespace, AppConfig]
         if args.command == "run" and not args.sample:
             raise UsageError("run --days: a daily replay of the generated sample needs --sample "
                              "(backfill your own data with --from-date/--to-date)")
+        if args.command == "run" and args.days > 1 and args.run_id:
+            raise UsageError("run --days: each day's run takes its date as its id (YYYYMMDD); --run-id names one run")
         overrides.update({"generate.days": args.days, "generate.daily": True})
     if args.command == "run" and args.sample and args.from_date:
         # A sample backfill: one daily batch per date of the range, each landing just before its date's run.

@@ -68,13 +68,18 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def _merge(base: dict[str, Any], overlay: dict[str, Any], origin: dict[str, str], src: str,
-           prefix: str = "") -> dict[str, Any]:
-    """Deep-merge ``overlay`` into ``base``; record in ``origin`` which file set each dotted key."""
+           prefix: str = "", into_columns: bool = False) -> dict[str, Any]:
+    """Deep-merge ``overlay`` into ``base``; record in ``origin`` which file set each dotted key.
+
+    A source's ``columns`` mapping is replaced whole, not merged: a file that maps its own columns must not inherit
+    another file's names for columns it doesn't have. ``into_columns`` merges into it instead, for an override that
+    names one entry (``--set sources.events.columns.user_id=uid``).
+    """
     out = dict(base)
     for key, value in overlay.items():
         dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "columns":
-            out[key] = _merge(out[key], value, origin, src, dotted + ".")
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and (key != "columns" or into_columns):
+            out[key] = _merge(out[key], value, origin, src, dotted + ".", into_columns)
         else:
             out[key] = value
             _record(origin, dotted, value, src)
@@ -120,7 +125,8 @@ def load_config(env: str = "local", conf_dir: str | Path | None = None, extra: t
         merged = _merge(merged, _read_yaml(f), origin, str(f))
     if overrides:
         for dotted, value in overrides.items():
-            merged = _merge(merged, _nest(dotted, value), origin, "--set")
+            merged = _merge(merged, _nest(dotted, value), origin, "--set",
+                            into_columns="columns" in dotted.split(".")[:-1])
     merged["env"] = env
     cfg = build_config(merged, origin, default_file=str(files[-1]))
     if check_inputs:
