@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 from pathlib import Path
@@ -373,3 +374,27 @@ def test_actions_are_written_and_read_by_the_next_run(spark: SparkSession, tmp_p
     assert out["actions"] == 1
     assert M.read_actions(spark, cfg, CLOSED) == {}  # decided on CLOSED: applies from the next run date
     assert M.read_actions(spark, cfg, CLOSED + dt.timedelta(days=1)) == {"a": {"pause": None}}
+    # The next measure decides nothing (two runs in a row now needed): from the day after it, "a" is not paused
+    later = CLOSED + dt.timedelta(days=1)
+    relaxed = dataclasses.replace(cfg, measure=dataclasses.replace(cfg.measure, min_runs=2))
+    assert M.run_measure(spark, relaxed, "m2", later)["actions"] == 0
+    assert M.read_actions(spark, cfg, later) == {"a": {"pause": None}}
+    assert M.read_actions(spark, cfg, later + dt.timedelta(days=1)) == {}
+
+
+def test_budgets_are_shared_only_among_campaigns_active_on_the_next_run(tmp_path: Path) -> None:
+    camps = _campaigns(tmp_path)
+    ended = tuple(dataclasses.replace(c, valid_to=D(2026, 11, 5)) if c.id == "welcome-new-users" else c
+                  for c in camps)
+    history = [_row("welcome-new-users", 1, 0.0, 0.1, inc_rev=300.0, treated=100),
+               _row("electronics-fans", 1, 0.0, 0.1, inc_rev=500.0, treated=500)]
+    # welcome ended: the generic campaign keeps its budget whole rather than 150 of a 600-offer split
+    kept = {cid: v for cid, a, v, _ in M.decide_actions(history, ended, False, 3, reallocate=True,
+                                                        next_run=D(2026, 11, 6))}
+    assert kept == {"electronics-fans": 500.0}
+    # a campaign that starts later, not measured yet, does not hold back the re-split of the measured ones
+    later = tuple(dataclasses.replace(c, valid_from=D(2026, 12, 1), valid_to=D(2026, 12, 31), budget=50)
+                  if c.type == "birthday" else c for c in camps)
+    split = {cid: v for cid, a, v, _ in M.decide_actions(history, later, False, 3, reallocate=True,
+                                                         next_run=D(2026, 11, 6))}
+    assert split == {"welcome-new-users": 450.0, "electronics-fans": 150.0}

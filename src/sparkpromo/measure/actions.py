@@ -15,19 +15,26 @@ from pyspark.sql import functions as F
 from sparkpromo import columns as C
 from sparkpromo import delta_io
 from sparkpromo import tables as T
+from sparkpromo.campaigns import is_active
 from sparkpromo.config import AppConfig, Campaign
 from sparkpromo.measure.outcomes import MEASURED
 
 PAUSE, BUDGET = "pause", "budget"
+# The row a measure run writes when it decides nothing: the next run reads "no change" from it, rather than an
+# earlier run's decisions, which this run's outcomes may have reversed.
+NO_CHANGE, ALL_CAMPAIGNS = "none", "*"
 
 
 def decide_actions(history: Sequence[Mapping[str, Any]], campaigns: Sequence[Campaign], pause_negative: bool,
-                   min_runs: int, reallocate: bool) -> list[tuple[str, str, float | None, str]]:
+                   min_runs: int, reallocate: bool, next_run: dt.date | None = None
+                   ) -> list[tuple[str, str, float | None, str]]:
     """``(campaign_id, action, value, reason)`` decisions from the measured outcome rows (small: one per campaign
     run; each a mapping of :data:`OUTCOMES` columns). ``pause``: the last ``min_runs`` measured runs all have an
     uplift interval wholly below zero. ``budget``: budgeted campaigns share their summed budget in proportion to
     their latest measured incremental revenue per treated user (floored at 0; none measured or all at 0: no
-    change). Paused campaigns get no budget share."""
+    change). Paused campaigns get no budget share, nor do campaigns inactive on ``next_run`` (when given): the
+    offers of an ended or not yet started campaign would go unused, and one not measured yet would block the
+    re-split of the others."""
     by_campaign: dict[str, list[Mapping[str, Any]]] = {}
     for row in sorted(history, key=lambda r: r[C.RUN_DATE]):
         if row[C.STATUS] in MEASURED:
@@ -44,7 +51,8 @@ def decide_actions(history: Sequence[Mapping[str, Any]], campaigns: Sequence[Cam
                             f"uplift 95% CI below zero in the last {min_runs} measured run(s) "
                             f"(latest {runs[-1][C.UPLIFT_CI_LOW]:.4f} to {runs[-1][C.UPLIFT_CI_HIGH]:.4f})"))
     if reallocate:
-        budgeted = [c for c in campaigns if c.budget > 0 and c.id not in paused]
+        budgeted = [c for c in campaigns if c.budget > 0 and c.id not in paused
+                    and (next_run is None or is_active(c, next_run))]
         per_offer = {}
         for c in budgeted:
             runs = by_campaign.get(c.id, [])
@@ -72,7 +80,8 @@ def read_actions(spark: SparkSession, cfg: AppConfig, run_date: dt.date) -> dict
     if latest is None or latest[0] is None:
         return {}
     out: dict[str, dict[str, float | None]] = {}
-    for row in df.where(F.col(C.MEASURED_ON) == F.lit(latest[0])).collect():  # one row per campaign and action
+    latest_rows = df.where((F.col(C.MEASURED_ON) == F.lit(latest[0])) & (F.col(C.ACTION) != F.lit(NO_CHANGE)))
+    for row in latest_rows.collect():  # one row per campaign and action
         out.setdefault(row[C.CAMPAIGN_ID], {})[row[C.ACTION]] = row[C.ACTION_VALUE]
     return out
 
@@ -98,5 +107,5 @@ def apply_actions(campaigns: Sequence[Campaign], actions: Mapping[str, Mapping[s
 
 
 __all__ = [
-    "PAUSE", "BUDGET", "decide_actions", "read_actions", "apply_actions",
+    "PAUSE", "BUDGET", "NO_CHANGE", "ALL_CAMPAIGNS", "decide_actions", "read_actions", "apply_actions",
 ]

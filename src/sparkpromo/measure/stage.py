@@ -19,7 +19,7 @@ from sparkpromo import tables as T
 from sparkpromo.config import AppConfig
 from sparkpromo.frame import Transform, local_rows
 from sparkpromo.logs import stage
-from sparkpromo.measure.actions import decide_actions
+from sparkpromo.measure.actions import ALL_CAMPAIGNS, NO_CHANGE, decide_actions
 from sparkpromo.measure.incremental import changed_purchase_dates, changed_run_dates, run_dates_to_measure
 from sparkpromo.measure.outcomes import (
     _KEYS,
@@ -179,8 +179,10 @@ def run_measure(spark: SparkSession, cfg: AppConfig, run_id: str, run_date: dt.d
     summary.update(runs_measured=sum(s in MEASURED for s in statuses), runs_window_open=statuses.count(WINDOW_OPEN),
                    runs_without_control=statuses.count(NO_CONTROL), campaigns=per_campaign)
     if m.pause_negative or m.reallocate_budgets:
-        actions = decide_actions(rows, cfg.campaigns, m.pause_negative, m.min_runs, m.reallocate_budgets)
-        df = local_rows(spark, [(run_date, cid, a, v, why, run_id) for cid, a, v, why in actions], ACTIONS)
+        actions = decide_actions(rows, cfg.campaigns, m.pause_negative, m.min_runs, m.reallocate_budgets,
+                                 next_run=run_date + dt.timedelta(days=1))
+        decided = actions or [(ALL_CAMPAIGNS, NO_CHANGE, None, "no automatic change")]
+        df = local_rows(spark, [(run_date, cid, a, v, why, run_id) for cid, a, v, why in decided], ACTIONS)
         delta_io.replace_partition(df, T.CAMPAIGN_ACTIONS.uri(cfg), {C.MEASURED_ON: run_date},
                                    name=T.CAMPAIGN_ACTIONS.key)
         for cid, a, v, why in actions:

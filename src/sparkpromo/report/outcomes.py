@@ -10,6 +10,7 @@ from pyspark.sql import functions as F
 from sparkpromo import columns as C
 from sparkpromo import tables as T
 from sparkpromo.config import AppConfig
+from sparkpromo.measure.actions import NO_CHANGE
 from sparkpromo.report.html import Charts, _e, _html_table, _missing, _note
 from sparkpromo.report.reading import RunInfo, Section, _table
 
@@ -139,7 +140,8 @@ def outcomes_section(spark: SparkSession, cfg: AppConfig, run: RunInfo, charts: 
              for r in rs], numeric_from=2))
     actions = _table(spark, cfg, T.CAMPAIGN_ACTIONS)
     if actions is not None:
-        done = actions.where(F.col(C.MEASURED_ON) <= F.lit(run.run_date)).orderBy(
+        done = actions.where((F.col(C.MEASURED_ON) <= F.lit(run.run_date))
+                             & (F.col(C.ACTION) != F.lit(NO_CHANGE))).orderBy(
             F.desc(C.MEASURED_ON), C.CAMPAIGN_ID).limit(1000).collect()
         if done:
             parts.append("<h3>Automatic changes</h3>")
