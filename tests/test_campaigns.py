@@ -246,3 +246,23 @@ def test_eligible_items(spark: SparkSession) -> None:
     got = sorted(r[C.ITEM_ID] for r in items.transform(K.eligible_items(rule)).collect())
     assert got == ["i1", "i3"]
     assert sorted(r[C.ITEM_ID] for r in items.transform(K.eligible_items()).collect()) == ["i1", "i3", "i4"]
+
+
+def test_audience_and_items_rules_narrow_every_campaign_type(spark: SparkSession) -> None:
+    from sparkpromo.recommend.candidates import campaign_frames
+
+    people = users(spark, [u("de-new", "DE", signup=RUN), u("fr-new", "FR", signup=RUN),
+                           u("fr-bday", "FR", bm=RUN.month, bd=RUN.day + 2)])
+    items = spark.createDataFrame([("i1", "wine", "x", 20.0, 5, "10-50", 9, 0.1),
+                                   ("i2", "books", "y", 9.0, 5, "<10", 3, 0.2)], ITEMS_DDL)
+    events = spark.createDataFrame([], EVENTS_DDL)
+    in_country = {c: Rule(all=(Condition("country", "eq", c),)) for c in ("DE", "FR")}
+    active = [camp("welcome", id="welcome-de", audience=in_country["DE"]),
+              camp("welcome", id="welcome-fr", audience=in_country["FR"]),
+              camp("birthday", id="bday", items=Rule(all=(Condition("category", "ne", "wine"),)))]
+    frames = campaign_frames(active, RUN, people, items, events, "country", n_reasons=2)
+    got = sorted((r[C.CAMPAIGN_ID], r[C.USER_ID]) for r in frames.audience.collect())
+    assert got == [("bday", "fr-bday"), ("welcome-de", "de-new"), ("welcome-fr", "fr-new")]
+    eligible = sorted((r[C.CAMPAIGN_ID], r[C.ITEM_ID]) for r in frames.eligible.collect())
+    assert eligible == [("bday", "i2"), ("welcome-de", "i1"), ("welcome-de", "i2"), ("welcome-fr", "i1"),
+                        ("welcome-fr", "i2")]

@@ -273,7 +273,7 @@ class Campaign:
     lookback_days: int = 14
     # bundle
     min_co_occurrence: int = 2
-    # generic
+    # any type: narrow the audience and the items (a generic campaign's audience is its rule alone)
     audience: Rule | None = None
     items: Rule | None = None
 

@@ -17,7 +17,7 @@ from pyspark.sql.types import DoubleType
 
 from sparkpromo import campaigns as K
 from sparkpromo import columns as C
-from sparkpromo.config import Campaign, RecommendConfig
+from sparkpromo.config import USER_RULE_FIELDS, Campaign, RecommendConfig
 from sparkpromo.frame import POSITION, Transform, positions_within, top_within
 from sparkpromo.recommend.common import (
     ALS,
@@ -161,8 +161,15 @@ def _campaign_audience(camp: Campaign, run_date: dt.date, users: DataFrame, item
                        n_reasons: int, n_candidates: int | None = None, activity_date: dt.date | None = None
                        ) -> tuple[DataFrame, DataFrame | None, DataFrame | None]:
     """``(audience, bundle candidates or None, excluded (user_id, item_id) or None)`` for one campaign. Lookback
-    windows over events (open carts, bundle anchors) end on ``activity_date`` (default ``run_date``)."""
+    windows over events (open carts, bundle anchors) end on ``activity_date`` (default ``run_date``). The
+    campaign's ``audience`` rule narrows every type's audience, not only a generic campaign's: two welcome
+    campaigns for two countries reach each country's new users only."""
     recent = activity_date or run_date
+    if C.CART_VALUE in K.rule_fields(camp.audience) and C.CART_VALUE not in users.columns:
+        users = users.transform(K.with_cart_value(
+            events.transform(K.open_cart_lines(items, recent, camp.lookback_days))))
+    if camp.type != "generic" and camp.audience is not None:
+        users = users.where(K.compile_rule(camp.audience, USER_RULE_FIELDS, users.schema))
     if camp.type == "welcome":
         return users.transform(K.welcome_audience(run_date, camp.signup_within_days)), None, None
     if camp.type == "birthday":
@@ -179,10 +186,6 @@ def _campaign_audience(camp: Campaign, run_date: dt.date, users: DataFrame, item
         anchors = events.transform(K.basket_items(recent, camp.lookback_days))
         cands = anchors.transform(K.bundle_candidates(pairs, n_reasons, max_candidates=n_candidates))
         return users.transform(K.bundle_audience(cands)), cands, None
-    # generic
-    if C.CART_VALUE in K.rule_fields(camp.audience) and C.CART_VALUE not in users.columns:
-        users = users.transform(K.with_cart_value(
-            events.transform(K.open_cart_lines(items, recent, camp.lookback_days))))
     return users.transform(K.generic_audience(camp.audience)), None, None
 
 
@@ -214,8 +217,7 @@ def campaign_frames(active: Sequence[Campaign], run_date: dt.date, users: DataFr
             bundles.append(_with_campaign(cands, camp.id))
         if excl is not None:
             excluded.append(_with_campaign(excl, camp.id))
-        rule = camp.items if camp.type == "generic" else None
-        eligible.append(_with_campaign(items.transform(K.eligible_items(rule))
+        eligible.append(_with_campaign(items.transform(K.eligible_items(camp.items))
                                        .select(C.ITEM_ID, C.CATEGORY, C.PRICE, C.POPULARITY), camp.id))
     segments = users.select(C.USER_ID, F.col(segment).alias(C.SEGMENT))
     audience = _union(audiences).join(segments, C.USER_ID, "left")  # type: ignore[union-attr]
