@@ -217,6 +217,19 @@ def test_ratings_unix_timestamps(spark: SparkSession, tmp_path: Any) -> None:
     assert row[C.EVENT_TS] == dt.datetime(1997, 12, 4, 15, 55, 49)
 
 
+def test_unix_ms_timestamps_out_of_range_are_malformed_not_a_failed_clean(spark: SparkSession, tmp_path: Any) -> None:
+    cfg = make_config(tmp_path, sources={"kind": "ratings", "events": {
+        "path": "x", "format": "csv", "columns": {"user_id": "_c0", "item_id": "_c1", "rating": "_c2",
+                                                  "event_ts": "_c3"}, "timestamp_format": "unix_ms"}})
+    # a millisecond epoch, and a nanosecond one (its milliseconds times 1000 overflow a long)
+    b = bronze(spark, ["_c0", "_c1", "_c2", "_c3"], [("196", "242", "3", "881250949000"),
+                                                     ("1", "3", "4", "1700000000000000000")])
+    out = clean.classify_events_frame(b, cfg, NOW, None, None)
+    got = {(r[C.USER_ID], r[C.ITEM_ID]): r[C.Q_RULE] for r in out.collect()}
+    assert got == {("196", "242"): None, ("1", "3"): clean.MALFORMED_TIMESTAMP}
+    assert clean.silver_events(out).first()[C.EVENT_TS] == dt.datetime(1997, 12, 4, 15, 55, 49)
+
+
 USER_COLS = ["user_id", "signup_date", "birth_date", "country", "marketing_consent"]
 
 

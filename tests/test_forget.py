@@ -167,6 +167,12 @@ def test_quarantine_payload_leaves_personal_columns_out(spark: SparkSession) -> 
     joined = " ".join(out)
     assert "1990" not in joined and "1991" not in joined and "1992" not in joined and "@" not in joined
     assert "1234567" not in joined and all(u in joined for u in ("u1", "u2", "u3"))
+    # A source's own names for personal columns may be any text: each is dropped as one name, not parsed as SQL
+    odd = spark.createDataFrame([(False, "missing_field", ("u4", "1993-08-09", "q@r.example", "x"), None, "f")],
+                                f"{DUP} boolean, {C.Q_RULE} string, {RAW} struct<user_id: string, `Date of Birth`: "
+                                f"string, `e-mail`: string, `a.b`: string>, {CORRUPT} string, {C.SOURCE_FILE} string")
+    got = odd.transform(quarantine_rows("users", "r1", ("Date of Birth", "e-mail", "a.b"))).first()[C.Q_PAYLOAD]
+    assert got == '{"user_id":"u4"}'
     record("privacy", "quarantine payloads of users rows (parsed, JSON and CSV unparsable) with birth date, "
            "e-mail, phone", len(rows), f"{len(out)} payloads, 0 birth dates / e-mails / phones", "pass")
 

@@ -221,7 +221,10 @@ def masked_line(line: Column, personal: Sequence[str], dates_and_phones: bool) -
 def payload(personal: Sequence[str] = (), dates_and_phones: bool = False) -> Column:
     """The raw bronze row as JSON without the ``personal`` columns: the corrupt record's text (personal values
     masked, :func:`masked_line`), or the source columns as they arrived."""
-    raw = F.col(RAW).dropFields(*personal) if personal else F.col(RAW)  # a name the row lacks is ignored
+    # A name the row lacks is ignored. Each is quoted: dropFields parses its arguments as SQL identifiers, so a
+    # source column named "Date of Birth" or "e-mail" would fail to parse (and "a.b" would name a nested field).
+    quoted = ["`" + name.replace("`", "``") + "`" for name in personal]
+    raw = F.col(RAW).dropFields(*quoted) if personal else F.col(RAW)
     return F.coalesce(masked_line(F.col(CORRUPT), personal, dates_and_phones), F.to_json(raw))
 
 
@@ -251,7 +254,10 @@ def parse_timestamp(col: Column, fmt: str) -> Column:
         secs = col.try_cast("double")
         return F.when(secs.isNotNull() & (F.abs(secs) < 1e11), F.timestamp_seconds(secs.cast("long")))
     if fmt == "unix_ms":
-        return F.timestamp_millis(col.try_cast("long"))
+        # timestamp_millis raises on overflow (a nanosecond epoch) whatever the ANSI setting: the same ~3,000-year
+        # bound as seconds keeps such a value a malformed timestamp instead of a failed clean
+        ms = col.try_cast("long")
+        return F.when(ms.isNotNull() & (F.abs(ms) < 1e14), F.timestamp_millis(ms))
     if fmt:
         return F.try_to_timestamp(col, F.lit(fmt))
     return F.try_to_timestamp(col)
