@@ -234,6 +234,22 @@ def test_offer_has_campaign_name_text_and_a_derived_coupon(spark: SparkSession) 
     assert cart[C.COUPON_CODE].startswith("CART-") and cart[C.OFFER_TEXT] == f"Cart: i2 10% {cart[C.COUPON_CODE]}"
 
 
+def test_coupon_codes_are_keyed_when_a_key_is_set(spark: SparkSession) -> None:
+    import hashlib
+    import hmac
+
+    active = [_campaign("welcome", "welcome", discount_pct=15, coupon_template="W-{code}")]
+    recs = spark.createDataFrame([("welcome", "u1", "i1", True)],
+                                 "campaign_id string, user_id string, item_id string, delivered boolean")
+    key = b"coupon-test-key-0123456789"
+    keyed = recs.transform(R.with_offer(active, "r1", key=key))
+    assert keyed.columns == recs.columns + [C.OFFER]  # the pad columns are dropped
+    expected = hmac.new(key, b"welcome|r1|u1", hashlib.sha256).hexdigest()[:R.COUPON_CODE_LENGTH].upper()
+    assert keyed.first()[C.OFFER][C.COUPON_CODE] == f"W-{expected}"
+    plain = hashlib.sha256(b"welcome|r1|u1").hexdigest()[:R.COUPON_CODE_LENGTH].upper()
+    assert recs.transform(R.with_offer(active, "r1")).first()[C.OFFER][C.COUPON_CODE] == f"W-{plain}" != f"W-{expected}"
+
+
 def test_scores_share_one_scale(spark: SparkSession) -> None:
     """ALS scores (~1) and popularity counts (tens) land on one [0, 1] scale, primary sources above fallbacks."""
     recs = spark.createDataFrame([

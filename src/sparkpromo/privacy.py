@@ -34,6 +34,14 @@ def hmac_key(key_env: str) -> bytes:
     return key.encode("utf-8")
 
 
+def optional_key(key_env: str) -> bytes | None:
+    """The key when ``key_env`` holds a usable one (see :func:`hmac_key`), else None."""
+    try:
+        return hmac_key(key_env)
+    except PrivacyError:
+        return None
+
+
 PAD_IN, PAD_OUT = "_hmac_ipad", "_hmac_opad"
 
 

@@ -41,7 +41,7 @@ DEFAULT_OFFER_TEXT = {
     "generic": "{campaign}: {discount}% off {item_name} with code {coupon}",
     "plain": "{campaign}: {item_name}",
 }
-COUPON_CODE_LENGTH = 10
+COUPON_CODE_LENGTH = 16  # 64 bits: a million codes of one campaign run collide with odds of about 3e-8
 # score = (MAX_LEVEL - level + p) / (MAX_LEVEL + 1), p the raw score min-max scaled within (campaign, source)
 MAX_LEVEL = 2
 

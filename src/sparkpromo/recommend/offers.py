@@ -19,6 +19,7 @@ from pyspark.sql.types import (
 from sparkpromo import columns as C
 from sparkpromo.config import Campaign
 from sparkpromo.frame import Transform
+from sparkpromo.privacy import PAD_IN, PAD_OUT, hmac_sha256, with_pads
 from sparkpromo.recommend.common import (
     ALS,
     COUPON_CODE_LENGTH,
@@ -94,10 +95,13 @@ def offer_text_template(camp: Campaign) -> str:
     return DEFAULT_OFFER_TEXT[camp.type if coupon_template(camp) else "plain"]
 
 
-def coupon_code(run_id: str) -> Column:
-    """A row's coupon code body: the first 10 hex digits (upper case) of ``sha2(campaign_id | run_id | user_id)``.
-    Deterministic per campaign, run and user, and never the user id (a pseudonym in privacy mode) itself."""
-    digest = F.sha2(F.concat_ws("|", F.col(C.CAMPAIGN_ID), F.lit(run_id), F.col(C.USER_ID)), 256)
+def coupon_code(run_id: str, keyed: bool = False) -> Column:
+    """A row's coupon code body: the first :data:`COUPON_CODE_LENGTH` hex digits (upper case) of the SHA-256 of
+    ``campaign_id | run_id | user_id``, keyed (HMAC, over the pad columns of :func:`sparkpromo.privacy.with_pads`)
+    when ``keyed``. Deterministic per campaign, run and user, and never the user id itself. Unkeyed, anyone who
+    knows the scheme can compute a customer's code from an enumerable id; keyed, only the key's holder can."""
+    text = F.concat_ws("|", F.col(C.CAMPAIGN_ID), F.lit(run_id), F.col(C.USER_ID))
+    digest = hmac_sha256(text) if keyed else F.sha2(text, 256)
     return F.upper(F.substring(digest, 1, COUPON_CODE_LENGTH))
 
 
@@ -106,20 +110,21 @@ def _render(template: Column, values: Mapping[str, Column]) -> Column:
                   values.items(), template)
 
 
-def with_offer(active: Sequence[Campaign], run_id: str, item_names: DataFrame | None = None) -> Transform:
+def with_offer(active: Sequence[Campaign], run_id: str, item_names: DataFrame | None = None,
+               key: bytes | None = None) -> Transform:
     """``offer``: the campaign's ``discount_pct``, ``campaign_name``, a ``coupon_code`` (see :func:`coupon_code`,
-    rendered into :func:`coupon_template`) and the offer ``text`` rendered from :func:`offer_text_template`
-    (``{campaign}`` the campaign name, ``{discount}``, ``{item_name}`` (the item's ``name``, else its id),
-    ``{coupon}``). Control rows (``delivered`` false) are never sent: no coupon and no text."""
+    keyed with ``key`` when given, rendered into :func:`coupon_template`) and the offer ``text`` rendered from
+    :func:`offer_text_template` (``{campaign}`` the campaign name, ``{discount}``, ``{item_name}`` (the item's
+    ``name``, else its id), ``{coupon}``). Control rows (``delivered`` false) are never sent: no coupon and no text."""
     def apply(recs: DataFrame) -> DataFrame:
-        df = recs
+        df = recs if key is None else with_pads(recs, key)
         if item_names is not None:
             df = df.join(item_names.select(C.ITEM_ID, F.col(C.ITEM_NAME).alias("_name")), C.ITEM_ID, "left")
         name = F.col("_name") if item_names is not None else F.lit(None).cast(StringType())
         discount = _by_campaign({c.id: float(c.offer.discount_pct) for c in active})
         campaign_name = _by_campaign({c.id: c.name or c.id for c in active})
         template = _by_campaign({c.id: coupon_template(c) for c in active})
-        code = _render(template, {"code": coupon_code(run_id), "campaign": F.col(C.CAMPAIGN_ID)})
+        code = _render(template, {"code": coupon_code(run_id, keyed=key is not None), "campaign": F.col(C.CAMPAIGN_ID)})
         coupon = F.when(F.col(C.DELIVERED) & (template != F.lit("")), code)
         discount_text = F.regexp_replace(F.format_number(discount, 2), r"\.?0+$", "")
         text = _render(_by_campaign({c.id: offer_text_template(c) for c in active}),
@@ -127,7 +132,7 @@ def with_offer(active: Sequence[Campaign], run_id: str, item_names: DataFrame | 
                         "item_name": F.coalesce(name, F.col(C.ITEM_ID)), "coupon": coupon})
         offer = F.struct(discount.alias(C.DISCOUNT_PCT), coupon.alias(C.COUPON_CODE),
                          campaign_name.alias(C.CAMPAIGN_NAME), F.when(F.col(C.DELIVERED), text).alias(C.OFFER_TEXT))
-        return df.withColumn(C.OFFER, offer).drop("_name")
+        return df.withColumn(C.OFFER, offer).drop("_name", PAD_IN, PAD_OUT)
     return apply
 
 

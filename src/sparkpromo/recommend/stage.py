@@ -24,6 +24,7 @@ from sparkpromo.config import AppConfig, Campaign, RecommendConfig
 from sparkpromo.evaluate.exposure import FAIRNESS_METRICS, campaign_metrics, most_popular
 from sparkpromo.features import decay_reference
 from sparkpromo.logs import spark_progress, stage
+from sparkpromo.privacy import optional_key
 from sparkpromo.recommend.candidates import (
     CampaignFrames,
     campaign_frames,
@@ -33,6 +34,7 @@ from sparkpromo.recommend.common import EVENT_COLUMNS, FALLBACK_SOURCES
 from sparkpromo.recommend.offers import (
     calibrate_scores,
     conform,
+    coupon_template,
     with_offer,
 )
 from sparkpromo.recommend.policy import ranked_offers
@@ -111,9 +113,13 @@ def recommendation_plan(spark: SparkSession, cfg: AppConfig, active: Sequence[Ca
         recs = ranked_offers(candidates, frames, active, run_date, events, id_map, gold(T.INTERACTIONS), model, r)
         if is_connect(spark):
             recs = recs.localCheckpoint(eager=True)
+        key = optional_key(cfg.privacy.key_env)
+        if key is None and any(coupon_template(c) for c in active):
+            log.warning("coupon codes are hashed without a key: whoever knows a user id can compute its code; set "
+                        "%s (privacy.key_env, 16+ characters) to key them", cfg.privacy.key_env)
         recs = (recs.transform(calibrate_scores())
                 .transform(with_offer(active, run_id, items.select(C.ITEM_ID, C.ITEM_NAME)
-                                      if C.ITEM_NAME in items.columns else None))
+                                      if C.ITEM_NAME in items.columns else None, key=key))
                 .transform(conform(run_date, model_run_id, run_id)))
         yield RecommendationPlan(recs, frames, items)
     finally:
