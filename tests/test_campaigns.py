@@ -266,3 +266,19 @@ def test_audience_and_items_rules_narrow_every_campaign_type(spark: SparkSession
     eligible = sorted((r[C.CAMPAIGN_ID], r[C.ITEM_ID]) for r in frames.eligible.collect())
     assert eligible == [("bday", "i2"), ("welcome-de", "i1"), ("welcome-de", "i2"), ("welcome-fr", "i1"),
                         ("welcome-fr", "i2")]
+
+
+def test_recently_listed_keeps_each_campaigns_period_before_the_run_date(spark: SparkSession) -> None:
+    from sparkpromo.recommend.candidates import recently_listed
+
+    day = dt.timedelta(days=1)
+    previous = spark.createDataFrame([("welcome", "u1", RUN - day), ("welcome", "u2", RUN - 31 * day),
+                                      ("welcome", "u3", RUN), ("birthday", "u1", RUN - 3 * day),
+                                      ("birthday", "u1", RUN - 2 * day), ("cart", "u4", RUN - day)],
+                                     "campaign_id string, user_id string, run_date date")
+    got = previous.transform(recently_listed({"welcome": 30, "birthday": 7}, RUN))
+    expected = spark.createDataFrame([("welcome", "u1"), ("birthday", "u1")], "campaign_id string, user_id string")
+    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+    assert K.recontact_days(camp("welcome", signup_within_days=30)) == 30
+    assert K.recontact_days(camp("birthday")) == 7 and K.recontact_days(camp("bundle")) == 0
+    assert K.recontact_days(camp("welcome", recontact_after_days=0)) == 0

@@ -575,3 +575,30 @@ def test_no_offers_is_a_warning_and_an_error_under_strict(spark: SparkSession, t
                                  "user has marketing consent? see privacy.consent_without_users)")
     with pytest.raises(StrictError, match="^no offers served: .* \\(--strict\\)$"):
         run_stage("recommend", spark, cfg, ctx, strict=True)
+
+
+@pytest.mark.slow
+def test_a_campaign_does_not_list_a_user_again_within_its_recontact_period(spark: SparkSession,
+                                                                          tmp_path: Path) -> None:
+    """Daily runs: a new user gets one welcome (its period is the 30-day signup window), not one a day; a generic
+    campaign (period 0) lists its users again. A rerun of the next day still counts only earlier days."""
+    cfg = e2e_config(tmp_path)
+    write_inputs(spark, cfg)
+    R.run_recommend(spark, cfg, "r1", RUN)
+    nxt = RUN + dt.timedelta(days=1)
+    second = R.run_recommend(spark, cfg, "r2", nxt)
+
+    def users_of(cid: str, day: dt.date) -> list[str]:
+        return sorted({r[C.USER_ID] for r in table_rows(spark, cfg) if r[C.CAMPAIGN_ID] == cid
+                       and r[C.RUN_DATE] == day})
+
+    welcomed = users_of("welcome", RUN)
+    assert welcomed and users_of("welcome", nxt) == []
+    assert second["campaigns"]["welcome"] == {**second["campaigns"]["welcome"], "audience": 0,
+                                              "recently_listed": len(welcomed), "status": "empty_audience"}
+    assert users_of("fans", nxt) and second["campaigns"]["fans"]["recently_listed"] == 0
+    assert R.run_recommend(spark, cfg, "r2", nxt)["campaigns"]["welcome"]["recently_listed"] == len(welcomed)
+    every_run = dataclasses.replace(cfg, campaigns=[dataclasses.replace(c, recontact_after_days=0)
+                                                    if c.id == "welcome" else c for c in cfg.campaigns])
+    assert R.run_recommend(spark, every_run, "r2", nxt)["campaigns"]["welcome"]["recently_listed"] == 0
+    assert users_of("welcome", nxt) == welcomed

@@ -14,7 +14,8 @@ Date conventions (``run_date`` is the date the run targets; events after it are 
   ``days_since_signup``, which is relative to the features' own as-of date).
 * birthday: only month and day of birth are kept in silver. The window is the seven days
   ``[run_date, run_date + 6]`` intersected with the campaign's validity window, so weekly runs tile the calendar
-  without contacting a user twice. It is enumerated as concrete dates, which handles the year wrap
+  without contacting a user twice; daily runs rely on :func:`recontact_days` (a user listed is not listed again
+  for seven days). It is enumerated as concrete dates, which handles the year wrap
   (Dec 29 - Jan 4); a 29 February birthday is celebrated on 28 February in non-leap years.
 * cart_threshold: see :func:`open_cart_lines` and :func:`cart_threshold_audience`.
 * bundle: see :func:`co_occurrence` and :func:`bundle_candidates`.
@@ -66,6 +67,19 @@ def is_active(campaign: Campaign, run_date: dt.date) -> bool:
 
 def active_campaigns(campaigns: Sequence[Campaign], run_date: dt.date) -> list[Campaign]:
     return [c for c in campaigns if is_active(c, run_date)]
+
+
+def recontact_days(campaign: Campaign) -> int:
+    """Days after listing a user during which the campaign does not list the user again (see
+    ``recontact_after_days``): the configured value, else the type's own period, so that a daily schedule sends one
+    welcome per new user and one birthday offer per birthday."""
+    if campaign.recontact_after_days is not None:
+        return campaign.recontact_after_days
+    if campaign.type == "welcome":
+        return campaign.signup_within_days
+    if campaign.type == "birthday":
+        return BIRTHDAY_HORIZON_DAYS
+    return 0
 
 
 # ----------------------------------------------------------------------------------------------------------------

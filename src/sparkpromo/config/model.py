@@ -273,6 +273,9 @@ class Campaign:
     lookback_days: int = 14
     # bundle
     min_co_occurrence: int = 2
+    # A user listed (treated or control) on run date d is not listed again by this campaign on d+1..d+N. None: the
+    # type's own period (welcome: signup_within_days, birthday: its 7-day window; others 0 = every run)
+    recontact_after_days: int | None = None
     # any type: narrow the audience and the items (a generic campaign's audience is its rule alone)
     audience: Rule | None = None
     items: Rule | None = None

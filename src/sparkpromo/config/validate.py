@@ -170,6 +170,8 @@ def _validate_campaigns(campaigns: tuple[Campaign, ...], where: _Where) -> None:
             raise where.error(f"{key}.top_k", "must be > 0")
         if camp.budget < 0:
             raise where.error(f"{key}.budget", "must be >= 0")
+        if camp.recontact_after_days is not None and camp.recontact_after_days < 0:
+            raise where.error(f"{key}.recontact_after_days", "must be >= 0 (0 = list the user on every run)")
         if not 0 <= camp.control_share < 1:
             raise where.error(f"{key}.control_share", "must be in [0, 1)")
         if not 0 <= camp.offer.discount_pct <= 100:

@@ -157,6 +157,19 @@ def budget_shortlist(budgets: Mapping[str, int], factor: int, affinity: Transfor
     return apply
 
 
+def recently_listed(periods: Mapping[str, int], run_date: dt.date) -> Transform:
+    """Earlier recommendation rows (``campaign_id``, ``user_id``, ``run_date``) -> the distinct (campaign_id,
+    user_id) pairs listed within the campaign's re-contact period before ``run_date`` (``periods``: campaign id ->
+    days, see :func:`sparkpromo.campaigns.recontact_days`; other campaigns: none). Control rows count too, so both
+    arms of a campaign are drawn from the same audience."""
+    def apply(previous: DataFrame) -> DataFrame:
+        days = F.datediff(F.lit(run_date), F.col(C.RUN_DATE))
+        return (previous.where(F.col(C.CAMPAIGN_ID).isin(*periods))
+                .where((days >= 1) & (days <= _by_campaign(periods)))
+                .select(C.CAMPAIGN_ID, C.USER_ID).distinct())
+    return apply
+
+
 def _campaign_audience(camp: Campaign, run_date: dt.date, users: DataFrame, items: DataFrame, events: DataFrame,
                        n_reasons: int, n_candidates: int | None = None, activity_date: dt.date | None = None
                        ) -> tuple[DataFrame, DataFrame | None, DataFrame | None]:
@@ -255,5 +268,5 @@ def candidate_pool(frames: CampaignFrames, active: Sequence[Campaign], run_date:
     return reduce(lambda a, b: a.unionByName(b), parts)
 
 __all__ = ["CampaignFrames", "als_candidates", "budget_shortlist", "campaign_affinity", "campaign_frames",
-    "candidate_pool", "fill_candidates", "list_candidates", "popularity_lists", "segment_item_popularity",
-    "segment_lists", "user_candidates"]
+    "candidate_pool", "fill_candidates", "list_candidates", "popularity_lists", "recently_listed",
+    "segment_item_popularity", "segment_lists", "user_candidates"]

@@ -29,6 +29,7 @@ from sparkpromo.recommend.candidates import (
     CampaignFrames,
     campaign_frames,
     candidate_pool,
+    recently_listed,
 )
 from sparkpromo.recommend.common import EVENT_COLUMNS, FALLBACK_SOURCES
 from sparkpromo.recommend.offers import (
@@ -68,6 +69,8 @@ class RecommendationPlan:
     recs: DataFrame
     frames: CampaignFrames
     items: DataFrame
+    # (campaign_id, user_id) of the audiences left out as listed within the campaign's re-contact period
+    recently_listed: DataFrame | None = None
 
 
 @contextlib.contextmanager
@@ -95,11 +98,27 @@ def recommendation_plan(spark: SparkSession, cfg: AppConfig, active: Sequence[Ca
         activity_date = decay_reference(run_date, last[0] if last else None)
         frames = campaign_frames(active, run_date, users, items, events, r.segment, r.reasons, r.candidates,
                                  activity_date)
+        # Users the campaign listed within its re-contact period are flagged, then left out after the cut below,
+        # so that the summary counts them from the same rows.
+        periods = {c.id: days for c in active if (days := K.recontact_days(c)) > 0}
+        keys, flag = [C.CAMPAIGN_ID, C.USER_ID], "_recently_listed"
+        audience = frames.audience
+        recent = bool(periods) and delta_io.is_delta(spark, table_uri(cfg))
+        if recent:
+            since = run_date - dt.timedelta(days=max(periods.values()))
+            previous = (gold(T.RECOMMENDATIONS).where(F.col(C.RUN_DATE).between(F.lit(since), F.lit(run_date)))
+                        .select(C.CAMPAIGN_ID, C.USER_ID, C.RUN_DATE))
+            audience = audience.join(previous.transform(recently_listed(periods, run_date))
+                                     .withColumn(flag, F.lit(True)), keys, "left")
         # Over Spark Connect a cached frame is still sent as its whole plan, and the plans built on these nest
         # deeper than protobuf decodes in one message (its limit of 100 levels): here and after the policy, a
         # checkpoint leaves a reference to the rows instead.
         cut = (lambda df: df.localCheckpoint(eager=True)) if is_connect(spark) else keep
-        frames = dataclasses.replace(frames, audience=cut(frames.audience),
+        audience, skipped = cut(audience), None
+        if recent:
+            skipped = audience.where(F.col(flag).isNotNull()).select(*keys)
+            audience = audience.where(F.col(flag).isNull()).drop(flag)
+        frames = dataclasses.replace(frames, audience=audience,
                                      bundle=None if frames.bundle is None else cut(frames.bundle),
                                      excluded=None if frames.excluded is None else cut(frames.excluded))
         # Computed once and cut from the plan: the policy's windows and joins over a plan that also held every
@@ -121,7 +140,7 @@ def recommendation_plan(spark: SparkSession, cfg: AppConfig, active: Sequence[Ca
                 .transform(with_offer(active, run_id, items.select(C.ITEM_ID, C.ITEM_NAME)
                                       if C.ITEM_NAME in items.columns else None, key=key))
                 .transform(conform(run_date, model_run_id, run_id)))
-        yield RecommendationPlan(recs, frames, items)
+        yield RecommendationPlan(recs, frames, items, skipped)
     finally:
         for df in cached:
             df.unpersist()
@@ -132,7 +151,8 @@ def run_recommend(spark: SparkSession, cfg: AppConfig, run_id: str, run_date: dt
 
     The summary has the run's scalars (``rows``, ``users_served`` summed over campaigns, ``campaigns_active``,
     ``champion``, ``model_run_id``, ``table``), ``campaigns_inactive`` and, per active campaign: ``status``
-    (ok / empty_audience / no_recommendations), ``audience`` (consenting users selected by the campaign rule),
+    (ok / empty_audience / no_recommendations), ``audience`` (consenting users selected by the campaign rule, less
+    those it listed within its re-contact period), ``recently_listed`` (those left out for that),
     ``users_listed`` (users with at least one row after caps and budget: served + control), ``served``
     (delivered users), ``control``, ``rows``, ``fallback_share``
     (delivered rows from popularity sources), ``coverage`` (distinct delivered items / catalogue size) and ``gini``
@@ -170,7 +190,11 @@ def run_recommend(spark: SparkSession, cfg: AppConfig, run_id: str, run_date: dt
             final = plan.recs.localCheckpoint(eager=True)
         log.info("ranked in %.1fs", time.perf_counter() - t0)
         catalog_size = items.count()
-        sizes = frames.audience.groupBy(C.CAMPAIGN_ID).agg(F.count("*").alias("audience"))
+        listed = frames.audience.select(C.CAMPAIGN_ID, F.lit(0).alias("_recent"))
+        if plan.recently_listed is not None:
+            listed = listed.unionByName(plan.recently_listed.select(C.CAMPAIGN_ID, F.lit(1).alias("_recent")))
+        sizes = listed.groupBy(C.CAMPAIGN_ID).agg(F.count(F.when(F.col("_recent") == 0, 1)).alias("audience"),
+                                                  F.sum("_recent").alias("recently_listed"))
         exposure = final.transform(campaign_metrics(catalog_size, FALLBACK_SOURCES, most_popular(items, catalog_size),
                                                     frames.eligible))
         metrics = {row[C.CAMPAIGN_ID]: {k: v for k, v in row.asDict().items() if v is not None}
@@ -187,6 +211,7 @@ def run_recommend(spark: SparkSession, cfg: AppConfig, run_id: str, run_date: dt
                 log.info("campaign %s: %d users in the audience but no eligible items", camp.id, audience_size)
             per_campaign[camp.id] = {
                 "type": camp.type, "priority": camp.priority, "status": status, "audience": audience_size,
+                "recently_listed": int(m.get("recently_listed", 0)),
                 "users_listed": int(m.get("users_listed", 0)), "served": int(m.get("served", 0)),
                 "control": int(m.get("control", 0)), "rows": int(m.get("rows", 0)),
                 "fallback_share": round(float(m.get("fallback_share", 0.0)), 4),
