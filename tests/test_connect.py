@@ -144,7 +144,9 @@ def lakehouses(spark: SparkSession, connect_url: str, tmp_path_factory: pytest.T
         assert results[stage].returncode == 0, results[stage].describe()
     recs = str(connect / "lakehouse" / "gold" / "recommendations")
     over_connect = delta_io.version(spark, recs)
-    assert cli.main([*_args("recommend", configs["connect"]), "--force"]) == 0, "classic recommend"
+    with pytest.MonkeyPatch.context() as mp:  # the clients' environment: coupon codes are keyed with it
+        mp.setenv(KEY_ENV, KEY)
+        assert cli.main([*_args("recommend", configs["connect"]), "--force"]) == 0, "classic recommend"
     classic_version = delta_io.version(spark, recs)
     assert over_connect is not None and classic_version is not None
     return Lakehouses(root, classic / "lakehouse", connect / "lakehouse", configs, results,
