@@ -114,6 +114,11 @@ def test_daily_arguments_checked(args: list[str], needle: str) -> None:
     assert_usage_error(cli(*args), needle)
 
 
+def test_responses_are_refused_in_privacy_mode() -> None:
+    assert_usage_error(cli("generate", "--respond-to", "lakehouse", "--set", "privacy.pseudonymise=true"),
+                       "generate --respond-to: privacy.pseudonymise is on")
+
+
 def test_generate_days_lands_one_batch_per_day_without_spark(tmp_path: Path) -> None:
     res = cli("generate", "--conf-dir", str(CONF_DIR), "--events", "2000", "--days", "3", "--run-date", "2026-11-03",
               "--json", env={"SPARKPROMO_LANDING": str(tmp_path / "landing")}, cwd=tmp_path)

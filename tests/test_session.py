@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,10 @@ from sparkpromo.session import (
     maven_mirrors,
     remote_url,
 )
+from tests.cluster import clean_env
 from tests.conftest import CONF_DIR, make_config
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SETTINGS = """<?xml version="1.0"?>
 <settings xmlns="http://maven.apache.org/SETTINGS/1.0.0">
@@ -72,6 +77,39 @@ def test_existing_session_keeps_its_master_and_delta(spark: SparkSession, tmp_pa
     assert joined.conf.get("spark.sql.session.timeZone") == "UTC"
     assert f"{tmp_path}/lakehouse/_checkpoints/" in joined.sparkContext.getCheckpointDir()  # type: ignore[operator]
     spark.conf.set("spark.sql.shuffle.partitions", "2")
+
+
+def test_a_setting_the_config_states_explicitly_is_not_replaced_by_ours(spark: SparkSession, tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, spark={"shuffle_partitions": 3, "conf": {"spark.sql.shuffle.partitions": "5"}})
+    try:
+        assert build_session(cfg).conf.get("spark.sql.shuffle.partitions") == "5"
+        assert build_session(make_config(tmp_path, spark={"shuffle_partitions": 3})).conf.get(
+            "spark.sql.shuffle.partitions") == "3"
+    finally:
+        spark.conf.set("spark.sql.shuffle.partitions", "2")
+
+
+@pytest.mark.slow
+def test_packages_in_the_config_are_resolved_with_deltas(tmp_path: Path) -> None:
+    """A fresh process: delta-spark's own mechanism sets spark.jars.packages, and the config's packages go with it
+    rather than being replaced (delta-storage: a package Ivy already holds, as Delta needs it)."""
+    from importlib.metadata import version
+
+    extra = f"io.delta:delta-storage:{version('delta-spark')}"
+    script = (
+        "import sys\n"
+        "from sparkpromo.config import load_config\n"
+        "from sparkpromo.session import build_session\n"
+        f"cfg = load_config('local', {str(CONF_DIR)!r}, overrides={{'lakehouse': {str(tmp_path / 'lake')!r}, "
+        f"'spark.conf': {{'spark.jars.packages': {extra!r}, 'spark.ui.enabled': 'false'}}}})\n"
+        "spark = build_session(cfg)\n"
+        "print('PACKAGES=' + spark.conf.get('spark.jars.packages'))\n"
+        "spark.stop()\n")
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                         env=clean_env(PYTHONPATH=str(ROOT / "src")), stdin=subprocess.DEVNULL)
+    assert res.returncode == 0, res.stderr[-3000:]
+    packages = next(line for line in res.stdout.splitlines() if line.startswith("PACKAGES=")).split("=", 1)[1]
+    assert extra in packages.split(",") and any(p.startswith("io.delta:delta-spark") for p in packages.split(","))
 
 
 def test_adaptive_execution_is_a_default_the_launcher_can_override(spark: SparkSession, tmp_path: Path) -> None:

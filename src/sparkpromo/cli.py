@@ -281,6 +281,9 @@ def _prepare(argv: Sequence[str] | None) -> tuple[argparse.Namespace, AppConfig]
             and args.campaign not in {c.id for c in cfg.campaigns}:
         raise UsageError(f"explain --campaign: no campaign '{args.campaign}' in the configuration "
                          f"(configured: {', '.join(c.id for c in cfg.campaigns) or 'none'})")
+    if args.command == "generate" and args.respond_to and cfg.privacy.pseudonymise:
+        raise UsageError("generate --respond-to: privacy.pseudonymise is on, so gold/recommendations holds "
+                         "pseudonyms, not the user ids a shop's purchases would carry")
     needs_inputs = args.command == "ingest" or (args.command == "run" and "ingest" in args.stages
                                                    and not args.sample)
     if needs_inputs:

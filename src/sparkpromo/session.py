@@ -212,6 +212,7 @@ def session_settings(cfg: AppConfig) -> dict[str, str]:
 
 
 DELTA_TABLE_DEFAULTS = "spark.databricks.delta.properties.defaults."
+PACKAGES = "spark.jars.packages"
 
 
 def log_retention(cfg: AppConfig) -> str:
@@ -254,6 +255,8 @@ def build_session(cfg: AppConfig, app_name: str | None = None) -> SparkSession:
 
         builder = SparkSession.builder.appName(name)
         settings = {**local_settings(cfg), **session_settings(cfg), **dict(cfg.spark.conf)}
+        # delta-spark sets spark.jars.packages to Delta's own coordinate: the config's packages go with it.
+        packages = [p.strip() for p in settings.pop(PACKAGES, "").split(",") if p.strip()]
         for k, v in settings.items():
             builder = builder.config(k, v)
         jars = [] if any(k.startswith("spark.jars") for k in cfg.spark.conf) else cached_delta_jars()
@@ -261,11 +264,12 @@ def build_session(cfg: AppConfig, app_name: str | None = None) -> SparkSession:
             # The jars Ivy resolved before: no resolution (and no resolution report on the console) at each start.
             spark = builder.config("spark.jars", ",".join(jars)).getOrCreate()
         else:
-            spark = configure_spark_with_delta_pip(builder).getOrCreate()
-            remember_delta_jars(spark)
+            spark = configure_spark_with_delta_pip(builder, extra_packages=packages or None).getOrCreate()
+            if not packages:  # the record is Delta's jars alone, which every later start loads
+                remember_delta_jars(spark)
         set_log_level(spark, cfg.spark.log_level)
     for k, v in session_settings(cfg).items():
-        spark.conf.set(k, v)
+        spark.conf.set(k, cfg.spark.conf.get(k, v))  # a value the config states explicitly stands
     add_redaction(spark, HMAC_PAD_LITERAL)
     set_checkpoint_dir(spark, cfg.checkpoint_dir)
     return spark
