@@ -4,14 +4,20 @@ a failure raised only after every call ended."""
 from __future__ import annotations
 
 import contextvars
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from chispa import assert_df_equality
 from pyspark.sql import SparkSession
 
 from sparkpromo.parallel import checkpoint_all, run_all
+from tests.cluster import clean_env
+
+ROOT = Path(__file__).resolve().parents[1]
 
 _WHO = contextvars.ContextVar("who", default="nobody")
 
@@ -66,3 +72,19 @@ def test_checkpointed_frames_hold_the_rows_of_their_inputs(spark: SparkSession) 
     kept = checkpoint_all(spark, [a.where("id > 1"), b])
     assert_df_equality(kept[0], a.where("id > 1"), ignore_row_order=True)
     assert_df_equality(kept[1], b, ignore_row_order=True)
+
+
+@pytest.mark.slow
+def test_calls_run_side_by_side_without_pinned_threads(tmp_path: Path) -> None:
+    """PYSPARK_PIN_THREAD=false (a py4j gateway without pinned threads): pyspark then hands the session back instead
+    of a wrapper, and the calls still run."""
+    script = ("from pyspark.sql import SparkSession\n"
+              "from sparkpromo.parallel import run_all\n"
+              "spark = SparkSession.builder.master('local[1]').config('spark.ui.enabled', 'false').getOrCreate()\n"
+              "print('COUNTS=%s' % run_all(spark, [lambda: spark.range(3).count(), lambda: spark.range(5).count()]))\n"
+              "spark.stop()\n")
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                         env=clean_env(PYTHONPATH=str(ROOT / "src"), PYSPARK_PIN_THREAD="false"),
+                         stdin=subprocess.DEVNULL)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "COUNTS=[3, 5]" in res.stdout

@@ -103,6 +103,16 @@ def test_tracking_uri_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert tracking.tracking_uri(_cfg(tmp_path / "b", tracking_uri=explicit)) == explicit  # config beats env
 
 
+def test_a_remote_model_uri_is_recorded_without_its_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("mlflow")
+    store = (tmp_path / "store").as_uri()
+    cfg = _cfg(tmp_path / "a", tracking_uri=store)
+    remote = "https://user:pass@store.example.com/registry/20261129/model?sig=abc123"
+    run_id = tracking.log_train_run(cfg, {**RESULT, "cv": [], "model_uri": remote}, None)
+    tag = _client(store, monkeypatch).get_run(run_id).data.tags["sparkpromo.model_uri"]
+    assert tag == "https://***@store.example.com/registry/20261129/model?sig=***"
+
+
 def test_a_remote_lakehouse_needs_a_tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """MLflow's default store lives under the lakehouse; a remote lakehouse has no file store to offer, so it needs
     a configured URI (or the workspace's own server on Databricks), never the driver's ./mlruns."""

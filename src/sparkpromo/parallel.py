@@ -24,7 +24,10 @@ _R = TypeVar("_R")
 def submit(pool: ThreadPoolExecutor, spark: SparkSession, fn: Callable[..., _R], *args: object) -> Future[_R]:
     """Run ``fn(*args)`` on ``pool`` with the caller's Spark local properties and context variables (the table
     versions a stage reads at, :func:`sparkpromo.delta_io.pinned`, are one)."""
-    return pool.submit(contextvars.copy_context().run, inheritable_thread_target(spark)(fn), *args)
+    target = inheritable_thread_target(spark)
+    # Without pinned threads (PYSPARK_PIN_THREAD=false) pyspark hands the session back unwrapped: local properties
+    # are then the JVM's per-thread ones anyway, and fn runs as it is.
+    return pool.submit(contextvars.copy_context().run, target(fn) if callable(target) else fn, *args)
 
 
 def run_all(spark: SparkSession, fns: Sequence[Callable[[], _R]], name: str = "sparkpromo") -> list[_R]:

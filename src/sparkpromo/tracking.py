@@ -183,7 +183,7 @@ def log_train_run(cfg: AppConfig, result: dict[str, Any], model_path: str | None
                     "sparkpromo.decision": str(result.get("decision", "")),
                     "sparkpromo.incumbent_run_id": str(result.get("incumbent_run_id") or ""),
                     "sparkpromo.version": __version__, "sparkpromo.lakehouse": redact_uri(cfg.lakehouse),
-                    "sparkpromo.model_uri": str(model_path or result.get("model_uri") or ""),
+                    "sparkpromo.model_uri": redact_uri(str(model_path or result.get("model_uri") or "")),
                     **{f"delta.{name}.version": str(v) for name, v in versions.items()}}
             run = client.create_run(exp_id, run_name=f"train-{run_id}", tags=tags)
             mlflow_run_id = run.info.run_id
