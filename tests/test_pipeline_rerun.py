@@ -212,6 +212,30 @@ def test_one_read_of_the_run_record_gives_each_stages_latest_row_and_the_runs_ow
     assert newest is not None and newest["result"] == {"n": 7}
 
 
+def test_a_records_time_is_the_real_instant_whatever_the_drivers_time_zone(spark: SparkSession, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A driver in New York and one in UTC record the same instant: the later record is the latest, as the
+    manifest and the next stage's read take it (Spark reads a naive Python datetime as the driver's local time)."""
+    import time
+
+    from sparkpromo.pipeline import RunContext, record_stage_time
+
+    cfg = make_config(tmp_path)
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        before = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        record_stage_time(spark, cfg, RunContext("r1", DAY), "clean", 1.0, {}, {}, {})
+        after = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    # the session's time zone is UTC: the text of the stored instant is its UTC wall-clock time
+    stored = delta_io.read(spark, T.STAGE_RUNS.uri(cfg)).select(F.date_format("finished_at", "yyyy-MM-dd HH:mm:ss")
+                                                                ).first()[0]
+    assert before.replace(microsecond=0) <= dt.datetime.fromisoformat(stored) <= after
+
+
 def test_the_run_record_is_compacted_as_runs_add_small_files(spark: SparkSession, tmp_path: Path) -> None:
     """``metrics/stages`` (read whole by every stage) is declared with Delta's auto compaction: once enough small
     files gather (50 by default, 4 here), a write is followed by a compaction, so the file count stays bounded; the

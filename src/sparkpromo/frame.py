@@ -3,6 +3,7 @@ built from driver-side values."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -14,6 +15,13 @@ Transform = Callable[[DataFrame], DataFrame]
 """A step for ``df.transform``: pure, no reads, writes or actions."""
 
 POSITION = "_pos"
+
+
+def local_now() -> dt.datetime:
+    """Now, for a ``timestamp`` column: naive local time, which is how PySpark reads a naive datetime (a naive UTC
+    time would be stored shifted by the driver's UTC offset) and how it returns a collected timestamp, so a value
+    kept in memory compares with values read back."""
+    return dt.datetime.now()
 
 
 def local_rows(spark: SparkSession, rows: Sequence[Sequence[Any]], schema: StructType | str) -> DataFrame:

@@ -26,7 +26,7 @@ from sparkpromo import columns as C
 from sparkpromo import delta_io, schemas
 from sparkpromo import tables as T
 from sparkpromo.config import AppConfig
-from sparkpromo.frame import local_rows
+from sparkpromo.frame import local_now, local_rows
 
 if TYPE_CHECKING:
     from sparkpromo.pipeline import RunContext
@@ -153,7 +153,7 @@ def record_stage_time(spark: SparkSession, cfg: AppConfig, ctx: RunContext, name
     """
     scalars = {k: v for k, v in (result or {}).items() if k != "skipped"}
     row = Row(**dict(zip(RECORD_COLUMNS, (
-        name, ctx.run_id, dt.datetime.now(dt.UTC).replace(tzinfo=None),
+        name, ctx.run_id, local_now(),
         None if versions is None else json.dumps(versions, sort_keys=True), json.dumps(scalars, default=str),
         None if fingerprint is None else json.dumps(fingerprint, sort_keys=True)), strict=True)))
     df = local_rows(spark, [(ctx.run_id, ctx.run_date, name, float(seconds), row["finished_at"], row["io_versions"],

@@ -4,7 +4,6 @@ incrementally from it."""
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import hashlib
 import json
 from collections.abc import Mapping
@@ -17,7 +16,7 @@ from pyspark.sql import functions as F
 from sparkpromo import delta_io, schemas
 from sparkpromo import tables as T
 from sparkpromo.config import CLEAN_PRIVACY_KEYS, AppConfig
-from sparkpromo.frame import local_rows
+from sparkpromo.frame import local_now, local_rows
 
 __all__ = [
     "SOURCES", "CleanState", "settings_fingerprint", "output_versions", "last_state", "record_state",
@@ -81,7 +80,7 @@ def last_state(spark: SparkSession, cfg: AppConfig) -> CleanState | None:
 def record_state(spark: SparkSession, cfg: AppConfig, run_id: str, mode: str, bronze: Mapping[str, int | None],
                  result: Mapping[str, Any]) -> None:
     """Append the run's state row: the last commit of a clean, so only a clean that wrote everything records one."""
-    row = [(run_id, dt.datetime.now(dt.UTC).replace(tzinfo=None), mode, json.dumps(dict(bronze), sort_keys=True),
+    row = [(run_id, local_now(), mode, json.dumps(dict(bronze), sort_keys=True),
             json.dumps(output_versions(spark, cfg), sort_keys=True), settings_fingerprint(cfg),
             json.dumps(dict(result), sort_keys=True, default=str))]
     df = local_rows(spark, row, schemas.CLEAN_STATE)
