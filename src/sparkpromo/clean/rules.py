@@ -224,12 +224,8 @@ def payload(personal: Sequence[str] = (), dates_and_phones: bool = False) -> Col
     # A name the row lacks is ignored. Each is quoted: dropFields parses its arguments as SQL identifiers, so a
     # source column named "Date of Birth" or "e-mail" would fail to parse (and "a.b" would name a nested field).
     quoted = ["`" + name.replace("`", "``") + "`" for name in personal]
-    raw = F.to_json(F.col(RAW).dropFields(*quoted)) if personal else F.to_json(F.col(RAW))
-    if personal:
-        # A parsed row's personal columns are dropped by name; an e-mail address inside another value (a JSON
-        # source's nested object arrives as its text) is masked as in an unparsable line.
-        raw = F.regexp_replace(raw, _EMAIL_RE, MASK)
-    return F.coalesce(masked_line(F.col(CORRUPT), personal, dates_and_phones), raw)
+    raw = F.col(RAW).dropFields(*quoted) if personal else F.col(RAW)
+    return F.coalesce(masked_line(F.col(CORRUPT), personal, dates_and_phones), F.to_json(raw))
 
 
 def quarantine_rows(source: str, run_id: str, personal: Sequence[str] = ()) -> Transform:
