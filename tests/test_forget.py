@@ -177,6 +177,25 @@ def test_quarantine_payload_leaves_personal_columns_out(spark: SparkSession) -> 
            "e-mail, phone", len(rows), f"{len(out)} payloads, 0 birth dates / e-mails / phones", "pass")
 
 
+def test_a_long_unparsable_line_is_masked_without_blowing_up(spark: SparkSession) -> None:
+    """A corrupt line may hold anything. A long quoted value after a personal key overflowed the regex's stack
+    (Java recurses per repetition of a group; the StackOverflowError ends a local Spark's JVM), and an e-mail
+    pattern retried at every start inside a long word took time quadratic in it (hours for this megabyte)."""
+    from sparkpromo.clean import DUP, RAW, quarantine_rows
+    from sparkpromo.ingest import CORRUPT
+
+    lines = ['{"event_id": "e1", "email": "' + "y" * 200_000,  # unterminated
+             '{"event_id": "e2", "email": "' + '\\"' * 50_000 + '", "name": "a\\\\", "x": "k\\\\"}',
+             "x" * 1_000_000 + " q@r.example e3"]
+    df = spark.createDataFrame([(False, "malformed_record", None, line, "f") for line in lines],
+                               f"{DUP} boolean, {C.Q_RULE} string, {RAW} struct<event_id: string>, {CORRUPT} string, "
+                               f"{C.SOURCE_FILE} string")
+    out = sorted(r[C.Q_PAYLOAD] for r in df.transform(quarantine_rows("events", "r1", ("email", "name"))).collect())
+    assert out == sorted(['{"event_id": "e1", "email": "***"',
+                          '{"event_id": "e2", "email": "***", "name": "***", "x": "k\\\\"}',
+                          "x" * 1_000_000 + " *** e3"])
+
+
 def test_a_forgotten_users_index_is_never_given_to_a_new_user(spark: SparkSession, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """The forgotten user held the highest index: its id-map row keeps the index under a tombstone, so the next new

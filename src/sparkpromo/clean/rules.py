@@ -20,7 +20,8 @@ __all__ = [
     "MALFORMED_DATE", "MALFORMED_VALUE", "UNKNOWN_USER", "UNKNOWN_ITEM", "BOT_ACTIVITY", "DUP", "NEW", "COPIES",
     "RAW", "DIMENSION_KEYS", "RULE_COLUMNS", "EXAMPLE", "EXAMPLE_CHARS", "REQUIRED", "canonicalise", "canonical",
     "first_rule", "missing_any", "oversized_any", "excluded", "malformed", "duplicate_keys", "ranked_copies",
-    "single_copies", "mark_duplicates", "MASK", "personal_columns", "masked_line", "payload", "quarantine_rows",
+    "single_copies", "mark_duplicates", "MASK", "personal_columns", "identifying_personal", "masked_line", "payload",
+    "quarantine_rows",
     "accepted", "parse_timestamp", "parse_double", "parse_bool"
 ]
 
@@ -188,10 +189,14 @@ def mark_duplicates(key: str, newest_first: bool, dup_keys: DataFrame | None = N
     return step
 
 
-_EMAIL_RE = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"
+# Every pattern runs in time linear in the line (a corrupt line may hold anything, megabytes without a separator):
+# an address starts only where a run of its characters starts, and that run is taken whole (possessive), so no
+# start inside a long word is tried again.
+_EMAIL_RE = r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]++@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"
 _DATE_RE = r"\b(\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4})\b"
 _PHONE_RE = r"\+?\d[\d ()/-]{6,}\d"
 MASK = "***"
+_HELD_BACKSLASHES, _HELD_QUOTE = "\ue000", "\ue001"  # private-use characters: stand-ins for \\ and \" while masking
 
 
 def personal_columns(cfg: AppConfig, source: str) -> tuple[str, ...]:
@@ -204,6 +209,21 @@ def personal_columns(cfg: AppConfig, source: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+# The columns whose values tell a source's rows apart for the rules: the ids, and what an event id is derived from.
+_IDENTIFYING = {"events": (C.EVENT_ID, C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.EVENT_TS, C.PRICE, C.QUANTITY, C.RATING),
+                "users": (C.USER_ID,)}
+
+
+def identifying_personal(cfg: AppConfig, source: str) -> tuple[tuple[str, str], ...]:
+    """The (canonical, source) names of ``source``'s identifying columns that are personal, so quarantine payloads
+    leave them out: rows that differ only there (two unknown users' equal events) share a payload."""
+    src = getattr(cfg.sources, source, None)
+    if src is None or source not in _IDENTIFYING:
+        return ()
+    personal = set(personal_columns(cfg, source))
+    return tuple((c, src.columns.get(c, c)) for c in _IDENTIFYING[source] if src.columns.get(c, c) in personal)
+
+
 def masked_line(line: Column, personal: Sequence[str], dates_and_phones: bool) -> Column:
     """An unparsable line with personal values masked: the values of JSON keys naming a personal column, e-mail
     addresses and, for a source with dates of birth or phone numbers (``dates_and_phones``; the line's fields can't
@@ -211,7 +231,12 @@ def masked_line(line: Column, personal: Sequence[str], dates_and_phones: bool) -
     if not personal:
         return line
     keys = "|".join(re.escape(c) for c in personal)
-    out = F.regexp_replace(line, rf'(?i)("(?:{keys})"\s*:\s*)("(?:[^"\\]|\\.)*"|[^,}}\]\s]+)', f'$1"{MASK}"')
+    # A quoted value is matched as one run of non-quote characters once its escaped backslashes and quotes are set
+    # aside: Java's regex recurses once per repetition of a group, and "(?:[^"\\]|\\.)*" over a long value
+    # overflowed the task thread's stack, which ends a local Spark's JVM.
+    out = F.regexp_replace(F.regexp_replace(line, r"\\\\", _HELD_BACKSLASHES), r'\\"', _HELD_QUOTE)
+    out = F.regexp_replace(out, rf'(?i)("(?:{keys})"\s*:\s*)("[^"]*+"|[^,}}\]\s]++)', f'$1"{MASK}"')
+    out = F.regexp_replace(F.regexp_replace(out, _HELD_QUOTE, r'\\"'), _HELD_BACKSLASHES, r"\\\\")
     out = F.regexp_replace(out, _EMAIL_RE, MASK)
     if dates_and_phones:
         out = F.regexp_replace(F.regexp_replace(out, _DATE_RE, MASK), _PHONE_RE, MASK)

@@ -37,11 +37,11 @@ def run_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetime
             and (versions["users"] is None or age_band_movers(spark, cfg, now, versions["users"]).isEmpty()):
         log.info("clean: no bronze rows since the last clean and no age band moved; nothing to write")
         return {**state.result, **{f"{s}.{k}": 0 for s in SOURCES if versions[s] is not None for k in RUN_KEYS},
-                "mode": "unchanged"}
+                "mode": "unchanged", "full_reason": None}
     if reason is not None or state is None:
         log.info("clean: full refresh (%s)", reason)
         totals = full_clean(spark, cfg, run_id, now, versions)
-        result: dict[str, Any] = {**totals, "mode": "full"}
+        result: dict[str, Any] = {**totals, "mode": "full", "full_reason": reason or "no earlier clean recorded"}
         for s in SOURCES:
             if f"{s}.bronze_rows" in totals:
                 result.update({f"{s}.run_bronze_rows": totals[f"{s}.bronze_rows"],
@@ -51,6 +51,7 @@ def run_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetime
                                f"{s}.rejudged_to_silver": 0, f"{s}.rejudged_to_quarantine": 0,
                                f"{s}.rejudged_rows": 0})
     else:
-        result = {**incremental_clean(spark, cfg, run_id, now, state, versions), "mode": "incremental"}
+        result = {**incremental_clean(spark, cfg, run_id, now, state, versions), "mode": "incremental",
+                  "full_reason": None}
     record_state(spark, cfg, run_id, result["mode"], versions, result)
     return result

@@ -15,6 +15,7 @@ from pyspark.sql import functions as F
 
 from sparkpromo import delta_io, schemas
 from sparkpromo import tables as T
+from sparkpromo.clean.rules import identifying_personal
 from sparkpromo.config import CLEAN_PRIVACY_KEYS, AppConfig
 from sparkpromo.frame import local_now, local_rows
 
@@ -103,6 +104,12 @@ def full_refresh_reason(spark: SparkSession, cfg: AppConfig, state: CleanState |
         return "no earlier clean recorded"
     if cfg.privacy.pseudonymise:
         return "privacy.pseudonymise is on (silver holds pseudonyms, bronze the raw ids)"
+    for source in ("events", "users"):
+        for canonical, name in identifying_personal(cfg, source):
+            # A quarantine row is matched to its bronze row by payload: re-judging one of several rows that share
+            # a payload would delete them all.
+            return (f"sources.{source}.columns.{canonical} ({name!r}) is a personal column, left out of quarantine "
+                    "payloads, so a re-judged row's quarantine row can't be told from another's")
     if state.settings != settings_fingerprint(cfg):
         return "the sources, clean or privacy settings changed since the last clean"
     for name, v in output_versions(spark, cfg).items():
