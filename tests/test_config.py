@@ -321,6 +321,20 @@ def test_rule_rejects_unknown_field_and_operator(tmp_path: Path) -> None:
     assert "unknown operator 'like'" in campaign_error(tmp_path, type="generic", extra=rule % ("purchases", "like"))
 
 
+def test_rule_values_of_the_wrong_type_are_refused_before_spark_starts(tmp_path: Path) -> None:
+    """A value a rule's column cannot be compared with once failed only in recommend, after four stages had run."""
+    rule = "    audience:\n      all:\n        - {field: %s, op: %s, value: %s}\n"
+    assert ("campaigns[c1].audience.all[0].value: rule field 'country' (string) cannot be compared with 44"
+            in campaign_error(tmp_path, type="generic", extra=rule % ("country", "eq", "44")))
+    assert "cannot be compared with '3'" in campaign_error(tmp_path, type="generic",
+                                                             extra=rule % ("purchases", "ge", "'3'"))
+    assert "'soon' is not a date" in campaign_error(tmp_path, type="generic",
+                                                    extra=rule % ("signup_date", "ge", "soon"))
+    items = "    items:\n      any:\n        - {field: price, op: between, value: [1, 'ten']}\n"
+    assert "campaigns[c1].items.any[0].value: rule field 'price' (double) cannot be compared with 'ten'" in \
+        campaign_error(tmp_path, type="generic", extra=items)
+
+
 def test_overlapping_windows_rejected(tmp_path: Path) -> None:
     text = CAMPAIGN.format(id="a", type="welcome", valid_to="2026-06-30", top_k=3, extra="") + \
         "  - {id: b, type: welcome, valid_from: 2026-06-01, valid_to: 2026-12-31, top_k: 3}\n"

@@ -16,8 +16,8 @@ from sparkpromo import columns as C
 from sparkpromo import delta_io, schemas
 from sparkpromo.clean import run_clean
 from sparkpromo.features.id_map import USER_KIND, extend_id_map
-from sparkpromo.forget import ID_HASH, LOG_RETENTION, forget_user, forgotten_uri, tombstone
-from sparkpromo.ingest import run_ingest
+from sparkpromo.forget import ID_HASH, LOG_RETENTION, forget_user, forgotten_uri, read_ids_file, tombstone
+from sparkpromo.ingest import CORRUPT, run_ingest
 from sparkpromo.pipeline import RunContext, run_stage
 from sparkpromo.privacy import pseudonym
 from tests.conftest import make_config
@@ -138,6 +138,49 @@ def test_forget_erases_user_everywhere(spark: SparkSession, tmp_path: Path, monk
     record("erasure", "forget, then the same landing files re-sent under new names (ingest + clean)", 6,
            f"ingest dropped {again['events_forgotten']} event + {again['users_forgotten']} user rows of the "
            f"forgotten id; 0 in bronze, silver, quarantine; 0 of {len(logs)} _delta_log files hold the id", "pass")
+
+
+def test_forget_finds_unparsable_lines_and_either_form_of_the_id_and_spares_other_users_rows(
+        spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A JSON line that failed to parse has no user column in bronze: its text is searched. Silver and gold rows
+    written before privacy.pseudonymise was switched on hold the raw id, later ones the pseudonym: both go. A parsed
+    quarantine row of another user whose item id happens to be the forgotten id stays."""
+    monkeypatch.setenv("SPARKPROMO_HMAC_KEY", KEY)
+    cfg = make_config(tmp_path, privacy={"pseudonymise": True})
+    gone, keep = pseudonym(GONE, KEY.encode()), pseudonym(KEEP, KEY.encode())
+    bronze_users = spark.createDataFrame(
+        [(GONE, None, "f1"), (None, f'{{"user_id": "{GONE}", "signup_date": ', "f1"), (KEEP, None, "f1"),
+         (None, f'{{"user_id": "{KEEP}", "signup_date": ', "f1")],
+        f"user_id string, {CORRUPT} string, {C.SOURCE_FILE} string")
+    delta_io.overwrite(bronze_users, cfg.table("bronze", "users"))
+    parsed_other = f'{{"event_id":"e9","user_id":"{KEEP}","product_id":"{GONE}"}}'
+    quarantine = spark.createDataFrame(
+        [("events", "unknown_item", parsed_other, "f2", "r1"),
+         ("events", "malformed_record", f"e4,{GONE},p1,view,oops", "f2", "r1"),
+         ("users", "malformed_record", f'{{"user_id": "{GONE}", "signup_date": ', "f1", "r1")], schemas.QUARANTINE)
+    delta_io.overwrite(quarantine, cfg.table("quarantine", "rows"))
+    events = spark.createDataFrame([("e1", GONE), ("e2", gone), ("e3", keep)], "event_id string, user_id string")
+    delta_io.overwrite(events, cfg.table("silver", "events"))
+    id_map = spark.createDataFrame([("user", GONE, 0), ("user", keep, 1)], "kind string, original_id string, idx int")
+    delta_io.overwrite(id_map, cfg.table("gold", "id_map"))
+
+    forget_user(spark, cfg, GONE)
+
+    def left(layer: str, name: str, *cols: str) -> list[tuple[object, ...]]:
+        rows = delta_io.read(spark, cfg.table(layer, name)).select(*cols).collect()
+        return sorted((tuple(r) for r in rows), key=repr)
+
+    assert left("bronze", "users", "user_id", CORRUPT) == sorted(
+        [(KEEP, None), (None, f'{{"user_id": "{KEEP}", "signup_date": ')], key=repr)
+    assert left("quarantine", "rows", C.Q_PAYLOAD) == [(parsed_other,)]
+    assert left("silver", "events", "event_id") == [("e3",)]
+    assert left("gold", "id_map", "original_id") == sorted([(tombstone(0),), (keep,)], key=repr)
+
+
+def test_an_ids_file_saved_with_a_byte_order_mark_reads_its_first_id(tmp_path: Path) -> None:
+    path = tmp_path / "ids.txt"
+    path.write_bytes("\ufeffu1\r\n u2 \n\n".encode())
+    assert read_ids_file(str(path)) == ["u1", "u2"]
 
 
 def properties(spark: SparkSession, uri: str) -> dict[str, str]:

@@ -74,6 +74,14 @@ def test_changing_a_campaign_a_rule_or_the_grid_changes_only_the_stages_that_rea
     budget[generic] = dataclasses.replace(camps[generic], budget=camps[generic].budget + 1)
     assert changed_stages(base_cfg, dataclasses.replace(base_cfg, campaigns=tuple(budget))) == {"recommend",
                                                                                                 "measure"}
+    # a campaign's end date decides whether measure gives it a share of the budgets on the next run date
+    ends = [*camps]
+    ends[generic] = dataclasses.replace(camps[generic], valid_to=camps[generic].valid_from)
+    assert changed_stages(base_cfg, dataclasses.replace(base_cfg, campaigns=tuple(ends))) == {"recommend",
+                                                                                              "measure"}
+    # the coupon codes' key (clean reads it too, for pseudonyms)
+    keyed = dataclasses.replace(base_cfg, privacy=dataclasses.replace(base_cfg.privacy, key_env="OTHER_KEY"))
+    assert {"recommend", "clean"} <= changed_stages(base_cfg, keyed)
     grid = dataclasses.replace(base_cfg.train.grid, rank=(*base_cfg.train.grid.rank, 64))
     regrid = dataclasses.replace(base_cfg, train=dataclasses.replace(base_cfg.train, grid=grid))
     assert changed_stages(base_cfg, regrid) == {"train"}
@@ -94,6 +102,10 @@ def test_a_stage_reruns_when_its_run_date_tables_config_or_version_changed(base_
     assert rerun_reason(recorded, recorded["io"], later) == "run_date:2026-11-01->2026-11-02"
     assert stage_fingerprint(base_cfg, "train", DAY) == stage_fingerprint(base_cfg, "train", DAY.replace(day=2))
     assert rerun_reason({**recorded, "fingerprint": None}, recorded["io"], same) == "no_fingerprint"
+    decided = {**same, "data": {"campaign_actions": "d1"}}
+    assert rerun_reason({**recorded, "fingerprint": decided}, recorded["io"], decided) is None
+    assert rerun_reason({**recorded, "fingerprint": decided}, recorded["io"],
+                        {**same, "data": {"campaign_actions": "d2"}}) == "data:campaign_actions"
     assert rerun_reason({**recorded, "fingerprint": {**same, "version": "0.0.1"}}, moved, same) == \
         f"version:0.0.1->{sparkpromo.__version__};tables:gold.interactions"
 
@@ -178,6 +190,14 @@ def test_reruns_notice_a_changed_campaign_and_a_new_version_and_nothing_else(
 
     again, _ = run_json(capsys, "--config", str(changed))
     assert skipped(again) == {s: s != "ingest" for s in STAGES}
+
+    # With the feedback options on, measure writes its decisions after recommend read the earlier ones: the second
+    # run of the same date skips both (recommend once compared the decisions table's version, which measure had
+    # just moved, so every rerun ran recommend and measure again).
+    feedback = ("--config", str(changed), "--set", "measure.pause_negative=true")
+    run_json(capsys, *feedback)
+    settled, log = run_json(capsys, *feedback)
+    assert skipped(settled) == {s: s != "ingest" for s in STAGES}, log[-3000:]
 
     # A new package version: every stage runs again.
     old_version = sparkpromo.__version__

@@ -31,18 +31,14 @@ from typing import Any
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
-    BooleanType,
     DataType,
-    DateType,
     DoubleType,
-    NumericType,
-    StringType,
     StructType,
-    TimestampType,
 )
 
 from sparkpromo import columns as C
 from sparkpromo.config import ITEM_RULE_FIELDS, RULE_OPERATORS, USER_RULE_FIELDS, Campaign, Condition, Rule
+from sparkpromo.config.validate import rule_value
 from sparkpromo.frame import Transform
 
 BIRTHDAY_HORIZON_DAYS = 7
@@ -89,25 +85,10 @@ def _literal(field: str, dtype: DataType | None, value: Any) -> Any:
     """Check ``value`` against the column type (when known) and convert ISO date strings for date columns."""
     if dtype is None:
         return value
-    ok: bool
-    if isinstance(dtype, BooleanType):
-        ok = isinstance(value, bool)
-    elif isinstance(dtype, NumericType):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    elif isinstance(dtype, StringType):
-        ok = isinstance(value, str)
-    elif isinstance(dtype, (DateType, TimestampType)):
-        if isinstance(value, str):
-            try:
-                value = dt.date.fromisoformat(value)
-            except ValueError:
-                raise RuleError(f"rule field '{field}': {value!r} is not a date (YYYY-MM-DD)") from None
-        ok = isinstance(value, dt.date)
-    else:
-        ok = True
-    if not ok:
-        raise RuleError(f"rule field '{field}' ({dtype.simpleString()}) cannot be compared with {value!r}")
-    return value
+    try:
+        return rule_value(field, dtype, value)
+    except ValueError as e:
+        raise RuleError(str(e)) from None
 
 
 def _condition(cond: Condition, allowed_fields: Sequence[str], schema: StructType | None) -> Column:

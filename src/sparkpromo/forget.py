@@ -55,8 +55,8 @@ USER_TABLES = (T.SILVER_USERS, T.SILVER_EVENTS, T.USER_FEATURES, T.RECOMMENDATIO
 LEGACY_RECOMMENDATIONS = "recommendations"  # where offers lived before gold/recommendations
 LOG_RETENTION = "delta.logRetentionDuration"
 ID_HASH, FORGOTTEN_AT = C.ID_HASH, C.FORGOTTEN_AT
-# Merge-source columns: the raw id, the id as silver and later hold it, a regex matching it as a whole field.
-_RAW, _STORED, _TOKEN = "_raw", "_stored", "_token"
+# Merge-source columns: the raw id, a regex matching it as a whole field (and ID_HASH, the keyed hash).
+_RAW, _TOKEN = "_raw", "_token"
 _SET = "_forgotten_set"
 FORGOTTEN_HIT = "_forgotten_hit"
 # What separates fields in an unparsable line (CSV, JSON): its tokens are checked against the forgotten hashes.
@@ -86,7 +86,7 @@ def forgotten_uri(cfg: AppConfig) -> str:
 def read_ids_file(path: str) -> list[str]:
     """One id per line; blank lines and surrounding spaces ignored."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")  # a file saved with a byte-order mark
     except (OSError, UnicodeDecodeError) as e:
         raise ForgetError(f"--users-file: cannot read {path}: {e.__class__.__name__}") from None
     ids = [line.strip() for line in text.splitlines() if line.strip()]
@@ -95,14 +95,13 @@ def read_ids_file(path: str) -> list[str]:
     return ids
 
 
-def ids_frame(spark: SparkSession, cfg: AppConfig, user_ids: Sequence[str], key: bytes) -> DataFrame:
-    """The ids to forget as data: raw id, keyed hash, stored id (the pseudonym in privacy mode), token regex."""
+def ids_frame(spark: SparkSession, user_ids: Sequence[str], key: bytes) -> DataFrame:
+    """The ids to forget as data: raw id, keyed hash (the pseudonym privacy mode stores), token regex."""
     ids = list(dict.fromkeys(u.strip() for u in user_ids if u.strip()))
     if not ids:
         raise ForgetError("forget: no user id given")
     raw = spark.createDataFrame([(u, _token(u)) for u in ids], f"{_RAW} string, {_TOKEN} string")
-    hashed = keyed_hash(raw, F.col(_RAW), ID_HASH, key)
-    return hashed.withColumn(_STORED, F.col(ID_HASH) if cfg.privacy.pseudonymise else F.col(_RAW))
+    return keyed_hash(raw, F.col(_RAW), ID_HASH, key)
 
 
 def record_forgotten(spark: SparkSession, cfg: AppConfig, ids: DataFrame) -> None:
@@ -157,16 +156,28 @@ def without_forgotten(forgotten: tuple[DataFrame, bytes] | None, user_col: str |
     return step
 
 
+def stored_match(column: str) -> str:
+    """The merge condition for a table from silver on: the id raw or as its pseudonym, whatever the mode now (rows
+    written before ``privacy.pseudonymise`` was switched on or off hold the other form)."""
+    return f"{column} IN (s.{_RAW}, s.{ID_HASH})"
+
+
 def targets(cfg: AppConfig) -> Iterator[tuple[str, str, str]]:
     """(table URI, the column it must have, SQL merge condition between target ``t`` and the ids ``s``) for every
-    table that can hold a user. Silver and later hold ``_stored`` (the pseudonym in privacy mode); bronze and
+    table that can hold a user. Silver and later hold the raw id or its pseudonym (:func:`stored_match`); bronze and
     quarantine hold the source's raw id."""
+    # Here, not at the top: ingest and clean import this module.
+    from sparkpromo.clean.rules import MALFORMED_RECORD
+    from sparkpromo.ingest import CORRUPT
+
     src = cfg.sources
     for name in ("events", "users"):
         fs = getattr(src, name)
         if fs is not None:
             col = fs.columns.get(C.USER_ID, C.USER_ID)
-            yield T.BRONZE[name].uri(cfg), col, f"trim(t.{delta_io.ident(col)}) = s.{_RAW}"
+            # an unparsable line has no user column (a JSON line's fields are all null): its text is searched
+            yield (T.BRONZE[name].uri(cfg), col,
+                   f"(trim(t.{delta_io.ident(col)}) = s.{_RAW} OR t.{CORRUPT} RLIKE s.{_TOKEN})")
     conds = []
     for name in ("events", "users"):
         fs = getattr(src, name)
@@ -174,12 +185,15 @@ def targets(cfg: AppConfig) -> Iterator[tuple[str, str, str]]:
             col = fs.columns.get(C.USER_ID, C.USER_ID)
             payload = f"t.{C.Q_PAYLOAD}"
             field = delta_io.sql_literal(_json_field(col))
+            # A parsed row by its user field; only an unparsable line by its text (a parsed row holding the id in
+            # another field, an item id or a price, is another user's).
             conds.append(f"(t.{C.Q_SOURCE} = {delta_io.sql_literal(name)} AND (trim(get_json_object({payload}, "
-                         f"{field})) = s.{_RAW} OR {payload} RLIKE s.{_TOKEN}))")
+                         f"{field})) = s.{_RAW} OR (t.{C.Q_RULE} = {delta_io.sql_literal(MALFORMED_RECORD)} AND "
+                         f"{payload} RLIKE s.{_TOKEN})))")
     if conds:
         yield T.QUARANTINE.uri(cfg), C.Q_PAYLOAD, " OR ".join(conds)
     for uri in (*(t.uri(cfg) for t in USER_TABLES), join_uri(cfg.lakehouse, LEGACY_RECOMMENDATIONS)):
-        yield uri, C.USER_ID, f"t.{C.USER_ID} = s.{_STORED}"
+        yield uri, C.USER_ID, stored_match(f"t.{C.USER_ID}")
 
 
 def _other_user_tables(cfg: AppConfig, known: set[str]) -> list[str]:
@@ -198,7 +212,7 @@ def forget_users(spark: SparkSession, cfg: AppConfig, user_ids: Sequence[str]) -
     key = hmac_key(cfg.privacy.key_env)
     wanted = len(set(u.strip() for u in user_ids if u.strip()))
     t0 = time.perf_counter()
-    ids = ids_frame(spark, cfg, user_ids, key).cache()
+    ids = ids_frame(spark, user_ids, key).cache()
     try:
         record_forgotten(spark, cfg, ids)
         deleted: dict[str, int] = {}
@@ -209,7 +223,8 @@ def forget_users(spark: SparkSession, cfg: AppConfig, user_ids: Sequence[str]) -
             if delta_io.is_delta(spark, interactions):
                 # Interactions are keyed by the integer index: take it from the id map before its rows go.
                 idx = (delta_io.read(spark, id_map).where(F.col(C.ID_KIND) == "user")
-                       .join(ids, F.col(C.ORIGINAL_ID) == F.col(_STORED), "left_semi").select(F.col(C.IDX)))
+                       .join(ids, F.col(C.ORIGINAL_ID).isin(F.col(_RAW), F.col(ID_HASH)), "left_semi")
+                       .select(F.col(C.IDX)))
                 deleted[interactions] = _merge_delete(spark, interactions, idx, f"t.{C.USER_IDX} = s.{C.IDX}")
                 touched.append(interactions)
                 log.info("forget: %s: %d row(s) deleted", _short(cfg, interactions), deleted[interactions])
@@ -217,11 +232,11 @@ def forget_users(spark: SparkSession, cfg: AppConfig, user_ids: Sequence[str]) -
             # the index of a deleted row would go to the next new user, whom the model in service would then
             # score with the forgotten user's factors.
             deleted[id_map] = _merge_tombstone(spark, id_map, ids,
-                                               f"t.{C.ID_KIND} = 'user' AND t.{C.ORIGINAL_ID} = s.{_STORED}")
+                                               f"t.{C.ID_KIND} = 'user' AND {stored_match(f't.{C.ORIGINAL_ID}')}")
             touched.append(id_map)
             log.info("forget: %s: %d id(s) replaced by a tombstone", _short(cfg, id_map), deleted[id_map])
         listed = list(targets(cfg))
-        extra = [(uri, C.USER_ID, f"t.{C.USER_ID} = s.{_STORED}")
+        extra = [(uri, C.USER_ID, stored_match(f"t.{C.USER_ID}"))
                  for uri in _other_user_tables(cfg, {u for u, _, _ in listed} | set(touched) | {forgotten_uri(cfg)})]
         for uri, column, cond in [*listed, *extra]:
             if delta_io.is_delta(spark, uri) and column in delta_io.read(spark, uri).columns:

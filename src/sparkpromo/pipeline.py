@@ -25,7 +25,7 @@ from sparkpromo.features import run_features
 from sparkpromo.frame import local_rows
 from sparkpromo.ingest import run_ingest
 from sparkpromo.logs import stage
-from sparkpromo.measure import run_measure
+from sparkpromo.measure import read_actions, run_measure
 from sparkpromo.recommend import run_recommend
 from sparkpromo.run_records import decoded, last_record, record_stage_time, stage_rows
 from sparkpromo.train import run_train
@@ -44,8 +44,9 @@ STAGE_IO: dict[str, tuple[tuple[T.Table, ...], tuple[T.Table, ...]]] = {
     "features": ((T.SILVER_EVENTS, T.SILVER_USERS, T.SILVER_ITEMS),
                  (T.USER_FEATURES, T.ITEM_FEATURES, T.INTERACTIONS, T.ID_MAP)),
     "train": ((T.INTERACTIONS, T.ID_MAP), (T.MODEL_METRICS,)),
-    "recommend": ((T.USER_FEATURES, T.ITEM_FEATURES, T.INTERACTIONS, T.ID_MAP, T.SILVER_EVENTS, T.MODEL_METRICS,
-                   T.CAMPAIGN_ACTIONS),
+    # Not metrics.campaign_actions: the run date's own measure writes it after recommend, so its version moves on
+    # every run; recommend reads only the decisions measured before its run date (stage_fingerprint's "data").
+    "recommend": ((T.USER_FEATURES, T.ITEM_FEATURES, T.INTERACTIONS, T.ID_MAP, T.SILVER_EVENTS, T.MODEL_METRICS),
                   (T.RECOMMENDATIONS,)),
     "measure": ((T.RECOMMENDATIONS, T.SILVER_EVENTS), (T.CAMPAIGN_OUTCOMES, T.UPLIFT, T.CAMPAIGN_ACTIONS)),
 }
@@ -64,9 +65,13 @@ STAGE_CONFIG: dict[str, tuple[str, ...]] = {
     "features": ("features", "sources.kind", "privacy.consent_without_users"),
     # shuffle_partitions bounds the ALS blocks; mlflow says where the run is logged
     "train": ("train", "spark.shuffle_partitions", "recommend.repeatable_categories", "mlflow"),
-    "recommend": ("campaigns", "recommend", "measure.pause_negative", "measure.reallocate_budgets"),
-    # measure reads a campaign's type (outcomes) and budget (reallocation), not its rules or offer
-    "measure": ("measure", "campaigns.*.id", "campaigns.*.type", "campaigns.*.budget"),
+    # privacy.key_env names the key of the coupon codes
+    "recommend": ("campaigns", "recommend", "measure.pause_negative", "measure.reallocate_budgets",
+                  "privacy.key_env"),
+    # measure reads a campaign's type (outcomes), budget and dates (reallocation among the campaigns active on the
+    # next run date), not its rules or offer
+    "measure": ("measure", "campaigns.*.id", "campaigns.*.type", "campaigns.*.budget", "campaigns.*.valid_from",
+                "campaigns.*.valid_to"),
 }
 # Stages that take in only what changed since their last run, unless asked for a full refresh.
 FULL_REFRESH_STAGES = frozenset({"clean", "features", "measure"})
@@ -253,6 +258,15 @@ def stage_fingerprint(cfg: AppConfig, name: str, run_date: dt.date) -> dict[str,
     return fp
 
 
+def data_fingerprint(spark: SparkSession, cfg: AppConfig, name: str, run_date: dt.date) -> dict[str, str]:
+    """What stage ``name`` reads from a table that is not among its inputs, as digests: recommend, with the feedback
+    options on, the decisions of the latest measure before its run date."""
+    if name != "recommend" or not (cfg.measure.pause_negative or cfg.measure.reallocate_budgets):
+        return {}
+    text = json.dumps(read_actions(spark, cfg, run_date), sort_keys=True, separators=(",", ":"), default=str)
+    return {"campaign_actions": hashlib.sha256(text.encode("utf-8")).hexdigest()}
+
+
 def record_to_build_on(spark: SparkSession, cfg: AppConfig, name: str) -> tuple[dict[str, Any] | None, str]:
     """Stage ``name``'s latest record (:func:`last_record`) when an incremental run can build on it: it recorded its
     tables and a fingerprint that is today's but for the run date (the same configuration it reads and package
@@ -270,7 +284,8 @@ def rerun_reason(last: Mapping[str, Any], versions: Mapping[str, int | None], fi
                  ) -> str | None:
     """Why a stage whose last success recorded ``last`` (:func:`last_record`) must run again; None when nothing it
     depends on changed. Reasons, ';'-separated: ``no_fingerprint`` (recorded before fingerprints existed),
-    ``version:<old>-><new>``, ``run_date:<old>-><new>``, ``config:<paths>``, ``tables:<tables>``."""
+    ``version:<old>-><new>``, ``run_date:<old>-><new>``, ``config:<paths>``, ``data:<names>``,
+    ``tables:<tables>``."""
     if last.get("io") is None:
         return "no_record"
     old = last.get("fingerprint")
@@ -286,6 +301,10 @@ def rerun_reason(last: Mapping[str, Any], versions: Mapping[str, int | None], fi
         changed = sorted(p for p in set(was) | set(now) if was.get(p) != now.get(p))
         if changed:
             reasons.append("config:" + ",".join(changed))
+        was, now = old.get("data") or {}, fingerprint.get("data") or {}
+        changed = sorted(p for p in set(was) | set(now) if was.get(p) != now.get(p))
+        if changed:
+            reasons.append("data:" + ",".join(changed))
     moved = sorted(t for t in set(last["io"]) | set(versions) if last["io"].get(t) != versions.get(t))
     if moved:
         reasons.append("tables:" + ",".join(moved))
@@ -364,6 +383,8 @@ def _run_stage(name: str, spark: SparkSession, cfg: AppConfig, ctx: RunContext, 
     """``last``: the stage's record for this run id before it ran (:func:`last_record`)."""
     io_tables = STAGE_IO.get(name)
     fingerprint = stage_fingerprint(cfg, name, ctx.run_date) if io_tables else None
+    if fingerprint is not None and (data := data_fingerprint(spark, cfg, name, ctx.run_date)):
+        fingerprint["data"] = data
     if io_tables and fingerprint is not None and not (force or full_refresh):
         # The versions are looked up only when there is a record to compare them with (not on a first run).
         why = None if last is None else rerun_reason(last, table_versions(spark, cfg, io_tables[0] + io_tables[1]),

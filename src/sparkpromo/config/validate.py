@@ -6,7 +6,10 @@ import datetime as dt
 import re
 from typing import Any
 
+from pyspark.sql.types import BooleanType, DataType, DateType, NumericType, StringType, TimestampType
+
 from sparkpromo import columns as C
+from sparkpromo import schemas as S
 from sparkpromo.config.convert import _Where
 from sparkpromo.config.model import (
     _ENV_NAME_RE,
@@ -198,7 +201,7 @@ def _validate_campaigns(campaigns: tuple[Campaign, ...], where: _Where) -> None:
                     if cond.op not in RULE_OPERATORS:
                         raise where.error(f"{ck}.op", f"unknown operator '{cond.op}' "
                                                       f"(expected one of: {', '.join(RULE_OPERATORS)})")
-                    _check_value(cond, ck, where)
+                    _check_value(cond, ck, where, rule_name)
     # Overlapping windows are only a problem for two campaigns of the same type and audience: the per-user
     # contact cap decides between different types, but two identical campaigns at once are a config mistake.
     by_type: dict[tuple[str, Rule | None], list[Campaign]] = {}
@@ -212,7 +215,34 @@ def _validate_campaigns(campaigns: tuple[Campaign, ...], where: _Where) -> None:
                                   f"validity window overlaps campaign '{a.id}' of the same type and audience")
 
 
-def _check_value(cond: Condition, key: str, where: _Where) -> None:
+# The columns a campaign's rules compare, with their types: a value of another type is refused before Spark starts.
+_RULE_COLUMNS = {"audience": S.USER_FEATURES, "items": S.ITEM_FEATURES}
+
+
+def rule_value(field: str, dtype: DataType, value: Any) -> Any:
+    """``value`` as a rule compares it with a column of type ``dtype`` (an ISO date string becomes a date);
+    ValueError, one line, when the two cannot be compared."""
+    if isinstance(dtype, BooleanType):
+        ok = isinstance(value, bool)
+    elif isinstance(dtype, NumericType):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif isinstance(dtype, StringType):
+        ok = isinstance(value, str)
+    elif isinstance(dtype, (DateType, TimestampType)):
+        if isinstance(value, str):
+            try:
+                value = dt.date.fromisoformat(value)
+            except ValueError:
+                raise ValueError(f"rule field '{field}': {value!r} is not a date (YYYY-MM-DD)") from None
+        ok = isinstance(value, dt.date)
+    else:
+        ok = True
+    if not ok:
+        raise ValueError(f"rule field '{field}' ({dtype.simpleString()}) cannot be compared with {value!r}")
+    return value
+
+
+def _check_value(cond: Condition, key: str, where: _Where, rule_name: str) -> None:
     v = cond.value
     if cond.op in ("is_null", "not_null"):
         if v is not None:
@@ -230,6 +260,11 @@ def _check_value(cond: Condition, key: str, where: _Where) -> None:
         if v is None or isinstance(v, tuple):
             raise where.error(f"{key}.value", f"operator '{cond.op}' needs a single value")
         values = (v,)
+    dtype = _RULE_COLUMNS[rule_name][cond.field].dataType
     for x in values:
         if not isinstance(x, (str, int, float, bool, dt.date)):
             raise where.error(f"{key}.value", f"unsupported value {x!r}")
+        try:
+            rule_value(cond.field, dtype, x)
+        except ValueError as e:
+            raise where.error(f"{key}.value", str(e)) from None
