@@ -131,6 +131,15 @@ def test_semantic_validation(tmp_path: Path) -> None:
     assert "train.incumbent_margin: must be between 0 and 1" in error_of(tmp_path, "train:\n  incumbent_margin: -0.1\n")
     assert "train.grid.reg_param: random search samples it log-uniformly" in error_of(
         tmp_path, "train:\n  search: random\n  grid:\n    reg_param: [0, 0.1]\n")
+    # values that once passed here and failed only after Spark had started (exit 1, a traceback)
+    assert "features.session_gap_minutes: must be > 0" in error_of(tmp_path, "features:\n  session_gap_minutes: 0\n")
+    assert "features.event_weights.purchase: must be > 0 and finite" in error_of(
+        tmp_path, "features:\n  event_weights: {purchase: .inf}\n")
+    assert "features.half_life_days: must be > 0 and finite" in error_of(
+        tmp_path, "features:\n  half_life_days: .nan\n")
+    assert "spark.log_level: must be one of ALL, DEBUG" in error_of(tmp_path, "spark:\n  log_level: WARNING\n")
+    assert "lakehouse: holds a NUL character" in error_of(tmp_path, 'lakehouse: "lh\\0x"\n')
+    assert "sources.events.path: holds a NUL character" in error_of(tmp_path, 'sources:\n  events:\n    path: "e\\0"\n')
 
 
 def test_unknown_mapped_canonical_column(tmp_path: Path) -> None:

@@ -152,6 +152,12 @@ def build_config(data: Mapping[str, Any], origin: Mapping[str, str] | None = Non
     data = _expand_env(dict(data), where)
     cfg = _convert(AppConfig, data, "", where)
     base_dir = base_dir or Path.cwd()
+    paths = {"lakehouse": cfg.lakehouse, "landing": cfg.landing,
+             **{f"sources.{n}.path": fs.path for n in ("events", "users", "items")
+                if (fs := getattr(cfg.sources, n)) is not None}}
+    for key, path in paths.items():
+        if "\0" in path:  # no file system takes it (pathlib raises ValueError)
+            raise where.error(key, "holds a NUL character")
     cfg = dataclasses.replace(
         cfg,
         lakehouse=_absolutise(cfg.lakehouse, base_dir),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from typing import Any
 
@@ -47,6 +48,8 @@ def _validate(cfg: AppConfig, where: _Where) -> None:
 
     need(bool(cfg.lakehouse), "lakehouse", "must not be empty")
     need(cfg.spark.shuffle_partitions > 0, "spark.shuffle_partitions", "must be > 0")
+    need(cfg.spark.log_level.upper() in SPARK_LOG_LEVELS, "spark.log_level",
+         f"must be one of {', '.join(sorted(SPARK_LOG_LEVELS))}, got {cfg.spark.log_level!r}")
     need(not cfg.spark.remote or cfg.spark.remote.startswith("sc://"), "spark.remote",
          f"must be a Spark Connect URL sc://host:port, got {cfg.spark.remote!r}")
     need(cfg.generate.events >= 1_000, "generate.events", "must be at least 1000")
@@ -111,8 +114,9 @@ def _validate(cfg: AppConfig, where: _Where) -> None:
     f = cfg.features
     for et, w in f.event_weights.items():
         need(et in C.ALL_EVENT_TYPES, f"features.event_weights.{et}", "unknown event type")
-        need(w > 0, f"features.event_weights.{et}", "must be > 0")
-    need(f.half_life_days > 0, "features.half_life_days", "must be > 0")
+        need(0 < w < math.inf, f"features.event_weights.{et}", "must be > 0 and finite")
+    need(0 < f.half_life_days < math.inf, "features.half_life_days", "must be > 0 and finite")
+    need(f.session_gap_minutes > 0, "features.session_gap_minutes", "must be > 0")
     need(f.max_count_per_type > 0, "features.max_count_per_type", "must be > 0")
     need(list(f.price_bands) == sorted(f.price_bands), "features.price_bands", "must be ascending")
     need(f.min_rating >= 0, "features.min_rating", "must be >= 0")
@@ -215,6 +219,8 @@ def _validate_campaigns(campaigns: tuple[Campaign, ...], where: _Where) -> None:
                                   f"validity window overlaps campaign '{a.id}' of the same type and audience")
 
 
+# What SparkContext.setLogLevel accepts (in any case).
+SPARK_LOG_LEVELS = frozenset({"ALL", "DEBUG", "ERROR", "FATAL", "INFO", "OFF", "TRACE", "WARN"})
 # The columns a campaign's rules compare, with their types: a value of another type is refused before Spark starts.
 _RULE_COLUMNS = {"audience": S.USER_FEATURES, "items": S.ITEM_FEATURES}
 
