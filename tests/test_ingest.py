@@ -398,13 +398,32 @@ def test_retried_batch_is_not_appended_twice(spark: SparkSession, cfg: AppConfig
 
 
 def test_partition_directories_keep_their_columns(spark: SparkSession, cfg: AppConfig) -> None:
-    write_events(cfg, "day=1/a.csv", ["e1,u1,p1,view,2026-11-01T10:00:00Z,,,s1"])
+    """A key=value directory's column is text in bronze like every other ("08" stays "08"), and the next day's
+    directory is no schema drift (its column came from the directory, not the file's header)."""
+    write_events(cfg, "day=01/a.csv", ["e1,u1,p1,view,2026-11-01T10:00:00Z,,,s1"])
     write_events(cfg, "day=2/b.csv", ["u2,e2,p1,view,2026-11-02T10:00:00Z,,,s1"],
                  header="user_id,event_id,product_id,event_type,event_time,price,quantity,session_id\n")
     assert ingest_source(spark, cfg, "events", "r1") == counts(2, 2, 2)
-    got = delta_io.read(spark, cfg.table("bronze", "events")).select("event_id", "user_id", F.col("day").cast("int"))
-    expected = spark.createDataFrame([("e1", "u1", 1), ("e2", "u2", 2)], "event_id string, user_id string, day int")
-    assert_df_equality(got, expected, ignore_row_order=True)
+    write_events(cfg, "day=03/c.csv", ["e3,u3,p1,view,2026-11-03T10:00:00Z,,,s1"])
+    assert ingest_source(spark, cfg, "events", "r2") == counts(1, 1, 1)
+    got = delta_io.read(spark, cfg.table("bronze", "events")).select("event_id", "user_id", "day")
+    expected = spark.createDataFrame([("e1", "u1", "01"), ("e2", "u2", "2"), ("e3", "u3", "03")],
+                                     "event_id string, user_id string, day string")
+    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+    # A JSON source in such directories: text too (Spark's JSON reader once failed on to_json of the typed column)
+    users = Path(cfg.sources.users.path) / "dt=2026-11-01"
+    users.mkdir(parents=True)
+    (users / "u.jsonl").write_text('{"user_id": "u1", "country": "DE"}\n')
+    assert ingest_source(spark, cfg, "users", "r1")["users_rows"] == 1
+    assert delta_io.read(spark, cfg.table("bronze", "users")).select("dt").first()[0] == "2026-11-01"
+
+
+def test_a_column_name_delta_cannot_take_is_named_before_anything_is_written(spark: SparkSession,
+                                                                              cfg: AppConfig) -> None:
+    write_events(cfg, "a.csv", ["e1,u1,p1,view,2026-11-01T10:00:00Z,,,s1,3"], header=HEADER[:-1] + ",Unit Price\n")
+    with pytest.raises(IngestError, match=r"a\.csv has a column named 'Unit Price': Delta tables take no space"):
+        ingest_source(spark, cfg, "events", "r1")
+    assert not delta_io.is_delta(spark, cfg.table("bronze", "events"))
 
 
 def test_single_file_path_with_another_extension_is_read(spark: SparkSession, cfg: AppConfig) -> None:

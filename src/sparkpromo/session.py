@@ -204,6 +204,9 @@ def session_settings(cfg: AppConfig) -> dict[str, str]:
         # VACUUM (forget) lists a table's directories with this many tasks, 10,000 by default: 45 s of empty tasks
         # per table on a laptop. The shuffle sizing is the deployment's own statement of its parallelism.
         "spark.sql.sources.parallelPartitionDiscovery.parallelism": str(cfg.spark.shuffle_partitions),
+        # Bronze keeps every column as text, the columns of key=value landing directories too ("day=08" stays
+        # "08"); Delta tables keep their own partition types whatever this says.
+        "spark.sql.sources.partitionColumnTypeInference.enabled": "false",
         # Delta's retention check stays on; `forget` overrides it explicitly where it must purge.
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
         # Every table this session creates states its log retention (see privacy.log_retention_days).

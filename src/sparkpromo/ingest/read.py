@@ -4,13 +4,14 @@ and Parquet, and the ingestion metadata and schema-drift check of bronze."""
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial, reduce
 from pathlib import Path
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import StringType, StructField, StructType
+from pyspark.sql.types import ArrayType, MapType, StringType, StructField, StructType
 
 from sparkpromo import columns as C
 from sparkpromo.config import (
@@ -45,6 +46,8 @@ METADATA_COLUMNS = (C.SOURCE_FILE, FILE_SIZE, FILE_MTIME, C.INGEST_TS, C.RUN_ID)
 SOURCES = ("events", "users", "items")
 # How many found columns an error lists before a count.
 SHOWN_COLUMNS = 30
+# What Delta refuses in a column name without column mapping.
+_DELTA_FORBIDDEN = re.compile(r"[ ,;{}()\n\t=]")
 
 
 def mappable(source: str) -> Sequence[str]:
@@ -70,7 +73,12 @@ def required_columns(source: str, src: FileSource, kind: str) -> dict[str, str]:
 
 def check_columns(source: str, src: FileSource, kind: str, where: str, columns: Sequence[str]) -> None:
     """Raise :class:`IngestError` when ``columns`` (of the file or source ``where``) lack a mapped or required
-    column; this runs before anything is read or written, and clean would otherwise see the column as all nulls."""
+    column, or hold a name bronze cannot take; this runs before anything is read or written, and clean would
+    otherwise see the column as all nulls."""
+    for name in columns:
+        if _DELTA_FORBIDDEN.search(name):
+            raise IngestError(f"sources.{source}: {where} has a column named {name!r}: Delta tables take no space, "
+                              "tab, newline or any of ,;{}()= in a column name; rename it in the export")
     present = set(columns)
     for canon, col in required_columns(source, src, kind).items():
         if col in present:
@@ -165,8 +173,9 @@ def _read_csv_by_header(spark: SparkSession, source: str, src: FileSource, listi
     if not groups:
         return None
     if each_header is not None:
+        parts = partition_columns(listing)
         for names in groups:
-            each_header([*names, CORRUPT])  # every CSV read adds the corrupt-record column
+            each_header([*names, *parts, CORRUPT])  # every CSV read adds the corrupt-record column
     frames = [_read_csv(spark, options, names, files) for names, files in groups.items()]
     df = reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames)
     if len(frames) > 1:
@@ -183,7 +192,22 @@ def _file_metadata() -> Column:
 def _as_string(df: DataFrame, name: str) -> Column:
     dtype = df.schema[name].dataType
     col = F.col(f"`{name}`")
-    return (col if isinstance(dtype, StringType) else F.to_json(col)).alias(name)
+    if isinstance(dtype, (StructType, ArrayType, MapType)):
+        return F.to_json(col).alias(name)
+    # A key=value directory's column is typed by Spark's partition inference unless the session turns it off.
+    return col.cast(StringType()).alias(name)
+
+
+def partition_columns(listing: Listing) -> list[str]:
+    """The columns Spark adds from the key=value directories between ``listing.base_path`` and its files."""
+    if listing.base_path is None:
+        return []
+    base = listing.base_path.rstrip("/") + "/"
+    names: dict[str, None] = {}
+    for f in listing.files:
+        rel = f[len(base):] if f.startswith(base) else ""
+        names.update((seg.split("=", 1)[0], None) for seg in rel.split("/")[:-1] if "=" in seg)
+    return list(names)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -223,5 +247,6 @@ def user_col_of(source: str, src: FileSource) -> str | None:
 
 __all__ = [
     "CORRUPT", "FILE_SIZE", "FILE_MTIME", "METADATA_COLUMNS", "SOURCES", "SHOWN_COLUMNS", "mappable",
-    "required_columns", "check_columns", "read_source", "with_ingest_metadata", "check_drift", "user_col_of",
+    "required_columns", "check_columns", "partition_columns", "read_source", "with_ingest_metadata", "check_drift",
+    "user_col_of",
 ]
