@@ -418,6 +418,19 @@ def test_partition_directories_keep_their_columns(spark: SparkSession, cfg: AppC
     assert delta_io.read(spark, cfg.table("bronze", "users")).select("dt").first()[0] == "2026-11-01"
 
 
+def test_a_file_written_under_a_hidden_name_is_read_once_renamed_into_place(spark: SparkSession,
+                                                                             cfg: AppConfig) -> None:
+    write_events(cfg, "a.csv", ["e1,u1,p1,view,2026-11-01T10:00:00Z,,,s1"])
+    partial = write_events(cfg, "_b.csv", ["e2,u2,p1,view,2026-11-01T10:00:00Z,,,s1"])
+    write_events(cfg, ".c.csv", ["e3,u3,p1,view,2026-11-01T10:00:00Z,,,s1"])
+    assert ingest_source(spark, cfg, "events", "r1") == counts(1, 1, 1)
+    partial.rename(partial.with_name("b.csv"))
+    assert ingest_source(spark, cfg, "events", "r2") == counts(1, 1, 1)
+    got = delta_io.read(spark, cfg.table("bronze", "events")).select("event_id")
+    assert_df_equality(got, spark.createDataFrame([("e1",), ("e2",)], "event_id string"), ignore_row_order=True,
+                       ignore_nullable=True)
+
+
 def test_a_column_name_delta_cannot_take_is_named_before_anything_is_written(spark: SparkSession,
                                                                               cfg: AppConfig) -> None:
     write_events(cfg, "a.csv", ["e1,u1,p1,view,2026-11-01T10:00:00Z,,,s1,3"], header=HEADER[:-1] + ",Unit Price\n")
