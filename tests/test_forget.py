@@ -16,10 +16,18 @@ from sparkpromo import columns as C
 from sparkpromo import delta_io, schemas
 from sparkpromo.clean import run_clean
 from sparkpromo.features.id_map import USER_KIND, extend_id_map
-from sparkpromo.forget import ID_HASH, LOG_RETENTION, forget_user, forgotten_uri, read_ids_file, tombstone
+from sparkpromo.forget import (
+    ID_HASH,
+    LOG_RETENTION,
+    forget_user,
+    forgotten_set,
+    forgotten_uri,
+    read_ids_file,
+    tombstone,
+)
 from sparkpromo.ingest import CORRUPT, run_ingest
 from sparkpromo.pipeline import RunContext, run_stage
-from sparkpromo.privacy import pseudonym
+from sparkpromo.privacy import PrivacyError, pseudonym
 from tests.conftest import make_config
 from tests.measure import record
 
@@ -175,6 +183,24 @@ def test_forget_finds_unparsable_lines_and_either_form_of_the_id_and_spares_othe
     assert left("quarantine", "rows", C.Q_PAYLOAD) == [(parsed_other,)]
     assert left("silver", "events", "event_id") == [("e3",)]
     assert left("gold", "id_map", "original_id") == sorted([(tombstone(0),), (keep,)], key=repr)
+
+
+def test_a_changed_key_stops_loads_instead_of_letting_forgotten_users_back(spark: SparkSession, tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The forgotten ids are kept as keyed hashes: under another key none would match, and re-sent rows of a
+    forgotten user would load again. privacy/forgotten records a check value of its key (not the key)."""
+    monkeypatch.setenv("SPARKPROMO_HMAC_KEY", KEY)
+    cfg = make_config(tmp_path)
+    forget_user(spark, cfg, GONE)
+    assert forgotten_set(spark, cfg) is not None
+    assert KEY not in str(properties(spark, forgotten_uri(cfg)))
+    monkeypatch.setenv("SPARKPROMO_HMAC_KEY", "another-key-0123456789")
+    with pytest.raises(PrivacyError, match="is not the one the forgotten ids in privacy.forgotten were hashed with"):
+        forgotten_set(spark, cfg)  # what ingest and clean read first
+    with pytest.raises(PrivacyError, match="is not the one"):
+        forget_user(spark, cfg, KEEP)
+    monkeypatch.setenv("SPARKPROMO_HMAC_KEY", KEY)
+    assert [r[ID_HASH] for r in delta_io.read(spark, forgotten_uri(cfg)).collect()] == [pseudonym(GONE, KEY.encode())]
 
 
 def test_an_ids_file_saved_with_a_byte_order_mark_reads_its_first_id(tmp_path: Path) -> None:

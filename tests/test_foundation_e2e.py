@@ -134,17 +134,17 @@ def test_overwrite_sets_table_properties_only_with_a_new_table(spark: SparkSessi
     delta_io.overwrite(df, new, properties=prop)
     delta_io.overwrite(df, old)
     delta_io.overwrite(df, old, properties=prop)
-    assert delta_io._table_properties(spark, new).get("delta.dataSkippingStatsColumns") == "id"
+    assert delta_io.table_properties(spark, new).get("delta.dataSkippingStatsColumns") == "id"
     # Without properties a new table gets the default list (its columns less id columns), kept on later writes.
-    assert delta_io._table_properties(spark, old).get("delta.dataSkippingStatsColumns") == "id,price"
+    assert delta_io.table_properties(spark, old).get("delta.dataSkippingStatsColumns") == "id,price"
 
 
 def test_new_tables_keep_no_statistics_of_id_columns(spark: SparkSession, tmp_path: Path) -> None:
     df = spark.createDataFrame([("u1", "x", 1, {"a": 1})], "user_id string, payload string, n int, m map<string,int>")
     delta_io.append(df, str(tmp_path / "t"))
     delta_io.overwrite(df.select("user_id"), str(tmp_path / "only_ids"))
-    assert delta_io._table_properties(spark, str(tmp_path / "t"))["delta.dataSkippingStatsColumns"] == "n"
-    assert delta_io._table_properties(spark, str(tmp_path / "only_ids"))["delta.dataSkippingNumIndexedCols"] == "0"
+    assert delta_io.table_properties(spark, str(tmp_path / "t"))["delta.dataSkippingStatsColumns"] == "n"
+    assert delta_io.table_properties(spark, str(tmp_path / "only_ids"))["delta.dataSkippingNumIndexedCols"] == "0"
     log = "".join(f.read_text() for f in (tmp_path / "t" / "_delta_log").glob("*.json"))
     stats = [json.loads(json.loads(line)["add"]["stats"]) for line in log.splitlines() if '"add"' in line]
     assert stats == [{"numRecords": 1, "minValues": {"n": 1}, "maxValues": {"n": 1}, "nullCount": {"n": 0}}]

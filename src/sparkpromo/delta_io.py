@@ -242,7 +242,7 @@ def last_commit_metrics(spark: SparkSession, uri: str) -> dict[str, str]:
 def row_changes_only(spark: SparkSession, uri: str, start: int, end: int) -> bool:
     """Whether every commit of ``uri`` after ``start`` up to ``end`` was a row-level change (MERGE, DELETE, UPDATE,
     an append) or left the data as it was, and the table records its change data feed."""
-    if _table_properties(spark, uri).get(CHANGE_FEED, "false").lower() != "true":
+    if table_properties(spark, uri).get(CHANGE_FEED, "false").lower() != "true":
         return False
     commits = commits_between(spark, uri, start, end)
     return commits is not None and all(
@@ -259,7 +259,7 @@ def change_feed_complete(spark: SparkSession, uri: str, start: int, end: int) ->
     """Whether the change data feed of ``uri`` holds every row change of the commits after ``start`` up to ``end``,
     overwrites of some partitions (``replaceWhere``) included: the table records its feed, the history still holds
     each commit, and each is one of the writes the feed describes (:data:`_FEED_COMPLETE`)."""
-    if _table_properties(spark, uri).get(CHANGE_FEED, "false").lower() != "true":
+    if table_properties(spark, uri).get(CHANGE_FEED, "false").lower() != "true":
         return False
     commits = commits_between(spark, uri, start, end)
     return commits is not None and all(op in _FEED_COMPLETE for op, _ in commits)
@@ -410,7 +410,7 @@ def add_constraints(spark: SparkSession, uri: str, checks: Mapping[str, str] | N
                     not_null: Sequence[str] = (), properties: Mapping[str, str] | None = None) -> None:
     """Attach Delta CHECK constraints (see :func:`constraint_checks`) that the table does not have yet, and set the
     ``properties`` it lacks (a table created before they were declared)."""
-    props = _table_properties(spark, uri)
+    props = table_properties(spark, uri)
     existing = {k.split(".", 2)[-1].lower() for k in props if k.startswith("delta.constraints.")}
     for name, expr in constraint_checks(checks, not_null).items():
         if name.lower() not in existing:
@@ -426,7 +426,7 @@ def rename_column_by_rewrite(spark: SparkSession, uri: str, old: str, new: str, 
     Delta refuses a statistics column list naming a missing column, so ``old`` leaves that list first and ``new``
     joins it after the rewrite: three commits, each leaving a readable table."""
     path = table_ref(uri)
-    stats = _table_properties(spark, uri).get(STATS_COLUMNS)
+    stats = table_properties(spark, uri).get(STATS_COLUMNS)
     listed = stats.split(",") if stats else []
     if old in listed:
         rest = [c for c in listed if c != old]
@@ -438,6 +438,6 @@ def rename_column_by_rewrite(spark: SparkSession, uri: str, old: str, new: str, 
         spark.sql(f"ALTER TABLE {path} SET TBLPROPERTIES ('{STATS_COLUMNS}' = '{renamed}')")
 
 
-def _table_properties(spark: SparkSession, uri: str) -> dict[str, str]:
+def table_properties(spark: SparkSession, uri: str) -> dict[str, str]:
     # SHOW TBLPROPERTIES reads the snapshot's metadata on the driver; DESCRIBE DETAIL would run a job.
     return {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES {table_ref(uri)}").collect()}

@@ -46,7 +46,16 @@ from sparkpromo import delta_io
 from sparkpromo import tables as T
 from sparkpromo.config import AppConfig, join_uri, local_path
 from sparkpromo.frame import Transform
-from sparkpromo.privacy import PAD_IN, PAD_OUT, hmac_key, hmac_sha256, keyed_hash, with_pads
+from sparkpromo.privacy import (
+    PAD_IN,
+    PAD_OUT,
+    PrivacyError,
+    hmac_key,
+    hmac_sha256,
+    key_check,
+    keyed_hash,
+    with_pads,
+)
 from sparkpromo.session import log_retention
 
 log = logging.getLogger(__name__)
@@ -63,6 +72,8 @@ FORGOTTEN_HIT = "_forgotten_hit"
 TOKEN_SPLIT = r"[\s,;|\"'{}\[\]:=]+"
 # A forgotten user's gold.id_map row keeps its index under this prefix and the index (see :func:`tombstone`).
 TOMBSTONE_PREFIX = "forgotten#"
+# privacy/forgotten's table property: a check value of the key its hashes were made with (not the key).
+KEY_CHECK = "sparkpromo.keyCheck"
 
 
 class ForgetError(ValueError):
@@ -104,13 +115,26 @@ def ids_frame(spark: SparkSession, user_ids: Sequence[str], key: bytes) -> DataF
     return keyed_hash(raw, F.col(_RAW), ID_HASH, key)
 
 
-def record_forgotten(spark: SparkSession, cfg: AppConfig, ids: DataFrame) -> None:
+def check_key(spark: SparkSession, cfg: AppConfig, key: bytes) -> None:
+    """Raise :class:`PrivacyError` when ``privacy/forgotten``'s hashes were made with another key: with it, no
+    forgotten id would be recognised, and each would come back with the next load of its rows."""
+    recorded = delta_io.table_properties(spark, forgotten_uri(cfg)).get(KEY_CHECK)
+    if recorded is not None and recorded != key_check(key):
+        raise PrivacyError(f"the key in {cfg.privacy.key_env} (privacy.key_env) is not the one the forgotten ids in "
+                           f"{T.FORGOTTEN.key} were hashed with; set the earlier key, or their rows would come back")
+
+
+def record_forgotten(spark: SparkSession, cfg: AppConfig, ids: DataFrame, key: bytes) -> None:
     """Add the ids' keyed hashes to ``privacy/forgotten`` (first, so a forget that fails part-way already keeps
-    them out of later loads; rerun it to finish the deletes)."""
+    them out of later loads; rerun it to finish the deletes), and which key made them."""
     uri = forgotten_uri(cfg)
     rows = ids.select(ID_HASH, F.current_timestamp().alias(FORGOTTEN_AT))
     if not delta_io.is_delta(spark, uri):
         delta_io.overwrite(rows.limit(0), uri, name=T.FORGOTTEN.key)
+    check_key(spark, cfg, key)
+    # A writer's options become table properties only under "delta.": set by ALTER TABLE (once; a table from
+    # before the key was recorded gets it here too).
+    delta_io.add_constraints(spark, uri, properties={KEY_CHECK: key_check(key)})
     delta_io.merge_into(spark, uri, rows, f"t.{ID_HASH} = s.{ID_HASH}", ["WHEN NOT MATCHED THEN INSERT *"])
 
 
@@ -120,7 +144,9 @@ def forgotten_set(spark: SparkSession, cfg: AppConfig, key: bytes | None = None)
     uri = forgotten_uri(cfg)
     if not delta_io.is_delta(spark, uri):
         return None
-    return delta_io.read(spark, uri).agg(F.collect_set(ID_HASH).alias(_SET)), key or hmac_key(cfg.privacy.key_env)
+    key = key or hmac_key(cfg.privacy.key_env)
+    check_key(spark, cfg, key)
+    return delta_io.read(spark, uri).agg(F.collect_set(ID_HASH).alias(_SET)), key
 
 
 def mark_forgotten(forgotten: tuple[DataFrame, bytes] | None, user_col: str | None,
@@ -214,7 +240,7 @@ def forget_users(spark: SparkSession, cfg: AppConfig, user_ids: Sequence[str]) -
     t0 = time.perf_counter()
     ids = ids_frame(spark, user_ids, key).cache()
     try:
-        record_forgotten(spark, cfg, ids)
+        record_forgotten(spark, cfg, ids, key)
         deleted: dict[str, int] = {}
         touched: list[str] = []
         id_map = T.ID_MAP.uri(cfg)

@@ -42,6 +42,11 @@ def optional_key(key_env: str) -> bytes | None:
         return None
 
 
+def key_check(key: bytes) -> str:
+    """A check value of ``key``: tells whether two keys are the same, and nothing about either."""
+    return hmac.new(key, b"sparkpromo key check", hashlib.sha256).hexdigest()[:16]
+
+
 PAD_IN, PAD_OUT = "_hmac_ipad", "_hmac_opad"
 
 
