@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import http.server
+import threading
 from pathlib import Path
 
 import pytest
@@ -63,6 +66,48 @@ def test_unreachable_maven(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     monkeypatch.setenv("MAVEN_SETTINGS", str(tmp_path / "none.xml"))
     c = doctor.check_delta_jars("4.0.1", timeout=2)
     assert not c.ok and "127.0.0.1:9" in c.detail and "mirror" in c.fix
+
+
+def test_maven_mirrors_in_every_form_spark_takes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A file: mirror, a mirror with credentials in its URL (sent as HTTP basic auth, never printed) and a
+    malformed one (a failed check, not a traceback)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("MAVEN_SETTINGS", str(tmp_path / "none.xml"))
+    jar = tmp_path / "m2" / "io/delta/delta-spark_2.13/4.0.1/delta-spark_2.13-4.0.1.jar"
+    monkeypatch.setenv("SPARKPROMO_MAVEN_REPO", (tmp_path / "m2").as_uri())
+    assert not doctor.check_delta_jars("4.0.1").ok
+    jar.parent.mkdir(parents=True)
+    jar.write_bytes(b"PK")
+    assert doctor.check_delta_jars("4.0.1").ok
+
+    seen: list[str | None] = []
+
+    class Repo(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self) -> None:  # noqa: N802 - the handler's protocol
+            seen.append(self.headers.get("Authorization"))
+            ok = self.headers.get("Authorization") == "Basic " + base64.b64encode(b"me:s3cret").decode()
+            self.send_response(200 if ok else 401)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Repo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        monkeypatch.setenv("SPARKPROMO_MAVEN_REPO", f"http://me:s3cret@127.0.0.1:{port}/maven2")
+        c = doctor.check_delta_jars("4.0.1", timeout=5)
+        assert c.ok and "s3cret" not in c.detail, c.detail
+        monkeypatch.setenv("SPARKPROMO_MAVEN_REPO", f"http://me:wrong@127.0.0.1:{port}/maven2")
+        c = doctor.check_delta_jars("4.0.1", timeout=5)
+        assert not c.ok and "wrong" not in c.detail, c.detail
+    finally:
+        server.shutdown()
+    assert len(seen) == 2
+    monkeypatch.setenv("SPARKPROMO_MAVEN_REPO", "repo.example/maven2")
+    c = doctor.check_delta_jars("4.0.1", timeout=2)
+    assert not c.ok and "not a repository URL" in c.detail
 
 
 def test_cli_exit_codes(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 from pathlib import Path
@@ -14,7 +15,7 @@ from pyspark.sql import SparkSession
 from sparkpromo import delta_io, schemas
 from sparkpromo import recommend as R
 from sparkpromo import tables as T
-from sparkpromo.config import AppConfig
+from sparkpromo.config import AppConfig, Campaign
 from sparkpromo.explain import ExplainError, explain_user, format_offers
 from sparkpromo.privacy import pseudonym
 
@@ -112,6 +113,10 @@ def test_one_campaign_and_top_n(spark: SparkSession, shop: tuple[AppConfig, dict
     assert [c["item_id"] for c in offers[0]["contributions"]] == _expected(factors, "u0001", "i4", 1)
     with pytest.raises(ExplainError, match="unknown campaign 'c3'.*c1"):
         explain_user(spark, cfg, "u0001", campaign="c3")
+    # configured, but it served nobody yet (just added): said so, not called unknown
+    added = Campaign(id="c3", type="welcome", valid_from=DAY, valid_to=DAY)
+    with pytest.raises(ExplainError, match="campaign 'c3' is configured but has no offers in .* yet"):
+        explain_user(spark, dataclasses.replace(cfg, campaigns=(added,)), "u0001", campaign="c3")
 
 
 def test_known_user_without_offers(spark: SparkSession, shop: tuple[AppConfig, dict[str, list[float]]]) -> None:

@@ -191,6 +191,15 @@ def test_reruns_notice_a_changed_campaign_and_a_new_version_and_nothing_else(
     again, _ = run_json(capsys, "--config", str(changed))
     assert skipped(again) == {s: s != "ingest" for s in STAGES}
 
+    # A sample of another size on the same lakehouse: its files would have the names ingest has read already, so
+    # the run would go on with the old shop. It stops instead, before writing anything.
+    capsys.readouterr()
+    bigger = ["run", "--sample", "--events", "1200", "--run-id", "r1", "--conf-dir", str(CONF_DIR),
+              "--run-date", RUN_DATE, *[a for s in SETS for a in ("--set", s)]]
+    assert main(bigger) == 1
+    assert "generated with other events and the lakehouse" in capsys.readouterr().err
+    assert delta_io.version(spark, T.BRONZE_EVENTS.uri(cfg)) == versions[T.BRONZE_EVENTS.key]
+
     # With the feedback options on, measure writes its decisions after recommend read the earlier ones: the second
     # run of the same date skips both (recommend once compared the decisions table's version, which measure had
     # just moved, so every rerun ran recommend and measure again).

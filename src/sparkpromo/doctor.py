@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import glob
 import os
 import re
 import shutil
 import subprocess
 import sys
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,7 +17,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from sparkpromo.config import ConfigError, load_config, local_path
+from sparkpromo.config import ConfigError, load_config, local_path, redact_uri
 from sparkpromo.session import maven_mirrors
 
 # Spark 4.0 runs on Java 17 and 21.
@@ -90,13 +92,30 @@ def check_delta_jars(delta_v: str | None, timeout: float = 10.0) -> Check:
     errors = []
     for repo in repos:
         url = f"{repo.rstrip('/')}/{path}"
+        shown = redact_uri(url)
+        local = local_path(url) if url.startswith("file:") else None
+        if local is not None:  # urllib gives a file: URL no status
+            if local.is_file():
+                return Check("delta jars", True, f"not cached yet; found at {shown}")
+            errors.append(f"{redact_uri(repo)}: no {path} there")
+            continue
+        parts = urllib.parse.urlsplit(url)
+        request_url = url
+        headers: dict[str, str] = {}
+        if parts.username is not None:  # Spark's user:password@host form: urllib would take it as the host name
+            request_url = urllib.parse.urlunsplit(parts._replace(netloc=parts.hostname + (
+                f":{parts.port}" if parts.port else "")))
+            token = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+            headers["Authorization"] = "Basic " + base64.b64encode(token.encode()).decode()
         try:
-            req = urllib.request.Request(url, method="HEAD")
+            req = urllib.request.Request(request_url, method="HEAD", headers=headers)
             with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - URL is a Maven repo
                 if resp.status == 200:
-                    return Check("delta jars", True, f"not cached yet; reachable at {url}")
+                    return Check("delta jars", True, f"not cached yet; reachable at {shown}")
         except OSError as e:
-            errors.append(f"{repo}: {e}")
+            errors.append(f"{redact_uri(repo)}: {redact_uri(str(e))}")
+        except ValueError as e:  # no scheme, or one urllib does not know
+            errors.append(f"{redact_uri(repo)}: not a repository URL ({e.__class__.__name__})")
     return Check("delta jars", False, "not cached and not reachable (" + "; ".join(errors) + ")",
                  "allow access to Maven Central or set a mirror in ~/.m2/settings.xml / SPARKPROMO_MAVEN_REPO")
 

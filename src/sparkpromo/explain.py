@@ -169,6 +169,9 @@ def explain_user(spark: SparkSession, cfg: AppConfig, user_id: str, campaign: st
     if latest is None:
         if campaign is None:
             raise ExplainError(f"the recommendations table at {R.table_uri(cfg)} is empty")
+        if campaign in {c.id for c in cfg.campaigns}:
+            raise ExplainError(f"campaign {campaign!r} is configured but has no offers in {R.table_uri(cfg)} yet "
+                               "(run `sparkpromo recommend`)")
         known = sorted(r[0] for r in recs_all.select(C.CAMPAIGN_ID).distinct().limit(MAX_OFFERS).collect())
         near = difflib.get_close_matches(campaign, known, n=SUGGESTIONS, cutoff=0.5)
         raise ExplainError(f"unknown campaign {campaign!r}; "

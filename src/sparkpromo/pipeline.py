@@ -123,8 +123,20 @@ def generate_sample(cfg: AppConfig, ctx: RunContext, events: int | None = None, 
                               "dirty": g.dirty, "users": g.users, "items": g.items}
     if g.daily:
         params["daily"] = True
-    if marker.exists() and json.loads(marker.read_text()) == params:
-        log.info("sample data with the same parameters already in %s; not regenerating", out)
+    before = json.loads(marker.read_text()) if marker.exists() else None
+    changed = sorted(k for k in params.keys() | (before or {}).keys() if k != "end" and (before or {}).get(k) !=
+                     params.get(k))
+    lake = local_path(cfg.lakehouse)
+    if before is not None and changed and lake is not None and (lake / "_checkpoints" / "ingest").is_dir():
+        # A new shop is written under the same file names, and ingest reads a file name once: it would never be
+        # read, and the run would go on with the old shop's rows.
+        raise ValueError(f"the sample in {out} was generated with other {', '.join(changed)} and the lakehouse "
+                         f"{cfg.lakehouse} has ingested it: a new sample needs a fresh lakehouse and landing "
+                         "(SPARKPROMO_LAKEHOUSE, SPARKPROMO_LANDING), or both removed")
+    if before == params or (before is not None and not changed and not g.daily and lake is not None
+                            and (lake / "_checkpoints" / "ingest").is_dir()):
+        # (another run date alone: the ingested shop stands; its files would not be read again anyway)
+        log.info("sample data already in %s (generated for %s); not regenerating", out, before["end"])
         generated = 0
     elif g.daily:
         marker.unlink(missing_ok=True)  # a half-written shop is never taken for a finished one
