@@ -217,7 +217,8 @@ def _listed_commit(uri: str) -> tuple[int, int] | None:
 CHANGE_FEED = "delta.enableChangeDataFeed"
 # Commits after which the change data feed still describes every row change (a rewrite such as an overwrite or a
 # RESTORE is better read again in full).
-_ROW_CHANGES = {"MERGE", "DELETE", "UPDATE", "OPTIMIZE", "ADD CONSTRAINT", "VACUUM START", "VACUUM END"}
+# Not VACUUM: it may have dropped the change files of the commits in between.
+_ROW_CHANGES = {"MERGE", "DELETE", "UPDATE", "OPTIMIZE", "ADD CONSTRAINT"}
 
 
 def commits_between(spark: SparkSession, uri: str, start: int, end: int) -> list[tuple[str, dict[str, str]]] | None:
@@ -312,8 +313,14 @@ def partition_columns(spark: SparkSession, uri: str) -> tuple[str, ...]:
 
 
 def vacuum(spark: SparkSession, uri: str, hours: float) -> None:
-    """``VACUUM`` the table, keeping files removed within the last ``hours`` (SQL, for Spark Connect too)."""
+    """``VACUUM`` the table, keeping files removed within the last ``hours`` (SQL, for Spark Connect too). It
+    always leaves its VACUUM START/END commits: Delta logs them by default only on some file systems (not s3a:), and
+    without them a later reader of the change data feed could not tell that its change files are gone."""
+    spark.conf.set(VACUUM_LOGGING, "true")
     spark.sql(f"VACUUM {table_ref(uri)} RETAIN {hours:g} HOURS")
+
+
+VACUUM_LOGGING = "spark.databricks.delta.vacuum.logging.enabled"
 
 
 def sql_literal(value: object) -> str:
