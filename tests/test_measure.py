@@ -271,6 +271,17 @@ def test_responses_are_deterministic_and_stay_in_the_window(tmp_path: Path) -> N
     assert (treated, control) == (200, 200) and a.purchases == t_buy + c_buy == (len(lines) - 1) // 2
 
 
+def test_a_negative_planted_uplift_puts_treated_users_off(tmp_path: Path) -> None:
+    """An offer that loses buyers (the config allows base rate + uplift down to 0): treated users buy less than
+    control users, by about the planted amount. (Once, only positive effects were drawn.)"""
+    from sparkpromo.generate import Assignment, generate_responses
+
+    assigned = [Assignment("generic", f"u{i}", i % 2 == 0, "p1", 9.5) for i in range(20_000)]
+    report = generate_responses(tmp_path, assigned, RUN, 3, seed=3, base_rate=0.1, uplift={"generic": -0.05})
+    treated, t_buy, control, c_buy = report.by_type["generic"]
+    assert 0.04 < t_buy / treated < 0.06 and 0.09 < c_buy / control < 0.11
+
+
 @pytest.mark.slow
 def test_generated_shop_to_measure_on_delta_tables(spark: SparkSession, tmp_path: Path) -> None:
     import dataclasses

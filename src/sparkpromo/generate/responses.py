@@ -62,8 +62,8 @@ def generate_responses(out_dir: str | Path, assignments: Sequence[Assignment], r
     """Write the shop's response to one run's offers as ``events/response-<run date>.csv`` (the events header).
 
     Each listed user buys at most once in ``(run_date, run_date + window_days]``, with probability ``base_rate``
-    plus the ``uplift`` of every campaign type the user was *treated* (not control) in; control membership adds
-    nothing. The effects add up, so in each campaign treated and control users differ by exactly that campaign's
+    plus the ``uplift`` of every campaign type the user was *treated* (not control) in, negative ones included
+    (never below 0); control membership adds nothing. The effects add up, so in each campaign treated and control users differ by exactly that campaign's
     planted uplift in expectation (the arms are drawn independently per campaign). A purchase caused by an offer
     is of that offer's item; a base purchase is of one of the user's offered items. Each purchase is an
     ``add_to_cart`` and a ``purchase`` one minute apart in one session, at the item's price, quantity 1.
@@ -82,13 +82,17 @@ def generate_responses(out_dir: str | Path, assignments: Sequence[Assignment], r
     start_s = (run_date - dt.date(1970, 1, 1)).days * _DAY + _DAY  # the day after the run date
     for user, mine in per_user.items():
         causes = [(a, uplift.get(a.campaign_type, 0.0)) for a in mine if not a.is_control]
+        # A negative uplift (an offer that puts buyers off) takes its share from the base purchases.
+        base = max(base_rate + sum(lift for _, lift in causes if lift < 0), 0.0)
         u = float(rng.random())
         bought: Assignment | None = None
-        if u < base_rate:
+        if u < base:
             bought = mine[int(rng.integers(0, len(mine)))]
         else:
-            edge = base_rate
+            edge = base
             for a, lift in causes:
+                if lift <= 0:
+                    continue
                 edge += lift
                 if u < edge:
                     bought = a
