@@ -160,6 +160,10 @@ def test_every_console_script_runs_its_command(capsys: pytest.CaptureFixture[str
         assert capsys.readouterr().out.startswith(f"usage: sparkpromo {command} "), command
     with pytest.raises(AttributeError, match="no attribute 'nothing_main'"):
         cli.nothing_main  # noqa: B018 - the attribute lookup is what is tested
+    # A failure is an exception, not only a return value: a Databricks wheel task ignores what the call returns.
+    with pytest.raises(SystemExit) as failed:
+        scripts["clean"].load()(["--run-date", "not-a-date"])
+    assert failed.value.code == 2
 
 def test_generate_needs_no_spark(tmp_path: Path) -> None:
     res = cli("generate", "--conf-dir", str(CONF_DIR), "--events", "2000", "--json",

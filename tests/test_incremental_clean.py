@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from chispa import assert_df_equality
+from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 
 from sparkpromo import clean, delta_io
@@ -27,12 +28,13 @@ ITEM_COLS = ["product_id", "category", "brand", "price", "stock"]
 SOURCE_COLS = {"events": EVENT_COLS, "users": USER_COLS, "items": ITEM_COLS}
 
 
+SOURCES_CONF = {"events": {"path": "x", "columns": {"item_id": "product_id", "event_ts": "event_time"}},
+                "users": {"path": "u", "format": "json"},
+                "items": {"path": "i", "columns": {"item_id": "product_id"}}}
+
+
 def config(root: Path, **sections: Any) -> AppConfig:
-    return make_config(root, clean={"bot_max_events_per_day": 3}, **sections,
-                       sources={"events": {"path": "x", "columns": {"item_id": "product_id",
-                                                                    "event_ts": "event_time"}},
-                                "users": {"path": "u", "format": "json"},
-                                "items": {"path": "i", "columns": {"item_id": "product_id"}}})
+    return make_config(root, clean={"bot_max_events_per_day": 3}, **sections, sources=SOURCES_CONF)
 
 
 def ev(eid: str | None, user: str | None, item: str, day: int, hour: int = 10, et: str = "view",
@@ -211,6 +213,29 @@ def test_only_rows_whose_outcome_can_change_are_judged_again(spark: SparkSession
         assert (r["events.rejudged_rows"], r["events.rejudged_to_quarantine"]) == (rejudged, to_quarantine), n
         assert r["users.rejudged_rows"] == r["items.rejudged_rows"] == 0
     assert_equals_a_full_refresh(spark, cfg, NOW)
+
+
+def test_a_clean_rebuilds_when_its_settings_or_bronze_changed_other_than_by_appends(spark: SparkSession,
+                                                                                    tmp_path: Path) -> None:
+    """Each reason to rebuild, named in the result: a changed clean rule, then a bronze row deleted by hand, then
+    privacy mode; between them, a clean with nothing in its way is incremental again."""
+    cfg = config(tmp_path)
+    append_batch(spark, cfg, 0)
+    assert clean.run_clean(spark, cfg, "r0", NOW)["full_reason"] == "no earlier clean recorded"
+    append_batch(spark, cfg, 1)
+    assert clean.run_clean(spark, cfg, "r1", NOW)["mode"] == "incremental"
+    stricter = make_config(tmp_path, clean={"bot_max_events_per_day": 2}, sources=SOURCES_CONF)
+    append_batch(spark, stricter, 2)
+    r = clean.run_clean(spark, stricter, "r2", NOW)
+    assert (r["mode"], r["full_reason"]) == ("full", "the sources, clean or privacy settings changed since the last "
+                                                     "clean")
+    DeltaTable.forPath(spark, stricter.table("bronze", "events")).delete("event_id = 'e6'")
+    append_batch(spark, stricter, 3)
+    r = clean.run_clean(spark, stricter, "r3", NOW)
+    assert r["mode"] == "full" and r["full_reason"] == "bronze.events changed by more than appends since the last clean"
+    append_batch(spark, stricter, 4)
+    assert clean.run_clean(spark, stricter, "r4", NOW)["mode"] == "incremental"
+    assert_equals_a_full_refresh(spark, stricter, NOW)
 
 
 def test_a_clean_rebuilds_when_quarantine_rows_could_not_be_told_apart(spark: SparkSession, tmp_path: Path) -> None:

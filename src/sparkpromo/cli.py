@@ -421,7 +421,12 @@ def _dispatch(args: argparse.Namespace, cfg: AppConfig, ctx: Any) -> dict[str, A
 
 def _stage_main(command: str) -> Any:
     def entry(argv: Sequence[str] | None = None) -> int:
-        return main([command, *(sys.argv[1:] if argv is None else argv)])
+        code = main([command, *(sys.argv[1:] if argv is None else argv)])
+        if code:
+            # A Databricks python_wheel_task calls the entry point and ignores what it returns: only an exception
+            # fails the task (and its retries, its downstream tasks and its alerts follow from that).
+            raise SystemExit(code)
+        return code
     entry.__name__ = f"{command}_main"
     entry.__doc__ = f"Entry point of ``sparkpromo {command}`` (console script ``sparkpromo-{command}``)."
     return entry

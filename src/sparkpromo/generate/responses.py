@@ -63,11 +63,12 @@ def generate_responses(out_dir: str | Path, assignments: Sequence[Assignment], r
 
     Each listed user buys at most once in ``(run_date, run_date + window_days]``, with probability ``base_rate``
     plus the ``uplift`` of every campaign type the user was *treated* (not control) in, negative ones included
-    (never below 0); control membership adds nothing. The effects add up, so in each campaign treated and control users differ by exactly that campaign's
-    planted uplift in expectation (the arms are drawn independently per campaign). A purchase caused by an offer
-    is of that offer's item; a base purchase is of one of the user's offered items. Each purchase is an
-    ``add_to_cart`` and a ``purchase`` one minute apart in one session, at the item's price, quantity 1.
-    Deterministic for a given ``seed`` and ``run_date``; the file is replaced, never appended to.
+    (never below 0); control membership adds nothing. The effects add up, so in each campaign treated and control
+    users differ by exactly that campaign's planted uplift in expectation (the arms are drawn independently per
+    campaign). A purchase caused by an offer is of that offer's item; a base purchase is of one of the user's
+    offered items. Each purchase is an ``add_to_cart`` and a ``purchase`` one minute apart in one session, at the
+    item's price, quantity 1. Deterministic for a given ``seed`` and ``run_date``; the file is replaced, never
+    appended to.
     """
     if not 0 <= base_rate < 1:
         raise ValueError(f"base_rate must be in [0, 1), got {base_rate}")
