@@ -187,7 +187,8 @@ def local_settings(cfg: AppConfig) -> dict[str, str]:
         "spark.sql.ui.retainedExecutions": "50",
         **RUNTIME_DEFAULTS,
         **LOCAL_JVM,
-        "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={LOG4J2_PROPERTIES} "
+        # As a URI: the launcher splits these options on whitespace, and a checkout path may hold a space.
+        "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={LOG4J2_PROPERTIES.as_uri()} "
                                          + LOCAL_JVM["spark.driver.extraJavaOptions"],
     }
     mirrors = maven_mirrors()
