@@ -15,6 +15,13 @@
 # venv-pack (cached in build/submit-env/), shipped with --archives and started on every executor as
 # ./env/bin/python; the executors' pyspark comes from their Spark installation. sparkpromo's log lines go to stderr.
 set -euo pipefail
+# The script works from its own directory; paths the caller gives (job arguments, environment) are made absolute
+# against the caller's first, so they mean what they meant where the command was typed.
+CALLER=$PWD
+absolute() { case "$1" in /*|*://*|"") printf '%s' "$1" ;; *) printf '%s' "$CALLER/$1" ;; esac; }
+for var in PYTHON SPARKPROMO_WHEEL SPARKPROMO_ENV_ARCHIVE SPARKPROMO_CONF_DIR SPARKPROMO_LAKEHOUSE SPARKPROMO_LANDING; do
+  if [ -n "${!var:-}" ]; then export "$var=$(absolute "${!var}")"; fi
+done
 cd "$(dirname "$0")"
 die() { echo "spark-submit.sh: $*" >&2; exit 2; }
 
@@ -40,6 +47,18 @@ done
 [ $# -ge 1 ] || die "missing job name (one of: $(cd jobs && ls *.py | sed 's/\.py$//' | tr '\n' ' '))"
 JOB=$1; shift
 [ -f "jobs/$JOB.py" ] || die "unknown job '$JOB' (no jobs/$JOB.py)"
+# The job's path arguments, absolute (see CALLER above).
+JOB_ARGS=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --config|--conf-dir|--users-file|--respond-to)
+      JOB_ARGS+=("$1"); shift
+      if [ $# -gt 0 ]; then JOB_ARGS+=("$(absolute "$1")"); shift; fi ;;
+    --config=*|--conf-dir=*|--users-file=*|--respond-to=*) JOB_ARGS+=("${1%%=*}=$(absolute "${1#*=}")"); shift ;;
+    *) JOB_ARGS+=("$1"); shift ;;
+  esac
+done
+set -- ${JOB_ARGS[@]+"${JOB_ARGS[@]}"}
 
 # Versions: the Delta jar must be the one built for this Spark line.
 read -r SPARK_VERSION DELTA_VERSION < <("$PY" - <<'PY'

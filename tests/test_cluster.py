@@ -491,6 +491,18 @@ def test_submit_gives_a_local_driver_the_local_jvm_settings(tmp_path: Path) -> N
     assert "UseParallelGC" not in submitted(calls) and "codegen" not in submitted(calls)  # a cluster's own choice
 
 
+def test_submit_takes_relative_paths_from_where_it_was_called(tmp_path: Path) -> None:
+    """The script works from its own directory; a relative path the caller gives still means the caller's file."""
+    result, calls = submit(tmp_path, "--master", "local[1]", "clean", "--config", "mine.yaml",
+                           "--conf-dir=confs", "--run-date", "2026-11-01",
+                           SPARKPROMO_WHEEL="sparkpromo-0.0.0-py3-none-any.whl")
+    assert result.returncode == 99, result.describe()
+    line = submitted(calls)
+    assert f"--py-files {tmp_path}/sparkpromo-0.0.0-py3-none-any.whl" in line, line
+    assert line.endswith(f"jobs/clean.py --config {tmp_path}/mine.yaml --conf-dir={tmp_path}/confs "
+                         "--run-date 2026-11-01"), line
+
+
 def test_submit_routes_the_drivers_log_lines_to_stderr(tmp_path: Path) -> None:
     """spark-submit merges the Python driver's stderr into its stdout; spark-submit.sh sends sparkpromo's log lines
     and one-line errors back to stderr, leaves the job's output (the --json object) alone on stdout, and keeps
