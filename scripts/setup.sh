@@ -31,8 +31,22 @@ fi
 "$PY" -c 'import sys; assert sys.version_info >= (3, 11), sys.version' 2>/dev/null || {
   echo "setup: Python 3.11+ is required (found: $($PY --version 2>&1))" >&2; exit 1; }
 
-if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
+# A venv whose creation failed half-way (Debian's python3.11 without python3.11-venv leaves .venv/bin/python but no
+# pip) is made again rather than taken for a finished one.
+if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
+  rm -rf .venv
+  if ! "$PY" -m venv .venv 2>/dev/null; then
+    rm -rf .venv
+    ver=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      echo "setup: installing python$ver-venv" >&2
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "python$ver-venv" >/dev/null
+      "$PY" -m venv .venv
+    else
+      echo "setup: $PY cannot create a virtual environment (e.g. apt-get install python$ver-venv)" >&2
+      exit 1
+    fi
+  fi
 fi
 stamp=.venv/.sparkpromo-installed
 if [ ! -f "$stamp" ] || [ setup.py -nt "$stamp" ]; then
