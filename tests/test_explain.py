@@ -104,6 +104,9 @@ def test_offers_with_contributions(spark: SparkSession, shop: tuple[AppConfig, d
     assert lines[1].startswith("c1 #1: i3 'Red kettle' (kitchen, 12.50) source als, score 1.000 -10%")
     assert lines[2] == "    offer: 10% off i3" and lines[3].startswith("    because of ")
     assert any(line.startswith("c2 #1: i4 (grocery, 2.00)") and "[bought before]" in line for line in lines)
+    # a control row is labelled as not sent (the user was listed, held out, and got nothing)
+    held_out = format_offers("u0001", [{**offers[0], "is_control": True, "delivered": False}])
+    assert held_out[1].endswith("[control group: not sent]") and "[control group" not in lines[1]
 
 
 def test_one_campaign_and_top_n(spark: SparkSession, shop: tuple[AppConfig, dict[str, list[float]]]) -> None:

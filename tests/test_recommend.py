@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -391,6 +392,7 @@ class E2E:
     cfg: AppConfig
     first: dict[str, Any]
     rows1: list[dict[str, Any]]
+    warnings: list[str]
 
 
 def table_rows(spark: SparkSession, cfg: AppConfig) -> list[dict[str, Any]]:
@@ -404,13 +406,24 @@ def e2e(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     root = tmp_path_factory.mktemp("recommend")
     cfg = e2e_config(root)
     write_inputs(spark, cfg)
-    first = R.run_recommend(spark, cfg, "r1", RUN)
-    yield E2E(cfg, first, table_rows(spark, cfg))
+    seen: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("sparkpromo").addHandler(handler)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.delenv(cfg.privacy.key_env, raising=False)
+            first = R.run_recommend(spark, cfg, "r1", RUN)
+    finally:
+        logging.getLogger("sparkpromo").removeHandler(handler)
+    yield E2E(cfg, first, table_rows(spark, cfg), seen)
 
 
 @pytest.mark.slow
 def test_run_recommend_summary_and_partitions(e2e: E2E) -> None:
     s = e2e.first
+    # campaigns with coupons and no privacy key: the codes are unkeyed hashes, and the run says so
+    assert any(w.startswith("coupon codes are hashed without a key") for w in e2e.warnings), e2e.warnings
     assert s["champion"] == "als" and s["model_run_id"] == "m1" and s["campaigns_active"] == 5
     camps = s["campaigns"]
     assert camps["birthday"]["status"] == "empty_audience" and camps["birthday"]["rows"] == 0
