@@ -3,6 +3,7 @@ full measure of the same inputs would (but for when each row was measured)."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 
@@ -118,3 +119,16 @@ def test_incremental_measure_equals_a_full_one_and_redoes_only_what_changed(spar
     assert end is not None and not delta_io.change_feed_complete(spark, recs_uri, 0, end)
     purged = _measure(spark, cfg, THIRD)
     assert (purged["mode"], purged["run_dates_measured"]) == ("full", 3) and "purged" in purged["full_reason"]
+
+    # The other reasons to measure every run date again, each named: the measure settings changed, the outcomes
+    # table moved since the last measure (by hand here), a run date before the last run's.
+    longer = dataclasses.replace(cfg, measure=dataclasses.replace(cfg.measure, window_days=cfg.measure.window_days + 1))
+    assert _measure(spark, longer, THIRD)["full_reason"] == "the measure settings or the package version changed " \
+        "since the last run"
+    spark.sql(f"ALTER TABLE {delta_io.table_ref(outcomes_uri)} SET TBLPROPERTIES ('sparkpromo.test' = 'moved')")
+    moved = _measure(spark, longer, THIRD)["full_reason"]
+    assert moved == "metrics.campaign_outcomes changed since the last measure run"
+    fourth = D(2026, 12, 2)
+    assert _measure(spark, longer, fourth)["mode"] == "incremental"
+    back = _measure(spark, longer, SECOND)["full_reason"]
+    assert back == f"the run date {SECOND} is before the last run's ({fourth})"

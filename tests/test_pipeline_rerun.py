@@ -157,6 +157,17 @@ def test_reruns_notice_a_changed_campaign_and_a_new_version_and_nothing_else(
 
     first, _ = run_json(capsys)
     assert not any(skipped(first).values())
+    # Each campaign's fairness figures, next to the popularity baseline's, are kept per run in metrics/campaigns.
+    stored = delta_io.read(spark, T.CAMPAIGN_METRICS.uri(cfg)).where(F.col(C.RUN_ID) == "r1").collect()
+    by_campaign: dict[str, dict[str, float]] = {}
+    for r in stored:
+        by_campaign.setdefault(r[C.CAMPAIGN_ID], {})[r["metric"]] = r["value"]
+    assert set(by_campaign) == set(first["recommend.campaigns"])
+    for cid, m in by_campaign.items():
+        summary = first["recommend.campaigns"][cid]
+        numbers = {k: float(v) for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        assert m == pytest.approx(numbers), cid
+    assert any({"coverage", "gini", "baseline_coverage", "baseline_gini"} <= set(m) for m in by_campaign.values())
     versions = {t: delta_io.version(spark, T.BY_KEY[t].uri(cfg)) for t in tables}
     fps = recorded_fingerprints(spark, cfg)
 
