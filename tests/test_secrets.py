@@ -15,6 +15,7 @@ from sparkpromo import columns as C
 from sparkpromo import delta_io
 from sparkpromo.clean import run_clean
 from sparkpromo.config import ConfigError
+from sparkpromo.features import run_features
 from sparkpromo.ingest import run_ingest
 from sparkpromo.privacy import keyed_hash, pseudonym, pseudonymise_users
 from sparkpromo.session import HMAC_PAD_LITERAL, add_redaction
@@ -61,7 +62,14 @@ def test_key_never_in_logs_or_spark_conf(spark: SparkSession, tmp_path: Path, mo
     with caplog.at_level(logging.DEBUG):
         run_ingest(spark, cfg, "r1")
         run_clean(spark, cfg, "r1", dt.datetime(2026, 11, 2))
-    assert delta_io.read(spark, cfg.table("silver", "events")).first()[C.USER_ID] == pseudonym("u1", KEY.encode())
+        run_features(spark, cfg, "r1", dt.date(2026, 11, 2))
+    # From silver on every table holds the pseudonym, never the raw id.
+    alias = pseudonym("u1", KEY.encode())
+    for table, column, kind in (("silver/events", C.USER_ID, None), ("silver/users", C.USER_ID, None),
+                                ("gold/user_features", C.USER_ID, None), ("gold/id_map", C.ORIGINAL_ID, "user")):
+        df = delta_io.read(spark, cfg.table(*table.split("/")))
+        df = df if kind is None else df.where(F.col(C.ID_KIND) == kind)
+        assert [r[0] for r in df.select(column).collect()] == [alias], table
     logs = caplog.text + "\n".join(str(r.args) for r in caplog.records)
     confs = [*spark.sparkContext.getConf().getAll(), *spark.conf.getAll.items()]
     leaked = [s for s in (KEY, *PADS) if s in logs or any(s in f"{k}={v}" for k, v in confs)]

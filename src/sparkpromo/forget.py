@@ -203,7 +203,8 @@ def targets(cfg: AppConfig) -> Iterator[tuple[str, str, str]]:
             col = fs.columns.get(C.USER_ID, C.USER_ID)
             # an unparsable line has no user column (a JSON line's fields are all null): its text is searched
             yield (T.BRONZE[name].uri(cfg), col,
-                   f"(trim(t.{delta_io.ident(col)}) = s.{_RAW} OR t.{CORRUPT} RLIKE s.{_TOKEN})")
+                   f"(trim(t.{delta_io.ident(col)}) = s.{_RAW} OR (t.{CORRUPT} IS NOT NULL AND "
+                   f"t.{CORRUPT} RLIKE s.{_TOKEN}))")
     conds = []
     for name in ("events", "users"):
         fs = getattr(src, name)
