@@ -124,18 +124,18 @@ def generate_sample(cfg: AppConfig, ctx: RunContext, events: int | None = None, 
     if g.daily:
         params["daily"] = True
     before = json.loads(marker.read_text()) if marker.exists() else None
-    changed = sorted(k for k in params.keys() | (before or {}).keys() if k != "end" and (before or {}).get(k) !=
-                     params.get(k))
     lake = local_path(cfg.lakehouse)
-    if before is not None and changed and lake is not None and (lake / "_checkpoints" / "ingest").is_dir():
+    ingested = before is not None and lake is not None and (lake / "_checkpoints" / "ingest").is_dir()
+    changed = sorted(k for k in params.keys() | (before or {}).keys()
+                     if k != "end" and (before or {}).get(k) != params.get(k))
+    if ingested and changed:
         # A new shop is written under the same file names, and ingest reads a file name once: it would never be
         # read, and the run would go on with the old shop's rows.
         raise ValueError(f"the sample in {out} was generated with other {', '.join(changed)} and the lakehouse "
                          f"{cfg.lakehouse} has ingested it: a new sample needs a fresh lakehouse and landing "
                          "(SPARKPROMO_LAKEHOUSE, SPARKPROMO_LANDING), or both removed")
-    if before == params or (before is not None and not changed and not g.daily and lake is not None
-                            and (lake / "_checkpoints" / "ingest").is_dir()):
-        # (another run date alone: the ingested shop stands; its files would not be read again anyway)
+    if before is not None and (before == params or (ingested and not g.daily)):
+        # (another run date alone, once ingested: the shop stands; its files would not be read again anyway)
         log.info("sample data already in %s (generated for %s); not regenerating", out, before["end"])
         generated = 0
     elif g.daily:
