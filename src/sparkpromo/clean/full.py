@@ -179,7 +179,7 @@ def full_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetim
         delta_io.replace_partition(dq, T.DATA_QUALITY.uri(cfg), {C.RUN_ID: run_id},
                                    name=T.DATA_QUALITY.key)
     finally:
-        for df in cached:
+        for df in reversed(cached):  # newest first, as in the incremental clean
             df.unpersist()
     for k, v in results.items():
         if ".quarantine:" in k:

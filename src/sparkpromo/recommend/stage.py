@@ -142,7 +142,9 @@ def recommendation_plan(spark: SparkSession, cfg: AppConfig, active: Sequence[Ca
                 .transform(conform(run_date, model_run_id, run_id)))
         yield RecommendationPlan(recs, frames, items, skipped)
     finally:
-        for df in cached:
+        # Newest first: a frame leaves the cache after the frames built on it, so Spark never re-plans a cached
+        # frame whose input just left it (each re-plan lists the Delta files of every scan again).
+        for df in reversed(cached):
             df.unpersist()
 
 
