@@ -41,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
                                  "train.grid": {"rank": [4], "reg_param": [0.1], "alpha": [5.0], "max_iter": [5]}}
     for pair in args.set:
         key, _, value = pair.partition("=")
-        overrides[key] = yaml.safe_load(value)
+        value = yaml.safe_load(value)
+        # Spark settings add to the small-data ones instead of replacing them.
+        overrides[key] = {**SMALL_DATA, **value} if key == "spark.conf" and isinstance(value, dict) else value
     cfg = local_config(overrides)
     report = generate_daily(work / "landing", n_events=args.events, seed=7, days=args.days,
                             end=dt.date(2026, 10, 1) + dt.timedelta(days=args.days))
