@@ -615,3 +615,38 @@ def test_a_campaign_does_not_list_a_user_again_within_its_recontact_period(spark
                                                     if c.id == "welcome" else c for c in cfg.campaigns])
     assert R.run_recommend(spark, every_run, "r2", nxt)["campaigns"]["welcome"]["recently_listed"] == 0
     assert users_of("welcome", nxt) == welcomed
+
+
+@pytest.mark.slow
+def test_measures_decisions_pause_a_campaign_and_set_a_budget_on_the_next_run(spark: SparkSession,
+                                                                             tmp_path: Path) -> None:
+    """README, "Feedback": a campaign measure paused is left out of the next recommend (no rows for the date), a
+    re-split budget caps the users listed, and the summary names both changes. Off by default: the
+    same decisions change nothing without ``measure.pause_negative``/``reallocate_budgets``."""
+    from sparkpromo import tables as T
+    from sparkpromo.measure.actions import BUDGET, PAUSE
+
+    off = e2e_config(tmp_path)
+    write_inputs(spark, off)
+    decided = RUN - dt.timedelta(days=1)
+    actions = [(decided, "bundle", PAUSE, None, "uplift below zero", "m0"),
+               (decided, "fans", BUDGET, 1.0, "incremental revenue", "m0")]
+    delta_io.overwrite(spark.createDataFrame(actions, schemas.ACTIONS), T.CAMPAIGN_ACTIONS.uri(off))
+
+    ignored = R.run_recommend(spark, off, "r0", RUN)
+    assert "automatic_changes" not in ignored
+    assert ignored["campaigns"]["bundle"]["rows"] > 0 and ignored["campaigns"]["fans"]["users_listed"] == 2
+
+    on = dataclasses.replace(off, measure=dataclasses.replace(off.measure, pause_negative=True,
+                                                              reallocate_budgets=True))
+    following = RUN + dt.timedelta(days=1)
+    applied = R.run_recommend(spark, on, "r1", following)
+    assert "bundle" not in applied["campaigns"] and applied["campaigns_active"] == 4
+    assert applied["automatic_changes"] == ("campaign bundle: paused by measure.pause_negative; campaign fans: "
+                                            "budget 2 -> 1 by measure.reallocate_budgets")
+    assert applied["campaigns"]["fans"]["users_listed"] == 1
+    rows = table_rows(spark, on)
+    served = {c for c, v in applied["campaigns"].items() if v["rows"]}
+    assert served and {r[C.CAMPAIGN_ID] for r in rows if r[C.RUN_DATE] == following} == served
+    # The paused campaign's offers of the run before stay: a pause stops new offers, it does not recall sent ones.
+    assert {r[C.RUN_ID] for r in rows if r[C.CAMPAIGN_ID] == "bundle"} == {"r0"}
