@@ -18,6 +18,7 @@ from sparkpromo.config import ConfigError
 from sparkpromo.features import run_features
 from sparkpromo.ingest import run_ingest
 from sparkpromo.privacy import keyed_hash, pseudonym, pseudonymise_users
+from sparkpromo.recommend import run_recommend
 from sparkpromo.session import HMAC_PAD_LITERAL, add_redaction
 from tests.conftest import make_config
 from tests.measure import record
@@ -52,7 +53,10 @@ def test_spark_redacts_secret_confs_and_hmac_pads(spark: SparkSession, capsys: p
 def test_key_never_in_logs_or_spark_conf(spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                          caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setenv(KEY_ENV, KEY)
-    cfg = make_config(tmp_path, privacy={"pseudonymise": True, "key_env": KEY_ENV})
+    cfg = make_config(tmp_path, privacy={"pseudonymise": True, "key_env": KEY_ENV},
+                      campaigns=[{"id": "all", "type": "generic", "valid_from": "2026-01-01", "valid_to": "2026-12-31",
+                                  "control_share": 0.0,
+                                  "audience": {"all": [{"field": "purchases", "op": "ge", "value": 0}]}}])
     for name, text in (("events/e.csv", "event_id,user_id,product_id,event_type,event_time,price,quantity,"
                         "session_id\ne1,u1,p1,view,2026-11-01T10:00:00Z,,,s1\n"),
                        ("users/u.jsonl", '{"user_id": "u1", "marketing_consent": true}\n'),
@@ -63,10 +67,12 @@ def test_key_never_in_logs_or_spark_conf(spark: SparkSession, tmp_path: Path, mo
         run_ingest(spark, cfg, "r1")
         run_clean(spark, cfg, "r1", dt.datetime(2026, 11, 2))
         run_features(spark, cfg, "r1", dt.date(2026, 11, 2))
-    # From silver on every table holds the pseudonym, never the raw id.
+        run_recommend(spark, cfg, "r1", dt.date(2026, 11, 2))
+    # From silver on every table holds the pseudonym, never the raw id: the offers too (README, "the offers table").
     alias = pseudonym("u1", KEY.encode())
     for table, column, kind in (("silver/events", C.USER_ID, None), ("silver/users", C.USER_ID, None),
-                                ("gold/user_features", C.USER_ID, None), ("gold/id_map", C.ORIGINAL_ID, "user")):
+                                ("gold/user_features", C.USER_ID, None), ("gold/id_map", C.ORIGINAL_ID, "user"),
+                                ("gold/recommendations", C.USER_ID, None)):
         df = delta_io.read(spark, cfg.table(*table.split("/")))
         df = df if kind is None else df.where(F.col(C.ID_KIND) == kind)
         assert [r[0] for r in df.select(column).collect()] == [alias], table
