@@ -354,6 +354,13 @@ def test_pause_needs_min_runs_wholly_negative_in_a_row(tmp_path: Path) -> None:
     assert [(cid, a) for cid, a, _, _ in actions] == [("birthday", "pause")]
     assert M.decide_actions(history, camps, pause_negative=False, min_runs=2, reallocate=False) == []
     assert M.decide_actions(history, camps, pause_negative=True, min_runs=4, reallocate=False) == []
+    # A small sample's interval is not acted on (README: "shown, not to be trusted"): a one-user control arm that
+    # bought gives [-1, -1]. With its last run small, birthday has two trusted runs, not three.
+    small = [*history[:2], _row("birthday", 3, -1.0, -1.0, status="small_sample"), *history[3:]]
+    assert M.decide_actions(small, camps, pause_negative=True, min_runs=2, reallocate=False) == [
+        ("birthday", "pause", None, "uplift 95% CI below zero in the last 2 measured run(s) (latest -0.0600 to "
+         "-0.0200)")]
+    assert M.decide_actions(small, camps, pause_negative=True, min_runs=3, reallocate=False) == []
 
 
 def test_budgets_follow_incremental_revenue_per_offer(tmp_path: Path) -> None:
@@ -369,6 +376,14 @@ def test_budgets_follow_incremental_revenue_per_offer(tmp_path: Path) -> None:
                        "campaign birthday: paused by measure.pause_negative"]
     # one campaign not measured yet: no re-split
     assert M.decide_actions(history[:1], camps, False, 3, reallocate=True) == []
+    # nor when its only run is a small sample
+    small = [history[0], _row("electronics-fans", 1, -1.0, 1.0, inc_rev=500.0, treated=3, status="small_sample")]
+    assert M.decide_actions(small, camps, False, 3, reallocate=True) == []
+    # A budgeted campaign without a control group is never measured: it keeps its budget and does not block the
+    # others' re-split (here the only other one, which then keeps the whole of its own budget).
+    no_control = tuple(dataclasses.replace(c, control_share=0.0) if c.id == "electronics-fans" else c for c in camps)
+    assert {cid: v for cid, a, v, _ in M.decide_actions(history[:1], no_control, False, 3, reallocate=True)} == {
+        "welcome-new-users": 100.0}
 
 
 def test_actions_are_written_and_read_by_the_next_run(spark: SparkSession, tmp_path: Path) -> None:
