@@ -179,6 +179,18 @@ def test_cart_threshold_audience_and_price_band(spark: SparkSession) -> None:
     assert ids(out0) == ["over", "qty"] and out0.where(F.col(C.MAX_PRICE).isNotNull()).count() == 0
 
 
+def test_two_cart_events_at_one_instant_give_the_larger_line_whatever_their_order(spark: SparkSession) -> None:
+    """Cart value and the cart audience do not depend on which of two simultaneous cart events Spark meets first
+    (the features' open-cart value follows the same rule)."""
+    items = spark.createDataFrame([("i1", 20.0)], "item_id string, price double")
+    t = TS(2024, 2, 28, 12)
+    one, three = ev("u", "i1", C.ADD_TO_CART, t, qty=1), ev("u", "i1", C.ADD_TO_CART, t, qty=3)
+    for order in ([one, three], [three, one]):
+        events = spark.createDataFrame(order, EVENTS_DDL).coalesce(1)
+        lines = events.transform(K.open_cart_lines(items, RUN, 14))
+        assert [(r[C.USER_ID], r[C.LINE_VALUE]) for r in lines.collect()] == [("u", 60.0)], order
+
+
 def test_co_occurrence_and_bundle_candidates(spark: SparkSession) -> None:
     t = TS(2024, 2, 20)
     buys = [("u1", "a"), ("u1", "b"), ("u1", "c"), ("u2", "a"), ("u2", "b"), ("u3", "a"), ("u3", "c"),

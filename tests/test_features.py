@@ -77,6 +77,16 @@ def test_user_features_without_users_or_items(spark: SparkSession,
     assert out[1][C.CART_VALUE] == 12.5  # no catalogue price needed: the event carries one
 
 
+def test_open_cart_value_of_two_events_at_one_instant_is_the_larger_whatever_their_order(
+        spark: SparkSession) -> None:
+    one = ("c1", "u9", "i1", C.ADD_TO_CART, "2024-01-14 08:30", 10.0, 1, None, None)
+    three = ("c2", "u9", "i1", C.ADD_TO_CART, "2024-01-14 08:30", 10.0, 3, None, None)
+    for order in ([one, three], [three, one]):
+        events = events_df(spark, order).coalesce(1)  # one task meets the rows in this order
+        out = FT.user_features(events, None, None, AS_OF).collect()
+        assert [(r[C.USER_ID], r[C.CART_VALUE]) for r in out] == [("u9", 30.0)], order
+
+
 def test_item_features_hand_computed(spark: SparkSession, shop: tuple[DataFrame, DataFrame, DataFrame]) -> None:
     events, _, items = shop
     actual = FT.item_features(events, items, AS_OF, price_bands=(10.0, 50.0, 200.0))

@@ -91,6 +91,11 @@ def test_per_category_cap_and_level_precedence(spark: SparkSession) -> None:
     assert {r[C.ITEM_ID]: r[C.SOURCE] for r in out.collect()} == {
         "e1": R.ALS, "b1": R.ALS, "g1": R.SEGMENT_POPULARITY}
     out.unpersist()
+    # Items without a category are each a category of their own: a catalogue without categories keeps top_k.
+    bare = spark.createDataFrame([("c1", i, None, 1.0, 1) for i in cats], ELIGIBLE_DDL)
+    uncategorised = spark.createDataFrame(rows, CANDS_DDL).transform(
+        R.select_items(bare, no_purchases(spark), None, (), 1, {"c1": 5}))
+    assert lists(uncategorised) == {("c1", "u1"): ["e1", "e2", "b1", "b2", "g1"]}
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -198,7 +198,8 @@ def open_cart_lines(items: DataFrame, run_date: dt.date, lookback_days: int) -> 
 
     A line is open when the item's latest ``add_to_cart`` in ``(run_date - lookback_days, run_date]`` is later than
     the user's latest purchase of that item (up to ``run_date``). Its value is that cart event's price (else the
-    catalogue price) times its quantity (null = 1); a line with no known price is worth 0.
+    catalogue price) times its quantity (null = 1), the larger of two at the same instant; a line with no known price
+    is worth 0.
     """
     def apply(events: DataFrame) -> DataFrame:
         ev = (events.where(F.col(C.EVENT_DATE) <= F.lit(run_date))
@@ -209,7 +210,7 @@ def open_cart_lines(items: DataFrame, run_date: dt.date, lookback_days: int) -> 
         per_item = ev.groupBy(C.USER_ID, C.ITEM_ID).agg(
             F.max(F.when(is_cart, F.col(C.EVENT_TS))).alias("_cart_ts"),
             F.max(F.when(F.col(C.EVENT_TYPE) == C.PURCHASE, F.col(C.EVENT_TS))).alias("_buy_ts"),
-            F.max_by(F.when(is_cart, value), F.when(is_cart, F.col(C.EVENT_TS))).alias(C.LINE_VALUE))
+            F.max_by(F.when(is_cart, value), F.when(is_cart, F.struct(F.col(C.EVENT_TS), value))).alias(C.LINE_VALUE))
         is_open = F.col("_cart_ts").isNotNull() & (F.col("_buy_ts").isNull() | (F.col("_buy_ts") < F.col("_cart_ts")))
         return per_item.where(is_open).select(C.USER_ID, C.ITEM_ID, F.col(C.LINE_VALUE).cast(DoubleType()))
     return apply

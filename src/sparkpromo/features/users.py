@@ -73,14 +73,15 @@ def _top_category(events: DataFrame) -> DataFrame:
 
 def _cart_value(events: DataFrame, as_of: dt.date, lookback_days: int) -> DataFrame:
     """Value of each user's open cart: items added to the cart in the last ``lookback_days`` days and not bought
-    since; the value is the latest cart event's price (else the catalogue price) times its quantity (null = 1)."""
+    since; the value is the latest cart event's price (else the catalogue price) times its quantity (null = 1); of
+    two cart events at the same instant, the larger (a total order: the result does not depend on partitioning)."""
     is_cart = (F.col(C.EVENT_TYPE) == C.ADD_TO_CART) & (
         F.col(C.EVENT_DATE) > F.date_sub(F.lit(as_of), lookback_days))
     line_value = F.coalesce(F.col(C.PRICE), F.col("_list_price")) * F.coalesce(F.col(C.QUANTITY), F.lit(1))
     per_item = events.groupBy(C.USER_ID, C.ITEM_ID).agg(
         F.max(F.when(is_cart, F.col(C.EVENT_TS))).alias("_cart_ts"),
         F.max(F.when(F.col(C.EVENT_TYPE) == C.PURCHASE, F.col(C.EVENT_TS))).alias("_buy_ts"),
-        F.max_by(F.when(is_cart, line_value), F.when(is_cart, F.col(C.EVENT_TS))).alias("_value"),
+        F.max_by(F.when(is_cart, line_value), F.when(is_cart, F.struct(F.col(C.EVENT_TS), line_value))).alias("_value"),
     )
     open_ = F.col("_cart_ts").isNotNull() & (F.col("_buy_ts").isNull() | (F.col("_buy_ts") < F.col("_cart_ts")))
     return per_item.where(open_).groupBy(C.USER_ID).agg(F.sum("_value").alias(C.CART_VALUE))

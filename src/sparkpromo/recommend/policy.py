@@ -69,11 +69,13 @@ def dedupe_items() -> Transform:
 
 
 def cap_per_category(max_per_category: int) -> Transform:
-    """At most ``max_per_category`` items of one category per list (0 = no cap); the best ones are kept."""
+    """At most ``max_per_category`` items of one category per list (0 = no cap); the best ones are kept. An item
+    without a category is a category of its own (a catalogue without categories is not cut to the cap)."""
     def apply(cands: DataFrame) -> DataFrame:
         if max_per_category <= 0:
             return cands
-        w = Window.partitionBy(C.CAMPAIGN_ID, C.USER_ID, C.CATEGORY).orderBy(*_order())
+        own = F.when(F.col(C.CATEGORY).isNull(), F.col(C.ITEM_ID))
+        w = Window.partitionBy(F.col(C.CAMPAIGN_ID), F.col(C.USER_ID), F.col(C.CATEGORY), own).orderBy(*_order())
         return (cands.withColumn("_rn", F.row_number().over(w)).where(F.col("_rn") <= max_per_category)
                 .drop("_rn"))
     return apply
