@@ -376,9 +376,10 @@ def test_budgets_follow_incremental_revenue_per_offer(tmp_path: Path) -> None:
                        "campaign birthday: paused by measure.pause_negative"]
     # one campaign not measured yet: no re-split
     assert M.decide_actions(history[:1], camps, False, 3, reallocate=True) == []
-    # nor when its only run is a small sample
-    small = [history[0], _row("electronics-fans", 1, -1.0, 1.0, inc_rev=500.0, treated=3, status="small_sample")]
-    assert M.decide_actions(small, camps, False, 3, reallocate=True) == []
+    # A small sample's point estimate does count for budgets (a budget of 500 with a 10% control group never has
+    # measure.min_users controls): the re-split is 3:1 as above.
+    small = [history[0], _row("electronics-fans", 1, -1.0, 1.0, inc_rev=500.0, treated=500, status="small_sample")]
+    assert {cid: v for cid, a, v, _ in M.decide_actions(small, camps, False, 3, reallocate=True)} == actions
     # A budgeted campaign without a control group is never measured: it keeps its budget and does not block the
     # others' re-split (here the only other one, which then keeps the whole of its own budget).
     no_control = tuple(dataclasses.replace(c, control_share=0.0) if c.id == "electronics-fans" else c for c in camps)

@@ -17,7 +17,7 @@ from sparkpromo import delta_io
 from sparkpromo import tables as T
 from sparkpromo.campaigns import is_active
 from sparkpromo.config import AppConfig, Campaign
-from sparkpromo.measure.outcomes import OK
+from sparkpromo.measure.outcomes import MEASURED, OK
 
 PAUSE, BUDGET = "pause", "budget"
 # The row a measure run writes when it decides nothing: the next run reads "no change" from it, rather than an
@@ -29,24 +29,26 @@ def decide_actions(history: Sequence[Mapping[str, Any]], campaigns: Sequence[Cam
                    min_runs: int, reallocate: bool, next_run: dt.date | None = None
                    ) -> list[tuple[str, str, float | None, str]]:
     """``(campaign_id, action, value, reason)`` decisions from the measured outcome rows (small: one per campaign
-    run; each a mapping of :data:`OUTCOMES` columns). Only runs with enough users in both arms (status ``ok``)
-    count: a ``small_sample`` interval is too narrow to act on (a one-user control arm that bought gives [-1, -1]).
-    ``pause``: the last ``min_runs`` measured runs all have an
-    uplift interval wholly below zero. ``budget``: budgeted campaigns share their summed budget in proportion to
-    their latest measured incremental revenue per treated user (floored at 0; none measured or all at 0: no
-    change). Paused campaigns get no budget share, nor do campaigns inactive on ``next_run`` (when given): the
-    offers of an ended or not yet started campaign would go unused, and one not measured yet would block the
-    re-split of the others. A budgeted campaign without a control group can never be measured: it keeps its
-    configured budget and stays out of the re-split."""
+    run; each a mapping of :data:`OUTCOMES` columns). ``pause``: the last ``min_runs`` runs with enough users in
+    both arms (status ``ok``) all have an uplift interval wholly below zero; a ``small_sample`` interval is too
+    narrow to stop a campaign on (a one-user control arm that bought gives [-1, -1]). ``budget``: budgeted
+    campaigns share their summed budget in proportion to their latest measured (``ok`` or ``small_sample``)
+    incremental revenue per treated user (floored at 0; none measured or all at 0: no change). Paused campaigns
+    get no budget share, nor do campaigns inactive on ``next_run`` (when given): the offers of an ended or not yet
+    started campaign would go unused, and one not measured yet would block the re-split of the others. A budgeted
+    campaign without a control group can never be measured: it keeps its configured budget and stays out of the
+    re-split."""
+    # Budgets follow every run with a comparison (a campaign whose control arm stays under measure.min_users would
+    # otherwise block every re-split); a pause needs intervals that can be trusted.
     by_campaign: dict[str, list[Mapping[str, Any]]] = {}
     for row in sorted(history, key=lambda r: r[C.RUN_DATE]):
-        if row[C.STATUS] == OK:
+        if row[C.STATUS] in MEASURED:
             by_campaign.setdefault(row[C.CAMPAIGN_ID], []).append(row)
     out: list[tuple[str, str, float | None, str]] = []
     paused: set[str] = set()
     if pause_negative:
         for camp in campaigns:
-            runs = by_campaign.get(camp.id, [])[-min_runs:]
+            runs = [r for r in by_campaign.get(camp.id, []) if r[C.STATUS] == OK][-min_runs:]
             if len(runs) == min_runs and all(r[C.UPLIFT_CI_HIGH] is not None and r[C.UPLIFT_CI_HIGH] < 0
                                              for r in runs):
                 paused.add(camp.id)
