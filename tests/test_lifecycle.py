@@ -216,6 +216,67 @@ def test_no_unseen_holdout_pair_publishes_without_comparing(spark: SparkSession,
            "every holdout pair" in body
 
 
+def two_holdout_tastes() -> list[tuple[int, int, float, dt.datetime]]:
+    """Each user of :data:`GROUPS` has four of their taste's items on days 0-6 and the other two on day 10 (the
+    holdout); for even users the second day-10 item arrives late (:func:`arrives_late`)."""
+    rows = []
+    for users, first in GROUPS:
+        for u in users:
+            a, b = first + u % 6, first + (u + 1) % 6
+            rest = [i for i in range(first, first + 6) if i not in (a, b)]
+            rows += [(u, i, 1.0 + (u + i) % 3, T0 + dt.timedelta(days=2 * n, minutes=u)) for n, i in enumerate(rest)]
+            rows += [(u, a, 2.0, T0 + dt.timedelta(days=10, minutes=u)),
+                     (u, b, 2.0, T0 + dt.timedelta(days=10, minutes=u, seconds=30))]
+    return rows
+
+
+def arrives_late(row: tuple[int, int, float, dt.datetime]) -> bool:
+    return row[0] % 2 == 0 and row[3].second == 30
+
+
+def test_the_gate_lists_no_holdout_pair_the_model_in_service_was_fitted_on(spark: SparkSession,
+                                                                        tmp_path: Path) -> None:
+    """The model in service was fitted on one of each even user's two holdout pairs; the gate holdout is the other.
+    Listing the first would be a miss that only the model in service is drawn to, so neither contender lists it,
+    and the run's incumbent score is the one on those lists."""
+    cfg = lifecycle_config(tmp_path, GOOD)
+    rows = two_holdout_tastes()
+    write_lakehouse(spark, cfg, [r for r in rows if not arrives_late(r)])
+    assert T.run_train(spark, cfg, "first")["champion"] == "als"
+    append_interactions(spark, cfg, [r for r in rows if arrives_late(r)])
+    second = T.run_train(spark, cfg, "second")
+    assert second["incumbent_run_id"] == "first" and second["incumbent_ndcg"] is not None
+
+    incumbent, _ = T.load_incumbent(spark, cfg, "third")
+    uri = cfg.table("gold", "interactions")
+    split = T.holdout_split(delta_io.read(spark, uri), cfg.train)
+    held = T.gate_holdout(spark, uri, incumbent, split.test)
+    try:
+        fresh = {(u, i) for u, i, _, _ in filter(arrives_late, rows)}
+        stale = {(u, i) for u, i, _, ts in rows if ts.day == 11 and not arrives_late((u, i, 0.0, ts))}
+        assert {(r[C.USER_IDX], r[C.ITEM_IDX]) for r in held.test.collect()} == fresh
+        exclusion = T.gate_exclusion(split.train, split.test, held.test)
+        expected = pairs(spark, [(u, i) for u, i, _, ts in rows if ts.day < 11] + sorted(stale))
+        assert_df_equality(exclusion, expected, ignore_row_order=True, ignore_nullable=True)
+
+        users = held.test.select(C.USER_IDX).distinct()
+        seen_max, n_users = E.seen_summary(exclusion)
+        served, new = T.gate_rankings(incumbent.model, incumbent.model, split.train, exclusion, users, 3, seen_max,
+                                      n_users)
+        _, popular = T.gate_rankings(incumbent.model, None, split.train, exclusion, users, 3, seen_max, n_users)
+        for ranked in (served, new, popular):
+            listed = {(r[C.USER_IDX], r[C.ITEM_IDX]) for r in ranked.collect()}
+            assert len(listed) == 3 * len(fresh) and not listed & stale
+        # What the gate did before: only train pairs excluded, the model in service lists pairs it was fitted on.
+        before = E.model_or_popularity_top_k(incumbent.model, split.train, 3, users)
+        assert {(r[C.USER_IDX], r[C.ITEM_IDX]) for r in before.collect()} & stale
+        assert second["incumbent_ndcg"] == pytest.approx(
+            E.evaluate_recommendations(served, held.test, split.train, 3)["ndcg"])
+        assert second["incumbent_ndcg"] > E.evaluate_recommendations(before, held.test, split.train, 3)["ndcg"]
+    finally:
+        held.test.unpersist()
+
+
 def test_report_shows_the_gate_and_what_was_published(runs: dict[str, Any], spark: SparkSession) -> None:
     body = report.holdout_section(spark, runs["cfg"], "worse", "", report.Charts()).body
     headers = re.findall(r"<th>([^<]*)</th>", body)

@@ -37,6 +37,7 @@ from pyspark.sql.types import (
 )
 
 from sparkpromo import columns as C
+from sparkpromo.cart import LIST_PRICE, open_lines
 from sparkpromo.config import ITEM_RULE_FIELDS, RULE_OPERATORS, USER_RULE_FIELDS, Campaign, Condition, Rule
 from sparkpromo.config.validate import rule_value
 from sparkpromo.frame import Transform
@@ -194,25 +195,12 @@ def birthday_audience(start: dt.date, end: dt.date) -> Transform:
 
 
 def open_cart_lines(items: DataFrame, run_date: dt.date, lookback_days: int) -> Transform:
-    """Open cart lines ``(user_id, item_id, line_value)`` from silver events.
-
-    A line is open when the item's latest ``add_to_cart`` in ``(run_date - lookback_days, run_date]`` is later than
-    the user's latest purchase of that item (up to ``run_date``). Its value is that cart event's price (else the
-    catalogue price) times its quantity (null = 1), the larger of two at the same instant; a line with no known price
-    is worth 0.
-    """
+    """Open cart lines ``(user_id, item_id, line_value)`` from silver events as of ``run_date``, priced from
+    ``items`` where an event has no price (:func:`sparkpromo.cart.open_lines`)."""
     def apply(events: DataFrame) -> DataFrame:
-        ev = (events.where(F.col(C.EVENT_DATE) <= F.lit(run_date))
-              .join(items.select(C.ITEM_ID, F.col(C.PRICE).alias("_list_price")), C.ITEM_ID, "left"))
-        is_cart = (F.col(C.EVENT_TYPE) == C.ADD_TO_CART) & (
-            F.col(C.EVENT_DATE) > F.date_sub(F.lit(run_date), lookback_days))
-        value = F.coalesce(F.col(C.PRICE), F.col("_list_price"), F.lit(0.0)) * F.coalesce(F.col(C.QUANTITY), F.lit(1))
-        per_item = ev.groupBy(C.USER_ID, C.ITEM_ID).agg(
-            F.max(F.when(is_cart, F.col(C.EVENT_TS))).alias("_cart_ts"),
-            F.max(F.when(F.col(C.EVENT_TYPE) == C.PURCHASE, F.col(C.EVENT_TS))).alias("_buy_ts"),
-            F.max_by(F.when(is_cart, value), F.when(is_cart, F.struct(F.col(C.EVENT_TS), value))).alias(C.LINE_VALUE))
-        is_open = F.col("_cart_ts").isNotNull() & (F.col("_buy_ts").isNull() | (F.col("_buy_ts") < F.col("_cart_ts")))
-        return per_item.where(is_open).select(C.USER_ID, C.ITEM_ID, F.col(C.LINE_VALUE).cast(DoubleType()))
+        return (events.where(F.col(C.EVENT_DATE) <= F.lit(run_date))
+                .join(items.select(C.ITEM_ID, F.col(C.PRICE).alias(LIST_PRICE)), C.ITEM_ID, "left")
+                .transform(open_lines(run_date, lookback_days)))
     return apply
 
 

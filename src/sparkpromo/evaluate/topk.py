@@ -120,8 +120,8 @@ def popularity_top_k(train: DataFrame, k: int, users: DataFrame | None = None, s
     """Popularity baseline in the same shape as :func:`top_k_excluding_seen`: each user's ``k`` most popular unseen
     items, popularity = distinct train users per item (ties: lower item_idx). ``users`` defaults to train users.
     Each user gets only the ``k + min(seen, max_extra)`` most popular items as candidates. ``exclude`` (user_idx,
-    item_idx pairs, a subset of ``train``'s) replaces ``train`` as the pairs not to recommend, e.g.
-    :func:`served_exclusion`."""
+    item_idx pairs, e.g. :func:`served_exclusion`) replaces ``train`` as the pairs not to recommend and the seen
+    counts; ``seen_max`` must then bound its per-user counts."""
     if k <= 0:
         raise ValueError(f"k must be > 0, got {k}")
     extra = min(max_seen(train) if seen_max is None else seen_max, max_extra)
@@ -131,10 +131,11 @@ def popularity_top_k(train: DataFrame, k: int, users: DataFrame | None = None, s
     ordered = F.array_sort(F.collect_list(F.struct((-F.col(C.SCORE)).alias("neg"), F.col(C.ITEM_IDX))))
     positioned = (top.agg(ordered.alias("_top")).select(F.posexplode("_top").alias("_pos", "_t"))
                   .select("_pos", F.col(f"_t.{C.ITEM_IDX}").alias(C.ITEM_IDX), (-F.col("_t.neg")).alias(C.SCORE)))
-    who = _with_seen((users if users is not None else train).select(C.USER_IDX).distinct(), train)
+    excluded = train if exclude is None else exclude
+    who = _with_seen((users if users is not None else train).select(C.USER_IDX).distinct(), excluded)
     wanted = F.col("_pos") < F.lit(k) + F.least(F.col("_seen"), F.lit(extra))
     candidates = who.join(F.broadcast(positioned), wanted).select(C.USER_IDX, C.ITEM_IDX, C.SCORE)
-    return _rank_unseen(candidates, train if exclude is None else exclude, k)
+    return _rank_unseen(candidates, excluded, k)
 
 
 def purchased_pairs(events: DataFrame, id_map: DataFrame, items: DataFrame,
@@ -164,14 +165,19 @@ def served_exclusion(train: DataFrame, purchased: DataFrame) -> DataFrame:
 
 
 def model_or_popularity_top_k(model: ALSModel, train: DataFrame, k: int, users: DataFrame,
-                              seen_max: int | None = None, n_users: int | None = None) -> DataFrame:
+                              seen_max: int | None = None, n_users: int | None = None,
+                              exclude: DataFrame | None = None) -> DataFrame:
     """Top-K lists as serving builds them from a registered model: :func:`top_k_excluding_seen` for the ``users``
-    the model has factors for, :func:`popularity_top_k` of ``train`` for the others (users it never saw)."""
+    the model has factors for, :func:`popularity_top_k` of ``train`` for the others (users it never saw).
+    ``exclude`` (user_idx, item_idx) replaces ``train`` as the pairs not to list (``seen_max`` and ``n_users`` then
+    describe it)."""
     known = model.userFactors.select(F.col("id").alias(C.USER_IDX))
     users = users.select(C.USER_IDX).distinct()
-    scored = top_k_excluding_seen(model, train, k, users=users.join(known, C.USER_IDX, "left_semi"),
-                                  seen_max=seen_max, n_users=n_users)
-    fallback = popularity_top_k(train, k, users=users.join(known, C.USER_IDX, "left_anti"), seen_max=seen_max)
+    scored = top_k_excluding_seen(model, train if exclude is None else exclude, k,
+                                  users=users.join(known, C.USER_IDX, "left_semi"), seen_max=seen_max,
+                                  n_users=n_users)
+    fallback = popularity_top_k(train, k, users=users.join(known, C.USER_IDX, "left_anti"), seen_max=seen_max,
+                                exclude=exclude)
     return scored.unionByName(fallback)
 
 

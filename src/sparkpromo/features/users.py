@@ -10,6 +10,7 @@ from pyspark.sql.types import DoubleType, StringType
 
 from sparkpromo import columns as C
 from sparkpromo import schemas
+from sparkpromo.cart import LIST_PRICE, open_lines
 from sparkpromo.features.common import FeatureError, _as_of_filter, _conform
 from sparkpromo.frame import Transform
 from sparkpromo.schemas import USER_FEATURES
@@ -72,19 +73,9 @@ def _top_category(events: DataFrame) -> DataFrame:
 
 
 def _cart_value(events: DataFrame, as_of: dt.date, lookback_days: int) -> DataFrame:
-    """Value of each user's open cart: items added to the cart in the last ``lookback_days`` days and not bought
-    since; the value is the latest cart event's price (else the catalogue price) times its quantity (null = 1); of
-    two cart events at the same instant, the larger (a total order: the result does not depend on partitioning)."""
-    is_cart = (F.col(C.EVENT_TYPE) == C.ADD_TO_CART) & (
-        F.col(C.EVENT_DATE) > F.date_sub(F.lit(as_of), lookback_days))
-    line_value = F.coalesce(F.col(C.PRICE), F.col("_list_price")) * F.coalesce(F.col(C.QUANTITY), F.lit(1))
-    per_item = events.groupBy(C.USER_ID, C.ITEM_ID).agg(
-        F.max(F.when(is_cart, F.col(C.EVENT_TS))).alias("_cart_ts"),
-        F.max(F.when(F.col(C.EVENT_TYPE) == C.PURCHASE, F.col(C.EVENT_TS))).alias("_buy_ts"),
-        F.max_by(F.when(is_cart, line_value), F.when(is_cart, F.struct(F.col(C.EVENT_TS), line_value))).alias("_value"),
-    )
-    open_ = F.col("_cart_ts").isNotNull() & (F.col("_buy_ts").isNull() | (F.col("_buy_ts") < F.col("_cart_ts")))
-    return per_item.where(open_).groupBy(C.USER_ID).agg(F.sum("_value").alias(C.CART_VALUE))
+    """Value of each user's open cart: the sum of its :func:`sparkpromo.cart.open_lines`."""
+    return (events.transform(open_lines(as_of, lookback_days))
+            .groupBy(C.USER_ID).agg(F.sum(C.LINE_VALUE).alias(C.CART_VALUE)))
 
 
 def user_features(events: DataFrame, users: DataFrame | None, items: DataFrame | None, as_of: dt.date,
@@ -100,10 +91,10 @@ def user_features(events: DataFrame, users: DataFrame | None, items: DataFrame |
     """
     ev = events.where(_as_of_filter(as_of))
     if items is not None:
-        ev = ev.join(items.select(C.ITEM_ID, C.CATEGORY, F.col(C.PRICE).alias("_list_price")), C.ITEM_ID, "left")
+        ev = ev.join(items.select(C.ITEM_ID, C.CATEGORY, F.col(C.PRICE).alias(LIST_PRICE)), C.ITEM_ID, "left")
     else:
         ev = (ev.withColumn(C.CATEGORY, F.lit(None).cast(StringType()))
-              .withColumn("_list_price", F.lit(None).cast(DoubleType())))
+              .withColumn(LIST_PRICE, F.lit(None).cast(DoubleType())))
     sessions = ev.transform(sessionise(session_gap_minutes))
     activity = (_user_activity(sessions)
                 .join(_cart_value(sessions, as_of, cart_lookback_days), C.USER_ID, "left")

@@ -18,7 +18,8 @@ Flow of :func:`run_train`:
 4. champion gate (ALS against popularity), then the incumbent gate: the model in service (``registry/LATEST``) and
    the new champion are scored the same way on the gate holdout (:func:`gate_holdout`: the holdout pairs absent
    from the gold.interactions version the model in service was fitted on, since it was fitted on every
-   interaction; popularity for users it cannot score, as in serving), and the new champion replaces it only when it
+   interaction; popularity for users it cannot score, as in serving; neither lists a train pair or a holdout pair
+   the model in service was fitted on, :func:`gate_exclusion`), and the new champion replaces it only when it
    scores at least ``incumbent * (1 - train.incumbent_margin)`` on ``train.metric``. With no such pair (or that
    version unreadable) there is no fair evidence: published, ``published_no_fresh_holdout``;
 5. the chosen grid point is refitted on every interaction (train and holdout): that is the model persisted under

@@ -125,22 +125,52 @@ def gate_holdout(spark: SparkSession, interactions_uri: str, incumbent: Incumben
                                            f"{version}, which the model in service was fitted on")
 
 
-def score_incumbent(incumbent: Incumbent, train: DataFrame, test: DataFrame, k: int,
-                    popularity: dict[str, float], seen_max: int, n_users: int) -> dict[str, float] | None:
-    """The incumbent's metrics on ``test`` (the gate holdout) with this run's code: top-K lists excluding the
-    current train items for the users it can score and popularity for the others; a popularity champion scores
-    ``popularity`` (this run's baseline on the same holdout). None, with a WARNING, when its model cannot be scored
-    (treated as no incumbent)."""
+def gate_exclusion(train: DataFrame, test: DataFrame, gate_test: DataFrame) -> DataFrame:
+    """(user_idx, item_idx) pairs neither contender may list when scored on ``gate_test``: the train pairs and the
+    holdout pairs outside the gate holdout, which the model in service was fitted on. Listed, they would be misses
+    that only the model in service is drawn to (it has seen them), so the gate would under-score it."""
+    pairs = [C.USER_IDX, C.ITEM_IDX]
+    stale = test.select(*pairs).join(gate_test.select(*pairs), pairs, "left_anti")
+    return train.select(*pairs).unionByName(stale)
+
+
+def gate_rankings(incumbent: ALSModel, challenger: ALSModel | None, train: DataFrame, exclusion: DataFrame,
+                  users: DataFrame, k: int, seen_max: int, n_users: int) -> tuple[DataFrame, DataFrame]:
+    """Top-K lists of the model in service (as serving builds them: popularity of ``train`` for users it has no
+    factors for) and of the new champion (``challenger``; None: popularity) for ``users``, both excluding
+    ``exclusion`` (:func:`gate_exclusion`; ``seen_max``, ``n_users``: its :func:`~sparkpromo.evaluate.seen_summary`)."""
+    served = E.model_or_popularity_top_k(incumbent, train, k, users, seen_max=seen_max, n_users=n_users,
+                                         exclude=exclusion)
+    new = (E.popularity_top_k(train, k, users=users, seen_max=seen_max, exclude=exclusion) if challenger is None
+           else E.top_k_excluding_seen(challenger, exclusion, k, users=users, seen_max=seen_max, n_users=n_users))
+    return served, new
+
+
+def score_gate(incumbent: Incumbent, challenger: ALSModel | None, train: DataFrame, test: DataFrame,
+               gate_test: DataFrame, k: int, popularity: dict[str, float], champion: dict[str, float]
+               ) -> tuple[dict[str, float], dict[str, float]] | None:
+    """(model in service, new champion) metrics on ``gate_test`` with this run's code. A popularity champion in
+    service is this run's baseline: ``popularity`` against ``champion`` (both on the whole holdout, which is then
+    the gate holdout). An ALS one is scored against the new champion (``challenger``, None for popularity) on
+    the pairs it was not fitted on, each listing neither train pairs nor the holdout pairs it was fitted on
+    (:func:`gate_exclusion`). None, with a WARNING, when the model in service cannot be scored (treated as no
+    incumbent)."""
     if incumbent.model is None:
-        return dict(popularity)
+        return dict(popularity), dict(champion)
+    exclusion = gate_exclusion(train, test, gate_test).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        ranked = E.model_or_popularity_top_k(incumbent.model, train, k, test.select(C.USER_IDX).distinct(),
-                                             seen_max=seen_max, n_users=n_users)
-        return E.evaluate_recommendations(ranked, test, train, k)
-    except Exception as e:  # noqa: BLE001 - same as an incumbent that does not load
-        log.warning("the model in service (run %s) could not be scored (%s): no incumbent, the new model is gated "
-                    "against popularity only", incumbent.run_id, _first_line(e))
-        return None
+        seen_max, n_users = E.seen_summary(exclusion)
+        users = gate_test.select(C.USER_IDX).distinct()
+        try:
+            served, new = gate_rankings(incumbent.model, challenger, train, exclusion, users, k, seen_max, n_users)
+            served_metrics = E.evaluate_recommendations(served, gate_test, train, k)
+        except Exception as e:  # noqa: BLE001 - same as an incumbent that does not load
+            log.warning("the model in service (run %s) could not be scored (%s): no incumbent, the new model is "
+                        "gated against popularity only", incumbent.run_id, _first_line(e))
+            return None
+        return served_metrics, E.evaluate_recommendations(new, gate_test, train, k)
+    finally:
+        exclusion.unpersist()
 
 
 def gate_decision(new: float, incumbent: float | None, margin: float, registered: bool, metric: str = "metric",
@@ -204,6 +234,7 @@ def served_metrics(als_model: ALSModel, train: DataFrame, test: DataFrame, purch
 
 
 __all__ = [
-    "Incumbent", "load_incumbent", "GateHoldout", "gate_holdout", "score_incumbent", "gate_decision",
+    "Incumbent", "load_incumbent", "GateHoldout", "gate_holdout", "gate_exclusion", "gate_rankings",
+    "score_gate", "gate_decision",
     "read_purchases", "served_metrics",
 ]

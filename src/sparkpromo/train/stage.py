@@ -27,7 +27,7 @@ from sparkpromo.train.gate import (
     gate_holdout,
     load_incumbent,
     read_purchases,
-    score_incumbent,
+    score_gate,
     served_metrics,
 )
 from sparkpromo.train.search import (
@@ -139,14 +139,10 @@ def run_train(spark: SparkSession, cfg: AppConfig, run_id: str) -> dict[str, Any
             incumbent_metrics = challenger_metrics = None
             if incumbent is not None and held is not None and held.test is not None:
                 try:
-                    incumbent_metrics = score_incumbent(incumbent, train, held.test, t.k, metrics[POPULARITY],
-                                                        best.seen_max, best.n_users)
-                    if incumbent_metrics is not None:
-                        # The new champion on the same pairs, by the same code (all holdout users are train users).
-                        ranked = als_ranked if champion == ALS else pop_ranked
-                        challenger_metrics = (metrics[champion] if held.test is test else E.evaluate_recommendations(
-                            ranked.join(held.test.select(C.USER_IDX).distinct(), C.USER_IDX, "left_semi"),
-                            held.test, train, t.k))
+                    scores = score_gate(incumbent, best.als_model if champion == ALS else None, train, test,
+                                        held.test, t.k, metrics[POPULARITY], metrics[champion])
+                    if scores is not None:
+                        incumbent_metrics, challenger_metrics = scores
                 finally:
                     if held.test is not test:
                         held.test.unpersist()
