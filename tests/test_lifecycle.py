@@ -22,8 +22,11 @@ from pyspark.sql import functions as F
 from sparkpromo import columns as C
 from sparkpromo import delta_io, report, schemas
 from sparkpromo import evaluate as E
+from sparkpromo import recommend as R
 from sparkpromo import train as T
 from sparkpromo.config import AppConfig, GridConfig
+from sparkpromo.report import sections as report_sections
+from sparkpromo.report.reading import RunInfo
 from tests.conftest import make_config, registry_text
 
 T0 = dt.datetime(2024, 1, 1)
@@ -173,7 +176,7 @@ def test_worse_model_does_not_replace_the_incumbent(runs: dict[str, Any], spark:
 def test_gate_holdout_is_the_pairs_the_incumbent_never_saw(runs: dict[str, Any], spark: SparkSession,
                                                            caplog: pytest.LogCaptureFixture) -> None:
     cfg = runs["cfg"]
-    incumbent, registered = T.load_incumbent(spark, cfg, "next")
+    incumbent, registered = T.load_incumbent(spark, cfg)
     assert registered and (incumbent.run_id, incumbent.trained_on) == ("good", 0)
     test = T.holdout_split(delta_io.read(spark, cfg.table("gold", "interactions")), cfg.train).test
     uri = cfg.table("gold", "interactions")
@@ -247,7 +250,7 @@ def test_the_gate_lists_no_holdout_pair_the_model_in_service_was_fitted_on(spark
     second = T.run_train(spark, cfg, "second")
     assert second["incumbent_run_id"] == "first" and second["incumbent_ndcg"] is not None
 
-    incumbent, _ = T.load_incumbent(spark, cfg, "third")
+    incumbent, _ = T.load_incumbent(spark, cfg)
     uri = cfg.table("gold", "interactions")
     split = T.holdout_split(delta_io.read(spark, uri), cfg.train)
     held = T.gate_holdout(spark, uri, incumbent, split.test)
@@ -275,6 +278,63 @@ def test_the_gate_lists_no_holdout_pair_the_model_in_service_was_fitted_on(spark
         assert second["incumbent_ndcg"] > E.evaluate_recommendations(before, held.test, split.train, 3)["ndcg"]
     finally:
         held.test.unpersist()
+
+
+def test_a_rerun_of_the_run_in_service_writes_a_new_entry_gated_against_it(spark: SparkSession,
+                                                                         tmp_path: Path) -> None:
+    """Training a run again while its model is in service (a changed grid, ``--force``) never rewrites that model:
+    the new attempt is ``<run>.r2``, gated against the one in service, and LATEST moves only when it passes. An
+    attempt that was not published is rewritten by the next rerun, so reruns do not pile up entries."""
+    cfg = lifecycle_config(tmp_path, GOOD)
+    registry = Path(cfg.lakehouse) / "registry"
+    rows = timed_tastes()
+    write_lakehouse(spark, cfg, [r for r in rows if not is_late(r)])
+    assert T.run_train(spark, cfg, "day")["decision"] == T.FIRST_MODEL
+
+    def files(entry: str) -> dict[str, tuple[int, int]]:
+        return {str(p.relative_to(registry / entry)): (p.stat().st_mtime_ns, p.stat().st_size)
+                for p in (registry / entry).rglob("*") if p.is_file()}
+
+    first_files = files("day")
+    # Same data: the model in service was fitted on every holdout pair, so there is no fair comparison.
+    again = T.run_train(spark, cfg, "day")
+    assert (again["registry_entry"], again["incumbent_run_id"], again["decision"]) == (
+        "day.r2", "day", T.PUBLISHED_NO_FRESH_HOLDOUT)
+    assert files("day") == first_files  # the model that was in service is untouched
+    assert registry_text(registry / T.LATEST).strip() == "day.r2"
+    assert R.load_champion(spark, cfg)[0] == "day.r2"
+    params = json.loads(registry_text(registry / "day.r2" / "params.json"))
+    assert (params["run_id"], params["registry_entry"]) == ("day", "day.r2")
+
+    # New interactions, then a worse grid: gated against day.r2 on the pairs it never saw, and kept out.
+    append_interactions(spark, cfg, [r for r in rows if is_late(r)])
+    in_service = files("day.r2")
+    worse = T.run_train(spark, lifecycle_config(tmp_path, WORSE), "day")
+    assert (worse["registry_entry"], worse["incumbent_run_id"], worse["decision"]) == (
+        "day.r3", "day.r2", T.KEPT_INCUMBENT)
+    assert files("day.r2") == in_service and registry_text(registry / T.LATEST).strip() == "day.r2"
+    # Once more: day.r3 is not in service, so it is rewritten, with its metrics rows replaced, not added.
+    assert T.run_train(spark, lifecycle_config(tmp_path, WORSE), "day")["registry_entry"] == "day.r3"
+    assert not (registry / "day.r4").exists()
+    decisions = (delta_io.read(spark, cfg.table("metrics", "model")).where(F.col(C.CONTENDER) == T.DECISION)
+                 .select(C.RUN_ID, C.METRIC))
+    expected = spark.createDataFrame([("day", T.FIRST_MODEL), ("day.r2", T.PUBLISHED_NO_FRESH_HOLDOUT),
+                                      ("day.r3", T.KEPT_INCUMBENT)], decisions.schema)
+    assert_df_equality(decisions, expected, ignore_row_order=True, ignore_nullable=True)
+    # The report of run "day" shows its newest attempt.
+    assert report_sections._model_run(spark, cfg, RunInfo("day", None, None)) == ("day.r3", "")
+
+
+def test_a_runs_registry_entries_skip_another_run_of_an_attempts_name(spark: SparkSession, tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    for entry, run in (("day", "day"), ("day.r2", "day.r2"), ("day.r3", "day")):  # "day.r2": a run of that name
+        R.write_text(spark, str(Path(cfg.lakehouse) / "registry" / entry / "params.json"), json.dumps({"run_id": run}))
+    assert R.run_entries(spark, cfg, "day") == (["day", "day.r3"], "day.r4")
+    assert R.run_entries(spark, cfg, "day.r2") == (["day.r2"], "day.r2.r2")
+    assert R.run_entries(spark, cfg, "new") == ([], "new")
+    assert R.next_entry(["day", "day.r3"], "day.r4", "day.r3") == "day.r4"  # the newest is in service
+    assert R.next_entry(["day", "day.r3"], "day.r4", "day") == "day.r3"  # the newest was not published
+    assert R.next_entry([], "new", "day") == "new"
 
 
 def test_report_shows_the_gate_and_what_was_published(runs: dict[str, Any], spark: SparkSession) -> None:
@@ -306,16 +366,16 @@ def test_unloadable_incumbent_is_no_incumbent(spark: SparkSession, tmp_path: Pat
                                               caplog: pytest.LogCaptureFixture) -> None:
     cfg = make_config(tmp_path)
     registry = Path(cfg.lakehouse) / "registry"
-    assert T.load_incumbent(spark, cfg, "new") == (None, False)  # nothing registered yet
+    assert T.load_incumbent(spark, cfg) == (None, False)  # nothing registered yet
     (registry / "broken" / "model").mkdir(parents=True)
     (registry / "broken" / "model" / "garbage").write_text("not a model")
     (registry / "broken" / "params.json").write_text(json.dumps({"run_id": "broken", "champion": "als"}))
     (registry / T.LATEST).write_text("broken")
     with caplog.at_level(logging.WARNING, logger="sparkpromo.train"):
-        assert T.load_incumbent(spark, cfg, "new") == (None, True)
+        assert T.load_incumbent(spark, cfg) == (None, True)
     assert any("could not be loaded" in r.getMessage() for r in caplog.records)
     (registry / "broken" / "params.json").write_text(json.dumps({"run_id": "broken", "champion": "popularity"}))
-    assert T.load_incumbent(spark, cfg, "new") == (T.Incumbent("broken", "popularity", None), True)
+    assert T.load_incumbent(spark, cfg) == (T.Incumbent("broken", "popularity", None), True)
 
 
 # ----------------------------------------------------------------------------------------------------------------

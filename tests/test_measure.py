@@ -358,7 +358,7 @@ def test_pause_needs_min_runs_wholly_negative_in_a_row(tmp_path: Path) -> None:
     # bought gives [-1, -1]. With its last run small, birthday has two trusted runs, not three.
     small = [*history[:2], _row("birthday", 3, -1.0, -1.0, status="small_sample"), *history[3:]]
     assert M.decide_actions(small, camps, pause_negative=True, min_runs=2, reallocate=False) == [
-        ("birthday", "pause", None, "uplift 95% CI below zero in the last 2 measured run(s) (latest -0.0600 to "
+        ("birthday", "pause", None, "uplift 95% CI below zero in the last 2 run(s) with status ok (latest -0.0600 to "
          "-0.0200)")]
     assert M.decide_actions(small, camps, pause_negative=True, min_runs=3, reallocate=False) == []
 

@@ -132,3 +132,27 @@ def test_incremental_measure_equals_a_full_one_and_redoes_only_what_changed(spar
     assert _measure(spark, longer, fourth)["mode"] == "incremental"
     back = _measure(spark, longer, SECOND)["full_reason"]
     assert back == f"the run date {SECOND} is before the last run's ({fourth})"
+
+
+def test_a_run_date_whose_lists_all_vanished_loses_its_measure_rows(spark: SparkSession, tmp_path: Path) -> None:
+    """Every listed user of run date A erased from the recommendations (a forget): A's outcome and uplift rows go,
+    as a full measure would have none, and B's stay."""
+    cfg = make_config(tmp_path, measure={"min_users": 1})
+    recs_uri, outcomes_uri, uplift_uri = T.RECOMMENDATIONS.uri(cfg), T.CAMPAIGN_OUTCOMES.uri(cfg), T.UPLIFT.uri(cfg)
+    _write_recs(spark, recs_uri, A, _recs(A))
+    _write_recs(spark, recs_uri, B, _recs(B))
+    _append_events(spark, T.SILVER_EVENTS.uri(cfg), [("t1", "i1", "purchase", D(2026, 11, 3), 10.0, 1)])
+    _measure(spark, cfg, FIRST)
+
+    def run_dates(uri: str) -> set[dt.date]:
+        return {r[0] for r in delta_io.read(spark, uri).select(C.RUN_DATE).distinct().collect()}
+
+    assert run_dates(outcomes_uri) == run_dates(uplift_uri) == {A, B}
+    spark.sql(f"DELETE FROM {delta_io.table_ref(recs_uri)} WHERE {C.RUN_DATE} = DATE'{A}'")
+    second = _measure(spark, cfg, SECOND)
+    assert second["run_dates_dropped"] == [A.isoformat()]
+    assert run_dates(outcomes_uri) == run_dates(uplift_uri) == {B}
+    # Every list gone: nothing left to measure, and no measure row either.
+    spark.sql(f"DELETE FROM {delta_io.table_ref(recs_uri)} WHERE {C.RUN_DATE} = DATE'{B}'")
+    assert _measure(spark, cfg, THIRD)["run_dates_dropped"] == [B.isoformat()]
+    assert delta_io.read(spark, outcomes_uri).isEmpty() and delta_io.read(spark, uplift_uri).isEmpty()

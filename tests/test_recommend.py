@@ -265,11 +265,15 @@ def test_scores_share_one_scale(spark: SparkSession) -> None:
         "campaign_id string, user_id string, item_id string, score double, source string, level int")
     out = recs.transform(R.calibrate_scores()).select(C.CAMPAIGN_ID, C.USER_ID, C.ITEM_ID, C.SCORE, C.RAW_SCORE)
     expected = spark.createDataFrame([
-        ("c1", "u1", "a", 1.0, 1.2), ("c1", "u1", "b", 2 / 3, 0.4), ("c1", "u2", "c", (2 + 0.5) / 3, 0.8),
-        ("c1", "u2", "d", 2 / 3, 44.0), ("c1", "u3", "d", 1 / 3, 4.0), ("c1", "u3", "e", 1 / 3, 30.0),
-        ("c2", "u1", "e", 1 / 3, 30.0)],
+        ("c1", "u1", "a", 1.0, 1.2), ("c1", "u1", "b", (2 + 0.01) / 3, 0.4),
+        ("c1", "u2", "c", (2 + 0.01 + 0.99 * 0.5) / 3, 0.8), ("c1", "u2", "d", 2 / 3, 44.0),
+        ("c1", "u3", "d", (1 + 0.01) / 3, 4.0), ("c1", "u3", "e", 1 / 3, 30.0), ("c2", "u1", "e", 1 / 3, 30.0)],
         "campaign_id string, user_id string, item_id string, score double, raw_score double")
     assert_approx_df_equality(out, expected, 1e-9, ignore_row_order=True, ignore_nullable=True)
+    # The bands do not touch: the lowest model score is above the highest segment popularity.
+    levels = recs.transform(R.calibrate_scores()).groupBy(C.LEVEL).agg(F.min(C.SCORE), F.max(C.SCORE)).collect()
+    bands = {r[0]: (r[1], r[2]) for r in levels}
+    assert bands[0][0] > bands[1][1] and bands[1][0] > bands[2][1]
 
 
 def test_exposure_gini(spark: SparkSession) -> None:

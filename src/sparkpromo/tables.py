@@ -81,6 +81,8 @@ ITEM_FEATURES = Table("gold", "item_features", S.ITEM_FEATURES)
 INTERACTIONS = Table("gold", "interactions", S.INTERACTIONS)
 ID_MAP = Table("gold", "id_map", S.ID_MAP)
 
+# Keyed by the model run: the registry entry (registry/<run_id>/, or <run_id>.r2/ ... for a run trained again while
+# its model was in service), the id LATEST and gold/recommendations.model_run_id name.
 MODEL_METRICS = Table("metrics", "model", S.MODEL_METRICS)
 
 RECOMMENDATIONS = Table(

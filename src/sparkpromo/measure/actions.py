@@ -53,7 +53,7 @@ def decide_actions(history: Sequence[Mapping[str, Any]], campaigns: Sequence[Cam
                                              for r in runs):
                 paused.add(camp.id)
                 out.append((camp.id, PAUSE, None,
-                            f"uplift 95% CI below zero in the last {min_runs} measured run(s) "
+                            f"uplift 95% CI below zero in the last {min_runs} run(s) with status ok "
                             f"(latest {runs[-1][C.UPLIFT_CI_LOW]:.4f} to {runs[-1][C.UPLIFT_CI_HIGH]:.4f})"))
     if reallocate:
         budgeted = [c for c in campaigns if c.budget > 0 and c.control_share > 0 and c.id not in paused

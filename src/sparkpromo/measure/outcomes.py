@@ -51,8 +51,14 @@ def user_outcomes(events: DataFrame, offered: DataFrame, window_days: int) -> Tr
         windows = assigned.select(*_KEYS, C.USER_ID,
                                   F.date_add(F.col(C.RUN_DATE), window_days).alias(C.WINDOW_END))
         listed = offered.select(*_KEYS, C.USER_ID, C.ITEM_ID, F.lit(True).alias("_listed")).distinct()
-        bought = (windows.join(purchases, C.USER_ID)
-                  .where((F.col(C.EVENT_DATE) > F.col(C.RUN_DATE)) & (F.col(C.EVENT_DATE) <= F.col(C.WINDOW_END)))
+        # Each purchase goes to the run dates whose window holds it (run_date in [day - window_days, day - 1]),
+        # so the join is on (user, run date): keyed on the user alone it paired every listed run of a user with
+        # every purchase of the user's whole history.
+        runs = F.explode(F.sequence(F.date_sub(F.col(C.EVENT_DATE), window_days),
+                                    F.date_sub(F.col(C.EVENT_DATE), 1))).alias(C.RUN_DATE)
+        in_windows = (purchases.join(windows.select(C.USER_ID).distinct(), C.USER_ID, "left_semi")
+                      .select("*", runs))
+        bought = (windows.join(in_windows, [C.USER_ID, C.RUN_DATE])
                   .join(listed, [*_KEYS, C.USER_ID, C.ITEM_ID], "left")
                   .groupBy(*_KEYS, C.USER_ID)
                   .agg(F.sum("_value").alias(C.REVENUE),

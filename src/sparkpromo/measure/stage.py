@@ -150,6 +150,9 @@ def run_measure(spark: SparkSession, cfg: AppConfig, run_id: str, run_date: dt.d
     recs = (delta_io.read(spark, recs_uri).where(F.col(C.RUN_DATE) <= F.lit(run_date))
             .select(*RECOMMENDATION_COLUMNS))
     dates = sorted(r[0] for r in recs.select(C.RUN_DATE).distinct().collect())  # one row per past run date
+    gone = _drop_vanished(spark, cfg, run_date, dates)
+    if gone:
+        summary["run_dates_dropped"] = [d.isoformat() for d in gone]
     if not dates:
         summary.update(runs_measured=0, warning=f"no recommendations on or before {run_date}: nothing to measure")
         log.warning("%s", summary["warning"])
@@ -190,6 +193,25 @@ def run_measure(spark: SparkSession, cfg: AppConfig, run_id: str, run_date: dt.d
                         "" if v is None else f" {v:g}", why)
         summary["actions"] = len(actions)
     return summary
+
+
+def _drop_vanished(spark: SparkSession, cfg: AppConfig, run_date: dt.date, dates: list[dt.date]) -> list[dt.date]:
+    """Run dates up to ``run_date`` that have outcome rows but no recommendations left (every listed user forgotten),
+    whose rows of ``metrics/campaign_outcomes`` and ``metrics/uplift`` are removed: a full measure would write none."""
+    uri = T.CAMPAIGN_OUTCOMES.uri(cfg)
+    if not delta_io.is_delta(spark, uri):
+        return []
+    measured = {r[0] for r in delta_io.read(spark, uri).where(F.col(C.RUN_DATE) <= F.lit(run_date))
+                .select(C.RUN_DATE).distinct().collect()}  # one row per measured run date
+    gone = sorted(measured - set(dates))
+    if gone:
+        log.info("run dates without recommendations any more, their measure rows removed: %s",
+                 ", ".join(d.isoformat() for d in gone))
+        for table, schema in ((T.CAMPAIGN_OUTCOMES, OUTCOMES), (T.UPLIFT, UPLIFT)):
+            if delta_io.is_delta(spark, table.uri(cfg)):
+                delta_io.replace_partition(local_rows(spark, [], schema), table.uri(cfg), {C.RUN_DATE: gone},
+                                           name=table.key)
+    return gone
 
 
 def _measured(spark: SparkSession, cfg: AppConfig, run_id: str, run_date: dt.date, recs: DataFrame,

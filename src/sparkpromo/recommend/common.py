@@ -42,8 +42,11 @@ DEFAULT_OFFER_TEXT = {
     "plain": "{campaign}: {item_name}",
 }
 COUPON_CODE_LENGTH = 16  # 64 bits: a million codes of one campaign run collide with odds of about 3e-8
-# score = (MAX_LEVEL - level + p) / (MAX_LEVEL + 1), p the raw score min-max scaled within (campaign, source)
+# score = (MAX_LEVEL - level + q) / (MAX_LEVEL + 1), q = SCORE_FLOOR + (1 - SCORE_FLOOR) * p, p the raw score
+# min-max scaled within (campaign, source). The floor keeps adjacent levels' bands apart: with p alone the lowest
+# model score and the highest segment popularity would both be 2/3.
 MAX_LEVEL = 2
+SCORE_FLOOR = 0.01
 
 
 
@@ -110,6 +113,6 @@ def _dot(a: Column, b: Column) -> Column:
 
 __all__ = ["ALS", "BUNDLE", "CANDIDATE_COLUMNS", "CHAMPIONS", "CONTROL_BUCKETS",
     "COUPON_CODE_LENGTH", "DEFAULT_OFFER_TEXT", "EVENT_COLUMNS", "FALLBACK_SOURCES", "GLOBAL_POPULARITY",
-    "HISTORY_ITEMS", "MAX_LEVEL", "OFFER_TYPE", "POPULARITY", "REASON_POPULAR",
+    "HISTORY_ITEMS", "MAX_LEVEL", "SCORE_FLOOR", "OFFER_TYPE", "POPULARITY", "REASON_POPULAR",
     "REASON_POPULAR_IN", "REASON_SIMILAR", "RECOMMENDATIONS", "RecommendError", "SEGMENT_POPULARITY",
     "to_original_ids", "with_user_idx"]

@@ -28,6 +28,7 @@ from sparkpromo.recommend.common import (
     MAX_LEVEL,
     REASON_SIMILAR,
     RECOMMENDATIONS,
+    SCORE_FLOOR,
     _by_campaign,
     _dot,
     _ids,
@@ -137,19 +138,21 @@ def with_offer(active: Sequence[Campaign], run_id: str, item_names: DataFrame | 
 
 
 def calibrate_scores() -> Transform:
-    """``raw_score`` keeps the source's own score; ``score`` becomes a relevance in [0, 1] on one scale for every
-    source: ``(MAX_LEVEL - level + p) / (MAX_LEVEL + 1)`` with ``p`` the raw score min-max scaled within its
-    (campaign, source) in this run (1 when they are all equal, 0 when null). Model and bundle rows (level 0) lie in
-    [2/3, 1], segment popularity in [1/3, 2/3], global popularity in [0, 1/3], so sorting a user's list by
-    ``score`` gives its ``rank`` order and no fallback outranks a primary candidate. A grouped aggregate and a
-    broadcast join, not a window: each (campaign, source) may hold millions of rows."""
+    """``raw_score`` keeps the source's own score; ``score`` becomes a relevance in (0, 1] on one scale for every
+    source: ``(MAX_LEVEL - level + q) / (MAX_LEVEL + 1)`` with ``q = SCORE_FLOOR + (1 - SCORE_FLOOR) * p`` and ``p``
+    the raw score min-max scaled within its (campaign, source) in this run (1 when they are all equal, 0 when null).
+    Model and bundle rows (level 0) lie in (2/3, 1], segment popularity in (1/3, 2/3], global popularity in
+    (0, 1/3], so sorting a user's list by ``score`` gives its ``rank`` order and no fallback reaches a primary
+    candidate. A grouped aggregate and a broadcast join, not a window: each (campaign, source) may hold millions of
+    rows."""
     def apply(recs: DataFrame) -> DataFrame:
         bounds = recs.groupBy(C.CAMPAIGN_ID, C.SOURCE).agg(F.min(C.SCORE).alias("_lo"), F.max(C.SCORE).alias("_hi"))
         span = F.col("_hi") - F.col("_lo")
         p = F.coalesce(F.when(span > 0, (F.col(C.SCORE) - F.col("_lo")) / span)
                        .when(F.col(C.SCORE).isNotNull(), F.lit(1.0)), F.lit(0.0))
         level = F.least(F.greatest(F.col(C.LEVEL), F.lit(0)), F.lit(MAX_LEVEL)).cast(DoubleType())
-        score = (F.lit(float(MAX_LEVEL)) - level + p) / F.lit(float(MAX_LEVEL + 1))
+        q = F.lit(SCORE_FLOOR) + F.lit(1.0 - SCORE_FLOOR) * p
+        score = (F.lit(float(MAX_LEVEL)) - level + q) / F.lit(float(MAX_LEVEL + 1))
         return (recs.join(F.broadcast(bounds), [C.CAMPAIGN_ID, C.SOURCE], "left")
                 .withColumn(C.RAW_SCORE, F.col(C.SCORE)).withColumn(C.SCORE, score)
                 .drop("_lo", "_hi"))

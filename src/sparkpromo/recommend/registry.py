@@ -82,4 +82,42 @@ def load_champion(spark: SparkSession, cfg: AppConfig) -> tuple[str | None, ALSM
     log.info("champion of model run %s: %s", run, champion)
     return run, model, champion
 
-__all__ = ["latest_run_id", "load_champion", "read_small_text", "write_text"]
+
+# A run trained again while its model is in service writes a new entry, ``<run_id>.r2``, ``.r3``, ...: the entry in
+# service is never rewritten, and LATEST moves only to a complete entry that passed the gate.
+_ATTEMPT = ".r"
+
+
+def _owner(text: str) -> object:
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return None
+    return doc.get("run_id") if isinstance(doc, dict) else None
+
+
+def run_entries(spark: SparkSession, cfg: AppConfig, run_id: str) -> tuple[list[str], str]:
+    """``(entries, free)``: the registry entries of ``run_id`` that have a ``params.json`` (written last but
+    LATEST), oldest first (``run_id``, then ``run_id.r2``, ``run_id.r3``, ... whose params.json names ``run_id``: a
+    run may itself be called ``x.r2``), and the first attempt name that holds no entry at all."""
+    entries: list[str] = []
+    n = 1
+    while True:
+        entry = run_id if n == 1 else f"{run_id}{_ATTEMPT}{n}"
+        text = read_small_text(spark, join_uri(cfg.lakehouse, "registry", entry, "params.json"))
+        if text is None:
+            return entries, entry
+        if n == 1 or _owner(text) == run_id:
+            entries.append(entry)
+        n += 1
+
+
+def next_entry(entries: list[str], free: str, latest: str | None) -> str:
+    """Where a training writes, given its run's ``entries`` and ``free`` name (:func:`run_entries`) and the entry in
+    service: its newest entry, unless that one is in service (then ``free``); ``free`` for a first training."""
+    if entries and entries[-1] != latest:
+        return entries[-1]
+    return free
+
+
+__all__ = ["latest_run_id", "load_champion", "read_small_text", "write_text", "run_entries", "next_entry"]

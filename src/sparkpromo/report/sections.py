@@ -11,6 +11,7 @@ from pyspark.sql import functions as F
 from sparkpromo import columns as C
 from sparkpromo import tables as T
 from sparkpromo.config import AppConfig, join_uri
+from sparkpromo.recommend.registry import run_entries
 from sparkpromo.report.html import Charts, _fmt, _html_table, _missing, _note
 from sparkpromo.report.reading import (
     CONTENDER_ORDER,
@@ -129,9 +130,11 @@ def data_quality_section(spark: SparkSession, cfg: AppConfig, run: RunInfo, char
 
 
 def _model_run(spark: SparkSession, cfg: AppConfig, run: RunInfo) -> tuple[str | None, str]:
-    """The model run whose CV grid and holdout metrics belong to this run, and a note when it is another run."""
-    if read_text(spark, join_uri(cfg.lakehouse, "registry", run.run_id, "params.json")) is not None:
-        return run.run_id, ""
+    """The model run whose CV grid and holdout metrics belong to this run (its newest registry entry when it
+    trained), and a note when it is another run."""
+    entries, _ = run_entries(spark, cfg, run.run_id)
+    if entries:
+        return entries[-1], ""
     model = _table(spark, cfg, T.MODEL_METRICS)
     if model is not None and model.where(F.col(C.RUN_ID) == run.run_id).limit(1).count():
         return run.run_id, ""

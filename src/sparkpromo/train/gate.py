@@ -40,17 +40,14 @@ def _first_line(e: BaseException) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
-def load_incumbent(spark: SparkSession, cfg: AppConfig, run_id: str) -> tuple[Incumbent | None, bool]:
+def load_incumbent(spark: SparkSession, cfg: AppConfig) -> tuple[Incumbent | None, bool]:
     """``(incumbent, registered)``: the model in service (``registry/LATEST``, loaded as serving loads it) and
     whether any model is registered. No incumbent, with a WARNING, when it cannot be loaded (the gate is then
-    against popularity only) or when LATEST already names ``run_id`` (a rerun of the published run)."""
+    against popularity only). A rerun of the run whose model is in service is gated against that model like any
+    other run (it writes a new registry entry, :func:`~sparkpromo.recommend.next_entry`)."""
     try:
-        latest = R.latest_run_id(spark, cfg)
-        if latest is None:
+        if R.latest_run_id(spark, cfg) is None:
             return None, False
-        if latest == run_id:
-            log.warning("registry/LATEST already names run %s (a rerun): no incumbent to compare with", run_id)
-            return None, True
         served_run, model, champion = R.load_champion(spark, cfg)
     except Exception as e:  # noqa: BLE001 - an unreadable incumbent must not stop a new model being published
         log.warning("the model in service could not be loaded (%s): no incumbent, the new model is gated against "

@@ -81,7 +81,7 @@ def run_train(spark: SparkSession, cfg: AppConfig, run_id: str) -> dict[str, Any
         data = delta_io.read(spark, inter_uri, version=versions["gold.interactions"])
         counts.update(check_training_data(data))
         purchased, served_note = read_purchases(spark, cfg, versions)
-        incumbent, registered = load_incumbent(spark, cfg, run_id)
+        incumbent, registered = load_incumbent(spark, cfg)
         folds_kind = ("none (one grid point)" if len(grid) == 1
                       else "forward-chaining in time" if temporal_cv(t) else "random")
 
@@ -174,7 +174,9 @@ def run_train(spark: SparkSession, cfg: AppConfig, run_id: str) -> dict[str, Any
         timings["refit_s"] = round(time.perf_counter() - t3, 2)
 
         t4 = time.perf_counter()
-        registry = registry_uri(cfg, run_id)
+        # The entry in service is never rewritten: a rerun of its run writes the next attempt's entry.
+        entry = R.next_entry(*R.run_entries(spark, cfg, run_id), _latest(spark, cfg))
+        registry = registry_uri(cfg, entry)
         model_uri = join_uri(registry, "model")
         published.write().overwrite().save(model_uri)
         gate = {"decision": decision, "incumbent_run_id": incumbent_run, f"incumbent_{t.metric}": incumbent_score,
@@ -185,8 +187,9 @@ def run_train(spark: SparkSession, cfg: AppConfig, run_id: str) -> dict[str, Any
                 "gate_holdout_users": None if held is None else held.users}
         lineage = {"published_model": PUBLISHED_MODEL, "holdout_metrics_from": HOLDOUT_METRICS_FROM,
                    "cv_folds": folds_kind, "search": t.search, "served_exclusion": served_note}
-        params_doc = {"run_id": run_id, "champion": champion, "params": params, "implicit_prefs": implicit,
-                      "k": t.k, "metric": t.metric, "seed": t.seed, "input_versions": versions, **gate, **lineage}
+        params_doc = {"run_id": run_id, "registry_entry": entry, "champion": champion, "params": params,
+                      "implicit_prefs": implicit, "k": t.k, "metric": t.metric, "seed": t.seed,
+                      "input_versions": versions, **gate, **lineage}
         R.write_text(spark, join_uri(registry, "params.json"), json.dumps(params_doc, indent=2, sort_keys=True))
         R.write_text(spark, join_uri(registry, "cv.json"), json.dumps(
             {"metric": t.metric, "k": t.k, "folds": t.folds if cv_table else 0, "folds_kind": folds_kind,
@@ -194,10 +197,10 @@ def run_train(spark: SparkSession, cfg: AppConfig, run_id: str) -> dict[str, Any
              **({} if cv_table else {"note": f"one grid point ({params}): nothing to choose, not cross-validated"})},
             indent=2, sort_keys=True))
         R.write_text(spark, join_uri(registry, "metrics.json"), json.dumps(metrics, indent=2, sort_keys=True))
-        rows = local_rows(spark, metrics_rows(run_id, metrics, decision), MODEL_METRICS)
+        rows = local_rows(spark, metrics_rows(entry, metrics, decision), MODEL_METRICS)
         if T.migrate_legacy_run_id(spark, T.MODEL_METRICS, cfg):
             log.info("metrics/model: renamed its run-id column %s to %s", C.LEGACY_RUN_ID, C.RUN_ID)
-        delta_io.replace_partition(rows, T.MODEL_METRICS.uri(cfg), {C.RUN_ID: run_id}, name=T.MODEL_METRICS.key)
+        delta_io.replace_partition(rows, T.MODEL_METRICS.uri(cfg), {C.RUN_ID: entry}, name=T.MODEL_METRICS.key)
         timings["persist_s"] = round(time.perf_counter() - t4, 2)
         timings["total_s"] = round(time.perf_counter() - t0, 2)
         counts.update(champion=champion, decision=decision,
@@ -205,18 +208,28 @@ def run_train(spark: SparkSession, cfg: AppConfig, run_id: str) -> dict[str, Any
                          f"{POPULARITY}_{t.metric}": round(metrics[POPULARITY][t.metric], 4)})
     result = {"run_id": run_id, "champion": champion, **gate, "params": params, "metrics": metrics,
               "cv": cv_table, "input_versions": versions, "timings": timings, "model_uri": model_uri,
-              "registry": registry, **lineage,
+              "registry": registry, "registry_entry": entry, **lineage,
               "counts": {k: counts[k] for k in ("rows", "users", "items", "train_rows", "test_rows",
                                                 "published_model_users", "holdout_model_users")}}
     from sparkpromo.tracking import log_train_run
 
     result["mlflow_run_id"] = log_train_run(cfg, result, model_uri, published)
     if decision == KEPT_INCUMBENT:
-        log.warning("registry/LATEST stays on run %s; run %s is in the registry, unpublished", incumbent_run, run_id)
+        log.warning("registry/LATEST stays on run %s; run %s is in the registry as %s, unpublished", incumbent_run,
+                    run_id, entry)
     else:
         # Published last: recommend only ever sees a model whose files and metrics are complete.
-        R.write_text(spark, join_uri(cfg.lakehouse, "registry", LATEST), run_id)
+        R.write_text(spark, join_uri(cfg.lakehouse, "registry", LATEST), entry)
     return result
+
+
+def _latest(spark: SparkSession, cfg: AppConfig) -> str | None:
+    """The entry in service; None when there is none or LATEST is malformed (then it names none of a run's entries,
+    which are valid ids)."""
+    try:
+        return R.latest_run_id(spark, cfg)
+    except R.RecommendError:
+        return None
 
 
 __all__ = [
