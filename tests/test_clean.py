@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import time
 from typing import Any
 
 import pytest
@@ -74,6 +75,24 @@ def test_future_timestamp_is_judged_against_the_rows_arrival_not_the_judging_run
     for now in (dt.datetime(2026, 11, 2), dt.datetime(2026, 11, 30)):
         got = clean.classify_events_frame(b, cfg, now, None, None).select(C.EVENT_ID, C.Q_RULE)
         assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+
+def test_a_row_without_its_arrival_is_judged_against_the_run_in_utc_whatever_the_drivers_zone(
+        spark: SparkSession, cfg: AppConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run's instant (the end of its run date, UTC) stands in for a missing arrival time; on a driver whose
+    local zone is nine hours ahead it must still be midnight UTC, not 15:00 UTC the day before."""
+    rows = [ev("within", ts="2026-11-02T00:30:00Z"), ev("beyond", ts="2026-11-02T01:30:00Z")]
+    b = bronze(spark, EVENT_COLS, rows, ingest_ts=[None] * len(rows))  # type: ignore[list-item]
+    expected = spark.createDataFrame([("within", None), ("beyond", clean.FUTURE_TIMESTAMP)],
+                                     "event_id string, rule string")
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        got = clean.classify_events_frame(b, cfg, NOW, None, None).select(C.EVENT_ID, C.Q_RULE)
+        assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
 
 EVENT_CASES = [
     (ev("a"), None),

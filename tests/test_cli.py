@@ -226,7 +226,7 @@ def test_result_lines_fit_100_columns_and_wrap_long_values_under_themselves() ->
 
 
 BAD_RUN_IDS = ["../x", "..", "a/../../b", "/etc/passwd", "/tmp/x", "a/b", "a\\b", "a\x00b", "a\nb", "r1\n", "",
-               ".hidden", "-rf", "x" * 65, "r..1", "C:\\x"]
+               ".hidden", "-rf", "x" * 65, "r..1", "C:\\x", "day.r2"]
 
 
 @pytest.mark.parametrize("run_id", BAD_RUN_IDS)

@@ -106,8 +106,11 @@ def classify_events(now: dt.datetime, future_tolerance_minutes: int, max_len: in
     allowed = (C.RATING_EVENT,) if kind == "ratings" else C.EVENT_TYPES
     ids = [C.EVENT_ID, C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.SESSION_ID]
 
+    # ``now`` is UTC; a naive datetime literal would be read in the driver's local time zone.
+    run_instant = F.lit(now if now.tzinfo else now.replace(tzinfo=dt.UTC))
+
     def step(df: DataFrame) -> DataFrame:
-        arrived = F.coalesce(F.col(C.INGEST_TS), F.lit(now)) if C.INGEST_TS in df.columns else F.lit(now)
+        arrived = F.coalesce(F.col(C.INGEST_TS), run_instant) if C.INGEST_TS in df.columns else run_instant
         qty_ok = F.col(_QTY).isNull() | ((F.col(_QTY) >= 1) & (F.col(_QTY) == F.floor(F.col(_QTY)))
                                          & (F.col(_QTY) <= 2_147_483_647))
         rating_bad = (F.col(_RATING).isNull() | F.isnan(F.col(_RATING))) if kind == "ratings" else F.lit(False)

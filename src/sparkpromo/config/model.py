@@ -26,6 +26,9 @@ RULE_OPERATORS = ("eq", "ne", "lt", "le", "gt", "ge", "in", "not_in", "between",
 CAMPAIGN_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # A run id names a registry folder and a report file: one path component, never `..`, no separator, no NUL.
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# registry/<run_id>.r2/, .r3/, ...: a run trained again while its model is in service (recommend/registry.py).
+RETRAINED_SEPARATOR = ".r"
+RETRAINED_SUFFIX_RE = re.compile(re.escape(RETRAINED_SEPARATOR) + "[0-9]+$")
 # Canonical columns a source may map; the value is whether the column is required for that source.
 MAPPABLE_EVENT_COLUMNS = (C.EVENT_ID, C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.EVENT_TS, C.PRICE, C.QUANTITY,
                           C.RATING, C.SESSION_ID)
@@ -62,6 +65,9 @@ def check_path_id(value: str, what: str) -> str:
     if not RUN_ID_RE.fullmatch(value) or ".." in value:  # fullmatch: `$` alone accepts a trailing newline
         raise ConfigError(f"{what}: {value!r} is not a valid id (1-64 letters, digits, '.', '_' or '-', starting "
                           "with a letter or digit, no '..')")
+    if RETRAINED_SUFFIX_RE.search(value):
+        raise ConfigError(f"{what}: {value!r} is not a valid id (a '.r<number>' ending names the registry entry of "
+                          "a run trained again)")
     return value
 
 
@@ -352,6 +358,7 @@ class AppConfig:
 __all__ = [
     "ENVIRONMENTS", "SOURCE_FORMATS", "SOURCE_KINDS", "METRICS", "SPLITS", "SEARCHES", "DEDUPE_MODES",
     "CONSENT_CHOICES", "DEFAULT_PATTERNS", "CAMPAIGN_TYPES", "RULE_OPERATORS", "CAMPAIGN_ID_RE", "RUN_ID_RE",
+    "RETRAINED_SEPARATOR", "RETRAINED_SUFFIX_RE",
     "MAPPABLE_EVENT_COLUMNS", "MAPPABLE_USER_COLUMNS", "MAPPABLE_ITEM_COLUMNS", "USER_RULE_FIELDS",
     "ITEM_RULE_FIELDS", "ConfigError", "redact_uri", "check_path_id", "SparkSettings", "FileSource",
     "SourcesConfig", "GenerateConfig", "CleanConfig", "PrivacyConfig", "CLEAN_PRIVACY_KEYS", "FeaturesConfig",

@@ -124,14 +124,14 @@ def popularity_top_k(train: DataFrame, k: int, users: DataFrame | None = None, s
     counts; ``seen_max`` must then bound its per-user counts."""
     if k <= 0:
         raise ValueError(f"k must be > 0, got {k}")
-    extra = min(max_seen(train) if seen_max is None else seen_max, max_extra)
+    excluded = train if exclude is None else exclude
+    extra = min(max_seen(excluded) if seen_max is None else seen_max, max_extra)
     top = (train.groupBy(C.ITEM_IDX).agg(F.countDistinct(C.USER_IDX).cast(DoubleType()).alias(C.SCORE))
            .orderBy(F.desc(C.SCORE), F.asc(C.ITEM_IDX)).limit(k + extra))
     # Positions through one sorted array (a few hundred rows), not a window without partitioning.
     ordered = F.array_sort(F.collect_list(F.struct((-F.col(C.SCORE)).alias("neg"), F.col(C.ITEM_IDX))))
     positioned = (top.agg(ordered.alias("_top")).select(F.posexplode("_top").alias("_pos", "_t"))
                   .select("_pos", F.col(f"_t.{C.ITEM_IDX}").alias(C.ITEM_IDX), (-F.col("_t.neg")).alias(C.SCORE)))
-    excluded = train if exclude is None else exclude
     who = _with_seen((users if users is not None else train).select(C.USER_IDX).distinct(), excluded)
     wanted = F.col("_pos") < F.lit(k) + F.least(F.col("_seen"), F.lit(extra))
     candidates = who.join(F.broadcast(positioned), wanted).select(C.USER_IDX, C.ITEM_IDX, C.SCORE)

@@ -36,7 +36,10 @@ from sparkpromo.parallel import run_all
 log = logging.getLogger(__name__)
 
 SILVER = (T.SILVER_EVENTS, T.SILVER_USERS, T.SILVER_ITEMS)
-BROADCAST_KEYS = 1_000_000  # keys to compute again up to which they are broadcast rather than joined by shuffle
+# Keys to compute again up to which they are broadcast rather than joined by shuffle. A pair of pseudonymised ids
+# (64 hex characters each) is ~300 bytes as a broadcast row, so this bounds a broadcast at ~60 MB of driver memory;
+# a day brings far fewer (1M events over 30 days: ~30,000 pairs).
+BROADCAST_KEYS = 200_000
 GOLD = (T.USER_FEATURES, T.ITEM_FEATURES, T.INTERACTIONS, T.ID_MAP)
 
 

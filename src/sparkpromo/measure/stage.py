@@ -150,6 +150,8 @@ def run_measure(spark: SparkSession, cfg: AppConfig, run_id: str, run_date: dt.d
     recs = (delta_io.read(spark, recs_uri).where(F.col(C.RUN_DATE) <= F.lit(run_date))
             .select(*RECOMMENDATION_COLUMNS))
     dates = sorted(r[0] for r in recs.select(C.RUN_DATE).distinct().collect())  # one row per past run date
+    # Due dates first: dropping rows commits to the outcomes table, which run_dates_due would take for a change.
+    todo, reason = run_dates_due(spark, cfg, run_date, dates, full_refresh) if dates else ([], "")
     gone = _drop_vanished(spark, cfg, run_date, dates)
     if gone:
         summary["run_dates_dropped"] = [d.isoformat() for d in gone]
@@ -157,7 +159,6 @@ def run_measure(spark: SparkSession, cfg: AppConfig, run_id: str, run_date: dt.d
         summary.update(runs_measured=0, warning=f"no recommendations on or before {run_date}: nothing to measure")
         log.warning("%s", summary["warning"])
         return summary
-    todo, reason = run_dates_due(spark, cfg, run_date, dates, full_refresh)
     if reason:
         log.info("measuring every run date (%s)", reason)
     else:

@@ -1,4 +1,5 @@
-"""The model registry as recommend reads it: ``<lakehouse>/registry/LATEST`` and that run's ``params.json``."""
+"""The model registry: ``<lakehouse>/registry/<entry>/`` per training (the run id, or ``<run_id>.r2``, ... for a
+run trained again while its model was in service), ``registry/LATEST`` naming the entry in service."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pyspark.errors import AnalysisException
 from pyspark.ml.recommendation import ALSModel
 from pyspark.sql import SparkSession
 
-from sparkpromo.config import AppConfig, join_uri
+from sparkpromo.config import RETRAINED_SEPARATOR, AppConfig, join_uri
 from sparkpromo.frame import local_rows
 from sparkpromo.recommend.common import (
     _RUN_ID_RE,
@@ -45,7 +46,7 @@ def read_small_text(spark: SparkSession, uri: str) -> str | None:
 
 
 def latest_run_id(spark: SparkSession, cfg: AppConfig) -> str | None:
-    """The run id in ``<lakehouse>/registry/LATEST`` (the model in service); None when nothing is registered.
+    """The registry entry in ``<lakehouse>/registry/LATEST`` (the model in service); None when nothing is registered.
     Raises :class:`RecommendError` on a malformed id."""
     registry = join_uri(cfg.lakehouse, "registry")
     latest = read_small_text(spark, join_uri(registry, "LATEST"))
@@ -58,7 +59,7 @@ def latest_run_id(spark: SparkSession, cfg: AppConfig) -> str | None:
 
 
 def load_champion(spark: SparkSession, cfg: AppConfig) -> tuple[str | None, ALSModel | None, str]:
-    """``(model_run_id, model, champion)`` from ``<lakehouse>/registry/LATEST`` and that run's ``params.json``.
+    """``(model_run_id, model, champion)`` from ``<lakehouse>/registry/LATEST`` and that entry's ``params.json``.
 
     No ``LATEST`` (nothing trained yet) gives ``(None, None, "popularity")``. The ALS model is loaded only when it is
     the champion. Files are read through Spark, so any Hadoop URI works.
@@ -84,8 +85,8 @@ def load_champion(spark: SparkSession, cfg: AppConfig) -> tuple[str | None, ALSM
 
 
 # A run trained again while its model is in service writes a new entry, ``<run_id>.r2``, ``.r3``, ...: the entry in
-# service is never rewritten, and LATEST moves only to a complete entry that passed the gate.
-_ATTEMPT = ".r"
+# service is never rewritten, and LATEST moves only to a complete entry that passed the gate. Run ids cannot end so
+# (config.check_path_id).
 
 
 def _owner(text: str) -> object:
@@ -98,12 +99,12 @@ def _owner(text: str) -> object:
 
 def run_entries(spark: SparkSession, cfg: AppConfig, run_id: str) -> tuple[list[str], str]:
     """``(entries, free)``: the registry entries of ``run_id`` that have a ``params.json`` (written last but
-    LATEST), oldest first (``run_id``, then ``run_id.r2``, ``run_id.r3``, ... whose params.json names ``run_id``: a
-    run may itself be called ``x.r2``), and the first attempt name that holds no entry at all."""
+    LATEST, so an entry with one is complete), oldest first (``run_id``, then ``run_id.r2``, ``run_id.r3``, ... whose
+    params.json names ``run_id``), and the first attempt name that holds no entry at all."""
     entries: list[str] = []
     n = 1
     while True:
-        entry = run_id if n == 1 else f"{run_id}{_ATTEMPT}{n}"
+        entry = run_id if n == 1 else f"{run_id}{RETRAINED_SEPARATOR}{n}"
         text = read_small_text(spark, join_uri(cfg.lakehouse, "registry", entry, "params.json"))
         if text is None:
             return entries, entry

@@ -23,12 +23,14 @@ Flow of :func:`run_train`:
    scores at least ``incumbent * (1 - train.incumbent_margin)`` on ``train.metric``. With no such pair (or that
    version unreadable) there is no fair evidence: published, ``published_no_fresh_holdout``;
 5. the chosen grid point is refitted on every interaction (train and holdout): that is the model persisted under
-   ``<lakehouse>/registry/<run_id>/`` with params.json, cv.json and metrics.json (the holdout metrics stay those of
-   the train-only fit); the metrics rows (the incumbent and the new champion on the gate holdout as ``incumbent``
-   and ``challenger``, its size as ``gate``) and the decision go to the Delta table
-   ``<lakehouse>/metrics/model`` (the run's rows replaced, so reruns are idempotent); log the run to MLflow (when
-   enabled); finally, when the decision is to publish, write the run id to ``<lakehouse>/registry/LATEST``, which
-   the recommend stage reads (a crash before that leaves LATEST on the previous complete run).
+   the run's registry entry ``<lakehouse>/registry/<run_id>/`` (``<run_id>.r2/``, ``.r3/``, ... when the run's
+   newest entry is the one in service, which is never rewritten; a rerun rewrites its unpublished newest entry)
+   with cv.json, metrics.json and, last, params.json (the holdout metrics stay those of the train-only fit); the
+   metrics rows (the incumbent and the new champion on the gate holdout as ``incumbent`` and ``challenger``, its
+   size as ``gate``) and the decision go to the Delta table ``<lakehouse>/metrics/model`` under the entry (its rows
+   replaced, so a rerun into the same entry is idempotent); log the run to MLflow (when enabled); finally, when the
+   decision is to publish, write the entry to ``<lakehouse>/registry/LATEST``, which the recommend stage reads (a
+   crash before that leaves LATEST on the previous complete entry).
 """
 
 from sparkpromo.train.gate import *  # noqa: F403

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 ALS = "als"
-LATEST = "LATEST"  # <lakehouse>/registry/LATEST: the run id of the latest complete training run
+LATEST = "LATEST"  # <lakehouse>/registry/LATEST: the registry entry of the model in service
 POPULARITY = "popularity"
 INCUMBENT = "incumbent"  # metrics/model contender: the model in service, scored on the gate holdout
 CHALLENGER = "challenger"  # metrics/model contender: the new champion (train-only fit) on the gate holdout

@@ -190,7 +190,6 @@ def run_train(spark: SparkSession, cfg: AppConfig, run_id: str) -> dict[str, Any
         params_doc = {"run_id": run_id, "registry_entry": entry, "champion": champion, "params": params,
                       "implicit_prefs": implicit, "k": t.k, "metric": t.metric, "seed": t.seed,
                       "input_versions": versions, **gate, **lineage}
-        R.write_text(spark, join_uri(registry, "params.json"), json.dumps(params_doc, indent=2, sort_keys=True))
         R.write_text(spark, join_uri(registry, "cv.json"), json.dumps(
             {"metric": t.metric, "k": t.k, "folds": t.folds if cv_table else 0, "folds_kind": folds_kind,
              "search": t.search, "grid": cv_table,
@@ -201,6 +200,8 @@ def run_train(spark: SparkSession, cfg: AppConfig, run_id: str) -> dict[str, Any
         if T.migrate_legacy_run_id(spark, T.MODEL_METRICS, cfg):
             log.info("metrics/model: renamed its run-id column %s to %s", C.LEGACY_RUN_ID, C.RUN_ID)
         delta_io.replace_partition(rows, T.MODEL_METRICS.uri(cfg), {C.RUN_ID: entry}, name=T.MODEL_METRICS.key)
+        # Last: an entry with a params.json is complete (recommend.run_entries).
+        R.write_text(spark, join_uri(registry, "params.json"), json.dumps(params_doc, indent=2, sort_keys=True))
         timings["persist_s"] = round(time.perf_counter() - t4, 2)
         timings["total_s"] = round(time.perf_counter() - t0, 2)
         counts.update(champion=champion, decision=decision,
