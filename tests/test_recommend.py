@@ -137,6 +137,29 @@ def test_budget_is_deterministic_and_prefers_primary_sources(spark: SparkSession
 AUDIENCE_DDL = "campaign_id string, user_id string, min_price double, max_price double, segment string"
 
 
+def test_budget_shortlist_puts_users_the_campaign_can_serve_first(spark: SparkSession) -> None:
+    """A one-item campaign: its buyers have the highest affinity (they liked it), but their lists would lack it, so
+    the shortlist takes the users who have not bought it first. A repeatable category's buyers stay servable."""
+    aud = spark.createDataFrame([(c, f"u{i}", None, None, "DE") for c in ("b", "r") for i in range(1, 4)],
+                                AUDIENCE_DDL)
+    aff = spark.createDataFrame([(c, "u1", 0.9) for c in ("b", "r")] + [(c, "u2", 0.5) for c in ("b", "r")],
+                                "campaign_id string, user_id string, affinity double")
+    eligible = spark.createDataFrame([("b", "sku", "books"), ("r", "milk", "grocery")],
+                                     "campaign_id string, item_id string, category string")
+    bought = spark.createDataFrame([("u1", "sku"), ("u1", "milk")], "user_id string, item_id string")
+
+    def by_affinity(df: DataFrame) -> DataFrame:
+        return df.join(aff, [C.CAMPAIGN_ID, C.USER_ID], "left")
+
+    can_serve = R.servable(eligible, bought, ["grocery"])
+    got = aud.transform(R.budget_shortlist({"b": 1, "r": 1}, 1, by_affinity, can_serve))
+    expected = spark.createDataFrame([("b", "u2", None, None, "DE"), ("r", "u1", None, None, "DE")], AUDIENCE_DDL)
+    assert_df_equality(got, expected, ignore_row_order=True)
+    # by affinity alone, the buyer of the only item would be shortlisted
+    alone = aud.transform(R.budget_shortlist({"b": 1}, 1, by_affinity)).where(F.col(C.CAMPAIGN_ID) == "b")
+    assert [r[C.USER_ID] for r in alone.collect()] == ["u1"]
+
+
 def test_budget_shortlist_keeps_the_users_of_highest_affinity(spark: SparkSession) -> None:
     aud = spark.createDataFrame([(c, f"u{i}", None, None, "DE") for c in ("b", "open") for i in range(1, 7)],
                                 AUDIENCE_DDL)

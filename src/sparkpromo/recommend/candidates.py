@@ -134,13 +134,38 @@ def campaign_affinity(model: ALSModel, id_map: DataFrame, eligible: DataFrame) -
     return apply
 
 
-def budget_shortlist(budgets: Mapping[str, int], factor: int, affinity: Transform | None = None) -> Transform:
-    """Audience rows -> for each campaign with a budget (> 0), only its ``budget * factor`` users of highest
-    ``affinity`` (a :func:`campaign_affinity` transform; nulls last, then ``xxhash64("shortlist", campaign_id,
-    user_id)`` and user id). Other campaigns' rows pass unchanged; ``factor`` 0 keeps every row.
+SERVABLE = "_servable"
+
+
+def servable(eligible: DataFrame, purchases: DataFrame, repeatable_categories: Sequence[str]) -> Transform:
+    """Audience rows -> plus ``_servable``: the campaign has an eligible item ``(campaign_id, item_id, category)``
+    the user has not bought ``(user_id, item_id)``, or one of a repeatable category (what
+    :func:`~sparkpromo.recommend.policy.exclude_purchased` leaves). Counts per (campaign, user), no item lists."""
+    def apply(audience: DataFrame) -> DataFrame:
+        repeatable = (F.coalesce(F.col(C.CATEGORY).isin(*repeatable_categories), F.lit(False))
+                      if repeatable_categories else F.lit(False))
+        items = eligible.select(C.CAMPAIGN_ID, C.ITEM_ID, repeatable.alias("_repeatable")).distinct()
+        n_items = items.groupBy(C.CAMPAIGN_ID).agg(F.count("*").alias("_items"))
+        bought = (purchases.select(C.USER_ID, C.ITEM_ID).distinct()
+                  .join(items.where(~F.col("_repeatable")).drop("_repeatable"), C.ITEM_ID)
+                  .groupBy(C.CAMPAIGN_ID, C.USER_ID).agg(F.count("*").alias("_bought")))
+        return (audience.join(F.broadcast(n_items), C.CAMPAIGN_ID, "left")
+                .join(bought, [C.CAMPAIGN_ID, C.USER_ID], "left")
+                .withColumn(SERVABLE, F.coalesce(F.col("_items"), F.lit(0)) > F.coalesce(F.col("_bought"), F.lit(0)))
+                .drop("_items", "_bought"))
+    return apply
+
+
+def budget_shortlist(budgets: Mapping[str, int], factor: int, affinity: Transform | None = None,
+                     can_serve: Transform | None = None) -> Transform:
+    """Audience rows -> for each campaign with a budget (> 0), only its ``budget * factor`` users: first those the
+    campaign can serve (``can_serve``, a :func:`servable` transform: an eligible item they have not bought), then
+    by highest ``affinity`` (a :func:`campaign_affinity` transform; nulls last), then ``xxhash64("shortlist",
+    campaign_id, user_id)`` and user id. Other campaigns' rows pass unchanged; ``factor`` 0 keeps every row.
 
     A budget serves few users, so its campaign need not score its whole audience: :func:`apply_budget` then picks
-    from the shortlist by the users' actual lists.
+    from the shortlist by the users' actual lists. Affinity alone would favour the buyers of the campaign's items,
+    whose lists then lack them.
     """
     def apply(audience: DataFrame) -> DataFrame:
         limits = {k: v * factor for k, v in budgets.items() if v > 0}
@@ -149,7 +174,8 @@ def budget_shortlist(budgets: Mapping[str, int], factor: int, affinity: Transfor
         budgeted = F.col(C.CAMPAIGN_ID).isin(*limits)
         rows = audience.where(budgeted)
         rows = rows.transform(affinity) if affinity is not None else rows.withColumn(C.AFFINITY, F.lit(None))
-        order = [F.desc_nulls_last(C.AFFINITY),
+        rows = rows.transform(can_serve) if can_serve is not None else rows.withColumn(SERVABLE, F.lit(True))
+        order = [F.desc(SERVABLE), F.desc_nulls_last(C.AFFINITY),
                  F.xxhash64(F.lit("shortlist"), F.col(C.CAMPAIGN_ID), F.col(C.USER_ID)), F.asc(C.USER_ID)]
         kept = (rows.transform(top_within([C.CAMPAIGN_ID], order, _by_campaign(limits), spread=F.col(C.USER_ID)))
                 .select(*audience.columns))
@@ -246,8 +272,12 @@ def candidate_pool(frames: CampaignFrames, active: Sequence[Campaign], run_date:
     bundle_ids = [c.id for c in active if c.type == "bundle"]
     not_bundle = ~F.col(C.CAMPAIGN_ID).isin(*bundle_ids) if bundle_ids else F.lit(True)
     affinity = None if model is None else campaign_affinity(model, id_map, frames.eligible)
-    audience = frames.audience.transform(budget_shortlist({c.id: c.budget for c in active}, r.budget_shortlist,
-                                                          affinity))
+    budgets = {c.id: c.budget for c in active}
+    purchases = events.where(F.col(C.EVENT_TYPE).isin(*C.CONSUMED_EVENT_TYPES))
+    budgeted = [k for k, v in budgets.items() if v > 0]
+    can_serve = servable(frames.eligible.where(F.col(C.CAMPAIGN_ID).isin(*budgeted)), purchases,
+                         r.repeatable_categories)
+    audience = frames.audience.transform(budget_shortlist(budgets, r.budget_shortlist, affinity, can_serve))
     fill_eligible = frames.eligible.where(not_bundle)
     fill_audience = audience.where(not_bundle)
     n = r.candidates
@@ -269,4 +299,4 @@ def candidate_pool(frames: CampaignFrames, active: Sequence[Campaign], run_date:
 
 __all__ = ["CampaignFrames", "als_candidates", "budget_shortlist", "campaign_affinity", "campaign_frames",
     "candidate_pool", "fill_candidates", "list_candidates", "popularity_lists", "recently_listed",
-    "segment_item_popularity", "segment_lists", "user_candidates"]
+    "segment_item_popularity", "segment_lists", "servable", "user_candidates"]
