@@ -20,9 +20,13 @@ from sparkpromo.forget import (
     ID_HASH,
     LOG_RETENTION,
     forget_user,
+    forget_users,
     forgotten_set,
     forgotten_uri,
+    ids_frame,
+    merge_keys,
     read_ids_file,
+    targets,
     tombstone,
 )
 from sparkpromo.ingest import CORRUPT, run_ingest
@@ -183,6 +187,62 @@ def test_forget_finds_unparsable_lines_and_either_form_of_the_id_and_spares_othe
     assert left("quarantine", "rows", C.Q_PAYLOAD) == [(parsed_other,)]
     assert left("silver", "events", "event_id") == [("e3",)]
     assert left("gold", "id_map", "original_id") == sorted([(tombstone(0),), (keep,)], key=repr)
+
+
+def test_a_batch_of_ids_is_found_by_one_equality_per_table(spark: SparkSession, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A MERGE whose condition is an OR or an IN has no join key, and Spark compares every row with every id (a
+    nested loop: 300 ids took 20x one id's time on quarantine). Every table's rows are found by one equality, the
+    unparsable lines of bronze and quarantine included, and a batch forgets each of its ids whatever form it takes."""
+    monkeypatch.setenv("SPARKPROMO_HMAC_KEY", KEY)
+    cfg = make_config(tmp_path, privacy={"pseudonymise": True})
+    other = "u78"
+    keep = pseudonym(KEEP, KEY.encode())
+    bronze_events = spark.createDataFrame(
+        [(GONE, None), (f" {other}", None), (KEEP, None), (None, f"e8,{other},p1,view,oops"),
+         (other, "e9,u78,p1,partly,parsed"), (KEEP, f"e7,{KEEP},p1,view,oops")],
+        f"user_id string, {CORRUPT} string")
+    delta_io.overwrite(bronze_events, cfg.table("bronze", "events"))
+    quarantine = spark.createDataFrame(
+        [("events", "unknown_item", f'{{"user_id":"{other}","product_id":"p1"}}', "f2", "r1"),
+         ("events", "unknown_item", f'{{"user_id":"{KEEP}","product_id":"{other}"}}', "f2", "r1"),
+         ("events", "malformed_record", f"e4,{GONE},p1,view,oops", "f2", "r1"),
+         ("users", "missing_field", f'{{"user_id":"{GONE}"}}', "f1", "r1"),
+         ("items", "malformed_record", f"p1,{GONE},x", "f3", "r1")], schemas.QUARANTINE)
+    delta_io.overwrite(quarantine, cfg.table("quarantine", "rows"))
+    events = spark.createDataFrame([("e1", GONE), ("e2", pseudonym(other, KEY.encode())), ("e3", keep)],
+                                   "event_id string, user_id string")
+    delta_io.overwrite(events, cfg.table("silver", "events"))
+    ids = ids_frame(spark, [GONE, other], KEY.encode())
+
+    checked = 0
+    for target in targets(cfg):
+        if not delta_io.is_delta(spark, target.uri):
+            continue
+        delta_io.read(spark, target.uri).createOrReplaceTempView("forget_t")
+        # The keys as plain rows: their own plan (the ids' hashes, the few unparsable lines) is not the join's.
+        spark.createDataFrame(merge_keys(spark, target, ids).collect(), "_key string"
+                              ).createOrReplaceTempView("forget_s")
+        plan = spark.sql(f"EXPLAIN SELECT * FROM forget_t t LEFT SEMI JOIN forget_s s ON {target.key} = s._key"
+                         ).first()[0]
+        assert "NestedLoop" not in plan and "Cartesian" not in plan, (target.uri, plan)
+        assert "HashJoin" in plan or "SortMergeJoin" in plan, (target.uri, plan)
+        checked += 1
+    for view in ("forget_t", "forget_s"):
+        spark.catalog.dropTempView(view)
+    assert checked == 3
+
+    forget_users(spark, cfg, [GONE, other])
+
+    def left(layer: str, name: str, *cols: str) -> list[tuple[object, ...]]:
+        return sorted((tuple(r) for r in delta_io.read(spark, cfg.table(layer, name)).select(*cols).collect()),
+                      key=repr)
+
+    assert left("bronze", "events", "user_id", CORRUPT) == sorted(
+        [(KEEP, None), (KEEP, f"e7,{KEEP},p1,view,oops")], key=repr)
+    assert left("quarantine", "rows", C.Q_PAYLOAD) == sorted(
+        [(f'{{"user_id":"{KEEP}","product_id":"{other}"}}',), (f"p1,{GONE},x",)], key=repr)
+    assert left("silver", "events", "event_id") == [("e3",)]
 
 
 def test_a_changed_key_stops_loads_instead_of_letting_forgotten_users_back(spark: SparkSession, tmp_path: Path,

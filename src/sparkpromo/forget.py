@@ -4,7 +4,8 @@ What holds an id, and how each is reached:
 
 - **Rows.** Per table, a MERGE against a frame of the ids (``WHEN MATCHED DELETE``): the ids are the data of the
   MERGE's source, so the commit records only the join condition, never an id (a DELETE's predicate, literal
-  included, is written into its commit in ``_delta_log`` and outlives every purge).
+  included, is written into its commit in ``_delta_log`` and outlives every purge). The condition is one equality
+  (:class:`Target`), so a batch of ids costs one hash join per table, not a comparison of every row with every id.
 - **Old files.** ``REORG TABLE … APPLY (PURGE)`` rewrites files that carry deletion vectors, then
   ``VACUUM … RETAIN 0 HOURS`` drops every file the latest version no longer references.
 - **Statistics.** Delta keeps per-file min/max of indexed columns in each commit and checkpoint. Every table the
@@ -36,6 +37,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
@@ -66,6 +68,8 @@ LOG_RETENTION = "delta.logRetentionDuration"
 ID_HASH, FORGOTTEN_AT = C.ID_HASH, C.FORGOTTEN_AT
 # Merge-source columns: the raw id, a regex matching it as a whole field (and ID_HASH, the keyed hash).
 _RAW, _TOKEN = "_raw", "_token"
+# The one column of a merge source: what a target row's key must equal (see :class:`Target`).
+_KEY = "_key"
 _SET = "_forgotten_set"
 FORGOTTEN_HIT = "_forgotten_hit"
 # What separates fields in an unparsable line (CSV, JSON): its tokens are checked against the forgotten hashes.
@@ -182,45 +186,82 @@ def without_forgotten(forgotten: tuple[DataFrame, bytes] | None, user_col: str |
     return step
 
 
-def stored_match(column: str) -> str:
-    """The merge condition for a table from silver on: the id raw or as its pseudonym, whatever the mode now (rows
-    written before ``privacy.pseudonymise`` was switched on or off hold the other form)."""
-    return f"{column} IN (s.{_RAW}, s.{ID_HASH})"
+@dataclass(frozen=True)
+class Target:
+    """A table that can hold a user, and how a forgotten id's rows are found in it by one equi-join (a MERGE whose
+    condition is an ``OR`` or an ``IN`` has no join key: Spark runs it as a nested loop, every row against every id).
+
+    A row matches when its ``key`` (SQL on the target row ``t``) equals one of the ids' keys: ``id_keys`` (SQL on an
+    id ``s``: its raw form ``s._raw``, its pseudonym ``s.id_hash``) and, for the unparsable lines that ``lines``
+    picks (SQL on ``t``; few rows), the key of each line that ``line_match`` (SQL on ``t`` and ``s``: the id as a
+    whole field of the text, or as its parsed user field) finds for some id."""
+    uri: str
+    column: str  # the column the table must have
+    key: str
+    id_keys: tuple[str, ...]
+    lines: str | None = None
+    line_match: str | None = None
 
 
-def targets(cfg: AppConfig) -> Iterator[tuple[str, str, str]]:
-    """(table URI, the column it must have, SQL merge condition between target ``t`` and the ids ``s``) for every
-    table that can hold a user. Silver and later hold the raw id or its pseudonym (:func:`stored_match`); bronze and
-    quarantine hold the source's raw id."""
+def stored_target(uri: str, column: str = C.USER_ID) -> Target:
+    """A table from silver on: it holds the id raw or as its pseudonym, whatever the mode now (rows written before
+    ``privacy.pseudonymise`` was switched on or off hold the other form)."""
+    return Target(uri, column, f"t.{delta_io.ident(column)}", (f"s.{_RAW}", f"s.{ID_HASH}"))
+
+
+def targets(cfg: AppConfig) -> Iterator[Target]:
+    """Every table that can hold a user. Silver and later hold the raw id or its pseudonym (:func:`stored_target`);
+    bronze and quarantine hold the source's raw id, and an unparsable line only as text."""
     # Here, not at the top: ingest and clean import this module.
     from sparkpromo.clean.rules import MALFORMED_RECORD
     from sparkpromo.ingest import CORRUPT
 
     src = cfg.sources
-    for name in ("events", "users"):
-        fs = getattr(src, name)
-        if fs is not None:
-            col = fs.columns.get(C.USER_ID, C.USER_ID)
-            # an unparsable line has no user column (a JSON line's fields are all null): its text is searched
-            yield (T.BRONZE[name].uri(cfg), col,
-                   f"(trim(t.{delta_io.ident(col)}) = s.{_RAW} OR (t.{CORRUPT} IS NOT NULL AND "
-                   f"t.{CORRUPT} RLIKE s.{_TOKEN}))")
-    conds = []
-    for name in ("events", "users"):
-        fs = getattr(src, name)
-        if fs is not None:
-            col = fs.columns.get(C.USER_ID, C.USER_ID)
-            payload = f"t.{C.Q_PAYLOAD}"
-            field = delta_io.sql_literal(_json_field(col))
-            # A parsed row by its user field; only an unparsable line by its text (a parsed row holding the id in
-            # another field, an item id or a price, is another user's).
-            conds.append(f"(t.{C.Q_SOURCE} = {delta_io.sql_literal(name)} AND (trim(get_json_object({payload}, "
-                         f"{field})) = s.{_RAW} OR (t.{C.Q_RULE} = {delta_io.sql_literal(MALFORMED_RECORD)} AND "
-                         f"{payload} RLIKE s.{_TOKEN})))")
-    if conds:
-        yield T.QUARANTINE.uri(cfg), C.Q_PAYLOAD, " OR ".join(conds)
+    named = [(name, getattr(src, name).columns.get(C.USER_ID, C.USER_ID)) for name in ("events", "users")
+             if getattr(src, name) is not None]
+    corrupt = f"t.{CORRUPT}"
+    for name, col in named:
+        user = f"trim(t.{delta_io.ident(col)})"
+        # an unparsable line has no user column (a JSON line's fields are all null): its text is searched
+        yield Target(T.BRONZE[name].uri(cfg), col,
+                     f"CASE WHEN {corrupt} IS NULL THEN concat('id:', {user}) ELSE concat('line:', {corrupt}) END",
+                     (f"concat('id:', s.{_RAW})",), f"{corrupt} IS NOT NULL",
+                     f"({user} = s.{_RAW} OR {corrupt} RLIKE s.{_TOKEN})")
+    if named:
+        payload, rule = f"t.{C.Q_PAYLOAD}", f"t.{C.Q_RULE}"
+        malformed = delta_io.sql_literal(MALFORMED_RECORD)
+
+        def field(col: str) -> str:
+            return f"trim(get_json_object({payload}, {delta_io.sql_literal(_json_field(col))}))"
+        # A parsed row by its user field; only an unparsable line by its text (a parsed row holding the id in another
+        # field, an item id or a price, is another user's).
+        by_field = " ".join(f"WHEN t.{C.Q_SOURCE} = {delta_io.sql_literal(name)} THEN "
+                            f"concat({delta_io.sql_literal(f'id:{name}:')}, {field(col)})" for name, col in named)
+        sources = ", ".join(delta_io.sql_literal(name) for name, _ in named)
+        yield Target(T.QUARANTINE.uri(cfg), C.Q_PAYLOAD,
+                     f"CASE WHEN {rule} = {malformed} THEN concat('line:', t.{C.Q_SOURCE}, ':', {payload}) "
+                     f"{by_field} END",
+                     tuple(f"concat({delta_io.sql_literal(f'id:{name}:')}, s.{_RAW})" for name, _ in named),
+                     f"{rule} = {malformed} AND t.{C.Q_SOURCE} IN ({sources})",
+                     " OR ".join(f"(t.{C.Q_SOURCE} = {delta_io.sql_literal(name)} AND ({field(col)} = s.{_RAW} OR "
+                                 f"{payload} RLIKE s.{_TOKEN}))" for name, col in named))
     for uri in (*(t.uri(cfg) for t in USER_TABLES), join_uri(cfg.lakehouse, LEGACY_RECOMMENDATIONS)):
-        yield uri, C.USER_ID, stored_match(f"t.{C.USER_ID}")
+        yield stored_target(uri)
+
+
+def merge_keys(spark: SparkSession, target: Target, ids: DataFrame) -> DataFrame:
+    """The keys (one column, ``_key``) whose rows of ``target`` hold one of ``ids``: each id's keys, and the key of
+    each unparsable line that holds one (found by ``target.line_match`` over those lines only)."""
+    keyed = ids.alias("s")
+    keys = [keyed.select(F.expr(k).alias(_KEY)) for k in target.id_keys]
+    if target.lines is not None and target.line_match is not None:
+        lines = delta_io.read(spark, target.uri).alias("t").where(target.lines)
+        keys.append(lines.join(F.broadcast(keyed), F.expr(target.line_match), "left_semi")
+                    .select(F.expr(target.key).alias(_KEY)))
+    out = keys[0]
+    for df in keys[1:]:
+        out = out.unionByName(df)
+    return out.where(F.col(_KEY).isNotNull()).distinct()
 
 
 def _other_user_tables(cfg: AppConfig, known: set[str]) -> list[str]:
@@ -246,28 +287,33 @@ def forget_users(spark: SparkSession, cfg: AppConfig, user_ids: Sequence[str]) -
         touched: list[str] = []
         id_map = T.ID_MAP.uri(cfg)
         if delta_io.is_delta(spark, id_map):
-            interactions = T.INTERACTIONS.uri(cfg)
-            if delta_io.is_delta(spark, interactions):
-                # Interactions are keyed by the integer index: take it from the id map before its rows go.
-                idx = (delta_io.read(spark, id_map).where(F.col(C.ID_KIND) == "user")
-                       .join(ids, F.col(C.ORIGINAL_ID).isin(F.col(_RAW), F.col(ID_HASH)), "left_semi")
-                       .select(F.col(C.IDX)))
-                deleted[interactions] = _merge_delete(spark, interactions, idx, f"t.{C.USER_IDX} = s.{C.IDX}")
-                touched.append(interactions)
-                log.info("forget: %s: %d row(s) deleted", _short(cfg, interactions), deleted[interactions])
-            # The row stays, its id replaced by a tombstone: features numbers new ids after the highest index, and
-            # the index of a deleted row would go to the next new user, whom the model in service would then
-            # score with the forgotten user's factors.
-            deleted[id_map] = _merge_tombstone(spark, id_map, ids,
-                                               f"t.{C.ID_KIND} = 'user' AND {stored_match(f't.{C.ORIGINAL_ID}')}")
+            forms = merge_keys(spark, stored_target(id_map, C.ORIGINAL_ID), ids).cache()
+            try:
+                interactions = T.INTERACTIONS.uri(cfg)
+                if delta_io.is_delta(spark, interactions):
+                    # Interactions are keyed by the integer index: take it from the id map before its rows go.
+                    idx = (delta_io.read(spark, id_map).where(F.col(C.ID_KIND) == "user")
+                           .join(forms, F.col(C.ORIGINAL_ID) == F.col(_KEY), "left_semi")
+                           .select(F.col(C.IDX)))
+                    deleted[interactions] = _merge_delete(spark, interactions, idx, f"t.{C.USER_IDX} = s.{C.IDX}")
+                    touched.append(interactions)
+                    log.info("forget: %s: %d row(s) deleted", _short(cfg, interactions), deleted[interactions])
+                # The row stays, its id replaced by a tombstone: features numbers new ids after the highest index, and
+                # the index of a deleted row would go to the next new user, whom the model in service would then
+                # score with the forgotten user's factors.
+                deleted[id_map] = _merge_tombstone(spark, id_map, forms,
+                                                   f"t.{C.ID_KIND} = 'user' AND t.{C.ORIGINAL_ID} = s.{_KEY}")
+            finally:
+                forms.unpersist()
             touched.append(id_map)
             log.info("forget: %s: %d id(s) replaced by a tombstone", _short(cfg, id_map), deleted[id_map])
         listed = list(targets(cfg))
-        extra = [(uri, C.USER_ID, stored_match(f"t.{C.USER_ID}"))
-                 for uri in _other_user_tables(cfg, {u for u, _, _ in listed} | set(touched) | {forgotten_uri(cfg)})]
-        for uri, column, cond in [*listed, *extra]:
-            if delta_io.is_delta(spark, uri) and column in delta_io.read(spark, uri).columns:
-                deleted[uri] = _merge_delete(spark, uri, ids, cond)
+        extra = [stored_target(uri) for uri in
+                 _other_user_tables(cfg, {t.uri for t in listed} | set(touched) | {forgotten_uri(cfg)})]
+        for target in [*listed, *extra]:
+            uri = target.uri
+            if delta_io.is_delta(spark, uri) and target.column in delta_io.read(spark, uri).columns:
+                deleted[uri] = _merge_delete(spark, uri, merge_keys(spark, target, ids), f"{target.key} = s.{_KEY}")
                 touched.append(uri)
                 log.info("forget: %s: %d row(s) deleted", _short(cfg, uri), deleted[uri])
         purge(spark, touched, log_retention(cfg), lambda uri: log.info("forget: %s: purged", _short(cfg, uri)))
