@@ -55,11 +55,14 @@ SPARK_NOTES = ("Broadcasting large task binary with size 3.2 MiB",
                "Block rdd_4990_0 already exists on this machine; not re-adding it",
                # Each MERGE's materialized source and each checkpointed frame of an incremental clean, when dropped
                "RDD 366 was locally checkpointed, its lineage has been truncated and cannot be recomputed after "
-               "unpersisting")
+               "unpersisting",
+               # Delta's change-feed reads (features and measure on a daily run), three per read
+               "Converting duplicated key startingVersion into CaseInsensitiveStringMap.")
 KEPT = ("Block broadcast_1 could not be removed as it was not found on disk or in memory",
         "Lost task 0.0 in stage 3.0 (TID 7): java.io.IOException: No space left on device",
         "Failed to load implementation from:com.example.OtherLibrary",
-        "RDD 366 was locally checkpointed; checkpoint data lost")
+        "RDD 366 was locally checkpointed; checkpoint data lost",
+        "Converting duplicated key startingVersion failed")
 
 
 def test_the_console_filter_drops_spark_notes_and_nothing_else() -> None:
