@@ -151,3 +151,27 @@ def test_daily_benchmark_times_one_new_day_against_a_full_rebuild(spark: SparkSe
     assert result["2d.tiny.clean.mode"] == result["2d.tiny.features.mode"] == "incremental"
     assert result["2d.tiny.clean.events.silver_rows"] > result["2d.full.clean.events.silver_rows"]
     assert result["2d.tiny_ratio"] == pytest.approx(result["2d.tiny_day_s"] / result["2d.full_rebuild_s"], abs=0.01)
+
+
+def test_day_ab_sets_variant_bs_constants_only_inside_its_runs() -> None:
+    """benchmarks/day_ab.py's variant B: module constants set for B's runs and restored after, even when a run
+    fails; a constant the module lacks is refused by name; no variant B at all is an argument error (exit 2)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import day_ab
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    from sparkpromo import frame
+
+    before = frame.BROADCAST_KEYS
+    with day_ab.constants(["sparkpromo.frame.BROADCAST_KEYS=-1"]):
+        assert frame.BROADCAST_KEYS == -1
+    assert frame.BROADCAST_KEYS == before
+    with pytest.raises(RuntimeError), day_ab.constants(["sparkpromo.frame.BROADCAST_KEYS=5"]):
+        raise RuntimeError("a failed run")
+    assert frame.BROADCAST_KEYS == before
+    with pytest.raises(SystemExit, match="has no NO_SUCH"), day_ab.constants(["sparkpromo.frame.NO_SUCH=1"]):
+        pass
+    with pytest.raises(SystemExit) as exit_info:
+        day_ab.main(["--events", "10"])
+    assert exit_info.value.code == 2

@@ -1,6 +1,6 @@
 """positions_within, ntile_within and top_within: the numbering of a window's row_number and ntile, and its top N per
 group, without moving a group (or the frame) into one task; local_rows: a few driver-side rows without a Python
-worker."""
+worker; broadcast_if_small: key sets broadcast up to a bound."""
 
 from __future__ import annotations
 
@@ -18,7 +18,15 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from sparkpromo import schemas
-from sparkpromo.frame import POSITION, local_rows, ntile_within, positions_within, top_within
+from sparkpromo.frame import (
+    BROADCAST_KEYS,
+    POSITION,
+    broadcast_if_small,
+    local_rows,
+    ntile_within,
+    positions_within,
+    top_within,
+)
 
 
 def _physical_plan(df: DataFrame) -> str:
@@ -141,3 +149,20 @@ def test_local_rows_refuse_a_null_in_a_required_field(spark: SparkSession) -> No
         local_rows(spark, [("r", None, "silver", 5)], schemas.DQ_STATS)
     with pytest.raises(ValueError):  # a row with a field too few
         local_rows(spark, [("r", "events", "silver")], schemas.DQ_STATS)
+
+
+@pytest.mark.parametrize(("rows", "join"), [(3, "BroadcastHashJoin"), (BROADCAST_KEYS + 1, "SortMergeJoin")])
+def test_key_sets_are_broadcast_up_to_the_bound(spark: SparkSession, rows: int, join: str) -> None:
+    big = spark.range(40).select(F.col("id").alias("k"), (F.col("id") * 2).alias("v"))
+    keys = spark.range(3).select(F.col("id").alias("k"))
+    before = spark.conf.get("spark.sql.autoBroadcastJoinThreshold")
+    # Spark would broadcast these frames by their size anyway: only the hint may do it here.
+    spark.conf.set("spark.sql.autoBroadcastJoinThreshold", "-1")
+    try:
+        joined = big.join(broadcast_if_small(keys, rows), "k", "left_semi")
+        plan = _physical_plan(joined)
+        assert_df_equality(joined, big.where(F.col("k") < 3), ignore_row_order=True, ignore_nullable=True)
+    finally:
+        spark.conf.set("spark.sql.autoBroadcastJoinThreshold", before)
+    other, = {"BroadcastHashJoin", "SortMergeJoin"} - {join}
+    assert join in plan and other not in plan, plan

@@ -16,6 +16,18 @@ Transform = Callable[[DataFrame], DataFrame]
 
 POSITION = "_pos"
 
+# Key sets up to this many rows are broadcast rather than joined by shuffle, so the large side they pick rows from is
+# never shuffled to meet them. A pair of pseudonymised ids (64 hex characters each) is ~300 bytes as a broadcast row,
+# so this bounds a broadcast at ~60 MB of driver memory; a day brings far fewer (1M events over 30 days: ~30,000
+# pairs, ~36,000 event ids).
+BROADCAST_KEYS = 200_000
+
+
+def broadcast_if_small(df: DataFrame, rows: int) -> DataFrame:
+    """``df`` hinted for a broadcast join when its ``rows`` (counted by the caller) are at most
+    :data:`BROADCAST_KEYS`."""
+    return F.broadcast(df) if rows <= BROADCAST_KEYS else df
+
 
 def local_now() -> dt.datetime:
     """Now, for a ``timestamp`` column: naive local time, which is how PySpark reads a naive datetime (a naive UTC

@@ -48,7 +48,7 @@ from sparkpromo.clean.rules import (
 )
 from sparkpromo.clean.state import SOURCES, CleanState
 from sparkpromo.config import AppConfig
-from sparkpromo.frame import Transform, local_rows
+from sparkpromo.frame import Transform, broadcast_if_small, local_rows
 from sparkpromo.ingest import CORRUPT
 from sparkpromo.parallel import checkpoint_all, run_all
 
@@ -270,6 +270,9 @@ def incremental_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.
         index, = keep(keyed.select(*[F.col(c).alias(c) for c in needed]))
         new_ids, = keep(index.where(F.col(NEW) & F.col(C.EVENT_ID).isNotNull())
                         .select(F.col(C.EVENT_ID).alias(C.EVENT_ID)).distinct())
+        # The slice's key sets are a day's worth (counted: a few jobs over checkpointed rows), so they are broadcast
+        # to the passes over bronze and silver, which then are not shuffled to meet them.
+        new_ids = broadcast_if_small(new_ids, new_ids.count())
         index = index.transform(in_slice(new_ids, C.EVENT_ID, _NID))
         affected = index.select(C.USER_ID).limit(0)
         if "users" in changed:
@@ -282,6 +285,7 @@ def incremental_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.
                                             .transform(bot_candidates(bot_limit, cfg.sources.events)))
         users, = keep(affected.where(F.col(C.USER_ID).isNotNull()).select(F.col(C.USER_ID).alias(C.USER_ID))
                       .distinct())
+        users = broadcast_if_small(users, users.count())
         # Every copy of a slice event's id, whoever's it is: which copy is kept is decided among all of them.
         # What silver holds for the slice is read in the same round.
         ids, silver_base = keep(index.transform(in_slice(users, C.USER_ID, _AU)).where(F.col(_AU) | F.col(NEW))
@@ -291,6 +295,7 @@ def incremental_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.
                                 .transform(in_slice(users, C.USER_ID, _AU))
                                 .transform(in_slice(new_ids, C.EVENT_ID, _NID))
                                 .where(F.col(_AU) | F.col(_NID)).drop(_AU, _NID))
+        ids = broadcast_if_small(ids, ids.count())
         marked, = keep(keyed.transform(in_slice(new_ids, C.EVENT_ID, _NID))
                        .transform(in_slice(users, C.USER_ID, _AU)).transform(in_slice(ids, C.EVENT_ID, _IN))
                        .where(F.col(_AU) | F.col(NEW) | F.col(_IN))

@@ -30,16 +30,12 @@ from sparkpromo.features.incremental import (
 )
 from sparkpromo.features.items import item_features
 from sparkpromo.features.users import CART_LOOKBACK_DAYS, user_features
-from sparkpromo.frame import local_rows
+from sparkpromo.frame import broadcast_if_small, local_rows
 from sparkpromo.parallel import run_all
 
 log = logging.getLogger(__name__)
 
 SILVER = (T.SILVER_EVENTS, T.SILVER_USERS, T.SILVER_ITEMS)
-# Keys to compute again up to which they are broadcast rather than joined by shuffle. A pair of pseudonymised ids
-# (64 hex characters each) is ~300 bytes as a broadcast row, so this bounds a broadcast at ~60 MB of driver memory;
-# a day brings far fewer (1M events over 30 days: ~30,000 pairs).
-BROADCAST_KEYS = 200_000
 GOLD = (T.USER_FEATURES, T.ITEM_FEATURES, T.INTERACTIONS, T.ID_MAP)
 
 
@@ -175,7 +171,7 @@ def run_features(spark: SparkSession, cfg: AppConfig, run_id: str, as_of: dt.dat
             counts.update(zip(("recomputed_pairs", "recomputed_users", "recomputed_items"),
                               run_all(spark, [pairs.count, user_keys.count, item_keys.count]), strict=True))
             # A day's keys are few: every task gets them all, so the window's events are never shuffled to meet them.
-            pairs, user_keys, item_keys = (F.broadcast(df) if counts[k] <= BROADCAST_KEYS else df for df, k in (
+            pairs, user_keys, item_keys = (broadcast_if_small(df, counts[k]) for df, k in (
                 (pairs, "recomputed_pairs"), (user_keys, "recomputed_users"), (item_keys, "recomputed_items")))
             raw = keep(events.join(pairs, list(PAIR), "left_semi").transform(to_interactions))
             user_ids = raw.select(C.USER_ID)
