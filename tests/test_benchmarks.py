@@ -155,7 +155,8 @@ def test_daily_benchmark_times_one_new_day_against_a_full_rebuild(spark: SparkSe
 
 def test_day_ab_sets_variant_bs_constants_only_inside_its_runs() -> None:
     """benchmarks/day_ab.py's variant B: module constants set for B's runs and restored after, even when a run
-    fails; a constant the module lacks is refused by name; no variant B at all is an argument error (exit 2)."""
+    fails; a constant the module lacks, or one named without its module, is refused; no variant B, a Spark setting
+    for B alone (the one session is built once) and no round are argument errors (exit 2), before any work."""
     sys.path.insert(0, str(BENCHMARKS))
     try:
         import day_ab
@@ -172,6 +173,10 @@ def test_day_ab_sets_variant_bs_constants_only_inside_its_runs() -> None:
     assert frame.BROADCAST_KEYS == before
     with pytest.raises(SystemExit, match="has no NO_SUCH"), day_ab.constants(["sparkpromo.frame.NO_SUCH=1"]):
         pass
-    with pytest.raises(SystemExit) as exit_info:
-        day_ab.main(["--events", "10"])
-    assert exit_info.value.code == 2
+    with pytest.raises(SystemExit, match="package.module.NAME"), day_ab.constants(["BROADCAST_KEYS=1"]):
+        pass
+    for argv in (["--events", "10"], ["--b-set", "spark.shuffle_partitions=4"],
+                 ["--rounds", "0", "--b-constant", "sparkpromo.frame.BROADCAST_KEYS=-1"]):
+        with pytest.raises(SystemExit) as exit_info:
+            day_ab.main(argv)
+        assert exit_info.value.code == 2, argv

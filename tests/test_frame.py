@@ -18,6 +18,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from sparkpromo import schemas
+from sparkpromo.clean.incremental import in_slice
 from sparkpromo.frame import (
     BROADCAST_KEYS,
     POSITION,
@@ -151,17 +152,26 @@ def test_local_rows_refuse_a_null_in_a_required_field(spark: SparkSession) -> No
         local_rows(spark, [("r", "events", "silver")], schemas.DQ_STATS)
 
 
-@pytest.mark.parametrize(("rows", "join"), [(3, "BroadcastHashJoin"), (BROADCAST_KEYS + 1, "SortMergeJoin")])
-def test_key_sets_are_broadcast_up_to_the_bound(spark: SparkSession, rows: int, join: str) -> None:
+@pytest.mark.parametrize(("rows", "join"), [(3, "BroadcastHashJoin"), (BROADCAST_KEYS, "BroadcastHashJoin"),
+                                            (BROADCAST_KEYS + 1, "SortMergeJoin")])
+@pytest.mark.parametrize("through", ["semi-join", "in_slice"])
+def test_key_sets_are_broadcast_up_to_the_bound(spark: SparkSession, rows: int, join: str, through: str) -> None:
+    """Directly, and through the incremental clean's ``in_slice`` (a projection and a left join), which is how the
+    clean's slice keys reach all of bronze."""
     big = spark.range(40).select(F.col("id").alias("k"), (F.col("id") * 2).alias("v"))
     keys = spark.range(3).select(F.col("id").alias("k"))
     before = spark.conf.get("spark.sql.autoBroadcastJoinThreshold")
     # Spark would broadcast these frames by their size anyway: only the hint may do it here.
     spark.conf.set("spark.sql.autoBroadcastJoinThreshold", "-1")
     try:
-        joined = big.join(broadcast_if_small(keys, rows), "k", "left_semi")
+        hinted = broadcast_if_small(keys, rows)
+        if through == "semi-join":
+            joined, expected = big.join(hinted, "k", "left_semi"), big.where(F.col("k") < 3)
+        else:
+            joined = big.transform(in_slice(hinted, "k", "_in"))
+            expected = big.withColumn("_in", F.col("k") < 3)
         plan = _physical_plan(joined)
-        assert_df_equality(joined, big.where(F.col("k") < 3), ignore_row_order=True, ignore_nullable=True)
+        assert_df_equality(joined, expected, ignore_row_order=True, ignore_nullable=True)
     finally:
         spark.conf.set("spark.sql.autoBroadcastJoinThreshold", before)
     other, = {"BroadcastHashJoin", "SortMergeJoin"} - {join}

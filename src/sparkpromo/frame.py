@@ -19,7 +19,7 @@ POSITION = "_pos"
 # Key sets up to this many rows are broadcast rather than joined by shuffle, so the large side they pick rows from is
 # never shuffled to meet them. A pair of pseudonymised ids (64 hex characters each) is ~300 bytes as a broadcast row,
 # so this bounds a broadcast at ~60 MB of driver memory; a day brings far fewer (1M events over 30 days: ~30,000
-# pairs, ~36,000 event ids).
+# pairs, ~40,000 event ids).
 BROADCAST_KEYS = 200_000
 
 
