@@ -4,6 +4,7 @@ full refresh of the same bronze gives, and a clean with nothing new writes nothi
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -83,13 +84,15 @@ def bronze(spark: SparkSession, source: str, rows: list[tuple[Any, ...]], batch:
     return spark.createDataFrame(data, schema)
 
 
-def append_batch(spark: SparkSession, cfg: AppConfig, n: int) -> int:
-    """Append batch ``n`` to bronze (the first batch creates every table); the number of rows appended."""
+def append_batch(spark: SparkSession, cfg: AppConfig, n: int, feed: bool = True) -> int:
+    """Append batch ``n`` to bronze (the first batch creates every table, with the properties ingest gives them, or
+    without a change data feed, as an earlier version created them); the number of rows appended."""
     rows = 0
     for source in SOURCE_COLS:
         part = BATCHES[n].get(source, [])
         if part or n == 0:
-            delta_io.append(bronze(spark, source, part, n), cfg.table("bronze", source))
+            delta_io.append(bronze(spark, source, part, n), cfg.table("bronze", source),
+                            properties=dict(T.BRONZE[source].properties) if feed else None)
             rows += len(part)
     return rows
 
@@ -114,10 +117,14 @@ def assert_equals_a_full_refresh(spark: SparkSession, cfg: AppConfig, now: dt.da
                            ignore_column_order=True)
 
 
-def test_ten_incremental_batches_equal_a_full_refresh_of_the_same_bronze(spark: SparkSession,
-                                                                          tmp_path: Path) -> None:
+FROM_FEED = "from the change data feed"
+
+
+def test_ten_incremental_batches_equal_a_full_refresh_of_the_same_bronze(spark: SparkSession, tmp_path: Path,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
     cfg = config(tmp_path)
     results = []
+    caplog.set_level(logging.INFO, logger="sparkpromo.clean.incremental")
     for n in range(len(BATCHES)):
         appended = append_batch(spark, cfg, n)
         r = clean.run_clean(spark, cfg, f"r{n}", NOW)
@@ -134,6 +141,10 @@ def test_ten_incremental_batches_equal_a_full_refresh_of_the_same_bronze(spark: 
     # u3 arrives in batch 3: e3, quarantined as unknown_user in batch 0, moves to silver.
     assert results[3]["events.rejudged_to_silver"] == 1
     assert results[5]["users.run_updated"] == 1
+    # Every source's new rows came from its change data feed (bronze was created as ingest creates it).
+    fed = {r.getMessage().split(":")[0] for r in caplog.records if FROM_FEED in r.getMessage()}
+    assert fed == {f"bronze.{s}" for s in clean.SOURCES}
+    assert "by comparing it with version" not in caplog.text
 
     incremental = clean.last_state(spark, cfg)
     assert incremental is not None
@@ -256,3 +267,18 @@ def test_a_clean_rebuilds_when_quarantine_rows_could_not_be_told_apart(spark: Sp
     quarantined = delta_io.read(spark, cfg.table("quarantine", "rows")).where(f"{C.Q_RULE} = 'unknown_user'")
     assert [row[C.Q_PAYLOAD] for row in quarantined.collect()] == [
         '{"product_id":"p1","event_type":"view","event_time":"2026-11-01T10:00:00Z","session_id":"s1"}']
+
+
+def test_a_bronze_without_a_change_feed_is_cleaned_by_comparing_its_versions(spark: SparkSession, tmp_path: Path,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """Bronze tables created before ingest declared their change data feed: the rows appended since the last clean
+    are found by comparing the two versions, with the same result as a full refresh (the bot's day spans the
+    batches)."""
+    cfg = config(tmp_path)
+    caplog.set_level(logging.INFO, logger="sparkpromo.clean.incremental")
+    for n in range(3):
+        append_batch(spark, cfg, n, feed=False)
+        assert clean.run_clean(spark, cfg, f"r{n}", NOW)["mode"] == ("full" if n == 0 else "incremental")
+    assert "bronze.events: the rows appended after version 1 by comparing it with version 2" in caplog.text
+    assert FROM_FEED not in caplog.text
+    assert_equals_a_full_refresh(spark, cfg, NOW)

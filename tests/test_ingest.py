@@ -56,6 +56,8 @@ def test_csv_to_bronze_with_metadata_and_idempotent(spark: SparkSession, cfg: Ap
     assert "_file_size" not in bronze.columns  # the stream's checkpoint, not bronze, knows which files were read
     # The file stream's checkpoint lives under the lakehouse, not in the working directory.
     assert (Path(cfg.lakehouse) / "_checkpoints" / "ingest" / "events" / "commits" / "0").is_file()
+    # Created with its change data feed: the next clean reads the rows appended since its last run from it.
+    assert delta_io.table_properties(spark, uri).get(delta_io.CHANGE_FEED) == "true"
 
     # The same files again: nothing added, no new commit.
     assert ingest_source(spark, cfg, "events", "r2") == counts(0, 0, 0)

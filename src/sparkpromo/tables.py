@@ -43,9 +43,12 @@ class Table:
         return cfg.table(self.layer, self.name)
 
 
-BRONZE_EVENTS = Table("bronze", "events", None)
-BRONZE_USERS = Table("bronze", "users", None)
-BRONZE_ITEMS = Table("bronze", "items", None)
+# The change data feed hands an incremental clean the rows appended since its last run without reading bronze as it
+# was then (clean/incremental.py). Ingest sets it when it creates a bronze table; one created before keeps its own.
+BRONZE_PROPERTIES = {"delta.enableChangeDataFeed": "true"}
+BRONZE_EVENTS = Table("bronze", "events", None, properties=BRONZE_PROPERTIES)
+BRONZE_USERS = Table("bronze", "users", None, properties=BRONZE_PROPERTIES)
+BRONZE_ITEMS = Table("bronze", "items", None, properties=BRONZE_PROPERTIES)
 BRONZE = {"events": BRONZE_EVENTS, "users": BRONZE_USERS, "items": BRONZE_ITEMS}
 
 SILVER_EVENTS = Table(

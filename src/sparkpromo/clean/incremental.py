@@ -46,7 +46,7 @@ from sparkpromo.clean.rules import (
     personal_columns,
     quarantine_rows,
 )
-from sparkpromo.clean.state import SOURCES, CleanState
+from sparkpromo.clean.state import SOURCES, CleanState, appends_in_feed
 from sparkpromo.config import AppConfig
 from sparkpromo.frame import Transform, broadcast_if_small, local_rows
 from sparkpromo.ingest import CORRUPT
@@ -55,8 +55,8 @@ from sparkpromo.parallel import checkpoint_all, run_all
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "Q_KEY", "OP", "SourceChanges", "tag_new", "in_slice", "silver_diff", "incremental_clean", "incremental_totals",
-    "check_total_shares", "merge_silver", "merge_quarantine"
+    "Q_KEY", "OP", "SourceChanges", "tag_new", "in_slice", "silver_diff", "appended_pairs", "incremental_clean",
+    "incremental_totals", "check_total_shares", "merge_silver", "merge_quarantine"
 ]
 
 
@@ -102,6 +102,19 @@ def silver_diff(now_rows: DataFrame, base_rows: DataFrame, key: str) -> tuple[Da
     return now_rows.exceptAll(base), base.select(key).subtract(now_rows.select(key))
 
 
+def appended_pairs(spark: SparkSession, uri: str, start: int, end: int, feed: bool) -> DataFrame:
+    """The distinct (``_source_file``, ``_ingest_ts``) of the rows appended to the bronze table ``uri`` after version
+    ``start`` up to ``end``, every commit between them an append. With ``feed`` (:func:`appends_in_feed`) they
+    come from the change data feed, which reads the appended files alone; else from the pairs of version ``end``
+    less those of version ``start``: every row of both, and ``start``'s snapshot rebuilt from the log."""
+    def pairs(df: DataFrame) -> DataFrame:
+        return df.select(C.SOURCE_FILE, C.INGEST_TS).distinct()
+
+    if feed:
+        return pairs(delta_io.changes(spark, uri, start, end).where(F.col("_change_type") == "insert"))
+    return pairs(delta_io.read(spark, uri, version=end)).subtract(pairs(delta_io.read(spark, uri, version=start)))
+
+
 def incremental_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.datetime, state: CleanState,
                       versions: Mapping[str, int | None]) -> dict[str, Any]:
     """Clean the bronze rows added since ``state`` and merge the outcome into silver and quarantine.
@@ -144,11 +157,13 @@ def incremental_clean(spark: SparkSession, cfg: AppConfig, run_id: str, now: dt.
         nothing was ever forgotten)."""
         uri, end, start = T.BRONZE[source].uri(cfg), versions[source], state.bronze.get(source)
         rows = delta_io.read(spark, uri, version=end)
-        pairs = rows.select(C.SOURCE_FILE, C.INGEST_TS).distinct()
-        if start != end:
-            pairs = pairs.subtract(delta_io.read(spark, uri, version=start).select(C.SOURCE_FILE, C.INGEST_TS))
+        if start == end:
+            pairs = rows.select(C.SOURCE_FILE, C.INGEST_TS).limit(0)
         else:
-            pairs = pairs.limit(0)
+            feed = appends_in_feed(spark, uri, start, end)
+            log.info("bronze.%s: the rows appended after version %d %s", source, start,
+                     "from the change data feed" if feed else f"by comparing it with version {end}")
+            pairs = appended_pairs(spark, uri, start, end, feed)
         src = getattr(cfg.sources, source)
         if source in ("events", "users"):
             rows = rows.transform(without_forgotten(forgotten, src.columns.get(C.USER_ID, C.USER_ID), CORRUPT))

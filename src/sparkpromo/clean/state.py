@@ -21,7 +21,7 @@ from sparkpromo.frame import local_now, local_rows
 
 __all__ = [
     "SOURCES", "CleanState", "settings_fingerprint", "output_versions", "last_state", "record_state",
-    "appends_only", "full_refresh_reason"
+    "appends_only", "appends_in_feed", "full_refresh_reason"
 ]
 
 
@@ -88,12 +88,25 @@ def record_state(spark: SparkSession, cfg: AppConfig, run_id: str, mode: str, br
     delta_io.append(df, T.CLEAN_STATE.uri(cfg), name=T.CLEAN_STATE.key, properties=T.CLEAN_STATE.properties)
 
 
+def _appended(op: str, params: Mapping[str, str]) -> bool:
+    return op in _APPEND_MODES and params.get(_APPEND_MODES[op][0]) == _APPEND_MODES[op][1]
+
+
 def appends_only(spark: SparkSession, uri: str, start: int, end: int) -> bool:
     """Whether every commit of ``uri`` after ``start`` up to ``end`` only added rows."""
     commits = delta_io.commits_between(spark, uri, start, end)
-    return commits is not None and all(
-        op in _NO_DATA_CHANGE or (op in _APPEND_MODES and params.get(_APPEND_MODES[op][0]) == _APPEND_MODES[op][1])
-        for op, params in commits)
+    return commits is not None and all(op in _NO_DATA_CHANGE or _appended(op, params) for op, params in commits)
+
+
+def appends_in_feed(spark: SparkSession, uri: str, start: int, end: int) -> bool:
+    """Whether the change data feed of ``uri`` after ``start`` up to ``end`` holds exactly the rows those commits
+    appended: the table records its feed and every commit in the range is an append. With any other commit in the
+    range the caller compares the two versions instead: a property change may have turned the feed on part-way, and
+    the files an OPTIMIZE compacted, which the feed reads as the appended rows, may be gone after a VACUUM."""
+    if delta_io.table_properties(spark, uri).get(delta_io.CHANGE_FEED, "false").lower() != "true":
+        return False
+    commits = delta_io.commits_between(spark, uri, start, end)
+    return commits is not None and all(_appended(op, params) for op, params in commits)
 
 
 def full_refresh_reason(spark: SparkSession, cfg: AppConfig, state: CleanState | None,

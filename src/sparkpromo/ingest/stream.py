@@ -92,7 +92,8 @@ def append_files(spark: SparkSession, cfg: AppConfig, source: str, run_id: str, 
     w = new.write.format("delta").mode("append").option("txnAppId", txn[0]).option("txnVersion", txn[1])
     if cfg.clean.allow_schema_evolution:
         w = w.option("mergeSchema", "true")
-    w = delta_io.creating(w, new, uri, {delta_io.STATS_COLUMNS: delta_io.BRONZE_STATS_COLUMNS})
+    w = delta_io.creating(w, new, uri, {delta_io.STATS_COLUMNS: delta_io.BRONZE_STATS_COLUMNS,
+                                         **T.BRONZE[source].properties})
     before = delta_io.version(spark, uri) if exists else None
     w.save(uri)
     if before is not None and delta_io.version(spark, uri) == before:
